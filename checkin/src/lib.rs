@@ -1,1 +1,4 @@
-//! placeholder
+//! magicpush-checkin: the MDM check-in server, device store, command queue and connectivity
+//! report, plus the `magicpush` command line.
+
+pub mod cli;

@@ -1,1 +1,3 @@
-//! placeholder
+//! magicpush-loadtest: a mock APNs, the engine benchmark and a simulated device fleet.
+
+pub mod cli;

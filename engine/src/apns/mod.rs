@@ -1,0 +1,3 @@
+//! The APNs protocol without sockets: request encoding, response classification, reasons.
+
+pub mod reason;

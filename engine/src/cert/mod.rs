@@ -1,0 +1,1 @@
+//! The MDM push certificate (being written).

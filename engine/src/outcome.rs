@@ -1,0 +1,234 @@
+//! What goes into the engine (a [`DevicePush`]) and what comes out (a [`PushResult`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apns::reason::Reason;
+
+/// A device token as the APNs path wants it: lowercase hex of the raw token bytes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeviceToken(Arc<str>);
+
+/// A device token that is not hex, or is empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid device token {token:?}: {why}")]
+pub struct InvalidToken {
+    /// The text that was given.
+    pub token: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+impl DeviceToken {
+    /// From the raw token bytes (the `Token` data of a TokenUpdate check-in).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidToken> {
+        if bytes.is_empty() {
+            return Err(InvalidToken {
+                token: String::new(),
+                why: "empty",
+            });
+        }
+        Ok(DeviceToken(hex::encode(bytes).into()))
+    }
+
+    /// From hex text, either case; stored lowercase.
+    pub fn from_hex(text: &str) -> Result<Self, InvalidToken> {
+        let bad = |why| InvalidToken {
+            token: text.to_owned(),
+            why,
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(bad("empty"));
+        }
+        if text.len() % 2 != 0 {
+            return Err(bad("odd number of hex digits"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("not hexadecimal"));
+        }
+        Ok(DeviceToken(text.to_ascii_lowercase().into()))
+    }
+
+    /// Lowercase hex.
+    pub fn as_hex(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceToken({})", self.0)
+    }
+}
+
+impl fmt::Display for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One MDM push: wake the device with this token, carrying its PushMagic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePush {
+    /// The device's APNs token.
+    pub token: DeviceToken,
+    /// The `PushMagic` string from the device's TokenUpdate.
+    pub magic: String,
+}
+
+impl DevicePush {
+    /// A push for `token` with `magic`.
+    pub fn new(token: DeviceToken, magic: impl Into<String>) -> Self {
+        DevicePush {
+            token,
+            magic: magic.into(),
+        }
+    }
+}
+
+/// APNs accepted the push (HTTP 200). This does not prove the device got it: only its next
+/// check-in does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The `apns-id` APNs answered with.
+    pub apns_id: String,
+    /// From submission to the 200, including queueing and retries.
+    pub latency: Duration,
+    /// How many times the request was sent (1 unless retried).
+    pub attempts: u32,
+}
+
+/// How a push ended when it did not end in [`Delivered`]. Every push ends in exactly one
+/// [`PushResult`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// 410: the token is gone (MDM profile removed, device erased). Stop pushing it.
+    #[error("device unregistered ({reason}){}", timestamp_note(.timestamp_ms))]
+    Unregistered {
+        /// `Unregistered` or `ExpiredToken`.
+        reason: Reason,
+        /// When APNs learned the token was no longer valid (ms since the epoch), if it said.
+        timestamp_ms: Option<u64>,
+    },
+    /// A permanent answer for this device and request: 400 `BadDeviceToken`,
+    /// `DeviceTokenNotForTopic` and other 4xx that retrying cannot fix. Never retried.
+    #[error("APNs refused the push: {status} {reason}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Reason, verbatim.
+        reason: Reason,
+    },
+    /// APNs (403) or the TLS handshake refused the push certificate. The pool is in its
+    /// certificate-rejected state until a new certificate is installed or a reconnect succeeds.
+    #[error("push certificate rejected: {detail}")]
+    CertificateRejected {
+        /// `BadCertificate`, `BadCertificateEnvironment`, `Forbidden`, or a TLS alert.
+        reason: Reason,
+        /// What the operator should know.
+        detail: String,
+    },
+    /// A transient failure (429, 500, 503, refused stream, lost connection) persisted until the
+    /// deadline, or the retry budget ran out.
+    #[error("gave up after {attempts} attempt(s): {last}")]
+    RetriesExhausted {
+        /// The last transient reason seen.
+        last: Reason,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The deadline passed before any answer (for example, no connection could be opened).
+    #[error("deadline of {deadline:?} passed after {attempts} attempt(s){}", last_note(.last))]
+    DeadlineExceeded {
+        /// The push's deadline.
+        deadline: Duration,
+        /// Attempts made.
+        attempts: u32,
+        /// The last transient reason seen, if any.
+        last: Option<Reason>,
+    },
+    /// The client was shut down before the push ended.
+    #[error("push client shut down")]
+    Shutdown,
+}
+
+fn timestamp_note(ts: &Option<u64>) -> String {
+    ts.map(|t| format!(" since {t} ms")).unwrap_or_default()
+}
+
+fn last_note(last: &Option<Reason>) -> String {
+    last.as_ref()
+        .map(|r| format!("; last error {r}"))
+        .unwrap_or_default()
+}
+
+impl PushError {
+    /// The reason as APNs spells it, for grouping in summaries (`Unregistered`,
+    /// `BadDeviceToken`, …); the engine's own outcomes are `DeadlineExceeded` and `Shutdown`.
+    pub fn reason(&self) -> Reason {
+        match self {
+            PushError::Unregistered { reason, .. }
+            | PushError::Rejected { reason, .. }
+            | PushError::CertificateRejected { reason, .. } => reason.clone(),
+            PushError::RetriesExhausted { last, .. } => last.clone(),
+            PushError::DeadlineExceeded { .. } => Reason::new("DeadlineExceeded"),
+            PushError::Shutdown => Reason::new("Shutdown"),
+        }
+    }
+
+    /// True when the device's stored token is wrong or gone: 410, or 400 `BadDeviceToken` /
+    /// `DeviceTokenNotForTopic`. Pushing this token again is pointless until the device sends a
+    /// new TokenUpdate.
+    pub fn is_token_invalid(&self) -> bool {
+        match self {
+            PushError::Unregistered { .. } => true,
+            PushError::Rejected { reason, .. } => {
+                *reason == Reason::BadDeviceToken || *reason == Reason::DeviceTokenNotForTopic
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The one outcome of one push.
+pub type PushResult = Result<Delivered, PushError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_hex_normalises_and_validates() {
+        assert_eq!(DeviceToken::from_hex("ABcd").unwrap().as_hex(), "abcd");
+        assert!(DeviceToken::from_hex("abc").is_err());
+        assert!(DeviceToken::from_hex("zz").is_err());
+        assert!(DeviceToken::from_hex("").is_err());
+        assert_eq!(DeviceToken::from_bytes(&[0xde, 0xad]).unwrap().as_hex(), "dead");
+        assert!(DeviceToken::from_bytes(&[]).is_err());
+    }
+
+    #[test]
+    fn reasons_group_outcomes() {
+        let e = PushError::Unregistered {
+            reason: Reason::Unregistered,
+            timestamp_ms: Some(5),
+        };
+        assert_eq!(e.reason().as_str(), "Unregistered");
+        assert!(e.is_token_invalid());
+        assert!(e.to_string().contains("since 5 ms"));
+        let e = PushError::Rejected {
+            status: 400,
+            reason: Reason::BadTopic,
+        };
+        assert!(!e.is_token_invalid());
+        let e = PushError::DeadlineExceeded {
+            deadline: Duration::from_secs(1),
+            attempts: 2,
+            last: None,
+        };
+        assert_eq!(e.reason().as_str(), "DeadlineExceeded");
+    }
+}
