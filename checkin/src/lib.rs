@@ -2,3 +2,6 @@
 //! report, plus the `magicpush` command line.
 
 pub mod cli;
+pub mod connectivity;
+pub mod mdm;
+pub mod store;

@@ -1,0 +1,112 @@
+//! MDM protocol messages, decoded and encoded without I/O.
+//!
+//! - [`decode`] takes a request body (XML or binary plist) and returns a [`Message`]: a
+//!   [`Checkin`] when `MessageType` is present, a [`Report`] when `Status` is present.
+//!   [`decode_checkin`] and [`decode_report`] serve the dedicated endpoints.
+//! - Every failure is a [`DecodeError`] whose text says what is wrong; the HTTP layer answers
+//!   `400` with it. No input makes these functions panic.
+//! - [`Command`] encodes a queued command into the XML plist a device receives.
+
+mod checkin;
+mod command;
+mod dict;
+mod error;
+mod report;
+mod secret;
+
+use std::io::Cursor;
+
+use plist::Value;
+
+pub use checkin::{
+    Authenticate, CheckOut, Checkin, GetBootstrapToken, SetBootstrapToken, TokenUpdate, UserChannel,
+};
+pub use command::{
+    bootstrap_token_response, Command, DEVICE_INFORMATION, DEVICE_INFORMATION_QUERIES,
+};
+pub use error::DecodeError;
+pub use report::{DeviceInfo, ErrorChainItem, Report, Status};
+pub use secret::Secret;
+
+/// A decoded request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A check-in (`MessageType` present).
+    Checkin(Checkin),
+    /// A command report (`Status` present).
+    Report(Report),
+}
+
+/// Decodes a check-in or a command report, dispatching on the keys present.
+pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
+    let dict = parse_dictionary(body)?;
+    match (
+        dict.contains_key("MessageType"),
+        dict.contains_key("Status"),
+    ) {
+        (true, true) => Err(DecodeError::AmbiguousKind),
+        (true, false) => Checkin::from_dict(&dict).map(Message::Checkin),
+        (false, true) => Report::from_dict(dict).map(Message::Report),
+        (false, false) => Err(DecodeError::UnknownKind),
+    }
+}
+
+/// Decodes a check-in (`PUT /mdm/checkin`); a command report is an error.
+pub fn decode_checkin(body: &[u8]) -> Result<Checkin, DecodeError> {
+    match decode(body)? {
+        Message::Checkin(c) => Ok(c),
+        Message::Report(_) => Err(DecodeError::WrongEndpoint {
+            expected: "check-in",
+            got: "command report",
+        }),
+    }
+}
+
+/// Decodes a command report (`PUT /mdm/server`); a check-in is an error.
+pub fn decode_report(body: &[u8]) -> Result<Report, DecodeError> {
+    match decode(body)? {
+        Message::Report(r) => Ok(r),
+        Message::Checkin(_) => Err(DecodeError::WrongEndpoint {
+            expected: "command report",
+            got: "check-in",
+        }),
+    }
+}
+
+/// Parses an XML or binary plist (never the ASCII format) whose top level is a dictionary.
+fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
+    }
+    let binary = body.starts_with(b"bplist");
+    let format = if binary { "binary" } else { "XML" };
+    // Defence in depth: a parser bug must become a 400, not a dead request task.
+    let parsed = std::panic::catch_unwind(|| {
+        if binary {
+            Value::from_reader(Cursor::new(body))
+        } else {
+            Value::from_reader_xml(body)
+        }
+    });
+    let value = match parsed {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Err(DecodeError::NotAPlist {
+                format,
+                detail: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(DecodeError::NotAPlist {
+                format,
+                detail: "the plist parser failed on this input".into(),
+            })
+        }
+    };
+    match value {
+        Value::Dictionary(d) => Ok(d),
+        other => Err(DecodeError::NotADictionary {
+            got: dict::type_name(&other),
+        }),
+    }
+}

@@ -1,0 +1,70 @@
+//! How each write changes a device record: one place, shared by every store implementation,
+//! so that backends differ only in how they persist.
+
+use time::OffsetDateTime;
+
+use super::model::{apply_contact, apply_report, Device, Enrollment, PushOutcome};
+use crate::mdm::{Authenticate, Report, Status, TokenUpdate};
+
+pub(crate) fn authenticate(d: &mut Device, msg: &Authenticate, at: OffsetDateTime) {
+    d.info.merge(&msg.info);
+    d.topic = Some(msg.topic.clone());
+    d.authenticated_at = Some(at);
+    apply_contact(d, at);
+}
+
+/// Device channel only; the caller routes user-channel updates elsewhere.
+pub(crate) fn token_update(d: &mut Device, msg: &TokenUpdate, at: OffsetDateTime) -> Enrollment {
+    let re_enrolling = d.enrolled_at.is_none() || d.is_checked_out() || d.is_token_invalidated();
+    d.token = Some(msg.token.as_hex().to_owned());
+    d.push_magic = Some(msg.push_magic.clone());
+    if let Some(unlock) = &msg.unlock_token {
+        d.unlock_token = Some(unlock.clone());
+    }
+    d.awaiting_configuration = msg.awaiting_configuration;
+    d.topic = Some(msg.topic.clone());
+    d.token_updated_at = Some(at);
+    if d.enrolled_at.is_none() {
+        d.enrolled_at = Some(at);
+    }
+    apply_contact(d, at);
+    if re_enrolling {
+        Enrollment::Enrolled
+    } else {
+        Enrollment::Refreshed
+    }
+}
+
+pub(crate) fn check_out(d: &mut Device, at: OffsetDateTime) {
+    d.checked_out_at = Some(at);
+    apply_contact(d, at);
+}
+
+pub(crate) fn push_attempt(d: &mut Device, at: OffsetDateTime) {
+    d.last_push_at = Some(at);
+    d.push_outcome = None;
+    d.push_outcome_at = None;
+    d.first_report_after_push_at = None;
+}
+
+pub(crate) fn push_outcome(d: &mut Device, outcome: &PushOutcome, at: OffsetDateTime) {
+    d.push_outcome = Some(outcome.clone());
+    d.push_outcome_at = Some(at);
+    if d.last_push_at.is_none() {
+        d.last_push_at = Some(at);
+    }
+}
+
+/// Returns (closed the open push, updated the device facts).
+pub(crate) fn report(d: &mut Device, report: &Report, at: OffsetDateTime) -> (bool, bool) {
+    let closed = apply_report(d, at);
+    let mut info_updated = false;
+    if report.status == Status::Acknowledged {
+        if let Some(info) = report.device_info.as_ref().filter(|i| !i.is_empty()) {
+            d.info.merge(info);
+            d.info_collected_at = Some(at);
+            info_updated = true;
+        }
+    }
+    (closed, info_updated)
+}

@@ -1,0 +1,375 @@
+//! An in-memory [`Store`] for tests. Not durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use super::model::{
+    apply_contact, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
+    PushOutcome, QueuedCommand, ReportOutcome, User,
+};
+use super::{logic, Store, StoreError, StoreFuture};
+use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
+
+struct Queued {
+    uuid: String,
+    queued_at: OffsetDateTime,
+    not_now_at: Option<OffsetDateTime>,
+}
+
+struct StoredCommand {
+    request_type: String,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Inner {
+    devices: BTreeMap<String, Device>,
+    users: BTreeMap<(String, String), User>,
+    commands: HashMap<String, StoredCommand>,
+    /// Per device, in enqueue order.
+    queues: HashMap<String, Vec<Queued>>,
+    results: Vec<CommandResult>,
+}
+
+impl Inner {
+    fn device_mut(&mut self, udid: &str) -> Result<&mut Device, StoreError> {
+        self.devices
+            .get_mut(udid)
+            .ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
+    }
+
+    fn queued_command(&self, q: &Queued) -> Option<QueuedCommand> {
+        let c = self.commands.get(&q.uuid)?;
+        Some(QueuedCommand {
+            uuid: q.uuid.clone(),
+            request_type: c.request_type.clone(),
+            body: c.body.clone(),
+            queued_at: q.queued_at,
+            not_now_at: q.not_now_at,
+        })
+    }
+}
+
+/// A [`Store`] kept in a mutex-protected map. Every operation completes immediately.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind, still consistent enough
+        // for a test store; keep going rather than poisoning every later call.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StoreError>,
+    ) -> StoreFuture<'a, T> {
+        let result = f(&mut self.lock());
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl Store for MemoryStore {
+    fn authenticate<'a>(
+        &'a self,
+        msg: &'a Authenticate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s
+                .devices
+                .entry(msg.udid.clone())
+                .or_insert_with(|| Device::new(msg.udid.clone()));
+            logic::authenticate(d, msg, at);
+            Ok(())
+        })
+    }
+
+    fn token_update<'a>(
+        &'a self,
+        msg: &'a TokenUpdate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Enrollment> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s
+                .devices
+                .entry(msg.udid.clone())
+                .or_insert_with(|| Device::new(msg.udid.clone()));
+            let Some(user) = &msg.user else {
+                return Ok(logic::token_update(d, msg, at));
+            };
+            apply_contact(d, at);
+            s.users.insert(
+                (msg.udid.clone(), user.user_id.clone()),
+                User {
+                    udid: msg.udid.clone(),
+                    user_id: user.user_id.clone(),
+                    short_name: user.short_name.clone(),
+                    long_name: user.long_name.clone(),
+                    token: msg.token.as_hex().to_owned(),
+                    push_magic: msg.push_magic.clone(),
+                    updated_at: at,
+                },
+            );
+            Ok(Enrollment::UserChannel)
+        })
+    }
+
+    fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            logic::check_out(s.device_mut(udid)?, at);
+            Ok(())
+        })
+    }
+
+    fn set_bootstrap_token<'a>(
+        &'a self,
+        udid: &'a str,
+        token: Option<&'a Secret>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s.device_mut(udid)?;
+            d.bootstrap_token = token.cloned();
+            apply_contact(d, at);
+            Ok(())
+        })
+    }
+
+    fn bootstrap_token<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Secret>> {
+        self.run(|s| Ok(s.devices.get(udid).and_then(|d| d.bootstrap_token.clone())))
+    }
+
+    fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            apply_contact(s.device_mut(udid)?, at);
+            Ok(())
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        mode: EnqueueMode,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            if s.commands.contains_key(&command.uuid) {
+                return Err(StoreError::DuplicateCommand {
+                    uuid: command.uuid.clone(),
+                });
+            }
+            let mut out = EnqueueOutcome {
+                command_uuid: command.uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            for udid in dedup(udids) {
+                if !s.devices.contains_key(udid) {
+                    out.unknown.push(udid.clone());
+                    continue;
+                }
+                let already = mode == EnqueueMode::SkipIfQueued
+                    && s.queues.get(udid).is_some_and(|q| {
+                        q.iter().any(|e| {
+                            s.commands
+                                .get(&e.uuid)
+                                .is_some_and(|c| c.request_type == command.request_type)
+                        })
+                    });
+                if already {
+                    out.already_queued.push(udid.clone());
+                    continue;
+                }
+                s.queues.entry(udid.clone()).or_default().push(Queued {
+                    uuid: command.uuid.clone(),
+                    queued_at: at,
+                    not_now_at: None,
+                });
+                out.queued.push(udid.clone());
+            }
+            s.commands.insert(
+                command.uuid.clone(),
+                StoredCommand {
+                    request_type: command.request_type.clone(),
+                    body: command.to_xml(),
+                },
+            );
+            Ok(out)
+        })
+    }
+
+    fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| {
+            Ok(s.queues.get(udid).is_some_and(|q| {
+                q.iter().any(|e| {
+                    s.commands
+                        .get(&e.uuid)
+                        .is_some_and(|c| c.request_type == request_type)
+                })
+            }))
+        })
+    }
+
+    fn next_command<'a>(
+        &'a self,
+        udid: &'a str,
+        skip_not_now: bool,
+    ) -> StoreFuture<'a, Option<QueuedCommand>> {
+        self.run(|s| {
+            let Some(q) = s.queues.get(udid) else {
+                return Ok(None);
+            };
+            Ok(q.iter()
+                .filter(|e| !(skip_not_now && e.not_now_at.is_some()))
+                .find_map(|e| s.queued_command(e)))
+        })
+    }
+
+    fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>> {
+        self.run(|s| {
+            Ok(s.queues
+                .get(udid)
+                .map(|q| q.iter().filter_map(|e| s.queued_command(e)).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn record_report<'a>(
+        &'a self,
+        report: &'a Report,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ReportOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s.device_mut(&report.udid)?;
+            let (closed_push, info_updated) = logic::report(d, report, at);
+            let mut out = ReportOutcome {
+                closed_push,
+                info_updated,
+                ..ReportOutcome::default()
+            };
+            let Some(uuid) = report
+                .command_uuid
+                .as_ref()
+                .filter(|_| report.status != Status::Idle)
+            else {
+                return Ok(out);
+            };
+            let queue = s.queues.entry(report.udid.clone()).or_default();
+            if let Some(pos) = queue.iter().position(|e| &e.uuid == uuid) {
+                out.known_command = true;
+                if report.status.is_final() {
+                    queue.remove(pos);
+                    out.dequeued = true;
+                } else if report.status == Status::NotNow {
+                    queue[pos].not_now_at = Some(at);
+                }
+            }
+            out.request_type = s.commands.get(uuid).map(|c| c.request_type.clone());
+            s.results.push(CommandResult {
+                udid: report.udid.clone(),
+                command_uuid: uuid.clone(),
+                request_type: out.request_type.clone(),
+                status: report.status,
+                error_chain: report.error_chain.clone(),
+                raw: report.raw_xml(),
+                at,
+            });
+            Ok(out)
+        })
+    }
+
+    fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>> {
+        self.run(|s| {
+            Ok(s.results
+                .iter()
+                .filter(|r| r.udid == udid)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
+        self.run(|s| {
+            Ok(s.users
+                .values()
+                .filter(|u| u.udid == udid)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn record_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            for udid in udids {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    logic::push_attempt(d, at);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn record_push_outcome<'a>(
+        &'a self,
+        udid: &'a str,
+        outcome: &'a PushOutcome,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            logic::push_outcome(s.device_mut(udid)?, outcome, at);
+            Ok(())
+        })
+    }
+
+    fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
+        self.run(|s| Ok(s.devices.values().cloned().collect()))
+    }
+
+    fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
+        self.run(|s| Ok(s.devices.get(udid).cloned()))
+    }
+
+    fn pushable(&self) -> StoreFuture<'_, Vec<Device>> {
+        self.run(|s| {
+            Ok(s.devices
+                .values()
+                .filter(|d| d.is_pushable())
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, usize> {
+        self.run(|s| Ok(s.devices.len()))
+    }
+}
+
+/// `udids` without repeats, first occurrence kept.
+pub(crate) fn dedup(udids: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    udids.iter().filter(|u| seen.insert(u.as_str())).collect()
+}

@@ -1,0 +1,212 @@
+//! The device store: devices, the command queue, results and push bookkeeping.
+//!
+//! [`Store`] is object-safe: hold an `Arc<dyn Store>` and `.await` its methods from async
+//! handlers. Implementations never block the async runtime ([`SqliteStore`] does its I/O on
+//! its own threads).
+//!
+//! - [`MemoryStore`]: in memory, for tests.
+//! - [`SqliteStore`]: durable, SQLite in WAL mode with group commit.
+//! - [`conformance`]: one test suite every implementation passes.
+//!
+//! Times are inputs (`at`), never read from a clock inside the store, and kept to the
+//! millisecond ([`truncate_ms`]). A device's `last_seen_at` only moves forward.
+
+// CONFORMANCE
+
+mod logic;
+mod memory;
+mod model;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use time::OffsetDateTime;
+
+use crate::mdm::{Authenticate, Command, Report, Secret, TokenUpdate};
+
+pub use memory::MemoryStore;
+pub use model::{
+    rfc3339, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
+    PushOutcome, QueuedCommand, ReportOutcome, User,
+};
+
+/// The future every [`Store`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The operation needs a device the store has never seen (no Authenticate/TokenUpdate).
+    #[error("unknown device {udid}")]
+    UnknownDevice {
+        /// The identifier given.
+        udid: String,
+    },
+    /// A command with this UUID was already enqueued.
+    #[error("command {uuid} already exists")]
+    DuplicateCommand {
+        /// The CommandUUID.
+        uuid: String,
+    },
+    /// The database failed. Writes that fail this way were not committed.
+    #[error("database error during {op}: {detail}")]
+    Database {
+        /// The operation (`open`, `commit`, `read devices`, …).
+        op: &'static str,
+        /// The database's message.
+        detail: String,
+    },
+    /// The database was written by a newer magicpush (schema version `found` > `supported`).
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade magicpush")]
+    SchemaTooNew {
+        /// `PRAGMA user_version` found.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A stored value cannot be read back (hand-edited or corrupt database).
+    #[error("corrupt stored value: {what}")]
+    Corrupt {
+        /// What and where.
+        what: String,
+    },
+    /// The store's writer has stopped (the store is shutting down or its thread died).
+    #[error("store is closed")]
+    Closed,
+}
+
+/// A device store.
+///
+/// Contracts shared by every implementation (checked by [`conformance`]):
+/// - A write's future resolves `Ok` only once the write is durable (for [`SqliteStore`]:
+///   committed and synced). Writes of concurrent callers may share one commit.
+/// - Every check-in and report write also moves `last_seen_at` forward to `at`.
+/// - Unknown devices: [`Store::authenticate`] and [`Store::token_update`] create the device;
+///   [`Store::record_push_attempts`] and [`Store::enqueue`] skip unknown UDIDs (enqueue
+///   reports them); every other write on an unknown device fails with
+///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
+pub trait Store: Send + Sync + 'static {
+    /// Records an Authenticate: creates the device or overlays the facts sent (fields absent
+    /// from the message are kept), sets `topic` and `authenticated_at`. Keeps any existing
+    /// enrollment (token, push magic, enrolled_at): a re-Authenticate does not unenroll.
+    fn authenticate<'a>(&'a self, msg: &'a Authenticate, at: OffsetDateTime)
+        -> StoreFuture<'a, ()>;
+
+    /// Records a TokenUpdate.
+    /// - Device channel (`msg.user` is `None`): stores token, push magic, unlock token (kept if
+    ///   absent from the message), AwaitingConfiguration, topic; sets `token_updated_at`, and
+    ///   `enrolled_at` on the first one. A TokenUpdate after a CheckOut or a 410 re-enrolls:
+    ///   the device becomes pushable again. Creates the device if unknown.
+    /// - User channel: records the user (token, push magic, names) and never touches the
+    ///   device's token, push magic or enrollment. Creates a bare device row if unknown.
+    fn token_update<'a>(
+        &'a self,
+        msg: &'a TokenUpdate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Enrollment>;
+
+    /// Records a CheckOut: sets `checked_out_at`. The device is no longer pushable and its
+    /// connectivity state is `unregistered` until a new device-channel TokenUpdate.
+    fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
+
+    /// Escrows (or, with `None`, clears) the device's bootstrap token.
+    fn set_bootstrap_token<'a>(
+        &'a self,
+        udid: &'a str,
+        token: Option<&'a Secret>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The escrowed bootstrap token; `Ok(None)` if none or the device is unknown.
+    fn bootstrap_token<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Secret>>;
+
+    /// Moves `last_seen_at` forward (for contacts with no other write, e.g. GetBootstrapToken).
+    fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
+
+    /// Queues `command` for each of `udids` (duplicates in `udids` are queued once). Unknown
+    /// UDIDs are skipped and listed in [`EnqueueOutcome::unknown`]. Fails with
+    /// [`StoreError::DuplicateCommand`] if this CommandUUID was enqueued before; in that case
+    /// nothing is queued.
+    fn enqueue<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        mode: EnqueueMode,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome>;
+
+    /// True if a command with this RequestType is queued for the device (NotNow included).
+    fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool>;
+
+    /// The command to send the device next: the oldest queued (in enqueue order) that has not
+    /// ended. With `skip_not_now`, commands the device answered NotNow are skipped.
+    ///
+    /// The session rule: pass `skip_not_now = (report.status != Idle)`. An Idle report starts
+    /// a session, so NotNow commands are offered again once per session; within the session
+    /// (after Acknowledged/Error/NotNow reports) they are not re-sent, so a device that keeps
+    /// answering NotNow cannot loop.
+    fn next_command<'a>(
+        &'a self,
+        udid: &'a str,
+        skip_not_now: bool,
+    ) -> StoreFuture<'a, Option<QueuedCommand>>;
+
+    /// Every command queued for the device, oldest first.
+    fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>>;
+
+    /// Records a command report (any status, Idle included):
+    /// - moves `last_seen_at` and `last_report_at` to `at`; if a push is open (the device has
+    ///   not reported since `last_push_at`), sets `first_report_after_push_at` — that is the
+    ///   proof of contact and gives the push→report latency;
+    /// - for every status but Idle, appends a [`CommandResult`] (status, error chain, the raw
+    ///   report as XML), also for a CommandUUID the store does not know;
+    /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
+    ///   NotNow keeps it and marks it (see [`Store::next_command`]);
+    /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets
+    ///   `info_collected_at`.
+    ///
+    /// Fails with [`StoreError::UnknownDevice`] for a device never seen.
+    fn record_report<'a>(
+        &'a self,
+        report: &'a Report,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ReportOutcome>;
+
+    /// Every recorded result for the device, oldest first.
+    fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>>;
+
+    /// Every user channel recorded for the device, by UserID.
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>>;
+
+    /// Marks a push attempt at `at` for each device (unknown UDIDs are skipped silently): sets
+    /// `last_push_at`, clears the previous outcome and `first_report_after_push_at`. Call it
+    /// before handing the pushes to the engine, so that a device answering faster than the
+    /// engine's result still counts as responded.
+    fn record_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Records how the last push attempt ended (sets `push_outcome`, `push_outcome_at`; sets
+    /// `last_push_at` too if no attempt was recorded).
+    fn record_push_outcome<'a>(
+        &'a self,
+        udid: &'a str,
+        outcome: &'a PushOutcome,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Every device, ordered by UDID.
+    fn devices(&self) -> StoreFuture<'_, Vec<Device>>;
+
+    /// One device.
+    fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>>;
+
+    /// Devices that may be pushed ([`Device::is_pushable`]), ordered by UDID.
+    fn pushable(&self) -> StoreFuture<'_, Vec<Device>>;
+
+    /// Number of devices.
+    fn count(&self) -> StoreFuture<'_, usize>;
+}
