@@ -1,13 +1,42 @@
 //! magicpush-engine: MDM push certificates and a high-throughput APNs HTTP/2 connection pool.
 //!
+//! ```no_run
+//! # async fn example(cert: magicpush_engine::cert::PushCertificate) -> Result<(), Box<dyn std::error::Error>> {
+//! use magicpush_engine::{Client, DevicePush, DeviceToken};
+//! let client = Client::builder().certificate(cert).connections(4).build()?;
+//! let token = DeviceToken::from_hex("8f2c…".trim_end_matches('…'))?;
+//! match client.push(DevicePush::new(token, "push-magic")).await {
+//!     Ok(delivered) => println!("accepted: {}", delivered.apns_id),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`cert`]: the MDM push certificate: loading (PEM, PKCS#12), parsing, renewal checks.
-//! - [`apns`]: the APNs protocol without I/O: requests, responses, reasons.
+//! - [`apns`]: the APNs protocol without I/O: request encoding, response classification, reasons.
+//! - [`pool`]: the pool's decisions without I/O: connection choice, reconnect plan, retries.
 //! - [`outcome`]: what a push is and how it can end.
+//! - `client` (re-exported at the root): the builder and the push API.
+//! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
+//!   connection, and TCP/TLS/HTTP/2 setup.
 
 pub mod apns;
 pub mod cert;
+mod client;
+mod conn;
+mod dispatch;
+pub mod endpoint;
+mod job;
+pub mod metrics;
 pub mod outcome;
+pub mod pool;
+mod transport;
 
 pub use apns::reason::Reason;
+pub use apns::request::{Expiration, Priority};
+pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, QueueFull, Summary};
+pub use dispatch::PoolStatus;
+pub use endpoint::Endpoint;
 pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};
+pub use transport::{ConnectError, TlsConfigError};

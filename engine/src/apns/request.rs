@@ -1,0 +1,218 @@
+//! Encoding an MDM push as an APNs request, without I/O.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+
+use crate::outcome::DeviceToken;
+
+/// Header names APNs reads.
+pub mod headers {
+    use http::header::HeaderName;
+
+    /// The certificate's topic (its subject UID).
+    pub static APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+    /// Always `mdm` here.
+    pub static APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+    /// 10 (send now) or 5 (may be delayed for power).
+    pub static APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+    /// UNIX seconds until which APNs stores the push for an offline device; 0 = try once.
+    pub static APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+    /// The request's UUID, echoed in the response.
+    pub static APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+}
+
+/// How long APNs should keep a push for a device that is offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiration {
+    /// `apns-expiration: 0`: deliver now or drop.
+    Immediate,
+    /// Store until now + this (APNs keeps at most 30 days, and only the newest push per device
+    /// and topic). Default: 7 days.
+    After(Duration),
+}
+
+impl Default for Expiration {
+    fn default() -> Self {
+        Expiration::After(Duration::from_secs(7 * 24 * 3600))
+    }
+}
+
+/// The delivery priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// `10`: send immediately (default).
+    #[default]
+    Immediate,
+    /// `5`: may be grouped and delayed to save power.
+    Conserve,
+}
+
+/// Everything that is the same for every push of one client: built once, so that encoding a
+/// push costs one path, one body and one expiration header.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    topic: HeaderValue,
+    priority: HeaderValue,
+    expiration: Expiration,
+}
+
+/// A topic that cannot be sent as a header value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("topic {0:?} is not a valid HTTP header value")]
+pub struct InvalidTopic(pub String);
+
+static PUSH_TYPE_MDM: HeaderValue = HeaderValue::from_static("mdm");
+static CONTENT_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl RequestTemplate {
+    /// A template for `authority` (host:port) and the certificate's `topic`.
+    pub fn new(
+        authority: http::uri::Authority,
+        topic: &str,
+        priority: Priority,
+        expiration: Expiration,
+    ) -> Result<Self, InvalidTopic> {
+        let topic = HeaderValue::from_str(topic).map_err(|_| InvalidTopic(topic.to_owned()))?;
+        let priority = HeaderValue::from_static(match priority {
+            Priority::Immediate => "10",
+            Priority::Conserve => "5",
+        });
+        Ok(RequestTemplate {
+            scheme: http::uri::Scheme::HTTPS,
+            authority,
+            topic,
+            priority,
+            expiration,
+        })
+    }
+
+    /// The topic this template sends.
+    pub fn topic(&self) -> &HeaderValue {
+        &self.topic
+    }
+
+    /// The request head for one push to `token`, at wall-clock time `now`.
+    pub fn request(&self, token: &DeviceToken, now: SystemTime) -> Request<()> {
+        let mut path = String::with_capacity(10 + token.as_hex().len());
+        path.push_str("/3/device/");
+        path.push_str(token.as_hex());
+        // The token is validated hex, so the path is always a valid path.
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .expect("hex token makes a valid path");
+        let mut req = Request::new(());
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(5);
+        h.insert(headers::APNS_TOPIC.clone(), self.topic.clone());
+        h.insert(headers::APNS_PUSH_TYPE.clone(), PUSH_TYPE_MDM.clone());
+        h.insert(headers::APNS_PRIORITY.clone(), self.priority.clone());
+        h.insert(
+            headers::APNS_EXPIRATION.clone(),
+            HeaderValue::from(expiration_secs(self.expiration, now)),
+        );
+        h.insert(CONTENT_TYPE, CONTENT_JSON.clone());
+        req
+    }
+}
+
+/// The `apns-expiration` value for `now`.
+pub fn expiration_secs(expiration: Expiration, now: SystemTime) -> u64 {
+    match expiration {
+        Expiration::Immediate => 0,
+        Expiration::After(d) => (now + d)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+/// The MDM payload: exactly `{"mdm":"<PushMagic>"}`, JSON-escaped.
+pub fn payload(magic: &str) -> Bytes {
+    let mut out = Vec::with_capacity(magic.len() + 11);
+    out.extend_from_slice(b"{\"mdm\":");
+    // serde_json writes a correctly escaped JSON string into a Vec and cannot fail there.
+    serde_json::to_writer(&mut out, magic).expect("writing a str to a Vec cannot fail");
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// Largest payload APNs accepts.
+pub const MAX_PAYLOAD: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> RequestTemplate {
+        RequestTemplate::new(
+            "api.push.apple.com:443".parse().unwrap(),
+            "com.apple.mgmt.External.1234",
+            Priority::default(),
+            Expiration::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn request_has_apns_headers_and_path() {
+        let token = DeviceToken::from_hex("AABB").unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let req = template().request(&token, now);
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(
+            req.uri().to_string(),
+            "https://api.push.apple.com:443/3/device/aabb"
+        );
+        let h = req.headers();
+        assert_eq!(h["apns-topic"], "com.apple.mgmt.External.1234");
+        assert_eq!(h["apns-push-type"], "mdm");
+        assert_eq!(h["apns-priority"], "10");
+        assert_eq!(h["apns-expiration"], (1_000 + 7 * 24 * 3600).to_string());
+        assert!(h.get("apns-id").is_none());
+    }
+
+    #[test]
+    fn immediate_expiration_and_conserve_priority() {
+        let t = RequestTemplate::new(
+            "h:1".parse().unwrap(),
+            "com.apple.mgmt.x",
+            Priority::Conserve,
+            Expiration::Immediate,
+        )
+        .unwrap();
+        let req = t.request(&DeviceToken::from_hex("00").unwrap(), SystemTime::now());
+        assert_eq!(req.headers()["apns-expiration"], "0");
+        assert_eq!(req.headers()["apns-priority"], "5");
+    }
+
+    #[test]
+    fn payload_is_escaped_json() {
+        assert_eq!(&payload("abc")[..], br#"{"mdm":"abc"}"#);
+        let tricky = "q\"u\\o\nte\u{1}é";
+        let body = payload(tricky);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["mdm"], tricky);
+        assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn topic_with_newline_is_refused() {
+        assert!(RequestTemplate::new(
+            "h:1".parse().unwrap(),
+            "a\nb",
+            Priority::default(),
+            Expiration::default()
+        )
+        .is_err());
+    }
+}

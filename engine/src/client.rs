@@ -1,0 +1,538 @@
+//! The public face of the pool: [`ClientBuilder`] → [`Client`], `push`, `try_push`,
+//! `push_bulk`, certificate replacement, status and shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
+use crate::cert::PushCertificate;
+use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
+use crate::endpoint::Endpoint;
+use crate::job::Job;
+use crate::outcome::{DevicePush, DeviceToken, PushError, PushResult};
+use crate::pool::backoff::Backoff;
+use crate::pool::plan::{Plan, RetryPolicy};
+use crate::transport::{client_config, TlsConfigError};
+
+/// The client could not be built or reconfigured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// `certificate(...)` was not called.
+    #[error("no push certificate configured")]
+    NoCertificate,
+    /// An extra trust anchor is not PEM or DER X.509.
+    #[error("invalid trust anchor PEM: {0}")]
+    TrustAnchorPem(String),
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// The certificate's topic is not a valid header value.
+    #[error(transparent)]
+    Topic(#[from] InvalidTopic),
+    /// Called outside a Tokio runtime.
+    #[error("the push client must be built inside a Tokio runtime")]
+    NoRuntime,
+    /// The client was shut down.
+    #[error("the push client was shut down")]
+    Shutdown,
+}
+
+/// `try_push` found the queue full.
+#[derive(Debug, thiserror::Error)]
+#[error("push queue full ({capacity} pushes waiting); retry later or use push().await")]
+pub struct QueueFull {
+    /// The push that was not queued.
+    pub push: DevicePush,
+    /// The queue's capacity.
+    pub capacity: usize,
+}
+
+/// Builds a [`Client`]. Every setter states its default.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    certificate: Option<PushCertificate>,
+    endpoint: Endpoint,
+    trust_anchors: Vec<CertificateDer<'static>>,
+    web_roots: bool,
+    connections: usize,
+    max_streams: usize,
+    queue_capacity: usize,
+    deadline: Duration,
+    expiration: Expiration,
+    priority: Priority,
+    keepalive: Duration,
+    ping_timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    reconnect: Backoff,
+    rejected_backoff: Backoff,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            certificate: None,
+            endpoint: Endpoint::Production,
+            trust_anchors: Vec::new(),
+            web_roots: true,
+            connections: 4,
+            max_streams: 1000,
+            queue_capacity: 10_000,
+            deadline: Duration::from_secs(30),
+            expiration: Expiration::default(),
+            priority: Priority::default(),
+            keepalive: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            reconnect: Backoff::RECONNECT,
+            rejected_backoff: Backoff::CERTIFICATE_REJECTED,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The MDM push certificate, presented as TLS client identity. Required.
+    pub fn certificate(mut self, cert: PushCertificate) -> Self {
+        self.certificate = Some(cert);
+        self
+    }
+
+    /// Where to push. Default: [`Endpoint::Production`] (MDM always uses production).
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// Trust this CA too (PEM, one or more certificates) — for a mock or a proxy.
+    /// Default: only the public web roots.
+    pub fn trust_anchor_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let mut found = false;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ClientError::TrustAnchorPem(e.to_string()))?;
+            self.trust_anchors.push(cert);
+            found = true;
+        }
+        if !found {
+            return Err(ClientError::TrustAnchorPem(
+                "no CERTIFICATE block found".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Whether to trust the public web roots (Apple's gateways chain to one). Default: true.
+    pub fn web_roots(mut self, yes: bool) -> Self {
+        self.web_roots = yes;
+        self
+    }
+
+    /// Number of HTTP/2 connections. Default: 4.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n.max(1);
+        self
+    }
+
+    /// Most concurrent streams per connection, whatever the server allows. Default: 1000.
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS (which may change on a live connection)
+    /// always applies too.
+    pub fn max_streams_per_connection(mut self, n: usize) -> Self {
+        self.max_streams = n.max(1);
+        self
+    }
+
+    /// Pushes that may wait to be sent. `push().await` waits for room; `try_push` fails with
+    /// [`QueueFull`]. Default: 10,000.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Every push ends within this time of its submission. Default: 30 s.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = d;
+        self
+    }
+
+    /// `apns-expiration`. Default: now + 7 days.
+    pub fn expiration(mut self, e: Expiration) -> Self {
+        self.expiration = e;
+        self
+    }
+
+    /// `apns-priority`. Default: 10.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// PING a connection after this long without hearing from it. Default: 60 s.
+    pub fn keepalive(mut self, d: Duration) -> Self {
+        self.keepalive = d;
+        self
+    }
+
+    /// A PING unanswered this long marks the connection dead. Default: 10 s.
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.ping_timeout = d;
+        self
+    }
+
+    /// TCP + TLS + HTTP/2 setup limit. Default: 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Resend budget for 429/500/503 and lost streams. Default: 8 attempts, 100 ms → 5 s.
+    pub fn retry_policy(mut self, p: RetryPolicy) -> Self {
+        self.retry = p;
+        self
+    }
+
+    /// Reconnect backoff. Default: 1 s → 60 s with jitter.
+    pub fn reconnect_backoff(mut self, b: Backoff) -> Self {
+        self.reconnect = b;
+        self
+    }
+
+    /// Reconnect backoff and fail-fast window while the certificate is refused.
+    /// Default: 30 s → 10 min.
+    pub fn certificate_rejected_backoff(mut self, b: Backoff) -> Self {
+        self.rejected_backoff = b;
+        self
+    }
+
+    /// Starts the pool (its tasks run on the current Tokio runtime). Connections open in the
+    /// background; pushes submitted meanwhile wait for them.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+        let cert = self.certificate.ok_or(ClientError::NoCertificate)?;
+        let tls = client_config(&cert, &self.trust_anchors, self.web_roots)?;
+        let template = Arc::new(RequestTemplate::new(
+            self.endpoint.authority(),
+            cert.topic(),
+            self.priority,
+            self.expiration,
+        )?);
+        crate::metrics::describe();
+        record_days_left(&cert);
+        let (intake_tx, intake_rx) = mpsc::channel(self.queue_capacity);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let settings = Settings {
+            endpoint: self.endpoint.clone(),
+            max_streams: self.max_streams,
+            connect_timeout: self.connect_timeout,
+            keepalive: self.keepalive,
+            ping_timeout: self.ping_timeout,
+            retry: self.retry,
+            plan: Plan::new(self.connections, self.reconnect, self.rejected_backoff),
+        };
+        let dispatcher = Dispatcher::new(settings, tls, template, intake_rx, control_rx);
+        handle.spawn(dispatcher.run());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                intake: intake_tx,
+                control: control_tx,
+                deadline: self.deadline,
+                queue_capacity: self.queue_capacity,
+                endpoint: self.endpoint,
+                trust_anchors: self.trust_anchors,
+                web_roots: self.web_roots,
+                priority: self.priority,
+                expiration: self.expiration,
+            }),
+        })
+    }
+}
+
+fn record_days_left(cert: &PushCertificate) {
+    let days = cert.info().days_left(time::OffsetDateTime::now_utc());
+    metrics::gauge!(crate::metrics::CERT_DAYS_LEFT).set(days as f64);
+}
+
+/// An APNs push client: a pool of HTTP/2 connections behind a bounded queue. Cheap to clone;
+/// the pool stops when the last clone is dropped or [`Client::shutdown`] is called.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    intake: mpsc::Sender<Job>,
+    control: mpsc::UnboundedSender<Control>,
+    deadline: Duration,
+    queue_capacity: usize,
+    endpoint: Endpoint,
+    trust_anchors: Vec<CertificateDer<'static>>,
+    web_roots: bool,
+    priority: Priority,
+    expiration: Expiration,
+}
+
+/// Extra time the caller waits beyond the deadline for the pool's own, more precise answer.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
+
+impl Client {
+    /// A builder with the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Pushes one device and waits for its outcome (waiting for queue room first). Always
+    /// ends within the deadline (plus a small grace).
+    pub async fn push(&self, push: DevicePush) -> PushResult {
+        let now = Instant::now();
+        let (job, rx) = Job::new(push, self.inner.deadline, now);
+        let deadline = job.deadline;
+        let permit = match tokio::time::timeout_at(deadline.into(), self.inner.intake.reserve())
+            .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                job.finish(Err(PushError::Shutdown));
+                return Err(PushError::Shutdown);
+            }
+            Err(_) => {
+                let e = PushError::DeadlineExceeded {
+                    deadline: self.inner.deadline,
+                    attempts: 0,
+                    last: Some(crate::Reason::new("QueueFull")),
+                };
+                job.finish(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        permit.send(job);
+        self.await_outcome(rx, deadline).await
+    }
+
+    /// Queues one push without waiting for room; the returned future yields its outcome.
+    pub fn try_push(
+        &self,
+        push: DevicePush,
+    ) -> Result<impl std::future::Future<Output = PushResult> + Send + 'static, QueueFull> {
+        let (job, rx) = Job::new(push, self.inner.deadline, Instant::now());
+        let deadline = job.deadline;
+        match self.inner.intake.try_send(job) {
+            Ok(()) => {
+                let this = self.clone();
+                Ok(async move { this.await_outcome(rx, deadline).await })
+            }
+            Err(mpsc::error::TrySendError::Full(job))
+            | Err(mpsc::error::TrySendError::Closed(job)) => Err(QueueFull {
+                push: job.push.clone(),
+                capacity: self.inner.queue_capacity,
+            }),
+        }
+    }
+
+    async fn await_outcome(
+        &self,
+        rx: oneshot::Receiver<PushResult>,
+        deadline: Instant,
+    ) -> PushResult {
+        match tokio::time::timeout_at((deadline + BACKSTOP_GRACE).into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PushError::Shutdown),
+            Err(_) => Err(PushError::DeadlineExceeded {
+                deadline: self.inner.deadline,
+                attempts: 0,
+                last: None,
+            }),
+        }
+    }
+
+    /// Pushes many devices, yielding each outcome as it completes. At most the queue's
+    /// capacity plus the streams in flight are held at once, so an iterator of a million
+    /// pushes is consumed lazily in bounded memory.
+    pub fn push_bulk<I>(&self, pushes: I) -> BulkPush<I::IntoIter>
+    where
+        I: IntoIterator<Item = DevicePush>,
+    {
+        BulkPush {
+            client: self.clone(),
+            source: pushes.into_iter(),
+            exhausted: false,
+            next_index: 0,
+            pending: FuturesUnordered::new(),
+            summary: Summary::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Installs a new certificate (a renewal): new connections present it, existing ones
+    /// finish their streams and close. No push is lost or failed by the swap.
+    pub fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
+        let tls = client_config(&cert, &self.inner.trust_anchors, self.inner.web_roots)?;
+        let template = Arc::new(RequestTemplate::new(
+            self.inner.endpoint.authority(),
+            cert.topic(),
+            self.inner.priority,
+            self.inner.expiration,
+        )?);
+        let days_left = cert.info().days_left(time::OffsetDateTime::now_utc());
+        self.inner
+            .control
+            .send(Control::ReplaceCertificate {
+                tls,
+                template,
+                days_left,
+            })
+            .map_err(|_| ClientError::Shutdown)
+    }
+
+    /// A snapshot of the pool.
+    pub async fn status(&self) -> Result<PoolStatus, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .control
+            .send(Control::Status(tx))
+            .map_err(|_| ClientError::Shutdown)?;
+        rx.await.map_err(|_| ClientError::Shutdown)
+    }
+
+    /// Stops taking pushes, fails queued ones with [`PushError::Shutdown`], lets streams in
+    /// flight finish, and closes the connections.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.control.send(Control::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// One finished push of a [`BulkPush`].
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    /// Position in the input.
+    pub index: usize,
+    /// The device's token.
+    pub token: DeviceToken,
+    /// Its outcome.
+    pub result: PushResult,
+}
+
+/// Counts of a bulk push so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Pushes submitted.
+    pub sent: u64,
+    /// Pushes APNs accepted.
+    pub delivered: u64,
+    /// Failures by reason, spelled as APNs spells them (`Unregistered`, `BadDeviceToken`, …).
+    pub failed: BTreeMap<String, u64>,
+    /// Time since the bulk push started.
+    pub elapsed: Duration,
+}
+
+type PendingPush =
+    std::pin::Pin<Box<dyn std::future::Future<Output = BulkItem> + Send + 'static>>;
+
+/// Outcomes of [`Client::push_bulk`] as they complete.
+pub struct BulkPush<I> {
+    client: Client,
+    source: I,
+    exhausted: bool,
+    next_index: usize,
+    pending: FuturesUnordered<PendingPush>,
+    summary: Summary,
+    started: Instant,
+}
+
+impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
+    /// The next finished push, or `None` when every push has ended.
+    pub async fn next(&mut self) -> Option<BulkItem> {
+        loop {
+            if self.exhausted && self.pending.is_empty() {
+                self.summary.elapsed = self.started.elapsed();
+                return None;
+            }
+            let step = tokio::select! {
+                biased;
+                Some(item) = self.pending.next(), if !self.pending.is_empty() => Step::Done(item),
+                permit = self.client.inner.intake.clone().reserve_owned(), if !self.exhausted => {
+                    Step::Room(permit.ok())
+                }
+            };
+            match step {
+                Step::Done(item) => {
+                    count(&mut self.summary, &item.result);
+                    return Some(item);
+                }
+                Step::Room(permit) => {
+                    let Some(push) = self.source.next() else {
+                        self.exhausted = true;
+                        continue;
+                    };
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    self.summary.sent += 1;
+                    let token = push.token.clone();
+                    let (job, rx) = Job::new(push, self.client.inner.deadline, Instant::now());
+                    let deadline = job.deadline;
+                    let Some(permit) = permit else {
+                        job.finish(Err(PushError::Shutdown));
+                        self.pending.push(Box::pin(async move {
+                            BulkItem {
+                                index,
+                                token,
+                                result: Err(PushError::Shutdown),
+                            }
+                        }));
+                        continue;
+                    };
+                    permit.send(job);
+                    let client = self.client.clone();
+                    self.pending.push(Box::pin(async move {
+                        let result = client.await_outcome(rx, deadline).await;
+                        BulkItem {
+                            index,
+                            token,
+                            result,
+                        }
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Drains the rest and returns the summary.
+    pub async fn finish(mut self) -> Summary {
+        while self.next().await.is_some() {}
+        self.summary()
+    }
+
+    /// Counts so far.
+    pub fn summary(&self) -> Summary {
+        let mut s = self.summary.clone();
+        s.elapsed = self.started.elapsed();
+        s
+    }
+
+}
+
+enum Step {
+    Done(BulkItem),
+    Room(Option<mpsc::OwnedPermit<Job>>),
+}
+
+fn count(summary: &mut Summary, result: &PushResult) {
+    match result {
+        Ok(_) => summary.delivered += 1,
+        Err(e) => {
+            *summary
+                .failed
+                .entry(e.reason().as_str().to_owned())
+                .or_default() += 1
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! One open APNs connection: sends the pushes the dispatcher hands it, reads their answers,
+//! keeps the connection alive with PINGs, and hands back whatever it could not finish.
+
+use std::future::poll_fn;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, Notify};
+
+use crate::apns::reason::Reason;
+use crate::apns::request::{payload, RequestTemplate};
+use crate::apns::response::{classify, Verdict};
+use crate::job::Job;
+use crate::outcome::PushError;
+use crate::pool::plan::CloseCause;
+use crate::transport::Connected;
+
+/// Identifies one connection over the pool's life.
+pub(crate) type ConnId = u64;
+
+/// What the dispatcher and a connection share without messages.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// Streams handed to this connection and not yet ended.
+    pub in_flight: AtomicUsize,
+    /// Current stream limit (server's, capped by the pool's).
+    pub max_streams: AtomicUsize,
+}
+
+/// Messages from connections (and connection attempts) to the dispatcher.
+pub(crate) enum Event {
+    Connected {
+        slot: usize,
+        attempt: u64,
+        connected: Connected,
+    },
+    ConnectFailed {
+        slot: usize,
+        attempt: u64,
+        error: crate::transport::ConnectError,
+    },
+    /// Stop giving this connection work (GOAWAY received or it is dying).
+    GoingAway { id: ConnId, cause: CloseCause },
+    /// The connection ended; `leftover` were never answered.
+    Closed {
+        id: ConnId,
+        cause: CloseCause,
+        leftover: Vec<(Job, Reason, bool)>,
+    },
+    /// A push met a transient failure. `unprocessed`: the server never looked at it.
+    Retry {
+        job: Job,
+        reason: Reason,
+        unprocessed: bool,
+    },
+    /// APNs answered 403 for the certificate.
+    CertificateRejected { reason: Reason },
+    /// A push was delivered while the pool was in the certificate-rejected state.
+    Recovered,
+}
+
+/// The dispatcher's handle on an open connection.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub id: ConnId,
+    pub shared: Arc<ConnShared>,
+    pub jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// Settings a connection needs.
+pub(crate) struct ConnConfig {
+    pub template: Arc<RequestTemplate>,
+    pub max_streams_cap: usize,
+    pub keepalive: Duration,
+    pub ping_timeout: Duration,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub capacity: Arc<Notify>,
+    pub rejected: Arc<AtomicBool>,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (usize, Answer)> + Send>>;
+
+enum Answer {
+    Verdict(Verdict),
+    StreamError(h2::Error),
+    TimedOut,
+}
+
+/// Starts the connection's tasks and returns the dispatcher's handle.
+pub(crate) fn spawn(id: ConnId, slot: usize, connected: Connected, config: Arc<ConnConfig>) -> Live {
+    let max = connected
+        .send
+        .current_max_send_streams()
+        .min(config.max_streams_cap);
+    let shared = Arc::new(ConnShared {
+        in_flight: AtomicUsize::new(0),
+        max_streams: AtomicUsize::new(max),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        id,
+        slot,
+        shared: shared.clone(),
+        config,
+        jobs: rx,
+        slab: Slab::default(),
+        inflight: FuturesUnordered::new(),
+    };
+    tokio::spawn(driver.run(connected));
+    Live {
+        id,
+        shared,
+        jobs: tx,
+    }
+}
+
+struct Driver {
+    id: ConnId,
+    slot: usize,
+    shared: Arc<ConnShared>,
+    config: Arc<ConnConfig>,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    slab: Slab,
+    inflight: FuturesUnordered<InFlight>,
+}
+
+impl Driver {
+    async fn run(mut self, connected: Connected) {
+        let Connected {
+            mut send,
+            ping,
+            mut closed,
+        } = connected;
+        let activity = Arc::new(ActivityClock::new());
+        let dead = Arc::new(Notify::new());
+        let keepalive = tokio::spawn(keepalive(
+            ping,
+            activity.clone(),
+            dead.clone(),
+            self.config.keepalive,
+            self.config.ping_timeout,
+        ));
+        let mut held: Option<Job> = None;
+        let mut accepting = true;
+        let mut cause = CloseCause::Retired;
+        loop {
+            tokio::select! {
+                biased;
+                Some((key, answer)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    activity.touch();
+                    self.on_answer(key, answer);
+                }
+                ready = poll_fn(|cx| send.poll_ready(cx)), if held.is_some() => {
+                    let job = held.take().expect("guarded by held.is_some()");
+                    match ready {
+                        Ok(()) => self.send(&mut send, job),
+                        Err(e) => {
+                            // GOAWAY or a dead connection: this push never left.
+                            self.hand_back(job, stream_reason(&e), true);
+                            if accepting {
+                                accepting = false;
+                                cause = close_cause(&e);
+                                self.going_away(cause.clone());
+                            }
+                        }
+                    }
+                }
+                job = self.jobs.recv(), if held.is_none() && accepting => match job {
+                    Some(job) => held = Some(job),
+                    // The dispatcher retired this connection: finish what is in flight.
+                    None => accepting = false,
+                },
+                () = dead.notified() => {
+                    cause = CloseCause::PingTimeout;
+                    tracing::warn!(conn = self.id, "APNs connection did not answer a keepalive PING; replacing it");
+                    break;
+                }
+                result = &mut closed => {
+                    cause = match result {
+                        Ok(Ok(())) => CloseCause::GoAway,
+                        Ok(Err(e)) => close_cause(&e),
+                        Err(_) => CloseCause::Lost,
+                    };
+                    // Answers already received are still in the stream futures: collect them.
+                    while let Some((key, answer)) = self.inflight.next().await {
+                        self.on_answer(key, answer);
+                    }
+                    break;
+                }
+            }
+            if accepting {
+                let max = send
+                    .current_max_send_streams()
+                    .min(self.config.max_streams_cap);
+                if max != self.shared.max_streams.load(Ordering::Relaxed) {
+                    self.shared.max_streams.store(max, Ordering::Relaxed);
+                    self.config.capacity.notify_one();
+                }
+            } else if held.is_none() && self.inflight.is_empty() {
+                break;
+            }
+        }
+        keepalive.abort();
+        drop(send);
+        self.shared.max_streams.store(0, Ordering::Relaxed);
+        let mut leftover = Vec::new();
+        if let Some(job) = held.take() {
+            leftover.push((job, Reason::new("ConnectionClosed"), true));
+        }
+        // Streams that never got an answer: the server may or may not have processed them.
+        self.inflight.clear();
+        for job in self.slab.drain() {
+            leftover.push((job, Reason::new("ConnectionLost"), false));
+        }
+        while let Ok(job) = self.jobs.try_recv() {
+            leftover.push((job, Reason::new("ConnectionClosed"), true));
+        }
+        self.jobs.close();
+        while let Some(job) = self.jobs.recv().await {
+            leftover.push((job, Reason::new("ConnectionClosed"), true));
+        }
+        self.shared.in_flight.store(0, Ordering::Relaxed);
+        self.config.capacity.notify_one();
+        let _ = self.config.events.send(Event::Closed {
+            id: self.id,
+            cause,
+            leftover,
+        });
+    }
+
+    fn going_away(&self, cause: CloseCause) {
+        self.shared.max_streams.store(0, Ordering::Relaxed);
+        let _ = self
+            .config
+            .events
+            .send(Event::GoingAway { id: self.id, cause });
+    }
+
+    fn send(&mut self, send: &mut h2::client::SendRequest<Bytes>, mut job: Job) {
+        if job.abandoned() {
+            self.release();
+            return;
+        }
+        let now = Instant::now();
+        if now >= job.deadline {
+            self.release();
+            job.deadline_exceeded();
+            return;
+        }
+        job.attempts += 1;
+        let request = self.config.template.request(&job.push.token, SystemTime::now());
+        let body = payload(&job.push.magic);
+        let deadline = job.deadline;
+        match send.send_request(request, false) {
+            Ok((response, mut stream)) => {
+                // A body smaller than the initial window is buffered by h2 and sent as soon
+                // as the stream opens.
+                if let Err(e) = stream.send_data(body, true) {
+                    self.release();
+                    self.retry(job, stream_reason(&e), is_unprocessed(&e));
+                    return;
+                }
+                let key = self.slab.insert(job);
+                self.inflight.push(Box::pin(async move {
+                    let answer =
+                        match tokio::time::timeout_at(deadline.into(), read_answer(response)).await
+                        {
+                            Ok(a) => a,
+                            Err(_) => Answer::TimedOut,
+                        };
+                    (key, answer)
+                }));
+            }
+            Err(e) => {
+                self.release();
+                self.retry(job, stream_reason(&e), is_unprocessed(&e));
+            }
+        }
+    }
+
+    fn on_answer(&mut self, key: usize, answer: Answer) {
+        self.release();
+        let Some(job) = self.slab.remove(key) else {
+            return;
+        };
+        match answer {
+            Answer::Verdict(Verdict::Delivered { apns_id }) => {
+                if self.config.rejected.load(Ordering::Relaxed) {
+                    let _ = self.config.events.send(Event::Recovered);
+                }
+                job.delivered(apns_id);
+            }
+            Answer::Verdict(Verdict::Final(e)) => job.finish(Err(e)),
+            Answer::Verdict(Verdict::CertificateRejected(reason)) => {
+                let _ = self.config.events.send(Event::CertificateRejected {
+                    reason: reason.clone(),
+                });
+                job.finish(Err(PushError::CertificateRejected {
+                    detail: format!(
+                        "APNs answered 403 {reason}: the push certificate is not accepted \
+                         (expired, revoked, or for another environment)"
+                    ),
+                    reason,
+                }));
+            }
+            Answer::Verdict(Verdict::Retry(reason)) => self.retry(job, reason, false),
+            Answer::StreamError(e) => self.retry(job, stream_reason(&e), is_unprocessed(&e)),
+            Answer::TimedOut => job.deadline_exceeded(),
+        }
+    }
+
+    fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool) {
+        job.avoid = Some(self.slot);
+        let _ = self.config.events.send(Event::Retry {
+            job,
+            reason,
+            unprocessed,
+        });
+    }
+
+    fn hand_back(&mut self, job: Job, reason: Reason, unprocessed: bool) {
+        self.release();
+        self.retry(job, reason, unprocessed);
+    }
+
+    /// One stream slot is free again.
+    fn release(&self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.config.capacity.notify_one();
+    }
+}
+
+async fn read_answer(response: h2::client::ResponseFuture) -> Answer {
+    let response = match response.await {
+        Ok(r) => r,
+        Err(e) => return Answer::StreamError(e),
+    };
+    let status = response.status().as_u16();
+    let apns_id = response
+        .headers()
+        .get("apns-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    if status != 200 {
+        while let Some(chunk) = body.data().await {
+            match chunk {
+                Ok(chunk) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    if bytes.len() < 8192 {
+                        bytes.extend_from_slice(&chunk);
+                    }
+                }
+                Err(e) => return Answer::StreamError(e),
+            }
+        }
+    }
+    Answer::Verdict(classify(status, apns_id.as_deref(), &bytes))
+}
+
+/// Whether the server never processed the stream: refused, or above a GOAWAY's
+/// last-stream-id, or never opened.
+fn is_unprocessed(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+}
+
+fn stream_reason(e: &h2::Error) -> Reason {
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Reason::new("RefusedStream")
+    } else if e.is_go_away() {
+        Reason::new("GoAway")
+    } else if e.is_io() {
+        Reason::new("ConnectionLost")
+    } else if e.is_reset() {
+        Reason::new(format!("StreamReset({:?})", e.reason()))
+    } else {
+        Reason::new("ConnectionLost")
+    }
+}
+
+fn close_cause(e: &h2::Error) -> CloseCause {
+    if let Some(reason) = e.get_io().and_then(crate::transport::certificate_alert) {
+        return CloseCause::CertificateRejected(reason);
+    }
+    if e.is_go_away() && e.is_remote() {
+        CloseCause::GoAway
+    } else {
+        CloseCause::Lost
+    }
+}
+
+/// Milliseconds since the connection opened when it last heard from the server.
+struct ActivityClock {
+    start: Instant,
+    last_ms: AtomicUsize,
+}
+
+impl ActivityClock {
+    fn new() -> Self {
+        ActivityClock {
+            start: Instant::now(),
+            last_ms: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as usize;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed) as u64);
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// PINGs the server whenever nothing was heard for `interval`; a PING unanswered within
+/// `timeout` declares the connection dead.
+async fn keepalive(
+    mut ping: h2::PingPong,
+    activity: Arc<ActivityClock>,
+    dead: Arc<Notify>,
+    interval: Duration,
+    timeout: Duration,
+) {
+    loop {
+        let idle = activity.idle();
+        if idle < interval {
+            tokio::time::sleep(interval - idle).await;
+            continue;
+        }
+        match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => activity.touch(),
+            // A PING error means the connection is already failing; the driver sees that
+            // through the connection future. Only silence is this task's to report.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                dead.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+/// A small slab so that in-flight jobs can be recovered when a connection dies.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Job>>,
+    free: Vec<usize>,
+}
+
+impl Slab {
+    fn insert(&mut self, job: Job) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(job);
+                i
+            }
+            None => {
+                self.entries.push(Some(job));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Job> {
+        let job = self.entries.get_mut(key)?.take();
+        if job.is_some() {
+            self.free.push(key);
+        }
+        job
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Job> + '_ {
+        self.free.clear();
+        self.entries.drain(..).flatten()
+    }
+}

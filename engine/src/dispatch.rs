@@ -1,0 +1,589 @@
+//! The dispatcher: one task that owns the pool. It takes pushes from the bounded queue, hands
+//! each to the least-loaded open connection, opens and replaces connections as the
+//! [`Plan`](crate::pool::plan::Plan) says, and resends what connections hand back.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::apns::reason::Reason;
+use crate::apns::request::RequestTemplate;
+use crate::conn::{self, ConnConfig, ConnId, Event, Live};
+use crate::endpoint::Endpoint;
+use crate::job::Job;
+use crate::metrics as m;
+use crate::outcome::PushError;
+use crate::pool::pick::{pick, SlotLoad};
+use crate::pool::plan::{CloseCause, Plan, RetryDecision, RetryPolicy};
+use crate::transport;
+
+/// Most pushes taken from the intake queue in one wake-up.
+const DISPATCH_BATCH: usize = 256;
+
+/// Requests to the dispatcher from the client handle.
+pub(crate) enum Control {
+    ReplaceCertificate {
+        tls: Arc<rustls::ClientConfig>,
+        template: Arc<RequestTemplate>,
+        days_left: i64,
+    },
+    Status(oneshot::Sender<PoolStatus>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A snapshot of the pool for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Connections open and taking pushes.
+    pub open_connections: usize,
+    /// Connections finishing their streams after a GOAWAY or a certificate swap.
+    pub draining_connections: usize,
+    /// Pushes sent and not answered.
+    pub in_flight: usize,
+    /// Pushes waiting for a free stream or a retry time.
+    pub waiting: usize,
+    /// Set while APNs refuses the certificate.
+    pub certificate_rejected: Option<Reason>,
+    /// The most recent connection failure, if the last attempt failed.
+    pub last_connect_error: Option<String>,
+    /// Connection attempts made after the first round.
+    pub reconnects: u64,
+}
+
+pub(crate) struct Settings {
+    pub endpoint: Endpoint,
+    pub max_streams: usize,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    pub ping_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub plan: Plan,
+}
+
+pub(crate) struct Dispatcher {
+    settings: Settings,
+    tls: Arc<rustls::ClientConfig>,
+    template: Arc<RequestTemplate>,
+    intake: mpsc::Receiver<Job>,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::UnboundedReceiver<Event>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    capacity: Arc<Notify>,
+    rejected: Arc<AtomicBool>,
+    slots: Vec<Option<Live>>,
+    /// The attempt each slot is waiting for; older attempts' results are discarded.
+    attempts: Vec<u64>,
+    next_attempt: u64,
+    next_conn: ConnId,
+    draining: Vec<Draining>,
+    waiting: VecDeque<Job>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    delayed_seq: u64,
+    last_connect_error: Option<String>,
+    reconnects: u64,
+    started: Vec<bool>,
+    shutting_down: Option<oneshot::Sender<()>>,
+}
+
+/// A connection that takes no new pushes and finishes its streams. Dropping its job sender
+/// (when it is made from a [`Live`]) is what tells it to stop taking work.
+struct Draining {
+    id: ConnId,
+    shared: Arc<crate::conn::ConnShared>,
+}
+
+impl From<Live> for Draining {
+    fn from(live: Live) -> Self {
+        Draining {
+            id: live.id,
+            shared: live.shared,
+        }
+    }
+}
+
+struct Delayed {
+    at: Instant,
+    seq: u64,
+    job: Job,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        settings: Settings,
+        tls: Arc<rustls::ClientConfig>,
+        template: Arc<RequestTemplate>,
+        intake: mpsc::Receiver<Job>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let n = settings.plan.len();
+        Dispatcher {
+            settings,
+            tls,
+            template,
+            intake,
+            control,
+            events,
+            events_tx,
+            capacity: Arc::new(Notify::new()),
+            rejected: Arc::new(AtomicBool::new(false)),
+            slots: (0..n).map(|_| None).collect(),
+            attempts: vec![0; n],
+            next_attempt: 1,
+            next_conn: 1,
+            draining: Vec::new(),
+            waiting: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            delayed_seq: 0,
+            last_connect_error: None,
+            reconnects: 0,
+            started: vec![false; n],
+            shutting_down: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut intake_open = true;
+        loop {
+            let now = Instant::now();
+            self.start_due_connections(now);
+            self.release_delayed(now);
+            self.dispatch(now);
+            if self.shutting_down.is_some() && self.finished_draining() {
+                break;
+            }
+            let wake = self.next_wake();
+            // Pushes stay in the bounded intake queue (where callers feel back-pressure) until
+            // a connection has room for them — or until they can only fail fast.
+            let has_room = self.has_room();
+            let want_jobs = intake_open
+                && self.shutting_down.is_none()
+                && self.waiting.is_empty()
+                && (has_room || self.settings.plan.fail_fast(now).is_some());
+            tokio::select! {
+                biased;
+                Some(event) = self.events.recv() => self.on_event(event),
+                Some(control) = self.control.recv() => self.on_control(control),
+                () = self.capacity.notified(), if !self.waiting.is_empty() || !has_room => {}
+                job = self.intake.recv(), if want_jobs => match job {
+                    Some(job) => {
+                        self.waiting.push_back(job);
+                        // Take a batch while we are here: one wake-up, many pushes.
+                        while self.waiting.len() < DISPATCH_BATCH {
+                            match self.intake.try_recv() {
+                                Ok(job) => self.waiting.push_back(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => intake_open = false,
+                },
+                () = sleep_until(wake), if wake.is_some() => {}
+                _ = gauges.tick() => self.update_gauges(),
+            }
+            if !intake_open && self.shutting_down.is_none() && self.all_idle() {
+                // Every client handle is gone and nothing is left to do.
+                break;
+            }
+        }
+        if let Some(done) = self.shutting_down.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn start_due_connections(&mut self, now: Instant) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        for slot in self.settings.plan.take_due(now) {
+            if self.started[slot] {
+                self.reconnects += 1;
+                metrics::counter!(m::RECONNECTS).increment(1);
+            }
+            self.started[slot] = true;
+            let attempt = self.next_attempt;
+            self.next_attempt += 1;
+            self.attempts[slot] = attempt;
+            let endpoint = self.settings.endpoint.clone();
+            let tls = self.tls.clone();
+            let timeout = self.settings.connect_timeout;
+            let events = self.events_tx.clone();
+            tokio::spawn(async move {
+                let event = match transport::connect(&endpoint, tls, timeout).await {
+                    Ok(connected) => Event::Connected {
+                        slot,
+                        attempt,
+                        connected,
+                    },
+                    Err(error) => Event::ConnectFailed {
+                        slot,
+                        attempt,
+                        error,
+                    },
+                };
+                let _ = events.send(event);
+            });
+        }
+    }
+
+    fn release_delayed(&mut self, now: Instant) {
+        while let Some(Reverse(d)) = self.delayed.peek() {
+            if d.at > now {
+                break;
+            }
+            let Reverse(d) = self.delayed.pop().expect("peeked");
+            self.waiting.push_front(d.job);
+        }
+    }
+
+    /// Hands waiting pushes to connections while any has room.
+    fn dispatch(&mut self, now: Instant) {
+        let fail_fast = self.settings.plan.fail_fast(now).cloned();
+        let mut loads: Vec<SlotLoad> = self.loads();
+        while let Some(job) = self.waiting.pop_front() {
+            if job.abandoned() {
+                continue;
+            }
+            if now >= job.deadline {
+                job.deadline_exceeded();
+                continue;
+            }
+            if let Some(reason) = &fail_fast {
+                let rejection = self.settings.plan.rejection().expect("fail_fast implies rejection");
+                let detail = format!(
+                    "APNs refused the push certificate ({reason}) {:.0?} ago; pushes fail fast \
+                     until a new certificate is installed or the next probe succeeds",
+                    now.saturating_duration_since(rejection.since)
+                );
+                job.finish(Err(PushError::CertificateRejected {
+                    reason: reason.clone(),
+                    detail,
+                }));
+                continue;
+            }
+            let Some(i) = pick(&loads, job.avoid) else {
+                self.waiting.push_front(job);
+                break;
+            };
+            let live = self.slots[i].as_ref().expect("pick returns open slots");
+            live.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            loads[i].in_flight += 1;
+            if let Err(mpsc::error::SendError(job)) = live.jobs.send(job) {
+                // The connection task is gone; its Closed event is on the way.
+                live.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                loads[i].open = false;
+                self.waiting.push_front(job);
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.slots.iter().flatten().any(|l| {
+            l.shared.in_flight.load(Ordering::Acquire) < l.shared.max_streams.load(Ordering::Acquire)
+        })
+    }
+
+    fn loads(&self) -> Vec<SlotLoad> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Some(live) => SlotLoad {
+                    open: true,
+                    in_flight: live.shared.in_flight.load(Ordering::Acquire),
+                    max_streams: live.shared.max_streams.load(Ordering::Acquire),
+                },
+                None => SlotLoad {
+                    open: false,
+                    in_flight: 0,
+                    max_streams: 0,
+                },
+            })
+            .collect()
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake = self.settings.plan.next_wake();
+        if let Some(Reverse(d)) = self.delayed.peek() {
+            wake = Some(wake.map_or(d.at, |w| w.min(d.at)));
+        }
+        if let Some(job) = self.waiting.front() {
+            wake = Some(wake.map_or(job.deadline, |w| w.min(job.deadline)));
+        }
+        if let Some(r) = self.settings.plan.rejection() {
+            if !self.waiting.is_empty() {
+                wake = Some(wake.map_or(r.fail_fast_until, |w| w.min(r.fail_fast_until)));
+            }
+        }
+        wake
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Connected {
+                slot,
+                attempt,
+                connected,
+            } => {
+                if self.attempts[slot] != attempt || self.shutting_down.is_some() {
+                    // Stale (certificate replaced meanwhile) or shutting down: close it.
+                    drop(connected);
+                    return;
+                }
+                let id = self.next_conn;
+                self.next_conn += 1;
+                let config = Arc::new(ConnConfig {
+                    template: self.template.clone(),
+                    max_streams_cap: self.settings.max_streams,
+                    keepalive: self.settings.keepalive,
+                    ping_timeout: self.settings.ping_timeout,
+                    events: self.events_tx.clone(),
+                    capacity: self.capacity.clone(),
+                    rejected: self.rejected.clone(),
+                });
+                let live = conn::spawn(id, slot, connected, config);
+                tracing::debug!(conn = id, slot, max_streams = live.shared.max_streams.load(Ordering::Relaxed), "APNs connection open");
+                self.slots[slot] = Some(live);
+                self.settings.plan.on_connected(slot, now);
+                self.last_connect_error = None;
+            }
+            Event::ConnectFailed {
+                slot,
+                attempt,
+                error,
+            } => {
+                if self.attempts[slot] != attempt {
+                    return;
+                }
+                let certificate = error.certificate_reason();
+                if certificate.is_some() {
+                    tracing::error!(%error, "APNs refused the push certificate; pushes fail fast and reconnects slow down until it is replaced");
+                } else {
+                    tracing::warn!(%error, slot, "APNs connection attempt failed");
+                }
+                self.last_connect_error = Some(error.to_string());
+                self.settings
+                    .plan
+                    .on_connect_failed(slot, now, certificate, fastrand::f64());
+                self.sync_rejected();
+            }
+            Event::GoingAway { id, cause } => {
+                if let Some(slot) = self.slot_of(id) {
+                    let live = self.slots[slot].take().expect("slot_of found it");
+                    self.draining.push(Draining::from(live));
+                    self.settings
+                        .plan
+                        .on_closed(slot, now, cause, fastrand::f64());
+                    self.sync_rejected();
+                }
+            }
+            Event::Closed {
+                id,
+                cause,
+                leftover,
+            } => {
+                if let Some(slot) = self.slot_of(id) {
+                    self.slots[slot] = None;
+                    if cause != CloseCause::Retired {
+                        tracing::info!(conn = id, ?cause, "APNs connection closed");
+                    }
+                    self.settings
+                        .plan
+                        .on_closed(slot, now, cause, fastrand::f64());
+                    self.sync_rejected();
+                }
+                self.draining.retain(|l| l.id != id);
+                for (job, reason, unprocessed) in leftover {
+                    self.retry(job, reason, unprocessed, now);
+                }
+            }
+            Event::Retry {
+                job,
+                reason,
+                unprocessed,
+            } => self.retry(job, reason, unprocessed, now),
+            Event::CertificateRejected { reason } => {
+                tracing::error!(%reason, "APNs answered 403: the push certificate is refused; pushes fail fast until it is replaced");
+                self.settings
+                    .plan
+                    .on_certificate_rejected(reason, now, fastrand::f64());
+                self.sync_rejected();
+            }
+            Event::Recovered => {
+                if self.settings.plan.rejection().is_some() {
+                    tracing::info!("APNs accepts the push certificate again");
+                }
+                self.settings.plan.on_delivered();
+                self.sync_rejected();
+            }
+        }
+    }
+
+    fn sync_rejected(&self) {
+        let rejected = self.settings.plan.rejection().is_some();
+        self.rejected.store(rejected, Ordering::Relaxed);
+        metrics::gauge!(m::CERT_REJECTED).set(if rejected { 1.0 } else { 0.0 });
+    }
+
+    fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool, now: Instant) {
+        if job.abandoned() {
+            return;
+        }
+        metrics::counter!(m::RETRIES, "reason" => reason.as_str().to_owned()).increment(1);
+        let decision = if self.shutting_down.is_some() {
+            RetryDecision::GiveUp
+        } else {
+            self.settings
+                .retry
+                .decide(job.attempts, unprocessed, now, job.deadline, fastrand::f64())
+        };
+        job.last = Some(reason.clone());
+        match decision {
+            RetryDecision::At(at) if at <= now => self.waiting.push_front(job),
+            RetryDecision::At(at) => {
+                self.delayed_seq += 1;
+                self.delayed.push(Reverse(Delayed {
+                    at,
+                    seq: self.delayed_seq,
+                    job,
+                }));
+            }
+            RetryDecision::GiveUp if self.shutting_down.is_some() => {
+                job.finish(Err(PushError::Shutdown))
+            }
+            RetryDecision::GiveUp => {
+                let attempts = job.attempts;
+                job.finish(Err(PushError::RetriesExhausted {
+                    last: reason,
+                    attempts,
+                }))
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::ReplaceCertificate {
+                tls,
+                template,
+                days_left,
+            } => {
+                tracing::info!("push certificate replaced; new connections use it, old ones drain");
+                metrics::gauge!(m::CERT_DAYS_LEFT).set(days_left as f64);
+                self.tls = tls;
+                self.template = template;
+                for slot in 0..self.slots.len() {
+                    // Dropping the job sender retires the connection: it finishes its streams.
+                    if let Some(live) = self.slots[slot].take() {
+                        self.draining.push(Draining::from(live));
+                    }
+                    // Attempts under way with the old certificate are discarded on arrival.
+                    self.attempts[slot] = 0;
+                }
+                self.settings.plan.on_certificate_replaced();
+                self.sync_rejected();
+            }
+            Control::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Control::Shutdown(done) => {
+                self.intake.close();
+                while let Ok(job) = self.intake.try_recv() {
+                    job.finish(Err(PushError::Shutdown));
+                }
+                for job in self.waiting.drain(..) {
+                    job.finish(Err(PushError::Shutdown));
+                }
+                for Reverse(d) in self.delayed.drain() {
+                    d.job.finish(Err(PushError::Shutdown));
+                }
+                for slot in 0..self.slots.len() {
+                    if let Some(live) = self.slots[slot].take() {
+                        self.draining.push(Draining::from(live));
+                    }
+                    self.attempts[slot] = 0;
+                }
+                self.shutting_down = Some(done);
+            }
+        }
+    }
+
+    fn status(&self) -> PoolStatus {
+        let open: Vec<&Live> = self.slots.iter().flatten().collect();
+        PoolStatus {
+            open_connections: open.len(),
+            draining_connections: self.draining.len(),
+            in_flight: open
+                .iter()
+                .map(|l| &l.shared)
+                .chain(self.draining.iter().map(|d| &d.shared))
+                .map(|s| s.in_flight.load(Ordering::Relaxed))
+                .sum(),
+            waiting: self.waiting.len() + self.delayed.len(),
+            certificate_rejected: self.settings.plan.rejection().map(|r| r.reason.clone()),
+            last_connect_error: self.last_connect_error.clone(),
+            reconnects: self.reconnects,
+        }
+    }
+
+    fn update_gauges(&self) {
+        let s = self.status();
+        metrics::gauge!(m::CONNECTIONS).set(s.open_connections as f64);
+        metrics::gauge!(m::IN_FLIGHT).set(s.in_flight as f64);
+        let queued = self.intake.len() + s.waiting;
+        metrics::gauge!(m::QUEUED).set(queued as f64);
+    }
+
+    fn slot_of(&self, id: ConnId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|l| l.id == id))
+    }
+
+    fn finished_draining(&self) -> bool {
+        self.draining.is_empty() && self.slots.iter().all(Option::is_none)
+    }
+
+    fn all_idle(&self) -> bool {
+        self.waiting.is_empty()
+            && self.delayed.is_empty()
+            && self
+                .slots
+                .iter()
+                .flatten()
+                .map(|l| &l.shared)
+                .chain(self.draining.iter().map(|d| &d.shared))
+                .all(|s| s.in_flight.load(Ordering::Relaxed) == 0)
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,63 @@
+//! Metric names and the few helpers that record them (through the `metrics` facade; the
+//! application installs the exporter).
+
+use std::time::Duration;
+
+use crate::outcome::PushResult;
+
+/// Pushes by `outcome` (`delivered`, `unregistered`, `rejected`, `certificate_rejected`,
+/// `retries_exhausted`, `deadline_exceeded`, `shutdown`) and `reason`.
+pub const PUSHES: &str = "magicpush_pushes_total";
+/// Submission-to-outcome latency, seconds.
+pub const LATENCY: &str = "magicpush_push_latency_seconds";
+/// Streams sent and not answered.
+pub const IN_FLIGHT: &str = "magicpush_pushes_in_flight";
+/// Pushes accepted by the client and not yet sent.
+pub const QUEUED: &str = "magicpush_pushes_queued";
+/// Open APNs connections.
+pub const CONNECTIONS: &str = "magicpush_connections_open";
+/// Connection attempts after the first, by `cause`.
+pub const RECONNECTS: &str = "magicpush_reconnects_total";
+/// Resends, by `reason`.
+pub const RETRIES: &str = "magicpush_push_retries_total";
+/// Days until the push certificate expires.
+pub const CERT_DAYS_LEFT: &str = "magicpush_certificate_days_left";
+/// 1 while APNs refuses the certificate.
+pub const CERT_REJECTED: &str = "magicpush_certificate_rejected";
+
+/// Describes every metric once (idempotent enough to call per client).
+pub fn describe() {
+    metrics::describe_counter!(PUSHES, "Pushes by outcome and APNs reason");
+    metrics::describe_histogram!(
+        LATENCY,
+        metrics::Unit::Seconds,
+        "From submission to outcome"
+    );
+    metrics::describe_gauge!(IN_FLIGHT, "Pushes sent and not yet answered");
+    metrics::describe_gauge!(QUEUED, "Pushes waiting to be sent");
+    metrics::describe_gauge!(CONNECTIONS, "Open APNs connections");
+    metrics::describe_counter!(RECONNECTS, "APNs connection attempts after the first");
+    metrics::describe_counter!(RETRIES, "Pushes resent after a transient failure");
+    metrics::describe_gauge!(CERT_DAYS_LEFT, "Days until the push certificate expires");
+    metrics::describe_gauge!(CERT_REJECTED, "1 while APNs refuses the push certificate");
+}
+
+pub(crate) fn record_outcome(result: &PushResult, latency: Duration) {
+    use crate::outcome::PushError as E;
+    metrics::histogram!(LATENCY).record(latency.as_secs_f64());
+    match result {
+        Ok(_) => metrics::counter!(PUSHES, "outcome" => "delivered", "reason" => "").increment(1),
+        Err(e) => {
+            let outcome = match e {
+                E::Unregistered { .. } => "unregistered",
+                E::Rejected { .. } => "rejected",
+                E::CertificateRejected { .. } => "certificate_rejected",
+                E::RetriesExhausted { .. } => "retries_exhausted",
+                E::DeadlineExceeded { .. } => "deadline_exceeded",
+                _ => "shutdown",
+            };
+            metrics::counter!(PUSHES, "outcome" => outcome, "reason" => e.reason().as_str().to_owned())
+                .increment(1);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The pool's connection lifecycle as a plain state machine: when each connection slot
+//! (re)connects, how long it backs off, and when the pool considers its certificate rejected.
+//! Driven by `on_*` inputs with the time passed in; it never touches a socket.
+
+use std::time::{Duration, Instant};
+
+use crate::apns::reason::Reason;
+use crate::pool::backoff::Backoff;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The server sent GOAWAY; in-flight streams were allowed to finish.
+    GoAway,
+    /// The connection failed (I/O error, reset, protocol error).
+    Lost,
+    /// A keepalive PING went unanswered.
+    PingTimeout,
+    /// The TLS layer or APNs refused the certificate.
+    CertificateRejected(Reason),
+    /// Closed by the pool (certificate replaced, shutdown).
+    Retired,
+}
+
+/// Where one slot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A connection attempt should start now.
+    Due,
+    /// A connection attempt is under way.
+    Connecting,
+    /// Open since this instant.
+    Open(Instant),
+    /// Backing off until this instant.
+    Waiting(Instant),
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    phase: Phase,
+    failures: u32,
+}
+
+/// A connection that lived at least this long before ending resets its slot's failure count.
+const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
+
+/// The pool plan: one entry per connection slot.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    slots: Vec<Slot>,
+    reconnect: Backoff,
+    rejected_backoff: Backoff,
+    rejected: Option<Rejection>,
+}
+
+/// The certificate-rejected state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What refused it (`BadCertificate`, `CertificateExpired`, …).
+    pub reason: Reason,
+    /// When the pool entered the state.
+    pub since: Instant,
+    /// Until when pushes fail fast without being sent.
+    pub fail_fast_until: Instant,
+    strikes: u32,
+}
+
+impl Plan {
+    /// A plan for `connections` slots, all due to connect.
+    pub fn new(connections: usize, reconnect: Backoff, rejected_backoff: Backoff) -> Self {
+        Plan {
+            slots: vec![
+                Slot {
+                    phase: Phase::Due,
+                    failures: 0,
+                };
+                connections.max(1)
+            ],
+            reconnect,
+            rejected_backoff,
+            rejected: None,
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Never true: a plan has at least one slot.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// A slot's phase.
+    pub fn phase(&self, slot: usize) -> Phase {
+        self.slots[slot].phase
+    }
+
+    /// Slots whose connection attempt should start at `now`; they move to `Connecting`.
+    pub fn take_due(&mut self, now: Instant) -> Vec<usize> {
+        let mut due = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let ready = match s.phase {
+                Phase::Due => true,
+                Phase::Waiting(until) => until <= now,
+                _ => false,
+            };
+            if ready {
+                s.phase = Phase::Connecting;
+                due.push(i);
+            }
+        }
+        due
+    }
+
+    /// The earliest instant at which [`Plan::take_due`] will return something, if any slot waits.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s.phase {
+                Phase::Waiting(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The connection attempt for `slot` succeeded.
+    pub fn on_connected(&mut self, slot: usize, now: Instant) {
+        self.slots[slot].phase = Phase::Open(now);
+    }
+
+    /// The connection attempt for `slot` failed. `certificate` is set when the TLS layer
+    /// refused the certificate. `jitter` is uniform in `[0, 1)`.
+    pub fn on_connect_failed(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        certificate: Option<Reason>,
+        jitter: f64,
+    ) {
+        if let Some(reason) = certificate {
+            self.on_certificate_rejected(reason, now, jitter);
+        }
+        let s = &mut self.slots[slot];
+        s.failures = s.failures.saturating_add(1);
+        let backoff = if self.rejected.is_some() {
+            self.rejected_backoff
+        } else {
+            self.reconnect
+        };
+        s.phase = Phase::Waiting(now + backoff.delay(s.failures, jitter));
+    }
+
+    /// The open connection of `slot` ended. A GOAWAY or a drop of a connection that had lived
+    /// a healthy while reconnects at once; a connection that keeps dying young backs off.
+    pub fn on_closed(&mut self, slot: usize, now: Instant, cause: CloseCause, jitter: f64) {
+        if let CloseCause::CertificateRejected(reason) = &cause {
+            self.on_certificate_rejected(reason.clone(), now, jitter);
+        }
+        let s = &mut self.slots[slot];
+        let lived = match s.phase {
+            Phase::Open(since) => now.saturating_duration_since(since),
+            _ => Duration::ZERO,
+        };
+        if lived >= HEALTHY_LIFETIME {
+            s.failures = 0;
+        }
+        let backoff = if self.rejected.is_some() {
+            s.failures = s.failures.max(1);
+            self.rejected_backoff
+        } else {
+            self.reconnect
+        };
+        // The first reconnect after a healthy connection is immediate; repeated early
+        // deaths back off.
+        let delay = backoff.delay(s.failures, jitter);
+        s.failures = s.failures.saturating_add(1);
+        s.phase = if delay.is_zero() {
+            Phase::Due
+        } else {
+            Phase::Waiting(now + delay)
+        };
+    }
+
+    /// APNs or TLS refused the certificate: enter (or stay in) the certificate-rejected state.
+    /// Pushes fail fast for a while that grows with every repeated rejection; after it, the
+    /// next push probes again.
+    pub fn on_certificate_rejected(&mut self, reason: Reason, now: Instant, jitter: f64) {
+        let strikes = self.rejected.as_ref().map_or(0, |r| r.strikes) + 1;
+        let since = self.rejected.as_ref().map_or(now, |r| r.since);
+        self.rejected = Some(Rejection {
+            reason,
+            since,
+            fail_fast_until: now + self.rejected_backoff.delay(strikes, jitter),
+            strikes,
+        });
+    }
+
+    /// A push succeeded: whatever was wrong with the certificate is no longer.
+    pub fn on_delivered(&mut self) {
+        self.rejected = None;
+    }
+
+    /// A new certificate was installed: forget the rejection and failure counts; every slot
+    /// reconnects at once (the caller drains the old connections).
+    pub fn on_certificate_replaced(&mut self) {
+        self.rejected = None;
+        for s in &mut self.slots {
+            s.failures = 0;
+            s.phase = Phase::Due;
+        }
+    }
+
+    /// The certificate-rejected state, if the pool is in it.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        self.rejected.as_ref()
+    }
+
+    /// Whether a push arriving at `now` must fail fast with the certificate rejection.
+    pub fn fail_fast(&self, now: Instant) -> Option<&Reason> {
+        self.rejected
+            .as_ref()
+            .filter(|r| now < r.fail_fast_until)
+            .map(|r| &r.reason)
+    }
+}
+
+/// What to do with a push that met a transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Send again at this instant (now, for a stream the server never processed).
+    At(Instant),
+    /// The deadline or the attempt budget does not allow another try.
+    GiveUp,
+}
+
+/// Retry budget for one push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Backoff between attempts after a 429/500/503.
+    pub backoff: Backoff,
+    /// Most attempts in all (first send included).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            backoff: Backoff::PUSH_RETRY,
+            max_attempts: 8,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// After `attempts` sends, the last failing with a transient error: when to resend.
+    /// `unprocessed` marks a stream the server never looked at (REFUSED_STREAM, above a
+    /// GOAWAY's last stream id, or never sent): it is resent at once and does not count
+    /// against the budget's backoff.
+    pub fn decide(
+        &self,
+        attempts: u32,
+        unprocessed: bool,
+        now: Instant,
+        deadline: Instant,
+        jitter: f64,
+    ) -> RetryDecision {
+        if attempts >= self.max_attempts || now >= deadline {
+            return RetryDecision::GiveUp;
+        }
+        let at = if unprocessed {
+            now
+        } else {
+            now + self.backoff.delay(attempts, jitter)
+        };
+        if at >= deadline {
+            RetryDecision::GiveUp
+        } else {
+            RetryDecision::At(at)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(n: usize) -> Plan {
+        Plan::new(n, Backoff::RECONNECT, Backoff::CERTIFICATE_REJECTED)
+    }
+
+    #[test]
+    fn all_slots_connect_at_start() {
+        let mut p = plan(3);
+        let now = Instant::now();
+        assert_eq!(p.take_due(now), vec![0, 1, 2]);
+        assert!(p.take_due(now).is_empty());
+        assert_eq!(p.phase(1), Phase::Connecting);
+        assert_eq!(p.next_wake(), None);
+    }
+
+    #[test]
+    fn failed_connects_back_off_exponentially_up_to_a_minute() {
+        let mut p = plan(1);
+        let t0 = Instant::now();
+        p.take_due(t0);
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..10 {
+            p.on_connect_failed(0, now, None, 1.0);
+            let wake = p.next_wake().unwrap();
+            waits.push(wake - now);
+            assert!(p.take_due(wake - Duration::from_millis(1)).is_empty());
+            assert_eq!(p.take_due(wake), vec![0]);
+            now = wake;
+        }
+        let secs: Vec<u64> = waits.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
+    }
+
+    #[test]
+    fn healthy_connection_reconnects_at_once_then_backs_off_if_it_keeps_dying() {
+        let mut p = plan(1);
+        let t0 = Instant::now();
+        p.take_due(t0);
+        p.on_connected(0, t0);
+        let t1 = t0 + Duration::from_secs(3600);
+        p.on_closed(0, t1, CloseCause::GoAway, 0.5);
+        assert_eq!(p.phase(0), Phase::Due, "first reconnect is immediate");
+        assert_eq!(p.take_due(t1), vec![0]);
+        p.on_connected(0, t1);
+        // Dies young: backs off.
+        p.on_closed(0, t1 + Duration::from_millis(10), CloseCause::Lost, 1.0);
+        assert!(matches!(p.phase(0), Phase::Waiting(_)));
+        let wait = p.next_wake().unwrap() - (t1 + Duration::from_millis(10));
+        assert_eq!(wait, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn certificate_rejection_fails_fast_and_slows_reconnects() {
+        let mut p = plan(2);
+        let t0 = Instant::now();
+        p.take_due(t0);
+        p.on_connect_failed(0, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        let r = p.rejection().unwrap();
+        assert_eq!(r.reason.as_str(), "CertificateExpired");
+        assert!(p.fail_fast(t0).is_some());
+        assert!(p.next_wake().unwrap() - t0 >= Duration::from_secs(30));
+        // Second slot also refused: the state persists, fail-fast window grows.
+        p.on_connect_failed(1, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        let until = p.rejection().unwrap().fail_fast_until;
+        assert_eq!(until - t0, Duration::from_secs(60));
+        assert!(p.fail_fast(until).is_none(), "after the window a push probes");
+        // A new certificate clears everything.
+        p.on_certificate_replaced();
+        assert!(p.rejection().is_none());
+        assert_eq!(p.take_due(t0), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_delivered_push_clears_the_rejection() {
+        let mut p = plan(1);
+        let t0 = Instant::now();
+        p.on_certificate_rejected(Reason::BadCertificate, t0, 0.0);
+        assert!(p.fail_fast(t0).is_some());
+        p.on_delivered();
+        assert!(p.fail_fast(t0).is_none());
+    }
+
+    #[test]
+    fn retry_decisions_respect_budget_and_deadline() {
+        let policy = RetryPolicy::default();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(30);
+        assert_eq!(
+            policy.decide(1, true, now, deadline, 0.5),
+            RetryDecision::At(now)
+        );
+        assert_eq!(
+            policy.decide(1, false, now, deadline, 1.0),
+            RetryDecision::At(now + Duration::from_millis(100))
+        );
+        assert_eq!(
+            policy.decide(8, false, now, deadline, 0.0),
+            RetryDecision::GiveUp
+        );
+        let close = now + Duration::from_millis(50);
+        assert_eq!(
+            policy.decide(1, false, now, close, 1.0),
+            RetryDecision::GiveUp,
+            "a backoff that ends past the deadline is not worth waiting for"
+        );
+        assert_eq!(
+            policy.decide(1, true, deadline, deadline, 0.0),
+            RetryDecision::GiveUp
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Opening one APNs connection: TCP, TLS with the push certificate as client identity, ALPN
+//! `h2`, the HTTP/2 handshake, and a first PING so the server's SETTINGS (and a TLS 1.3
+//! certificate rejection, which arrives only after the handshake) are known before the
+//! connection takes pushes.
+
+mod tls;
+
+pub use tls::{client_config, TlsConfigError};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::apns::reason::Reason;
+use crate::endpoint::Endpoint;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// DNS or TCP failed.
+    #[error("cannot reach {endpoint}: {source}")]
+    Unreachable {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS handshake or the first exchange after it failed for a reason other than the
+    /// certificate.
+    #[error("TLS with {endpoint} failed: {source}")]
+    Tls {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server refused the push certificate (TLS alert).
+    #[error("{endpoint} refused the push certificate: TLS alert {reason}")]
+    CertificateRejected {
+        /// Where.
+        endpoint: String,
+        /// The alert, e.g. `CertificateExpired`, `CertificateRevoked`, `BadCertificate`.
+        reason: Reason,
+    },
+    /// The server did not agree to HTTP/2.
+    #[error("{endpoint} did not negotiate HTTP/2 (ALPN h2)")]
+    NoHttp2 {
+        /// Where.
+        endpoint: String,
+    },
+    /// The HTTP/2 handshake or first PING failed.
+    #[error("HTTP/2 with {endpoint} failed: {source}")]
+    Http2 {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        source: h2::Error,
+    },
+    /// No answer within the connect timeout.
+    #[error("connecting to {endpoint} took longer than {timeout:?}")]
+    Timeout {
+        /// Where.
+        endpoint: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+impl ConnectError {
+    /// The certificate rejection, if that is what this is.
+    pub fn certificate_reason(&self) -> Option<Reason> {
+        match self {
+            ConnectError::CertificateRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// An open HTTP/2 connection: the request handle, the PING handle and the connection
+/// future's result (the connection itself runs in a spawned task).
+pub(crate) struct Connected {
+    pub send: h2::client::SendRequest<Bytes>,
+    pub ping: h2::PingPong,
+    pub closed: tokio::sync::oneshot::Receiver<Result<(), h2::Error>>,
+}
+
+/// HTTP/2 settings the client announces: APNs responses are small, so modest windows.
+fn h2_builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_concurrent_reset_streams(1000)
+        .max_header_list_size(16 << 10)
+        .enable_push(false);
+    b
+}
+
+/// Opens a connection to `endpoint` with `tls` (which carries the push certificate).
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Connected, ConnectError> {
+    let name = endpoint.to_string();
+    match tokio::time::timeout(timeout, connect_inner(endpoint, tls, &name)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout {
+            endpoint: name,
+            timeout,
+        }),
+    }
+}
+
+async fn connect_inner(
+    endpoint: &Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> Result<Connected, ConnectError> {
+    let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
+        .await
+        .map_err(|source| ConnectError::Unreachable {
+            endpoint: name.to_owned(),
+            source,
+        })?;
+    tcp.set_nodelay(true).ok();
+    let server_name = ServerName::try_from(endpoint.host().to_owned()).map_err(|_| {
+        ConnectError::Tls {
+            endpoint: name.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid server name"),
+        }
+    })?;
+    let stream: TlsStream<TcpStream> = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|source| io_to_connect_error(name, source))?;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(ConnectError::NoHttp2 {
+            endpoint: name.to_owned(),
+        });
+    }
+    let (send, mut connection) = h2_builder()
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| h2_to_connect_error(name, e))?;
+    let mut ping = connection
+        .ping_pong()
+        .expect("ping_pong is taken once, right after the handshake");
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = closed_tx.send(connection.await);
+    });
+    // One round trip: the server's SETTINGS precede the PING ACK, and a certificate refused
+    // after a TLS 1.3 handshake shows up here as an alert.
+    if let Err(e) = ping.ping(h2::Ping::opaque()).await {
+        return Err(h2_to_connect_error(name, e));
+    }
+    Ok(Connected { send, ping, closed })
+}
+
+fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
+    match certificate_alert(&source) {
+        Some(reason) => ConnectError::CertificateRejected {
+            endpoint: name.to_owned(),
+            reason,
+        },
+        None => ConnectError::Tls {
+            endpoint: name.to_owned(),
+            source,
+        },
+    }
+}
+
+fn h2_to_connect_error(name: &str, source: h2::Error) -> ConnectError {
+    if let Some(reason) = source.get_io().and_then(certificate_alert) {
+        return ConnectError::CertificateRejected {
+            endpoint: name.to_owned(),
+            reason,
+        };
+    }
+    ConnectError::Http2 {
+        endpoint: name.to_owned(),
+        source,
+    }
+}
+
+/// A TLS alert from the server that refuses our certificate, as a reason string
+/// (`CertificateExpired`, `CertificateRevoked`, `BadCertificate`, …).
+pub(crate) fn certificate_alert(err: &std::io::Error) -> Option<Reason> {
+    use rustls::AlertDescription as A;
+    let inner = err.get_ref()?;
+    let tls = inner.downcast_ref::<rustls::Error>()?;
+    match tls {
+        rustls::Error::AlertReceived(alert) => match alert {
+            A::BadCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired => Some(Reason::new(format!("{alert:?}"))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_alerts_are_recognised() {
+        let err = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired),
+        );
+        assert_eq!(
+            certificate_alert(&err).unwrap().as_str(),
+            "CertificateExpired"
+        );
+        let other = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        );
+        assert_eq!(certificate_alert(&other), None);
+        let plain = std::io::Error::other("boom");
+        assert_eq!(certificate_alert(&plain), None);
+    }
+}
