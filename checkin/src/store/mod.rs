@@ -11,11 +11,12 @@
 //! Times are inputs (`at`), never read from a clock inside the store, and kept to the
 //! millisecond ([`truncate_ms`]). A device's `last_seen_at` only moves forward.
 
-// CONFORMANCE
+pub mod conformance;
 
 mod logic;
 mod memory;
 mod model;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use model::{
     rfc3339, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
     PushOutcome, QueuedCommand, ReportOutcome, User,
 };
+pub use sqlite::{SqliteOptions, SqliteStore, DB_FILE_NAME};
 
 /// The future every [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

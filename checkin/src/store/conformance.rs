@@ -1,0 +1,703 @@
+//! One behavioural test suite every [`Store`] implementation must pass.
+//!
+//! Each case is a `pub async fn(Arc<dyn Store>)` that panics on a failure; the
+//! [`store_conformance!`](crate::store_conformance) macro turns them all into `#[tokio::test]`s
+//! in one line:
+//!
+//! ```ignore
+//! magicpush_checkin::store_conformance!((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
+//! ```
+//!
+//! The expression is evaluated once per case and yields the store and a guard kept alive for
+//! the case (a temporary directory, say).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicpush_engine::DeviceToken;
+use plist::{Dictionary, Value};
+use time::OffsetDateTime;
+
+use super::{EnqueueMode, Enrollment, PushOutcome, Store, StoreError};
+use crate::mdm::{
+    decode_report, Authenticate, Command, DeviceInfo, Report, Secret, Status, TokenUpdate,
+    UserChannel, DEVICE_INFORMATION,
+};
+
+/// Generates one `#[tokio::test]` per conformance case. See the [module docs](self).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@cases $make;
+            authenticate_creates_and_merges,
+            token_update_enrolls_then_refreshes,
+            user_channel_keeps_device_token,
+            check_out_unregisters_until_token_update,
+            bootstrap_token_roundtrip,
+            unknown_device_writes_fail,
+            last_seen_only_moves_forward,
+            enqueue_reports_unknown_and_duplicates,
+            enqueue_skip_if_queued,
+            queue_order_and_results,
+            not_now_stays_queued_and_is_skipped_in_session,
+            device_information_updates_device,
+            result_for_unknown_command_is_recorded,
+            push_bookkeeping_and_latency,
+            unregistered_push_stops_pushing_until_token_update,
+            listing_and_counting,
+            timestamps_keep_milliseconds,
+            concurrent_writes_all_land,
+            secrets_are_redacted,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+/// A fixed, millisecond-aligned instant plus `secs` seconds.
+pub fn t(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_780_000_000 + secs).expect("valid fixed timestamp")
+}
+
+/// An Authenticate for `udid` with a serial number and model.
+pub fn authenticate(udid: &str) -> Authenticate {
+    Authenticate {
+        udid: udid.into(),
+        topic: "com.apple.mgmt.External.test".into(),
+        info: DeviceInfo {
+            serial_number: Some(format!("SN-{udid}")),
+            model: Some("MQ3D2J/A".into()),
+            os_version: Some("17.4".into()),
+            ..DeviceInfo::default()
+        },
+    }
+}
+
+/// A device-channel TokenUpdate for `udid` with token bytes `[seed; 32]`.
+pub fn token_update(udid: &str, seed: u8) -> TokenUpdate {
+    TokenUpdate {
+        udid: udid.into(),
+        topic: "com.apple.mgmt.External.test".into(),
+        token: DeviceToken::from_bytes(&[seed; 32]).expect("non-empty token"),
+        push_magic: format!("magic-{udid}"),
+        unlock_token: Some(Secret::new(b"unlock-secret-bytes".to_vec())),
+        awaiting_configuration: false,
+        user: None,
+    }
+}
+
+/// A command report decoded from a real plist, with optional extra keys.
+pub fn report(udid: &str, status: Status, uuid: Option<&str>, extra: Dictionary) -> Report {
+    let mut d = extra;
+    d.insert("UDID".into(), Value::String(udid.into()));
+    d.insert("Status".into(), Value::String(status.as_str().into()));
+    if let Some(u) = uuid {
+        d.insert("CommandUUID".into(), Value::String(u.into()));
+    }
+    let mut xml = Vec::new();
+    Value::Dictionary(d)
+        .to_writer_xml(&mut xml)
+        .expect("serialise test report");
+    decode_report(&xml).expect("test report decodes")
+}
+
+fn query_responses(name: &str, os: &str) -> Dictionary {
+    let mut q = Dictionary::new();
+    q.insert("DeviceName".into(), Value::String(name.into()));
+    q.insert("OSVersion".into(), Value::String(os.into()));
+    q.insert("BatteryLevel".into(), Value::Real(0.5));
+    let mut d = Dictionary::new();
+    d.insert("QueryResponses".into(), Value::Dictionary(q));
+    d
+}
+
+async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
+    store
+        .authenticate(&authenticate(udid), at)
+        .await
+        .expect("authenticate");
+    store
+        .token_update(&token_update(udid, 0xab), at)
+        .await
+        .expect("token update");
+}
+
+#[allow(missing_docs)]
+pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
+    store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+    let d = store.device("A").await.unwrap().expect("device exists");
+    assert_eq!(d.info.serial_number.as_deref(), Some("SN-A"));
+    assert_eq!(d.topic.as_deref(), Some("com.apple.mgmt.External.test"));
+    assert_eq!(d.authenticated_at, Some(t(0)));
+    assert_eq!(d.last_seen_at, Some(t(0)));
+    assert!(!d.is_enrolled() && d.token.is_none() && d.enrolled_at.is_none());
+
+    let mut again = authenticate("A");
+    again.info = DeviceInfo {
+        os_version: Some("17.5".into()),
+        ..DeviceInfo::default()
+    };
+    store.authenticate(&again, t(5)).await.unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(
+        d.info.os_version.as_deref(),
+        Some("17.5"),
+        "newer fact wins"
+    );
+    assert_eq!(
+        d.info.serial_number.as_deref(),
+        Some("SN-A"),
+        "absent fact kept"
+    );
+    assert_eq!(d.authenticated_at, Some(t(5)));
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
+#[allow(missing_docs)]
+pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
+    store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+    assert!(store.pushable().await.unwrap().is_empty());
+    let e = store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    assert_eq!(e, Enrollment::Enrolled);
+    let mut second = token_update("A", 2);
+    second.unlock_token = None;
+    let e = store.token_update(&second, t(2)).await.unwrap();
+    assert_eq!(e, Enrollment::Refreshed);
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(
+        d.enrolled_at,
+        Some(t(1)),
+        "enrolled_at is the first TokenUpdate"
+    );
+    assert_eq!(d.token_updated_at, Some(t(2)));
+    assert_eq!(d.token.as_deref(), Some("02".repeat(32).as_str()));
+    assert_eq!(d.push_magic.as_deref(), Some("magic-A"));
+    assert_eq!(
+        d.unlock_token.as_ref().map(Secret::expose),
+        Some(&b"unlock-secret-bytes"[..]),
+        "unlock token kept when a later TokenUpdate omits it"
+    );
+    let target = d.push_target().expect("pushable");
+    assert_eq!(target.token.as_hex(), "02".repeat(32));
+    assert_eq!(target.magic, "magic-A");
+    // A re-Authenticate keeps the enrollment.
+    store.authenticate(&authenticate("A"), t(3)).await.unwrap();
+    let pushable = store.pushable().await.unwrap();
+    assert_eq!(pushable.len(), 1);
+    assert_eq!(pushable[0].enrolled_at, Some(t(1)));
+}
+
+#[allow(missing_docs)]
+pub async fn user_channel_keeps_device_token(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let mut user = token_update("A", 9);
+    user.push_magic = "user-magic".into();
+    user.user = Some(UserChannel {
+        user_id: "U1".into(),
+        short_name: Some("taro".into()),
+        long_name: Some("Taro Yamada".into()),
+    });
+    let e = store.token_update(&user, t(4)).await.unwrap();
+    assert_eq!(e, Enrollment::UserChannel);
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.token.as_deref(), Some("ab".repeat(32).as_str()));
+    assert_eq!(d.push_magic.as_deref(), Some("magic-A"));
+    assert_eq!(d.token_updated_at, Some(t(0)));
+    assert_eq!(d.last_seen_at, Some(t(4)));
+    let users = store.users("A").await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].user_id, "U1");
+    assert_eq!(users[0].token, "09".repeat(32));
+    assert_eq!(users[0].push_magic, "user-magic");
+    assert_eq!(users[0].long_name.as_deref(), Some("Taro Yamada"));
+    assert_eq!(users[0].updated_at, t(4));
+}
+
+#[allow(missing_docs)]
+pub async fn check_out_unregisters_until_token_update(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    store.check_out("A", t(10)).await.unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.checked_out_at, Some(t(10)));
+    assert!(d.is_checked_out());
+    assert!(store.pushable().await.unwrap().is_empty());
+    let e = store
+        .token_update(&token_update("A", 3), t(20))
+        .await
+        .unwrap();
+    assert_eq!(e, Enrollment::Enrolled, "re-enrollment after CheckOut");
+    assert_eq!(store.pushable().await.unwrap().len(), 1);
+}
+
+#[allow(missing_docs)]
+pub async fn bootstrap_token_roundtrip(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    assert_eq!(store.bootstrap_token("A").await.unwrap(), None);
+    let tok = Secret::new(vec![1, 2, 3]);
+    store
+        .set_bootstrap_token("A", Some(&tok), t(1))
+        .await
+        .unwrap();
+    assert_eq!(store.bootstrap_token("A").await.unwrap(), Some(tok));
+    store.set_bootstrap_token("A", None, t(2)).await.unwrap();
+    assert_eq!(store.bootstrap_token("A").await.unwrap(), None);
+    assert_eq!(store.bootstrap_token("nobody").await.unwrap(), None);
+    let err = store
+        .set_bootstrap_token("nobody", Some(&Secret::new(vec![1])), t(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownDevice { .. }), "{err:?}");
+}
+
+#[allow(missing_docs)]
+pub async fn unknown_device_writes_fail(store: Arc<dyn Store>) {
+    let unknown =
+        |e: StoreError| matches!(e, StoreError::UnknownDevice { ref udid } if udid == "X");
+    assert!(unknown(store.check_out("X", t(0)).await.unwrap_err()));
+    assert!(unknown(store.touch("X", t(0)).await.unwrap_err()));
+    let idle = report("X", Status::Idle, None, Dictionary::new());
+    assert!(unknown(store.record_report(&idle, t(0)).await.unwrap_err()));
+    assert!(unknown(
+        store
+            .record_push_outcome("X", &PushOutcome::Accepted, t(0))
+            .await
+            .unwrap_err()
+    ));
+    store
+        .record_push_attempts(&["X".to_string()], t(0))
+        .await
+        .expect("unknown devices are skipped silently");
+    assert_eq!(store.device("X").await.unwrap(), None);
+    assert!(store.queued("X").await.unwrap().is_empty());
+    assert!(store.next_command("X", false).await.unwrap().is_none());
+    assert!(!store.has_queued("X", DEVICE_INFORMATION).await.unwrap());
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
+#[allow(missing_docs)]
+pub async fn last_seen_only_moves_forward(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(10)).await;
+    store.touch("A", t(20)).await.unwrap();
+    store.touch("A", t(15)).await.unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.last_seen_at, Some(t(20)));
+}
+
+#[allow(missing_docs)]
+pub async fn enqueue_reports_unknown_and_duplicates(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    enroll(&*store, "B", t(0)).await;
+    let cmd = Command::device_information(&["DeviceName"]);
+    let udids: Vec<String> = ["A", "nobody", "B", "A"].map(String::from).to_vec();
+    let out = store
+        .enqueue(&cmd, &udids, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    assert_eq!(out.command_uuid, cmd.uuid);
+    assert_eq!(out.queued, ["A", "B"]);
+    assert_eq!(out.unknown, ["nobody"]);
+    assert!(out.already_queued.is_empty());
+    assert_eq!(store.queued("A").await.unwrap().len(), 1);
+    let err = store
+        .enqueue(&cmd, &udids, EnqueueMode::Always, t(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateCommand { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.queued("A").await.unwrap().len(),
+        1,
+        "nothing queued twice"
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn enqueue_skip_if_queued(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    enroll(&*store, "B", t(0)).await;
+    let first = Command::device_information(&["DeviceName"]);
+    store
+        .enqueue(&first, &["A".to_string()], EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    assert!(store.has_queued("A", DEVICE_INFORMATION).await.unwrap());
+    assert!(!store.has_queued("A", "RestartDevice").await.unwrap());
+    assert!(!store.has_queued("B", DEVICE_INFORMATION).await.unwrap());
+    let second = Command::device_information(&["DeviceName"]);
+    let all = vec!["A".to_string(), "B".to_string()];
+    let out = store
+        .enqueue(&second, &all, EnqueueMode::SkipIfQueued, t(2))
+        .await
+        .unwrap();
+    assert_eq!(out.queued, ["B"]);
+    assert_eq!(out.already_queued, ["A"]);
+    let other = Command::new("RestartDevice", Dictionary::new());
+    let out = store
+        .enqueue(&other, &all, EnqueueMode::SkipIfQueued, t(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.queued,
+        ["A", "B"],
+        "another RequestType is not a duplicate"
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn queue_order_and_results(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let a = Command::new("ProfileList", Dictionary::new());
+    let b = Command::new("CertificateList", Dictionary::new());
+    let one = ["A".to_string()];
+    store
+        .enqueue(&a, &one, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    store
+        .enqueue(&b, &one, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    let next = store
+        .next_command("A", false)
+        .await
+        .unwrap()
+        .expect("queued");
+    assert_eq!(next.uuid, a.uuid, "oldest first, enqueue order breaks ties");
+    assert_eq!(next.request_type, "ProfileList");
+    assert_eq!(next.body, a.to_xml());
+    assert_eq!(next.queued_at, t(1));
+
+    let mut extra = Dictionary::new();
+    extra.insert("ProfileList".into(), Value::Array(vec![]));
+    let ack = report("A", Status::Acknowledged, Some(&a.uuid), extra);
+    let out = store.record_report(&ack, t(2)).await.unwrap();
+    assert!(out.known_command && out.dequeued);
+    assert_eq!(out.request_type.as_deref(), Some("ProfileList"));
+    let next = store
+        .next_command("A", true)
+        .await
+        .unwrap()
+        .expect("b queued");
+    assert_eq!(next.uuid, b.uuid);
+
+    let mut chain = Dictionary::new();
+    let mut item = Dictionary::new();
+    item.insert("ErrorCode".into(), Value::Integer(12021.into()));
+    item.insert(
+        "ErrorDomain".into(),
+        Value::String("MCMDMErrorDomain".into()),
+    );
+    chain.insert(
+        "ErrorChain".into(),
+        Value::Array(vec![Value::Dictionary(item)]),
+    );
+    let err = report("A", Status::Error, Some(&b.uuid), chain);
+    let out = store.record_report(&err, t(3)).await.unwrap();
+    assert!(out.dequeued, "Error ends the command");
+    assert!(store.next_command("A", false).await.unwrap().is_none());
+
+    let results = store.results("A").await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].status, Status::Acknowledged);
+    assert_eq!(results[0].command_uuid, a.uuid);
+    assert_eq!(results[0].at, t(2));
+    let raw = plist::Value::from_reader_xml(&results[0].raw[..]).expect("raw is an XML plist");
+    let raw = raw.as_dictionary().expect("dict");
+    assert!(raw.contains_key("ProfileList"), "raw result kept whole");
+    assert_eq!(results[1].status, Status::Error);
+    assert_eq!(results[1].error_chain.len(), 1);
+    assert_eq!(results[1].error_chain[0].code, Some(12021));
+    assert_eq!(
+        results[1].error_chain[0].domain.as_deref(),
+        Some("MCMDMErrorDomain")
+    );
+
+    // CommandFormatError also ends a command.
+    let c = Command::new("Bogus", Dictionary::new());
+    store
+        .enqueue(&c, &one, EnqueueMode::Always, t(4))
+        .await
+        .unwrap();
+    let cfe = report(
+        "A",
+        Status::CommandFormatError,
+        Some(&c.uuid),
+        Dictionary::new(),
+    );
+    assert!(store.record_report(&cfe, t(5)).await.unwrap().dequeued);
+    assert!(store.queued("A").await.unwrap().is_empty());
+}
+
+#[allow(missing_docs)]
+pub async fn not_now_stays_queued_and_is_skipped_in_session(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let a = Command::new("InstallProfile", Dictionary::new());
+    let b = Command::new("ProfileList", Dictionary::new());
+    let one = ["A".to_string()];
+    store
+        .enqueue(&a, &one, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    store
+        .enqueue(&b, &one, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    let nn = report("A", Status::NotNow, Some(&a.uuid), Dictionary::new());
+    let out = store.record_report(&nn, t(2)).await.unwrap();
+    assert!(out.known_command && !out.dequeued);
+    let queued = store.queued("A").await.unwrap();
+    assert_eq!(queued.len(), 2, "NotNow keeps the command");
+    assert_eq!(queued[0].not_now_at, Some(t(2)));
+    let in_session = store.next_command("A", true).await.unwrap().unwrap();
+    assert_eq!(
+        in_session.uuid, b.uuid,
+        "NotNow command skipped in the same session"
+    );
+    let next_session = store.next_command("A", false).await.unwrap().unwrap();
+    assert_eq!(next_session.uuid, a.uuid, "offered again after Idle");
+    let ack_b = report("A", Status::Acknowledged, Some(&b.uuid), Dictionary::new());
+    store.record_report(&ack_b, t(3)).await.unwrap();
+    assert!(store.next_command("A", true).await.unwrap().is_none());
+    assert!(store.has_queued("A", "InstallProfile").await.unwrap());
+    let ack_a = report("A", Status::Acknowledged, Some(&a.uuid), Dictionary::new());
+    store.record_report(&ack_a, t(4)).await.unwrap();
+    assert!(store.queued("A").await.unwrap().is_empty());
+    let statuses: Vec<Status> = store
+        .results("A")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [Status::NotNow, Status::Acknowledged, Status::Acknowledged]
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn device_information_updates_device(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let cmd = Command::device_information(&["DeviceName", "OSVersion"]);
+    store
+        .enqueue(&cmd, &["A".to_string()], EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    // An Error carrying QueryResponses does not count as collected.
+    let err = report(
+        "A",
+        Status::Error,
+        Some(&cmd.uuid),
+        query_responses("x", "0"),
+    );
+    assert!(!store.record_report(&err, t(2)).await.unwrap().info_updated);
+    assert_eq!(
+        store.device("A").await.unwrap().unwrap().info_collected_at,
+        None
+    );
+
+    let cmd = Command::device_information(&["DeviceName", "OSVersion"]);
+    store
+        .enqueue(&cmd, &["A".to_string()], EnqueueMode::Always, t(3))
+        .await
+        .unwrap();
+    let ack = report(
+        "A",
+        Status::Acknowledged,
+        Some(&cmd.uuid),
+        query_responses("Taro's iPhone", "17.6"),
+    );
+    let out = store.record_report(&ack, t(4)).await.unwrap();
+    assert!(out.info_updated && out.dequeued);
+    assert_eq!(out.request_type.as_deref(), Some(DEVICE_INFORMATION));
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.info.device_name.as_deref(), Some("Taro's iPhone"));
+    assert_eq!(d.info.os_version.as_deref(), Some("17.6"));
+    assert_eq!(d.info.serial_number.as_deref(), Some("SN-A"), "kept");
+    assert_eq!(d.info_collected_at, Some(t(4)));
+    assert!(!store.has_queued("A", DEVICE_INFORMATION).await.unwrap());
+}
+
+#[allow(missing_docs)]
+pub async fn result_for_unknown_command_is_recorded(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let ack = report(
+        "A",
+        Status::Acknowledged,
+        Some("NOT-QUEUED"),
+        Dictionary::new(),
+    );
+    let out = store.record_report(&ack, t(1)).await.unwrap();
+    assert!(!out.known_command && !out.dequeued);
+    assert_eq!(out.request_type, None);
+    let results = store.results("A").await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].command_uuid, "NOT-QUEUED");
+    assert_eq!(results[0].request_type, None);
+    // Idle records no result.
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    store.record_report(&idle, t(2)).await.unwrap();
+    assert_eq!(store.results("A").await.unwrap().len(), 1);
+}
+
+#[allow(missing_docs)]
+pub async fn push_bookkeeping_and_latency(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    // A report with no push open closes nothing.
+    assert!(!store.record_report(&idle, t(1)).await.unwrap().closed_push);
+
+    store
+        .record_push_attempts(&["A".to_string()], t(10))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.last_push_at, Some(t(10)));
+    assert_eq!(d.push_outcome, None, "in flight");
+    assert_eq!(d.first_report_after_push_at, None);
+    assert_eq!(d.last_report_at, Some(t(1)));
+
+    store
+        .record_push_outcome("A", &PushOutcome::Accepted, t(10))
+        .await
+        .unwrap();
+    assert!(store.record_report(&idle, t(13)).await.unwrap().closed_push);
+    assert!(!store.record_report(&idle, t(20)).await.unwrap().closed_push);
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.push_outcome, Some(PushOutcome::Accepted));
+    assert_eq!(d.push_outcome_at, Some(t(10)));
+    assert_eq!(d.first_report_after_push_at, Some(t(13)));
+    assert_eq!(d.last_report_at, Some(t(20)));
+    assert_eq!(d.push_latency(), Some(Duration::from_secs(3)));
+
+    // A new attempt reopens: the old answer no longer counts.
+    store
+        .record_push_attempts(&["A".to_string()], t(30))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.first_report_after_push_at, None);
+    assert_eq!(d.push_latency(), None);
+    let failed = PushOutcome::Failed {
+        reason: "DeadlineExceeded".into(),
+    };
+    store
+        .record_push_outcome("A", &failed, t(31))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.push_outcome, Some(failed));
+    assert!(d.is_pushable(), "a transient failure does not stop pushing");
+}
+
+#[allow(missing_docs)]
+pub async fn unregistered_push_stops_pushing_until_token_update(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    enroll(&*store, "B", t(0)).await;
+    let both = vec!["A".to_string(), "B".to_string()];
+    store.record_push_attempts(&both, t(10)).await.unwrap();
+    let gone = PushOutcome::Unregistered {
+        reason: "Unregistered".into(),
+        timestamp_ms: Some(1_780_000_005_000),
+    };
+    store.record_push_outcome("A", &gone, t(11)).await.unwrap();
+    let bad = PushOutcome::Rejected {
+        reason: "BadDeviceToken".into(),
+    };
+    store.record_push_outcome("B", &bad, t(11)).await.unwrap();
+    let a = store.device("A").await.unwrap().unwrap();
+    assert_eq!(a.push_outcome, Some(gone));
+    assert!(store.pushable().await.unwrap().is_empty());
+    store
+        .token_update(&token_update("A", 7), t(20))
+        .await
+        .unwrap();
+    let pushable = store.pushable().await.unwrap();
+    assert_eq!(pushable.len(), 1);
+    assert_eq!(pushable[0].udid, "A");
+}
+
+#[allow(missing_docs)]
+pub async fn listing_and_counting(store: Arc<dyn Store>) {
+    for udid in ["C", "A", "B"] {
+        enroll(&*store, udid, t(0)).await;
+    }
+    store.authenticate(&authenticate("D"), t(0)).await.unwrap();
+    let udids: Vec<String> = store
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.udid)
+        .collect();
+    assert_eq!(udids, ["A", "B", "C", "D"]);
+    assert_eq!(store.count().await.unwrap(), 4);
+    let pushable: Vec<String> = store
+        .pushable()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.udid)
+        .collect();
+    assert_eq!(pushable, ["A", "B", "C"], "no token, not pushable");
+}
+
+#[allow(missing_docs)]
+pub async fn timestamps_keep_milliseconds(store: Arc<dyn Store>) {
+    let at = t(0) + Duration::from_nanos(123_456_789);
+    store.authenticate(&authenticate("A"), at).await.unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.authenticated_at, Some(t(0) + Duration::from_millis(123)));
+}
+
+#[allow(missing_docs)]
+pub async fn concurrent_writes_all_land(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let udid = format!("D{i:03}");
+            store.authenticate(&authenticate(&udid), t(0)).await?;
+            store.token_update(&token_update(&udid, 1), t(1)).await?;
+            store.touch(&udid, t(2)).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("write");
+    }
+    assert_eq!(store.count().await.unwrap(), 200);
+    let devices = store.devices().await.unwrap();
+    assert!(devices
+        .iter()
+        .all(|d| d.is_pushable() && d.last_seen_at == Some(t(2))));
+}
+
+#[allow(missing_docs)]
+pub async fn secrets_are_redacted(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    store
+        .set_bootstrap_token("A", Some(&Secret::new(b"bootstrap-secret".to_vec())), t(1))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    let debug = format!("{d:?}");
+    assert!(!debug.contains("unlock-secret"), "{debug}");
+    assert!(!debug.contains(&format!("{:?}", b"unlock-secret-bytes")));
+    assert!(!debug.contains(&format!("{:?}", b"bootstrap-secret")));
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(!json.contains("unlock") && !json.contains("bootstrap") && !json.contains("magic-A"));
+    assert!(json.contains("\"serial_number\":\"SN-A\""), "{json}");
+    assert!(json.contains("\"enrolled_at\":\"2026-"), "{json}");
+}

@@ -1,0 +1,589 @@
+//! [`SqliteStore`]: the durable store. SQLite in WAL mode; one writer thread with group
+//! commit; reads on their own connections via `spawn_blocking`.
+//!
+//! Durability: `synchronous = FULL`. In WAL mode, `NORMAL` only syncs the WAL at checkpoints:
+//! a commit survives a process crash (`kill -9`) but can be lost on power failure or an OS
+//! crash. A check-in is answered 200 only after it is durable, so every commit syncs the WAL
+//! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use self::rows::{
+    device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
+    result_from_row, save_device, upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
+};
+use self::writer::{Job, PendingWrite};
+use super::memory::dedup;
+use super::model::{apply_contact, to_ms, truncate_ms};
+use super::{
+    logic, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome,
+    QueuedCommand, ReportOutcome, Store, StoreError, StoreFuture, User,
+};
+use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
+
+/// The database file's name under `--data-dir`.
+pub const DB_FILE_NAME: &str = "magicpush.sqlite3";
+
+pub(crate) fn db_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Database {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// Tuning for [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Most writes applied in one transaction. Default 1024.
+    pub max_batch: usize,
+    /// Idle read connections kept open. Default 4.
+    pub max_idle_readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_batch: 1024,
+            max_idle_readers: 4,
+        }
+    }
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl ReadPool {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_err("open reader"))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+        .map_err(db_err("open reader"))?;
+    Ok(conn)
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path).map_err(db_err("open"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db_err("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database {
+            op: "enable WAL",
+            detail: format!("journal mode is {mode:?}, not wal"),
+        });
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(db_err("open"))?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The durable [`Store`]. Opening is blocking (do it before serving); every operation after
+/// that runs off the async runtime and must be called from within a Tokio runtime.
+///
+/// Dropping the store finishes the queued writes and joins the writer thread.
+pub struct SqliteStore {
+    path: PathBuf,
+    writes: Option<mpsc::Sender<Box<dyn PendingWrite>>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Arc<ReadPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/magicpush.sqlite3`, creating `data_dir` too.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database {
+            op: "create data directory",
+            detail: format!("{}: {e}", data_dir.display()),
+        })?;
+        Self::open_file(&data_dir.join(DB_FILE_NAME), SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the database file at `path`, migrating its schema.
+    pub fn open_file(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let conn = open_writer(path)?;
+        let (tx, rx) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("magicpush-store-writer".into())
+            .spawn(move || writer::run(conn, rx, max_batch))
+            .map_err(|e| StoreError::Database {
+                op: "start writer thread",
+                detail: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writes: Some(tx),
+            writer: Some(writer),
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                max_idle: options.max_idle_readers,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, rx) = Job::new(work);
+        let sent = match &self.writes {
+            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn read<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || pool.with(work))
+                .await
+                .map_err(|e| StoreError::Database {
+                    op: "read",
+                    detail: format!("read task failed: {e}"),
+                })?
+        })
+    }
+
+    fn read_devices(&self, filter: &'static str) -> StoreFuture<'static, Vec<Device>> {
+        self.read(move |c| {
+            let sql = format!("{} {filter} ORDER BY udid", *SELECT_DEVICES);
+            let mut stmt = c.prepare_cached(&sql).map_err(db_err("read devices"))?;
+            let rows = stmt
+                .query_map([], device_from_row)
+                .map_err(db_err("read devices"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(db_err("read devices"))??);
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            // The writer drains its channel, then exits; a panic there has already been
+            // reported to the waiters as `Closed`.
+            let _ = writer.join();
+        }
+    }
+}
+
+fn device_or_new(c: &Connection, udid: &str) -> Result<Device, StoreError> {
+    Ok(load_device(c, udid)?.unwrap_or_else(|| Device::new(udid)))
+}
+
+impl Store for SqliteStore {
+    fn authenticate<'a>(
+        &'a self,
+        msg: &'a Authenticate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (msg, at) = (msg.clone(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = device_or_new(c, &msg.udid)?;
+            logic::authenticate(&mut d, &msg, at);
+            save_device(c, &d)
+        })
+    }
+
+    fn token_update<'a>(
+        &'a self,
+        msg: &'a TokenUpdate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Enrollment> {
+        let (msg, at) = (msg.clone(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = device_or_new(c, &msg.udid)?;
+            let Some(user) = &msg.user else {
+                let enrollment = logic::token_update(&mut d, &msg, at);
+                save_device(c, &d)?;
+                return Ok(enrollment);
+            };
+            apply_contact(&mut d, at);
+            save_device(c, &d)?;
+            upsert_user(
+                c,
+                &User {
+                    udid: msg.udid.clone(),
+                    user_id: user.user_id.clone(),
+                    short_name: user.short_name.clone(),
+                    long_name: user.long_name.clone(),
+                    token: msg.token.as_hex().to_owned(),
+                    push_magic: msg.push_magic.clone(),
+                    updated_at: at,
+                },
+            )?;
+            Ok(Enrollment::UserChannel)
+        })
+    }
+
+    fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let (udid, at) = (udid.to_owned(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            logic::check_out(&mut d, at);
+            save_device(c, &d)
+        })
+    }
+
+    fn set_bootstrap_token<'a>(
+        &'a self,
+        udid: &'a str,
+        token: Option<&'a Secret>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (udid, token, at) = (udid.to_owned(), token.cloned(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            d.bootstrap_token = token;
+            apply_contact(&mut d, at);
+            save_device(c, &d)
+        })
+    }
+
+    fn bootstrap_token<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Secret>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            let token: Option<Option<Vec<u8>>> = c
+                .query_row(
+                    "SELECT bootstrap_token FROM devices WHERE udid = ?1",
+                    [&udid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err("read bootstrap token"))?;
+            Ok(token.flatten().map(Secret::new))
+        })
+    }
+
+    fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let (udid, at) = (udid.to_owned(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            apply_contact(&mut d, at);
+            save_device(c, &d)
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        mode: EnqueueMode,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let uuid = command.uuid.clone();
+        let request_type = command.request_type.clone();
+        let body = command.to_xml();
+        let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
+        let at = to_ms(truncate_ms(at));
+        self.write(move |c| {
+            let exists = c
+                .prepare_cached("SELECT 1 FROM commands WHERE uuid = ?1")
+                .and_then(|mut s| s.exists([&uuid]))
+                .map_err(db_err("enqueue"))?;
+            if exists {
+                return Err(StoreError::DuplicateCommand { uuid });
+            }
+            c.execute(
+                "INSERT INTO commands (uuid, request_type, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![uuid, request_type, body, at],
+            )
+            .map_err(db_err("enqueue"))?;
+            let mut out = EnqueueOutcome {
+                command_uuid: uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            let mut already = c
+                .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+                .map_err(db_err("enqueue"))?;
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db_err("enqueue"))?;
+            for udid in udids {
+                if !device_exists(c, &udid)? {
+                    out.unknown.push(udid);
+                    continue;
+                }
+                if mode == EnqueueMode::SkipIfQueued
+                    && already
+                        .exists(params![udid, request_type])
+                        .map_err(db_err("enqueue"))?
+                {
+                    out.already_queued.push(udid);
+                    continue;
+                }
+                insert
+                    .execute(params![udid, uuid, request_type, at])
+                    .map_err(db_err("enqueue"))?;
+                out.queued.push(udid);
+            }
+            Ok(out)
+        })
+    }
+
+    fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool> {
+        let (udid, request_type) = (udid.to_owned(), request_type.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+                .and_then(|mut s| s.exists(params![udid, request_type]))
+                .map_err(db_err("read queue"))
+        })
+    }
+
+    fn next_command<'a>(
+        &'a self,
+        udid: &'a str,
+        skip_not_now: bool,
+    ) -> StoreFuture<'a, Option<QueuedCommand>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            let sql = format!("{SELECT_QUEUED} LIMIT 1");
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(params![udid, skip_not_now], queued_from_row)
+                        .optional()
+                })
+                .map_err(db_err("read queue"))
+        })
+    }
+
+    fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(SELECT_QUEUED)
+                .and_then(|mut s| {
+                    s.query_map(params![udid, false], queued_from_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("read queue"))
+        })
+    }
+
+    fn record_report<'a>(
+        &'a self,
+        report: &'a Report,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ReportOutcome> {
+        let at = truncate_ms(at);
+        let udid = report.udid.clone();
+        let status = report.status;
+        let command_uuid = report
+            .command_uuid
+            .clone()
+            .filter(|_| status != Status::Idle);
+        let device_info = report.device_info.clone();
+        let error_chain = report.error_chain.clone();
+        // Encode outside the writer thread: it is the one serial resource.
+        let raw = command_uuid.as_ref().map(|_| report.raw_xml());
+        let report = Report {
+            udid: udid.clone(),
+            user_id: None,
+            status,
+            command_uuid: command_uuid.clone(),
+            error_chain: Vec::new(),
+            device_info,
+            raw: plist::Dictionary::new(),
+        };
+        self.write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            let (closed_push, info_updated) = logic::report(&mut d, &report, at);
+            save_device(c, &d)?;
+            let mut out = ReportOutcome {
+                closed_push,
+                info_updated,
+                ..ReportOutcome::default()
+            };
+            let Some(uuid) = command_uuid else {
+                return Ok(out);
+            };
+            let queued: Option<i64> = c
+                .prepare_cached("SELECT id FROM queue WHERE udid = ?1 AND uuid = ?2")
+                .and_then(|mut s| s.query_row(params![udid, uuid], |r| r.get(0)).optional())
+                .map_err(db_err("record result"))?;
+            if let Some(id) = queued {
+                out.known_command = true;
+                if status.is_final() {
+                    c.execute("DELETE FROM queue WHERE id = ?1", [id])
+                        .map_err(db_err("record result"))?;
+                    out.dequeued = true;
+                } else if status == Status::NotNow {
+                    c.execute(
+                        "UPDATE queue SET not_now_at = ?1 WHERE id = ?2",
+                        params![to_ms(at), id],
+                    )
+                    .map_err(db_err("record result"))?;
+                }
+            }
+            out.request_type = c
+                .prepare_cached("SELECT request_type FROM commands WHERE uuid = ?1")
+                .and_then(|mut s| s.query_row([&uuid], |r| r.get(0)).optional())
+                .map_err(db_err("record result"))?;
+            insert_result(
+                c,
+                &CommandResult {
+                    udid,
+                    command_uuid: uuid,
+                    request_type: out.request_type.clone(),
+                    status,
+                    error_chain,
+                    raw: raw.unwrap_or_default(),
+                    at,
+                },
+            )?;
+            Ok(out)
+        })
+    }
+
+    fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT udid, uuid, request_type, status, error_chain, raw, at
+                     FROM results WHERE udid = ?1 ORDER BY id",
+                )
+                .map_err(db_err("read results"))?;
+            let rows = stmt
+                .query_map([&udid], result_from_row)
+                .map_err(db_err("read results"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(db_err("read results"))??);
+            }
+            Ok(out)
+        })
+    }
+
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT udid, user_id, short_name, long_name, token, push_magic, updated_at
+                 FROM users WHERE udid = ?1 ORDER BY user_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([&udid], user_from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("read users"))
+        })
+    }
+
+    fn record_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (udids, at) = (udids.to_vec(), truncate_ms(at));
+        self.write(move |c| {
+            for udid in udids {
+                if let Some(mut d) = load_device(c, &udid)? {
+                    logic::push_attempt(&mut d, at);
+                    save_device(c, &d)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn record_push_outcome<'a>(
+        &'a self,
+        udid: &'a str,
+        outcome: &'a PushOutcome,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (udid, outcome, at) = (udid.to_owned(), outcome.clone(), truncate_ms(at));
+        self.write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            logic::push_outcome(&mut d, &outcome, at);
+            save_device(c, &d)
+        })
+    }
+
+    fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
+        self.read_devices("")
+    }
+
+    fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
+        let udid = udid.to_owned();
+        self.read(move |c| load_device(c, &udid))
+    }
+
+    fn pushable(&self) -> StoreFuture<'_, Vec<Device>> {
+        let all = self.read_devices("WHERE enrolled_at IS NOT NULL AND token IS NOT NULL");
+        Box::pin(async move {
+            let mut devices = all.await?;
+            devices.retain(Device::is_pushable);
+            Ok(devices)
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, usize> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
+                .map(|n| usize::try_from(n).unwrap_or(0))
+                .map_err(db_err("count devices"))
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! Rows to values and back.
+
+use std::sync::LazyLock;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::db_err;
+use crate::mdm::{ErrorChainItem, Secret, Status};
+use crate::store::model::{from_ms, to_ms};
+use crate::store::{CommandResult, Device, PushOutcome, QueuedCommand, StoreError, User};
+
+const DEVICE_COLUMNS: [&str; 30] = [
+    "udid",
+    "device_name",
+    "model",
+    "model_name",
+    "product_name",
+    "os_version",
+    "build_version",
+    "serial_number",
+    "imei",
+    "meid",
+    "phone_number",
+    "topic",
+    "token",
+    "push_magic",
+    "unlock_token",
+    "bootstrap_token",
+    "awaiting_configuration",
+    "authenticated_at",
+    "enrolled_at",
+    "token_updated_at",
+    "last_seen_at",
+    "checked_out_at",
+    "info_collected_at",
+    "last_push_at",
+    "push_outcome",
+    "push_reason",
+    "push_unregistered_ms",
+    "push_outcome_at",
+    "last_report_at",
+    "first_report_after_push_at",
+];
+
+pub(crate) static SELECT_DEVICES: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM devices", DEVICE_COLUMNS.join(", ")));
+
+static UPSERT_DEVICE: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=DEVICE_COLUMNS.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    let updates: Vec<String> = DEVICE_COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO devices ({}) VALUES ({}) ON CONFLICT (udid) DO UPDATE SET {}",
+        DEVICE_COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+});
+
+fn ts(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(to_ms)
+}
+
+fn opt_ts(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
+    Ok(row.get::<_, Option<i64>>(i)?.map(from_ms))
+}
+
+/// Reads one `SELECT_DEVICES` row. The outer error is SQLite's, the inner a corrupt value.
+pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, StoreError>> {
+    let mut d = Device::new(row.get::<_, String>(0)?);
+    d.info.device_name = row.get(1)?;
+    d.info.model = row.get(2)?;
+    d.info.model_name = row.get(3)?;
+    d.info.product_name = row.get(4)?;
+    d.info.os_version = row.get(5)?;
+    d.info.build_version = row.get(6)?;
+    d.info.serial_number = row.get(7)?;
+    d.info.imei = row.get(8)?;
+    d.info.meid = row.get(9)?;
+    d.info.phone_number = row.get(10)?;
+    d.topic = row.get(11)?;
+    d.token = row.get(12)?;
+    d.push_magic = row.get(13)?;
+    d.unlock_token = row.get::<_, Option<Vec<u8>>>(14)?.map(Secret::new);
+    d.bootstrap_token = row.get::<_, Option<Vec<u8>>>(15)?.map(Secret::new);
+    d.awaiting_configuration = row.get(16)?;
+    d.authenticated_at = opt_ts(row, 17)?;
+    d.enrolled_at = opt_ts(row, 18)?;
+    d.token_updated_at = opt_ts(row, 19)?;
+    d.last_seen_at = opt_ts(row, 20)?;
+    d.checked_out_at = opt_ts(row, 21)?;
+    d.info_collected_at = opt_ts(row, 22)?;
+    d.last_push_at = opt_ts(row, 23)?;
+    let kind: Option<String> = row.get(24)?;
+    let reason: Option<String> = row.get(25)?;
+    let unregistered_ms: Option<i64> = row.get(26)?;
+    d.push_outcome_at = opt_ts(row, 27)?;
+    d.last_report_at = opt_ts(row, 28)?;
+    d.first_report_after_push_at = opt_ts(row, 29)?;
+    d.push_outcome = match kind.as_deref() {
+        None => None,
+        Some("accepted") => Some(PushOutcome::Accepted),
+        Some("unregistered") => Some(PushOutcome::Unregistered {
+            reason: reason.unwrap_or_default(),
+            timestamp_ms: unregistered_ms.and_then(|v| u64::try_from(v).ok()),
+        }),
+        Some("rejected") => Some(PushOutcome::Rejected {
+            reason: reason.unwrap_or_default(),
+        }),
+        Some("failed") => Some(PushOutcome::Failed {
+            reason: reason.unwrap_or_default(),
+        }),
+        Some(other) => {
+            return Ok(Err(StoreError::Corrupt {
+                what: format!("device {}: push_outcome {other:?}", d.udid),
+            }))
+        }
+    };
+    Ok(Ok(d))
+}
+
+pub(crate) fn load_device(conn: &Connection, udid: &str) -> Result<Option<Device>, StoreError> {
+    let sql = format!("{} WHERE udid = ?1", *SELECT_DEVICES);
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err("read device"))?;
+    stmt.query_row([udid], device_from_row)
+        .optional()
+        .map_err(db_err("read device"))?
+        .transpose()
+}
+
+pub(crate) fn require_device(conn: &Connection, udid: &str) -> Result<Device, StoreError> {
+    load_device(conn, udid)?.ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
+}
+
+pub(crate) fn device_exists(conn: &Connection, udid: &str) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM devices WHERE udid = ?1")
+        .map_err(db_err("read device"))?;
+    stmt.exists([udid]).map_err(db_err("read device"))
+}
+
+pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
+    let outcome = d.push_outcome.as_ref();
+    let unregistered_ms = match outcome {
+        Some(PushOutcome::Unregistered { timestamp_ms, .. }) => {
+            timestamp_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        _ => None,
+    };
+    let mut stmt = conn
+        .prepare_cached(&UPSERT_DEVICE)
+        .map_err(db_err("write device"))?;
+    stmt.execute(params![
+        d.udid,
+        d.info.device_name,
+        d.info.model,
+        d.info.model_name,
+        d.info.product_name,
+        d.info.os_version,
+        d.info.build_version,
+        d.info.serial_number,
+        d.info.imei,
+        d.info.meid,
+        d.info.phone_number,
+        d.topic,
+        d.token,
+        d.push_magic,
+        d.unlock_token.as_ref().map(Secret::expose),
+        d.bootstrap_token.as_ref().map(Secret::expose),
+        d.awaiting_configuration,
+        ts(d.authenticated_at),
+        ts(d.enrolled_at),
+        ts(d.token_updated_at),
+        ts(d.last_seen_at),
+        ts(d.checked_out_at),
+        ts(d.info_collected_at),
+        ts(d.last_push_at),
+        outcome.map(PushOutcome::kind),
+        outcome.and_then(PushOutcome::reason),
+        unregistered_ms,
+        ts(d.push_outcome_at),
+        ts(d.last_report_at),
+        ts(d.first_report_after_push_at),
+    ])
+    .map_err(db_err("write device"))?;
+    Ok(())
+}
+
+pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> {
+    Ok(QueuedCommand {
+        uuid: row.get(0)?,
+        request_type: row.get(1)?,
+        body: row.get(2)?,
+        queued_at: from_ms(row.get(3)?),
+        not_now_at: opt_ts(row, 4)?,
+    })
+}
+
+pub(crate) const SELECT_QUEUED: &str =
+    "SELECT q.uuid, q.request_type, c.body, q.queued_at, q.not_now_at
+     FROM queue q JOIN commands c ON c.uuid = q.uuid
+     WHERE q.udid = ?1 AND (?2 = 0 OR q.not_now_at IS NULL)
+     ORDER BY q.id";
+
+pub(crate) fn result_from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<Result<CommandResult, StoreError>> {
+    let udid: String = row.get(0)?;
+    let command_uuid: String = row.get(1)?;
+    let status_text: String = row.get(3)?;
+    let chain_text: String = row.get(4)?;
+    let Ok(status) = status_text.parse::<Status>() else {
+        return Ok(Err(StoreError::Corrupt {
+            what: format!("result for {udid}/{command_uuid}: status {status_text:?}"),
+        }));
+    };
+    let error_chain: Vec<ErrorChainItem> = match serde_json::from_str(&chain_text) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(StoreError::Corrupt {
+                what: format!("result for {udid}/{command_uuid}: error chain: {e}"),
+            }))
+        }
+    };
+    Ok(Ok(CommandResult {
+        udid,
+        command_uuid,
+        request_type: row.get(2)?,
+        status,
+        error_chain,
+        raw: row.get(5)?,
+        at: from_ms(row.get(6)?),
+    }))
+}
+
+pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), StoreError> {
+    let chain = serde_json::to_string(&r.error_chain).map_err(|e| StoreError::Corrupt {
+        what: format!("error chain not serialisable: {e}"),
+    })?;
+    conn.prepare_cached(
+        "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.udid,
+            r.command_uuid,
+            r.request_type,
+            r.status.as_str(),
+            chain,
+            r.raw,
+            to_ms(r.at)
+        ])
+    })
+    .map_err(db_err("write result"))?;
+    Ok(())
+}
+
+pub(crate) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        udid: row.get(0)?,
+        user_id: row.get(1)?,
+        short_name: row.get(2)?,
+        long_name: row.get(3)?,
+        token: row.get(4)?,
+        push_magic: row.get(5)?,
+        updated_at: from_ms(row.get(6)?),
+    })
+}
+
+pub(crate) fn upsert_user(conn: &Connection, u: &User) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO users (udid, user_id, short_name, long_name, token, push_magic, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (udid, user_id) DO UPDATE SET short_name = excluded.short_name,
+           long_name = excluded.long_name, token = excluded.token,
+           push_magic = excluded.push_magic, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            u.udid,
+            u.user_id,
+            u.short_name,
+            u.long_name,
+            u.token,
+            u.push_magic,
+            to_ms(u.updated_at)
+        ])
+    })
+    .map_err(db_err("write user"))?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Group commit: one thread owns the write connection, takes every write waiting in its
+//! channel, applies them in one transaction (one savepoint each, so one failing write does not
+//! undo the others), commits once, then answers every waiter.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::db_err;
+use crate::store::StoreError;
+
+/// A write waiting for the writer thread.
+pub(crate) trait PendingWrite: Send {
+    /// Runs inside the open transaction. Returns false if the write failed (the writer then
+    /// rolls back to the write's savepoint).
+    fn apply(&mut self, conn: &Connection) -> bool;
+    /// Answers the waiter once the batch's commit is known.
+    fn complete(self: Box<Self>, commit: &Result<(), StoreError>);
+}
+
+pub(crate) struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    pub(crate) fn new(
+        work: F,
+    ) -> (
+        Box<dyn PendingWrite>,
+        oneshot::Receiver<Result<T, StoreError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+}
+
+impl<T, F> PendingWrite for Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn apply(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, commit: &Result<(), StoreError>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Err(e)) => Err(e.clone()),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        // The waiter may have gone away (request cancelled); the write is committed anyway.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The writer thread's loop. Returns when every sender is gone and the channel is drained.
+pub(crate) fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn PendingWrite>>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("magicpush_store_commit_batch_size").record(batch.len() as f64);
+        let commit = apply_batch(&conn, &mut batch);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, writes = batch.len(), "store commit failed");
+        }
+        for job in batch {
+            job.complete(&commit);
+        }
+    }
+}
+
+fn apply_batch(conn: &Connection, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(db_err("begin"))?;
+    let applied = batch.iter_mut().try_for_each(|job| {
+        conn.execute_batch("SAVEPOINT write")
+            .map_err(db_err("savepoint"))?;
+        let step = if job.apply(conn) {
+            "RELEASE write"
+        } else {
+            "ROLLBACK TO write; RELEASE write"
+        };
+        conn.execute_batch(step).map_err(db_err("savepoint"))
+    });
+    let committed = applied.and_then(|()| conn.execute_batch("COMMIT").map_err(db_err("commit")));
+    if committed.is_err() && !conn.is_autocommit() {
+        // Leave the connection usable for the next batch.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    committed
+}
