@@ -293,24 +293,23 @@ impl Client {
         let now = Instant::now();
         let (job, rx) = Job::new(push, self.inner.deadline, now);
         let deadline = job.deadline;
-        let permit = match tokio::time::timeout_at(deadline.into(), self.inner.intake.reserve())
-            .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                job.finish(Err(PushError::Shutdown));
-                return Err(PushError::Shutdown);
-            }
-            Err(_) => {
-                let e = PushError::DeadlineExceeded {
-                    deadline: self.inner.deadline,
-                    attempts: 0,
-                    last: Some(crate::Reason::new("QueueFull")),
-                };
-                job.finish(Err(e.clone()));
-                return Err(e);
-            }
-        };
+        let permit =
+            match tokio::time::timeout_at(deadline.into(), self.inner.intake.reserve()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => {
+                    job.finish(Err(PushError::Shutdown));
+                    return Err(PushError::Shutdown);
+                }
+                Err(_) => {
+                    let e = PushError::DeadlineExceeded {
+                        deadline: self.inner.deadline,
+                        attempts: 0,
+                        last: Some(crate::Reason::new("QueueFull")),
+                    };
+                    job.finish(Err(e.clone()));
+                    return Err(e);
+                }
+            };
         permit.send(job);
         self.await_outcome(rx, deadline).await
     }
@@ -434,8 +433,7 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-type PendingPush =
-    std::pin::Pin<Box<dyn std::future::Future<Output = BulkItem> + Send + 'static>>;
+type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = BulkItem> + Send + 'static>>;
 
 /// Outcomes of [`Client::push_bulk`] as they complete.
 pub struct BulkPush<I> {
@@ -517,7 +515,6 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         s.elapsed = self.started.elapsed();
         s
     }
-
 }
 
 enum Step {

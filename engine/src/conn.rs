@@ -92,7 +92,12 @@ enum Answer {
 }
 
 /// Starts the connection's tasks and returns the dispatcher's handle.
-pub(crate) fn spawn(id: ConnId, slot: usize, connected: Connected, config: Arc<ConnConfig>) -> Live {
+pub(crate) fn spawn(
+    id: ConnId,
+    slot: usize,
+    connected: Connected,
+    config: Arc<ConnConfig>,
+) -> Live {
     let max = connected
         .send
         .current_max_send_streams()
@@ -253,7 +258,10 @@ impl Driver {
             return;
         }
         job.attempts += 1;
-        let request = self.config.template.request(&job.push.token, SystemTime::now());
+        let request = self
+            .config
+            .template
+            .request(&job.push.token, SystemTime::now());
         let body = payload(&job.push.magic);
         let deadline = job.deadline;
         match send.send_request(request, false) {

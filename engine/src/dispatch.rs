@@ -273,7 +273,11 @@ impl Dispatcher {
                 continue;
             }
             if let Some(reason) = &fail_fast {
-                let rejection = self.settings.plan.rejection().expect("fail_fast implies rejection");
+                let rejection = self
+                    .settings
+                    .plan
+                    .rejection()
+                    .expect("fail_fast implies rejection");
                 let detail = format!(
                     "APNs refused the push certificate ({reason}) {:.0?} ago; pushes fail fast \
                      until a new certificate is installed or the next probe succeeds",
@@ -303,7 +307,8 @@ impl Dispatcher {
 
     fn has_room(&self) -> bool {
         self.slots.iter().flatten().any(|l| {
-            l.shared.in_flight.load(Ordering::Acquire) < l.shared.max_streams.load(Ordering::Acquire)
+            l.shared.in_flight.load(Ordering::Acquire)
+                < l.shared.max_streams.load(Ordering::Acquire)
         })
     }
 
@@ -366,7 +371,12 @@ impl Dispatcher {
                     rejected: self.rejected.clone(),
                 });
                 let live = conn::spawn(id, slot, connected, config);
-                tracing::debug!(conn = id, slot, max_streams = live.shared.max_streams.load(Ordering::Relaxed), "APNs connection open");
+                tracing::debug!(
+                    conn = id,
+                    slot,
+                    max_streams = live.shared.max_streams.load(Ordering::Relaxed),
+                    "APNs connection open"
+                );
                 self.slots[slot] = Some(live);
                 self.settings.plan.on_connected(slot, now);
                 self.last_connect_error = None;
@@ -457,9 +467,13 @@ impl Dispatcher {
         let decision = if self.shutting_down.is_some() {
             RetryDecision::GiveUp
         } else {
-            self.settings
-                .retry
-                .decide(job.attempts, unprocessed, now, job.deadline, fastrand::f64())
+            self.settings.retry.decide(
+                job.attempts,
+                unprocessed,
+                now,
+                job.deadline,
+                fastrand::f64(),
+            )
         };
         job.last = Some(reason.clone());
         match decision {

@@ -22,7 +22,9 @@ pub enum Endpoint {
 
 /// A URL that is not `https://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid APNs URL {url:?}: {why} (expected https://host[:port], \"production\" or \"sandbox\")")]
+#[error(
+    "invalid APNs URL {url:?}: {why} (expected https://host[:port], \"production\" or \"sandbox\")"
+)]
 pub struct InvalidEndpoint {
     /// What was given.
     pub url: String,
@@ -56,7 +58,8 @@ impl Endpoint {
             format!("{}:{}", self.host(), self.port())
         };
         // Host and port were validated when the endpoint was made.
-        text.parse().expect("endpoint host:port is a valid authority")
+        text.parse()
+            .expect("endpoint host:port is a valid authority")
     }
 }
 
@@ -81,7 +84,10 @@ impl FromStr for Endpoint {
             return Err(bad("must not have a path"));
         }
         let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(443);
         Ok(match (host.as_str(), port) {
             ("api.push.apple.com", 443) => Endpoint::Production,
@@ -104,7 +110,10 @@ mod tests {
     #[test]
     fn parses_names_and_urls() {
         assert_eq!("production".parse(), Ok(Endpoint::Production));
-        assert_eq!("https://api.push.apple.com".parse(), Ok(Endpoint::Production));
+        assert_eq!(
+            "https://api.push.apple.com".parse(),
+            Ok(Endpoint::Production)
+        );
         assert_eq!(
             "https://api.sandbox.push.apple.com:443/".parse(),
             Ok(Endpoint::Sandbox)

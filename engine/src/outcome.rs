@@ -206,7 +206,10 @@ mod tests {
         assert!(DeviceToken::from_hex("abc").is_err());
         assert!(DeviceToken::from_hex("zz").is_err());
         assert!(DeviceToken::from_hex("").is_err());
-        assert_eq!(DeviceToken::from_bytes(&[0xde, 0xad]).unwrap().as_hex(), "dead");
+        assert_eq!(
+            DeviceToken::from_bytes(&[0xde, 0xad]).unwrap().as_hex(),
+            "dead"
+        );
         assert!(DeviceToken::from_bytes(&[]).is_err());
     }
 

@@ -351,7 +351,10 @@ mod tests {
         p.on_connect_failed(1, t0, Some(Reason::new("CertificateExpired")), 1.0);
         let until = p.rejection().unwrap().fail_fast_until;
         assert_eq!(until - t0, Duration::from_secs(60));
-        assert!(p.fail_fast(until).is_none(), "after the window a push probes");
+        assert!(
+            p.fail_fast(until).is_none(),
+            "after the window a push probes"
+        );
         // A new certificate clears everything.
         p.on_certificate_replaced();
         assert!(p.rejection().is_none());

@@ -3,6 +3,7 @@
 //! certificate rejection, which arrives only after the handshake) are known before the
 //! connection takes pushes.
 
+mod prefixed;
 mod tls;
 
 pub use tls::{client_config, TlsConfigError};
@@ -12,8 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+use prefixed::Prefixed;
 
 use crate::apns::reason::Reason;
 use crate::endpoint::Endpoint;
@@ -128,12 +132,11 @@ async fn connect_inner(
             source,
         })?;
     tcp.set_nodelay(true).ok();
-    let server_name = ServerName::try_from(endpoint.host().to_owned()).map_err(|_| {
-        ConnectError::Tls {
+    let server_name =
+        ServerName::try_from(endpoint.host().to_owned()).map_err(|_| ConnectError::Tls {
             endpoint: name.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid server name"),
-        }
-    })?;
+        })?;
     let stream: TlsStream<TcpStream> = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
@@ -143,6 +146,7 @@ async fn connect_inner(
             endpoint: name.to_owned(),
         });
     }
+    let stream = await_server_preface(stream, name).await?;
     let (send, mut connection) = h2_builder()
         .handshake::<_, Bytes>(stream)
         .await
@@ -160,6 +164,36 @@ async fn connect_inner(
         return Err(h2_to_connect_error(name, e));
     }
     Ok(Connected { send, ping, closed })
+}
+
+/// How long to wait for the server to speak first after the TLS handshake.
+const SERVER_PREFACE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits for the server's first bytes (its HTTP/2 SETTINGS) before writing anything. With
+/// TLS 1.3 the server judges the client certificate only after the client's handshake is
+/// done; if it refuses it, its alert is the first thing it sends — and a client that writes
+/// first would often see only "broken pipe". A server that stays silent is given the benefit
+/// of the doubt after a short wait.
+async fn await_server_preface(
+    mut stream: TlsStream<TcpStream>,
+    name: &str,
+) -> Result<Prefixed<TlsStream<TcpStream>>, ConnectError> {
+    let mut first = vec![0u8; 16 * 1024];
+    match tokio::time::timeout(SERVER_PREFACE_WAIT, stream.read(&mut first)).await {
+        Ok(Ok(0)) => Err(ConnectError::Tls {
+            endpoint: name.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection right after the TLS handshake",
+            ),
+        }),
+        Ok(Ok(n)) => {
+            first.truncate(n);
+            Ok(Prefixed::new(first, stream))
+        }
+        Ok(Err(e)) => Err(io_to_connect_error(name, e)),
+        Err(_) => Ok(Prefixed::new(Vec::new(), stream)),
+    }
 }
 
 fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
