@@ -2,6 +2,10 @@
 //! report, plus the `magicpush` command line.
 
 pub mod cli;
+pub mod config;
 pub mod connectivity;
+pub mod http;
 pub mod mdm;
+pub mod push;
+pub mod service;
 pub mod store;

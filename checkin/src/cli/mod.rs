@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cert;
+mod devices;
+mod refresh;
+mod remote;
+mod report;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(name = "magicpush", version, about = "APNs MDM push engine and check-in server")]
@@ -18,6 +23,14 @@ enum Command {
     /// Inspect MDM push certificates and check renewals.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Run the MDM check-in server (device endpoints, admin API, scheduled collection).
+    Serve(Box<serve::ServeArgs>),
+    /// List devices and their connectivity state from a running server.
+    Devices(devices::DevicesArgs),
+    /// Collect device information now (push and wait for the devices to answer).
+    Refresh(refresh::RefreshArgs),
+    /// Print the connectivity report of a running server.
+    Report(report::ReportArgs),
 }
 
 /// Parses the command line, runs the subcommand, and maps errors to a message and exit code.
@@ -25,6 +38,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Serve(args) => serve::run(*args),
+        Command::Devices(args) => devices::run(args),
+        Command::Refresh(args) => refresh::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,91 @@
+//! `magicpush devices [--csv | --json]`: the device list from a running server.
+
+use std::process::ExitCode;
+
+use super::remote::{cell, runtime, RemoteArgs};
+
+/// Lists enrolled devices with their connectivity state.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevicesArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Print the CSV export (device name, model, OS version, serial, collected at, enrolled
+    /// at, state, last seen).
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// Print the raw JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("UDID", "udid"),
+    ("NAME", "device_name"),
+    ("MODEL", "model_name"),
+    ("OS", "os_version"),
+    ("SERIAL", "serial_number"),
+    ("STATE", "state"),
+    ("LAST SEEN", "last_seen_at"),
+];
+
+pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
+    let client = args.remote.client()?;
+    let rt = runtime()?;
+    if args.csv {
+        let text = rt.block_on(client.get_text("/v1/devices.csv"))?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let devices = rt.block_on(client.get_json("/v1/devices"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = devices
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|d| COLUMNS.iter().map(|(_, key)| cell(d.get(*key))).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    print!(
+        "{}",
+        table(COLUMNS.iter().map(|(h, _)| *h).collect(), &rows)
+    );
+    println!("{} device(s)", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub(crate) fn table(headers: Vec<&str>, rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(c);
+            if i + 1 < cells.len() {
+                text.extend(std::iter::repeat_n(
+                    ' ',
+                    w.saturating_sub(c.chars().count()),
+                ));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}

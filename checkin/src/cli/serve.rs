@@ -1,0 +1,251 @@
+//! `magicpush serve`: the check-in server with its durable store, the APNs client, the admin
+//! API and the scheduled collection. Every flag can also come from a `MAGICPUSH_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use magicpush_engine::cert::PushCertificate;
+use magicpush_engine::Client;
+
+use crate::config::{format_duration, parse_duration};
+use crate::http::{self, AdminKey, App, ListenerSettings};
+use crate::push::PushSender;
+use crate::service::pushcert::{stored_certificate, STORED_CERT_FILE};
+use crate::service::{PushCertState, Service, ServiceConfig};
+use crate::store::{SqliteStore, Store};
+
+/// Runs the MDM check-in server.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MAGICPUSH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the device database and server state (created if missing).
+    #[arg(long, env = "MAGICPUSH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// MDM push certificate (PEM). Optional once one was installed through the admin API.
+    #[arg(long, env = "MAGICPUSH_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key of the push certificate (PEM).
+    #[arg(long, env = "MAGICPUSH_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// APNs base URL (default: Apple's production service). For a mock or a proxy.
+    #[arg(long, env = "MAGICPUSH_APNS_URL")]
+    apns_url: Option<String>,
+    /// CA certificate(s) (PEM) to trust for the APNs server instead of the public roots.
+    #[arg(long, env = "MAGICPUSH_APNS_CA")]
+    apns_ca: Option<PathBuf>,
+    /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off.
+    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Collect device information from every device this often (e.g. 24h).
+    #[arg(long, env = "MAGICPUSH_COLLECT_EVERY", value_parser = parse_duration)]
+    collect_every: Option<Duration>,
+    /// A pushed device that has not answered after this long is `unreachable`.
+    #[arg(long, env = "MAGICPUSH_UNREACHABLE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    unreachable_after: Duration,
+    /// TLS certificate chain (PEM) for the server itself; plain HTTP without it.
+    #[arg(long, env = "MAGICPUSH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAGICPUSH_MAX_BODY", default_value_t = http::DEFAULT_BODY_LIMIT)]
+    max_body: usize,
+    /// Pushes in flight at once during a refresh.
+    #[arg(long, env = "MAGICPUSH_PUSH_CONCURRENCY", default_value_t = 256)]
+    push_concurrency: usize,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let now = time::OffsetDateTime::now_utc();
+    let cert = choose_certificate(&args, now)?;
+    let info = cert.info().clone();
+    tracing::info!(
+        subject = %info.subject(),
+        topic = %info.topic(),
+        not_after = %crate::store::rfc3339(info.not_after()),
+        days_left = info.days_left(now),
+        "push certificate loaded"
+    );
+
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key)?),
+        _ => None,
+    };
+
+    let mut builder = Client::builder().certificate(cert);
+    if let Some(url) = &args.apns_url {
+        let endpoint = url.parse().with_context(|| format!("--apns-url {url}"))?;
+        builder = builder.endpoint(endpoint);
+    }
+    if let Some(path) = &args.apns_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --apns-ca {}", path.display()))?;
+        builder = builder
+            .trust_anchor_pem(&pem)
+            .with_context(|| format!("--apns-ca {}", path.display()))?;
+    }
+    let client = builder.build().context("cannot start the APNs client")?;
+
+    let store = SqliteStore::open(&args.data_dir).with_context(|| {
+        format!(
+            "cannot open the device store in {}",
+            args.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let pusher: Arc<dyn PushSender> = Arc::new(client.clone());
+    let service = Arc::new(Service::new(
+        store,
+        pusher,
+        PushCertState::new(Some(info), Some(args.data_dir.clone())),
+        ServiceConfig {
+            unreachable_after: args.unreachable_after,
+            push_concurrency: args.push_concurrency,
+            state_dir: Some(args.data_dir.clone()),
+        },
+    ));
+    let admin_key = AdminKey::new(args.api_key.as_deref());
+    if !admin_key.is_enabled() {
+        tracing::warn!("no --api-key: the admin API is disabled");
+    }
+    let app = Arc::new(App::new(service.clone(), admin_key, args.max_body));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = http::spawn(listener, tls, app, ListenerSettings::default())?;
+    tracing::info!(url = %server.url(), "magicpush check-in server listening");
+    let collector = args.collect_every.map(|every| {
+        tracing::info!(every = %format_duration(every), "scheduled device information collection on");
+        service.spawn_collector(every)
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    if let Some(c) = collector {
+        c.abort();
+    }
+    server.shutdown().await;
+    client.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The push certificate to start with: the one given by flags, or the one installed through
+/// `PUT /v1/pushcert` (kept in the data dir), whichever expires later when both exist and
+/// have the same topic. Refuses an expired, not-yet-valid, non-MDM or mismatched one.
+fn choose_certificate(
+    args: &ServeArgs,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<PushCertificate> {
+    let from_flags = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(
+            PushCertificate::from_pem_files(cert, key)
+                .context("the push certificate (--cert/--key) cannot be used")?,
+        ),
+        _ => None,
+    };
+    let stored = match stored_certificate(&args.data_dir) {
+        Some(path) => match PushCertificate::from_pem_bundle_file(&path) {
+            Ok(c) => Some(c),
+            Err(err) => {
+                tracing::warn!("ignoring {}: {err}", path.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let chosen = match (from_flags, stored) {
+        (Some(flag), Some(stored)) => {
+            let later = stored.info().not_after() > flag.info().not_after();
+            if stored.topic() == flag.topic() && later && !stored.is_expired(now) {
+                tracing::info!(
+                    "using the certificate installed through the admin API ({}), which expires after --cert",
+                    args.data_dir.join(STORED_CERT_FILE).display()
+                );
+                stored
+            } else {
+                flag
+            }
+        }
+        (Some(flag), None) => flag,
+        (None, Some(stored)) => stored,
+        (None, None) => {
+            bail!("no push certificate: give --cert and --key (MAGICPUSH_CERT, MAGICPUSH_KEY)")
+        }
+    };
+    check_usable(&chosen, now)?;
+    Ok(chosen)
+}
+
+fn check_usable(cert: &PushCertificate, now: time::OffsetDateTime) -> anyhow::Result<()> {
+    let info = cert.info();
+    if info.is_expired(now) {
+        bail!(
+            "the push certificate {} expired on {}; renew it in the Apple Push Certificates Portal (\"Renew\", same Apple ID) and start again with the new file",
+            info.subject(),
+            crate::store::rfc3339(info.not_after())
+        );
+    }
+    if info.is_not_yet_valid(now) {
+        bail!(
+            "the push certificate {} is not valid before {}; check this machine's clock",
+            info.subject(),
+            crate::store::rfc3339(info.not_before())
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,110 @@
+//! Server settings shared by the CLI and tests, and the duration syntax the flags use.
+
+use std::time::Duration;
+
+/// A duration flag that is not `<number><unit>…` with units `ms`, `s`, `m`, `h`, `d`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {text:?}: {why} (expected e.g. 30s, 5m, 24h, 1h30m, 500ms)")]
+pub struct DurationError {
+    /// The text that was given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// Parses `30s`, `5m`, `24h`, `2d`, `500ms`, and sums like `1h30m`. A bare number is refused:
+/// the unit is never guessed.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let err = |why| DurationError {
+        text: text.to_owned(),
+        why,
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(err("expected a number"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.checked_mul(60).ok_or_else(|| err("too large"))?),
+            "h" => Duration::from_secs(value.checked_mul(3600).ok_or_else(|| err("too large"))?),
+            "d" => Duration::from_secs(value.checked_mul(86_400).ok_or_else(|| err("too large"))?),
+            "" => return Err(err("missing unit")),
+            _ => return Err(err("unknown unit")),
+        };
+        total = total.checked_add(part).ok_or_else(|| err("too large"))?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (largest exact units).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        let cases = [
+            ("30s", Some(30_000)),
+            ("5m", Some(300_000)),
+            ("24h", Some(86_400_000)),
+            ("2d", Some(172_800_000)),
+            ("500ms", Some(500)),
+            ("1h30m", Some(5_400_000)),
+            (" 10s ", Some(10_000)),
+            ("", None),
+            ("10", None),
+            ("s", None),
+            ("10x", None),
+            ("-5s", None),
+            ("1.5h", None),
+            ("99999999999999999999s", None),
+        ];
+        for (text, want) in cases {
+            let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["30s", "5m", "1d", "1h30m", "250ms"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
+}

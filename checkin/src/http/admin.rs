@@ -1,0 +1,274 @@
+//! The admin API (`/v1/…`, JSON). The bearer key was checked by the router.
+
+use http::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::body::{self, read_limited, Body};
+use super::error::ApiError;
+use crate::service::{CommandRequest, RefreshTarget, Service};
+
+pub(super) async fn handle<B>(
+    service: &Service,
+    method: &Method,
+    path: &str,
+    req: Request<B>,
+    limit: usize,
+) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match route(service, method, path, req, limit).await {
+        Ok(resp) => resp,
+        Err(err) => body::json_error(&err),
+    }
+}
+
+async fn route<B>(
+    service: &Service,
+    method: &Method,
+    path: &str,
+    req: Request<B>,
+    limit: usize,
+) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let only = |allowed: &Method| {
+        if method == allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} not allowed on {path}; use {allowed}"),
+            ))
+        }
+    };
+    match path {
+        "/v1/devices" => {
+            only(&Method::GET)?;
+            ok_json(service.devices_json().await?)
+        }
+        "/v1/devices.csv" => {
+            only(&Method::GET)?;
+            let csv = service.devices_csv().await?;
+            let mut resp = body::with_body(StatusCode::OK, "text/csv; charset=utf-8", csv);
+            resp.headers_mut().insert(
+                http::header::CONTENT_DISPOSITION,
+                http::HeaderValue::from_static("attachment; filename=\"devices.csv\""),
+            );
+            Ok(resp)
+        }
+        p if p.starts_with("/v1/devices/") => {
+            only(&Method::GET)?;
+            let udid = &p["/v1/devices/".len()..];
+            if udid.is_empty() || udid.contains('/') {
+                return Err(ApiError::not_found(format!("no route for {p}")));
+            }
+            let udid = percent_decode(udid)
+                .ok_or_else(|| ApiError::bad_request("malformed percent-encoding in UDID"))?;
+            ok_json(service.device_json(&udid).await?)
+        }
+        "/v1/refresh" => {
+            only(&Method::POST)?;
+            let request: RefreshRequest = read_json(req, limit).await?;
+            let target = match (request.all, request.udids) {
+                (true, None) => RefreshTarget::All,
+                (false, Some(udids)) if !udids.is_empty() => RefreshTarget::Devices(udids),
+                (false, Some(_)) => return Err(ApiError::bad_request("udids is empty")),
+                (true, Some(_)) => {
+                    return Err(ApiError::bad_request(
+                        "give either \"all\": true or \"udids\", not both",
+                    ))
+                }
+                (false, None) => {
+                    return Err(ApiError::bad_request(
+                        "give {\"all\": true} or {\"udids\": [...]}",
+                    ))
+                }
+            };
+            let summary = service.refresh(target).await?;
+            Ok(body::json(
+                StatusCode::ACCEPTED,
+                &serde_json::to_value(&summary).unwrap_or_default(),
+            ))
+        }
+        "/v1/commands" => {
+            only(&Method::POST)?;
+            let request: CommandsRequest = read_json(req, limit).await?;
+            let params = match request.params {
+                None | Some(Value::Null) => plist::Dictionary::new(),
+                Some(Value::Object(map)) => json_to_plist_dict(map)
+                    .map_err(|why| ApiError::bad_request(format!("params: {why}")))?,
+                Some(_) => return Err(ApiError::bad_request("params must be a JSON object")),
+            };
+            let summary = service
+                .enqueue_command(CommandRequest {
+                    udids: request.udids,
+                    request_type: request.request_type,
+                    params,
+                    push: request.push.unwrap_or(true),
+                })
+                .await?;
+            Ok(body::json(
+                StatusCode::CREATED,
+                &serde_json::to_value(&summary).unwrap_or_default(),
+            ))
+        }
+        "/v1/connectivity" => {
+            only(&Method::GET)?;
+            ok_json(service.connectivity_json().await?)
+        }
+        "/v1/pushcert" => match *method {
+            Method::GET => ok_json(to_value(service.pushcert()?)),
+            Method::PUT => {
+                let (parts, incoming) = req.into_parts();
+                let pem = read_limited(&parts.headers, incoming, limit).await?;
+                ok_json(to_value(service.replace_pushcert(&pem).await?))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} not allowed on {path}; use GET or PUT"),
+            )),
+        },
+        "/v1/pushcert/memo" => {
+            only(&Method::PUT)?;
+            let memo: MemoRequest = read_json(req, limit).await?;
+            ok_json(to_value(service.set_pushcert_memo(memo.apple_id).await?))
+        }
+        _ => Err(ApiError::not_found(format!("no route for {path}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    #[serde(default)]
+    all: bool,
+    udids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsRequest {
+    udids: Vec<String>,
+    request_type: String,
+    params: Option<Value>,
+    push: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoRequest {
+    apple_id: String,
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn ok_json(value: Value) -> Result<Response<Body>, ApiError> {
+    Ok(body::json(StatusCode::OK, &value))
+}
+
+async fn read_json<T, B>(req: Request<B>, limit: usize) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, incoming) = req.into_parts();
+    let bytes = read_limited(&parts.headers, incoming, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Converts JSON command parameters to a plist dictionary. `null` has no plist form.
+fn json_to_plist_dict(map: serde_json::Map<String, Value>) -> Result<plist::Dictionary, String> {
+    let mut dict = plist::Dictionary::new();
+    for (k, v) in map {
+        let value = json_to_plist(v).map_err(|why| format!("{k}: {why}"))?;
+        dict.insert(k, value);
+    }
+    Ok(dict)
+}
+
+fn json_to_plist(v: Value) -> Result<plist::Value, String> {
+    Ok(match v {
+        Value::Null => return Err("null has no plist equivalent".into()),
+        Value::Bool(b) => plist::Value::Boolean(b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                plist::Value::Integer(i.into())
+            } else if let Some(u) = n.as_u64() {
+                plist::Value::Integer(u.into())
+            } else {
+                plist::Value::Real(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => plist::Value::String(s),
+        Value::Array(items) => plist::Value::Array(
+            items
+                .into_iter()
+                .map(json_to_plist)
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => plist::Value::Dictionary(json_to_plist_dict(map)?),
+    })
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("abc").as_deref(), Some("abc"));
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("a%2"), None);
+        assert_eq!(percent_decode("a%zz"), None);
+    }
+
+    #[test]
+    fn json_params_become_plist() {
+        let v: Value = serde_json::json!({"Queries": ["A", "B"], "Flag": true, "N": 3, "X": 1.5});
+        let Value::Object(map) = v else {
+            unreachable!()
+        };
+        let d = json_to_plist_dict(map).unwrap();
+        assert_eq!(d.get("N").and_then(|v| v.as_signed_integer()), Some(3));
+        assert_eq!(d.get("Flag").and_then(|v| v.as_boolean()), Some(true));
+        assert_eq!(
+            d.get("Queries").and_then(|v| v.as_array()).map(Vec::len),
+            Some(2)
+        );
+        let Value::Object(bad) = serde_json::json!({"K": null}) else {
+            unreachable!()
+        };
+        assert!(json_to_plist_dict(bad).is_err());
+    }
+}

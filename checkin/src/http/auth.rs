@@ -1,0 +1,90 @@
+//! The admin API's bearer key, compared in constant time.
+
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// The configured admin key, or none (admin API off).
+#[derive(Clone, Default)]
+pub struct AdminKey(Option<Vec<u8>>);
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AdminKey(<set>)"
+        } else {
+            "AdminKey(<none>)"
+        })
+    }
+}
+
+impl AdminKey {
+    /// `None` or an empty key turns the admin API off.
+    pub fn new(key: Option<&str>) -> Self {
+        AdminKey(key.filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()))
+    }
+
+    /// True when a key is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Checks an `Authorization` header value. The comparison of the secret bytes takes the
+    /// same time wherever they differ (only the key's length can leak).
+    pub fn check(&self, authorization: Option<&http::HeaderValue>) -> Result<(), ApiError> {
+        let Some(key) = &self.0 else {
+            return Err(ApiError::admin_disabled());
+        };
+        let presented = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        if bool::from(presented.as_bytes().ct_eq(key)) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("wrong API key"))
+        }
+    }
+}
+
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, StatusCode};
+
+    #[test]
+    fn bearer_checks() {
+        let key = AdminKey::new(Some("s3cret"));
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(key.check(Some(&hv("Bearer s3cret"))).is_ok());
+        assert!(key.check(Some(&hv("bearer  s3cret "))).is_ok());
+        for bad in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Basic s3cret",
+            "Bearer",
+            "s3cret",
+        ] {
+            let err = key.check(Some(&hv(bad))).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        assert_eq!(
+            key.check(None).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        let off = AdminKey::new(None);
+        assert_eq!(
+            off.check(Some(&hv("Bearer x"))).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        assert!(!AdminKey::new(Some("")).is_enabled());
+    }
+}

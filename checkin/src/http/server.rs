@@ -1,0 +1,225 @@
+//! The accept loop: HTTP/1.1 and HTTP/2 (with TLS when configured), a connection limit,
+//! and graceful shutdown that lets in-flight requests finish.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::body::{text, Body};
+use super::App;
+
+/// How the listener behaves.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Open connections at most; further clients wait in the kernel's backlog. Default 10 000.
+    pub max_connections: usize,
+    /// Time for a client to send its request headers. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Time for a TLS handshake. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before dropping connections. Default 10 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running server. Dropping it does not stop the server; call [`ServerHandle::shutdown`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    tls: bool,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+impl ServerHandle {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients use, `http://…` or `https://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
+    /// when every connection is closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(self.drain_timeout, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+            self.task.abort();
+        }
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// Binds nothing: takes a bound listener, spawns the accept loop, returns its handle.
+pub fn spawn(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Arc<App>,
+    settings: ListenerSettings,
+) -> std::io::Result<ServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let is_tls = tls.is_some();
+    let drain_timeout = settings.drain_timeout;
+    let acceptor = tls.map(TlsAcceptor::from);
+    let task = tokio::spawn(accept_loop(listener, acceptor, app, settings, stop_rx));
+    Ok(ServerHandle {
+        local_addr,
+        tls: is_tls,
+        stop,
+        task,
+        drain_timeout,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    settings: ListenerSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    // Each connection task holds a sender; when all are dropped, `recv` returns None.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let settings = Arc::new(settings);
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let stop = stop.clone();
+        let open = open_tx.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _open = open;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), app, &settings, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(
+                        settings.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(TokioIo::new(tls_stream), app, &settings, stop).await
+                        }
+                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    let _ = open_rx.recv().await;
+}
+
+async fn serve_connection<I>(
+    io: I,
+    app: Arc<App>,
+    settings: &ListenerSettings,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(run_isolated(app, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(err) = res {
+                tracing::debug!("connection ended: {err}");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Resolves once the stop signal is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the handler in its own task: a panic becomes a 500 instead of a dropped connection,
+/// and a write that has started completes even if the client goes away.
+async fn run_isolated(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    match tokio::spawn(async move { app.handle(req).await }).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            tracing::error!("request handler failed: {err}");
+            text(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while handling the request",
+            )
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Device-facing dispatch: a decoded check-in or command report becomes store writes, and a
+//! report is answered with the next queued command.
+
+use crate::mdm::{self, bootstrap_token_response, Checkin, Message, Report, Status};
+use crate::store::{Enrollment, StoreError};
+
+use super::{Service, ServiceError};
+
+/// Which URL the body came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mdm/checkin`: check-in messages only.
+    Checkin,
+    /// `/mdm/server`: command reports only.
+    Server,
+    /// `/mdm`: either, dispatched on the body.
+    Either,
+}
+
+/// What the device gets back with its 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceReply {
+    /// An empty body.
+    Empty,
+    /// An XML plist: a command, or a GetBootstrapToken answer.
+    Plist(Vec<u8>),
+}
+
+impl Service {
+    /// Handles one device request body. `Ok` means every write it caused is durable.
+    pub async fn device_message(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<DeviceReply, ServiceError> {
+        let message = match endpoint {
+            Endpoint::Checkin => Message::Checkin(mdm::decode_checkin(body)?),
+            Endpoint::Server => Message::Report(mdm::decode_report(body)?),
+            Endpoint::Either => mdm::decode(body)?,
+        };
+        match message {
+            Message::Checkin(checkin) => self.checkin(checkin).await,
+            Message::Report(report) => self.report(report).await,
+        }
+    }
+
+    async fn checkin(&self, checkin: Checkin) -> Result<DeviceReply, ServiceError> {
+        let now = Self::now();
+        let kind = checkin.message_type().to_owned();
+        ::metrics::counter!("magicpush_checkins_total", "message_type" => metric_kind(&kind))
+            .increment(1);
+        match checkin {
+            Checkin::Authenticate(msg) => {
+                self.warn_on_foreign_topic(&msg.udid, &msg.topic);
+                self.store.authenticate(&msg, now).await?;
+                tracing::info!(udid = %msg.udid, "Authenticate");
+            }
+            Checkin::TokenUpdate(msg) => {
+                self.warn_on_foreign_topic(&msg.udid, &msg.topic);
+                let enrollment = self.store.token_update(&msg, now).await?;
+                if enrollment == Enrollment::Enrolled {
+                    tracing::info!(udid = %msg.udid, "enrolled");
+                    ::metrics::counter!("magicpush_enrollments_total").increment(1);
+                }
+            }
+            Checkin::CheckOut(msg) => match self.store.check_out(&msg.udid, now).await {
+                // Nothing to forget about a device never seen; the device only needs a 200.
+                Ok(()) | Err(StoreError::UnknownDevice { .. }) => {
+                    tracing::info!(udid = %msg.udid, "CheckOut");
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Checkin::SetBootstrapToken(msg) => {
+                self.store
+                    .set_bootstrap_token(&msg.udid, msg.token.as_ref(), now)
+                    .await?;
+            }
+            Checkin::GetBootstrapToken(msg) => {
+                self.store.touch(&msg.udid, now).await?;
+                let token = self.store.bootstrap_token(&msg.udid).await?;
+                return Ok(DeviceReply::Plist(bootstrap_token_response(
+                    token.as_ref().map(|t| t.expose()),
+                )));
+            }
+            Checkin::Unsupported { message_type, .. } => {
+                return Err(ServiceError::Unsupported { message_type });
+            }
+        }
+        Ok(DeviceReply::Empty)
+    }
+
+    async fn report(&self, report: Report) -> Result<DeviceReply, ServiceError> {
+        let now = Self::now();
+        ::metrics::counter!("magicpush_reports_total", "status" => report.status.as_str())
+            .increment(1);
+        let outcome = self.store.record_report(&report, now).await?;
+        if outcome.closed_push {
+            ::metrics::counter!("magicpush_push_answered_total").increment(1);
+        }
+        if report.user_id.is_some() {
+            // Commands are queued for the device channel; a user channel gets none.
+            return Ok(DeviceReply::Empty);
+        }
+        let skip_not_now = report.status != Status::Idle;
+        match self.store.next_command(&report.udid, skip_not_now).await? {
+            Some(command) => {
+                tracing::debug!(udid = %report.udid, uuid = %command.uuid, request_type = %command.request_type, "sending command");
+                Ok(DeviceReply::Plist(command.body))
+            }
+            None => Ok(DeviceReply::Empty),
+        }
+    }
+
+    /// A device enrolling with another topic than the loaded certificate's will never get a
+    /// push: say so loudly, but accept the check-in (the operator may be mid-rotation).
+    fn warn_on_foreign_topic(&self, udid: &str, topic: &str) {
+        if let Some(ours) = self.pushcert.topic() {
+            if ours != topic {
+                tracing::warn!(%udid, device_topic = %topic, server_topic = %ours, "device uses a topic other than the push certificate's; pushes to it will fail");
+                ::metrics::counter!("magicpush_foreign_topic_checkins_total").increment(1);
+            }
+        }
+    }
+}
+
+/// A bounded label for MessageType metrics.
+fn metric_kind(kind: &str) -> &'static str {
+    match kind {
+        "Authenticate" => "Authenticate",
+        "TokenUpdate" => "TokenUpdate",
+        "CheckOut" => "CheckOut",
+        "SetBootstrapToken" => "SetBootstrapToken",
+        "GetBootstrapToken" => "GetBootstrapToken",
+        _ => "unsupported",
+    }
+}

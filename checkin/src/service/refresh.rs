@@ -1,0 +1,246 @@
+//! Refresh: enqueue DeviceInformation (unless one is already queued), mark the push attempts,
+//! then push in the background with bounded concurrency and record each outcome. Also ad-hoc
+//! commands and the scheduled collection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicpush_engine::DevicePush;
+use serde::Serialize;
+
+use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
+use crate::store::{Device, EnqueueMode, PushOutcome, StoreError};
+
+use super::{Service, ServiceError};
+
+/// Which devices to refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshTarget {
+    /// Every pushable device.
+    All,
+    /// These devices.
+    Devices(Vec<String>),
+}
+
+/// What a refresh started. The pushes continue in the background.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefreshSummary {
+    /// Devices considered.
+    pub requested: usize,
+    /// Devices being pushed.
+    pub pushing: usize,
+    /// DeviceInformation commands newly queued.
+    pub enqueued: usize,
+    /// Devices that already had a DeviceInformation queued (pushed anyway, not queued twice).
+    pub already_queued: usize,
+    /// The CommandUUID of the DeviceInformation queued by this refresh.
+    pub command_uuid: String,
+    /// Devices not pushed, by reason: `unknown`, `no_token`, `checked_out`,
+    /// `token_invalid`.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// The devices being pushed (only for a refresh of listed devices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_udids: Option<Vec<String>>,
+}
+
+/// `POST /v1/commands`: one command for some devices.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    /// Target devices.
+    pub udids: Vec<String>,
+    /// `RequestType`.
+    pub request_type: String,
+    /// The rest of the `Command` dictionary.
+    pub params: plist::Dictionary,
+    /// Push the devices so they fetch it now.
+    pub push: bool,
+}
+
+/// What `POST /v1/commands` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommandSummary {
+    /// The CommandUUID (the same for every device).
+    pub command_uuid: String,
+    /// Devices it was queued for.
+    pub queued: Vec<String>,
+    /// UDIDs the store does not know.
+    pub unknown: Vec<String>,
+    /// Devices pushed so they fetch it.
+    pub pushing: usize,
+}
+
+fn skip_reason(device: &Device) -> Option<&'static str> {
+    if device.is_checked_out() {
+        Some("checked_out")
+    } else if !device.is_enrolled() {
+        Some("no_token")
+    } else if device.is_token_invalidated() || device.push_target().is_none() {
+        Some("token_invalid")
+    } else {
+        None
+    }
+}
+
+impl Service {
+    /// Starts a refresh and returns as soon as the commands are queued and the push attempts
+    /// recorded; the pushes proceed in the background.
+    pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
+        let mut summary = RefreshSummary::default();
+        let mut pushes: Vec<(String, DevicePush)> = Vec::new();
+        let listed = matches!(target, RefreshTarget::Devices(_));
+        let devices = match target {
+            RefreshTarget::All => self.store.devices().await?,
+            RefreshTarget::Devices(mut udids) => {
+                udids.sort();
+                udids.dedup();
+                let mut found = Vec::with_capacity(udids.len());
+                for udid in udids {
+                    match self.store.device(&udid).await? {
+                        Some(device) => found.push(device),
+                        None => *summary.skipped.entry("unknown").or_default() += 1,
+                    }
+                }
+                found
+            }
+        };
+        summary.requested = devices.len() + summary.skipped.values().sum::<usize>();
+        for device in devices {
+            match (skip_reason(&device), device.push_target()) {
+                (None, Some(push)) => pushes.push((device.udid, push)),
+                (Some(why), _) => *summary.skipped.entry(why).or_default() += 1,
+                (None, None) => *summary.skipped.entry("token_invalid").or_default() += 1,
+            }
+        }
+        let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
+        let command = Command::device_information(DEVICE_INFORMATION_QUERIES);
+        summary.command_uuid = command.uuid.clone();
+        if !udids.is_empty() {
+            let now = Self::now();
+            let queued = self
+                .store
+                .enqueue(&command, &udids, EnqueueMode::SkipIfQueued, now)
+                .await?;
+            summary.enqueued = queued.queued.len();
+            summary.already_queued = queued.already_queued.len();
+            self.store.record_push_attempts(&udids, now).await?;
+        }
+        summary.pushing = pushes.len();
+        if listed {
+            summary.pushed_udids = Some(udids);
+        }
+        ::metrics::counter!("magicpush_refresh_pushes_total").increment(pushes.len() as u64);
+        tracing::info!(
+            pushing = summary.pushing,
+            enqueued = summary.enqueued,
+            already_queued = summary.already_queued,
+            "refresh started"
+        );
+        self.push_in_background(pushes);
+        Ok(summary)
+    }
+
+    /// Queues a command for devices and (optionally) pushes them.
+    pub async fn enqueue_command(
+        &self,
+        request: CommandRequest,
+    ) -> Result<CommandSummary, ServiceError> {
+        let request_type = request.request_type.trim();
+        if request_type.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "request_type must not be empty".into(),
+            ));
+        }
+        if request.udids.is_empty() {
+            return Err(ServiceError::BadRequest("udids must not be empty".into()));
+        }
+        let command = Command::new(request_type, request.params);
+        let now = Self::now();
+        let outcome = match self
+            .store
+            .enqueue(&command, &request.udids, EnqueueMode::Always, now)
+            .await
+        {
+            Ok(o) => o,
+            Err(StoreError::DuplicateCommand { uuid }) => {
+                return Err(ServiceError::Conflict(format!(
+                    "command {uuid} already exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut pushes = Vec::new();
+        if request.push {
+            for udid in &outcome.queued {
+                if let Some(p) = self.store.device(udid).await?.and_then(|d| d.push_target()) {
+                    pushes.push((udid.clone(), p));
+                }
+            }
+            let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
+            if !udids.is_empty() {
+                self.store.record_push_attempts(&udids, now).await?;
+            }
+        }
+        let summary = CommandSummary {
+            command_uuid: outcome.command_uuid,
+            queued: outcome.queued,
+            unknown: outcome.unknown,
+            pushing: pushes.len(),
+        };
+        self.push_in_background(pushes);
+        Ok(summary)
+    }
+
+    /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
+    fn push_in_background(&self, pushes: Vec<(String, DevicePush)>) {
+        if pushes.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let pusher = self.pusher.clone();
+        let slots = self.push_slots.clone();
+        tokio::spawn(async move {
+            for (udid, push) in pushes {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let store = store.clone();
+                let sending = pusher.push(push);
+                tokio::spawn(async move {
+                    let result = sending.await;
+                    drop(permit);
+                    let outcome = PushOutcome::from_result(&result);
+                    ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
+                        .increment(1);
+                    if let Err(err) = &result {
+                        tracing::info!(%udid, "push failed: {err}");
+                    }
+                    if let Err(err) = store
+                        .record_push_outcome(&udid, &outcome, Service::now())
+                        .await
+                    {
+                        tracing::warn!(%udid, "cannot record push outcome: {err}");
+                    }
+                });
+            }
+        });
+    }
+
+    /// Runs "refresh all" every `every` (first run one period after start) until the task is
+    /// aborted.
+    pub fn spawn_collector(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + every;
+            let mut ticks = tokio::time::interval_at(start, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match service.refresh(RefreshTarget::All).await {
+                    Ok(s) => tracing::info!(pushing = s.pushing, "scheduled collection started"),
+                    Err(err) => tracing::warn!("scheduled collection failed: {err}"),
+                }
+            }
+        })
+    }
+}

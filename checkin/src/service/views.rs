@@ -1,0 +1,115 @@
+//! Read models for the admin API: devices with their connectivity state, the CSV export and
+//! the connectivity report.
+
+use serde_json::Value;
+
+use crate::connectivity::{self, ConnState};
+use crate::http::csv;
+use crate::store::{rfc3339, Device};
+
+use super::{Service, ServiceError};
+
+/// The CSV export's header (and column order).
+pub const CSV_HEADER: [&str; 8] = [
+    "Device name",
+    "Model",
+    "OS version",
+    "Serial number",
+    "Collected at",
+    "Enrolled at",
+    "State",
+    "Last seen",
+];
+
+impl Service {
+    /// Every device as JSON: the store's fields plus `state` and `push_latency_ms`.
+    pub async fn devices_json(&self) -> Result<Value, ServiceError> {
+        let now = Self::now();
+        let devices = self.store.devices().await?;
+        Ok(Value::Array(
+            devices.iter().map(|d| self.device_value(d, now)).collect(),
+        ))
+    }
+
+    /// One device as JSON; [`ServiceError::NotFound`] if unknown.
+    pub async fn device_json(&self, udid: &str) -> Result<Value, ServiceError> {
+        let device = self
+            .store
+            .device(udid)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no device {udid}")))?;
+        Ok(self.device_value(&device, Self::now()))
+    }
+
+    /// The CSV export (header row first, CRLF line ends).
+    pub async fn devices_csv(&self) -> Result<String, ServiceError> {
+        let now = Self::now();
+        let devices = self.store.devices().await?;
+        let mut out = String::with_capacity(128 * (devices.len() + 1));
+        csv::write_record(&mut out, &CSV_HEADER);
+        for d in &devices {
+            let time = |t: Option<time::OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
+            let text = |s: &Option<String>| s.clone().unwrap_or_default();
+            let model = d
+                .info
+                .model_name
+                .as_ref()
+                .or(d.info.product_name.as_ref())
+                .or(d.info.model.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            csv::write_record(
+                &mut out,
+                &[
+                    text(&d.info.device_name),
+                    model,
+                    text(&d.info.os_version),
+                    text(&d.info.serial_number),
+                    time(d.info_collected_at),
+                    time(d.enrolled_at),
+                    self.state(d, now).as_str().to_owned(),
+                    time(d.last_seen_at),
+                ],
+            );
+        }
+        Ok(out)
+    }
+
+    /// The connectivity report as JSON:
+    /// `{"states": {"responded": N, …}, "latency_ms": {"p50", "p99", "max", "count"}, …}`.
+    pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
+        let now = Self::now();
+        let devices = self.store.devices().await?;
+        let report = connectivity::Report::compute(&devices, now, self.config.unreachable_after);
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.insert("total".into(), devices.len().into());
+            map.insert(
+                "unreachable_after_s".into(),
+                self.config.unreachable_after.as_secs().into(),
+            );
+            map.insert("generated_at".into(), rfc3339(now).into());
+        }
+        Ok(value)
+    }
+
+    /// The device's connectivity state now.
+    pub fn state(&self, device: &Device, now: time::OffsetDateTime) -> ConnState {
+        connectivity::state(device, now, self.config.unreachable_after)
+    }
+
+    fn device_value(&self, device: &Device, now: time::OffsetDateTime) -> Value {
+        let mut value = serde_json::to_value(device).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.insert("state".into(), self.state(device, now).as_str().into());
+            map.insert(
+                "push_latency_ms".into(),
+                device
+                    .push_latency()
+                    .map(|l| Value::from(u64::try_from(l.as_millis()).unwrap_or(u64::MAX)))
+                    .unwrap_or(Value::Null),
+            );
+        }
+        value
+    }
+}

@@ -1,0 +1,703 @@
+//! The HTTP server on 127.0.0.1 with a MemoryStore and a FakePusher: routing, device
+//! endpoints, error statuses, admin authentication, CSV, refresh and the push certificate API.
+
+mod server_common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use magicpush_checkin::push::FakeOutcome;
+use magicpush_engine::{PushError, Reason};
+use magicpush_fixtures::plists;
+use plist::{Dictionary, Value};
+use server_common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn public_endpoints_and_routing() {
+    let mut srv = TestServer::start(Options::default()).await;
+    let (s, body) = srv
+        .anon
+        .request(Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&body[..], b"ok\n");
+    // Produce at least one metric, then scrape.
+    srv.put(
+        "/mdm/checkin",
+        &plists::authenticate(&device(1), &srv.topic()),
+    )
+    .await;
+    let (s, body) = srv
+        .anon
+        .request(Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("magicpush_checkins_total"), "{text}");
+    let (s, _) = srv.anon.request(Method::GET, "/nope", None).await.unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = srv
+        .anon
+        .request(Method::GET, "/mdm/checkin", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let (s, _) = srv
+        .admin
+        .request(Method::DELETE, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    srv.shutdown().await;
+    assert!(
+        srv.anon
+            .request(Method::GET, "/healthz", None)
+            .await
+            .is_err(),
+        "server stopped"
+    );
+}
+
+#[tokio::test]
+async fn admin_api_requires_the_key_and_is_off_without_one() {
+    let srv = TestServer::start(Options::default()).await;
+    let (s, body) = srv
+        .anon
+        .request(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body:?}");
+    let wrong =
+        magicpush_checkin::http::client::AdminClient::new(&srv.url, Some("wrong".into()), None)
+            .unwrap();
+    let (s, _) = wrong
+        .request(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, body) = srv
+        .admin
+        .request(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&body[..], b"[]");
+
+    let off = TestServer::start(Options {
+        api_key: None,
+        ..Options::default()
+    })
+    .await;
+    let keyed =
+        magicpush_checkin::http::client::AdminClient::new(&off.url, Some(API_KEY.into()), None)
+            .unwrap();
+    let (s, body) = keyed
+        .request(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("admin API disabled"));
+    // Devices and health still work.
+    let (s, _) = off
+        .anon
+        .request(Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = off
+        .put(
+            "/mdm/checkin",
+            &plists::authenticate(&device(1), &off.topic()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn device_errors_are_4xx_with_a_reason_and_never_401() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    let topic = srv.topic();
+    let with = |mut d: Dictionary, k: &str, v: Value| {
+        d.insert(k.into(), v);
+        d
+    };
+    let without = |mut d: Dictionary, k: &str| {
+        d.remove(k);
+        d
+    };
+    let auth = plists::authenticate(&dev, &topic);
+    let xml = plists::to_xml(&auth);
+    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "empty",
+            "/mdm/checkin",
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "garbage",
+            "/mdm/checkin",
+            b"hello there".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "plist",
+        ),
+        (
+            "truncated",
+            "/mdm/checkin",
+            xml[..xml.len() / 2].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "plist",
+        ),
+        (
+            "array",
+            "/mdm",
+            xml_of(Value::Array(vec![])),
+            StatusCode::BAD_REQUEST,
+            "dictionary",
+        ),
+        (
+            "unknown type",
+            "/mdm/checkin",
+            plists::to_xml(&with(auth.clone(), "MessageType", "Bogus".into())),
+            StatusCode::BAD_REQUEST,
+            "Bogus",
+        ),
+        (
+            "wrong type",
+            "/mdm/checkin",
+            plists::to_xml(&with(auth.clone(), "UDID", Value::Integer(5.into()))),
+            StatusCode::BAD_REQUEST,
+            "UDID",
+        ),
+        (
+            "missing udid",
+            "/mdm/checkin",
+            plists::to_xml(&without(auth.clone(), "UDID")),
+            StatusCode::BAD_REQUEST,
+            "UDID",
+        ),
+        (
+            "report to checkin",
+            "/mdm/checkin",
+            plists::to_xml(&plists::report_idle(&dev)),
+            StatusCode::BAD_REQUEST,
+            "expected",
+        ),
+        (
+            "checkin to server",
+            "/mdm/server",
+            xml.clone(),
+            StatusCode::BAD_REQUEST,
+            "expected",
+        ),
+        (
+            "unknown status",
+            "/mdm/server",
+            plists::to_xml(&with(plists::report_idle(&dev), "Status", "Maybe".into())),
+            StatusCode::BAD_REQUEST,
+            "Maybe",
+        ),
+        (
+            "report from unknown device",
+            "/mdm/server",
+            plists::to_xml(&plists::report_idle(&device(9))),
+            StatusCode::BAD_REQUEST,
+            "unknown device",
+        ),
+        (
+            "UserAuthenticate",
+            "/mdm/checkin",
+            plists::to_xml(&with(
+                auth.clone(),
+                "MessageType",
+                "UserAuthenticate".into(),
+            )),
+            StatusCode::GONE,
+            "not supported",
+        ),
+        (
+            "DeclarativeManagement",
+            "/mdm",
+            plists::to_xml(&with(
+                auth.clone(),
+                "MessageType",
+                "DeclarativeManagement".into(),
+            )),
+            StatusCode::BAD_REQUEST,
+            "not supported",
+        ),
+    ];
+    for (name, path, body, want, needle) in cases {
+        let (status, text) = srv.put_raw(path, body).await;
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, want, "{name}: {text}");
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{name}");
+        assert!(text.contains(needle), "{name}: {text:?} lacks {needle:?}");
+    }
+    // The server is still fine.
+    let (s, _) = srv.put("/mdm/checkin", &auth).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_declared_or_chunked() {
+    let srv = TestServer::start(Options {
+        body_limit: 4096,
+        ..Options::default()
+    })
+    .await;
+    let (s, _) = srv.put_raw("/mdm/checkin", vec![b' '; 5000]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked, no Content-Length: the limit applies while reading.
+    let addr = srv.handle.as_ref().unwrap().local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = b"PUT /mdm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..5 {
+        req.extend_from_slice(b"400\r\n");
+        req.extend(std::iter::repeat_n(b'a', 0x400));
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    tcp.write_all(&req).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // Just under the limit is fine (and then a 400 for not being a plist).
+    let (s, _) = srv.put_raw("/mdm/checkin", vec![b'x'; 4000]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn enrollment_checkout_and_bootstrap_token() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    let topic = srv.topic();
+    let (s, body) = srv
+        .put("/mdm/checkin", &plists::authenticate(&dev, &topic))
+        .await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 0));
+    assert_eq!(srv.state(&dev.udid).await, "no_token");
+    let (s, _) = srv
+        .put("/mdm/checkin", &plists::token_update(&dev, &topic))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let json = srv.device_json(&dev.udid).await;
+    assert_eq!(json["state"], "never_pushed");
+    assert_eq!(json["udid"], dev.udid.as_str());
+    assert_eq!(json["serial_number"], dev.serial_number.as_str());
+    assert_eq!(json["token"], token_hex(&dev).as_str());
+    assert!(json["enrolled_at"].is_string());
+    assert!(json.get("unlock_token").is_none() && json.get("push_magic").is_none());
+
+    let (s, _) = srv
+        .put("/mdm/checkin", &plists::set_bootstrap_token(&dev, &topic))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = srv
+        .put("/mdm/checkin", &plists::get_bootstrap_token(&dev, &topic))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let answer: Dictionary = plist::from_bytes(&body).unwrap();
+    assert!(answer
+        .get("BootstrapToken")
+        .and_then(|v| v.as_data())
+        .is_some());
+
+    // The user channel does not replace the device token.
+    let (s, _) = srv
+        .put("/mdm/checkin", &plists::token_update_user(&dev, &topic))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        srv.device_json(&dev.udid).await["token"],
+        token_hex(&dev).as_str()
+    );
+
+    let (s, _) = srv.put("/mdm", &plists::checkout(&dev, &topic)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(srv.state(&dev.udid).await, "unregistered");
+    // A CheckOut from a device never seen is still a 200.
+    let (s, _) = srv
+        .put("/mdm/checkin", &plists::checkout(&device(7), &topic))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let (s, _) = srv
+        .admin
+        .request(Method::GET, "/v1/devices/not-a-device", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn refresh_all_pushes_and_devices_answer() {
+    let srv = TestServer::start(Options::default()).await;
+    let topic = srv.topic();
+    let ok1 = device(1);
+    let ok2 = device(2);
+    let gone = device(3);
+    let no_token = device(4);
+    for d in [&ok1, &ok2, &gone] {
+        srv.enroll(d).await;
+    }
+    srv.put("/mdm/checkin", &plists::authenticate(&no_token, &topic))
+        .await;
+    srv.pusher.set_outcome(
+        &token_hex(&gone),
+        FakeOutcome::Fail(PushError::Unregistered {
+            reason: Reason::Unregistered,
+            timestamp_ms: Some(1),
+        }),
+    );
+
+    let summary = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary["pushing"], 3, "{summary}");
+    assert_eq!(summary["enqueued"], 3, "{summary}");
+    assert_eq!(summary["skipped"]["no_token"], 1, "{summary}");
+
+    srv.wait_state(&gone.udid, "unregistered", WAIT).await;
+    assert_eq!(srv.state(&ok1.udid).await, "pending");
+    let sent: Vec<String> = srv
+        .pusher
+        .sent()
+        .iter()
+        .map(|p| p.token.as_hex().to_owned())
+        .collect();
+    assert_eq!(sent.len(), 3);
+    assert!(sent.contains(&token_hex(&ok1)));
+    assert!(srv.pusher.sent().iter().any(|p| p.magic == ok1.push_magic));
+
+    // A second refresh before anyone answered does not queue a second DeviceInformation.
+    let again = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"udids": [ok1.udid, no_token.udid, "nope"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["pushing"], 1, "{again}");
+    assert_eq!(again["already_queued"], 1, "{again}");
+    assert_eq!(again["enqueued"], 0, "{again}");
+    assert_eq!(again["skipped"]["unknown"], 1, "{again}");
+    assert_eq!(again["skipped"]["no_token"], 1, "{again}");
+
+    for d in [&ok1, &ok2] {
+        let (s, body) = srv.put("/mdm/server", &plists::report_idle(d)).await;
+        assert_eq!(s, StatusCode::OK);
+        let (uuid, request_type) = command_of(&body);
+        assert_eq!(request_type, "DeviceInformation");
+        let mut answer = plists::report_device_information(d, &uuid);
+        if let Some(Value::Dictionary(q)) = answer.get_mut("QueryResponses") {
+            q.insert("OSVersion".into(), "18.6".into());
+        }
+        let (s, body) = srv.put("/mdm/server", &answer).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.is_empty(), "nothing else queued");
+        assert_eq!(srv.state(&d.udid).await, "responded");
+    }
+    let json = srv.device_json(&ok1.udid).await;
+    assert_eq!(json["os_version"], "18.6");
+    assert!(json["info_collected_at"].is_string());
+    assert!(json["push_latency_ms"].is_u64());
+
+    let report = srv.admin.get_json("/v1/connectivity").await.unwrap();
+    assert_eq!(report["states"]["responded"], 2, "{report}");
+    assert_eq!(report["states"]["unregistered"], 1, "{report}");
+    assert_eq!(report["states"]["no_token"], 1, "{report}");
+    assert_eq!(report["states"]["pending"], 0, "{report}");
+    assert!(report["latency_ms"]["p50"].is_u64(), "{report}");
+    assert!(report["latency_ms"].get("p99").is_some(), "{report}");
+
+    let devices = srv.admin.get_json("/v1/devices").await.unwrap();
+    let list = devices.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert!(list
+        .iter()
+        .all(|d| d["udid"].is_string() && d["state"].is_string()));
+
+    let csv = srv.admin.get_text("/v1/devices.csv").await.unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "Device name,Model,OS version,Serial number,Collected at,Enrolled at,State,Last seen"
+    );
+    assert_eq!(lines.len(), 5);
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("Device 1,"))
+        .expect("row of device 1");
+    let cols: Vec<&str> = row.split(',').collect();
+    assert_eq!(cols[1], "iPhone");
+    assert_eq!(cols[2], "18.6");
+    assert_eq!(cols[3], ok1.serial_number);
+    assert!(!cols[4].is_empty() && !cols[5].is_empty() && !cols[7].is_empty());
+    assert_eq!(cols[6], "responded");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("Device 3,") && l.contains(",unregistered,")));
+}
+
+#[tokio::test]
+async fn a_silent_device_goes_from_pending_to_unreachable() {
+    let srv = TestServer::start(Options {
+        unreachable_after: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let dev = device(1);
+    srv.enroll(&dev).await;
+    srv.admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"udids": [dev.udid]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(srv.state(&dev.udid).await, "pending");
+    srv.wait_state(&dev.udid, "unreachable", WAIT).await;
+    // It answers late: responded.
+    let (s, _) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(srv.state(&dev.udid).await, "responded");
+}
+
+#[tokio::test]
+async fn commands_are_queued_sent_and_not_now_keeps_them() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    srv.enroll(&dev).await;
+    let answer = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid, "unknown-udid"], "request_type": "InstalledApplicationList", "params": {"ManagedAppsOnly": true}}),
+        )
+        .await
+        .unwrap();
+    let uuid = answer["command_uuid"].as_str().unwrap().to_owned();
+    assert_eq!(answer["queued"], serde_json::json!([dev.udid]));
+    assert_eq!(answer["unknown"], serde_json::json!(["unknown-udid"]));
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    assert_eq!(
+        command_of(&body),
+        (uuid.clone(), "InstalledApplicationList".into())
+    );
+    let cmd: Dictionary = plist::from_bytes(&body).unwrap();
+    let inner = cmd.get("Command").and_then(|c| c.as_dictionary()).unwrap();
+    assert_eq!(
+        inner.get("ManagedAppsOnly").and_then(|v| v.as_boolean()),
+        Some(true)
+    );
+    // NotNow: kept, not re-sent in the same session; offered again after the next Idle.
+    let (s, body) = srv
+        .put("/mdm/server", &plists::report_not_now(&dev, &uuid))
+        .await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 0));
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    assert_eq!(command_of(&body).0, uuid);
+    let (_, body) = srv
+        .put("/mdm/server", &plists::report_error(&dev, &uuid))
+        .await;
+    assert!(body.is_empty());
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    assert!(body.is_empty(), "the errored command left the queue");
+
+    for bad in [
+        serde_json::json!({"udids": [], "request_type": "X"}),
+        serde_json::json!({"udids": ["a"], "request_type": ""}),
+        serde_json::json!({"udids": ["a"], "request_type": "X", "params": [1]}),
+        serde_json::json!({"udids": ["a"], "request_type": "X", "bogus": 1}),
+    ] {
+        let body = Bytes::from(serde_json::to_vec(&bad).unwrap());
+        let (s, _) = srv
+            .admin
+            .request(
+                Method::POST,
+                "/v1/commands",
+                Some(("application/json", body)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    for bad in [
+        "{}",
+        "{\"all\": true, \"udids\": [\"a\"]}",
+        "{\"udids\": []}",
+        "not json",
+    ] {
+        let (s, _) = srv
+            .admin
+            .request(
+                Method::POST,
+                "/v1/refresh",
+                Some(("application/json", Bytes::from(bad))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn push_certificate_details_memo_and_replacement() {
+    let srv = TestServer::start(Options::default()).await;
+    let cert = srv.admin.get_json("/v1/pushcert").await.unwrap();
+    assert_eq!(cert["topic"], srv.topic().as_str());
+    assert!(cert["subject"].as_str().unwrap().contains("APSP:"));
+    assert!(cert["days_left"].as_i64().unwrap() > 300);
+    assert!(cert["serial"].is_string() && cert["not_after"].is_string());
+    assert!(cert["apple_id"].is_null());
+
+    let memo = srv
+        .admin
+        .send_json(
+            Method::PUT,
+            "/v1/pushcert/memo",
+            &serde_json::json!({"apple_id": "mdm-admin@example.jp"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(memo["apple_id"], "mdm-admin@example.jp");
+    assert_eq!(
+        srv.admin.get_json("/v1/pushcert").await.unwrap()["apple_id"],
+        "mdm-admin@example.jp"
+    );
+    let saved = std::fs::read_to_string(srv.dir.path().join("pushcert-memo.json")).unwrap();
+    assert!(saved.contains("mdm-admin@example.jp"));
+
+    let bundle =
+        |ck: &magicpush_fixtures::CertKey| Bytes::from(format!("{}{}", ck.cert_pem, ck.key_pem));
+    let put = |body: Bytes| {
+        srv.admin.request(
+            Method::PUT,
+            "/v1/pushcert",
+            Some(("application/x-pem-file", body)),
+        )
+    };
+
+    // Another topic while a device is enrolled: E320, 409.
+    srv.enroll(&device(1)).await;
+    let (s, body) = put(bundle(&srv.pki.other_topic)).await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    assert!(
+        text.contains("E320") || text.contains("Bundle Identifier") || text.contains("topic"),
+        "{text}"
+    );
+    // Expired, garbage, key of another certificate: 400.
+    let (s, _) = put(bundle(&srv.pki.expired)).await.unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = put(Bytes::from_static(b"not a certificate")).await.unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let mismatched = Bytes::from(format!(
+        "{}{}",
+        srv.pki.push_renewal.cert_pem, srv.pki.other_topic.key_pem
+    ));
+    let (s, _) = put(mismatched).await.unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(srv.pusher.certificates_installed(), 0);
+
+    // The renewal: hot-swapped, saved for restarts.
+    let (s, body) = put(bundle(&srv.pki.push_renewal)).await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(srv.pusher.certificates_installed(), 1);
+    let now = srv.admin.get_json("/v1/pushcert").await.unwrap();
+    assert!(now["days_left"].as_i64().unwrap() > 600, "{now}");
+    assert_eq!(now["apple_id"], "mdm-admin@example.jp");
+    let stored = std::fs::read_to_string(srv.dir.path().join("pushcert.pem")).unwrap();
+    assert!(stored.contains(srv.pki.push_renewal.cert_pem.trim()));
+}
+
+#[tokio::test]
+async fn topic_change_is_allowed_with_no_enrolled_device() {
+    let srv = TestServer::start(Options::default()).await;
+    let body = Bytes::from(format!(
+        "{}{}",
+        srv.pki.other_topic.cert_pem, srv.pki.other_topic.key_pem
+    ));
+    let (s, body) = srv
+        .admin
+        .request(
+            Method::PUT,
+            "/v1/pushcert",
+            Some(("application/x-pem-file", body)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(srv.pusher.certificates_installed(), 1);
+}
+
+#[tokio::test]
+async fn tls_serves_devices_and_admin() {
+    let srv = TestServer::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    assert!(srv.url.starts_with("https://"));
+    let (s, _) = srv
+        .anon
+        .request(Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    srv.enroll(&device(1)).await;
+    let devices = srv.admin.get_json("/v1/devices").await.unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Full};
+    let srv = TestServer::start(Options::default()).await;
+    let addr = srv.handle.as_ref().unwrap().local_addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let xml = plists::to_xml(&plists::authenticate(&device(1), &srv.topic()));
+    let req = http::Request::put(format!("http://{addr}/mdm/checkin"))
+        .body(Full::new(Bytes::from(xml)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let _ = resp.into_body().collect().await.unwrap();
+}
+
+fn xml_of(value: Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    value.to_writer_xml(&mut out).unwrap();
+    out
+}
