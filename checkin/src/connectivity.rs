@@ -183,3 +183,299 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    fn t(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_780_000_000 + secs).unwrap()
+    }
+
+    fn authenticated() -> Device {
+        let mut d = Device::new("D");
+        d.authenticated_at = Some(t(0));
+        d
+    }
+
+    fn enrolled() -> Device {
+        let mut d = authenticated();
+        d.token = Some("ab".repeat(32));
+        d.push_magic = Some("magic".into());
+        d.enrolled_at = Some(t(1));
+        d.token_updated_at = Some(t(1));
+        d
+    }
+
+    fn pushed(outcome: Option<PushOutcome>) -> Device {
+        let mut d = enrolled();
+        d.last_push_at = Some(t(100));
+        d.push_outcome_at = outcome.as_ref().map(|_| t(101));
+        d.push_outcome = outcome;
+        d
+    }
+
+    fn reported(mut d: Device, at: i64) -> Device {
+        d.last_report_at = Some(t(at));
+        d.first_report_after_push_at = Some(t(at));
+        d
+    }
+
+    fn gone() -> PushOutcome {
+        PushOutcome::Unregistered {
+            reason: "Unregistered".into(),
+            timestamp_ms: Some(5),
+        }
+    }
+
+    fn rejected(reason: &str) -> PushOutcome {
+        PushOutcome::Rejected {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn states_table() {
+        let failed = PushOutcome::Failed {
+            reason: "DeadlineExceeded".into(),
+        };
+        let cases: Vec<(&str, Device, i64, ConnState)> = vec![
+            ("authenticated only", authenticated(), 0, ConnState::NoToken),
+            (
+                "token without magic",
+                {
+                    let mut d = enrolled();
+                    d.push_magic = None;
+                    d
+                },
+                0,
+                ConnState::NoToken,
+            ),
+            (
+                "enrolled, never pushed",
+                enrolled(),
+                5000,
+                ConnState::NeverPushed,
+            ),
+            ("push in flight", pushed(None), 150, ConnState::Pending),
+            (
+                "in flight past window",
+                pushed(None),
+                100 + 600,
+                ConnState::Unreachable,
+            ),
+            (
+                "accepted, waiting",
+                pushed(Some(PushOutcome::Accepted)),
+                699,
+                ConnState::Pending,
+            ),
+            (
+                "accepted, window exactly over",
+                pushed(Some(PushOutcome::Accepted)),
+                700,
+                ConnState::Unreachable,
+            ),
+            (
+                "accepted, long silent",
+                pushed(Some(PushOutcome::Accepted)),
+                90_000,
+                ConnState::Unreachable,
+            ),
+            (
+                "clock behind push",
+                pushed(Some(PushOutcome::Accepted)),
+                50,
+                ConnState::Pending,
+            ),
+            (
+                "accepted then reported",
+                reported(pushed(Some(PushOutcome::Accepted)), 103),
+                90_000,
+                ConnState::Responded,
+            ),
+            (
+                "reported before the outcome arrived",
+                reported(pushed(None), 100),
+                101,
+                ConnState::Responded,
+            ),
+            (
+                "engine gave up but device reported",
+                reported(pushed(Some(failed.clone())), 150),
+                200,
+                ConnState::Responded,
+            ),
+            ("410", pushed(Some(gone())), 200, ConnState::Unregistered),
+            (
+                "410 even if reported",
+                reported(pushed(Some(gone())), 150),
+                200,
+                ConnState::Unregistered,
+            ),
+            (
+                "410 then new token",
+                {
+                    let mut d = pushed(Some(gone()));
+                    d.token_updated_at = Some(t(300));
+                    d
+                },
+                400,
+                ConnState::NeverPushed,
+            ),
+            (
+                "check-out",
+                {
+                    let mut d = reported(pushed(Some(PushOutcome::Accepted)), 103);
+                    d.checked_out_at = Some(t(500));
+                    d
+                },
+                600,
+                ConnState::Unregistered,
+            ),
+            (
+                "check-out of a never-enrolled device",
+                {
+                    let mut d = authenticated();
+                    d.checked_out_at = Some(t(5));
+                    d
+                },
+                600,
+                ConnState::Unregistered,
+            ),
+            (
+                "check-out then re-enrolled",
+                {
+                    let mut d = enrolled();
+                    d.checked_out_at = Some(t(0));
+                    d
+                },
+                600,
+                ConnState::NeverPushed,
+            ),
+            (
+                "bad device token",
+                pushed(Some(rejected("BadDeviceToken"))),
+                200,
+                ConnState::PushFailed,
+            ),
+            (
+                "bad device token then new token",
+                {
+                    let mut d = pushed(Some(rejected("BadDeviceToken")));
+                    d.token_updated_at = Some(t(300));
+                    d
+                },
+                400,
+                ConnState::NeverPushed,
+            ),
+            (
+                "bad topic, then re-sent TokenUpdate",
+                {
+                    let mut d = pushed(Some(rejected("BadTopic")));
+                    d.token_updated_at = Some(t(300));
+                    d
+                },
+                400,
+                ConnState::PushFailed,
+            ),
+            (
+                "deadline exceeded",
+                pushed(Some(failed)),
+                200,
+                ConnState::PushFailed,
+            ),
+            (
+                "certificate refused",
+                pushed(Some(PushOutcome::Failed {
+                    reason: "BadCertificate".into(),
+                })),
+                200,
+                ConnState::PushFailed,
+            ),
+        ];
+        for (name, device, now, want) in cases {
+            assert_eq!(state(&device, t(now), WINDOW), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn state_names_are_the_contract() {
+        let names: Vec<String> = ConnState::ALL
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"responded\"",
+                "\"pending\"",
+                "\"unreachable\"",
+                "\"unregistered\"",
+                "\"push_failed\"",
+                "\"never_pushed\"",
+                "\"no_token\""
+            ]
+        );
+        for s in ConnState::ALL {
+            assert_eq!(format!("\"{s}\""), serde_json::to_string(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        assert_eq!(Latency::from_millis(vec![]), Latency::default());
+        let one = Latency::from_millis(vec![42]);
+        assert_eq!(
+            (one.p50, one.p99, one.max, one.count),
+            (Some(42), Some(42), Some(42), 1)
+        );
+        let hundred = Latency::from_millis((1..=100).rev().collect());
+        assert_eq!(
+            (hundred.p50, hundred.p99, hundred.max),
+            (Some(50), Some(99), Some(100))
+        );
+        let two = Latency::from_millis(vec![10, 1000]);
+        assert_eq!((two.p50, two.p99), (Some(10), Some(1000)));
+        let odd = Latency::from_millis(vec![3, 1, 2]);
+        assert_eq!(odd.p50, Some(2));
+    }
+
+    #[test]
+    fn report_counts_every_state_and_latency_of_responders() {
+        let devices = vec![
+            authenticated(),
+            enrolled(),
+            pushed(Some(PushOutcome::Accepted)),
+            reported(pushed(Some(PushOutcome::Accepted)), 102),
+            reported(pushed(Some(PushOutcome::Accepted)), 110),
+            reported(pushed(Some(gone())), 105),
+        ];
+        let r = Report::compute(&devices, t(200), WINDOW);
+        assert_eq!(r.states.len(), ConnState::ALL.len(), "zeros included");
+        assert_eq!(r.states[&ConnState::NoToken], 1);
+        assert_eq!(r.states[&ConnState::NeverPushed], 1);
+        assert_eq!(r.states[&ConnState::Pending], 1);
+        assert_eq!(r.states[&ConnState::Responded], 2);
+        assert_eq!(r.states[&ConnState::Unregistered], 1);
+        assert_eq!(r.states[&ConnState::Unreachable], 0);
+        assert_eq!(r.states[&ConnState::PushFailed], 0);
+        assert_eq!(
+            r.latency_ms.count, 2,
+            "the 410 device's report does not count"
+        );
+        assert_eq!(r.latency_ms.p50, Some(2000));
+        assert_eq!(r.latency_ms.max, Some(10_000));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["states"]["push_failed"], 0);
+        assert_eq!(json["states"]["responded"], 2);
+        assert_eq!(json["latency_ms"]["p99"], 10_000);
+        assert_eq!(json["latency_ms"]["count"], 2);
+
+        let later = Report::compute(&devices, t(100 + 600), WINDOW);
+        assert_eq!(later.states[&ConnState::Unreachable], 1);
+        assert_eq!(later.states[&ConnState::Pending], 0);
+    }
+}

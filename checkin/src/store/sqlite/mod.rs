@@ -172,7 +172,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (job, rx) = Job::new(work);
+        let (job, rx) = Job::submit(work);
         let sent = match &self.writes {
             Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
             None => Err(StoreError::Closed),

@@ -30,7 +30,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    pub(crate) fn new(
+    pub(crate) fn submit(
         work: F,
     ) -> (
         Box<dyn PendingWrite>,
