@@ -82,6 +82,8 @@ fn init_tracing() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Install the Prometheus recorder before anything records (the engine does at build).
+    http::metrics::handle();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -146,6 +148,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = http::spawn(listener, tls, app, ListenerSettings::default())?;
     tracing::info!(url = %server.url(), "magicpush check-in server listening");
+    // One line on stdout for supervisors and tests (the port may have been 0).
+    println!("listening on {}", server.url());
     let collector = args.collect_every.map(|every| {
         tracing::info!(every = %format_duration(every), "scheduled device information collection on");
         service.spawn_collector(every)
