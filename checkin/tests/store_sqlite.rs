@@ -136,3 +136,129 @@ async fn one_failing_write_does_not_undo_its_batch() {
     assert_eq!(ok, 50);
     assert_eq!(store.count().await.unwrap(), 50);
 }
+
+/// Set only in the child process of [`acknowledged_writes_survive_sigkill`].
+const CHILD_DIR_ENV: &str = "MAGICPUSH_TEST_STORE_CHILD_DIR";
+
+/// The child half of [`acknowledged_writes_survive_sigkill`]: writes devices from 8 concurrent
+/// tasks until killed, printing `ACK <udid>` after each write is acknowledged. Without the
+/// environment variable (a normal test run) it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let store = Arc::new(SqliteStore::open(std::path::Path::new(&dir)).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            for i in 0.. {
+                let udid = format!("W{w}-{i}");
+                store
+                    .authenticate(&authenticate(&udid), t(i))
+                    .await
+                    .unwrap();
+                store
+                    .token_update(&token_update(&udid, 1), t(i))
+                    .await
+                    .unwrap();
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ACK {udid}").unwrap();
+                out.flush().unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    use std::io::BufRead as _;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child test process");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(udid) = line.strip_prefix("ACK ") {
+                if tx.send(udid.to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    while acked.len() < 400 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(udid) => acked.push(udid),
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "child stopped acknowledging after {} writes: {e}",
+                    acked.len()
+                );
+            }
+        }
+    }
+    // SIGKILL mid-burst: writes are in flight in the writer thread.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Acknowledgements already in the pipe when the child died count too.
+    while let Ok(udid) = rx.recv_timeout(Duration::from_millis(200)) {
+        acked.push(udid);
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let count = store.count().await.unwrap();
+        assert!(
+            count >= acked.len(),
+            "{count} devices, {} acknowledged",
+            acked.len()
+        );
+        for udid in &acked {
+            let d = store.device(udid).await.unwrap();
+            let d = d.unwrap_or_else(|| panic!("acknowledged {udid} lost"));
+            assert!(d.is_enrolled(), "{udid} acknowledged enrolled but is not");
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let before = store.commit_stats();
+    // Every write is handed to the writer when its future is created, so 500 writes are
+    // waiting before the first commit finishes.
+    let msgs: Vec<_> = (0..500).map(|i| authenticate(&format!("D{i}"))).collect();
+    let pending: Vec<_> = msgs.iter().map(|m| store.authenticate(m, t(0))).collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let stats = store.commit_stats();
+    let (commits, writes) = (stats.commits - before.commits, stats.writes - before.writes);
+    assert_eq!(writes, 500);
+    assert!(
+        commits < 100,
+        "{commits} commits for {writes} writes: no grouping"
+    );
+    assert_eq!(store.count().await.unwrap(), 500);
+}

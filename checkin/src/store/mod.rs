@@ -30,7 +30,7 @@ pub use model::{
     rfc3339, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
     PushOutcome, QueuedCommand, ReportOutcome, User,
 };
-pub use sqlite::{SqliteOptions, SqliteStore, DB_FILE_NAME};
+pub use sqlite::{CommitStats, SqliteOptions, SqliteStore, DB_FILE_NAME};
 
 /// The future every [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

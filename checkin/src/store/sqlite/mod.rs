@@ -11,6 +11,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -21,7 +22,7 @@ use self::rows::{
     device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
     result_from_row, save_device, upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
-use self::writer::{Job, PendingWrite};
+use self::writer::{Counters, Job, PendingWrite};
 use super::memory::dedup;
 use super::model::{apply_contact, to_ms, truncate_ms};
 use super::{
@@ -118,6 +119,16 @@ pub struct SqliteStore {
     writes: Option<mpsc::Sender<Box<dyn PendingWrite>>>,
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
+    counters: Arc<Counters>,
+}
+
+/// How well group commit is batching: `writes / commits` is the mean batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Transactions committed (or attempted) by the writer.
+    pub commits: u64,
+    /// Writes applied in them.
+    pub writes: u64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -143,9 +154,11 @@ impl SqliteStore {
         let conn = open_writer(path)?;
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
+        let counters = Arc::new(Counters::default());
+        let writer_counters = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("magicpush-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch))
+            .spawn(move || writer::run(conn, rx, max_batch, writer_counters))
             .map_err(|e| StoreError::Database {
                 op: "start writer thread",
                 detail: e.to_string(),
@@ -159,7 +172,16 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 max_idle: options.max_idle_readers,
             }),
+            counters,
         })
+    }
+
+    /// Commits and writes so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// The database file.

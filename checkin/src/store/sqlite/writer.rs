@@ -2,7 +2,8 @@
 //! channel, applies them in one transaction (one savepoint each, so one failing write does not
 //! undo the others), commits once, then answers every waiter.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -73,8 +74,20 @@ where
     }
 }
 
+/// Counters the writer keeps, readable while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+}
+
 /// The writer thread's loop. Returns when every sender is gone and the channel is drained.
-pub(crate) fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn PendingWrite>>, max_batch: usize) {
+pub(crate) fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn PendingWrite>>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -85,6 +98,10 @@ pub(crate) fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn PendingWrite>>, m
         }
         metrics::histogram!("magicpush_store_commit_batch_size").record(batch.len() as f64);
         let commit = apply_batch(&conn, &mut batch);
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = batch.len(), "store commit failed");
         }
