@@ -1,0 +1,359 @@
+//! The `magicpush` binary: `serve` refuses unusable certificates, keeps a certificate
+//! installed through the admin API across restarts, and `devices`, `report` and
+//! `refresh --all` talk to a running server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use magicpush_checkin::http::client::AdminClient;
+use magicpush_fixtures::plists::{self, Device};
+use magicpush_fixtures::TestPki;
+use magicpush_loadtest::mock_apns::{MockApns, MockConfig};
+
+const KEY: &str = "cli-test-key";
+const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str], extra: &[(&str, &Path)]) -> Serve {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    for (flag, path) in extra {
+        cmd.arg(flag).arg(path);
+    }
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve printed its address");
+    Serve { child, url }
+}
+
+/// Runs the binary to completion (bounded), returning its output.
+fn run(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    let mut child = cmd
+        .env_remove("MAGICPUSH_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("magicpush {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    magicpush_fixtures::dir().join("certs").join(name)
+}
+
+#[test]
+fn serve_refuses_unusable_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("push-expired.pem", "push-expired.key.pem", "expired"),
+        (
+            "non-mdm.pem",
+            "non-mdm.key.pem",
+            "not an MDM push certificate",
+        ),
+        ("key-mismatch.pem", "key-mismatch.key.pem", "does not match"),
+        (
+            "push-not-yet-valid.pem",
+            "push-not-yet-valid.key.pem",
+            "not valid before",
+        ),
+    ];
+    for (cert, key, needle) in cases {
+        let out = run(
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[
+                ("--data-dir", dir.path()),
+                ("--cert", &fixture(cert)),
+                ("--key", &fixture(key)),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cert}: started");
+        assert!(stderr.contains(needle), "{cert}: {stderr}");
+    }
+    let out = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("--data-dir", dir.path())],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no push certificate"));
+    let out = run(
+        &["serve", "--unreachable-after", "5 minutes"],
+        &[("--data-dir", dir.path())],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration"));
+}
+
+fn write_pair(dir: &Path, name: &str, cert: &str, key: &str) -> (PathBuf, PathBuf) {
+    let c = dir.join(format!("{name}.pem"));
+    let k = dir.join(format!("{name}.key.pem"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_installed_through_the_api_survives_a_restart() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let data = dir.path().join("data");
+    let paths = [
+        ("--data-dir", data.as_path()),
+        ("--cert", &cert),
+        ("--key", &key),
+    ];
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+
+    let first = serve(&args, &paths);
+    let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
+    let before = admin.get_json("/v1/pushcert").await.unwrap();
+    let bundle = format!("{}{}", pki.push_renewal.cert_pem, pki.push_renewal.key_pem);
+    let (s, body) = admin
+        .request(
+            Method::PUT,
+            "/v1/pushcert",
+            Some(("application/x-pem-file", Bytes::from(bundle))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    admin
+        .send_json(
+            Method::PUT,
+            "/v1/pushcert/memo",
+            &serde_json::json!({"apple_id": "ops@example.jp"}),
+        )
+        .await
+        .unwrap();
+    drop(first);
+
+    // Same flags (still naming the old certificate): the newer installed one wins.
+    let second = serve(&args, &paths);
+    let admin = AdminClient::new(&second.url, Some(KEY.into()), None).unwrap();
+    let after = admin.get_json("/v1/pushcert").await.unwrap();
+    assert_ne!(after["serial"], before["serial"], "{after}");
+    assert!(after["days_left"].as_i64().unwrap() > 600, "{after}");
+    assert_eq!(after["apple_id"], "ops@example.jp");
+}
+
+fn device(n: u8) -> Device {
+    let mut d = Device::iphone();
+    d.udid = format!("CLI-DEVICE-{n}");
+    d.serial_number = format!("CLISERIAL{n}");
+    d.token = (0u8..32).map(|i| i ^ n).collect();
+    d.push_magic = format!("cli-magic-{n}");
+    d
+}
+
+async fn put(admin: &AdminClient, path: &str, dict: &plist::Dictionary) -> Bytes {
+    let (s, body) = admin
+        .request(
+            Method::PUT,
+            path,
+            Some((
+                "application/x-apple-aspen-mdm-checkin",
+                Bytes::from(plists::to_xml(dict)),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_report_and_refresh_commands_against_a_running_server() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockApns::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        pki.ca.cert_pem(),
+        MockConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut accepted = mock.subscribe_accepted();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca.cert_pem()).unwrap();
+    let data = dir.path().join("data");
+    let mock_url = mock.url();
+    let server = serve(
+        &["--api-key", KEY, "--apns-url", &mock_url],
+        &[
+            ("--data-dir", &data),
+            ("--cert", &cert),
+            ("--key", &key),
+            ("--apns-ca", &ca),
+        ],
+    );
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let devices = [device(1), device(2)];
+    for d in &devices {
+        put(&admin, "/mdm/checkin", &plists::authenticate(d, &pki.topic)).await;
+        put(&admin, "/mdm/checkin", &plists::token_update(d, &pki.topic)).await;
+    }
+
+    // Simulated devices: answer each push they receive.
+    let responder = {
+        let admin = admin.clone();
+        let devices = devices.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while answered < devices.len() {
+                let Some(push) = accepted.recv().await else {
+                    return;
+                };
+                let Some(d) = devices.iter().find(|d| hex::encode(&d.token) == push.token) else {
+                    continue;
+                };
+                let body = put(&admin, "/mdm/server", &plists::report_idle(d)).await;
+                let cmd: plist::Dictionary = plist::from_bytes(&body).unwrap();
+                let uuid = cmd["CommandUUID"].as_string().unwrap().to_owned();
+                put(
+                    &admin,
+                    "/mdm/server",
+                    &plists::report_device_information(d, &uuid),
+                )
+                .await;
+                answered += 1;
+            }
+        })
+    };
+
+    let url = server.url.clone();
+    let refresh = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "refresh",
+                "--all",
+                "--wait",
+                "20s",
+                "--server",
+                &url,
+                "--api-key",
+                KEY,
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&refresh.stdout);
+    assert!(
+        refresh.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&refresh.stderr)
+    );
+    assert!(stdout.contains("2 device(s) to push"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["responded", "2"])),
+        "{stdout}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), responder)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let url = server.url.clone();
+    let (list, csv, report, denied) = tokio::task::spawn_blocking(move || {
+        let base = ["--server", url.as_str(), "--api-key", KEY];
+        let with = |cmd: &[&str]| {
+            let mut args = cmd.to_vec();
+            args.extend_from_slice(&base);
+            run(&args, &[])
+        };
+        (
+            with(&["devices"]),
+            with(&["devices", "--csv"]),
+            with(&["report"]),
+            run(
+                &["devices", "--server", url.as_str(), "--api-key", "wrong"],
+                &[],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.starts_with("UDID"), "{list}");
+    assert!(
+        list.contains("CLI-DEVICE-1") && list.contains("CLISERIAL2"),
+        "{list}"
+    );
+    assert!(
+        list.contains("responded") && list.contains("2 device(s)"),
+        "{list}"
+    );
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert!(
+        csv.starts_with("Device name,Model,OS version,Serial number,"),
+        "{csv}"
+    );
+    assert_eq!(csv.matches(",responded,").count(), 2, "{csv}");
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.split_whitespace().eq(["total", "2"])),
+        "{report}"
+    );
+    assert!(report.contains("p50="), "{report}");
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
+    drop(server);
+    mock.shutdown().await;
+}
