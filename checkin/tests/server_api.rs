@@ -434,6 +434,25 @@ async fn refresh_all_pushes_and_devices_answer() {
     let devices = srv.admin.get_json("/v1/devices").await.unwrap();
     let list = devices.as_array().unwrap();
     assert_eq!(list.len(), 4);
+    let gone_only = srv
+        .admin
+        .get_json("/v1/devices?state=unregistered")
+        .await
+        .unwrap();
+    assert_eq!(gone_only.as_array().unwrap().len(), 1, "{gone_only}");
+    assert_eq!(gone_only[0]["udid"], gone.udid.as_str());
+    let responded_csv = srv
+        .admin
+        .get_text("/v1/devices.csv?state=responded")
+        .await
+        .unwrap();
+    assert_eq!(responded_csv.matches("\r\n").count(), 3, "{responded_csv}");
+    let (s, _) = srv
+        .admin
+        .request(Method::GET, "/v1/devices?state=bogus", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(list
         .iter()
         .all(|d| d["udid"].is_string() && d["state"].is_string()));
@@ -700,4 +719,34 @@ fn xml_of(value: Value) -> Vec<u8> {
     let mut out = Vec::new();
     value.to_writer_xml(&mut out).unwrap();
     out
+}
+
+#[tokio::test]
+async fn scheduled_collection_refreshes_all_devices_periodically() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    srv.enroll(&dev).await;
+    let collector = srv.service.spawn_collector(Duration::from_millis(150));
+    // Nothing at start: the first run is one period later.
+    assert!(srv.pusher.sent().is_empty());
+    let until = std::time::Instant::now() + WAIT;
+    while srv.pusher.sent().len() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "collector did not run twice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    collector.abort();
+    assert_eq!(srv.state(&dev.udid).await, "pending");
+    // Two runs, one DeviceInformation queued: the device gets it once, then nothing.
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    let (uuid, _) = command_of(&body);
+    let (_, body) = srv
+        .put(
+            "/mdm/server",
+            &plists::report_device_information(&dev, &uuid),
+        )
+        .await;
+    assert!(body.is_empty());
 }

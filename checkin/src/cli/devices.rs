@@ -16,6 +16,10 @@ pub(crate) struct DevicesArgs {
     /// Print the raw JSON array.
     #[arg(long)]
     json: bool,
+    /// Only devices in this state (responded, pending, unreachable, unregistered,
+    /// push_failed, never_pushed, no_token).
+    #[arg(long)]
+    state: Option<String>,
 }
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -31,12 +35,17 @@ const COLUMNS: &[(&str, &str)] = &[
 pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     let client = args.remote.client()?;
     let rt = runtime()?;
+    let query = args
+        .state
+        .as_ref()
+        .map(|s| format!("?state={s}"))
+        .unwrap_or_default();
     if args.csv {
-        let text = rt.block_on(client.get_text("/v1/devices.csv"))?;
+        let text = rt.block_on(client.get_text(&format!("/v1/devices.csv{query}")))?;
         print!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
-    let devices = rt.block_on(client.get_json("/v1/devices"))?;
+    let devices = rt.block_on(client.get_json(&format!("/v1/devices{query}")))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&devices)?);
         return Ok(ExitCode::SUCCESS);

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use super::body::{self, read_limited, Body};
 use super::error::ApiError;
+use crate::connectivity::ConnState;
+use crate::service::views::parse_state;
 use crate::service::{CommandRequest, RefreshTarget, Service};
 
 pub(super) async fn handle<B>(
@@ -49,11 +51,13 @@ where
     match path {
         "/v1/devices" => {
             only(&Method::GET)?;
-            ok_json(service.devices_json().await?)
+            let filter = state_filter(req.uri().query())?;
+            ok_json(service.devices_json(filter).await?)
         }
         "/v1/devices.csv" => {
             only(&Method::GET)?;
-            let csv = service.devices_csv().await?;
+            let filter = state_filter(req.uri().query())?;
+            let csv = service.devices_csv(filter).await?;
             let mut resp = body::with_body(StatusCode::OK, "text/csv; charset=utf-8", csv);
             resp.headers_mut().insert(
                 http::header::CONTENT_DISPOSITION,
@@ -163,6 +167,33 @@ struct CommandsRequest {
 #[serde(deny_unknown_fields)]
 struct MemoRequest {
     apple_id: String,
+}
+
+/// `?state=<name>` on the device list and export.
+fn state_filter(query: Option<&str>) -> Result<Option<ConnState>, ApiError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut filter = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "state" => {
+                filter = Some(parse_state(value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown state {value:?}; one of: {}",
+                        ConnState::ALL.map(|s| s.as_str()).join(", ")
+                    ))
+                })?);
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {key:?}"
+                )))
+            }
+        }
+    }
+    Ok(filter)
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Value {

@@ -1,5 +1,5 @@
 //! The HTTP edge: routing, device endpoints, the admin API, TLS and graceful shutdown.
-//! Handlers are thin: they read the body, call the [`Service`](crate::service::Service), and
+//! Handlers are thin: they read the body, call the [`Service`], and
 //! map its answer or error to a response in one place ([`error`]).
 //!
 //! | route | who | what |

@@ -1,7 +1,7 @@
 //! The check-in service: what the server does with a decoded message or an admin request,
 //! between the HTTP edge ([`crate::http`]) and the [`Store`].
 //!
-//! - [`device`]: check-ins and command reports → store writes, the next queued command.
+//! - `device`: check-ins and command reports → store writes, the next queued command.
 //! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
 //!   and the scheduled collection.
 //! - [`pushcert`]: the push certificate's details, its Apple ID memo, hot replacement.
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// A service over `store`, pushing with `pusher`. `pushcert` describes the certificate the
-    /// pusher uses (see [`PushCertState::load`]).
+    /// pusher uses (see [`PushCertState::new`]).
     pub fn new(
         store: Arc<dyn Store>,
         pusher: Arc<dyn PushSender>,

@@ -22,12 +22,17 @@ pub const CSV_HEADER: [&str; 8] = [
 ];
 
 impl Service {
-    /// Every device as JSON: the store's fields plus `state` and `push_latency_ms`.
-    pub async fn devices_json(&self) -> Result<Value, ServiceError> {
+    /// Every device (or those in `only` state) as JSON: the store's fields plus `state` and
+    /// `push_latency_ms`.
+    pub async fn devices_json(&self, only: Option<ConnState>) -> Result<Value, ServiceError> {
         let now = Self::now();
         let devices = self.store.devices().await?;
         Ok(Value::Array(
-            devices.iter().map(|d| self.device_value(d, now)).collect(),
+            devices
+                .iter()
+                .filter(|d| only.is_none_or(|s| self.state(d, now) == s))
+                .map(|d| self.device_value(d, now))
+                .collect(),
         ))
     }
 
@@ -41,13 +46,18 @@ impl Service {
         Ok(self.device_value(&device, Self::now()))
     }
 
-    /// The CSV export (header row first, CRLF line ends).
-    pub async fn devices_csv(&self) -> Result<String, ServiceError> {
+    /// The CSV export (header row first, CRLF line ends), of every device or those in `only`
+    /// state.
+    pub async fn devices_csv(&self, only: Option<ConnState>) -> Result<String, ServiceError> {
         let now = Self::now();
         let devices = self.store.devices().await?;
         let mut out = String::with_capacity(128 * (devices.len() + 1));
         csv::write_record(&mut out, &CSV_HEADER);
         for d in &devices {
+            let state = self.state(d, now);
+            if only.is_some_and(|s| s != state) {
+                continue;
+            }
             let time = |t: Option<time::OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
             let text = |s: &Option<String>| s.clone().unwrap_or_default();
             let model = d
@@ -67,7 +77,7 @@ impl Service {
                     text(&d.info.serial_number),
                     time(d.info_collected_at),
                     time(d.enrolled_at),
-                    self.state(d, now).as_str().to_owned(),
+                    state.as_str().to_owned(),
                     time(d.last_seen_at),
                 ],
             );
@@ -112,4 +122,9 @@ impl Service {
         }
         value
     }
+}
+
+/// Parses a state name of the admin API (`responded`, `push_failed`, …).
+pub fn parse_state(text: &str) -> Option<ConnState> {
+    ConnState::ALL.into_iter().find(|s| s.as_str() == text)
 }
