@@ -3,10 +3,12 @@
 //! A connection is one task. Streams are futures polled by that task (no task per stream):
 //! a stream whose body is complete and needs no delay is answered in its first poll.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::judge::{judge, Reason, TopicRule, Verdict, MAX_PAYLOAD};
 use super::settings_io::SettingsIo;
-use super::state::{ConnState, Shared};
+use super::state::{ConnState, Control, Shared};
 use super::tls::certificate_topic;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,17 +82,29 @@ pub(crate) async fn serve(
     tracing::debug!(%peer, id = conn_state.id, "mock APNs: connection closed");
 }
 
+/// Why the stream loop paused.
+enum Event {
+    /// The control state changed in a way the loop cannot handle while polling.
+    Frozen,
+    /// Drop the connection now.
+    Drop,
+    /// The connection is closed (by the peer, after GOAWAY, or on error).
+    Closed,
+}
+
 async fn serve_h2<T>(io: T, shared: &Shared, conn_state: &ConnState, topic: &Topic)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut control = shared.control.subscribe();
-    let mut seen = *control.borrow_and_update();
-    while seen.frozen {
-        if control.changed().await.is_err() {
-            return;
-        }
-        seen = *control.borrow_and_update();
+    let mut notified = pin!(shared.control_changed.notified());
+    notified.as_mut().enable();
+    let mut seen = shared.control_now();
+    if seen.frozen
+        && wait_thawed(shared, &mut notified, &mut seen)
+            .await
+            .is_none()
+    {
+        return;
     }
     if seen.shutdown {
         return;
@@ -111,75 +125,107 @@ where
     let mut streams = FuturesUnordered::new();
     let mut going_away = false;
     loop {
-        tokio::select! {
-            biased;
-            changed = control.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let now = *control.borrow_and_update();
+        let event = poll_fn(|cx| {
+            // Control changes: GOAWAY is sent from here; freezing and dropping leave the loop.
+            while notified.as_mut().poll(cx).is_ready() {
+                notified.set(shared.control_changed.notified());
+                notified.as_mut().enable();
+                let now = shared.control_now();
                 if now.shutdown || now.drop_gen != seen.drop_gen {
-                    // Abrupt: the socket closes without GOAWAY or close_notify.
-                    shared.drops.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return Poll::Ready(Event::Drop);
                 }
                 if now.goaway_gen != seen.goaway_gen && !going_away {
                     going_away = true;
                     shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
                     conn.graceful_shutdown();
                 }
+                let frozen = now.frozen;
                 seen = now;
-                if now.frozen {
-                    // Silent: neither the connection nor its streams are polled until thawed.
-                    loop {
-                        if control.changed().await.is_err() {
-                            return;
-                        }
-                        let now = *control.borrow_and_update();
-                        if now.shutdown || now.drop_gen != seen.drop_gen {
-                            shared.drops.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        if !now.frozen {
-                            break;
-                        }
-                    }
-                    let now = *control.borrow();
-                    if now.goaway_gen != seen.goaway_gen && !going_away {
-                        going_away = true;
-                        shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
-                        conn.graceful_shutdown();
-                    }
-                    seen = now;
+                if frozen {
+                    return Poll::Ready(Event::Frozen);
                 }
                 // A changed stream limit goes out with the next flush, when `conn` is polled.
             }
-            Some(()) = streams.next(), if !streams.is_empty() => {}
-            accepted = conn.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    if let Some(fut) = admit(request, respond, shared, conn_state, topic) {
-                        streams.push(fut);
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            let mut admitted = false;
+            loop {
+                match conn.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        if let Some(pending) = admit(request, respond, shared, conn_state, topic, cx) {
+                            streams.push(pending);
+                            admitted = true;
+                        }
+                        let every = shared.goaway_every.load(Ordering::Relaxed);
+                        let n = conn_state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                        if every > 0 && n % every == 0 && !going_away {
+                            going_away = true;
+                            shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
+                            conn.graceful_shutdown();
+                        }
                     }
-                    let every = shared.goaway_every.load(Ordering::Relaxed);
-                    let n = conn_state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-                    if every > 0 && n % every == 0 && !going_away {
-                        going_away = true;
-                        shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
-                        conn.graceful_shutdown();
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(id = conn_state.id, error = %e, "mock APNs: connection error");
+                        return Poll::Ready(Event::Closed);
                     }
+                    Poll::Ready(None) => return Poll::Ready(Event::Closed),
+                    Poll::Pending => break,
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(id = conn_state.id, error = %e, "mock APNs: connection error");
+            }
+            if admitted {
+                // New stream futures must be polled once to register their wakers.
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Drop => {
+                // Abrupt: the socket closes without GOAWAY or close_notify.
+                shared.drops.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Event::Closed => {
+                // Finish what is in flight (nothing is written any more once h2 is closed).
+                while streams.next().await.is_some() {}
+                return;
+            }
+            Event::Frozen => {
+                // Silent: neither the connection nor its streams are polled until thawed.
+                let Some(goaway_requested) = wait_thawed(shared, &mut notified, &mut seen).await
+                else {
+                    shared.drops.fetch_add(1, Ordering::Relaxed);
                     return;
+                };
+                if goaway_requested && !going_away {
+                    going_away = true;
+                    shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
+                    conn.graceful_shutdown();
                 }
-                None => {
-                    // Closed by the peer or after GOAWAY; finish what is in flight.
-                    while streams.next().await.is_some() {}
-                    return;
-                }
-            },
+            }
         }
     }
+}
+
+/// Waits until the mock is thawed: `None` if the connection must be dropped meanwhile, else
+/// whether a GOAWAY was asked for while frozen.
+async fn wait_thawed<'a>(
+    shared: &'a Shared,
+    notified: &mut Pin<&mut tokio::sync::futures::Notified<'a>>,
+    seen: &mut Control,
+) -> Option<bool> {
+    let mut now = shared.control_now();
+    while now.frozen {
+        notified.as_mut().await;
+        notified.set(shared.control_changed.notified());
+        notified.as_mut().enable();
+        now = shared.control_now();
+        if now.shutdown || now.drop_gen != seen.drop_gen {
+            return None;
+        }
+    }
+    let goaway_requested = now.goaway_gen != seen.goaway_gen;
+    *seen = now;
+    Some(goaway_requested)
 }
 
 /// Decrements the connection's active stream count when a stream ends, however it ends.
@@ -191,15 +237,19 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-/// Counts a new stream against the connection's limit; returns the future that answers it, or
-/// `None` if the stream was refused at once.
+/// A stream that could not be answered at once (body still arriving, or a delay).
+type PendingStream<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Counts a new stream against the connection's limit and answers it at once when it can;
+/// returns the future that answers it otherwise.
 fn admit<'a>(
-    request: Request<RecvStream>,
+    mut request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     shared: &'a Shared,
     conn_state: &'a ConnState,
     topic: &'a Topic,
-) -> Option<impl Future<Output = ()> + 'a> {
+    cx: &mut Context<'_>,
+) -> Option<PendingStream<'a>> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let active = conn_state.active.fetch_add(1, Ordering::Relaxed) + 1;
     let guard = ActiveGuard(conn_state);
@@ -216,26 +266,66 @@ fn admit<'a>(
         respond.send_reset(H2Reason::REFUSED_STREAM);
         return None;
     }
-    Some(async move {
+    // Fast path: the whole body is already here and no delay is asked for.
+    let mut first = None;
+    if shared.delay().is_zero() {
+        let body = request.body_mut();
+        if body.is_end_stream() {
+            let (parts, _) = request.into_parts();
+            respond_to(&parts, &[], respond, shared, topic);
+            return None;
+        }
+        match body.poll_data(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if body.is_end_stream() {
+                    let (parts, _) = request.into_parts();
+                    respond_to(&parts, &chunk, respond, shared, topic);
+                    return None;
+                }
+                first = Some(chunk);
+            }
+            Poll::Ready(None) => {
+                let (parts, _) = request.into_parts();
+                respond_to(&parts, &[], respond, shared, topic);
+                return None;
+            }
+            Poll::Ready(Some(Err(_))) => return None,
+            Poll::Pending => {}
+        }
+    }
+    Some(Box::pin(async move {
         let _guard = guard;
-        answer(request, respond, shared, topic).await;
-    })
+        answer(request, first, respond, shared, topic).await;
+    }))
 }
 
 async fn answer(
     request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    first: Option<Bytes>,
+    respond: SendResponse<Bytes>,
     shared: &Shared,
     topic: &Topic,
 ) {
     let (parts, mut body) = request.into_parts();
-    let Some(payload) = read_body(&mut body).await else {
+    let Some(payload) = read_body(&mut body, first).await else {
         return;
     };
     let delay = shared.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    respond_to(&parts, &payload, respond, shared, topic);
+}
+
+/// Answers a request whose body has been read.
+fn respond_to(
+    parts: &http::request::Parts,
+    payload: &[u8],
+    mut respond: SendResponse<Bytes>,
+    shared: &Shared,
+    topic: &Topic,
+) {
     let request_id = parts.headers.get("apns-id");
     if shared.rate_503.hit() {
         return reject(
@@ -268,7 +358,7 @@ async fn answer(
         &parts.method,
         parts.uri.path(),
         &parts.headers,
-        &payload,
+        payload,
         rule,
         |token| shared.token_state(token),
     );
@@ -315,8 +405,7 @@ async fn answer(
 
 /// Reads the whole request body, keeping at most `MAX_PAYLOAD + 1` bytes (enough to judge).
 /// `None` if the stream failed (reset by the client, connection lost).
-async fn read_body(body: &mut RecvStream) -> Option<Bytes> {
-    let mut first: Option<Bytes> = None;
+async fn read_body(body: &mut RecvStream, mut first: Option<Bytes>) -> Option<Bytes> {
     let mut more: Option<BytesMut> = None;
     while !body.is_end_stream() {
         let chunk = match body.data().await {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::judge::{Reason, TokenState};
 use super::settings_io::StreamLimits;
@@ -18,9 +18,11 @@ use super::AcceptedPush;
 
 const SHARDS: usize = 64;
 
+type Shard<V> = Mutex<HashMap<Box<str>, V>>;
+
 /// A map from device token to a value, sharded by hash.
 pub(crate) struct ShardedMap<V> {
-    shards: Box<[Mutex<HashMap<Box<str>, V>>]>,
+    shards: Box<[Shard<V>]>,
     len: AtomicU64,
 }
 
@@ -32,7 +34,7 @@ impl<V: Copy> ShardedMap<V> {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, V>> {
+    fn shard(&self, key: &str) -> &Shard<V> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
@@ -159,6 +161,8 @@ pub(crate) struct Shared {
 
     pub(crate) connections: Mutex<Vec<Arc<ConnState>>>,
     pub(crate) control: watch::Sender<Control>,
+    /// Wakes connections when `control` changes (a pinned `Notified` costs nothing per poll).
+    pub(crate) control_changed: Notify,
 
     has_subscriber: AtomicBool,
     subscriber: RwLock<Option<mpsc::UnboundedSender<AcceptedPush>>>,
@@ -196,6 +200,7 @@ impl Shared {
             drops: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
             control,
+            control_changed: Notify::new(),
             has_subscriber: AtomicBool::new(config.accepted.is_some()),
             subscriber: RwLock::new(config.accepted.clone()),
         };
@@ -295,5 +300,10 @@ impl Shared {
 
     pub(crate) fn bump(&self, f: impl FnOnce(&mut Control)) {
         self.control.send_modify(f);
+        self.control_changed.notify_waiters();
+    }
+
+    pub(crate) fn control_now(&self) -> Control {
+        *self.control.borrow()
     }
 }
