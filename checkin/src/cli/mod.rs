@@ -35,7 +35,17 @@ enum Command {
 
 /// Parses the command line, runs the subcommand, and maps errors to a message and exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from(std::env::args_os())
+}
+
+/// [`main`] with the given arguments (the first is the program name). Lets another binary run
+/// `magicpush serve` unchanged in a process of its own (the load test's server).
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Cert(cmd) => cert::run(cmd),
         Command::Serve(args) => serve::run(*args),
