@@ -357,3 +357,48 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     drop(server);
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly_and_the_data_stays() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let data = dir.path().join("data");
+    let paths = [
+        ("--data-dir", data.as_path()),
+        ("--cert", &cert),
+        ("--key", &key),
+    ];
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+    let mut first = serve(&args, &paths);
+    let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
+    let d = device(1);
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::authenticate(&d, &pki.topic),
+    )
+    .await;
+
+    let pid = first.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let until = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = first.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < until, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    drop(first);
+
+    let second = serve(&args, &paths);
+    let admin = AdminClient::new(&second.url, Some(KEY.into()), None).unwrap();
+    let stored = admin
+        .get_json(&format!("/v1/devices/{}", d.udid))
+        .await
+        .unwrap();
+    assert_eq!(stored["state"], "no_token");
+}
