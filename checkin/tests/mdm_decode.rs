@@ -591,3 +591,33 @@ fn bootstrap_token_response_encoding() {
     let v = Value::from_reader_xml(&body[..]).unwrap();
     assert!(v.as_dictionary().unwrap().is_empty());
 }
+
+#[test]
+fn deep_nesting_is_rejected_without_crashing() {
+    // 200,000 nested arrays inside an otherwise valid report: parsing this into a value and
+    // dropping it would overflow a 2 MiB stack and abort the process.
+    let n = 200_000;
+    let mut body = String::from(
+        r#"<?xml version="1.0"?><plist version="1.0"><dict><key>Status</key><string>Idle</string><key>UDID</key><string>X</string><key>Deep</key>"#,
+    );
+    body.push_str(&"<array>".repeat(n));
+    body.push_str(&"</array>".repeat(n));
+    body.push_str("</dict></plist>");
+    let mut nested = Value::Array(vec![]);
+    for _ in 0..100 {
+        nested = Value::Array(vec![nested]);
+    }
+    let mut d = fixture_dict("report-idle");
+    d.insert("Deep".into(), nested);
+    let bin = binary(&d);
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || (decode(body.as_bytes()), decode(&bin)))
+        .unwrap();
+    let (from_xml, from_binary) = worker.join().expect("no stack overflow");
+    for r in [from_xml, from_binary] {
+        let err = r.unwrap_err();
+        assert!(matches!(err, DecodeError::TooComplex { .. }), "{err:?}");
+        assert!(err.to_string().contains("nested deeper than"), "{err}");
+    }
+}

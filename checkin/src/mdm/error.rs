@@ -16,6 +16,13 @@ pub enum DecodeError {
         /// The parser's message.
         detail: String,
     },
+    /// Nested too deeply or expanding into too many values (see [`super::MAX_DEPTH`],
+    /// [`super::MAX_VALUES`]): rejected before parsing.
+    #[error("plist too complex: {detail}")]
+    TooComplex {
+        /// Which limit was exceeded.
+        detail: String,
+    },
     /// The top-level value is not a dictionary.
     #[error("top-level plist value is {got}, expected a dictionary")]
     NotADictionary {

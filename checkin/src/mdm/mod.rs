@@ -11,6 +11,7 @@ mod checkin;
 mod command;
 mod dict;
 mod error;
+mod limits;
 mod report;
 mod secret;
 
@@ -25,6 +26,7 @@ pub use command::{
     bootstrap_token_response, Command, DEVICE_INFORMATION, DEVICE_INFORMATION_QUERIES,
 };
 pub use error::DecodeError;
+pub use limits::{MAX_DEPTH, MAX_VALUES};
 pub use report::{DeviceInfo, ErrorChainItem, Report, Status};
 pub use secret::Secret;
 
@@ -80,6 +82,11 @@ fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeError> {
     }
     let binary = body.starts_with(b"bplist");
     let format = if binary { "binary" } else { "XML" };
+    if binary {
+        limits::check_binary(body)?;
+    } else {
+        limits::check_xml(body)?;
+    }
     // Defence in depth: a parser bug must become a 400, not a dead request task.
     let parsed = std::panic::catch_unwind(|| {
         if binary {

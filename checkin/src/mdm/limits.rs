@@ -1,0 +1,236 @@
+//! Structural limits checked on the raw bytes before the plist parser runs.
+//!
+//! A parsed plist value is dropped, cloned and compared recursively, so a body nesting arrays
+//! 100,000 deep (700 KB of `<array>`) overflows the stack and aborts the whole server — a
+//! panic handler cannot catch that. A binary plist can also share one object between many
+//! references, so a few hundred bytes can expand into billions of values. Both are rejected
+//! here, cheaply, before any value is built. Real check-ins and command results nest a few
+//! levels and hold at most thousands of values.
+
+use super::DecodeError;
+
+/// Deepest nesting of arrays and dictionaries accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most values a binary plist may expand into (shared references counted each time).
+pub const MAX_VALUES: usize = 200_000;
+
+fn too_complex(detail: String) -> DecodeError {
+    DecodeError::TooComplex { detail }
+}
+
+/// Checks an XML plist's nesting depth. Over-approximates (a `<dict` inside a comment counts),
+/// which only ever rejects exotic input.
+pub(crate) fn check_xml(body: &[u8]) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = body[i..].iter().position(|&b| b == b'<') {
+        let tag = &body[i + off + 1..];
+        i += off + 1;
+        if tag.starts_with(b"/array") || tag.starts_with(b"/dict") {
+            depth = depth.saturating_sub(1);
+        } else if tag.starts_with(b"array") || tag.starts_with(b"dict") {
+            let Some(end) = tag.iter().position(|&b| b == b'>') else {
+                break; // Unterminated tag: the parser reports it.
+            };
+            let self_closing = end > 0 && tag[end - 1] == b'/';
+            if !self_closing {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_complex(format!(
+                        "arrays/dictionaries nested deeper than {MAX_DEPTH}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks a binary plist's object graph (without decoding values) and checks its depth and how
+/// many values it expands into. Anything it cannot walk is rejected as not a plist.
+pub(crate) fn check_binary(body: &[u8]) -> Result<(), DecodeError> {
+    let bad = |detail: &str| DecodeError::NotAPlist {
+        format: "binary",
+        detail: detail.to_owned(),
+    };
+    if body.len() < 8 + 32 {
+        return Err(bad("shorter than header and trailer"));
+    }
+    let trailer = &body[body.len() - 32..];
+    let offset_size = usize::from(trailer[6]);
+    let ref_size = usize::from(trailer[7]);
+    let num_objects = be(&trailer[8..16]);
+    let top = be(&trailer[16..24]);
+    let table = be(&trailer[24..32]);
+    if !(1..=8).contains(&offset_size) || !(1..=8).contains(&ref_size) {
+        return Err(bad("invalid offset or reference size in trailer"));
+    }
+    if num_objects == 0 || num_objects > body.len() as u64 || top >= num_objects {
+        return Err(bad("invalid object count or top object in trailer"));
+    }
+    let table_len = num_objects.saturating_mul(offset_size as u64);
+    let table_end = table.saturating_add(table_len);
+    if table < 8 || table_end > (body.len() - 32) as u64 {
+        return Err(bad("offset table out of bounds"));
+    }
+    let (table, num_objects) = (table as usize, num_objects as usize);
+    let offset_of = |obj: usize| -> Option<usize> {
+        let start = table + obj * offset_size;
+        usize::try_from(be(&body[start..start + offset_size])).ok()
+    };
+    let mut stack = vec![(top as usize, 1usize)];
+    let mut values = 0usize;
+    while let Some((obj, depth)) = stack.pop() {
+        values += 1;
+        if values > MAX_VALUES {
+            return Err(too_complex(format!("more than {MAX_VALUES} values")));
+        }
+        if depth > MAX_DEPTH {
+            return Err(too_complex(format!(
+                "arrays/dictionaries nested deeper than {MAX_DEPTH}"
+            )));
+        }
+        if obj >= num_objects {
+            return Err(bad("object reference out of range"));
+        }
+        let off = offset_of(obj).ok_or_else(|| bad("object offset out of range"))?;
+        let marker = *body
+            .get(off)
+            .ok_or_else(|| bad("object offset out of range"))?;
+        let refs_per_entry = match marker >> 4 {
+            0xA..=0xC => 1, // array, ordered set, set
+            0xD => 2,             // dictionary: keys then values
+            _ => continue,        // scalars
+        };
+        let (count, refs_at) =
+            container_len(body, off, marker).ok_or_else(|| bad("bad container length"))?;
+        let n_refs = count
+            .checked_mul(refs_per_entry)
+            .filter(|n| n.saturating_mul(ref_size) <= body.len())
+            .ok_or_else(|| bad("container larger than the body"))?;
+        for k in 0..n_refs {
+            let at = refs_at + k * ref_size;
+            let r = body
+                .get(at..at + ref_size)
+                .ok_or_else(|| bad("object reference out of bounds"))?;
+            let r = usize::try_from(be(r)).map_err(|_| bad("object reference out of range"))?;
+            stack.push((r, depth + 1));
+        }
+    }
+    Ok(())
+}
+
+/// A container's entry count and where its references start.
+fn container_len(body: &[u8], off: usize, marker: u8) -> Option<(usize, usize)> {
+    let info = marker & 0x0F;
+    if info != 0x0F {
+        return Some((usize::from(info), off + 1));
+    }
+    let int_marker = *body.get(off + 1)?;
+    if int_marker >> 4 != 0x1 {
+        return None;
+    }
+    let width = 1usize << (int_marker & 0x0F);
+    if width > 8 {
+        return None;
+    }
+    let bytes = body.get(off + 2..off + 2 + width)?;
+    Some((usize::try_from(be(bytes)).ok()?, off + 2 + width))
+}
+
+/// Big-endian unsigned integer of up to 8 bytes.
+fn be(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plist::Value;
+
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::Array(vec![]);
+        for _ in 1..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    fn bin(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.to_writer_binary(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn xml_depth_limit() {
+        let ok = format!(
+            "{}{}",
+            "<array>".repeat(MAX_DEPTH),
+            "</array>".repeat(MAX_DEPTH)
+        );
+        assert!(check_xml(ok.as_bytes()).is_ok());
+        let many_siblings = "<array><dict/><array/></array>".repeat(10_000);
+        assert!(check_xml(many_siblings.as_bytes()).is_ok());
+        let deep = "<array>".repeat(MAX_DEPTH + 1);
+        assert!(matches!(
+            check_xml(deep.as_bytes()),
+            Err(DecodeError::TooComplex { .. })
+        ));
+        let deep_dicts = "<dict><key>k</key>".repeat(MAX_DEPTH + 1);
+        assert!(check_xml(deep_dicts.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn binary_depth_limit() {
+        assert!(check_binary(&bin(&nested(MAX_DEPTH))).is_ok());
+        assert!(matches!(
+            check_binary(&bin(&nested(MAX_DEPTH + 1))),
+            Err(DecodeError::TooComplex { .. })
+        ));
+        let mut d = plist::Dictionary::new();
+        d.insert("k".into(), nested(3));
+        d.insert("s".into(), Value::String("x".into()));
+        assert!(check_binary(&bin(&Value::Dictionary(d))).is_ok());
+    }
+
+    /// A hand-made binary plist where each array references the next one twice: 40 levels,
+    /// 2^40 values once expanded.
+    #[test]
+    fn binary_shared_reference_bomb() {
+        let levels = 40u8;
+        let mut body = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        for i in 0..levels {
+            offsets.push(body.len() as u8);
+            if i + 1 == levels {
+                body.push(0x08); // false
+            } else {
+                body.extend_from_slice(&[0xA2, i + 1, i + 1]);
+            }
+        }
+        let table = body.len() as u64;
+        body.extend_from_slice(&offsets);
+        let mut trailer = vec![0u8; 6];
+        trailer.push(1); // offset size
+        trailer.push(1); // ref size
+        trailer.extend_from_slice(&u64::from(levels).to_be_bytes());
+        trailer.extend_from_slice(&0u64.to_be_bytes());
+        trailer.extend_from_slice(&table.to_be_bytes());
+        body.extend_from_slice(&trailer);
+        let err = check_binary(&body).unwrap_err();
+        assert!(matches!(err, DecodeError::TooComplex { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn binary_garbage_is_rejected_not_panicking() {
+        assert!(check_binary(b"bplist00").is_err());
+        let mut b = bin(&nested(3));
+        let n = b.len();
+        b[n - 1] = 0xFF; // offset table offset out of range
+        assert!(check_binary(&b).is_err());
+        for end in 0..n {
+            let _ = check_binary(&b[..end]);
+        }
+    }
+}
