@@ -750,3 +750,80 @@ async fn scheduled_collection_refreshes_all_devices_periodically() {
         .await;
     assert!(body.is_empty());
 }
+
+/// A small deterministic generator (xorshift) so the mutation test needs no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[tokio::test]
+async fn mutated_bodies_never_get_5xx_or_401() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    let topic = srv.topic();
+    srv.enroll(&dev).await;
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for dict in [
+        plists::authenticate(&dev, &topic),
+        plists::token_update(&dev, &topic),
+        plists::set_bootstrap_token(&dev, &topic),
+        plists::report_idle(&dev),
+        plists::report_error(&dev, "9C2B4D6E-1A3F-4B5C-8D7E-0F1A2B3C4D5E"),
+        plists::report_device_information(&dev, "3F1E5C2A-7B4D-4E8F-9A06-2C1D3B5E7F90"),
+    ] {
+        seeds.push(plists::to_xml(&dict));
+        let mut binary = Vec::new();
+        Value::Dictionary(dict)
+            .to_writer_binary(&mut binary)
+            .unwrap();
+        seeds.push(binary);
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let paths = ["/mdm", "/mdm/checkin", "/mdm/server"];
+    for i in 0..300 {
+        let mut body = seeds[rng.below(seeds.len())].clone();
+        match rng.below(4) {
+            0 => body.truncate(rng.below(body.len())),
+            1 => {
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(body.len());
+                    body[at] = rng.next() as u8;
+                }
+            }
+            2 => {
+                let at = rng.below(body.len());
+                let junk: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+                body.splice(at..at, junk);
+            }
+            _ => {
+                let from = rng.below(body.len());
+                let to = from + rng.below(body.len() - from);
+                body.drain(from..to);
+            }
+        }
+        let path = paths[rng.below(paths.len())];
+        let (status, text) = srv.put_raw(path, body).await;
+        assert!(
+            status.is_success() || (status.is_client_error() && status != StatusCode::UNAUTHORIZED),
+            "case {i} on {path}: {status} {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let (s, _) = srv
+        .anon
+        .request(Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+}

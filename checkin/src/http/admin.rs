@@ -1,4 +1,17 @@
-//! The admin API (`/v1/…`, JSON). The bearer key was checked by the router.
+//! The admin API (`/v1/…`, JSON). The bearer key was checked by the router. Errors are
+//! `{"error": "…"}` with a 4xx/5xx status.
+//!
+//! | route | request | answer |
+//! |---|---|---|
+//! | `GET /v1/devices[?state=S]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
+//! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
+//! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
+//! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_udids"?}` |
+//! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?}` | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
+//! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
+//! | `GET /v1/pushcert` | | `{"subject", "topic", "serial", "not_after", "days_left", "expired", "apple_id"}` |
+//! | `PUT /v1/pushcert` | PEM certificate then PEM key | the new details; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
+//! | `PUT /v1/pushcert/memo` | `{"apple_id": "…"}` (empty clears) | the details with the memo |
 
 use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
