@@ -262,3 +262,43 @@ async fn concurrent_writes_share_commits() {
     );
     assert_eq!(store.count().await.unwrap(), 500);
 }
+
+/// Not a pass/fail test: prints durable write throughput with group commit.
+/// `cargo test -p magicpush-checkin --release --test store_sqlite -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn store_write_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let (tasks_n, per_task) = (64, 100);
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..tasks_n {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            for i in 0..per_task {
+                let udid = format!("W{w}-{i}");
+                store
+                    .authenticate(&authenticate(&udid), t(0))
+                    .await
+                    .unwrap();
+                store
+                    .token_update(&token_update(&udid, 1), t(1))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let writes = 2 * tasks_n * per_task;
+    let stats = store.commit_stats();
+    println!(
+        "{writes} durable writes from {tasks_n} concurrent clients in {elapsed:?}: {:.0} writes/s, {} commits (mean batch {:.1})",
+        writes as f64 / elapsed.as_secs_f64(),
+        stats.commits,
+        stats.writes as f64 / stats.commits.max(1) as f64
+    );
+}

@@ -381,3 +381,89 @@ pub(crate) fn apply_report(d: &mut Device, at: OffsetDateTime) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use magicpush_engine::{Delivered, PushError, Reason};
+
+    use super::*;
+
+    #[test]
+    fn push_outcome_from_engine_result() {
+        let ok: PushResult = Ok(Delivered {
+            apns_id: "id".into(),
+            latency: Duration::from_millis(3),
+            attempts: 1,
+        });
+        assert_eq!(PushOutcome::from_result(&ok), PushOutcome::Accepted);
+        let gone: PushResult = Err(PushError::Unregistered {
+            reason: Reason::ExpiredToken,
+            timestamp_ms: Some(7),
+        });
+        let o = PushOutcome::from_result(&gone);
+        assert_eq!(
+            o,
+            PushOutcome::Unregistered {
+                reason: "ExpiredToken".into(),
+                timestamp_ms: Some(7)
+            }
+        );
+        assert!(o.is_token_invalid());
+        let bad: PushResult = Err(PushError::Rejected {
+            status: 400,
+            reason: Reason::new("SomethingNew"),
+        });
+        let o = PushOutcome::from_result(&bad);
+        assert_eq!(
+            o.reason(),
+            Some("SomethingNew"),
+            "unknown reasons kept verbatim"
+        );
+        assert!(!o.is_token_invalid());
+        let bad_token: PushResult = Err(PushError::Rejected {
+            status: 400,
+            reason: Reason::BadDeviceToken,
+        });
+        assert!(PushOutcome::from_result(&bad_token).is_token_invalid());
+        let late: PushResult = Err(PushError::DeadlineExceeded {
+            deadline: Duration::from_secs(1),
+            attempts: 3,
+            last: None,
+        });
+        assert_eq!(
+            PushOutcome::from_result(&late),
+            PushOutcome::Failed {
+                reason: "DeadlineExceeded".into()
+            }
+        );
+        let json = serde_json::to_string(&PushOutcome::from_result(&gone)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"outcome":"unregistered","reason":"ExpiredToken","timestamp_ms":7}"#
+        );
+    }
+
+    #[test]
+    fn push_target_needs_valid_enrollment() {
+        let mut d = Device::new("A");
+        assert!(d.push_target().is_none());
+        d.token = Some("ABCD".into());
+        d.push_magic = Some("m".into());
+        d.enrolled_at = Some(OffsetDateTime::UNIX_EPOCH);
+        d.token_updated_at = d.enrolled_at;
+        let p = d.push_target().expect("pushable");
+        assert_eq!((p.token.as_hex(), p.magic.as_str()), ("abcd", "m"));
+        d.token = Some("not hex".into());
+        assert!(d.push_target().is_none());
+    }
+
+    #[test]
+    fn millisecond_roundtrip() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_780_000_000_123_456_789).unwrap();
+        assert_eq!(from_ms(to_ms(t)), truncate_ms(t));
+        assert_eq!(to_ms(truncate_ms(t)), 1_780_000_000_123);
+        assert_eq!(rfc3339(truncate_ms(t)), "2026-05-28T20:26:40.123Z");
+    }
+}
