@@ -99,8 +99,8 @@ pub(crate) fn check_binary(body: &[u8]) -> Result<(), DecodeError> {
             .ok_or_else(|| bad("object offset out of range"))?;
         let refs_per_entry = match marker >> 4 {
             0xA..=0xC => 1, // array, ordered set, set
-            0xD => 2,             // dictionary: keys then values
-            _ => continue,        // scalars
+            0xD => 2,       // dictionary: keys then values
+            _ => continue,  // scalars
         };
         let (count, refs_at) =
             container_len(body, off, marker).ok_or_else(|| bad("bad container length"))?;
