@@ -5,6 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -246,15 +248,13 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     }
 
     // Simulated devices: answer each push they receive.
+    let answered = Arc::new(AtomicUsize::new(0));
     let responder = {
         let admin = admin.clone();
         let devices = devices.clone();
+        let answered = answered.clone();
         tokio::spawn(async move {
-            let mut answered = 0;
-            while answered < devices.len() {
-                let Some(push) = accepted.recv().await else {
-                    return;
-                };
+            while let Some(push) = accepted.recv().await {
                 let Some(d) = devices.iter().find(|d| hex::encode(&d.token) == push.token) else {
                     continue;
                 };
@@ -267,7 +267,7 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
                     &plists::report_device_information(d, &uuid),
                 )
                 .await;
-                answered += 1;
+                answered.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
@@ -303,10 +303,37 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
             .any(|l| l.split_whitespace().eq(["responded", "2"])),
         "{stdout}"
     );
-    tokio::time::timeout(Duration::from_secs(10), responder)
-        .await
-        .unwrap()
-        .unwrap();
+    wait_count(&answered, 2).await;
+
+    // One device, by UDID: the CLI follows that device until it answered.
+    let url = server.url.clone();
+    let one = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "refresh",
+                "--udid",
+                "CLI-DEVICE-2",
+                "--wait",
+                "20s",
+                "--server",
+                &url,
+                "--api-key",
+                KEY,
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert!(
+        one.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert!(stdout.contains("1 device(s) to push"), "{stdout}");
+    wait_count(&answered, 3).await;
+    responder.abort();
 
     let url = server.url.clone();
     let (list, csv, report, denied) = tokio::task::spawn_blocking(move || {
@@ -401,4 +428,82 @@ async fn sigterm_stops_the_server_cleanly_and_the_data_stays() {
         .await
         .unwrap();
     assert_eq!(stored["state"], "no_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_with_cli_over_https() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let (tls_cert, tls_key) = write_pair(
+        dir.path(),
+        "server",
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+    );
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca.cert_pem()).unwrap();
+    let data = dir.path().join("data");
+    let server = serve(
+        &["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"],
+        &[
+            ("--data-dir", &data),
+            ("--cert", &cert),
+            ("--key", &key),
+            ("--tls-cert", &tls_cert),
+            ("--tls-key", &tls_key),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca_pem = pki.ca.cert_pem().as_bytes().to_vec();
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), Some(&ca_pem)).unwrap();
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::authenticate(&device(5), &pki.topic),
+    )
+    .await;
+
+    let url = server.url.clone();
+    let (ok, no_ca) = tokio::task::spawn_blocking(move || {
+        (
+            run(
+                &["devices", "--server", &url, "--api-key", KEY],
+                &[("--ca", &ca)],
+            ),
+            run(&["devices", "--server", &url, "--api-key", KEY], &[]),
+        )
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        out.contains("CLI-DEVICE-5") && out.contains("no_token"),
+        "{out}"
+    );
+    assert!(!no_ca.status.success());
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca"));
+}
+
+/// Waits (bounded) until the responder has answered `n` pushes: the CLI stops waiting at the
+/// device's first report (Idle), a moment before its DeviceInformation result.
+async fn wait_count(count: &AtomicUsize, n: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < until,
+            "{} answers, wanted {n}",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
