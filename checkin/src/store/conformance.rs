@@ -18,7 +18,7 @@ use magicpush_engine::DeviceToken;
 use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
-use super::{EnqueueMode, Enrollment, PushOutcome, Store, StoreError};
+use super::{EnqueueMode, Enrollment, PushOutcome, Store, StoreError, RESULTS_KEPT_PER_DEVICE};
 use crate::mdm::{
     decode_report, Authenticate, Command, DeviceInfo, Report, Secret, Status, TokenUpdate,
     UserChannel, DEVICE_INFORMATION,
@@ -42,6 +42,7 @@ macro_rules! store_conformance {
             not_now_stays_queued_and_is_skipped_in_session,
             device_information_updates_device,
             result_for_unknown_command_is_recorded,
+            old_results_are_pruned,
             push_bookkeeping_and_latency,
             unregistered_push_stops_pushing_until_token_update,
             listing_and_counting,
@@ -700,4 +701,34 @@ pub async fn secrets_are_redacted(store: Arc<dyn Store>) {
     assert!(!json.contains("unlock") && !json.contains("bootstrap") && !json.contains("magic-A"));
     assert!(json.contains("\"serial_number\":\"SN-A\""), "{json}");
     assert!(json.contains("\"enrolled_at\":\"2026-"), "{json}");
+}
+
+#[allow(missing_docs)]
+pub async fn old_results_are_pruned(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    enroll(&*store, "B", t(0)).await;
+    let b = report("B", Status::Acknowledged, Some("B-ONLY"), Dictionary::new());
+    store.record_report(&b, t(1)).await.unwrap();
+    let extra = 5;
+    for i in 0..RESULTS_KEPT_PER_DEVICE + extra {
+        let uuid = format!("CMD-{i:03}");
+        let r = report("A", Status::Acknowledged, Some(&uuid), Dictionary::new());
+        store.record_report(&r, t(2 + i as i64)).await.unwrap();
+    }
+    let kept: Vec<String> = store
+        .results("A")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.command_uuid)
+        .collect();
+    let want: Vec<String> = (extra..RESULTS_KEPT_PER_DEVICE + extra)
+        .map(|i| format!("CMD-{i:03}"))
+        .collect();
+    assert_eq!(kept, want, "the newest results, oldest first");
+    assert_eq!(
+        store.results("B").await.unwrap().len(),
+        1,
+        "other devices untouched"
+    );
 }

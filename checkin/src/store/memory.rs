@@ -9,7 +9,7 @@ use super::model::{
     apply_contact, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
     PushOutcome, QueuedCommand, ReportOutcome, User,
 };
-use super::{logic, Store, StoreError, StoreFuture};
+use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
 use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 
 struct Queued {
@@ -292,6 +292,15 @@ impl Store for MemoryStore {
                 raw: report.raw_xml(),
                 at,
             });
+            let mine = s.results.iter().filter(|r| r.udid == report.udid).count();
+            if mine > RESULTS_KEPT_PER_DEVICE {
+                let mut drop = mine - RESULTS_KEPT_PER_DEVICE;
+                s.results.retain(|r| {
+                    let old = drop > 0 && r.udid == report.udid;
+                    drop -= usize::from(old);
+                    !old
+                });
+            }
             Ok(out)
         })
     }

@@ -32,6 +32,10 @@ pub use model::{
 };
 pub use sqlite::{CommitStats, SqliteOptions, SqliteStore, DB_FILE_NAME};
 
+/// Command results kept per device: the newest ones; older results are deleted as new ones
+/// arrive, so a daily refresh of 30,000 devices does not grow the database without bound.
+pub const RESULTS_KEPT_PER_DEVICE: usize = 20;
+
 /// The future every [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -162,7 +166,8 @@ pub trait Store: Send + Sync + 'static {
     ///   not reported since `last_push_at`), sets `first_report_after_push_at` — that is the
     ///   proof of contact and gives the push→report latency;
     /// - for every status but Idle, appends a [`CommandResult`] (status, error chain, the raw
-    ///   report as XML), also for a CommandUUID the store does not know;
+    ///   report as XML), also for a CommandUUID the store does not know; only the newest
+    ///   [`RESULTS_KEPT_PER_DEVICE`] are kept;
     /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
     ///   NotNow keeps it and marks it (see [`Store::next_command`]);
     /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets
@@ -175,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ReportOutcome>;
 
-    /// Every recorded result for the device, oldest first.
+    /// The device's recorded results (at most [`RESULTS_KEPT_PER_DEVICE`]), oldest first.
     fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>>;
 
     /// Every user channel recorded for the device, by UserID.

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use super::db_err;
 use crate::mdm::{ErrorChainItem, Secret, Status};
 use crate::store::model::{from_ms, to_ms};
-use crate::store::{CommandResult, Device, PushOutcome, QueuedCommand, StoreError, User};
+use crate::store::{
+    CommandResult, Device, PushOutcome, QueuedCommand, StoreError, User, RESULTS_KEPT_PER_DEVICE,
+};
 
 const DEVICE_COLUMNS: [&str; 30] = [
     "udid",
@@ -258,6 +260,12 @@ pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), 
         ])
     })
     .map_err(db_err("write result"))?;
+    conn.prepare_cached(
+        "DELETE FROM results WHERE udid = ?1 AND id <= (
+             SELECT id FROM results WHERE udid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .and_then(|mut s| s.execute(params![r.udid, RESULTS_KEPT_PER_DEVICE as i64]))
+    .map_err(db_err("prune results"))?;
     Ok(())
 }
 
