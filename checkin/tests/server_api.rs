@@ -284,11 +284,15 @@ async fn enrollment_checkout_and_bootstrap_token() {
     let srv = TestServer::start(Options::default()).await;
     let dev = device(1);
     let topic = srv.topic();
-    let (s, body) = srv
-        .put("/mdm/checkin", &plists::authenticate(&dev, &topic))
-        .await;
+    // Binary plists are accepted like XML ones.
+    let mut binary = Vec::new();
+    Value::Dictionary(plists::authenticate(&dev, &topic))
+        .to_writer_binary(&mut binary)
+        .unwrap();
+    let (s, body) = srv.put_raw("/mdm", binary).await;
     assert_eq!((s, body.len()), (StatusCode::OK, 0));
     assert_eq!(srv.state(&dev.udid).await, "no_token");
+    assert_eq!(srv.device_json(&dev.udid).await["model_name"], "iPhone");
     let (s, _) = srv
         .put("/mdm/checkin", &plists::token_update(&dev, &topic))
         .await;

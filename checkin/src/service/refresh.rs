@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magicpush_engine::DevicePush;
+use magicpush_engine::{DevicePush, PushError};
 use serde::Serialize;
 
 use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
@@ -209,6 +209,11 @@ impl Service {
                 tokio::spawn(async move {
                     let result = sending.await;
                     drop(permit);
+                    if matches!(result, Err(PushError::Shutdown)) {
+                        // The server is stopping: the outcome is unknown, not a failure of
+                        // the device; leave the attempt open (pending).
+                        return;
+                    }
                     let outcome = PushOutcome::from_result(&result);
                     ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
                         .increment(1);
