@@ -549,6 +549,28 @@ async fn commands_are_queued_sent_and_not_now_keeps_them() {
     assert!(body.is_empty());
     let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
     assert!(body.is_empty(), "the errored command left the queue");
+    let history = srv
+        .admin
+        .get_json(&format!("/v1/devices/{}/commands", dev.udid))
+        .await
+        .unwrap();
+    assert_eq!(history["queued"], serde_json::json!([]), "{history}");
+    let results = history["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{history}");
+    assert_eq!(results[0]["status"], "NotNow");
+    assert_eq!(results[1]["status"], "Error");
+    assert_eq!(results[1]["request_type"], "InstalledApplicationList");
+    assert_eq!(results[1]["error_chain"][0]["code"], 12021);
+    assert!(results[1]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("MCMDMErrorDomain"));
+    let (s, _) = srv
+        .admin
+        .request(Method::GET, "/v1/devices/nope/commands", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
 
     for bad in [
         serde_json::json!({"udids": [], "request_type": "X"}),

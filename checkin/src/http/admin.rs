@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GET /v1/devices[?state=S]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
+//! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
 //! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?}` | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
@@ -80,13 +81,21 @@ where
         }
         p if p.starts_with("/v1/devices/") => {
             only(&Method::GET)?;
-            let udid = &p["/v1/devices/".len()..];
+            let rest = &p["/v1/devices/".len()..];
+            let (udid, commands) = match rest.strip_suffix("/commands") {
+                Some(udid) => (udid, true),
+                None => (rest, false),
+            };
             if udid.is_empty() || udid.contains('/') {
                 return Err(ApiError::not_found(format!("no route for {p}")));
             }
             let udid = percent_decode(udid)
                 .ok_or_else(|| ApiError::bad_request("malformed percent-encoding in UDID"))?;
-            ok_json(service.device_json(&udid).await?)
+            if commands {
+                ok_json(service.device_commands_json(&udid).await?)
+            } else {
+                ok_json(service.device_json(&udid).await?)
+            }
         }
         "/v1/refresh" => {
             only(&Method::POST)?;

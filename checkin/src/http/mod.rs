@@ -68,6 +68,13 @@ impl App {
             "status" => resp.status().as_str().to_owned()
         )
         .increment(1);
+        tracing::debug!(
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
         resp
     }
 

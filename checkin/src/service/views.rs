@@ -46,6 +46,42 @@ impl Service {
         Ok(self.device_value(&device, Self::now()))
     }
 
+    /// The device's queued commands and recorded results:
+    /// `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}],
+    ///   "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}`.
+    pub async fn device_commands_json(&self, udid: &str) -> Result<Value, ServiceError> {
+        if self.store.device(udid).await?.is_none() {
+            return Err(ServiceError::NotFound(format!("no device {udid}")));
+        }
+        let queued = self.store.queued(udid).await?;
+        let results = self.store.results(udid).await?;
+        let queued: Vec<Value> = queued
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "command_uuid": q.uuid,
+                    "request_type": q.request_type,
+                    "queued_at": rfc3339(q.queued_at),
+                    "not_now_at": q.not_now_at.map(rfc3339),
+                })
+            })
+            .collect();
+        let results: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "command_uuid": r.command_uuid,
+                    "request_type": r.request_type,
+                    "status": r.status.as_str(),
+                    "error_chain": r.error_chain,
+                    "at": rfc3339(r.at),
+                    "raw": String::from_utf8_lossy(&r.raw),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "queued": queued, "results": results }))
+    }
+
     /// The CSV export (header row first, CRLF line ends), of every device or those in `only`
     /// state.
     pub async fn devices_csv(&self, only: Option<ConnState>) -> Result<String, ServiceError> {
