@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
@@ -14,7 +13,7 @@ use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
 use crate::cert::PushCertificate;
 use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
 use crate::endpoint::Endpoint;
-use crate::job::Job;
+use crate::job::{Job, Reply};
 use crate::outcome::{DevicePush, DeviceToken, PushError, PushResult};
 use crate::pool::backoff::Backoff;
 use crate::pool::plan::{Plan, RetryPolicy};
@@ -291,7 +290,7 @@ impl Client {
     /// ends within the deadline (plus a small grace).
     pub async fn push(&self, push: DevicePush) -> PushResult {
         let now = Instant::now();
-        let (job, rx) = Job::new(push, self.inner.deadline, now);
+        let (job, rx) = Job::single(push, self.inner.deadline, now);
         let deadline = job.deadline;
         let permit =
             match tokio::time::timeout_at(deadline.into(), self.inner.intake.reserve()).await {
@@ -319,7 +318,7 @@ impl Client {
         &self,
         push: DevicePush,
     ) -> Result<impl std::future::Future<Output = PushResult> + Send + 'static, QueueFull> {
-        let (job, rx) = Job::new(push, self.inner.deadline, Instant::now());
+        let (job, rx) = Job::single(push, self.inner.deadline, Instant::now());
         let deadline = job.deadline;
         match self.inner.intake.try_send(job) {
             Ok(()) => {
@@ -357,12 +356,15 @@ impl Client {
     where
         I: IntoIterator<Item = DevicePush>,
     {
+        let (results_tx, results) = mpsc::unbounded_channel();
         BulkPush {
             client: self.clone(),
             source: pushes.into_iter(),
             exhausted: false,
             next_index: 0,
-            pending: FuturesUnordered::new(),
+            outstanding: 0,
+            results_tx,
+            results,
             summary: Summary::default(),
             started: Instant::now(),
         }
@@ -433,15 +435,16 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = BulkItem> + Send + 'static>>;
-
 /// Outcomes of [`Client::push_bulk`] as they complete.
 pub struct BulkPush<I> {
     client: Client,
     source: I,
     exhausted: bool,
     next_index: usize,
-    pending: FuturesUnordered<PendingPush>,
+    /// Submitted and not yet reported.
+    outstanding: usize,
+    results_tx: mpsc::UnboundedSender<BulkItem>,
+    results: mpsc::UnboundedReceiver<BulkItem>,
     summary: Summary,
     started: Instant,
 }
@@ -449,58 +452,79 @@ pub struct BulkPush<I> {
 impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
     /// The next finished push, or `None` when every push has ended.
     pub async fn next(&mut self) -> Option<BulkItem> {
+        let inner = self.client.inner.clone();
         loop {
-            if self.exhausted && self.pending.is_empty() {
+            // Submit without waiting while the queue has room.
+            while !self.exhausted {
+                match inner.intake.try_reserve() {
+                    Ok(permit) => self.submit(permit),
+                    Err(mpsc::error::TrySendError::Full(())) => break,
+                    Err(mpsc::error::TrySendError::Closed(())) => {
+                        self.fail_rest_shutdown();
+                        break;
+                    }
+                }
+            }
+            if let Ok(item) = self.results.try_recv() {
+                return Some(self.reported(item));
+            }
+            if self.exhausted && self.outstanding == 0 {
                 self.summary.elapsed = self.started.elapsed();
                 return None;
             }
             let step = tokio::select! {
                 biased;
-                Some(item) = self.pending.next(), if !self.pending.is_empty() => Step::Done(item),
-                permit = self.client.inner.intake.clone().reserve_owned(), if !self.exhausted => {
-                    Step::Room(permit.ok())
-                }
+                Some(item) = self.results.recv(), if self.outstanding > 0 => Step::Done(item),
+                permit = inner.intake.reserve(), if !self.exhausted => Step::Room(permit.is_ok()),
             };
             match step {
-                Step::Done(item) => {
-                    count(&mut self.summary, &item.result);
-                    return Some(item);
-                }
-                Step::Room(permit) => {
-                    let Some(push) = self.source.next() else {
-                        self.exhausted = true;
-                        continue;
-                    };
-                    let index = self.next_index;
-                    self.next_index += 1;
-                    self.summary.sent += 1;
-                    let token = push.token.clone();
-                    let (job, rx) = Job::new(push, self.client.inner.deadline, Instant::now());
-                    let deadline = job.deadline;
-                    let Some(permit) = permit else {
-                        job.finish(Err(PushError::Shutdown));
-                        self.pending.push(Box::pin(async move {
-                            BulkItem {
-                                index,
-                                token,
-                                result: Err(PushError::Shutdown),
-                            }
-                        }));
-                        continue;
-                    };
-                    permit.send(job);
-                    let client = self.client.clone();
-                    self.pending.push(Box::pin(async move {
-                        let result = client.await_outcome(rx, deadline).await;
-                        BulkItem {
-                            index,
-                            token,
-                            result,
-                        }
-                    }));
-                }
+                Step::Done(item) => return Some(self.reported(item)),
+                // Room again: the loop's top submits.
+                Step::Room(true) => {}
+                Step::Room(false) => self.fail_rest_shutdown(),
             }
         }
+    }
+
+    fn submit(&mut self, permit: mpsc::Permit<'_, Job>) {
+        let Some(push) = self.source.next() else {
+            self.exhausted = true;
+            return;
+        };
+        let reply = Reply::Bulk {
+            index: self.next_index,
+            tx: self.results_tx.clone(),
+        };
+        self.next_index += 1;
+        self.outstanding += 1;
+        self.summary.sent += 1;
+        permit.send(Job::new(
+            push,
+            reply,
+            self.client.inner.deadline,
+            Instant::now(),
+        ));
+    }
+
+    /// The client is shut down: every remaining push ends as `Shutdown`.
+    fn fail_rest_shutdown(&mut self) {
+        for push in self.source.by_ref() {
+            let reply = Reply::Bulk {
+                index: self.next_index,
+                tx: self.results_tx.clone(),
+            };
+            self.next_index += 1;
+            self.outstanding += 1;
+            self.summary.sent += 1;
+            Job::new(push, reply, Duration::ZERO, Instant::now()).finish(Err(PushError::Shutdown));
+        }
+        self.exhausted = true;
+    }
+
+    fn reported(&mut self, item: BulkItem) -> BulkItem {
+        self.outstanding -= 1;
+        count(&mut self.summary, &item.result);
+        item
     }
 
     /// Drains the rest and returns the summary.
@@ -519,7 +543,7 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
 
 enum Step {
     Done(BulkItem),
-    Room(Option<mpsc::OwnedPermit<Job>>),
+    Room(bool),
 }
 
 fn count(summary: &mut Summary, result: &PushResult) {

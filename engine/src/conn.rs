@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, Notify};
 
 use crate::apns::reason::Reason;
@@ -44,12 +45,18 @@ pub(crate) enum Event {
         attempt: u64,
         error: crate::transport::ConnectError,
     },
-    /// Stop giving this connection work (GOAWAY received or it is dying).
-    GoingAway { id: ConnId, cause: CloseCause },
+    /// Stop giving this connection work (GOAWAY received or it is dying). `served`: it
+    /// answered at least one push.
+    GoingAway {
+        id: ConnId,
+        cause: CloseCause,
+        served: bool,
+    },
     /// The connection ended; `leftover` were never answered.
     Closed {
         id: ConnId,
         cause: CloseCause,
+        served: bool,
         leftover: Vec<(Job, Reason, bool)>,
     },
     /// A push met a transient failure. `unprocessed`: the server never looked at it.
@@ -115,6 +122,7 @@ pub(crate) fn spawn(
         jobs: rx,
         slab: Slab::default(),
         inflight: FuturesUnordered::new(),
+        served: false,
     };
     tokio::spawn(driver.run(connected));
     Live {
@@ -132,6 +140,8 @@ struct Driver {
     jobs: mpsc::UnboundedReceiver<Job>,
     slab: Slab,
     inflight: FuturesUnordered<InFlight>,
+    /// Whether the server answered at least one push here.
+    served: bool,
 }
 
 impl Driver {
@@ -163,7 +173,10 @@ impl Driver {
                 ready = poll_fn(|cx| send.poll_ready(cx)), if held.is_some() => {
                     let job = held.take().expect("guarded by held.is_some()");
                     match ready {
-                        Ok(()) => self.send(&mut send, job),
+                        Ok(()) => {
+                            self.send(&mut send, job);
+                            self.pump(&mut send, &mut held);
+                        }
                         Err(e) => {
                             // GOAWAY or a dead connection: this push never left.
                             self.hand_back(job, stream_reason(&e), true);
@@ -176,7 +189,10 @@ impl Driver {
                     }
                 }
                 job = self.jobs.recv(), if held.is_none() && accepting => match job {
-                    Some(job) => held = Some(job),
+                    Some(job) => {
+                        held = Some(job);
+                        self.pump(&mut send, &mut held);
+                    }
                     // The dispatcher retired this connection: finish what is in flight.
                     None => accepting = false,
                 },
@@ -234,16 +250,36 @@ impl Driver {
         let _ = self.config.events.send(Event::Closed {
             id: self.id,
             cause,
+            served: self.served,
             leftover,
         });
     }
 
+    /// Sends `held` and whatever else is queued for this connection while h2 is ready for
+    /// another stream, without going back through the select loop for each push. What cannot
+    /// be sent yet stays in `held`, where the loop waits for readiness (or its error).
+    fn pump(&mut self, send: &mut h2::client::SendRequest<Bytes>, held: &mut Option<Job>) {
+        loop {
+            let Some(job) = held.take().or_else(|| self.jobs.try_recv().ok()) else {
+                return;
+            };
+            match poll_fn(|cx| send.poll_ready(cx)).now_or_never() {
+                Some(Ok(())) => self.send(send, job),
+                _ => {
+                    *held = Some(job);
+                    return;
+                }
+            }
+        }
+    }
+
     fn going_away(&self, cause: CloseCause) {
         self.shared.max_streams.store(0, Ordering::Relaxed);
-        let _ = self
-            .config
-            .events
-            .send(Event::GoingAway { id: self.id, cause });
+        let _ = self.config.events.send(Event::GoingAway {
+            id: self.id,
+            cause,
+            served: self.served,
+        });
     }
 
     fn send(&mut self, send: &mut h2::client::SendRequest<Bytes>, mut job: Job) {
@@ -293,6 +329,9 @@ impl Driver {
 
     fn on_answer(&mut self, key: usize, answer: Answer) {
         self.release();
+        if matches!(answer, Answer::Verdict(_)) {
+            self.served = true;
+        }
         let Some(job) = self.slab.remove(key) else {
             return;
         };

@@ -165,7 +165,7 @@ impl Dispatcher {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        let mut gauges = tokio::time::interval(Duration::from_millis(250));
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut intake_open = true;
         loop {
@@ -203,7 +203,10 @@ impl Dispatcher {
                     None => intake_open = false,
                 },
                 () = sleep_until(wake), if wake.is_some() => {}
-                _ = gauges.tick() => self.update_gauges(),
+                _ = gauges.tick() => {
+                    self.update_gauges();
+                    self.sweep_expired_intake(Instant::now());
+                }
             }
             if !intake_open && self.shutting_down.is_none() && self.all_idle() {
                 // Every client handle is gone and nothing is left to do.
@@ -305,6 +308,26 @@ impl Dispatcher {
         }
     }
 
+    /// While no connection has room, pushes wait in the intake queue where nothing looks at
+    /// them; this ends the ones whose deadline has passed (they are in submission order, so
+    /// it stops at the first live one, which then waits here with its deadline watched).
+    fn sweep_expired_intake(&mut self, now: Instant) {
+        if self.has_room() || !self.waiting.is_empty() {
+            return;
+        }
+        while let Ok(job) = self.intake.try_recv() {
+            if job.abandoned() {
+                continue;
+            }
+            if now >= job.deadline {
+                job.deadline_exceeded();
+            } else {
+                self.waiting.push_back(job);
+                break;
+            }
+        }
+    }
+
     fn has_room(&self) -> bool {
         self.slots.iter().flatten().any(|l| {
             l.shared.in_flight.load(Ordering::Acquire)
@@ -401,19 +424,20 @@ impl Dispatcher {
                     .on_connect_failed(slot, now, certificate, fastrand::f64());
                 self.sync_rejected();
             }
-            Event::GoingAway { id, cause } => {
+            Event::GoingAway { id, cause, served } => {
                 if let Some(slot) = self.slot_of(id) {
                     let live = self.slots[slot].take().expect("slot_of found it");
                     self.draining.push(Draining::from(live));
                     self.settings
                         .plan
-                        .on_closed(slot, now, cause, fastrand::f64());
+                        .on_closed(slot, now, cause, served, fastrand::f64());
                     self.sync_rejected();
                 }
             }
             Event::Closed {
                 id,
                 cause,
+                served,
                 leftover,
             } => {
                 if let Some(slot) = self.slot_of(id) {
@@ -423,7 +447,7 @@ impl Dispatcher {
                     }
                     self.settings
                         .plan
-                        .on_closed(slot, now, cause, fastrand::f64());
+                        .on_closed(slot, now, cause, served, fastrand::f64());
                     self.sync_rejected();
                 }
                 self.draining.retain(|l| l.id != id);

@@ -2,18 +2,32 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::apns::reason::Reason;
+use crate::client::BulkItem;
 use crate::metrics as m;
 use crate::outcome::{Delivered, DevicePush, PushError, PushResult};
 
-/// A push with its reply channel and retry bookkeeping. Dropping a `Job` without calling
-/// [`Job::finish`] is a bug: the caller's backstop would report `Shutdown`.
+/// Where a push's outcome goes.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A single `push()` waiting on its own channel.
+    One(oneshot::Sender<PushResult>),
+    /// One push of a bulk call: all of its outcomes share one channel.
+    Bulk {
+        index: usize,
+        tx: mpsc::UnboundedSender<BulkItem>,
+    },
+}
+
+/// A push with its reply channel and retry bookkeeping. It ends exactly once: through
+/// [`Job::finish`], or — should a bug or a dying runtime drop it — as
+/// [`PushError::Shutdown`] from its `Drop`.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub push: DevicePush,
-    reply: oneshot::Sender<PushResult>,
+    reply: Option<Reply>,
     pub submitted: Instant,
     pub deadline: Instant,
     pub deadline_len: Duration,
@@ -26,30 +40,36 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub fn new(
+    pub fn new(push: DevicePush, reply: Reply, deadline_len: Duration, now: Instant) -> Job {
+        Job {
+            push,
+            reply: Some(reply),
+            submitted: now,
+            deadline: now + deadline_len,
+            deadline_len,
+            attempts: 0,
+            last: None,
+            avoid: None,
+        }
+    }
+
+    /// A job for a single push, with the receiver of its outcome.
+    pub fn single(
         push: DevicePush,
         deadline_len: Duration,
         now: Instant,
     ) -> (Job, oneshot::Receiver<PushResult>) {
-        let (reply, rx) = oneshot::channel();
-        (
-            Job {
-                push,
-                reply,
-                submitted: now,
-                deadline: now + deadline_len,
-                deadline_len,
-                attempts: 0,
-                last: None,
-                avoid: None,
-            },
-            rx,
-        )
+        let (tx, rx) = oneshot::channel();
+        (Job::new(push, Reply::One(tx), deadline_len, now), rx)
     }
 
-    /// The caller stopped waiting (its own deadline backstop fired, or it was dropped).
+    /// Nobody waits for the outcome any more (the caller's own deadline fired, or it went away).
     pub fn abandoned(&self) -> bool {
-        self.reply.is_closed()
+        match &self.reply {
+            Some(Reply::One(tx)) => tx.is_closed(),
+            Some(Reply::Bulk { tx, .. }) => tx.is_closed(),
+            None => true,
+        }
     }
 
     pub fn delivered(self, apns_id: String) {
@@ -72,9 +92,69 @@ impl Job {
     }
 
     /// Ends the push: records its outcome once and hands it to the caller.
-    pub fn finish(self, result: PushResult) {
+    pub fn finish(mut self, result: PushResult) {
+        if let Some(reply) = self.reply.take() {
+            self.send(reply, result);
+        }
+    }
+
+    fn send(&mut self, reply: Reply, result: PushResult) {
         m::record_outcome(&result, self.submitted.elapsed());
         // The caller may have gone away; the outcome is still counted.
-        let _ = self.reply.send(result);
+        match reply {
+            Reply::One(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Bulk { index, tx } => {
+                let _ = tx.send(BulkItem {
+                    index,
+                    token: self.push.token.clone(),
+                    result,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            self.send(reply, Err(PushError::Shutdown));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::DeviceToken;
+
+    fn push() -> DevicePush {
+        DevicePush::new(DeviceToken::from_hex("abcd").unwrap(), "m")
+    }
+
+    #[test]
+    fn a_dropped_job_still_ends_once() {
+        let (job, mut rx) = Job::single(push(), Duration::from_secs(1), Instant::now());
+        drop(job);
+        assert_eq!(rx.try_recv().unwrap(), Err(PushError::Shutdown));
+    }
+
+    #[test]
+    fn bulk_outcomes_carry_index_and_token() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let job = Job::new(
+            push(),
+            Reply::Bulk { index: 7, tx },
+            Duration::from_secs(1),
+            Instant::now(),
+        );
+        assert!(!job.abandoned());
+        job.delivered("id".into());
+        let item = rx.try_recv().unwrap();
+        assert_eq!(item.index, 7);
+        assert_eq!(item.token.as_hex(), "abcd");
+        assert!(item.result.is_ok());
+        assert!(rx.try_recv().is_err(), "exactly one outcome");
     }
 }

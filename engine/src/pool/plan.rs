@@ -152,9 +152,18 @@ impl Plan {
         s.phase = Phase::Waiting(now + backoff.delay(s.failures, jitter));
     }
 
-    /// The open connection of `slot` ended. A GOAWAY or a drop of a connection that had lived
-    /// a healthy while reconnects at once; a connection that keeps dying young backs off.
-    pub fn on_closed(&mut self, slot: usize, now: Instant, cause: CloseCause, jitter: f64) {
+    /// The open connection of `slot` ended. A connection that was useful — it answered at
+    /// least one push (`served`), or lived a healthy while — reconnects at once, whatever
+    /// ended it (servers rotate connections with GOAWAY routinely); one that keeps dying
+    /// before doing anything backs off.
+    pub fn on_closed(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        cause: CloseCause,
+        served: bool,
+        jitter: f64,
+    ) {
         if let CloseCause::CertificateRejected(reason) = &cause {
             self.on_certificate_rejected(reason.clone(), now, jitter);
         }
@@ -163,7 +172,7 @@ impl Plan {
             Phase::Open(since) => now.saturating_duration_since(since),
             _ => Duration::ZERO,
         };
-        if lived >= HEALTHY_LIFETIME {
+        if served || lived >= HEALTHY_LIFETIME {
             s.failures = 0;
         }
         let backoff = if self.rejected.is_some() {
@@ -326,15 +335,34 @@ mod tests {
         p.take_due(t0);
         p.on_connected(0, t0);
         let t1 = t0 + Duration::from_secs(3600);
-        p.on_closed(0, t1, CloseCause::GoAway, 0.5);
+        p.on_closed(0, t1, CloseCause::GoAway, false, 0.5);
         assert_eq!(p.phase(0), Phase::Due, "first reconnect is immediate");
         assert_eq!(p.take_due(t1), vec![0]);
         p.on_connected(0, t1);
-        // Dies young: backs off.
-        p.on_closed(0, t1 + Duration::from_millis(10), CloseCause::Lost, 1.0);
+        // Dies young without doing anything: backs off.
+        p.on_closed(
+            0,
+            t1 + Duration::from_millis(10),
+            CloseCause::Lost,
+            false,
+            1.0,
+        );
         assert!(matches!(p.phase(0), Phase::Waiting(_)));
         let wait = p.next_wake().unwrap() - (t1 + Duration::from_millis(10));
         assert_eq!(wait, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_connection_rotated_by_goaway_after_serving_reconnects_at_once_every_time() {
+        let mut p = plan(1);
+        let mut now = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(p.take_due(now), vec![0]);
+            p.on_connected(0, now);
+            now += Duration::from_millis(30);
+            p.on_closed(0, now, CloseCause::GoAway, true, 1.0);
+            assert_eq!(p.phase(0), Phase::Due);
+        }
     }
 
     #[test]
