@@ -1,4 +1,6 @@
 //! magicpush-loadtest: a mock APNs, the engine benchmark and a simulated device fleet.
 
+pub mod bench;
 pub mod cli;
 pub mod mock_apns;
+pub mod rss;

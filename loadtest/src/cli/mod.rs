@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod apns_bench;
 pub mod mock_apns;
 
 #[derive(Debug, Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run a mock APNs (HTTP/2 + TLS) with fault injection until Ctrl-C.
     MockApns(mock_apns::MockApnsArgs),
+    /// Benchmark the engine against the mock APNs (optionally beside h2load).
+    ApnsBench(apns_bench::ApnsBenchArgs),
 }
 
 /// Parses the command line, runs the subcommand, and maps errors to a message and exit code.
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::MockApns(args) => mock_apns::run(args),
+        Command::ApnsBench(args) => apns_bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,307 @@
+//! The engine benchmark: the engine pushing to the mock APNs, optionally side by side with
+//! `h2load` against the same mock.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use magicpush_engine::cert::PushCertificate;
+use magicpush_engine::{Client, DevicePush, DeviceToken, Endpoint};
+use magicpush_fixtures::TestPki;
+use serde::Serialize;
+
+use crate::mock_apns::{ClientAuth, MockApns, MockConfig, MockHandle};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Pushes per engine run.
+    pub pushes: u64,
+    /// HTTP/2 connections (engine and h2load alike).
+    pub connections: usize,
+    /// Concurrent streams per connection (engine cap, mock's SETTINGS, h2load -m).
+    pub streams: usize,
+    /// Mock answer delay.
+    pub delay: Duration,
+    /// Tokio worker threads for the engine, and h2load's -t.
+    pub threads: usize,
+    /// Run h2load too and report the ratio.
+    pub compare_h2load: bool,
+    /// A running APNs (mock) to push to instead of an in-process mock.
+    pub external: Option<External>,
+}
+
+/// An APNs-like server started elsewhere.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// `https://host:port`.
+    pub url: String,
+    /// Push certificate PEM path.
+    pub cert: std::path::PathBuf,
+    /// Its key PEM path.
+    pub key: std::path::PathBuf,
+    /// CA that signed the server's certificate.
+    pub ca: std::path::PathBuf,
+}
+
+/// The measurements; `--json` prints this.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub pushes: u64,
+    pub connections: usize,
+    pub streams: usize,
+    pub delay_ms: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub elapsed_s: f64,
+    pub pushes_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Peak RSS of this process (engine, plus the in-process mock when there is one).
+    pub peak_rss_mb: f64,
+    /// Most pushes held by the engine at once (queue + in flight).
+    pub max_held: u64,
+    /// RSS growth during the run divided by `max_held`: an upper bound on memory per push
+    /// held (it includes the mock's per-stream memory when the mock is in-process).
+    pub bytes_per_held_push: Option<f64>,
+    /// Connections × streams / delay, when a delay is set.
+    pub bound_per_s: Option<f64>,
+    pub h2load_per_s: Option<f64>,
+    pub ratio_vs_h2load: Option<f64>,
+    pub ratio_vs_bound: Option<f64>,
+}
+
+/// Runs the benchmark on a runtime of its own for the mock and one for the engine.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mock_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mock-apns")
+        .enable_all()
+        .build()?;
+    let engine_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads.max(1))
+        .thread_name("engine")
+        .enable_all()
+        .build()?;
+
+    let pki;
+    let mut mock: Option<MockHandle> = None;
+    let (endpoint, cert, ca_pem, topic) = match &opts.external {
+        Some(ext) => {
+            let cert = PushCertificate::from_pem_files(&ext.cert, &ext.key)
+                .context("loading the push certificate")?;
+            let ca = std::fs::read(&ext.ca).context("reading the APNs CA")?;
+            let topic = cert.topic().to_owned();
+            let endpoint: Endpoint = ext.url.parse()?;
+            (endpoint, cert, ca, topic)
+        }
+        None => {
+            pki = TestPki::generate()?;
+            let config = MockConfig {
+                client_auth: ClientAuth::Optional,
+                max_streams: opts.streams as u32,
+                delay: opts.delay,
+                ..MockConfig::default()
+            };
+            let addr: SocketAddr = "127.0.0.1:0".parse().expect("static address");
+            let handle = mock_rt.block_on(MockApns::start(
+                addr,
+                &pki.server.cert_pem,
+                &pki.server.key_pem,
+                pki.ca.cert_pem(),
+                config,
+            ))?;
+            let endpoint: Endpoint = handle.url().parse()?;
+            mock = Some(handle);
+            let cert = PushCertificate::from_pem(
+                pki.push.cert_pem.as_bytes(),
+                pki.push.key_pem.as_bytes(),
+            )?;
+            (
+                endpoint,
+                cert,
+                pki.ca.cert_pem().as_bytes().to_vec(),
+                pki.topic.clone(),
+            )
+        }
+    };
+
+    let mut report = engine_rt.block_on(run_engine(opts, endpoint.clone(), cert, &ca_pem))?;
+    if opts.compare_h2load {
+        let rate = run_h2load(opts, &endpoint, &topic)?;
+        report.h2load_per_s = Some(rate);
+        report.ratio_vs_h2load = Some(report.pushes_per_s / rate);
+    }
+    if let Some(mock) = mock {
+        mock_rt.block_on(mock.shutdown());
+    }
+    Ok(report)
+}
+
+fn token(i: u64) -> DeviceToken {
+    let mut bytes = [0x42u8; 32];
+    bytes[..8].copy_from_slice(&i.to_be_bytes());
+    DeviceToken::from_bytes(&bytes).expect("32 bytes")
+}
+
+async fn run_engine(
+    opts: &BenchOptions,
+    endpoint: Endpoint,
+    cert: PushCertificate,
+    ca_pem: &[u8],
+) -> anyhow::Result<BenchReport> {
+    let in_flight = opts.connections * opts.streams;
+    let queue = in_flight.max(1024);
+    let client = Client::builder()
+        .certificate(cert)
+        .endpoint(endpoint)
+        .trust_anchor_pem(ca_pem)?
+        .web_roots(false)
+        .connections(opts.connections)
+        .max_streams_per_connection(opts.streams)
+        .queue_capacity(queue)
+        .deadline(Duration::from_secs(120))
+        .build()?;
+    // Let the connections open so the run measures pushing, not handshakes.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = client.status().await?;
+        if s.open_connections == opts.connections || Instant::now() > ready_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_before = crate::rss::rss_mb().unwrap_or(0.0);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let mut failed = 0u64;
+    let mut delivered = 0u64;
+    let mut first_error = None;
+    let start = Instant::now();
+    let mut bulk =
+        client.push_bulk((0..opts.pushes).map(|i| DevicePush::new(token(i), "bench-magic")));
+    while let Some(item) = bulk.next().await {
+        match item.result {
+            Ok(d) => {
+                delivered += 1;
+                hist.saturating_record(d.latency.as_micros() as u64);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    client.shutdown().await;
+    if let Some(e) = &first_error {
+        eprintln!("warning: {failed} pushes failed; first: {e}");
+    }
+    let peak = crate::rss::peak_rss_mb().unwrap_or(0.0);
+    let max_held = (queue + in_flight) as u64;
+    let bound = (!opts.delay.is_zero())
+        .then(|| (opts.connections * opts.streams) as f64 / opts.delay.as_secs_f64());
+    let rate = opts.pushes as f64 / elapsed;
+    Ok(BenchReport {
+        pushes: opts.pushes,
+        connections: opts.connections,
+        streams: opts.streams,
+        delay_ms: opts.delay.as_millis() as u64,
+        delivered,
+        failed,
+        elapsed_s: elapsed,
+        pushes_per_s: rate,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: hist.max() as f64 / 1000.0,
+        peak_rss_mb: peak,
+        max_held,
+        bytes_per_held_push: (peak > rss_before)
+            .then(|| (peak - rss_before) * 1024.0 * 1024.0 / max_held as f64),
+        bound_per_s: bound,
+        h2load_per_s: None,
+        ratio_vs_h2load: None,
+        ratio_vs_bound: bound.map(|b| rate / b),
+    })
+}
+
+/// Runs `h2load` with the same connections, streams and request; returns its requests/s.
+fn run_h2load(opts: &BenchOptions, endpoint: &Endpoint, topic: &str) -> anyhow::Result<f64> {
+    let body = tempfile::NamedTempFile::new()?;
+    std::fs::write(body.path(), br#"{"mdm":"bench-magic"}"#)?;
+    let expiration = (std::time::SystemTime::now() + Duration::from_secs(7 * 86400))
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let url = format!("{endpoint}/3/device/{}", token(0).as_hex());
+    let threads = opts.threads.min(opts.connections).max(1);
+    let output = Command::new("h2load")
+        .args(["-n", &opts.pushes.to_string()])
+        .args(["-c", &opts.connections.to_string()])
+        .args(["-m", &opts.streams.to_string()])
+        .args(["-t", &threads.to_string()])
+        .args(["-d", &body.path().to_string_lossy()])
+        .args(["-H", &format!("apns-topic: {topic}")])
+        .args(["-H", "apns-push-type: mdm"])
+        .args(["-H", "apns-priority: 10"])
+        .args(["-H", &format!("apns-expiration: {expiration}")])
+        .args(["-H", "content-type: application/json"])
+        .arg(&url)
+        .output()
+        .context("running h2load (Debian package nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "h2load failed: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_h2load(&text).with_context(|| format!("reading h2load's output:\n{text}"))
+}
+
+/// Reads `finished in 1.00s, 12345.67 req/s, …` and checks every request succeeded.
+pub fn parse_h2load(text: &str) -> anyhow::Result<f64> {
+    let requests = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .context("no `requests:` line")?;
+    let field = |name: &str| -> Option<u64> {
+        requests
+            .split(',')
+            .find(|p| p.trim().ends_with(name))
+            .and_then(|p| p.split_whitespace().rev().nth(1))
+            .and_then(|n| n.parse().ok())
+    };
+    let (total, succeeded) = (field("total"), field("succeeded"));
+    if total.is_none() || total != succeeded {
+        bail!("not every h2load request succeeded: {requests}");
+    }
+    let finished = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .context("no `finished in` line")?;
+    finished
+        .split(',')
+        .find(|p| p.trim().ends_with("req/s"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no req/s figure")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_h2load_output() {
+        let out = "starting benchmark...\n\
+finished in 1.23s, 81300.81 req/s, 5.12MB/s\n\
+requests: 100000 total, 100000 started, 100000 done, 100000 succeeded, 0 failed, 0 errored, 0 timeout\n";
+        assert!((parse_h2load(out).unwrap() - 81300.81).abs() < 0.01);
+        let bad = out.replace("100000 succeeded, 0 failed", "99990 succeeded, 10 failed");
+        assert!(parse_h2load(&bad).is_err());
+        assert!(parse_h2load("garbage").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Benchmarks driven from the command line.
+
+pub mod apns;

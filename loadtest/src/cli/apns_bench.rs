@@ -1,0 +1,97 @@
+//! `magicpush-loadtest apns-bench`: the engine against the mock, optionally beside h2load.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::bench::apns::{self, BenchOptions, External};
+
+#[derive(Debug, clap::Args)]
+pub struct ApnsBenchArgs {
+    /// Pushes to send.
+    #[arg(long, default_value_t = 100_000)]
+    pushes: u64,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent streams per connection (also the mock's SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 500)]
+    streams: usize,
+    /// Mock answer delay in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Engine worker threads (and h2load -t).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Push to a running APNs (mock) instead of an in-process one; needs --cert, --key, --apns-ca.
+    #[arg(long, requires_all = ["cert", "key", "apns_ca"])]
+    apns_url: Option<String>,
+    /// Push certificate for --apns-url.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// CA of --apns-url's server certificate.
+    #[arg(long)]
+    apns_ca: Option<PathBuf>,
+    /// Also run h2load (nghttp2-client) against the same mock and print engine / h2load.
+    #[arg(long)]
+    compare_h2load: bool,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
+    let external = args.apns_url.map(|url| External {
+        url,
+        cert: args.cert.expect("clap requires --cert"),
+        key: args.key.expect("clap requires --key"),
+        ca: args.apns_ca.expect("clap requires --apns-ca"),
+    });
+    let opts = BenchOptions {
+        pushes: args.pushes,
+        connections: args.connections.max(1),
+        streams: args.streams.max(1),
+        delay: Duration::from_millis(args.delay_ms),
+        threads: args.threads.max(1),
+        compare_h2load: args.compare_h2load,
+        external,
+    };
+    let r = apns::run(&opts)?;
+    println!(
+        "engine: {} pushes over {}×{} streams, delay {} ms",
+        r.pushes, r.connections, r.streams, r.delay_ms
+    );
+    println!(
+        "  delivered {} failed {} in {:.2} s → {:.0} pushes/s",
+        r.delivered, r.failed, r.elapsed_s, r.pushes_per_s
+    );
+    println!(
+        "  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.p50_ms, r.p99_ms, r.max_ms
+    );
+    print!("  peak RSS {:.1} MiB", r.peak_rss_mb);
+    match r.bytes_per_held_push {
+        Some(b) => println!(
+            "  (≤ {b:.0} bytes per push held, {} held at most)",
+            r.max_held
+        ),
+        None => println!(),
+    }
+    if let (Some(bound), Some(ratio)) = (r.bound_per_s, r.ratio_vs_bound) {
+        println!("  bound connections×streams/delay {bound:.0}/s → ratio {ratio:.3}");
+    }
+    if let (Some(h), Some(ratio)) = (r.h2load_per_s, r.ratio_vs_h2load) {
+        println!("h2load: {h:.0} req/s → engine / h2load = {ratio:.3}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(if r.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
