@@ -853,3 +853,82 @@ async fn mutated_bodies_never_get_5xx_or_401() {
         .unwrap();
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn device_identity_certificate_must_match_the_udid() {
+    let srv = TestServer::start(Options {
+        tls: true,
+        device_auth: true,
+        ..Options::default()
+    })
+    .await;
+    let topic = srv.topic();
+    let dev = device(1);
+    let auth = plists::to_xml(&plists::authenticate(&dev, &topic));
+    // No client certificate: devices are refused (403, not 401); health and admin still work.
+    let (s, body) = srv.put_raw("/mdm/checkin", auth.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("identity certificate"));
+    let (s, _) = srv
+        .anon
+        .request(Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert!(srv.admin.get_json("/v1/devices").await.is_ok());
+
+    // The device's own certificate: accepted, for its own UDID only.
+    let own = srv.device_client(&dev.udid);
+    let (s, _) = put_with(&own, "/mdm/checkin", auth).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = put_with(
+        &own,
+        "/mdm/checkin",
+        plists::to_xml(&plists::token_update(&dev, &topic)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let other = device(2);
+    let (s, body) = put_with(
+        &own,
+        "/mdm/checkin",
+        plists::to_xml(&plists::authenticate(&other, &topic)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains(&other.udid));
+    let (s, _) = put_with(
+        &own,
+        "/mdm/server",
+        plists::to_xml(&plists::report_idle(&other)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = put_with(
+        &own,
+        "/mdm/server",
+        plists::to_xml(&plists::report_idle(&dev)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // A certificate from another CA does not get through the handshake.
+    let stranger_ca =
+        magicpush_fixtures::Ca::new("stranger", magicpush_fixtures::KeyKind::EcdsaP256).unwrap();
+    let stranger = magicpush_fixtures::device_identity_cert(
+        &stranger_ca,
+        &dev.udid,
+        magicpush_fixtures::KeyKind::EcdsaP256,
+    )
+    .unwrap();
+    let client = magicpush_checkin::http::client::AdminClient::new(
+        &srv.url,
+        None,
+        Some(srv.pki.ca.cert_pem().as_bytes()),
+    )
+    .unwrap()
+    .with_client_identity(stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes())
+    .unwrap();
+    assert!(client.request(Method::GET, "/healthz", None).await.is_err());
+    assert_eq!(srv.state(&dev.udid).await, "never_pushed");
+}

@@ -12,7 +12,7 @@ use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::Client;
 
 use crate::config::{format_duration, parse_duration};
-use crate::http::{self, AdminKey, App, ListenerSettings};
+use crate::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use crate::push::PushSender;
 use crate::service::pushcert::{stored_certificate, STORED_CERT_FILE};
 use crate::service::{PushCertState, Service, ServiceConfig};
@@ -54,6 +54,11 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that issue the devices' identity certificates. Turns on device
+    /// authentication: device requests must come with a TLS client certificate from this CA
+    /// whose subject CN is the device's UDID (403 otherwise). Needs --tls-cert.
+    #[arg(long, env = "MAGICPUSH_DEVICE_CA", requires = "tls_cert")]
+    device_ca: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAGICPUSH_MAX_BODY", default_value_t = http::DEFAULT_BODY_LIMIT)]
     max_body: usize,
@@ -102,7 +107,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(http::tls::server_config(
+            cert,
+            key,
+            args.device_ca.as_deref(),
+        )?),
         _ => None,
     };
 
@@ -142,7 +151,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !admin_key.is_enabled() {
         tracing::warn!("no --api-key: the admin API is disabled");
     }
-    let app = Arc::new(App::new(service.clone(), admin_key, args.max_body));
+    let device_auth = if args.device_ca.is_some() {
+        DeviceAuth::ClientCertificateCn
+    } else {
+        tracing::warn!("no --device-ca: device requests are not authenticated");
+        DeviceAuth::Off
+    };
+    let app =
+        Arc::new(App::new(service.clone(), admin_key, args.max_body).with_device_auth(device_auth));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -9,7 +9,7 @@ use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
 /// A failed admin API call.
@@ -62,6 +62,9 @@ pub enum ClientError {
     /// The CA file for `https://` could not be used.
     #[error("CA certificates: {0}")]
     Ca(String),
+    /// The client certificate or key could not be used.
+    #[error("client certificate: {0}")]
+    Identity(String),
 }
 
 /// Talks to a running server's admin API.
@@ -72,6 +75,7 @@ pub struct AdminClient {
     port: u16,
     authority: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    roots: Option<Arc<rustls::RootCertStore>>,
     api_key: Option<String>,
     timeout: Duration,
 }
@@ -115,7 +119,7 @@ impl AdminClient {
             .trim_end_matches(']')
             .to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = if https {
+        let roots = if https {
             let pem = ca_pem.ok_or_else(|| {
                 ClientError::Ca(
                     "an https:// server needs --ca PEM (the CA that signed its TLS certificate)"
@@ -132,16 +136,17 @@ impl AdminClient {
             if roots.is_empty() {
                 return Err(ClientError::Ca("no CERTIFICATE in the CA file".into()));
             }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Ca(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+            Some(Arc::new(roots))
         } else {
             None
+        };
+        let tls = match &roots {
+            Some(roots) => Some(tokio_rustls::TlsConnector::from(Arc::new(
+                tls_builder()?
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth(),
+            ))),
+            None => None,
         };
         Ok(AdminClient {
             server: server.to_owned(),
@@ -149,9 +154,33 @@ impl AdminClient {
             port,
             authority: authority.to_string(),
             tls,
+            roots,
             api_key: api_key.filter(|k| !k.is_empty()),
             timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Presents this client certificate (PEM chain and key) on `https://` connections, as a
+    /// device with its identity certificate does.
+    pub fn with_client_identity(
+        mut self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, ClientError> {
+        let roots = self.roots.clone().ok_or_else(|| {
+            ClientError::Identity("a client certificate needs an https:// URL".into())
+        })?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Identity(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| ClientError::Identity(e.to_string()))?;
+        let config = tls_builder()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientError::Identity(e.to_string()))?;
+        self.tls = Some(tokio_rustls::TlsConnector::from(Arc::new(config)));
+        Ok(self)
     }
 
     /// Sets the per-request timeout (default 30 s).
@@ -300,6 +329,13 @@ where
     drop(sender);
     driver.abort();
     Ok((status, bytes))
+}
+
+fn tls_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, ClientError> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Ca(e.to_string()))
 }
 
 fn decode_json(path: &str, body: &[u8]) -> Result<serde_json::Value, ClientError> {

@@ -17,6 +17,7 @@ pub mod body;
 pub mod client;
 pub mod csv;
 pub mod error;
+pub mod identity;
 pub mod metrics;
 pub mod server;
 pub mod tls;
@@ -27,6 +28,7 @@ mod device;
 pub use auth::AdminKey;
 pub use body::{Body, DEFAULT_BODY_LIMIT};
 pub use error::ApiError;
+pub use identity::{DeviceAuth, PeerIdentity};
 pub use server::{spawn, ListenerSettings, ServerHandle};
 
 use crate::service::{Endpoint, Service};
@@ -36,6 +38,7 @@ pub struct App {
     service: Arc<Service>,
     admin_key: AdminKey,
     body_limit: usize,
+    device_auth: DeviceAuth,
 }
 
 impl App {
@@ -46,7 +49,14 @@ impl App {
             service,
             admin_key,
             body_limit,
+            device_auth: DeviceAuth::Off,
         }
+    }
+
+    /// Sets how device requests are authenticated (default [`DeviceAuth::Off`]).
+    pub fn with_device_auth(mut self, device_auth: DeviceAuth) -> Self {
+        self.device_auth = device_auth;
+        self
     }
 
     /// Answers one request. Never panics on input; every error becomes a response.
@@ -93,7 +103,14 @@ impl App {
             if method != Method::PUT {
                 return body::text_error(&method_not_allowed("PUT"));
             }
-            return device::handle(&self.service, endpoint, req, self.body_limit).await;
+            return device::handle(
+                &self.service,
+                endpoint,
+                req,
+                self.body_limit,
+                self.device_auth,
+            )
+            .await;
         }
         match path {
             "/healthz" => {

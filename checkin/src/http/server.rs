@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::body::{text, Body};
+use super::identity::PeerIdentity;
 use super::App;
 
 /// How the listener behaves.
@@ -148,7 +149,7 @@ async fn accept_loop(
             let _permit = permit;
             let _open = open;
             match tls {
-                None => serve_connection(TokioIo::new(stream), app, &settings, stop).await,
+                None => serve_connection(TokioIo::new(stream), app, &settings, stop, None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(
                         settings.tls_handshake_timeout,
@@ -157,7 +158,21 @@ async fn accept_loop(
                     .await
                     {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(TokioIo::new(tls_stream), app, &settings, stop).await
+                            let identity = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|der| PeerIdentity::from_der(der))
+                                .map(Arc::new);
+                            serve_connection(
+                                TokioIo::new(tls_stream),
+                                app,
+                                &settings,
+                                stop,
+                                identity,
+                            )
+                            .await
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -176,11 +191,15 @@ async fn serve_connection<I>(
     app: Arc<App>,
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
+    identity: Option<Arc<PeerIdentity>>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req: Request<Incoming>| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
+        if let Some(identity) = &identity {
+            req.extensions_mut().insert(identity.clone());
+        }
         async move { Ok::<_, Infallible>(run_isolated(app, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -33,6 +33,14 @@ pub enum TlsError {
         /// Parser detail.
         detail: String,
     },
+    /// The device CA cannot be used to verify client certificates.
+    #[error("device CA {path}: {detail}")]
+    DeviceCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// rustls refused the pair (for example, the key does not match the certificate).
     #[error("TLS certificate {cert} with key {key} refused: {source}")]
     Config {
@@ -45,10 +53,13 @@ pub enum TlsError {
     },
 }
 
-/// Builds a server config from PEM files, offering HTTP/2 and HTTP/1.1 over ALPN.
+/// Builds a server config from PEM files, offering HTTP/2 and HTTP/1.1 over ALPN. With
+/// `device_ca`, clients may present a certificate, verified against those CA certificates
+/// (clients without one still connect: the admin API and health checks do not need one).
 pub fn server_config(
     cert_path: &Path,
     key_path: &Path,
+    device_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
@@ -79,14 +90,45 @@ pub fn server_config(
         key: key_path.to_owned(),
         source,
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(config_err)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(config_err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(config_err)?;
+    let builder = match device_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_path) => {
+            let ca_pem = read(ca_path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+                let cert = cert.map_err(|e| TlsError::NoCertificate {
+                    path: ca_path.to_owned(),
+                    detail: e.to_string(),
+                })?;
+                roots.add(cert).map_err(|e| TlsError::DeviceCa {
+                    path: ca_path.to_owned(),
+                    detail: e.to_string(),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate {
+                    path: ca_path.to_owned(),
+                    detail: "the device CA file has no CERTIFICATE block".into(),
+                });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::DeviceCa {
+                path: ca_path.to_owned(),
+                detail: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(config_err)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -33,11 +33,35 @@ impl Service {
         endpoint: Endpoint,
         body: &[u8],
     ) -> Result<DeviceReply, ServiceError> {
+        self.device_message_as(endpoint, body, None).await
+    }
+
+    /// [`Service::device_message`] for a device authenticated as `bound_udid` (the identity
+    /// certificate's subject): a message about another UDID is refused.
+    pub async fn device_message_as(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        bound_udid: Option<&str>,
+    ) -> Result<DeviceReply, ServiceError> {
         let message = match endpoint {
             Endpoint::Checkin => Message::Checkin(mdm::decode_checkin(body)?),
             Endpoint::Server => Message::Report(mdm::decode_report(body)?),
             Endpoint::Either => mdm::decode(body)?,
         };
+        if let Some(bound) = bound_udid {
+            let udid = match &message {
+                Message::Checkin(c) => c.udid(),
+                Message::Report(r) => Some(r.udid.as_str()),
+            };
+            if udid != Some(bound) {
+                ::metrics::counter!("magicpush_identity_mismatches_total").increment(1);
+                return Err(ServiceError::Forbidden(format!(
+                    "the identity certificate is for {bound}, the message for {}",
+                    udid.unwrap_or("no UDID")
+                )));
+            }
+        }
         match message {
             Message::Checkin(checkin) => self.checkin(checkin).await,
             Message::Report(report) => self.report(report).await,

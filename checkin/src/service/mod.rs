@@ -73,6 +73,9 @@ pub enum ServiceError {
     /// An admin request that is not well-formed.
     #[error("{0}")]
     BadRequest(String),
+    /// The device's identity does not allow this message (another device's UDID).
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use magicpush_checkin::http::client::AdminClient;
-use magicpush_checkin::http::{self as mhttp, AdminKey, App, ListenerSettings, ServerHandle};
+use magicpush_checkin::http::{
+    self as mhttp, AdminKey, App, DeviceAuth, ListenerSettings, ServerHandle,
+};
 use magicpush_checkin::push::{FakePusher, PushSender};
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
 use magicpush_checkin::store::{MemoryStore, Store};
@@ -25,6 +27,8 @@ pub struct Options {
     pub body_limit: usize,
     pub unreachable_after: Duration,
     pub tls: bool,
+    /// With `tls`: device requests need a client certificate from the test CA, CN = UDID.
+    pub device_auth: bool,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
             body_limit: mhttp::DEFAULT_BODY_LIMIT,
             unreachable_after: Duration::from_secs(300),
             tls: false,
+            device_auth: false,
         }
     }
 }
@@ -69,11 +74,19 @@ impl TestServer {
                 state_dir: Some(dir.path().to_owned()),
             },
         ));
-        let app = Arc::new(App::new(
-            service.clone(),
-            AdminKey::new(opts.api_key),
-            opts.body_limit,
-        ));
+        let device_auth = if opts.device_auth {
+            DeviceAuth::ClientCertificateCn
+        } else {
+            DeviceAuth::Off
+        };
+        let app = Arc::new(
+            App::new(
+                service.clone(),
+                AdminKey::new(opts.api_key),
+                opts.body_limit,
+            )
+            .with_device_auth(device_auth),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -82,7 +95,10 @@ impl TestServer {
             let key = dir.path().join("tls.key.pem");
             std::fs::write(&cert, &pki.server.cert_pem).unwrap();
             std::fs::write(&key, &pki.server.key_pem).unwrap();
-            Some(mhttp::tls::server_config(&cert, &key).expect("TLS config"))
+            let ca = dir.path().join("device-ca.pem");
+            std::fs::write(&ca, pki.ca.cert_pem()).unwrap();
+            let device_ca = opts.device_auth.then_some(ca.as_path());
+            Some(mhttp::tls::server_config(&cert, &key, device_ca).expect("TLS config"))
         } else {
             None
         };
@@ -118,16 +134,37 @@ impl TestServer {
     }
 
     pub async fn put_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
-        self.anon
-            .request(
-                Method::PUT,
-                path,
-                Some(("application/x-apple-aspen-mdm-checkin", Bytes::from(body))),
-            )
-            .await
-            .expect("device request")
+        put_with(&self.anon, path, body).await
     }
 
+    /// A client presenting a device identity certificate for `udid` issued by the test CA.
+    pub fn device_client(&self, udid: &str) -> AdminClient {
+        let id = magicpush_fixtures::device_identity_cert(
+            &self.pki.ca,
+            udid,
+            magicpush_fixtures::KeyKind::EcdsaP256,
+        )
+        .expect("device identity");
+        AdminClient::new(&self.url, None, Some(self.pki.ca.cert_pem().as_bytes()))
+            .unwrap()
+            .with_client_identity(id.cert_pem.as_bytes(), id.key_pem.as_bytes())
+            .expect("client identity")
+    }
+}
+
+/// PUTs a body to a device endpoint with `client`.
+pub async fn put_with(client: &AdminClient, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+    client
+        .request(
+            Method::PUT,
+            path,
+            Some(("application/x-apple-aspen-mdm-checkin", Bytes::from(body))),
+        )
+        .await
+        .expect("device request")
+}
+
+impl TestServer {
     /// Authenticate + TokenUpdate, both answered 200.
     pub async fn enroll(&self, dev: &Device) {
         let (s, _) = self
