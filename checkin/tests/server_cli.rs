@@ -492,6 +492,38 @@ async fn tls_server_with_cli_over_https() {
     );
     assert!(!no_ca.status.success());
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca"));
+    drop(server);
+
+    // With --device-ca, a device without its identity certificate is refused (403).
+    let guarded = serve(
+        &["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"],
+        &[
+            ("--data-dir", &data),
+            ("--cert", &cert),
+            ("--key", &key),
+            ("--tls-cert", &tls_cert),
+            ("--tls-key", &tls_key),
+            ("--device-ca", &dir.path().join("ca.pem")),
+        ],
+    );
+    let anon = AdminClient::new(&guarded.url, Some(KEY.into()), Some(&ca_pem)).unwrap();
+    let body = Bytes::from(plists::to_xml(&plists::authenticate(
+        &device(6),
+        &pki.topic,
+    )));
+    let (s, _) = anon
+        .request(
+            Method::PUT,
+            "/mdm/checkin",
+            Some(("application/x-apple-aspen-mdm-checkin", body)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        anon.get_json("/v1/devices").await.is_ok(),
+        "admin API needs no client certificate"
+    );
 }
 
 /// Waits (bounded) until the responder has answered `n` pushes: the CLI stops waiting at the
