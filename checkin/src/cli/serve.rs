@@ -105,6 +105,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         days_left = info.days_left(now),
         "push certificate loaded"
     );
+    if info.days_left(now) < 30 {
+        tracing::warn!(
+            days_left = info.days_left(now),
+            "the push certificate expires soon: renew it (\"Renew\", same Apple ID) and install it with PUT /v1/pushcert"
+        );
+    }
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(http::tls::server_config(
