@@ -539,3 +539,39 @@ async fn wait_count(count: &AtomicUsize, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_every_setting_from_the_environment() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("MAGICPUSH_LISTEN", "127.0.0.1:0")
+        .env("MAGICPUSH_DATA_DIR", dir.path().join("data"))
+        .env("MAGICPUSH_CERT", &cert)
+        .env("MAGICPUSH_KEY", &key)
+        .env("MAGICPUSH_APNS_URL", "https://127.0.0.1:9")
+        .env("MAGICPUSH_API_KEY", KEY)
+        .env("MAGICPUSH_UNREACHABLE_AFTER", "90s")
+        .env("MAGICPUSH_COLLECT_EVERY", "24h")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
+    let server = Serve { child, url };
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let report = admin.get_json("/v1/connectivity").await.unwrap();
+    assert_eq!(report["unreachable_after_s"], 90, "{report}");
+}

@@ -36,7 +36,7 @@ pub(crate) struct ServeArgs {
     /// APNs base URL (default: Apple's production service). For a mock or a proxy.
     #[arg(long, env = "MAGICPUSH_APNS_URL")]
     apns_url: Option<String>,
-    /// CA certificate(s) (PEM) to trust for the APNs server instead of the public roots.
+    /// CA certificate(s) (PEM) to trust for the APNs server, besides the public roots.
     #[arg(long, env = "MAGICPUSH_APNS_CA")]
     apns_ca: Option<PathBuf>,
     /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off.
