@@ -128,7 +128,7 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
         Arc::new(client.clone()) as Arc<dyn PushSender>,
         PushCertState::new(Some(info), Some(dir.path().to_owned())),
         ServiceConfig {
-            unreachable_after: Duration::from_millis(1500),
+            unreachable_after: Duration::from_secs(4),
             push_concurrency: 16,
             state_dir: Some(dir.path().to_owned()),
         },

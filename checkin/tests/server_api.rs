@@ -486,7 +486,7 @@ async fn refresh_all_pushes_and_devices_answer() {
 #[tokio::test]
 async fn a_silent_device_goes_from_pending_to_unreachable() {
     let srv = TestServer::start(Options {
-        unreachable_after: Duration::from_millis(300),
+        unreachable_after: Duration::from_millis(1000),
         ..Options::default()
     })
     .await;
@@ -752,7 +752,7 @@ async fn scheduled_collection_refreshes_all_devices_periodically() {
     let srv = TestServer::start(Options::default()).await;
     let dev = device(1);
     srv.enroll(&dev).await;
-    let collector = srv.service.spawn_collector(Duration::from_millis(150));
+    let collector = srv.service.spawn_collector(Duration::from_millis(300));
     // Nothing at start: the first run is one period later.
     assert!(srv.pusher.sent().is_empty());
     let until = std::time::Instant::now() + WAIT;
