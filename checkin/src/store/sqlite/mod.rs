@@ -12,7 +12,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -46,23 +46,32 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
 pub struct SqliteOptions {
     /// Most writes applied in one transaction. Default 1024.
     pub max_batch: usize,
-    /// Idle read connections kept open. Default 4.
-    pub max_idle_readers: usize,
+    /// Read connections open at most (kept open once opened); a read waits for a free one
+    /// when all are busy. Default 8. Opening a connection per read instead costs a schema
+    /// parse each time, which dominated the server's CPU under many concurrent reports.
+    pub max_readers: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             max_batch: 1024,
-            max_idle_readers: 4,
+            max_readers: 8,
         }
     }
 }
 
 struct ReadPool {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
+    state: Mutex<ReadPoolState>,
+    freed: Condvar,
+    max: usize,
+}
+
+#[derive(Default)]
+struct ReadPoolState {
+    idle: Vec<Connection>,
+    open: usize,
 }
 
 impl ReadPool {
@@ -70,17 +79,54 @@ impl ReadPool {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_reader(&self.path)?,
+        let lease = ReadLease {
+            pool: self,
+            conn: Some(self.take()?),
         };
-        let result = f(&conn);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(conn);
+        // The lease holds its connection until it is dropped, after `f`.
+        let conn = lease.conn.as_ref().ok_or(StoreError::Closed)?;
+        f(conn)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadPoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection, a new one while fewer than `max` are open, or the next one freed.
+    fn take(&self) -> Result<Connection, StoreError> {
+        let mut state = self.lock();
+        loop {
+            if let Some(conn) = state.idle.pop() {
+                return Ok(conn);
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return open_reader(&self.path).inspect_err(|_| {
+                    self.lock().open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        result
+    }
+}
+
+/// A connection borrowed from the pool; returned (or, after a panic, closed) on drop.
+struct ReadLease<'a> {
+    pool: &'a ReadPool,
+    conn: Option<Connection>,
+}
+
+impl Drop for ReadLease<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        match self.conn.take() {
+            Some(conn) if !std::thread::panicking() => state.idle.push(conn),
+            _ => state.open -= 1,
+        }
+        drop(state);
+        self.pool.freed.notify_one();
     }
 }
 
@@ -169,8 +215,9 @@ impl SqliteStore {
             writer: Some(writer),
             readers: Arc::new(ReadPool {
                 path: path.to_owned(),
-                idle: Mutex::new(Vec::new()),
-                max_idle: options.max_idle_readers,
+                state: Mutex::new(ReadPoolState::default()),
+                freed: Condvar::new(),
+                max: options.max_readers.max(1),
             }),
             counters,
         })
@@ -607,5 +654,42 @@ impl Store for SqliteStore {
                 .map(|n| usize::try_from(n).unwrap_or(0))
                 .map_err(db_err("count devices"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_pool_opens_at_most_max_connections_and_reuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            max_readers: 2,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_file(&dir.path().join("db.sqlite3"), options).unwrap();
+        let pool = Arc::clone(&store.readers);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        pool.with(|c| {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            c.query_row("SELECT count(*) FROM devices", [], |r| r.get::<_, i64>(0))
+                                .map_err(db_err("count"))
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let state = pool.lock();
+        assert_eq!(state.open, 2);
+        assert_eq!(state.idle.len(), 2);
     }
 }
