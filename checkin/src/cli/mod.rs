@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cert;
 mod devices;
+mod push;
 mod refresh;
 mod remote;
 mod report;
@@ -23,6 +24,8 @@ enum Command {
     /// Inspect MDM push certificates and check renewals.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Send MDM pushes to one device or a file of them, and summarise the outcomes.
+    Push(push::PushArgs),
     /// Run the MDM check-in server (device endpoints, admin API, scheduled collection).
     Serve(Box<serve::ServeArgs>),
     /// List devices and their connectivity state from a running server.
@@ -48,6 +51,7 @@ where
     let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Push(args) => push::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Devices(args) => devices::run(args),
         Command::Refresh(args) => refresh::run(args),

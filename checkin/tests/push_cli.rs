@@ -1,0 +1,143 @@
+//! `magicpush push` against the mock APNs: one push, a tokens file, the JSON summary, and
+//! a bad file refused before anything is sent.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use magicpush_fixtures::TestPki;
+use magicpush_loadtest::mock_apns::{MockApns, MockConfig, MockHandle};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn magicpush<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_magicpush"))
+        .args(args)
+        .output()
+        .expect("magicpush runs")
+}
+
+fn token(i: u8) -> String {
+    format!("{:02x}", i).repeat(32)
+}
+
+async fn mock(pki: &TestPki, config: MockConfig) -> MockHandle {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    MockApns::start(
+        addr,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        pki.ca.cert_pem(),
+        config,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_one_device_and_a_file_with_a_json_summary() {
+    let pki = TestPki::generate().unwrap();
+    let mut config = MockConfig::default();
+    config.unregistered.insert(token(3));
+    let mock = mock(&pki, config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "push.pem", &pki.push.cert_pem);
+    let key = write(dir.path(), "push.key.pem", &pki.push.key_pem);
+    let ca = write(dir.path(), "ca.pem", pki.ca.cert_pem());
+    let url = mock.url();
+    let base: Vec<String> = [
+        "push",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--apns-url",
+        &url,
+        "--apns-ca",
+        &ca,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut v = base.clone();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let one = with(&["--token", &token(1), "--magic", "magic-1"]);
+    let out = tokio::task::spawn_blocking(move || magicpush(&one))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("delivered"));
+    assert_eq!(mock.accepted_for(&token(1)), 1);
+
+    let lines: String = (1..=5)
+        .map(|i| format!("{} magic-{i}\n", token(i).to_uppercase()))
+        .collect();
+    let file = write(dir.path(), "tokens.txt", &format!("# devices\n\n{lines}"));
+    let many = with(&["--tokens-file", &file, "--json"]);
+    let out = tokio::task::spawn_blocking(move || magicpush(&many))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "some pushes failed → exit 2");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("a summary line");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    assert_eq!(summary["sent"], 5);
+    assert_eq!(summary["delivered"], 4);
+    assert_eq!(summary["failed"], serde_json::json!({"Unregistered": 1}));
+    assert!(summary["elapsed_s"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn a_bad_tokens_file_is_refused_before_anything_is_sent() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "push.pem", &pki.push.cert_pem);
+    let key = write(dir.path(), "push.key.pem", &pki.push.key_pem);
+    let file = write(
+        dir.path(),
+        "tokens.txt",
+        &format!("{} m1\nnot-hexx m2\n", token(1)),
+    );
+    // Nothing listens on port 9: a push attempt would fail differently.
+    let out = magicpush(&[
+        "push",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--apns-url",
+        "https://127.0.0.1:9",
+        "--tokens-file",
+        &file,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokens.txt:2"), "names the line: {err}");
+    assert!(err.contains("not hexadecimal"), "{err}");
+}
+
+#[test]
+fn an_unusable_certificate_is_a_clear_error() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "push.pem", &pki.push.cert_pem);
+    let other_key = write(dir.path(), "other.key.pem", &pki.other_topic.key_pem);
+    let out = magicpush(&[
+        "push", "--cert", &cert, "--key", &other_key, "--token", "abcd", "--magic", "m",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("push certificate"), "{err}");
+}
