@@ -2,5 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cpu;
+pub mod fleet;
 pub mod mock_apns;
 pub mod rss;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apns_bench;
+pub mod fleet;
 pub mod mock_apns;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,12 @@ enum Command {
     MockApns(mock_apns::MockApnsArgs),
     /// Benchmark the engine against the mock APNs (optionally beside h2load).
     ApnsBench(apns_bench::ApnsBenchArgs),
+    /// Simulate a device fleet against a magicpush server: enroll, refresh all, devices
+    /// answer their pushes; report rates, latency, state counts, lost devices and memory.
+    Fleet(fleet::FleetArgs),
+    /// Run `magicpush serve` (the fleet's server under test; exits when stdin closes).
+    #[command(hide = true)]
+    ServeChild(fleet::ServeChildArgs),
 }
 
 /// Parses the command line, runs the subcommand, and maps errors to a message and exit code.
@@ -32,6 +39,8 @@ pub fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::MockApns(args) => mock_apns::run(args),
         Command::ApnsBench(args) => apns_bench::run(args),
+        Command::Fleet(args) => fleet::run(args),
+        Command::ServeChild(args) => fleet::serve_child(args),
     };
     match result {
         Ok(code) => code,

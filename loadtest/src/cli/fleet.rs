@@ -1,0 +1,199 @@
+//! `magicpush-loadtest fleet`: a simulated fleet against a magicpush server, end to end, with
+//! progress bars and a final table (or one JSON object on the last line with `--json`).
+//! Also the hidden `serve-child` subcommand that runs the server under test.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::fleet::{self, FleetConfig, Phase, Progress, ServerMode};
+
+/// Arguments of `fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Devices to simulate.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Fraction (0..=1) of devices that never answer their push.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    offline_fraction: f64,
+    /// Fraction (0..=1) of devices whose token APNs answers 410 Unregistered.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    unregistered_fraction: f64,
+    /// Milliseconds a woken device waits before it reports.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Use this running server (http://host:port) instead of starting one. It must push to
+    /// this run's mock APNs (--mock-listen) with the certificates in --pki-dir.
+    #[arg(long, requires_all = ["api_key", "pki_dir"])]
+    server: Option<String>,
+    /// Admin API key of --server.
+    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Directory with ca.pem, server.pem, server.key.pem, push.pem, push.key.pem (written
+    /// there if missing). Default: a fresh set in a temporary directory.
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// Address of the mock APNs (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    mock_listen: SocketAddr,
+    /// Concurrent device connections.
+    #[arg(long, default_value_t = 128)]
+    connections: usize,
+    /// Longest wait, in seconds, for the devices to report after the refresh.
+    #[arg(long, default_value_t = 120)]
+    wait_s: u64,
+    /// Seed of the fleet's identities and roles.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `--push-concurrency` of the started server.
+    #[arg(long, default_value_t = 256)]
+    push_concurrency: usize,
+    /// Print one JSON object (last line) instead of progress bars and a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of the hidden `serve-child`: passed to `magicpush serve` unchanged.
+#[derive(Debug, Args)]
+pub struct ServeChildArgs {
+    /// `magicpush serve` flags.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
+}
+
+/// Runs `serve-child`.
+pub fn serve_child(args: ServeChildArgs) -> anyhow::Result<ExitCode> {
+    Ok(fleet::server::serve_child_main(&args.args))
+}
+
+/// Runs `fleet`.
+pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find this program to start the server")?;
+    let mut config = FleetConfig::new(args.devices, exe);
+    config.offline_fraction = args.offline_fraction;
+    config.unregistered_fraction = args.unregistered_fraction;
+    config.delay = Duration::from_millis(args.delay_ms);
+    config.connections = args.connections.max(1);
+    config.wait = Duration::from_secs(args.wait_s);
+    config.pki_dir = args.pki_dir;
+    config.mock_listen = args.mock_listen;
+    config.push_concurrency = args.push_concurrency.max(1);
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(url) = args.server {
+        config.server = ServerMode::Existing {
+            url,
+            api_key: args.api_key.unwrap_or_default(),
+        };
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let progress = Arc::new(Progress::default());
+    let show = !args.json && std::io::stderr().is_terminal();
+    let report = runtime.block_on(async {
+        let bars = show.then(|| tokio::spawn(draw(progress.clone())));
+        let result = fleet::run(&config, progress.clone()).await;
+        progress.mark_done();
+        if let Some(bars) = bars {
+            let _ = bars.await;
+        }
+        result
+    })?;
+
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("fleet: {} devices", report.devices);
+        print!("{}", report.table());
+        println!(
+            "{}",
+            if report.passed() {
+                "PASS"
+            } else {
+                "FAIL: lost devices, wrong state counts or failed requests"
+            }
+        );
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Progress bars on stderr until the run is done.
+async fn draw(progress: Arc<Progress>) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} ({per_sec}, {elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    let bar = |prefix: &'static str, len: u64| {
+        let b = multi.add(ProgressBar::new(len));
+        b.set_style(style.clone());
+        b.set_prefix(prefix);
+        b
+    };
+    let devices = progress.devices.load(Ordering::Relaxed);
+    let mut enroll: Option<ProgressBar> = None;
+    let mut push: Option<ProgressBar> = None;
+    let mut report: Option<ProgressBar> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let phase = progress.phase();
+        let devices = progress.devices.load(Ordering::Relaxed).max(devices);
+        if phase >= Phase::Enroll {
+            let b = enroll.get_or_insert_with(|| bar("enroll", devices));
+            b.set_position(progress.enrolled.load(Ordering::Relaxed));
+        }
+        if phase >= Phase::PushReport {
+            let enroll_done = enroll.as_ref().is_some_and(ProgressBar::is_finished);
+            if !enroll_done {
+                if let Some(b) = &enroll {
+                    b.finish();
+                }
+            }
+            let p = push
+                .get_or_insert_with(|| bar("pushed", progress.pushable.load(Ordering::Relaxed)));
+            p.set_position(progress.pushed.load(Ordering::Relaxed));
+            let r = report
+                .get_or_insert_with(|| bar("reported", progress.online.load(Ordering::Relaxed)));
+            r.set_position(progress.reported.load(Ordering::Relaxed));
+        }
+        if phase >= Phase::Settle {
+            for b in [&push, &report].into_iter().flatten() {
+                if !b.is_finished() {
+                    b.finish();
+                }
+            }
+        }
+        if phase == Phase::Done {
+            break;
+        }
+    }
+    let _ = multi.clear();
+}

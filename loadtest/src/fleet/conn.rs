@@ -1,0 +1,115 @@
+//! One keep-alive HTTP/1.1 connection to the check-in server, as a simulated device (or a
+//! worker acting for many) uses it. Reconnects and retries a request when the connection
+//! breaks: device check-ins and reports are safe to repeat.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::FleetError;
+
+/// Attempts per request (the first plus retries after a broken connection).
+const ATTEMPTS: usize = 3;
+
+/// Content type of check-in messages.
+pub(crate) const CHECKIN_TYPE: &str = "application/x-apple-aspen-mdm-checkin";
+/// Content type of command reports.
+pub(crate) const REPORT_TYPE: &str = "application/x-apple-aspen-mdm";
+
+/// A connection to the server's device endpoints.
+pub(crate) struct DeviceConn {
+    addr: SocketAddr,
+    authority: String,
+    timeout: Duration,
+    sender: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+impl DeviceConn {
+    /// Connects lazily, on the first request.
+    pub(crate) fn new(addr: SocketAddr, authority: &str, timeout: Duration) -> Self {
+        DeviceConn {
+            addr,
+            authority: authority.to_owned(),
+            timeout,
+            sender: None,
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
+        tokio::spawn(async move {
+            // Ends when the server closes or the sender is dropped.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// `PUT path` with a plist body; the status and body of the answer.
+    pub(crate) async fn put(
+        &mut self,
+        path: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), FleetError> {
+        let body = Bytes::from(body);
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match tokio::time::timeout(self.timeout, self.try_put(path, content_type, &body)).await
+            {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(why)) => last = why,
+                Err(_) => last = format!("no answer within {:?}", self.timeout),
+            }
+            // Whatever broke, start the next attempt on a fresh connection.
+            self.sender = None;
+        }
+        Err(FleetError::Device { path, detail: last })
+    }
+
+    async fn try_put(
+        &mut self,
+        path: &'static str,
+        content_type: &'static str,
+        body: &Bytes,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let sender = match &mut self.sender {
+            Some(s) if !s.is_closed() => s,
+            _ => self.sender.insert(self.connect().await?),
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(path)
+            .header(header::HOST, &self.authority)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(body.clone()))
+            .map_err(|e| format!("building the request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("PUT {path}: {e}"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer to PUT {path}: {e}"))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}

@@ -1,0 +1,768 @@
+//! A simulated device fleet against a real magicpush server, end to end: enroll → refresh all →
+//! push (mock APNs) → device wakes → Idle → DeviceInformation → Acknowledged → recorded →
+//! connectivity report.
+//!
+//! # Layout
+//! - [`device`]: the simulated devices, their roles and the plists they send.
+//! - `xml`: the plist writer and the reader for the server's command answers.
+//! - `conn`: a keep-alive HTTP/1.1 connection to the device endpoints.
+//! - [`server`]: the server under test as a child process (`serve-child`).
+//! - [`pki`]: the certificates, fresh or from a directory.
+//! - [`report`]: the figures, the count check and the table.
+//! - this module: the phases.
+
+mod conn;
+pub mod device;
+pub mod pki;
+pub mod report;
+pub mod server;
+mod xml;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use magicpush_checkin::http::client::AdminClient;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::mock_apns::{AcceptedPush, MockApns, MockConfig, MockError, MockHandle, Reason};
+use conn::{DeviceConn, CHECKIN_TYPE, REPORT_TYPE};
+use device::{Role, SimDevice};
+use pki::FleetPki;
+use report::{FleetReport, Injected, LatencyMs, Phases};
+use server::{ServeSettings, ServerProcess};
+
+/// Where the server under test comes from.
+#[derive(Debug, Clone)]
+pub enum ServerMode {
+    /// Start one as a child process of `exe` (a program with the `serve-child` subcommand),
+    /// with an SQLite store in a temporary directory.
+    Spawn {
+        /// Normally `std::env::current_exe()`.
+        exe: PathBuf,
+    },
+    /// Use a running server (plain `http://`) that pushes to this run's mock APNs.
+    Existing {
+        /// Base URL, `http://host:port`.
+        url: String,
+        /// Its admin API key.
+        api_key: String,
+    },
+}
+
+/// How a fleet run goes.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Devices to simulate.
+    pub devices: usize,
+    /// Fraction (0..=1) of devices that never answer a push.
+    pub offline_fraction: f64,
+    /// Fraction (0..=1) of devices whose token APNs answers 410.
+    pub unregistered_fraction: f64,
+    /// How long a woken device waits before it reports Idle.
+    pub delay: Duration,
+    /// The server under test.
+    pub server: ServerMode,
+    /// Connections (and concurrent requests) of the simulated devices.
+    pub connections: usize,
+    /// Longest wait from the refresh until every online device reported and the server's
+    /// report settled.
+    pub wait: Duration,
+    /// Seed of the fleet (identities and roles).
+    pub seed: u64,
+    /// Read (or write) the certificates here instead of a temporary directory.
+    pub pki_dir: Option<PathBuf>,
+    /// Address of the mock APNs.
+    pub mock_listen: SocketAddr,
+    /// `--unreachable-after` of a spawned server.
+    pub unreachable_after: Duration,
+    /// `--push-concurrency` of a spawned server.
+    pub push_concurrency: usize,
+}
+
+impl FleetConfig {
+    /// Defaults for `devices` devices against a spawned server.
+    pub fn new(devices: usize, exe: PathBuf) -> FleetConfig {
+        FleetConfig {
+            devices,
+            offline_fraction: 0.0,
+            unregistered_fraction: 0.0,
+            delay: Duration::ZERO,
+            server: ServerMode::Spawn { exe },
+            connections: 128,
+            wait: Duration::from_secs(120),
+            seed: 0x6d61_6769_6370_7573,
+            pki_dir: None,
+            mock_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unreachable_after: Duration::from_secs(600),
+            push_concurrency: 256,
+        }
+    }
+}
+
+/// Why a fleet run could not be carried out (as opposed to a run whose figures fail).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The configuration cannot work.
+    #[error("fleet: {0}")]
+    Config(String),
+    /// Certificates could not be generated, written or read.
+    #[error("fleet certificates: {0}")]
+    Pki(String),
+    /// The mock APNs did not start.
+    #[error(transparent)]
+    Mock(#[from] MockError),
+    /// The server child did not start.
+    #[error("fleet server: {detail}")]
+    Server {
+        /// What happened.
+        detail: String,
+    },
+    /// A device request failed after its retries.
+    #[error("device PUT {path}: {detail}")]
+    Device {
+        /// The endpoint.
+        path: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// An admin API call failed.
+    #[error("admin API {what}: {detail}")]
+    Admin {
+        /// Which call.
+        what: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// A temporary directory could not be made.
+    #[error("fleet: cannot create a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+}
+
+/// The phase a run is in, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Certificates, mock APNs, server.
+    Setup = 0,
+    /// Authenticate + TokenUpdate.
+    Enroll = 1,
+    /// Refresh, pushes, device reports.
+    PushReport = 2,
+    /// Waiting for the server's report to settle.
+    Settle = 3,
+    /// Reading the device list.
+    Verify = 4,
+    /// Finished.
+    Done = 5,
+}
+
+/// Live counters of a run, read by the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    /// Devices whose enrollment finished (either way).
+    pub enrolled: AtomicU64,
+    /// Pushes the mock APNs accepted.
+    pub pushed: AtomicU64,
+    /// Online devices that finished their report (either way).
+    pub reported: AtomicU64,
+    /// Devices in the fleet.
+    pub devices: AtomicU64,
+    /// Online devices (reports to expect).
+    pub online: AtomicU64,
+    /// Pushes the mock is expected to accept (online + offline).
+    pub pushable: AtomicU64,
+}
+
+impl Progress {
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Setup,
+            1 => Phase::Enroll,
+            2 => Phase::PushReport,
+            3 => Phase::Settle,
+            4 => Phase::Verify,
+            _ => Phase::Done,
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Marks the run finished (also after an error), so a display stops.
+    pub fn mark_done(&self) {
+        self.set_phase(Phase::Done);
+    }
+}
+
+/// Failed requests: a count and the first few messages.
+#[derive(Debug, Default)]
+struct Failures {
+    count: AtomicU64,
+    samples: Mutex<Vec<String>>,
+}
+
+impl Failures {
+    const SAMPLES: usize = 8;
+
+    fn record(&self, what: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() < Self::SAMPLES {
+            samples.push(what);
+        }
+    }
+}
+
+/// What the device side needs to reach the server.
+#[derive(Debug, Clone)]
+struct Target {
+    addr: SocketAddr,
+    authority: String,
+}
+
+impl Target {
+    async fn resolve(url: &str) -> Result<Target, FleetError> {
+        let authority = url
+            .trim_end_matches('/')
+            .strip_prefix("http://")
+            .ok_or_else(|| {
+                FleetError::Config(format!(
+                    "the device traffic needs a plain http:// server URL, not {url}"
+                ))
+            })?
+            .to_owned();
+        let addr = tokio::net::lookup_host(authority.as_str())
+            .await
+            .map_err(|e| FleetError::Config(format!("cannot resolve {authority}: {e}")))?
+            .next()
+            .ok_or_else(|| FleetError::Config(format!("{authority} resolves to nothing")))?;
+        Ok(Target { addr, authority })
+    }
+
+    fn conn(&self) -> DeviceConn {
+        DeviceConn::new(self.addr, &self.authority, Duration::from_secs(30))
+    }
+}
+
+/// Runs the whole fleet and returns its figures. Errors mean the run could not be carried out;
+/// a run that finishes with lost devices or wrong counts returns a report that does not
+/// [pass](FleetReport::passed).
+pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetReport, FleetError> {
+    if config.devices == 0 {
+        return Err(FleetError::Config("--devices must be at least 1".into()));
+    }
+    let started = Instant::now();
+    progress.set_phase(Phase::Setup);
+
+    // --- setup: devices, certificates, mock APNs, server ---
+    let devices = Arc::new(device::generate(
+        config.devices,
+        config.offline_fraction,
+        config.unregistered_fraction,
+        config.seed,
+    ));
+    let role_count = |r: Role| devices.iter().filter(|d| d.role == r).count() as u64;
+    let injected = Injected {
+        online: role_count(Role::Online),
+        offline: role_count(Role::Offline),
+        unregistered: role_count(Role::Unregistered),
+    };
+    progress
+        .devices
+        .store(devices.len() as u64, Ordering::Relaxed);
+    progress.online.store(injected.online, Ordering::Relaxed);
+    progress
+        .pushable
+        .store(injected.online + injected.offline, Ordering::Relaxed);
+
+    let scratch = tempfile::Builder::new()
+        .prefix("magicpush-fleet-")
+        .tempdir()
+        .map_err(FleetError::TempDir)?;
+    let pki_dir = config
+        .pki_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("pki"));
+    let pki = FleetPki::load_or_create(&pki_dir)?;
+
+    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+    let mock_config = MockConfig {
+        unregistered: devices
+            .iter()
+            .filter(|d| d.role == Role::Unregistered)
+            .map(SimDevice::token_hex)
+            .collect(),
+        accepted: Some(accepted_tx),
+        ..MockConfig::default()
+    };
+    let mock = MockApns::start(
+        config.mock_listen,
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+        &pki.ca_pem,
+        mock_config,
+    )
+    .await?;
+
+    let (server, url, api_key) = match &config.server {
+        ServerMode::Spawn { exe } => {
+            let api_key = uuid::Uuid::new_v4().simple().to_string();
+            let settings = ServeSettings {
+                exe: exe.clone(),
+                data_dir: scratch.path().join("data"),
+                cert: pki.path(pki::PUSH_CERT_FILE),
+                key: pki.path(pki::PUSH_KEY_FILE),
+                apns_url: mock.url(),
+                apns_ca: pki.path(pki::CA_FILE),
+                api_key: api_key.clone(),
+                unreachable_after: config.unreachable_after,
+                push_concurrency: config.push_concurrency,
+            };
+            let process = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
+                .await
+                .map_err(|e| FleetError::Server {
+                    detail: e.to_string(),
+                })??;
+            let url = process.url().to_owned();
+            (Some(process), url, api_key)
+        }
+        ServerMode::Existing { url, api_key } => (None, url.clone(), api_key.clone()),
+    };
+    let target = Target::resolve(&url).await?;
+    let admin = AdminClient::new(&url, Some(api_key), None)
+        .map_err(|e| admin_err("client", e))?
+        .with_timeout(Duration::from_secs(60));
+    let setup_s = started.elapsed().as_secs_f64();
+
+    // --- enroll ---
+    progress.set_phase(Phase::Enroll);
+    let failures = Arc::new(Failures::default());
+    let topic: Arc<str> = Arc::from(pki.topic.as_str());
+    let enroll_started = Instant::now();
+    let enrolled = enroll(
+        &devices,
+        &topic,
+        &target,
+        config.connections,
+        &progress,
+        &failures,
+    )
+    .await;
+    let enroll_s = enroll_started.elapsed().as_secs_f64();
+
+    // --- refresh, pushes, reports ---
+    progress.set_phase(Phase::PushReport);
+    let push_started = Instant::now();
+    let deadline = push_started + config.wait;
+    let reports = Reports::start(
+        devices.clone(),
+        &target,
+        config.connections,
+        config.delay,
+        accepted_rx,
+        progress.clone(),
+        failures.clone(),
+    );
+    let summary = admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
+        .await
+        .map_err(|e| admin_err("POST /v1/refresh", e))?;
+    let expected_pushes = injected.online + injected.offline + injected.unregistered;
+    if summary["pushing"].as_u64() != Some(expected_pushes) {
+        failures.record(format!(
+            "refresh pushes {} devices, expected {expected_pushes}: {summary}",
+            summary["pushing"]
+        ));
+    }
+    let mut push_s = None;
+    loop {
+        let judged = judged_pushes(&mock);
+        if push_s.is_none() && judged >= expected_pushes {
+            push_s = Some(push_started.elapsed().as_secs_f64());
+        }
+        let reported = progress.reported.load(Ordering::Relaxed);
+        if (push_s.is_some() && reported >= injected.online) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let push_report_s = push_started.elapsed().as_secs_f64();
+    let pushes = judged_pushes(&mock);
+    let push_s = push_s.unwrap_or(push_report_s);
+    let answered = reports.finish().await;
+
+    // --- settle: the server's own report ---
+    progress.set_phase(Phase::Settle);
+    let settle_started = Instant::now();
+    let (states, connectivity) = loop {
+        let report = admin
+            .get_json("/v1/connectivity")
+            .await
+            .map_err(|e| admin_err("GET /v1/connectivity", e))?;
+        let states: BTreeMap<String, u64> = report["states"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if report::counts_match(&states, injected) || Instant::now() >= deadline {
+            break (states, report);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    let wall_s = enroll_s + push_report_s + settle_s;
+
+    // --- verify: who is lost ---
+    progress.set_phase(Phase::Verify);
+    let verify_started = Instant::now();
+    let (lost, misplaced) = verify(&admin, &devices, &answered.reported).await?;
+    let verify_s = verify_started.elapsed().as_secs_f64();
+
+    let server_peak_rss_mb = server.as_ref().and_then(ServerProcess::peak_rss_mb);
+    let loadgen_peak_rss_mb = crate::rss::peak_rss_mb();
+    if let Some(server) = server {
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .map_err(|e| FleetError::Server {
+                detail: e.to_string(),
+            })?;
+    }
+    mock.shutdown().await;
+    progress.set_phase(Phase::Done);
+
+    let error_samples = failures
+        .samples
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    Ok(FleetReport {
+        devices: devices.len() as u64,
+        wall_s: round3(wall_s),
+        total_s: round3(started.elapsed().as_secs_f64()),
+        counts_match: report::counts_match(&states, injected),
+        states,
+        expected: report::expected_states(injected),
+        injected,
+        lost,
+        misplaced,
+        enrolled,
+        enroll_per_s: round1(enrolled as f64 / enroll_s),
+        checkins_per_s: round1(2.0 * enrolled as f64 / enroll_s),
+        pushes,
+        push_per_s: round1(pushes as f64 / push_s.max(1e-9)),
+        push_s: round3(push_s),
+        reported: answered.reported.iter().filter(|r| **r).count() as u64,
+        latency_ms: LatencyMs::from_micros(&answered.latency_us),
+        server_latency_ms: connectivity["latency_ms"].clone(),
+        phases: Phases {
+            setup_s: round3(setup_s),
+            enroll_s: round3(enroll_s),
+            push_report_s: round3(push_report_s),
+            settle_s: round3(settle_s),
+            verify_s: round3(verify_s),
+        },
+        server_peak_rss_mb: server_peak_rss_mb.map(round1),
+        loadgen_peak_rss_mb: loadgen_peak_rss_mb.map(round1),
+        errors: failures.count.load(Ordering::Relaxed),
+        error_samples,
+    })
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn admin_err(what: &'static str, e: impl std::fmt::Display) -> FleetError {
+    FleetError::Admin {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Pushes the mock answered: accepted, or 410 for an unregistered token.
+fn judged_pushes(mock: &MockHandle) -> u64 {
+    let stats = mock.stats();
+    stats.accepted
+        + stats
+            .rejected
+            .get(&Reason::Unregistered)
+            .copied()
+            .unwrap_or(0)
+}
+
+/// Authenticate + TokenUpdate for every device over `connections` keep-alive connections.
+/// Returns how many devices enrolled.
+async fn enroll(
+    devices: &Arc<Vec<SimDevice>>,
+    topic: &Arc<str>,
+    target: &Target,
+    connections: usize,
+    progress: &Arc<Progress>,
+    failures: &Arc<Failures>,
+) -> u64 {
+    let workers = connections.clamp(1, devices.len());
+    let enrolled = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let devices = devices.clone();
+        let topic = topic.clone();
+        let mut conn = target.conn();
+        let progress = progress.clone();
+        let failures = failures.clone();
+        let enrolled = enrolled.clone();
+        tasks.spawn(async move {
+            for d in devices.iter().skip(w).step_by(workers) {
+                match enroll_one(&mut conn, d, &topic).await {
+                    Ok(()) => {
+                        enrolled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => failures.record(format!("enroll {}: {why}", d.udid)),
+                }
+                progress.enrolled.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    enrolled.load(Ordering::Relaxed)
+}
+
+async fn enroll_one(conn: &mut DeviceConn, d: &SimDevice, topic: &str) -> Result<(), String> {
+    for (what, body) in [
+        ("Authenticate", d.authenticate(topic)),
+        ("TokenUpdate", d.token_update(topic)),
+    ] {
+        let (status, answer) = conn
+            .put("/mdm/checkin", CHECKIN_TYPE, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != StatusCode::OK {
+            return Err(format!(
+                "{what} answered {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A device woken by an accepted push.
+struct Wake {
+    index: usize,
+    pushed_at: Instant,
+}
+
+/// The device side of the push phase: a dispatcher that hands each accepted push to its
+/// device, and workers that run the woken online devices' report exchanges.
+struct Reports {
+    dispatcher: tokio::task::JoinHandle<()>,
+    workers: tokio::task::JoinSet<hdrhistogram::Histogram<u64>>,
+    reported: Arc<Vec<AtomicBool>>,
+}
+
+/// What the devices did in the push phase.
+struct Answered {
+    /// Per device: it completed its report exchange (every answer 200).
+    reported: Vec<bool>,
+    /// Push accepted → Acknowledged answered, in microseconds.
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Reports {
+    fn start(
+        devices: Arc<Vec<SimDevice>>,
+        target: &Target,
+        connections: usize,
+        delay: Duration,
+        mut accepted: mpsc::UnboundedReceiver<AcceptedPush>,
+        progress: Arc<Progress>,
+        failures: Arc<Failures>,
+    ) -> Reports {
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel::<Wake>();
+        let by_token: HashMap<String, usize> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.token_hex(), i))
+            .collect();
+        let dispatcher = {
+            let devices = devices.clone();
+            let progress = progress.clone();
+            let failures = failures.clone();
+            tokio::spawn(async move {
+                let mut woken = vec![false; devices.len()];
+                while let Some(push) = accepted.recv().await {
+                    let pushed_at = Instant::now();
+                    progress.pushed.fetch_add(1, Ordering::Relaxed);
+                    let Some(&index) = by_token.get(&push.token) else {
+                        failures.record(format!("push to a token of no device: {}", push.token));
+                        continue;
+                    };
+                    let d = &devices[index];
+                    if push.magic != d.push_magic {
+                        failures.record(format!("{}: push magic {:?}", d.udid, push.magic));
+                    }
+                    // A device is woken once; a repeated push finds it already answering.
+                    if std::mem::replace(&mut woken[index], true) {
+                        continue;
+                    }
+                    match d.role {
+                        Role::Online => {
+                            let _ = wake_tx.send(Wake { index, pushed_at });
+                        }
+                        Role::Offline => {}
+                        Role::Unregistered => {
+                            failures.record(format!("{}: unregistered token was accepted", d.udid))
+                        }
+                    }
+                }
+            })
+        };
+        let reported: Arc<Vec<AtomicBool>> =
+            Arc::new(devices.iter().map(|_| AtomicBool::new(false)).collect());
+        let queue = Arc::new(tokio::sync::Mutex::new(wake_rx));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..connections.max(1) {
+            let queue = queue.clone();
+            let devices = devices.clone();
+            let mut conn = target.conn();
+            let progress = progress.clone();
+            let failures = failures.clone();
+            let reported = reported.clone();
+            workers.spawn(async move {
+                let mut latency = latency_histogram();
+                loop {
+                    let wake = queue.lock().await.recv().await;
+                    let Some(wake) = wake else { break };
+                    if !delay.is_zero() {
+                        tokio::time::sleep_until((wake.pushed_at + delay).into()).await;
+                    }
+                    let d = &devices[wake.index];
+                    match report_one(&mut conn, d).await {
+                        Ok(()) => {
+                            let us = wake.pushed_at.elapsed().as_micros() as u64;
+                            let _ = latency.record(us.max(1));
+                            reported[wake.index].store(true, Ordering::Relaxed);
+                        }
+                        Err(why) => failures.record(format!("report {}: {why}", d.udid)),
+                    }
+                    progress.reported.fetch_add(1, Ordering::Relaxed);
+                }
+                latency
+            });
+        }
+        Reports {
+            dispatcher,
+            workers,
+            reported,
+        }
+    }
+
+    /// Stops taking pushes, lets the workers finish the devices already woken, and collects.
+    async fn finish(mut self) -> Answered {
+        self.dispatcher.abort();
+        let _ = (&mut self.dispatcher).await;
+        let mut latency_us = latency_histogram();
+        while let Some(result) = self.workers.join_next().await {
+            if let Ok(h) = result {
+                let _ = latency_us.add(&h);
+            }
+        }
+        Answered {
+            reported: self
+                .reported
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .collect(),
+            latency_us,
+        }
+    }
+}
+
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    // One microsecond to one hour, three significant digits: the bounds are valid constants.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What a woken device does: Idle, then acknowledge each command it is given until the server
+/// answers with an empty body.
+async fn report_one(conn: &mut DeviceConn, d: &SimDevice) -> Result<(), String> {
+    const MAX_COMMANDS: usize = 8;
+    let mut body = d.idle();
+    for round in 0..=MAX_COMMANDS {
+        let (status, answer) = conn
+            .put("/mdm/server", REPORT_TYPE, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != StatusCode::OK {
+            return Err(format!(
+                "report answered {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            ));
+        }
+        match xml::command_of(&answer)? {
+            Some(command) => body = d.acknowledged(&command),
+            None if round == 0 => return Err("no command queued after the push".into()),
+            None => return Ok(()),
+        }
+    }
+    Err(format!("the server kept sending commands ({MAX_COMMANDS})"))
+}
+
+#[derive(Deserialize)]
+struct DeviceRow {
+    udid: String,
+    state: String,
+}
+
+/// Reads the device list. `lost`: reported devices not `responded`; `misplaced`: devices not in
+/// the state their role requires (offline may be pending or unreachable).
+async fn verify(
+    admin: &AdminClient,
+    devices: &[SimDevice],
+    reported: &[bool],
+) -> Result<(u64, u64), FleetError> {
+    let body = admin
+        .call(Method::GET, "/v1/devices", None)
+        .await
+        .map_err(|e| admin_err("GET /v1/devices", e))?;
+    let rows: Vec<DeviceRow> =
+        serde_json::from_slice(&body).map_err(|e| admin_err("GET /v1/devices", e))?;
+    let states: HashMap<String, String> = rows.into_iter().map(|r| (r.udid, r.state)).collect();
+    let mut lost = 0;
+    let mut misplaced = 0;
+    for (d, reported) in devices.iter().zip(reported) {
+        let state = states.get(&d.udid).map(String::as_str);
+        if *reported && state != Some("responded") {
+            lost += 1;
+        }
+        let fits = match d.role {
+            Role::Online => state == Some("responded"),
+            Role::Offline => matches!(state, Some("pending" | "unreachable")),
+            Role::Unregistered => state == Some("unregistered"),
+        };
+        if !fits {
+            misplaced += 1;
+        }
+    }
+    Ok((lost, misplaced))
+}

@@ -1,0 +1,181 @@
+//! The magicpush server under test, run as a child process so its memory is measured apart
+//! from the load generator's. The child is this program's hidden `serve-child` subcommand,
+//! which runs the checkin library's `magicpush serve` unchanged.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use super::FleetError;
+
+/// How long the child may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the child may take to exit after its stdin closes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the child is started with.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Program that understands `serve-child` (normally `magicpush-loadtest` itself).
+    pub exe: PathBuf,
+    /// Data directory (device database).
+    pub data_dir: PathBuf,
+    /// Push certificate and key (PEM files).
+    pub cert: PathBuf,
+    /// Push key.
+    pub key: PathBuf,
+    /// The mock APNs' URL and the CA it is trusted with.
+    pub apns_url: String,
+    /// CA for the mock APNs' TLS certificate.
+    pub apns_ca: PathBuf,
+    /// Admin API key.
+    pub api_key: String,
+    /// The server's `--unreachable-after`.
+    pub unreachable_after: Duration,
+    /// The server's `--push-concurrency`.
+    pub push_concurrency: usize,
+}
+
+/// A running server child. Stops it when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    url: String,
+}
+
+impl ServerProcess {
+    /// Starts the child and waits for its `listening on <url>` line.
+    pub fn spawn(settings: &ServeSettings) -> Result<ServerProcess, FleetError> {
+        let mut cmd = Command::new(&settings.exe);
+        cmd.arg("serve-child")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&settings.data_dir)
+            .arg("--cert")
+            .arg(&settings.cert)
+            .arg("--key")
+            .arg(&settings.key)
+            .arg("--apns-url")
+            .arg(&settings.apns_url)
+            .arg("--apns-ca")
+            .arg(&settings.apns_ca)
+            .arg("--api-key")
+            .arg(&settings.api_key)
+            .arg("--unreachable-after")
+            .arg(format!("{}s", settings.unreachable_after.as_secs().max(1)))
+            .arg("--push-concurrency")
+            .arg(settings.push_concurrency.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // The flags above are the whole configuration: no MAGICPUSH_* from our environment.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MAGICPUSH_") {
+                cmd.env_remove(name);
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let mut child = cmd.spawn().map_err(|e| FleetError::Server {
+            detail: format!("cannot start {} serve-child: {e}", settings.exe.display()),
+        })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(stdout) = stdout {
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(url.trim().to_owned());
+                        }
+                    }
+                }
+            });
+        }
+        let mut process = ServerProcess {
+            child,
+            stdin,
+            url: String::new(),
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => process.url = url,
+            Err(_) => {
+                let status = process.child.try_wait().ok().flatten();
+                return Err(FleetError::Server {
+                    detail: match status {
+                        Some(s) => format!("the server exited before listening ({s})"),
+                        None => format!("the server did not listen within {START_TIMEOUT:?}"),
+                    },
+                });
+            }
+        }
+        Ok(process)
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the child so far (Linux), in MiB.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        crate::rss::peak_rss_mb_of(self.pid())
+    }
+
+    /// Closes the child's stdin (it exits at EOF; everything it answered is already durable)
+    /// and waits; kills it if it does not exit in time.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop_inner();
+        }
+    }
+}
+
+/// The body of `serve-child`: exit when stdin reaches EOF (the parent is done or died), and
+/// otherwise run `magicpush serve` with `args`.
+pub fn serve_child_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let argv = ["magicpush".into(), "serve".into()]
+        .into_iter()
+        .chain(args.iter().cloned())
+        .collect::<Vec<std::ffi::OsString>>();
+    magicpush_checkin::cli::main_from(argv)
+}

@@ -1,0 +1,111 @@
+//! A 2,000-device smoke of `magicpush-loadtest fleet`: the real server (a child process with
+//! its SQLite store), the mock APNs, devices that enroll over HTTP and answer their pushes,
+//! some offline and some unregistered.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicpush_loadtest::fleet::{self, FleetConfig, Progress};
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_magicpush-loadtest"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_devices_none_lost_counts_exact() {
+    let mut config = FleetConfig::new(2000, exe());
+    config.offline_fraction = 0.05;
+    config.unregistered_fraction = 0.03;
+    config.connections = 64;
+    config.wait = Duration::from_secs(45);
+    let progress = Arc::new(Progress::default());
+    let report = tokio::time::timeout(
+        Duration::from_secs(90),
+        fleet::run(&config, progress.clone()),
+    )
+    .await
+    .expect("the fleet finishes in time")
+    .expect("the fleet runs");
+    let table = report.table();
+
+    assert_eq!(report.devices, 2000, "{table}");
+    assert_eq!(report.injected.offline, 100, "{table}");
+    assert_eq!(report.injected.unregistered, 60, "{table}");
+    assert_eq!(report.injected.online, 1840, "{table}");
+    assert_eq!(report.enrolled, 2000, "{table}");
+    assert_eq!(report.errors, 0, "{table}");
+    assert_eq!(report.lost, 0, "{table}");
+    assert_eq!(report.misplaced, 0, "{table}");
+    assert!(report.counts_match, "{table}");
+    assert_eq!(report.states["responded"], 1840, "{table}");
+    assert_eq!(report.states["unregistered"], 60, "{table}");
+    assert_eq!(
+        report.states["pending"] + report.states["unreachable"],
+        100,
+        "{table}"
+    );
+    assert_eq!(report.reported, 1840, "{table}");
+    assert_eq!(report.pushes, 2000, "{table}");
+    assert_eq!(report.latency_ms.count, 1840, "{table}");
+    assert!(report.latency_ms.p50 <= report.latency_ms.max, "{table}");
+    assert!(
+        report.server_peak_rss_mb.is_some_and(|mb| mb > 0.0),
+        "{table}"
+    );
+    assert!(report.passed(), "{table}");
+    assert_eq!(
+        progress.reported.load(std::sync::atomic::Ordering::Relaxed),
+        1840
+    );
+}
+
+/// The command line: `--json` prints one object on its last line, and the exit status says
+/// whether the run passed.
+#[test]
+fn cli_json_is_one_object_on_the_last_line() {
+    let out = Command::new(exe())
+        .args([
+            "fleet",
+            "--devices",
+            "200",
+            "--offline-fraction",
+            "0.1",
+            "--unregistered-fraction",
+            "0.05",
+            "--delay-ms",
+            "20",
+            "--json",
+        ])
+        .output()
+        .expect("run magicpush-loadtest fleet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    for key in [
+        "devices",
+        "wall_s",
+        "states",
+        "lost",
+        "enroll_per_s",
+        "push_per_s",
+        "latency_ms",
+        "phases",
+        "server_peak_rss_mb",
+        "loadgen_peak_rss_mb",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing in {last}");
+    }
+    assert_eq!(v["devices"], 200);
+    assert_eq!(v["lost"], 0);
+    assert_eq!(v["states"]["responded"], 170, "{last}");
+    assert_eq!(v["states"]["unregistered"], 10, "{last}");
+    // Devices waited 20 ms before answering.
+    assert!(v["latency_ms"]["p50"].as_f64().unwrap() >= 20.0, "{last}");
+}
