@@ -250,7 +250,6 @@ fn admit<'a>(
     topic: &'a Topic,
     cx: &mut Context<'_>,
 ) -> Option<PendingStream<'a>> {
-    shared.requests.fetch_add(1, Ordering::Relaxed);
     let active = conn_state.active.fetch_add(1, Ordering::Relaxed) + 1;
     let guard = ActiveGuard(conn_state);
     conn_state.peak.fetch_max(active, Ordering::Relaxed);

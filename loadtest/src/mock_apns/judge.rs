@@ -35,7 +35,7 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 
 /// Largest payload APNs accepts for an MDM (non-VoIP) push.
@@ -61,16 +61,43 @@ const KNOWN_PUSH_TYPES: &[&str] = &[
     "controls",
 ];
 
-/// Request headers that must not be repeated.
-const SINGLE_HEADERS: &[&str] = &[
-    "apns-topic",
-    "apns-push-type",
-    "apns-priority",
-    "apns-expiration",
-    "apns-id",
-    "apns-collapse-id",
-    "authorization",
-];
+/// The APNs request headers, found in one pass over the header map (no hashing).
+#[derive(Default)]
+struct ApnsHeaders<'a> {
+    topic: Option<&'a HeaderValue>,
+    push_type: Option<&'a HeaderValue>,
+    priority: Option<&'a HeaderValue>,
+    expiration: Option<&'a HeaderValue>,
+    id: Option<&'a HeaderValue>,
+    collapse_id: Option<&'a HeaderValue>,
+    authorization: Option<&'a HeaderValue>,
+    /// One of the above appeared more than once.
+    duplicate: bool,
+}
+
+impl<'a> ApnsHeaders<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut h = ApnsHeaders::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "apns-topic" => &mut h.topic,
+                "apns-push-type" => &mut h.push_type,
+                "apns-priority" => &mut h.priority,
+                "apns-expiration" => &mut h.expiration,
+                "apns-id" => &mut h.id,
+                "apns-collapse-id" => &mut h.collapse_id,
+                "authorization" => &mut h.authorization,
+                _ => continue,
+            };
+            if slot.is_some() {
+                h.duplicate = true;
+            } else {
+                *slot = Some(value);
+            }
+        }
+        h
+    }
+}
 
 macro_rules! reasons {
     ($($name:ident = $status:literal),* $(,)?) => {
@@ -217,13 +244,11 @@ pub fn judge<'a>(
     if !valid_token(token) {
         return Verdict::reject(Reason::BadDeviceToken);
     }
-    if SINGLE_HEADERS
-        .iter()
-        .any(|name| headers.get_all(*name).iter().nth(1).is_some())
-    {
+    let h = ApnsHeaders::scan(headers);
+    if h.duplicate {
         return Verdict::reject(Reason::DuplicateHeaders);
     }
-    let Some(topic) = headers.get("apns-topic") else {
+    let Some(topic) = h.topic else {
         return Verdict::reject(Reason::MissingTopic);
     };
     let Ok(topic) = topic.to_str() else {
@@ -237,7 +262,7 @@ pub fn judge<'a>(
             return Verdict::reject(Reason::BadTopic);
         }
     }
-    let push_type = headers.get("apns-push-type").map(|v| v.as_bytes());
+    let push_type = h.push_type.map(|v| v.as_bytes());
     let push_type_ok = match push_type {
         None => !topic.starts_with(MDM_TOPIC_PREFIX),
         Some(t) if topic.starts_with(MDM_TOPIC_PREFIX) => t == b"mdm",
@@ -246,23 +271,23 @@ pub fn judge<'a>(
     if !push_type_ok {
         return Verdict::reject(Reason::InvalidPushType);
     }
-    if let Some(p) = headers.get("apns-priority") {
+    if let Some(p) = h.priority {
         if !matches!(p.as_bytes(), b"10" | b"5" | b"1") {
             return Verdict::reject(Reason::BadPriority);
         }
     }
-    if let Some(e) = headers.get("apns-expiration") {
+    if let Some(e) = h.expiration {
         let e = e.as_bytes();
         if e.is_empty() || e.len() > 20 || !e.iter().all(u8::is_ascii_digit) {
             return Verdict::reject(Reason::BadExpirationDate);
         }
     }
-    if let Some(id) = headers.get("apns-id") {
+    if let Some(id) = h.id {
         if !canonical_uuid(id.as_bytes()) {
             return Verdict::reject(Reason::BadMessageId);
         }
     }
-    if let Some(c) = headers.get("apns-collapse-id") {
+    if let Some(c) = h.collapse_id {
         if c.len() > 64 {
             return Verdict::reject(Reason::BadCollapseId);
         }
@@ -316,7 +341,6 @@ pub fn canonical_uuid(s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     const TOPIC: &str = "com.apple.mgmt.External.2f4e5c1a-8a43-4a7b-9f55-0c7f6c1d9a11";
     const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";

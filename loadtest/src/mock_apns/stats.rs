@@ -134,7 +134,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MockStats {
         connections_opened: shared.connections_opened.load(Ordering::Relaxed),
         connections_open: connections.iter().filter(|c| c.open).count() as u64,
         handshake_failures: shared.handshake_failures.load(Ordering::Relaxed),
-        requests: shared.requests.load(Ordering::Relaxed),
+        requests: connections.iter().map(|c| c.requests).sum(),
         accepted: shared.accepted.load(Ordering::Relaxed),
         rejected,
         resets_injected: shared.resets_injected.load(Ordering::Relaxed),
