@@ -655,3 +655,36 @@ async fn frozen_connection_is_silent_until_thawed_and_drop_closes() {
     assert_eq!(push(&again, TOKEN, &pki.topic).await.status, StatusCode::OK);
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_every_closes_connections_periodically() {
+    let pki = TestPki::generate().unwrap();
+    let config = MockConfig {
+        drop_every: Some(Duration::from_millis(150)),
+        ..MockConfig::default()
+    };
+    let mock = start(&pki, config).await;
+    let client = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+    assert_eq!(
+        push(&client, TOKEN, &pki.topic).await.status,
+        StatusCode::OK
+    );
+    tokio::time::timeout(STEP, client.driver)
+        .await
+        .expect("dropped within the period")
+        .unwrap()
+        .ok();
+    let again = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+    assert_eq!(push(&again, TOKEN, &pki.topic).await.status, StatusCode::OK);
+    tokio::time::timeout(STEP, again.driver)
+        .await
+        .expect("dropped again")
+        .unwrap()
+        .ok();
+    eventually(
+        || mock.stats().drops >= 2 && mock.stats().connections_open == 0,
+        "both connections dropped and counted",
+    )
+    .await;
+    mock.shutdown().await;
+}

@@ -159,3 +159,33 @@ pub fn run(args: MockApnsArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.txt");
+        let token = "AB".repeat(32);
+        std::fs::write(
+            &path,
+            format!("# unregistered\n{token}\n\n  {}  \n", "cd".repeat(40)),
+        )
+        .unwrap();
+        let tokens = read_tokens(&path).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.contains(&token.to_ascii_lowercase()));
+        std::fs::write(&path, "nothex\n").unwrap();
+        let err = read_tokens(&path).unwrap_err().to_string();
+        assert!(err.contains(":1:"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_fractions() {
+        assert_eq!(fraction("0.25"), Ok(0.25));
+        assert!(fraction("1.5").is_err());
+        assert!(fraction("x").is_err());
+    }
+}
