@@ -688,3 +688,69 @@ async fn drop_every_closes_connections_periodically() {
     .await;
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_mid_burst_ends_every_stream_and_new_connections_work() {
+    let pki = TestPki::generate().unwrap();
+    let config = MockConfig {
+        delay: Duration::from_millis(5),
+        ..MockConfig::default()
+    };
+    let mock = start(&pki, config).await;
+    for round in 0..3 {
+        let before = mock.accepted_for(TOKEN);
+        let clients = [
+            connect(&mock, &pki, Some(&pki.push)).await.unwrap(),
+            connect(&mock, &pki, Some(&pki.push)).await.unwrap(),
+        ];
+        let burst = (0..2000).map(|i| {
+            let c = &clients[i % 2];
+            let topic = pki.topic.clone();
+            async move {
+                tokio::time::timeout(
+                    STEP,
+                    send(&c.send, request(TOKEN, &topic, &[]), &mdm_body()),
+                )
+                .await
+                .expect("every stream ends, answered or failed")
+                .map(|a| a.status)
+            }
+        });
+        let dropper = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            mock.drop_all();
+        };
+        let (results, ()) = tokio::join!(futures_util::future::join_all(burst), dropper);
+        let ok = results
+            .iter()
+            .filter(|r| matches!(r, Ok(StatusCode::OK)))
+            .count();
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(StatusCode::OK) | Err(_))),
+            "round {round}: only 200 or a lost connection"
+        );
+        // Accepted answers may be lost with the connection, never invented.
+        let accepted = mock.accepted_for(TOKEN) - before;
+        assert!(
+            accepted >= ok as u64,
+            "round {round}: {accepted} accepted, {ok} answered 200"
+        );
+        assert!(ok < 2000, "round {round}: the drop came too late to matter");
+        let before = mock.accepted_for(TOKEN);
+        // Fresh connections after the drop serve everything.
+        let fresh = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+        let burst = (0..500).map(|_| {
+            let c = &fresh;
+            let topic = pki.topic.clone();
+            async move { push(c, TOKEN, &topic).await.status }
+        });
+        assert!(futures_util::future::join_all(burst)
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK));
+        assert_eq!(mock.accepted_for(TOKEN) - before, 500);
+    }
+    mock.shutdown().await;
+}
