@@ -11,6 +11,21 @@
 //!   streams and limit violations per connection ([`MockStats`]).
 //!
 //! It shares no code with the engine: it judges the engine.
+//!
+//! Its own ceiling, with `h2load` (which has no client certificate, hence `--client-auth optional`):
+//!
+//! ```text
+//! magicpush-loadtest mock-apns --listen 127.0.0.1:2197 --cert server.pem --key server.key.pem \
+//!     --client-ca ca.pem --client-auth optional
+//! h2load -n 300000 -c 2 -m 100 -H 'apns-topic: x' -H 'apns-push-type: mdm' -d body.json \
+//!     https://127.0.0.1:2197/3/device/<64 hex digits>
+//! ```
+//!
+//! Stream accounting: the server counts a stream from the moment h2 hands it over until its
+//! answer is queued, so its count never exceeds what the client had open. Limits take effect
+//! per RFC 9113 once the client acknowledged them (see [`settings_io`]); before the first
+//! acknowledgement a client may legitimately open more streams, which shows in the peak but is
+//! not a violation.
 
 mod connection;
 pub mod judge;
@@ -64,7 +79,7 @@ pub struct MockConfig {
     pub goaway_every: Option<u64>,
     /// Abruptly close every connection at this interval.
     pub drop_every: Option<Duration>,
-    /// Tokens answered 410 Unregistered (hex, any case).
+    /// Tokens answered 410 Unregistered (hex, any case), timestamped with the mock's start.
     pub unregistered: HashSet<String>,
     /// Tokens answered 400 DeviceTokenNotForTopic (hex, any case).
     pub foreign_tokens: HashSet<String>,
