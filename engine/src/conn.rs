@@ -118,11 +118,12 @@ pub(crate) fn spawn(
         id,
         slot,
         shared: shared.clone(),
-        config,
         jobs: rx,
         slab: Slab::default(),
         inflight: FuturesUnordered::new(),
         served: false,
+        expiration: config.template.expiration_cache(),
+        config,
     };
     tokio::spawn(driver.run(connected));
     Live {
@@ -142,6 +143,7 @@ struct Driver {
     inflight: FuturesUnordered<InFlight>,
     /// Whether the server answered at least one push here.
     served: bool,
+    expiration: crate::apns::request::ExpirationCache,
 }
 
 impl Driver {
@@ -149,7 +151,7 @@ impl Driver {
         let Connected {
             mut send,
             ping,
-            mut closed,
+            mut connection,
         } = connected;
         let activity = Arc::new(ActivityClock::new());
         let dead = Arc::new(Notify::new());
@@ -166,9 +168,27 @@ impl Driver {
         loop {
             tokio::select! {
                 biased;
+                // The connection's own I/O first: it reads answers and writes requests.
+                result = &mut connection => {
+                    cause = match result {
+                        Ok(()) => CloseCause::GoAway,
+                        Err(e) => close_cause(&e),
+                    };
+                    // Answers that arrived before the end are ready now; the other streams
+                    // will never be answered (the connection is no longer polled): they are
+                    // handed back below.
+                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
+                        self.on_answer(key, answer);
+                    }
+                    break;
+                }
                 Some((key, answer)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     activity.touch();
                     self.on_answer(key, answer);
+                    // Take every other answer that is already in, in this one wake-up.
+                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
+                        self.on_answer(key, answer);
+                    }
                 }
                 ready = poll_fn(|cx| send.poll_ready(cx)), if held.is_some() => {
                     let job = held.take().expect("guarded by held.is_some()");
@@ -199,18 +219,6 @@ impl Driver {
                 () = dead.notified() => {
                     cause = CloseCause::PingTimeout;
                     tracing::warn!(conn = self.id, "APNs connection did not answer a keepalive PING; replacing it");
-                    break;
-                }
-                result = &mut closed => {
-                    cause = match result {
-                        Ok(Ok(())) => CloseCause::GoAway,
-                        Ok(Err(e)) => close_cause(&e),
-                        Err(_) => CloseCause::Lost,
-                    };
-                    // Answers already received are still in the stream futures: collect them.
-                    while let Some((key, answer)) = self.inflight.next().await {
-                        self.on_answer(key, answer);
-                    }
                     break;
                 }
             }
@@ -294,10 +302,11 @@ impl Driver {
             return;
         }
         job.attempts += 1;
+        let expiration = self.expiration.value(SystemTime::now());
         let request = self
             .config
             .template
-            .request(&job.push.token, SystemTime::now());
+            .request_with(&job.push.token, expiration);
         let body = payload(&job.push.magic);
         let deadline = job.deadline;
         match send.send_request(request, false) {

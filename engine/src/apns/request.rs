@@ -2,8 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 
 use crate::outcome::DeviceToken;
@@ -98,16 +99,24 @@ impl RequestTemplate {
 
     /// The request head for one push to `token`, at wall-clock time `now`.
     pub fn request(&self, token: &DeviceToken, now: SystemTime) -> Request<()> {
-        let mut path = String::with_capacity(10 + token.as_hex().len());
-        path.push_str("/3/device/");
-        path.push_str(token.as_hex());
-        // The token is validated hex, so the path is always a valid path.
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .expect("hex token makes a valid path");
+        let expiration = HeaderValue::from(expiration_secs(self.expiration, now));
+        self.request_with(token, expiration)
+    }
+
+    /// The request head with a ready `apns-expiration` value (see [`ExpirationCache`]).
+    pub fn request_with(&self, token: &DeviceToken, expiration: HeaderValue) -> Request<()> {
+        let hex = token.as_hex();
+        let mut path = BytesMut::with_capacity(DEVICE_PATH.len() + hex.len());
+        path.extend_from_slice(DEVICE_PATH.as_bytes());
+        path.extend_from_slice(hex.as_bytes());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        // The token is validated hex, so the path is always valid.
+        parts.path_and_query = Some(
+            PathAndQuery::from_maybe_shared(path.freeze()).expect("hex token makes a valid path"),
+        );
+        let uri = Uri::from_parts(parts).expect("scheme, authority and path are set");
         let mut req = Request::new(());
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
@@ -116,12 +125,43 @@ impl RequestTemplate {
         h.insert(headers::APNS_TOPIC.clone(), self.topic.clone());
         h.insert(headers::APNS_PUSH_TYPE.clone(), PUSH_TYPE_MDM.clone());
         h.insert(headers::APNS_PRIORITY.clone(), self.priority.clone());
-        h.insert(
-            headers::APNS_EXPIRATION.clone(),
-            HeaderValue::from(expiration_secs(self.expiration, now)),
-        );
+        h.insert(headers::APNS_EXPIRATION.clone(), expiration);
         h.insert(CONTENT_TYPE, CONTENT_JSON.clone());
         req
+    }
+
+    /// A per-connection cache of the `apns-expiration` header, which changes once a second.
+    pub fn expiration_cache(&self) -> ExpirationCache {
+        ExpirationCache {
+            expiration: self.expiration,
+            secs: u64::MAX,
+            value: HeaderValue::from_static("0"),
+        }
+    }
+}
+
+const DEVICE_PATH: &str = "/3/device/";
+
+/// The `apns-expiration` header value, recomputed only when the second changes.
+#[derive(Debug, Clone)]
+pub struct ExpirationCache {
+    expiration: Expiration,
+    secs: u64,
+    value: HeaderValue,
+}
+
+impl ExpirationCache {
+    /// The header value for wall-clock time `now`.
+    pub fn value(&mut self, now: SystemTime) -> HeaderValue {
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if secs != self.secs {
+            self.secs = secs;
+            self.value = HeaderValue::from(expiration_secs(self.expiration, now));
+        }
+        self.value.clone()
     }
 }
 
@@ -179,6 +219,29 @@ mod tests {
         assert_eq!(h["apns-priority"], "10");
         assert_eq!(h["apns-expiration"], (1_000 + 7 * 24 * 3600).to_string());
         assert!(h.get("apns-id").is_none());
+    }
+
+    #[test]
+    fn expiration_cache_follows_the_clock() {
+        let t = template();
+        let mut cache = t.expiration_cache();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(cache.value(t0), (1_000 + 7 * 24 * 3600).to_string());
+        assert_eq!(
+            cache.value(t0 + Duration::from_millis(999)),
+            (1_000 + 7 * 24 * 3600).to_string()
+        );
+        assert_eq!(
+            cache.value(t0 + Duration::from_secs(2)),
+            (1_002 + 7 * 24 * 3600).to_string()
+        );
+        let token = DeviceToken::from_hex("ab").unwrap();
+        let req = t.request_with(&token, cache.value(t0));
+        assert_eq!(req.uri().path(), "/3/device/ab");
+        assert_eq!(
+            req.headers()["apns-expiration"],
+            (1_000 + 7 * 24 * 3600).to_string()
+        );
     }
 
     #[test]

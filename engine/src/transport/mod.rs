@@ -85,12 +85,17 @@ impl ConnectError {
     }
 }
 
-/// An open HTTP/2 connection: the request handle, the PING handle and the connection
-/// future's result (the connection itself runs in a spawned task).
+/// The HTTP/2 connection future: it does the socket I/O and resolves when the connection
+/// ends. Whoever owns it must keep polling it.
+pub(crate) type H2Connection =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), h2::Error>> + Send>>;
+
+/// An open HTTP/2 connection: the request handle, the PING handle and the connection future,
+/// which the connection's task polls itself (no extra task, no cross-task wake-ups per frame).
 pub(crate) struct Connected {
     pub send: h2::client::SendRequest<Bytes>,
     pub ping: h2::PingPong,
-    pub closed: tokio::sync::oneshot::Receiver<Result<(), h2::Error>>,
+    pub connection: H2Connection,
 }
 
 /// HTTP/2 settings the client announces: APNs responses are small, so modest windows.
@@ -154,16 +159,28 @@ async fn connect_inner(
     let mut ping = connection
         .ping_pong()
         .expect("ping_pong is taken once, right after the handshake");
-    let (closed_tx, closed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = closed_tx.send(connection.await);
-    });
+    let mut connection: H2Connection = Box::pin(connection);
     // One round trip: the server's SETTINGS precede the PING ACK, and a certificate refused
     // after a TLS 1.3 handshake shows up here as an alert.
-    if let Err(e) = ping.ping(h2::Ping::opaque()).await {
-        return Err(h2_to_connect_error(name, e));
-    }
-    Ok(Connected { send, ping, closed })
+    let pong = tokio::select! {
+        pong = ping.ping(h2::Ping::opaque()) => pong.map_err(|e| h2_to_connect_error(name, e)),
+        ended = &mut connection => Err(match ended {
+            Err(e) => h2_to_connect_error(name, e),
+            Ok(()) => ConnectError::Tls {
+                endpoint: name.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the HTTP/2 handshake",
+                ),
+            },
+        }),
+    };
+    pong?;
+    Ok(Connected {
+        send,
+        ping,
+        connection,
+    })
 }
 
 /// How long to wait for the server to speak first after the TLS handshake.
