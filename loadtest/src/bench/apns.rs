@@ -69,8 +69,14 @@ pub struct BenchReport {
     pub bytes_per_held_push: Option<f64>,
     /// Connections × streams / delay, when a delay is set.
     pub bound_per_s: Option<f64>,
+    /// Engine CPU (its runtime threads, where the outcome consumer runs too) per push, µs.
+    pub engine_cpu_us_per_push: Option<f64>,
     pub h2load_per_s: Option<f64>,
     pub ratio_vs_h2load: Option<f64>,
+    /// h2load's CPU per request, µs.
+    pub h2load_cpu_us_per_push: Option<f64>,
+    /// h2load CPU per request / engine CPU per push: 1.0 means the engine is as frugal.
+    pub cpu_ratio_vs_h2load: Option<f64>,
     pub ratio_vs_bound: Option<f64>,
 }
 
@@ -129,16 +135,41 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     };
 
-    let mut report = engine_rt.block_on(run_engine(opts, endpoint.clone(), cert, &ca_pem))?;
+    let cpu_before = engine_cpu_s();
+    // The outcome consumer runs as a task on the engine's runtime, as an application's would:
+    // waking it is then a scheduler hand-off, not a futex wake of a thread parked in block_on.
+    let task = {
+        let opts = opts.clone();
+        let endpoint = endpoint.clone();
+        engine_rt.spawn(async move { run_engine(&opts, endpoint, cert, &ca_pem).await })
+    };
+    let mut report = engine_rt.block_on(task)??;
+    if let (Some(a), Some(b)) = (cpu_before, engine_cpu_s()) {
+        report.engine_cpu_us_per_push = Some((b - a) * 1e6 / opts.pushes as f64);
+    }
     if opts.compare_h2load {
+        let children_before = crate::cpu::children_cpu_s();
         let rate = run_h2load(opts, &endpoint, &topic)?;
         report.h2load_per_s = Some(rate);
         report.ratio_vs_h2load = Some(report.pushes_per_s / rate);
+        if let (Some(a), Some(b)) = (children_before, crate::cpu::children_cpu_s()) {
+            let h2load_us = (b - a) * 1e6 / opts.pushes as f64;
+            report.h2load_cpu_us_per_push = Some(h2load_us);
+            report.cpu_ratio_vs_h2load = report
+                .engine_cpu_us_per_push
+                .filter(|e| *e > 0.0)
+                .map(|e| h2load_us / e);
+        }
     }
     if let Some(mock) = mock {
         mock_rt.block_on(mock.shutdown());
     }
     Ok(report)
+}
+
+/// The engine's threads: its runtime's workers, where the outcome consumer runs too.
+fn engine_cpu_s() -> Option<f64> {
+    crate::cpu::threads_cpu_s(&["engine"])
 }
 
 fn token(i: u64) -> DeviceToken {
@@ -221,8 +252,11 @@ async fn run_engine(
         bytes_per_held_push: (peak > rss_before)
             .then(|| (peak - rss_before) * 1024.0 * 1024.0 / max_held as f64),
         bound_per_s: bound,
+        engine_cpu_us_per_push: None,
         h2load_per_s: None,
         ratio_vs_h2load: None,
+        h2load_cpu_us_per_push: None,
+        cpu_ratio_vs_h2load: None,
         ratio_vs_bound: bound.map(|b| rate / b),
     })
 }

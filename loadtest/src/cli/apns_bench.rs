@@ -83,8 +83,16 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
     if let (Some(bound), Some(ratio)) = (r.bound_per_s, r.ratio_vs_bound) {
         println!("  bound connections×streams/delay {bound:.0}/s → ratio {ratio:.3}");
     }
+    if let Some(cpu) = r.engine_cpu_us_per_push {
+        println!("  CPU {cpu:.1} µs per push");
+    }
     if let (Some(h), Some(ratio)) = (r.h2load_per_s, r.ratio_vs_h2load) {
         println!("h2load: {h:.0} req/s → engine / h2load = {ratio:.3}");
+    }
+    if let (Some(cpu), Some(ratio)) = (r.h2load_cpu_us_per_push, r.cpu_ratio_vs_h2load) {
+        println!(
+            "  h2load CPU {cpu:.1} µs per request → CPU efficiency engine vs h2load = {ratio:.3}"
+        );
     }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
