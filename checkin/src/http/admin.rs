@@ -66,7 +66,8 @@ where
         "/v1/devices" => {
             only(&Method::GET)?;
             let filter = state_filter(req.uri().query())?;
-            ok_json(service.devices_json(filter).await?)
+            let json = service.devices_json(filter).await?;
+            Ok(body::with_body(StatusCode::OK, "application/json", json))
         }
         "/v1/devices.csv" => {
             only(&Method::GET)?;
