@@ -168,26 +168,24 @@ async fn draw(progress: Arc<Progress>) {
         let devices = progress.devices.load(Ordering::Relaxed).max(devices);
         if phase >= Phase::Enroll {
             let b = enroll.get_or_insert_with(|| bar("enroll", devices));
-            b.set_position(progress.enrolled.load(Ordering::Relaxed));
-        }
-        if phase >= Phase::PushReport {
-            let enroll_done = enroll.as_ref().is_some_and(ProgressBar::is_finished);
-            if !enroll_done {
-                if let Some(b) = &enroll {
+            if !b.is_finished() {
+                b.set_position(progress.enrolled.load(Ordering::Relaxed));
+                if phase > Phase::Enroll {
                     b.finish();
                 }
             }
+        }
+        if phase >= Phase::PushReport {
             let p = push
                 .get_or_insert_with(|| bar("pushed", progress.pushable.load(Ordering::Relaxed)));
-            p.set_position(progress.pushed.load(Ordering::Relaxed));
             let r = report
                 .get_or_insert_with(|| bar("reported", progress.online.load(Ordering::Relaxed)));
-            r.set_position(progress.reported.load(Ordering::Relaxed));
-        }
-        if phase >= Phase::Settle {
-            for b in [&push, &report].into_iter().flatten() {
+            for (b, count) in [(p, &progress.pushed), (r, &progress.reported)] {
                 if !b.is_finished() {
-                    b.finish();
+                    b.set_position(count.load(Ordering::Relaxed));
+                    if phase > Phase::PushReport {
+                        b.finish();
+                    }
                 }
             }
         }

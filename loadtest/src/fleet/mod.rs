@@ -429,6 +429,9 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let settle_s = settle_started.elapsed().as_secs_f64();
     let wall_s = enroll_s + push_report_s + settle_s;
 
+    // Before the device list: listing every device is an admin request, not the job.
+    let server_job_peak_rss_mb = server.as_ref().and_then(ServerProcess::peak_rss_mb);
+
     // --- verify: who is lost ---
     progress.set_phase(Phase::Verify);
     let verify_started = Instant::now();
@@ -479,6 +482,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
             verify_s: round3(verify_s),
         },
         server_peak_rss_mb: server_peak_rss_mb.map(round1),
+        server_job_peak_rss_mb: server_job_peak_rss_mb.map(round1),
         loadgen_peak_rss_mb: loadgen_peak_rss_mb.map(round1),
         errors: failures.count.load(Ordering::Relaxed),
         error_samples,

@@ -134,8 +134,12 @@ pub struct FleetReport {
     pub server_latency_ms: serde_json::Value,
     /// Wall time per phase.
     pub phases: Phases,
-    /// Peak resident memory of the server process (None: not measured, e.g. `--server`).
+    /// Peak resident memory of the server process over the whole run, including the final
+    /// `GET /v1/devices` of every device (None: not measured, e.g. `--server`).
     pub server_peak_rss_mb: Option<f64>,
+    /// Peak resident memory of the server process before that device list: enrollment,
+    /// pushes, reports and the connectivity report.
+    pub server_job_peak_rss_mb: Option<f64>,
     /// Peak resident memory of the load generator (with the in-process mock APNs).
     pub loadgen_peak_rss_mb: Option<f64>,
     /// Requests that failed (transport errors or unexpected answers).
@@ -218,7 +222,14 @@ impl FleetReport {
         row("misplaced", self.misplaced.to_string());
         row("request errors", self.errors.to_string());
         let mb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} MB"));
-        row("server peak RSS", mb(self.server_peak_rss_mb));
+        row(
+            "server peak RSS",
+            format!(
+                "{} ({} before listing every device)",
+                mb(self.server_peak_rss_mb),
+                mb(self.server_job_peak_rss_mb)
+            ),
+        );
         row("load generator peak RSS", mb(self.loadgen_peak_rss_mb));
         for sample in &self.error_samples {
             row("error", sample.clone());

@@ -78,6 +78,10 @@ impl PlistWriter {
 }
 
 fn escape_into(out: &mut String, text: &str) {
+    if !text.contains(['&', '<', '>']) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
