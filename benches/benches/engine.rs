@@ -5,7 +5,7 @@
 //! `cargo bench -p magicpush-benches -- --quick` (smoke).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use magicpush_engine::apns::request::{payload, Expiration, Priority, RequestTemplate};
@@ -14,6 +14,7 @@ use magicpush_engine::pool::backoff::Backoff;
 use magicpush_engine::pool::pick::{pick, SlotLoad};
 use magicpush_engine::pool::plan::{Plan, RetryPolicy};
 use magicpush_engine::DeviceToken;
+use tokio::time::Instant;
 
 fn request_encoding(c: &mut Criterion) {
     let template = RequestTemplate::new(

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -43,14 +45,24 @@ pub enum ClientError {
     Shutdown,
 }
 
-/// `try_push` found the queue full.
+/// `try_push` could not queue the push; it is handed back untouched.
 #[derive(Debug, thiserror::Error)]
-#[error("push queue full ({capacity} pushes waiting); retry later or use push().await")]
-pub struct QueueFull {
-    /// The push that was not queued.
-    pub push: DevicePush,
-    /// The queue's capacity.
-    pub capacity: usize,
+#[non_exhaustive]
+pub enum TryPushError {
+    /// The queue is full: retry later, or use `push().await`, which waits for room.
+    #[error("push queue full ({capacity} pushes waiting); retry later or use push().await")]
+    QueueFull {
+        /// The push that was not queued.
+        push: DevicePush,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The client was shut down: retrying will not help.
+    #[error("the push client was shut down")]
+    Shutdown {
+        /// The push that was not queued.
+        push: DevicePush,
+    },
 }
 
 /// Builds a [`Client`]. Every setter states its default.
@@ -148,7 +160,8 @@ impl ClientBuilder {
     }
 
     /// Pushes that may wait to be sent. `push().await` waits for room; `try_push` fails with
-    /// [`QueueFull`]. Default: 10,000.
+    /// [`TryPushError::QueueFull`]. Retries waiting for their backoff count against the same
+    /// bound. Default: 10,000.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
@@ -232,6 +245,7 @@ impl ClientBuilder {
             keepalive: self.keepalive,
             ping_timeout: self.ping_timeout,
             retry: self.retry,
+            held_limit: self.queue_capacity,
             plan: Plan::new(self.connections, self.reconnect, self.rejected_backoff),
         };
         let dispatcher = Dispatcher::new(settings, tls, template, intake_rx, control_rx);
@@ -292,23 +306,22 @@ impl Client {
         let now = Instant::now();
         let (job, rx) = Job::single(push, self.inner.deadline, now);
         let deadline = job.deadline;
-        let permit =
-            match tokio::time::timeout_at(deadline.into(), self.inner.intake.reserve()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => {
-                    job.finish(Err(PushError::Shutdown));
-                    return Err(PushError::Shutdown);
-                }
-                Err(_) => {
-                    let e = PushError::DeadlineExceeded {
-                        deadline: self.inner.deadline,
-                        attempts: 0,
-                        last: Some(crate::Reason::new("QueueFull")),
-                    };
-                    job.finish(Err(e.clone()));
-                    return Err(e);
-                }
-            };
+        let permit = match tokio::time::timeout_at(deadline, self.inner.intake.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                job.finish(Err(PushError::Shutdown));
+                return Err(PushError::Shutdown);
+            }
+            Err(_) => {
+                let e = PushError::DeadlineExceeded {
+                    deadline: self.inner.deadline,
+                    attempts: 0,
+                    last: Some(crate::Reason::new("QueueFull")),
+                };
+                job.finish(Err(e.clone()));
+                return Err(e);
+            }
+        };
         permit.send(job);
         self.await_outcome(rx, deadline).await
     }
@@ -317,7 +330,7 @@ impl Client {
     pub fn try_push(
         &self,
         push: DevicePush,
-    ) -> Result<impl std::future::Future<Output = PushResult> + Send + 'static, QueueFull> {
+    ) -> Result<impl std::future::Future<Output = PushResult> + Send + 'static, TryPushError> {
         let (job, rx) = Job::single(push, self.inner.deadline, Instant::now());
         let deadline = job.deadline;
         match self.inner.intake.try_send(job) {
@@ -325,11 +338,13 @@ impl Client {
                 let this = self.clone();
                 Ok(async move { this.await_outcome(rx, deadline).await })
             }
-            Err(mpsc::error::TrySendError::Full(job))
-            | Err(mpsc::error::TrySendError::Closed(job)) => Err(QueueFull {
-                push: job.push.clone(),
+            Err(mpsc::error::TrySendError::Full(job)) => Err(TryPushError::QueueFull {
+                push: job.cancel(),
                 capacity: self.inner.queue_capacity,
             }),
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                Err(TryPushError::Shutdown { push: job.cancel() })
+            }
         }
     }
 
@@ -338,7 +353,7 @@ impl Client {
         rx: oneshot::Receiver<PushResult>,
         deadline: Instant,
     ) -> PushResult {
-        match tokio::time::timeout_at((deadline + BACKSTOP_GRACE).into(), rx).await {
+        match tokio::time::timeout_at(deadline + BACKSTOP_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PushError::Shutdown),
             Err(_) => Err(PushError::DeadlineExceeded {
@@ -361,6 +376,7 @@ impl Client {
             client: self.clone(),
             source: pushes.into_iter(),
             exhausted: false,
+            closed: false,
             next_index: 0,
             outstanding: 0,
             results_tx,
@@ -440,6 +456,8 @@ pub struct BulkPush<I> {
     client: Client,
     source: I,
     exhausted: bool,
+    /// The client was shut down.
+    closed: bool,
     next_index: usize,
     /// Submitted and not yet reported.
     outstanding: usize,
@@ -455,18 +473,33 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         let inner = self.client.inner.clone();
         loop {
             // Submit without waiting while the queue has room.
-            while !self.exhausted {
+            while !self.exhausted && !self.closed {
                 match inner.intake.try_reserve() {
                     Ok(permit) => self.submit(permit),
                     Err(mpsc::error::TrySendError::Full(())) => break,
-                    Err(mpsc::error::TrySendError::Closed(())) => {
-                        self.fail_rest_shutdown();
-                        break;
-                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => self.closed = true,
                 }
             }
             if let Ok(item) = self.results.try_recv() {
                 return Some(self.reported(item));
+            }
+            if self.closed && !self.exhausted {
+                // Shut down: the rest end as `Shutdown`, one at a time, never queued.
+                match self.source.next() {
+                    Some(push) => {
+                        let index = self.next_index;
+                        self.next_index += 1;
+                        self.summary.sent += 1;
+                        let result = Err(PushError::Shutdown);
+                        count(&mut self.summary, &result);
+                        return Some(BulkItem {
+                            index,
+                            token: push.token,
+                            result,
+                        });
+                    }
+                    None => self.exhausted = true,
+                }
             }
             if self.exhausted && self.outstanding == 0 {
                 self.summary.elapsed = self.started.elapsed();
@@ -475,13 +508,15 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
             let step = tokio::select! {
                 biased;
                 Some(item) = self.results.recv(), if self.outstanding > 0 => Step::Done(item),
-                permit = inner.intake.reserve(), if !self.exhausted => Step::Room(permit.is_ok()),
+                permit = inner.intake.reserve(), if !self.exhausted && !self.closed => {
+                    Step::Room(permit.is_ok())
+                }
             };
             match step {
                 Step::Done(item) => return Some(self.reported(item)),
                 // Room again: the loop's top submits.
                 Step::Room(true) => {}
-                Step::Room(false) => self.fail_rest_shutdown(),
+                Step::Room(false) => self.closed = true,
             }
         }
     }
@@ -504,21 +539,6 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
             self.client.inner.deadline,
             Instant::now(),
         ));
-    }
-
-    /// The client is shut down: every remaining push ends as `Shutdown`.
-    fn fail_rest_shutdown(&mut self) {
-        for push in self.source.by_ref() {
-            let reply = Reply::Bulk {
-                index: self.next_index,
-                tx: self.results_tx.clone(),
-            };
-            self.next_index += 1;
-            self.outstanding += 1;
-            self.summary.sent += 1;
-            Job::new(push, reply, Duration::ZERO, Instant::now()).finish(Err(PushError::Shutdown));
-        }
-        self.exhausted = true;
     }
 
     fn reported(&mut self, item: BulkItem) -> BulkItem {

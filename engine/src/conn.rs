@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -20,6 +22,9 @@ use crate::job::Job;
 use crate::outcome::PushError;
 use crate::pool::plan::CloseCause;
 use crate::transport::Connected;
+
+/// How often an otherwise idle connection task re-reads its stream limit.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Identifies one connection over the pool's life.
 pub(crate) type ConnId = u64;
@@ -65,10 +70,11 @@ pub(crate) enum Event {
         reason: Reason,
         unprocessed: bool,
     },
-    /// APNs answered 403 for the certificate.
-    CertificateRejected { reason: Reason },
-    /// A push was delivered while the pool was in the certificate-rejected state.
-    Recovered,
+    /// APNs answered 403 for the certificate on connection `id`.
+    CertificateRejected { id: ConnId, reason: Reason },
+    /// A push sent at `sent_at` was delivered while the pool was in the
+    /// certificate-rejected state.
+    Recovered { sent_at: Instant },
 }
 
 /// The dispatcher's handle on an open connection.
@@ -81,6 +87,10 @@ pub(crate) struct Live {
 
 /// Settings a connection needs.
 pub(crate) struct ConnConfig {
+    /// The certificate generation this connection presents.
+    pub generation: u64,
+    /// The pool's current certificate generation.
+    pub current_generation: Arc<std::sync::atomic::AtomicU64>,
     pub template: Arc<RequestTemplate>,
     pub max_streams_cap: usize,
     pub keepalive: Duration,
@@ -158,6 +168,7 @@ impl Driver {
         let keepalive = tokio::spawn(keepalive(
             ping,
             activity.clone(),
+            self.shared.clone(),
             dead.clone(),
             self.config.keepalive,
             self.config.ping_timeout,
@@ -165,6 +176,10 @@ impl Driver {
         let mut held: Option<Job> = None;
         let mut accepting = true;
         let mut cause = CloseCause::Retired;
+        // Wakes an idle connection now and then: a SETTINGS change that raised the stream
+        // limit, or a push held for a stream past its deadline, needs no other event.
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -183,11 +198,10 @@ impl Driver {
                     break;
                 }
                 Some((key, answer)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    activity.touch();
-                    self.on_answer(key, answer);
+                    self.on_answer_heard(key, answer, &activity);
                     // Take every other answer that is already in, in this one wake-up.
                     while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
-                        self.on_answer(key, answer);
+                        self.on_answer_heard(key, answer, &activity);
                     }
                 }
                 ready = poll_fn(|cx| send.poll_ready(cx)), if held.is_some() => {
@@ -216,8 +230,17 @@ impl Driver {
                     // The dispatcher retired this connection: finish what is in flight.
                     None => accepting = false,
                 },
+                _ = tick.tick() => {
+                    if held.as_ref().is_some_and(|j| Instant::now() >= j.deadline) {
+                        self.release();
+                        held.take().expect("checked above").deadline_exceeded();
+                    }
+                }
                 () = dead.notified() => {
                     cause = CloseCause::PingTimeout;
+                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
+                        self.on_answer(key, answer);
+                    }
                     tracing::warn!(conn = self.id, "APNs connection did not answer a keepalive PING; replacing it");
                     break;
                 }
@@ -281,8 +304,13 @@ impl Driver {
         }
     }
 
-    fn going_away(&self, cause: CloseCause) {
+    fn going_away(&mut self, cause: CloseCause) {
         self.shared.max_streams.store(0, Ordering::Relaxed);
+        // Pushes queued here were never sent: resend them elsewhere now rather than after
+        // this connection's last stream ends.
+        while let Ok(job) = self.jobs.try_recv() {
+            self.hand_back(job, Reason::new("GoAway"), true);
+        }
         let _ = self.config.events.send(Event::GoingAway {
             id: self.id,
             cause,
@@ -302,6 +330,7 @@ impl Driver {
             return;
         }
         job.attempts += 1;
+        job.sent_at = Some(now);
         let expiration = self.expiration.value(SystemTime::now());
         let request = self
             .config
@@ -321,8 +350,7 @@ impl Driver {
                 let key = self.slab.insert(job);
                 self.inflight.push(Box::pin(async move {
                     let answer =
-                        match tokio::time::timeout_at(deadline.into(), read_answer(response)).await
-                        {
+                        match tokio::time::timeout_at(deadline, read_answer(response)).await {
                             Ok(a) => a,
                             Err(_) => Answer::TimedOut,
                         };
@@ -336,6 +364,14 @@ impl Driver {
         }
     }
 
+    /// An answer; only a real one from the server proves the connection alive.
+    fn on_answer_heard(&mut self, key: usize, answer: Answer, activity: &ActivityClock) {
+        if matches!(answer, Answer::Verdict(_)) {
+            activity.touch();
+        }
+        self.on_answer(key, answer);
+    }
+
     fn on_answer(&mut self, key: usize, answer: Answer) {
         self.release();
         if matches!(answer, Answer::Verdict(_)) {
@@ -347,13 +383,21 @@ impl Driver {
         match answer {
             Answer::Verdict(Verdict::Delivered { apns_id }) => {
                 if self.config.rejected.load(Ordering::Relaxed) {
-                    let _ = self.config.events.send(Event::Recovered);
+                    if let Some(sent_at) = job.sent_at {
+                        let _ = self.config.events.send(Event::Recovered { sent_at });
+                    }
                 }
                 job.delivered(apns_id);
+            }
+            Answer::Verdict(Verdict::CertificateRejected(reason)) if self.retired() => {
+                // This connection presents a certificate that has since been replaced:
+                // the push deserves another try with the new one.
+                self.retry(job, reason, false);
             }
             Answer::Verdict(Verdict::Final(e)) => job.finish(Err(e)),
             Answer::Verdict(Verdict::CertificateRejected(reason)) => {
                 let _ = self.config.events.send(Event::CertificateRejected {
+                    id: self.id,
                     reason: reason.clone(),
                 });
                 job.finish(Err(PushError::CertificateRejected {
@@ -368,6 +412,11 @@ impl Driver {
             Answer::StreamError(e) => self.retry(job, stream_reason(&e), is_unprocessed(&e)),
             Answer::TimedOut => job.deadline_exceeded(),
         }
+    }
+
+    /// The pool has replaced the certificate this connection presents.
+    fn retired(&self) -> bool {
+        self.config.current_generation.load(Ordering::Relaxed) != self.config.generation
     }
 
     fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool) {
@@ -476,19 +525,29 @@ impl ActivityClock {
     }
 }
 
-/// PINGs the server whenever nothing was heard for `interval`; a PING unanswered within
-/// `timeout` declares the connection dead.
+/// PINGs the server whenever nothing was heard from it for `interval` — or, while pushes
+/// are waiting for answers, for `timeout` already (a connection that swallows requests must
+/// not wait for an idle minute). A PING unanswered within `timeout` declares the
+/// connection dead.
 async fn keepalive(
     mut ping: h2::PingPong,
     activity: Arc<ActivityClock>,
+    shared: Arc<ConnShared>,
     dead: Arc<Notify>,
     interval: Duration,
     timeout: Duration,
 ) {
+    let check = interval.min(timeout).max(Duration::from_millis(10));
     loop {
         let idle = activity.idle();
-        if idle < interval {
-            tokio::time::sleep(interval - idle).await;
+        let busy = shared.in_flight.load(Ordering::Relaxed) > 0;
+        let limit = if busy {
+            interval.min(timeout)
+        } else {
+            interval
+        };
+        if idle < limit {
+            tokio::time::sleep((limit - idle).min(check)).await;
             continue;
         }
         match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {

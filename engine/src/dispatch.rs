@@ -4,9 +4,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -62,6 +64,8 @@ pub(crate) struct Settings {
     pub keepalive: Duration,
     pub ping_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Most pushes the dispatcher holds (waiting for a stream or a retry time).
+    pub held_limit: usize,
     pub plan: Plan,
 }
 
@@ -75,6 +79,8 @@ pub(crate) struct Dispatcher {
     events_tx: mpsc::UnboundedSender<Event>,
     capacity: Arc<Notify>,
     rejected: Arc<AtomicBool>,
+    /// Bumped by every certificate replacement; connections remember theirs.
+    generation: Arc<AtomicU64>,
     slots: Vec<Option<Live>>,
     /// The attempt each slot is waiting for; older attempts' results are discarded.
     attempts: Vec<u64>,
@@ -149,6 +155,7 @@ impl Dispatcher {
             events_tx,
             capacity: Arc::new(Notify::new()),
             rejected: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
             slots: (0..n).map(|_| None).collect(),
             attempts: vec![0; n],
             next_attempt: 1,
@@ -183,7 +190,8 @@ impl Dispatcher {
             let want_jobs = intake_open
                 && self.shutting_down.is_none()
                 && self.waiting.is_empty()
-                && (has_room || self.settings.plan.fail_fast(now).is_some());
+                && self.delayed.len() < self.settings.held_limit
+                && (has_room || self.fail_fast_reason(now).is_some());
             tokio::select! {
                 biased;
                 Some(event) = self.events.recv() => self.on_event(event),
@@ -265,7 +273,7 @@ impl Dispatcher {
 
     /// Hands waiting pushes to connections while any has room.
     fn dispatch(&mut self, now: Instant) {
-        let fail_fast = self.settings.plan.fail_fast(now).cloned();
+        let fail_fast = self.fail_fast_reason(now);
         let mut loads: Vec<SlotLoad> = self.loads();
         while let Some(job) = self.waiting.pop_front() {
             if job.abandoned() {
@@ -300,8 +308,13 @@ impl Dispatcher {
             live.shared.in_flight.fetch_add(1, Ordering::AcqRel);
             loads[i].in_flight += 1;
             if let Err(mpsc::error::SendError(job)) = live.jobs.send(job) {
-                // The connection task is gone; its Closed event is on the way.
-                live.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                // The connection task is gone without saying so (it panicked, or its
+                // Closed event is still on the way): the slot is dead either way.
+                tracing::warn!(conn = live.id, "APNs connection task ended unexpectedly");
+                self.slots[i] = None;
+                self.settings
+                    .plan
+                    .on_closed(i, now, CloseCause::Lost, false, fastrand::f64());
                 loads[i].open = false;
                 self.waiting.push_front(job);
             }
@@ -326,6 +339,20 @@ impl Dispatcher {
                 break;
             }
         }
+    }
+
+    /// Why pushes must fail at once: the fail-fast window after a certificate rejection, or
+    /// the rejection itself while no connection is open to probe with.
+    fn fail_fast_reason(&self, now: Instant) -> Option<Reason> {
+        let plan = &self.settings.plan;
+        if let Some(reason) = plan.fail_fast(now) {
+            return Some(reason.clone());
+        }
+        let rejection = plan.rejection()?;
+        self.slots
+            .iter()
+            .all(Option::is_none)
+            .then(|| rejection.reason.clone())
     }
 
     fn has_room(&self) -> bool {
@@ -362,7 +389,8 @@ impl Dispatcher {
             wake = Some(wake.map_or(job.deadline, |w| w.min(job.deadline)));
         }
         if let Some(r) = self.settings.plan.rejection() {
-            if !self.waiting.is_empty() {
+            // Only a window still to come is worth waking for; a past one would spin.
+            if !self.waiting.is_empty() && r.fail_fast_until > Instant::now() {
                 wake = Some(wake.map_or(r.fail_fast_until, |w| w.min(r.fail_fast_until)));
             }
         }
@@ -385,6 +413,8 @@ impl Dispatcher {
                 let id = self.next_conn;
                 self.next_conn += 1;
                 let config = Arc::new(ConnConfig {
+                    generation: self.generation.load(Ordering::Relaxed),
+                    current_generation: self.generation.clone(),
                     template: self.template.clone(),
                     max_streams_cap: self.settings.max_streams,
                     keepalive: self.settings.keepalive,
@@ -460,19 +490,30 @@ impl Dispatcher {
                 reason,
                 unprocessed,
             } => self.retry(job, reason, unprocessed, now),
-            Event::CertificateRejected { reason } => {
-                tracing::error!(%reason, "APNs answered 403: the push certificate is refused; pushes fail fast until it is replaced");
-                self.settings
-                    .plan
-                    .on_certificate_rejected(reason, now, fastrand::f64());
+            Event::CertificateRejected { id, reason } => {
+                // A connection already replaced (certificate swap) speaks for the old
+                // certificate, not the current one.
+                if self.slot_of(id).is_none() {
+                    return;
+                }
+                let strike = self.settings.plan.on_certificate_rejected(
+                    reason.clone(),
+                    now,
+                    fastrand::f64(),
+                );
+                if strike {
+                    tracing::error!(%reason, "APNs answered 403: the push certificate is refused; pushes fail fast until it is replaced or a probe succeeds");
+                }
                 self.sync_rejected();
             }
-            Event::Recovered => {
+            Event::Recovered { sent_at } => {
                 if self.settings.plan.rejection().is_some() {
-                    tracing::info!("APNs accepts the push certificate again");
+                    self.settings.plan.on_delivered(sent_at);
+                    if self.settings.plan.rejection().is_none() {
+                        tracing::info!("APNs accepts the push certificate again");
+                    }
+                    self.sync_rejected();
                 }
-                self.settings.plan.on_delivered();
-                self.sync_rejected();
             }
         }
     }
@@ -534,6 +575,7 @@ impl Dispatcher {
                 metrics::gauge!(m::CERT_DAYS_LEFT).set(days_left as f64);
                 self.tls = tls;
                 self.template = template;
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 for slot in 0..self.slots.len() {
                     // Dropping the job sender retires the connection: it finishes its streams.
                     if let Some(live) = self.slots[slot].take() {
@@ -621,7 +663,7 @@ impl Dispatcher {
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

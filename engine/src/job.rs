@@ -1,6 +1,8 @@
 //! One push travelling through the pool, and the single place where it ends.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +39,8 @@ pub(crate) struct Job {
     pub last: Option<Reason>,
     /// The slot the last attempt failed on, to resend elsewhere.
     pub avoid: Option<usize>,
+    /// When the last attempt was sent.
+    pub sent_at: Option<Instant>,
 }
 
 impl Job {
@@ -50,6 +54,7 @@ impl Job {
             attempts: 0,
             last: None,
             avoid: None,
+            sent_at: None,
         }
     }
 
@@ -89,6 +94,12 @@ impl Job {
             last: self.last.clone(),
         };
         self.finish(Err(e));
+    }
+
+    /// Takes the push back without an outcome: it was never accepted (a full queue).
+    pub fn cancel(mut self) -> DevicePush {
+        self.reply = None;
+        self.push.clone()
     }
 
     /// Ends the push: records its outcome once and hands it to the caller.

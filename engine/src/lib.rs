@@ -35,7 +35,7 @@ mod transport;
 
 pub use apns::reason::Reason;
 pub use apns::request::{Expiration, Priority};
-pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, QueueFull, Summary};
+pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
 pub use dispatch::PoolStatus;
 pub use endpoint::Endpoint;
 pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};

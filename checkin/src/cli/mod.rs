@@ -13,7 +13,11 @@ mod report;
 mod serve;
 
 #[derive(Debug, Parser)]
-#[command(name = "magicpush", version, about = "APNs MDM push engine and check-in server")]
+#[command(
+    name = "magicpush",
+    version,
+    about = "APNs MDM push engine and check-in server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

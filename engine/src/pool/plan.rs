@@ -2,7 +2,9 @@
 //! (re)connects, how long it backs off, and when the pool considers its certificate rejected.
 //! Driven by `on_*` inputs with the time passed in; it never touches a socket.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::apns::reason::Reason;
 use crate::pool::backoff::Backoff;
@@ -39,10 +41,16 @@ pub enum Phase {
 struct Slot {
     phase: Phase,
     failures: u32,
+    /// When this slot last reconnected without waiting.
+    last_immediate: Option<Instant>,
 }
 
 /// A connection that lived at least this long before ending resets its slot's failure count.
 const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
+
+/// A slot reconnects without waiting at most once in this interval, however useful its
+/// connections were: a server that answers once and then sends GOAWAY gets no storm.
+const IMMEDIATE_RECONNECT_SPACING: Duration = Duration::from_secs(1);
 
 /// The pool plan: one entry per connection slot.
 #[derive(Debug, Clone)]
@@ -73,6 +81,7 @@ impl Plan {
                 Slot {
                     phase: Phase::Due,
                     failures: 0,
+                    last_immediate: None,
                 };
                 connections.max(1)
             ],
@@ -140,7 +149,7 @@ impl Plan {
         jitter: f64,
     ) {
         if let Some(reason) = certificate {
-            self.on_certificate_rejected(reason, now, jitter);
+            let _ = self.on_certificate_rejected(reason, now, jitter);
         }
         let s = &mut self.slots[slot];
         s.failures = s.failures.saturating_add(1);
@@ -154,8 +163,8 @@ impl Plan {
 
     /// The open connection of `slot` ended. A connection that was useful — it answered at
     /// least one push (`served`), or lived a healthy while — reconnects at once, whatever
-    /// ended it (servers rotate connections with GOAWAY routinely); one that keeps dying
-    /// before doing anything backs off.
+    /// ended it (servers rotate connections with GOAWAY routinely), but at most once per
+    /// second per slot; anything else backs off exponentially.
     pub fn on_closed(
         &mut self,
         slot: usize,
@@ -165,37 +174,45 @@ impl Plan {
         jitter: f64,
     ) {
         if let CloseCause::CertificateRejected(reason) = &cause {
-            self.on_certificate_rejected(reason.clone(), now, jitter);
+            let _ = self.on_certificate_rejected(reason.clone(), now, jitter);
         }
+        let rejected = self.rejected.is_some();
         let s = &mut self.slots[slot];
         let lived = match s.phase {
             Phase::Open(since) => now.saturating_duration_since(since),
             _ => Duration::ZERO,
         };
-        if served || lived >= HEALTHY_LIFETIME {
+        if lived >= HEALTHY_LIFETIME {
             s.failures = 0;
         }
-        let backoff = if self.rejected.is_some() {
-            s.failures = s.failures.max(1);
+        let useful = served || lived >= HEALTHY_LIFETIME;
+        let spaced = s
+            .last_immediate
+            .is_none_or(|t| now.saturating_duration_since(t) >= IMMEDIATE_RECONNECT_SPACING);
+        if useful && spaced && !rejected {
+            s.last_immediate = Some(now);
+            s.phase = Phase::Due;
+            return;
+        }
+        s.failures = s.failures.saturating_add(1);
+        let backoff = if rejected {
             self.rejected_backoff
         } else {
             self.reconnect
         };
-        // The first reconnect after a healthy connection is immediate; repeated early
-        // deaths back off.
-        let delay = backoff.delay(s.failures, jitter);
-        s.failures = s.failures.saturating_add(1);
-        s.phase = if delay.is_zero() {
-            Phase::Due
-        } else {
-            Phase::Waiting(now + delay)
-        };
+        s.phase = Phase::Waiting(now + backoff.delay(s.failures, jitter));
     }
 
     /// APNs or TLS refused the certificate: enter (or stay in) the certificate-rejected state.
-    /// Pushes fail fast for a while that grows with every repeated rejection; after it, the
-    /// next push probes again.
-    pub fn on_certificate_rejected(&mut self, reason: Reason, now: Instant, jitter: f64) {
+    /// Pushes fail fast for a while; a refusal seen after that window (a failed probe) adds a
+    /// strike and lengthens the next window, while the other refusals of the same burst do
+    /// not. Returns whether this was a new strike (worth a log line).
+    pub fn on_certificate_rejected(&mut self, reason: Reason, now: Instant, jitter: f64) -> bool {
+        if let Some(r) = &self.rejected {
+            if now < r.fail_fast_until {
+                return false;
+            }
+        }
         let strikes = self.rejected.as_ref().map_or(0, |r| r.strikes) + 1;
         let since = self.rejected.as_ref().map_or(now, |r| r.since);
         self.rejected = Some(Rejection {
@@ -204,11 +221,26 @@ impl Plan {
             fail_fast_until: now + self.rejected_backoff.delay(strikes, jitter),
             strikes,
         });
+        true
     }
 
-    /// A push succeeded: whatever was wrong with the certificate is no longer.
-    pub fn on_delivered(&mut self) {
+    /// A push sent at `sent_at` was delivered. If it was sent after the certificate was
+    /// refused, APNs accepts it again: leave the rejected state and reconnect the slots that
+    /// were backing off because of it.
+    pub fn on_delivered(&mut self, sent_at: Instant) {
+        let Some(r) = &self.rejected else {
+            return;
+        };
+        if sent_at < r.since {
+            return;
+        }
         self.rejected = None;
+        for s in &mut self.slots {
+            if matches!(s.phase, Phase::Waiting(_)) {
+                s.phase = Phase::Due;
+                s.failures = 0;
+            }
+        }
     }
 
     /// A new certificate was installed: forget the rejection and failure counts; every slot
@@ -353,16 +385,30 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_rotated_by_goaway_after_serving_reconnects_at_once_every_time() {
+    fn goaway_after_serving_reconnects_at_once_but_never_storms() {
         let mut p = plan(1);
-        let mut now = Instant::now();
-        for _ in 0..20 {
-            assert_eq!(p.take_due(now), vec![0]);
-            p.on_connected(0, now);
-            now += Duration::from_millis(30);
-            p.on_closed(0, now, CloseCause::GoAway, true, 1.0);
-            assert_eq!(p.phase(0), Phase::Due);
-        }
+        let t0 = Instant::now();
+        p.take_due(t0);
+        p.on_connected(0, t0);
+        let t1 = t0 + Duration::from_millis(30);
+        p.on_closed(0, t1, CloseCause::GoAway, true, 1.0);
+        assert_eq!(
+            p.phase(0),
+            Phase::Due,
+            "a useful connection is replaced at once"
+        );
+        p.take_due(t1);
+        p.on_connected(0, t1);
+        // Answered once, then GOAWAY again 30 ms later: this time it waits.
+        let t2 = t1 + Duration::from_millis(30);
+        p.on_closed(0, t2, CloseCause::GoAway, true, 1.0);
+        assert_eq!(p.phase(0), Phase::Waiting(t2 + Duration::from_secs(1)));
+        // A second later it may reconnect at once again.
+        p.take_due(t2 + Duration::from_secs(1));
+        p.on_connected(0, t2 + Duration::from_secs(1));
+        let t3 = t2 + Duration::from_millis(1100);
+        p.on_closed(0, t3, CloseCause::GoAway, true, 1.0);
+        assert_eq!(p.phase(0), Phase::Due);
     }
 
     #[test]
@@ -375,14 +421,19 @@ mod tests {
         assert_eq!(r.reason.as_str(), "CertificateExpired");
         assert!(p.fail_fast(t0).is_some());
         assert!(p.next_wake().unwrap() - t0 >= Duration::from_secs(30));
-        // Second slot also refused: the state persists, fail-fast window grows.
-        p.on_connect_failed(1, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        // Second slot refused in the same burst: the state persists, no new strike.
         let until = p.rejection().unwrap().fail_fast_until;
-        assert_eq!(until - t0, Duration::from_secs(60));
+        p.on_connect_failed(1, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        assert_eq!(p.rejection().unwrap().fail_fast_until, until);
+        assert_eq!(until - t0, Duration::from_secs(30));
         assert!(
             p.fail_fast(until).is_none(),
             "after the window a push probes"
         );
+        // The probe is refused too: a new strike doubles the window.
+        assert!(p.on_certificate_rejected(Reason::BadCertificate, until, 1.0));
+        let next = p.rejection().unwrap().fail_fast_until;
+        assert_eq!(next - until, Duration::from_secs(60));
         // A new certificate clears everything.
         p.on_certificate_replaced();
         assert!(p.rejection().is_none());
@@ -390,13 +441,24 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_push_clears_the_rejection() {
-        let mut p = plan(1);
+    fn only_a_push_sent_after_the_rejection_clears_it() {
+        let mut p = plan(2);
         let t0 = Instant::now();
-        p.on_certificate_rejected(Reason::BadCertificate, t0, 0.0);
+        p.take_due(t0);
+        p.on_connect_failed(0, t0, Some(Reason::BadCertificate), 0.0);
         assert!(p.fail_fast(t0).is_some());
-        p.on_delivered();
+        p.on_delivered(t0 - Duration::from_millis(1));
+        assert!(
+            p.rejection().is_some(),
+            "an answer to an older push proves nothing"
+        );
+        p.on_delivered(t0 + Duration::from_secs(31));
         assert!(p.fail_fast(t0).is_none());
+        assert_eq!(
+            p.phase(0),
+            Phase::Due,
+            "slots backing off reconnect at once"
+        );
     }
 
     #[test]
