@@ -349,7 +349,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let failures = Arc::new(Failures::default());
     let topic: Arc<str> = Arc::from(pki.topic.as_str());
     let enroll_started = Instant::now();
-    let enrolled = enroll(
+    let enrolled_flags = enroll(
         &devices,
         &topic,
         &target,
@@ -359,6 +359,23 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     )
     .await;
     let enroll_s = enroll_started.elapsed().as_secs_f64();
+    // Only enrolled devices can be pushed: a failed enrollment must not make the push phase
+    // wait for a push that cannot come (the run fails on the enrollment error anyway).
+    let enrolled_with = |want: &[Role]| {
+        devices
+            .iter()
+            .zip(&enrolled_flags)
+            .filter(|(d, e)| **e && want.contains(&d.role))
+            .count() as u64
+    };
+    let enrolled = enrolled_with(&[Role::Online, Role::Offline, Role::Unregistered]);
+    let expected_reports = enrolled_with(&[Role::Online]);
+    let expected_pushes = enrolled;
+    progress.online.store(expected_reports, Ordering::Relaxed);
+    progress.pushable.store(
+        enrolled_with(&[Role::Online, Role::Offline]),
+        Ordering::Relaxed,
+    );
 
     // --- refresh, pushes, reports ---
     progress.set_phase(Phase::PushReport);
@@ -381,7 +398,6 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         )
         .await
         .map_err(|e| admin_err("POST /v1/refresh", e))?;
-    let expected_pushes = injected.online + injected.offline + injected.unregistered;
     if summary["pushing"].as_u64() != Some(expected_pushes) {
         failures.record(format!(
             "refresh pushes {} devices, expected {expected_pushes}: {summary}",
@@ -395,7 +411,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
             push_s = Some(push_started.elapsed().as_secs_f64());
         }
         let reported = progress.reported.load(Ordering::Relaxed);
-        if (push_s.is_some() && reported >= injected.online) || Instant::now() >= deadline {
+        if (push_s.is_some() && reported >= expected_reports) || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -516,7 +532,7 @@ fn judged_pushes(mock: &MockHandle) -> u64 {
 }
 
 /// Authenticate + TokenUpdate for every device over `connections` keep-alive connections.
-/// Returns how many devices enrolled.
+/// Returns, per device, whether both check-ins were answered 200.
 async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
     topic: &Arc<str>,
@@ -524,9 +540,10 @@ async fn enroll(
     connections: usize,
     progress: &Arc<Progress>,
     failures: &Arc<Failures>,
-) -> u64 {
+) -> Vec<bool> {
     let workers = connections.clamp(1, devices.len());
-    let enrolled = Arc::new(AtomicU64::new(0));
+    let enrolled: Arc<Vec<AtomicBool>> =
+        Arc::new(devices.iter().map(|_| AtomicBool::new(false)).collect());
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let devices = devices.clone();
@@ -536,11 +553,9 @@ async fn enroll(
         let failures = failures.clone();
         let enrolled = enrolled.clone();
         tasks.spawn(async move {
-            for d in devices.iter().skip(w).step_by(workers) {
+            for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
                 match enroll_one(&mut conn, d, &topic).await {
-                    Ok(()) => {
-                        enrolled.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(()) => enrolled[i].store(true, Ordering::Relaxed),
                     Err(why) => failures.record(format!("enroll {}: {why}", d.udid)),
                 }
                 progress.enrolled.fetch_add(1, Ordering::Relaxed);
@@ -548,7 +563,7 @@ async fn enroll(
         });
     }
     while tasks.join_next().await.is_some() {}
-    enrolled.load(Ordering::Relaxed)
+    enrolled.iter().map(|e| e.load(Ordering::Relaxed)).collect()
 }
 
 async fn enroll_one(conn: &mut DeviceConn, d: &SimDevice, topic: &str) -> Result<(), String> {
