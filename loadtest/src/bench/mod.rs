@@ -1,3 +1,4 @@
 //! Benchmarks driven from the command line.
 
 pub mod apns;
+pub mod checkin;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apns_bench;
+pub mod checkin_bench;
 pub mod fleet;
 pub mod mock_apns;
 
@@ -25,6 +26,8 @@ enum Command {
     MockApns(mock_apns::MockApnsArgs),
     /// Benchmark the engine against the mock APNs (optionally beside h2load).
     ApnsBench(apns_bench::ApnsBenchArgs),
+    /// Benchmark durable check-ins against the in-memory store and a trivial 200 server.
+    CheckinBench(checkin_bench::CheckinBenchArgs),
     /// Simulate a device fleet against a magicpush server: enroll, refresh all, devices
     /// answer their pushes; report rates, latency, state counts, lost devices and memory.
     Fleet(fleet::FleetArgs),
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::MockApns(args) => mock_apns::run(args),
         Command::ApnsBench(args) => apns_bench::run(args),
+        Command::CheckinBench(args) => checkin_bench::run(args),
         Command::Fleet(args) => fleet::run(args),
         Command::ServeChild(args) => fleet::serve_child(args),
     };

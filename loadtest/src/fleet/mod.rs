@@ -11,7 +11,7 @@
 //! - [`report`]: the figures, the count check and the table.
 //! - this module: the phases.
 
-mod conn;
+pub(crate) mod conn;
 pub mod device;
 pub mod pki;
 pub mod report;
