@@ -109,3 +109,68 @@ fn cli_json_is_one_object_on_the_last_line() {
     // Devices waited 20 ms before answering.
     assert!(v["latency_ms"]["p50"].as_f64().unwrap() >= 20.0, "{last}");
 }
+
+/// A run whose pushes never arrive fails: the server cannot reach any APNs, so no online
+/// device reports and the counts cannot match. Also drives `--server` mode (a running
+/// server, certificates from a directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_reach_apns_fails_the_run() {
+    use magicpush_loadtest::fleet::pki::{self, FleetPki};
+    use magicpush_loadtest::fleet::server::{ServeSettings, ServerProcess};
+    use magicpush_loadtest::fleet::ServerMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = FleetPki::load_or_create(&dir.path().join("pki")).unwrap();
+    // Nothing listens on this port once the probe is closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let settings = ServeSettings {
+        exe: exe(),
+        data_dir: dir.path().join("data"),
+        cert: pki.path(pki::PUSH_CERT_FILE),
+        key: pki.path(pki::PUSH_KEY_FILE),
+        apns_url: format!("https://{dead}"),
+        apns_ca: pki.path(pki::CA_FILE),
+        api_key: "fleet-test-key".into(),
+        unreachable_after: Duration::from_secs(600),
+        push_concurrency: 16,
+        // The engine warns about every failed connection attempt: expected here.
+        log_filter: Some("error".into()),
+    };
+    let server = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
+        .await
+        .unwrap()
+        .expect("server starts");
+
+    let mut config = FleetConfig::new(40, exe());
+    config.server = ServerMode::Existing {
+        url: server.url().to_owned(),
+        api_key: "fleet-test-key".into(),
+    };
+    config.pki_dir = Some(pki.dir.clone());
+    config.connections = 8;
+    config.wait = Duration::from_secs(3);
+    let report = fleet::run(&config, Arc::new(Progress::default()))
+        .await
+        .expect("the run completes");
+    let table = report.table();
+    assert_eq!(report.enrolled, 40, "{table}");
+    assert_eq!(
+        report.states.get("responded").copied().unwrap_or(0),
+        0,
+        "{table}"
+    );
+    assert!(!report.counts_match, "{table}");
+    assert_eq!(report.misplaced, 40, "{table}");
+    assert_eq!(report.lost, 0, "{table}");
+    assert!(!report.passed(), "{table}");
+    assert!(
+        report.server_peak_rss_mb.is_none(),
+        "not measured for --server"
+    );
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}

@@ -327,6 +327,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
                 api_key: api_key.clone(),
                 unreachable_after: config.unreachable_after,
                 push_concurrency: config.push_concurrency,
+                log_filter: None,
             };
             let process = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
                 .await

@@ -35,6 +35,10 @@ pub struct ServeSettings {
     pub unreachable_after: Duration,
     /// The server's `--push-concurrency`.
     pub push_concurrency: usize,
+    /// `RUST_LOG` of the server when ours is unset (None: warnings, except serve's note that
+    /// device requests are not authenticated: the simulated devices have no identity
+    /// certificates).
+    pub log_filter: Option<String>,
 }
 
 /// A running server child. Stops it when dropped.
@@ -78,9 +82,11 @@ impl ServerProcess {
             }
         }
         if std::env::var_os("RUST_LOG").is_none() {
-            // Warnings, except serve's note that device requests are not authenticated: the
-            // simulated devices have no identity certificates.
-            cmd.env("RUST_LOG", "warn,magicpush_checkin::cli::serve=error");
+            let filter = settings
+                .log_filter
+                .as_deref()
+                .unwrap_or("warn,magicpush_checkin::cli::serve=error");
+            cmd.env("RUST_LOG", filter);
         }
         let mut child = cmd.spawn().map_err(|e| FleetError::Server {
             detail: format!("cannot start {} serve-child: {e}", settings.exe.display()),
