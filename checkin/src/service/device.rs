@@ -117,7 +117,7 @@ impl Service {
         let now = Self::now();
         ::metrics::counter!("magicpush_reports_total", "status" => report.status.as_str())
             .increment(1);
-        let outcome = self.store.record_report(&report, now).await?;
+        let mut outcome = self.store.record_report(&report, now).await?;
         if outcome.closed_push {
             ::metrics::counter!("magicpush_push_answered_total").increment(1);
         }
@@ -126,7 +126,11 @@ impl Service {
             return Ok(DeviceReply::Empty);
         }
         let skip_not_now = report.status != Status::Idle;
-        match self.store.next_command(&report.udid, skip_not_now).await? {
+        let next = match outcome.next_command.take() {
+            Some(next) => next,
+            None => self.store.next_command(&report.udid, skip_not_now).await?,
+        };
+        match next {
             Some(command) => {
                 tracing::debug!(udid = %report.udid, uuid = %command.uuid, request_type = %command.request_type, "sending command");
                 Ok(DeviceReply::Plist(command.body))

@@ -39,6 +39,7 @@ macro_rules! store_conformance {
             enqueue_reports_unknown_and_duplicates,
             enqueue_skip_if_queued,
             queue_order_and_results,
+            report_outcome_next_command_matches_next_command,
             not_now_stays_queued_and_is_skipped_in_session,
             device_information_updates_device,
             result_for_unknown_command_is_recorded,
@@ -439,6 +440,57 @@ pub async fn queue_order_and_results(store: Arc<dyn Store>) {
     );
     assert!(store.record_report(&cfe, t(5)).await.unwrap().dequeued);
     assert!(store.queued("A").await.unwrap().is_empty());
+}
+
+/// A store that answers the next command with the report (`ReportOutcome::next_command`)
+/// answers what `next_command` answers right after it, NotNow skipping included.
+#[allow(missing_docs)]
+pub async fn report_outcome_next_command_matches_next_command(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let a = Command::new("ProfileList", Dictionary::new());
+    let b = Command::new("CertificateList", Dictionary::new());
+    let one = ["A".to_string()];
+    for c in [&a, &b] {
+        store
+            .enqueue(c, &one, EnqueueMode::Always, t(1))
+            .await
+            .unwrap();
+    }
+    let steps = [
+        (report("A", Status::Idle, None, Dictionary::new()), false),
+        (
+            report("A", Status::NotNow, Some(&a.uuid), Dictionary::new()),
+            true,
+        ),
+        (
+            report("A", Status::Acknowledged, Some(&b.uuid), Dictionary::new()),
+            true,
+        ),
+        (report("A", Status::Idle, None, Dictionary::new()), false),
+        (
+            report("A", Status::Acknowledged, Some(&a.uuid), Dictionary::new()),
+            true,
+        ),
+    ];
+    let mut answered = Vec::new();
+    for (i, (r, skip_not_now)) in steps.iter().enumerate() {
+        let mut out = store.record_report(r, t(2 + i as i64)).await.unwrap();
+        let expected = store.next_command("A", *skip_not_now).await.unwrap();
+        if let Some(next) = out.next_command.take() {
+            assert_eq!(next, expected, "step {i}");
+        }
+        answered.push(expected.map(|c| c.uuid));
+    }
+    assert_eq!(
+        answered,
+        vec![
+            Some(a.uuid.clone()),
+            Some(b.uuid.clone()),
+            None,
+            Some(a.uuid.clone()),
+            None
+        ]
+    );
 }
 
 #[allow(missing_docs)]

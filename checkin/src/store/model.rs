@@ -339,6 +339,10 @@ pub struct ReportOutcome {
     pub info_updated: bool,
     /// This was the first report after the last push; the push is now answered.
     pub closed_push: bool,
+    /// The device's next command, read in the same transaction as the report (what
+    /// [`super::Store::next_command`] would answer, skipping NotNow ones unless the report
+    /// was Idle); `None` when the store did not look (then ask `next_command`).
+    pub next_command: Option<Option<super::QueuedCommand>>,
 }
 
 /// A user channel recorded from a user-channel TokenUpdate.

@@ -137,6 +137,20 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The device's next queued command (see [`Store::next_command`]).
+fn next_queued(
+    c: &Connection,
+    udid: &str,
+    skip_not_now: bool,
+) -> Result<Option<QueuedCommand>, StoreError> {
+    c.prepare_cached(&format!("{SELECT_QUEUED} LIMIT 1"))
+        .and_then(|mut s| {
+            s.query_row(params![udid, skip_not_now], queued_from_row)
+                .optional()
+        })
+        .map_err(db_err("read queue"))
+}
+
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path).map_err(db_err("open"))?;
     let mode: String = conn
@@ -466,15 +480,7 @@ impl Store for SqliteStore {
         skip_not_now: bool,
     ) -> StoreFuture<'a, Option<QueuedCommand>> {
         let udid = udid.to_owned();
-        self.read(move |c| {
-            let sql = format!("{SELECT_QUEUED} LIMIT 1");
-            c.prepare_cached(&sql)
-                .and_then(|mut s| {
-                    s.query_row(params![udid, skip_not_now], queued_from_row)
-                        .optional()
-                })
-                .map_err(db_err("read queue"))
-        })
+        self.read(move |c| next_queued(c, &udid, skip_not_now))
     }
 
     fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>> {
@@ -524,6 +530,7 @@ impl Store for SqliteStore {
                 ..ReportOutcome::default()
             };
             let Some(uuid) = command_uuid else {
+                out.next_command = Some(next_queued(c, &udid, status != Status::Idle)?);
                 return Ok(out);
             };
             let queued: Option<i64> = c
@@ -551,7 +558,7 @@ impl Store for SqliteStore {
             insert_result(
                 c,
                 &CommandResult {
-                    udid,
+                    udid: udid.clone(),
                     command_uuid: uuid,
                     request_type: out.request_type.clone(),
                     status,
@@ -560,6 +567,7 @@ impl Store for SqliteStore {
                     at,
                 },
             )?;
+            out.next_command = Some(next_queued(c, &udid, status != Status::Idle)?);
             Ok(out)
         })
     }
@@ -691,5 +699,34 @@ mod tests {
         let state = pool.lock();
         assert_eq!(state.open, 2);
         assert_eq!(state.idle.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_answer_the_next_command_from_the_writer() {
+        use crate::store::conformance::{authenticate, report, t, token_update};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+        store
+            .token_update(&token_update("A", 1), t(0))
+            .await
+            .unwrap();
+        let cmd = Command::new("ProfileList", plist::Dictionary::new());
+        store
+            .enqueue(&cmd, &["A".to_string()], EnqueueMode::Always, t(1))
+            .await
+            .unwrap();
+        let idle = report("A", Status::Idle, None, plist::Dictionary::new());
+        let out = store.record_report(&idle, t(2)).await.unwrap();
+        let next = out.next_command.expect("the SQLite store looks");
+        assert_eq!(next.map(|c| c.uuid), Some(cmd.uuid.clone()));
+        let ack = report(
+            "A",
+            Status::Acknowledged,
+            Some(&cmd.uuid),
+            plist::Dictionary::new(),
+        );
+        let out = store.record_report(&ack, t(3)).await.unwrap();
+        assert_eq!(out.next_command, Some(None));
     }
 }
