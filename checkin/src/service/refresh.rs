@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use magicpush_engine::{DevicePush, PushError};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
-use crate::store::{Device, EnqueueMode, PushOutcome, StoreError};
+use crate::store::{Device, EnqueueMode, PushOutcome, Store, StoreError};
 
 use super::{Service, ServiceError};
 
@@ -192,19 +193,21 @@ impl Service {
     }
 
     /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
+    /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each.
     fn push_in_background(&self, pushes: Vec<(String, DevicePush)>) {
         if pushes.is_empty() {
             return;
         }
-        let store = self.store.clone();
         let pusher = self.pusher.clone();
         let slots = self.push_slots.clone();
+        let (done, outcomes) = mpsc::unbounded_channel();
+        tokio::spawn(record_outcomes(self.store.clone(), outcomes));
         tokio::spawn(async move {
             for (udid, push) in pushes {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let store = store.clone();
+                let done = done.clone();
                 let sending = pusher.push(push);
                 tokio::spawn(async move {
                     let result = sending.await;
@@ -220,12 +223,8 @@ impl Service {
                     if let Err(err) = &result {
                         tracing::info!(%udid, "push failed: {err}");
                     }
-                    if let Err(err) = store
-                        .record_push_outcome(&udid, &outcome, Service::now())
-                        .await
-                    {
-                        tracing::warn!(%udid, "cannot record push outcome: {err}");
-                    }
+                    // The recorder outlives every sender; a send fails only if it panicked.
+                    let _ = done.send((udid, outcome));
                 });
             }
         });
@@ -247,5 +246,28 @@ impl Service {
                 }
             }
         })
+    }
+}
+
+/// Most push outcomes recorded in one store write.
+const OUTCOME_BATCH: usize = 256;
+
+/// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
+/// while the previous write was committing goes into the next one. Ends when every sender is
+/// gone and the channel is drained.
+async fn record_outcomes(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::UnboundedReceiver<(String, PushOutcome)>,
+) {
+    let mut batch = Vec::with_capacity(OUTCOME_BATCH);
+    while outcomes.recv_many(&mut batch, OUTCOME_BATCH).await > 0 {
+        if let Err(err) = store.record_push_outcomes(&batch, Service::now()).await {
+            tracing::warn!(
+                devices = batch.len(),
+                first = %batch[0].0,
+                "cannot record push outcomes: {err}"
+            );
+        }
+        batch.clear();
     }
 }

@@ -45,6 +45,7 @@ macro_rules! store_conformance {
             result_for_unknown_command_is_recorded,
             old_results_are_pruned,
             push_bookkeeping_and_latency,
+            push_outcomes_batch,
             unregistered_push_stops_pushing_until_token_update,
             listing_and_counting,
             timestamps_keep_milliseconds,
@@ -653,6 +654,74 @@ pub async fn push_bookkeeping_and_latency(store: Arc<dyn Store>) {
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(d.push_outcome, Some(failed));
     assert!(d.is_pushable(), "a transient failure does not stop pushing");
+}
+
+#[allow(missing_docs)]
+pub async fn push_outcomes_batch(store: Arc<dyn Store>) {
+    for udid in ["A", "B", "C"] {
+        enroll(&*store, udid, t(0)).await;
+    }
+    let ab = vec!["A".to_string(), "B".to_string()];
+    store.record_push_attempts(&ab, t(10)).await.unwrap();
+    // A answers before its push outcome is recorded: it must stay answered.
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    assert!(store.record_report(&idle, t(12)).await.unwrap().closed_push);
+    let gone = PushOutcome::Unregistered {
+        reason: "Unregistered".into(),
+        timestamp_ms: Some(1_780_000_005_000),
+    };
+    let outcomes = vec![
+        ("A".to_string(), PushOutcome::Accepted),
+        ("B".to_string(), gone.clone()),
+        ("nobody".to_string(), PushOutcome::Accepted),
+        ("C".to_string(), PushOutcome::Accepted),
+    ];
+    store.record_push_outcomes(&outcomes, t(13)).await.unwrap();
+    store.record_push_outcomes(&[], t(14)).await.unwrap();
+
+    let a = store.device("A").await.unwrap().unwrap();
+    assert_eq!(a.push_outcome, Some(PushOutcome::Accepted));
+    assert_eq!(a.push_outcome_at, Some(t(13)));
+    assert_eq!(a.last_push_at, Some(t(10)));
+    assert_eq!(a.first_report_after_push_at, Some(t(12)));
+    assert_eq!(a.push_latency(), Some(Duration::from_secs(2)));
+    assert!(a.is_pushable());
+
+    let b = store.device("B").await.unwrap().unwrap();
+    assert_eq!(b.push_outcome, Some(gone));
+    assert_eq!(b.first_report_after_push_at, None);
+    assert!(!b.is_pushable());
+
+    let c = store.device("C").await.unwrap().unwrap();
+    assert_eq!(
+        c.last_push_at,
+        Some(t(13)),
+        "an outcome with no attempt sets it"
+    );
+    assert_eq!(c.push_outcome, Some(PushOutcome::Accepted));
+
+    assert!(
+        store.device("nobody").await.unwrap().is_none(),
+        "not created"
+    );
+    assert_eq!(store.count().await.unwrap(), 3);
+
+    // The same as one write per outcome.
+    store
+        .record_push_attempts(&["A".to_string()], t(20))
+        .await
+        .unwrap();
+    let failed = PushOutcome::Failed {
+        reason: "DeadlineExceeded".into(),
+    };
+    store
+        .record_push_outcomes(&[("A".to_string(), failed.clone())], t(21))
+        .await
+        .unwrap();
+    let a = store.device("A").await.unwrap().unwrap();
+    assert_eq!(a.push_outcome, Some(failed));
+    assert_eq!(a.first_report_after_push_at, None);
+    assert_eq!(a.last_push_at, Some(t(20)));
 }
 
 #[allow(missing_docs)]

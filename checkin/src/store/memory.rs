@@ -354,6 +354,22 @@ impl Store for MemoryStore {
         })
     }
 
+    fn record_push_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [(String, PushOutcome)],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            for (udid, outcome) in outcomes {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    logic::push_outcome(d, outcome, at);
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
         self.run(|s| Ok(s.devices.values().cloned().collect()))
     }

@@ -205,6 +205,15 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()>;
 
+    /// Records how many push attempts ended, in one write: for each `(udid, outcome)` in
+    /// order, what [`Store::record_push_outcome`] does. Unknown UDIDs are skipped silently
+    /// (a device may be gone by the time its push is answered).
+    fn record_push_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [(String, PushOutcome)],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
+
     /// Every device, ordered by UDID.
     fn devices(&self) -> StoreFuture<'_, Vec<Device>>;
 

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 
 use self::rows::{
     device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
-    result_from_row, save_device, upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
+    result_from_row, save_device, update_push_attempt, update_push_outcome, upsert_user,
+    user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
 use self::writer::{Counters, Job, PendingWrite};
 use super::memory::dedup;
@@ -615,10 +616,7 @@ impl Store for SqliteStore {
         let (udids, at) = (udids.to_vec(), truncate_ms(at));
         self.write(move |c| {
             for udid in udids {
-                if let Some(mut d) = load_device(c, &udid)? {
-                    logic::push_attempt(&mut d, at);
-                    save_device(c, &d)?;
-                }
+                update_push_attempt(c, &udid, at)?;
             }
             Ok(())
         })
@@ -632,9 +630,25 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, ()> {
         let (udid, outcome, at) = (udid.to_owned(), outcome.clone(), truncate_ms(at));
         self.write(move |c| {
-            let mut d = require_device(c, &udid)?;
-            logic::push_outcome(&mut d, &outcome, at);
-            save_device(c, &d)
+            if update_push_outcome(c, &udid, &outcome, at)? {
+                Ok(())
+            } else {
+                Err(StoreError::UnknownDevice { udid })
+            }
+        })
+    }
+
+    fn record_push_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [(String, PushOutcome)],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (outcomes, at) = (outcomes.to_vec(), truncate_ms(at));
+        self.write(move |c| {
+            for (udid, outcome) in &outcomes {
+                update_push_outcome(c, udid, outcome, at)?;
+            }
+            Ok(())
         })
     }
 

@@ -146,14 +146,63 @@ pub(crate) fn device_exists(conn: &Connection, udid: &str) -> Result<bool, Store
     stmt.exists([udid]).map_err(db_err("read device"))
 }
 
-pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
-    let outcome = d.push_outcome.as_ref();
-    let unregistered_ms = match outcome {
+/// The `push_unregistered_ms` column for an outcome.
+fn unregistered_ms(outcome: Option<&PushOutcome>) -> Option<i64> {
+    match outcome {
         Some(PushOutcome::Unregistered { timestamp_ms, .. }) => {
             timestamp_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
         }
         _ => None,
-    };
+    }
+}
+
+/// `logic::push_attempt` on the stored row, touching only the push columns. Returns false if
+/// the device is unknown.
+pub(crate) fn update_push_attempt(
+    conn: &Connection,
+    udid: &str,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET last_push_at = ?2, push_outcome = NULL, push_reason = NULL,
+           push_unregistered_ms = NULL, push_outcome_at = NULL,
+           first_report_after_push_at = NULL
+         WHERE udid = ?1",
+    )
+    .and_then(|mut s| s.execute(params![udid, to_ms(at)]))
+    .map(|n| n > 0)
+    .map_err(db_err("record push attempt"))
+}
+
+/// `logic::push_outcome` on the stored row, touching only the push columns. Returns false if
+/// the device is unknown.
+pub(crate) fn update_push_outcome(
+    conn: &Connection,
+    udid: &str,
+    outcome: &PushOutcome,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET push_outcome = ?2, push_reason = ?3, push_unregistered_ms = ?4,
+           push_outcome_at = ?5, last_push_at = COALESCE(last_push_at, ?5)
+         WHERE udid = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            udid,
+            outcome.kind(),
+            outcome.reason(),
+            unregistered_ms(Some(outcome)),
+            to_ms(at)
+        ])
+    })
+    .map(|n| n > 0)
+    .map_err(db_err("record push outcome"))
+}
+
+pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
+    let outcome = d.push_outcome.as_ref();
+    let unregistered_ms = unregistered_ms(outcome);
     let mut stmt = conn
         .prepare_cached(&UPSERT_DEVICE)
         .map_err(db_err("write device"))?;
