@@ -294,6 +294,16 @@ pub async fn last_seen_only_moves_forward(store: Arc<dyn Store>) {
     store.touch("A", t(15)).await.unwrap();
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(d.last_seen_at, Some(t(20)));
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    store.record_report(&idle, t(12)).await.unwrap();
+    store.record_report(&idle, t(11)).await.unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(
+        d.last_seen_at,
+        Some(t(20)),
+        "a late report does not move it back"
+    );
+    assert_eq!(d.last_report_at, Some(t(12)));
 }
 
 #[allow(missing_docs)]

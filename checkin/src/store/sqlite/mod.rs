@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 
 use self::rows::{
     device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
-    result_from_row, save_device, update_push_attempt, update_push_outcome, upsert_user,
-    user_from_row, SELECT_DEVICES, SELECT_QUEUED,
+    result_from_row, save_device, update_for_report, update_push_attempt, update_push_outcome,
+    upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
 use self::writer::{Counters, Job, PendingWrite};
 use super::memory::dedup;
@@ -522,9 +522,7 @@ impl Store for SqliteStore {
             raw: plist::Dictionary::new(),
         };
         self.write(move |c| {
-            let mut d = require_device(c, &udid)?;
-            let (closed_push, info_updated) = logic::report(&mut d, &report, at);
-            save_device(c, &d)?;
+            let (closed_push, info_updated) = update_for_report(c, &report, at)?;
             let mut out = ReportOutcome {
                 closed_push,
                 info_updated,

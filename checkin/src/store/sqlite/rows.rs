@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::db_err;
-use crate::mdm::{ErrorChainItem, Secret, Status};
+use crate::mdm::{ErrorChainItem, Report, Secret, Status};
+use crate::store::logic;
 use crate::store::model::{from_ms, to_ms};
 use crate::store::{
     CommandResult, Device, PushOutcome, QueuedCommand, StoreError, User, RESULTS_KEPT_PER_DEVICE,
@@ -198,6 +199,91 @@ pub(crate) fn update_push_outcome(
     })
     .map(|n| n > 0)
     .map_err(db_err("record push outcome"))
+}
+
+/// `logic::report` on the stored row, reading and writing only the columns a report changes
+/// (contact and push-answer times; the device facts only when the report carries them).
+/// Returns (closed the open push, updated the device facts).
+pub(crate) fn update_for_report(
+    conn: &Connection,
+    report: &Report,
+    at: OffsetDateTime,
+) -> Result<(bool, bool), StoreError> {
+    let mut d = Device::new(report.udid.as_str());
+    let found = conn
+        .prepare_cached(
+            "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
+             FROM devices WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&report.udid], |row| {
+                d.last_seen_at = opt_ts(row, 0)?;
+                d.last_report_at = opt_ts(row, 1)?;
+                d.last_push_at = opt_ts(row, 2)?;
+                d.first_report_after_push_at = opt_ts(row, 3)?;
+                Ok(())
+            })
+            .optional()
+        })
+        .map_err(db_err("read device"))?;
+    if found.is_none() {
+        return Err(StoreError::UnknownDevice {
+            udid: report.udid.clone(),
+        });
+    }
+    // `d.info` starts empty, so after the merge it holds exactly the facts the report sent;
+    // `COALESCE(new, old)` overlays them on the stored ones as `DeviceInfo::merge` does.
+    let (closed, info_updated) = logic::report(&mut d, report, at);
+    let written = if info_updated {
+        let i = &d.info;
+        conn.prepare_cached(
+            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
+               first_report_after_push_at = ?4, info_collected_at = ?5,
+               device_name = COALESCE(?6, device_name), model = COALESCE(?7, model),
+               model_name = COALESCE(?8, model_name),
+               product_name = COALESCE(?9, product_name),
+               os_version = COALESCE(?10, os_version),
+               build_version = COALESCE(?11, build_version),
+               serial_number = COALESCE(?12, serial_number), imei = COALESCE(?13, imei),
+               meid = COALESCE(?14, meid), phone_number = COALESCE(?15, phone_number)
+             WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.udid,
+                ts(d.last_seen_at),
+                ts(d.last_report_at),
+                ts(d.first_report_after_push_at),
+                ts(d.info_collected_at),
+                i.device_name,
+                i.model,
+                i.model_name,
+                i.product_name,
+                i.os_version,
+                i.build_version,
+                i.serial_number,
+                i.imei,
+                i.meid,
+                i.phone_number,
+            ])
+        })
+    } else {
+        conn.prepare_cached(
+            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
+               first_report_after_push_at = ?4
+             WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.udid,
+                ts(d.last_seen_at),
+                ts(d.last_report_at),
+                ts(d.first_report_after_push_at),
+            ])
+        })
+    };
+    written.map_err(db_err("write device"))?;
+    Ok((closed, info_updated))
 }
 
 pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
