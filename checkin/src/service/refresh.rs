@@ -2,7 +2,7 @@
 //! then push in the background with bounded concurrency and record each outcome. Also ad-hoc
 //! commands and the scheduled collection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,31 +113,46 @@ impl Service {
                 (None, None) => *summary.skipped.entry("token_invalid").or_default() += 1,
             }
         }
-        let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
         let command = Command::device_information(DEVICE_INFORMATION_QUERIES);
         summary.command_uuid = command.uuid.clone();
-        if !udids.is_empty() {
-            let now = Self::now();
+        let mut pushed_udids = listed.then(Vec::new);
+        let now = Self::now();
+        let mut pushes = pushes.into_iter();
+        // One write per chunk, not one for the whole fleet: check-ins waiting on the writer
+        // get in between, and each chunk's pushes start as soon as its attempts are recorded.
+        loop {
+            let mut chunk: Vec<(String, DevicePush)> =
+                pushes.by_ref().take(REFRESH_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
             let queued = self
                 .store
-                .enqueue(&command, &udids, EnqueueMode::SkipIfQueued, now)
+                .queue_and_mark_pushes(&command, &udids, now)
                 .await?;
-            summary.enqueued = queued.queued.len();
-            summary.already_queued = queued.already_queued.len();
-            self.store.record_push_attempts(&udids, now).await?;
+            summary.enqueued += queued.queued.len();
+            summary.already_queued += queued.already_queued.len();
+            if !queued.unknown.is_empty() {
+                // Gone since the listing: not pushed.
+                *summary.skipped.entry("unknown").or_default() += queued.unknown.len();
+                let gone: HashSet<&String> = queued.unknown.iter().collect();
+                chunk.retain(|(u, _)| !gone.contains(u));
+            }
+            summary.pushing += chunk.len();
+            if let Some(pushed) = &mut pushed_udids {
+                pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
+            }
+            self.push_in_background(chunk);
         }
-        summary.pushing = pushes.len();
-        if listed {
-            summary.pushed_udids = Some(udids);
-        }
-        ::metrics::counter!("magicpush_refresh_pushes_total").increment(pushes.len() as u64);
+        summary.pushed_udids = pushed_udids;
+        ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
         tracing::info!(
             pushing = summary.pushing,
             enqueued = summary.enqueued,
             already_queued = summary.already_queued,
             "refresh started"
         );
-        self.push_in_background(pushes);
         Ok(summary)
     }
 
@@ -248,6 +263,9 @@ impl Service {
         })
     }
 }
+
+/// Devices whose command and push attempt a refresh records in one store write.
+const REFRESH_CHUNK: usize = 2_000;
 
 /// Most push outcomes recorded in one store write.
 const OUTCOME_BATCH: usize = 256;

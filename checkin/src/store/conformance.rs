@@ -46,6 +46,7 @@ macro_rules! store_conformance {
             old_results_are_pruned,
             push_bookkeeping_and_latency,
             push_outcomes_batch,
+            refresh_chunks_queue_and_mark_pushes,
             unregistered_push_stops_pushing_until_token_update,
             listing_and_counting,
             timestamps_keep_milliseconds,
@@ -732,6 +733,83 @@ pub async fn push_outcomes_batch(store: Arc<dyn Store>) {
     assert_eq!(a.push_outcome, Some(failed));
     assert_eq!(a.first_report_after_push_at, None);
     assert_eq!(a.last_push_at, Some(t(20)));
+}
+
+#[allow(missing_docs)]
+pub async fn refresh_chunks_queue_and_mark_pushes(store: Arc<dyn Store>) {
+    for udid in ["A", "B", "C"] {
+        enroll(&*store, udid, t(0)).await;
+    }
+    let earlier = Command::device_information(&["DeviceName"]);
+    store
+        .enqueue(&earlier, &["B".to_string()], EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    store
+        .record_push_attempts(&["A".to_string()], t(2))
+        .await
+        .unwrap();
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    assert!(store.record_report(&idle, t(3)).await.unwrap().closed_push);
+    store
+        .record_push_outcome("A", &PushOutcome::Accepted, t(3))
+        .await
+        .unwrap();
+
+    let cmd = Command::device_information(&["DeviceName", "OSVersion"]);
+    let first: Vec<String> = ["A", "B", "X", "A"].map(String::from).to_vec();
+    let out = store
+        .queue_and_mark_pushes(&cmd, &first, t(10))
+        .await
+        .unwrap();
+    assert_eq!(out.command_uuid, cmd.uuid);
+    assert_eq!(out.queued, vec!["A".to_string()]);
+    assert_eq!(out.already_queued, vec!["B".to_string()]);
+    assert_eq!(out.unknown, vec!["X".to_string()]);
+    for udid in ["A", "B"] {
+        let d = store.device(udid).await.unwrap().unwrap();
+        assert_eq!(d.last_push_at, Some(t(10)), "{udid}: attempt marked");
+        assert_eq!(d.push_outcome, None, "{udid}: in flight");
+        assert_eq!(d.first_report_after_push_at, None, "{udid}: reopened");
+    }
+    assert!(store.device("X").await.unwrap().is_none());
+    let b_queue: Vec<String> = store
+        .queued("B")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.uuid)
+        .collect();
+    assert_eq!(b_queue, vec![earlier.uuid.clone()], "not queued twice");
+
+    // A later chunk of the same refresh reuses the stored command.
+    let out = store
+        .queue_and_mark_pushes(&cmd, &["C".to_string()], t(10))
+        .await
+        .unwrap();
+    assert_eq!(out.queued, vec!["C".to_string()]);
+    let next = store.next_command("C", false).await.unwrap().unwrap();
+    assert_eq!((next.uuid, next.body), (cmd.uuid.clone(), cmd.to_xml()));
+    assert_eq!(
+        store.device("C").await.unwrap().unwrap().last_push_at,
+        Some(t(10))
+    );
+    assert!(matches!(
+        store
+            .enqueue(&cmd, &["A".to_string()], EnqueueMode::Always, t(11))
+            .await,
+        Err(StoreError::DuplicateCommand { .. })
+    ));
+
+    // A report after the chunk's write answers the push.
+    let ack = report(
+        "A",
+        Status::Acknowledged,
+        Some(&cmd.uuid),
+        Dictionary::new(),
+    );
+    let out = store.record_report(&ack, t(12)).await.unwrap();
+    assert!(out.closed_push && out.dequeued);
 }
 
 #[allow(missing_docs)]

@@ -354,6 +354,52 @@ impl Store for MemoryStore {
         })
     }
 
+    fn queue_and_mark_pushes<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let mut out = EnqueueOutcome {
+                command_uuid: command.uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            for udid in dedup(udids) {
+                let Some(d) = s.devices.get_mut(udid) else {
+                    out.unknown.push(udid.clone());
+                    continue;
+                };
+                logic::push_attempt(d, at);
+                let already = s.queues.get(udid).is_some_and(|q| {
+                    q.iter().any(|e| {
+                        s.commands
+                            .get(&e.uuid)
+                            .is_some_and(|c| c.request_type == command.request_type)
+                    })
+                });
+                if already {
+                    out.already_queued.push(udid.clone());
+                    continue;
+                }
+                s.queues.entry(udid.clone()).or_default().push(Queued {
+                    uuid: command.uuid.clone(),
+                    queued_at: at,
+                    not_now_at: None,
+                });
+                out.queued.push(udid.clone());
+            }
+            s.commands
+                .entry(command.uuid.clone())
+                .or_insert_with(|| StoredCommand {
+                    request_type: command.request_type.clone(),
+                    body: command.to_xml(),
+                });
+            Ok(out)
+        })
+    }
+
     fn record_push_outcomes<'a>(
         &'a self,
         outcomes: &'a [(String, PushOutcome)],

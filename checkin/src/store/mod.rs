@@ -196,6 +196,20 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()>;
 
+    /// A refresh's bookkeeping for one chunk of devices, in one write: stores `command` unless
+    /// a command with its UUID is already stored (a refresh queues one command in several
+    /// chunks, so this never fails with [`StoreError::DuplicateCommand`]), queues it for each
+    /// known device as [`Store::enqueue`] with [`EnqueueMode::SkipIfQueued`] does, and marks a
+    /// push attempt at `at` for each known device as [`Store::record_push_attempts`] does
+    /// (also for devices that already had one queued). Unknown UDIDs are listed in
+    /// [`EnqueueOutcome::unknown`] and left alone.
+    fn queue_and_mark_pushes<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome>;
+
     /// Records how the last push attempt ended (sets `push_outcome`, `push_outcome_at`; sets
     /// `last_push_at` too if no attempt was recorded).
     fn record_push_outcome<'a>(

@@ -636,6 +636,58 @@ impl Store for SqliteStore {
         })
     }
 
+    fn queue_and_mark_pushes<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let uuid = command.uuid.clone();
+        let request_type = command.request_type.clone();
+        let body = command.to_xml();
+        let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
+        let at = truncate_ms(at);
+        self.write(move |c| {
+            let at_ms = to_ms(at);
+            c.prepare_cached(
+                "INSERT INTO commands (uuid, request_type, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uuid) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![uuid, request_type, body, at_ms]))
+            .map_err(db_err("enqueue"))?;
+            let mut out = EnqueueOutcome {
+                command_uuid: uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            let mut already = c
+                .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+                .map_err(db_err("enqueue"))?;
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db_err("enqueue"))?;
+            for udid in udids {
+                if !update_push_attempt(c, &udid, at)? {
+                    out.unknown.push(udid);
+                    continue;
+                }
+                if already
+                    .exists(params![udid, request_type])
+                    .map_err(db_err("enqueue"))?
+                {
+                    out.already_queued.push(udid);
+                    continue;
+                }
+                insert
+                    .execute(params![udid, uuid, request_type, at_ms])
+                    .map_err(db_err("enqueue"))?;
+                out.queued.push(udid);
+            }
+            Ok(out)
+        })
+    }
+
     fn record_push_outcomes<'a>(
         &'a self,
         outcomes: &'a [(String, PushOutcome)],
