@@ -289,3 +289,104 @@ async fn record_outcomes(
         batch.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use magicpush_engine::Reason;
+
+    use super::*;
+    use crate::push::{FakeOutcome, FakePusher};
+    use crate::service::{PushCertState, ServiceConfig};
+    use crate::store::conformance::{authenticate, t, token_update};
+    use crate::store::MemoryStore;
+
+    /// Waits until every listed device has a recorded push outcome.
+    async fn outcomes_recorded(store: &dyn Store, udids: &[String]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let devices = store.devices().await.unwrap();
+            let done = devices
+                .iter()
+                .filter(|d| udids.contains(&d.udid) && d.push_outcome.is_some())
+                .count();
+            if done == udids.len() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {done} of {} outcomes recorded",
+                udids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_all_spans_chunks_and_records_every_outcome() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let n = 2 * REFRESH_CHUNK + 3;
+        let udids: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
+        for (i, udid) in udids.iter().enumerate() {
+            store.authenticate(&authenticate(udid), t(0)).await.unwrap();
+            // Device 7 gets its own token, which APNs says is gone.
+            let seed = if i == 7 { 2 } else { 1 };
+            store
+                .token_update(&token_update(udid, seed), t(0))
+                .await
+                .unwrap();
+        }
+        store
+            .authenticate(&authenticate("no-token"), t(0))
+            .await
+            .unwrap();
+        let pusher = FakePusher::new();
+        pusher.set_outcome(
+            &hex::encode([2u8; 32]),
+            FakeOutcome::Fail(PushError::Unregistered {
+                reason: Reason::Unregistered,
+                timestamp_ms: None,
+            }),
+        );
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        );
+
+        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!(summary.requested, n + 1);
+        assert_eq!((summary.pushing, summary.enqueued), (n, n));
+        assert_eq!(summary.already_queued, 0);
+        assert_eq!(summary.skipped.get("no_token"), Some(&1));
+        outcomes_recorded(&*store, &udids).await;
+        assert_eq!(pusher.sent().len(), n);
+        for d in store.devices().await.unwrap() {
+            if d.udid == "no-token" {
+                assert_eq!(d.last_push_at, None);
+                continue;
+            }
+            let queued = store.queued(&d.udid).await.unwrap();
+            assert_eq!(queued.len(), 1, "{}", d.udid);
+            assert_eq!(queued[0].uuid, summary.command_uuid);
+            assert!(d.last_push_at.is_some(), "{}", d.udid);
+            let expected = if d.udid == udids[7] {
+                d.push_outcome
+                    .as_ref()
+                    .is_some_and(PushOutcome::is_token_invalid)
+            } else {
+                d.push_outcome == Some(PushOutcome::Accepted)
+            };
+            assert!(expected, "{}: {:?}", d.udid, d.push_outcome);
+        }
+
+        // Again: the unregistered device is skipped, the others are pushed without a second
+        // DeviceInformation queued.
+        let again = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!((again.pushing, again.enqueued), (n - 1, 0));
+        assert_eq!(again.already_queued, n - 1);
+        assert_eq!(again.skipped.get("token_invalid"), Some(&1));
+    }
+}
