@@ -155,6 +155,11 @@ fn next_queued(
 /// The writer connection's page cache, in KiB.
 const WRITER_CACHE_KIB: u32 = 24 * 1024;
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1000). The checkpoint runs
+/// on the writer thread, so every write waits for it; a longer WAL copies a page written many
+/// times in a burst (a device row, an index page) once instead of once per 1000 pages.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8000;
+
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path).map_err(db_err("open"))?;
     let mode: String = conn
@@ -170,7 +175,8 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // fleet: with SQLite's default 2 MB, most writes of a refresh re-read pages from the OS.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
     ))
     .map_err(db_err("open"))?;
     schema::migrate(&mut conn)?;
