@@ -40,6 +40,42 @@ impl Inner {
             .ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
     }
 
+    /// Whether `udid` has a command of `request_type` queued.
+    fn has_queued(&self, udid: &str, request_type: &str) -> bool {
+        self.queues.get(udid).is_some_and(|q| {
+            q.iter().any(|e| {
+                self.commands
+                    .get(&e.uuid)
+                    .is_some_and(|c| c.request_type == request_type)
+            })
+        })
+    }
+
+    /// Queues `command` for `udid` unless `skip_if_queued` and one of its type is already
+    /// there; records which it was in `out`.
+    fn queue(
+        &mut self,
+        udid: &str,
+        command: &Command,
+        skip_if_queued: bool,
+        at: OffsetDateTime,
+        out: &mut EnqueueOutcome,
+    ) {
+        if skip_if_queued && self.has_queued(udid, &command.request_type) {
+            out.already_queued.push(udid.to_owned());
+            return;
+        }
+        self.queues
+            .entry(udid.to_owned())
+            .or_default()
+            .push(Queued {
+                uuid: command.uuid.clone(),
+                queued_at: at,
+                not_now_at: None,
+            });
+        out.queued.push(udid.to_owned());
+    }
+
     fn queued_command(&self, q: &Queued) -> Option<QueuedCommand> {
         let c = self.commands.get(&q.uuid)?;
         Some(QueuedCommand {
@@ -185,24 +221,13 @@ impl Store for MemoryStore {
                     out.unknown.push(udid.clone());
                     continue;
                 }
-                let already = mode == EnqueueMode::SkipIfQueued
-                    && s.queues.get(udid).is_some_and(|q| {
-                        q.iter().any(|e| {
-                            s.commands
-                                .get(&e.uuid)
-                                .is_some_and(|c| c.request_type == command.request_type)
-                        })
-                    });
-                if already {
-                    out.already_queued.push(udid.clone());
-                    continue;
-                }
-                s.queues.entry(udid.clone()).or_default().push(Queued {
-                    uuid: command.uuid.clone(),
-                    queued_at: at,
-                    not_now_at: None,
-                });
-                out.queued.push(udid.clone());
+                s.queue(
+                    udid,
+                    command,
+                    mode == EnqueueMode::SkipIfQueued,
+                    at,
+                    &mut out,
+                );
             }
             s.commands.insert(
                 command.uuid.clone(),
@@ -216,15 +241,7 @@ impl Store for MemoryStore {
     }
 
     fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool> {
-        self.run(|s| {
-            Ok(s.queues.get(udid).is_some_and(|q| {
-                q.iter().any(|e| {
-                    s.commands
-                        .get(&e.uuid)
-                        .is_some_and(|c| c.request_type == request_type)
-                })
-            }))
-        })
+        self.run(|s| Ok(s.has_queued(udid, request_type)))
     }
 
     fn next_command<'a>(
@@ -372,23 +389,7 @@ impl Store for MemoryStore {
                     continue;
                 };
                 logic::push_attempt(d, at);
-                let already = s.queues.get(udid).is_some_and(|q| {
-                    q.iter().any(|e| {
-                        s.commands
-                            .get(&e.uuid)
-                            .is_some_and(|c| c.request_type == command.request_type)
-                    })
-                });
-                if already {
-                    out.already_queued.push(udid.clone());
-                    continue;
-                }
-                s.queues.entry(udid.clone()).or_default().push(Queued {
-                    uuid: command.uuid.clone(),
-                    queued_at: at,
-                    not_now_at: None,
-                });
-                out.queued.push(udid.clone());
+                s.queue(udid, command, true, at, &mut out);
             }
             s.commands
                 .entry(command.uuid.clone())
