@@ -444,37 +444,9 @@ impl Store for SqliteStore {
                 params![uuid, request_type, body, at],
             )
             .map_err(db_err("enqueue"))?;
-            let mut out = EnqueueOutcome {
-                command_uuid: uuid.clone(),
-                ..EnqueueOutcome::default()
-            };
-            let mut already = c
-                .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
-                .map_err(db_err("enqueue"))?;
-            let mut insert = c
-                .prepare_cached(
-                    "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(db_err("enqueue"))?;
-            for udid in udids {
-                if !device_exists(c, &udid)? {
-                    out.unknown.push(udid);
-                    continue;
-                }
-                if mode == EnqueueMode::SkipIfQueued
-                    && already
-                        .exists(params![udid, request_type])
-                        .map_err(db_err("enqueue"))?
-                {
-                    out.already_queued.push(udid);
-                    continue;
-                }
-                insert
-                    .execute(params![udid, uuid, request_type, at])
-                    .map_err(db_err("enqueue"))?;
-                out.queued.push(udid);
-            }
-            Ok(out)
+            queue_for_each(c, &uuid, &request_type, at, udids, mode == EnqueueMode::SkipIfQueued, |c, udid| {
+                device_exists(c, udid)
+            })
         })
     }
 
@@ -667,36 +639,9 @@ impl Store for SqliteStore {
             )
             .and_then(|mut s| s.execute(params![uuid, request_type, body, at_ms]))
             .map_err(db_err("enqueue"))?;
-            let mut out = EnqueueOutcome {
-                command_uuid: uuid.clone(),
-                ..EnqueueOutcome::default()
-            };
-            let mut already = c
-                .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
-                .map_err(db_err("enqueue"))?;
-            let mut insert = c
-                .prepare_cached(
-                    "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(db_err("enqueue"))?;
-            for udid in udids {
-                if !update_push_attempt(c, &udid, at)? {
-                    out.unknown.push(udid);
-                    continue;
-                }
-                if already
-                    .exists(params![udid, request_type])
-                    .map_err(db_err("enqueue"))?
-                {
-                    out.already_queued.push(udid);
-                    continue;
-                }
-                insert
-                    .execute(params![udid, uuid, request_type, at_ms])
-                    .map_err(db_err("enqueue"))?;
-                out.queued.push(udid);
-            }
-            Ok(out)
+            queue_for_each(c, &uuid, &request_type, at_ms, udids, true, |c, udid| {
+                update_push_attempt(c, udid, at)
+            })
         })
     }
 
@@ -739,6 +684,52 @@ impl Store for SqliteStore {
                 .map_err(db_err("count devices"))
         })
     }
+}
+
+/// Queues command `uuid` for each of `udids` that `known` accepts (unknown ones are listed as
+/// such), skipping devices that already have one of `request_type` queued when
+/// `skip_if_queued`. Shared by `enqueue` and `queue_and_mark_pushes`, which differ only in how
+/// they check (and touch) the device.
+fn queue_for_each(
+    c: &Connection,
+    uuid: &str,
+    request_type: &str,
+    at_ms: i64,
+    udids: Vec<String>,
+    skip_if_queued: bool,
+    mut known: impl FnMut(&Connection, &str) -> Result<bool, StoreError>,
+) -> Result<EnqueueOutcome, StoreError> {
+    let mut out = EnqueueOutcome {
+        command_uuid: uuid.to_owned(),
+        ..EnqueueOutcome::default()
+    };
+    let mut already = c
+        .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+        .map_err(db_err("enqueue"))?;
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db_err("enqueue"))?;
+    for udid in udids {
+        if !known(c, &udid)? {
+            out.unknown.push(udid);
+            continue;
+        }
+        if skip_if_queued
+            && already
+                .exists(params![udid, request_type])
+                .map_err(db_err("enqueue"))?
+        {
+            out.already_queued.push(udid);
+            continue;
+        }
+        insert
+            .execute(params![udid, uuid, request_type, at_ms])
+            .map_err(db_err("enqueue"))?;
+        out.queued.push(udid);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
