@@ -235,7 +235,6 @@ impl ClientBuilder {
             self.expiration,
         )?);
         crate::metrics::describe();
-        record_days_left(&cert);
         let (intake_tx, intake_rx) = mpsc::channel(self.queue_capacity);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let settings = Settings {
@@ -246,6 +245,7 @@ impl ClientBuilder {
             ping_timeout: self.ping_timeout,
             retry: self.retry,
             held_limit: self.queue_capacity,
+            certificate: cert.clone(),
             plan: Plan::new(self.connections, self.reconnect, self.rejected_backoff),
         };
         let dispatcher = Dispatcher::new(settings, tls, template, intake_rx, control_rx);
@@ -264,11 +264,6 @@ impl ClientBuilder {
             }),
         })
     }
-}
-
-fn record_days_left(cert: &PushCertificate) {
-    let days = cert.info().days_left(time::OffsetDateTime::now_utc());
-    metrics::gauge!(crate::metrics::CERT_DAYS_LEFT).set(days as f64);
 }
 
 /// An APNs push client: a pool of HTTP/2 connections behind a bounded queue. Cheap to clone;
@@ -396,13 +391,13 @@ impl Client {
             self.inner.priority,
             self.inner.expiration,
         )?);
-        let days_left = cert.info().days_left(time::OffsetDateTime::now_utc());
+
         self.inner
             .control
             .send(Control::ReplaceCertificate {
                 tls,
                 template,
-                days_left,
+                certificate: cert,
             })
             .map_err(|_| ClientError::Shutdown)
     }

@@ -31,7 +31,7 @@ pub(crate) enum Control {
     ReplaceCertificate {
         tls: Arc<rustls::ClientConfig>,
         template: Arc<RequestTemplate>,
-        days_left: i64,
+        certificate: crate::cert::PushCertificate,
     },
     Status(oneshot::Sender<PoolStatus>),
     Shutdown(oneshot::Sender<()>),
@@ -66,6 +66,8 @@ pub(crate) struct Settings {
     pub retry: RetryPolicy,
     /// Most pushes the dispatcher holds (waiting for a stream or a retry time).
     pub held_limit: usize,
+    /// The certificate in use, for the days-left gauge.
+    pub certificate: crate::cert::PushCertificate,
     pub plan: Plan,
 }
 
@@ -569,10 +571,11 @@ impl Dispatcher {
             Control::ReplaceCertificate {
                 tls,
                 template,
-                days_left,
+                certificate,
             } => {
                 tracing::info!("push certificate replaced; new connections use it, old ones drain");
-                metrics::gauge!(m::CERT_DAYS_LEFT).set(days_left as f64);
+                self.settings.certificate = certificate;
+                self.update_gauges();
                 self.tls = tls;
                 self.template = template;
                 self.generation.fetch_add(1, Ordering::Relaxed);
@@ -636,6 +639,12 @@ impl Dispatcher {
         metrics::gauge!(m::IN_FLIGHT).set(s.in_flight as f64);
         let queued = self.intake.len() + s.waiting;
         metrics::gauge!(m::QUEUED).set(queued as f64);
+        let days_left = self
+            .settings
+            .certificate
+            .info()
+            .days_left(time::OffsetDateTime::now_utc());
+        metrics::gauge!(m::CERT_DAYS_LEFT).set(days_left as f64);
     }
 
     fn slot_of(&self, id: ConnId) -> Option<usize> {
