@@ -261,14 +261,28 @@ async fn run_engine(
     })
 }
 
-/// Runs `h2load` with the same connections, streams and request; returns its requests/s.
+/// Runs `h2load` with the same connections, streams, headers, body and device paths; returns
+/// its requests/s.
 fn run_h2load(opts: &BenchOptions, endpoint: &Endpoint, topic: &str) -> anyhow::Result<f64> {
     let body = tempfile::NamedTempFile::new()?;
     std::fs::write(body.path(), br#"{"mdm":"bench-magic"}"#)?;
     let expiration = (std::time::SystemTime::now() + Duration::from_secs(7 * 86400))
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let url = format!("{endpoint}/3/device/{}", token(0).as_hex());
+    // One URI per request of a connection, each to another device, as the engine sends them:
+    // h2load walks the list in order on each of its connections. (With a single URI h2load's
+    // HPACK would send the path as one indexed byte and the mock would decode it for free,
+    // which no real fleet allows.)
+    let uris = tempfile::NamedTempFile::new()?;
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(uris.as_file());
+        let per_connection = opts.pushes.div_ceil(opts.connections.max(1) as u64);
+        for i in 0..per_connection {
+            writeln!(w, "{endpoint}/3/device/{}", token(i).as_hex())?;
+        }
+        w.flush()?;
+    }
     let threads = opts.threads.min(opts.connections).max(1);
     let output = Command::new("h2load")
         .args(["-n", &opts.pushes.to_string()])
@@ -281,7 +295,8 @@ fn run_h2load(opts: &BenchOptions, endpoint: &Endpoint, topic: &str) -> anyhow::
         .args(["-H", "apns-priority: 10"])
         .args(["-H", &format!("apns-expiration: {expiration}")])
         .args(["-H", "content-type: application/json"])
-        .arg(&url)
+        .arg("-i")
+        .arg(uris.path())
         .output()
         .context("running h2load (Debian package nghttp2-client)")?;
     let text = String::from_utf8_lossy(&output.stdout);
