@@ -302,19 +302,28 @@ fn admit<'a>(
 async fn answer(
     request: Request<RecvStream>,
     first: Option<Bytes>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     shared: &Shared,
     topic: &Topic,
 ) {
     let (parts, mut body) = request.into_parts();
-    let Some(payload) = read_body(&mut body, first).await else {
-        return;
+    let work = async {
+        let payload = read_body(&mut body, first).await?;
+        let delay = shared.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some(payload)
     };
-    let delay = shared.delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    // A stream the client cancels (RST_STREAM) is over: like any HTTP/2 server, stop working
+    // on it so that it no longer counts against the stream limit.
+    let payload = tokio::select! {
+        payload = work => payload,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => None,
+    };
+    if let Some(payload) = payload {
+        respond_to(&parts, &payload, respond, shared, topic);
     }
-    respond_to(&parts, &payload, respond, shared, topic);
 }
 
 /// Answers a request whose body has been read.
