@@ -30,12 +30,15 @@ fn request_encoding(c: &mut Criterion) {
     g.bench_function("head", |b| {
         b.iter(|| black_box(template.request(black_box(&token), now)))
     });
-    g.bench_function("head_cached_expiration", |b| {
-        let mut cache = template.expiration_cache();
-        b.iter(|| black_box(template.request_with(black_box(&token), cache.value(now))))
+    g.bench_function("head_cached_headers", |b| {
+        let mut cache = template.header_cache();
+        b.iter(|| black_box(template.request_with(black_box(&token), cache.headers(now))))
     });
     g.bench_function("payload", |b| {
         b.iter(|| black_box(payload(black_box("5D2F1C0A-8E1B-4C7A-9F3E-2B6D8A0C4E1F"))))
+    });
+    g.bench_function("token_from_bytes", |b| {
+        b.iter(|| black_box(DeviceToken::from_bytes(black_box(&[0xab; 32])).unwrap()))
     });
     g.bench_function("token_from_hex", |b| {
         let hex = "ab".repeat(32);

@@ -467,10 +467,12 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
     pub async fn next(&mut self) -> Option<BulkItem> {
         let inner = self.client.inner.clone();
         loop {
-            // Submit without waiting while the queue has room.
+            // Submit without waiting while the queue has room; the burst shares one reading
+            // of the clock.
+            let mut now = None;
             while !self.exhausted && !self.closed {
                 match inner.intake.try_reserve() {
-                    Ok(permit) => self.submit(permit),
+                    Ok(permit) => self.submit(permit, *now.get_or_insert_with(Instant::now)),
                     Err(mpsc::error::TrySendError::Full(())) => break,
                     Err(mpsc::error::TrySendError::Closed(())) => self.closed = true,
                 }
@@ -516,7 +518,7 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         }
     }
 
-    fn submit(&mut self, permit: mpsc::Permit<'_, Job>) {
+    fn submit(&mut self, permit: mpsc::Permit<'_, Job>, now: Instant) {
         let Some(push) = self.source.next() else {
             self.exhausted = true;
             return;
@@ -528,12 +530,7 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         self.next_index += 1;
         self.outstanding += 1;
         self.summary.sent += 1;
-        permit.send(Job::new(
-            push,
-            reply,
-            self.client.inner.deadline,
-            Instant::now(),
-        ));
+        permit.send(Job::new(push, reply, self.client.inner.deadline, now));
     }
 
     fn reported(&mut self, item: BulkItem) -> BulkItem {

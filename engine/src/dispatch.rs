@@ -96,6 +96,8 @@ pub(crate) struct Dispatcher {
     reconnects: u64,
     started: Vec<bool>,
     shutting_down: Option<oneshot::Sender<()>>,
+    /// Scratch space for [`Dispatcher::dispatch`], kept to reuse its allocation.
+    loads: Vec<SlotLoad>,
 }
 
 /// A connection that takes no new pushes and finishes its streams. Dropping its job sender
@@ -170,6 +172,7 @@ impl Dispatcher {
             reconnects: 0,
             started: vec![false; n],
             shutting_down: None,
+            loads: Vec::new(),
         }
     }
 
@@ -177,6 +180,9 @@ impl Dispatcher {
         let mut gauges = tokio::time::interval(Duration::from_millis(250));
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut intake_open = true;
+        // One timer for the whole life of the loop, moved to each new wake-up time: a fresh
+        // timer per pass would be registered and removed in the timer wheel every time.
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(24 * 3600)));
         loop {
             let now = Instant::now();
             self.start_due_connections(now);
@@ -186,6 +192,11 @@ impl Dispatcher {
                 break;
             }
             let wake = self.next_wake();
+            if let Some(at) = wake {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
             // Pushes stay in the bounded intake queue (where callers feel back-pressure) until
             // a connection has room for them — or until they can only fail fast.
             let has_room = self.has_room();
@@ -212,7 +223,7 @@ impl Dispatcher {
                     }
                     None => intake_open = false,
                 },
-                () = sleep_until(wake), if wake.is_some() => {}
+                () = &mut timer, if wake.is_some() => {}
                 _ = gauges.tick() => {
                     self.update_gauges();
                     self.sweep_expired_intake(Instant::now());
@@ -276,7 +287,8 @@ impl Dispatcher {
     /// Hands waiting pushes to connections while any has room.
     fn dispatch(&mut self, now: Instant) {
         let fail_fast = self.fail_fast_reason(now);
-        let mut loads: Vec<SlotLoad> = self.loads();
+        let mut loads = std::mem::take(&mut self.loads);
+        self.fill_loads(&mut loads);
         while let Some(job) = self.waiting.pop_front() {
             if job.abandoned() {
                 continue;
@@ -321,6 +333,7 @@ impl Dispatcher {
                 self.waiting.push_front(job);
             }
         }
+        self.loads = loads;
     }
 
     /// While no connection has room, pushes wait in the intake queue where nothing looks at
@@ -364,22 +377,20 @@ impl Dispatcher {
         })
     }
 
-    fn loads(&self) -> Vec<SlotLoad> {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                Some(live) => SlotLoad {
-                    open: true,
-                    in_flight: live.shared.in_flight.load(Ordering::Acquire),
-                    max_streams: live.shared.max_streams.load(Ordering::Acquire),
-                },
-                None => SlotLoad {
-                    open: false,
-                    in_flight: 0,
-                    max_streams: 0,
-                },
-            })
-            .collect()
+    fn fill_loads(&self, loads: &mut Vec<SlotLoad>) {
+        loads.clear();
+        loads.extend(self.slots.iter().map(|s| match s {
+            Some(live) => SlotLoad {
+                open: true,
+                in_flight: live.shared.in_flight.load(Ordering::Acquire),
+                max_streams: live.shared.max_streams.load(Ordering::Acquire),
+            },
+            None => SlotLoad {
+                open: false,
+                in_flight: 0,
+                max_streams: 0,
+            },
+        }));
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -667,12 +678,5 @@ impl Dispatcher {
                 .map(|l| &l.shared)
                 .chain(self.draining.iter().map(|d| &d.shared))
                 .all(|s| s.in_flight.load(Ordering::Relaxed) == 0)
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

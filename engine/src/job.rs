@@ -77,14 +77,18 @@ impl Job {
         }
     }
 
-    pub fn delivered(self, apns_id: String) {
-        let latency = self.submitted.elapsed();
-        let attempts = self.attempts;
-        self.finish(Ok(Delivered {
+    /// APNs accepted the push; `now` is when its answer was read.
+    pub fn delivered(mut self, apns_id: String, now: Instant, metrics: &m::DeliveredMetrics) {
+        let latency = now.saturating_duration_since(self.submitted);
+        metrics.record(latency);
+        let result = Ok(Delivered {
             apns_id,
             latency,
-            attempts,
-        }));
+            attempts: self.attempts,
+        });
+        if let Some(reply) = self.reply.take() {
+            self.reply_with(reply, result);
+        }
     }
 
     pub fn deadline_exceeded(self) {
@@ -111,6 +115,11 @@ impl Job {
 
     fn send(&mut self, reply: Reply, result: PushResult) {
         m::record_outcome(&result, self.submitted.elapsed());
+        self.reply_with(reply, result);
+    }
+
+    /// Hands the outcome over (already recorded in the metrics).
+    fn reply_with(&mut self, reply: Reply, result: PushResult) {
         // The caller may have gone away; the outcome is still counted.
         match reply {
             Reply::One(tx) => {
@@ -161,7 +170,7 @@ mod tests {
             Instant::now(),
         );
         assert!(!job.abandoned());
-        job.delivered("id".into());
+        job.delivered("id".into(), Instant::now(), &m::DeliveredMetrics::new());
         let item = rx.try_recv().unwrap();
         assert_eq!(item.index, 7);
         assert_eq!(item.token.as_hex(), "abcd");

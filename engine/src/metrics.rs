@@ -42,11 +42,38 @@ pub fn describe() {
     metrics::describe_gauge!(CERT_REJECTED, "1 while APNs refuses the push certificate");
 }
 
+/// The handles a delivered push records to, looked up once per connection rather than once
+/// per push (a lookup hashes the name and labels in the recorder's registry).
+#[derive(Clone)]
+pub(crate) struct DeliveredMetrics {
+    pushes: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl DeliveredMetrics {
+    /// Handles from the recorder installed now.
+    pub fn new() -> Self {
+        DeliveredMetrics {
+            pushes: delivered_counter(),
+            latency: metrics::histogram!(LATENCY),
+        }
+    }
+
+    pub fn record(&self, latency: Duration) {
+        self.latency.record(latency.as_secs_f64());
+        self.pushes.increment(1);
+    }
+}
+
+fn delivered_counter() -> metrics::Counter {
+    metrics::counter!(PUSHES, "outcome" => "delivered", "reason" => "")
+}
+
 pub(crate) fn record_outcome(result: &PushResult, latency: Duration) {
     use crate::outcome::PushError as E;
     metrics::histogram!(LATENCY).record(latency.as_secs_f64());
     match result {
-        Ok(_) => metrics::counter!(PUSHES, "outcome" => "delivered", "reason" => "").increment(1),
+        Ok(_) => delivered_counter().increment(1),
         Err(e) => {
             let outcome = match e {
                 E::Unregistered { .. } => "unregistered",

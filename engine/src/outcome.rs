@@ -29,7 +29,20 @@ impl DeviceToken {
                 why: "empty",
             });
         }
-        Ok(DeviceToken(hex::encode(bytes).into()))
+        // Straight into one shared allocation: tokens are encoded once per push in bulk
+        // refreshes, and `hex::encode` builds its String a char at a time.
+        let mut stack = [0u8; 128];
+        let mut heap = Vec::new();
+        let buf = match stack.get_mut(..bytes.len() * 2) {
+            Some(buf) => buf,
+            None => {
+                heap.resize(bytes.len() * 2, 0);
+                &mut heap[..]
+            }
+        };
+        hex::encode_to_slice(bytes, buf).expect("the buffer is twice the input");
+        let text = std::str::from_utf8(buf).expect("hex digits are ASCII");
+        Ok(DeviceToken(Arc::from(text)))
     }
 
     /// From hex text, either case; stored lowercase.
@@ -211,6 +224,16 @@ mod tests {
             "dead"
         );
         assert!(DeviceToken::from_bytes(&[]).is_err());
+        // Longer than the stack buffer: the heap path gives the same text.
+        let long: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(
+            DeviceToken::from_bytes(&long).unwrap().as_hex(),
+            hex::encode(&long)
+        );
+        assert_eq!(
+            DeviceToken::from_bytes(&[0xab; 64]).unwrap().as_hex(),
+            "ab".repeat(64)
+        );
     }
 
     #[test]

@@ -360,6 +360,40 @@ async fn transient_errors_until_the_deadline_end_in_one_clear_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_left_unanswered_end_at_their_deadline_and_free_their_slots() {
+    // The server keeps every answer for 10 s; the pushes' deadline is 600 ms.
+    let config = MockConfig {
+        delay: Duration::from_secs(10),
+        max_streams: 8,
+        ..MockConfig::default()
+    };
+    let s = setup(config).await;
+    let client = s
+        .builder()
+        .connections(1)
+        .deadline(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let results = push_all(&client, pushes(8)).await;
+    for r in &results {
+        assert!(
+            matches!(r, Err(PushError::DeadlineExceeded { attempts: 1, .. })),
+            "{r:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended by the deadline, not by the server's late answer ({:?})",
+        started.elapsed()
+    );
+    // The expired streams were cancelled: the connection's 8 stream slots are free again.
+    s.mock.set_delay(Duration::ZERO);
+    assert_all_delivered(&push_all(&client, pushes(16)).await);
+    assert_eq!(client.status().await.unwrap().open_connections, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connection_is_detected_by_ping_and_replaced() {
     let s = setup(MockConfig::default()).await;
     let client = s

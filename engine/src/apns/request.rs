@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 
@@ -100,11 +100,22 @@ impl RequestTemplate {
     /// The request head for one push to `token`, at wall-clock time `now`.
     pub fn request(&self, token: &DeviceToken, now: SystemTime) -> Request<()> {
         let expiration = HeaderValue::from(expiration_secs(self.expiration, now));
-        self.request_with(token, expiration)
+        self.request_with(token, self.headers(expiration))
     }
 
-    /// The request head with a ready `apns-expiration` value (see [`ExpirationCache`]).
-    pub fn request_with(&self, token: &DeviceToken, expiration: HeaderValue) -> Request<()> {
+    /// Every header of a push, with this `apns-expiration` value.
+    fn headers(&self, expiration: HeaderValue) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(5);
+        h.insert(headers::APNS_TOPIC.clone(), self.topic.clone());
+        h.insert(headers::APNS_PUSH_TYPE.clone(), PUSH_TYPE_MDM.clone());
+        h.insert(headers::APNS_PRIORITY.clone(), self.priority.clone());
+        h.insert(headers::APNS_EXPIRATION.clone(), expiration);
+        h.insert(CONTENT_TYPE, CONTENT_JSON.clone());
+        h
+    }
+
+    /// The request head for `token` with ready-made `headers` (see [`HeaderCache`]).
+    pub fn request_with(&self, token: &DeviceToken, headers: HeaderMap) -> Request<()> {
         let hex = token.as_hex();
         let mut path = BytesMut::with_capacity(DEVICE_PATH.len() + hex.len());
         path.extend_from_slice(DEVICE_PATH.as_bytes());
@@ -120,48 +131,44 @@ impl RequestTemplate {
         let mut req = Request::new(());
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        h.reserve(5);
-        h.insert(headers::APNS_TOPIC.clone(), self.topic.clone());
-        h.insert(headers::APNS_PUSH_TYPE.clone(), PUSH_TYPE_MDM.clone());
-        h.insert(headers::APNS_PRIORITY.clone(), self.priority.clone());
-        h.insert(headers::APNS_EXPIRATION.clone(), expiration);
-        h.insert(CONTENT_TYPE, CONTENT_JSON.clone());
+        *req.headers_mut() = headers;
         req
     }
 
-    /// A per-connection cache of the `apns-expiration` header, which changes once a second.
-    pub fn expiration_cache(&self) -> ExpirationCache {
-        ExpirationCache {
-            expiration: self.expiration,
+    /// A per-connection cache of the headers, which change once a second (`apns-expiration`).
+    pub fn header_cache(&self) -> HeaderCache {
+        HeaderCache {
+            template: self.clone(),
             secs: u64::MAX,
-            value: HeaderValue::from_static("0"),
+            headers: HeaderMap::new(),
         }
     }
 }
 
 const DEVICE_PATH: &str = "/3/device/";
 
-/// The `apns-expiration` header value, recomputed only when the second changes.
+/// A push's headers, rebuilt only when the second (and so `apns-expiration`) changes: a
+/// request then costs a copy of a ready map instead of five hashed inserts.
 #[derive(Debug, Clone)]
-pub struct ExpirationCache {
-    expiration: Expiration,
+pub struct HeaderCache {
+    template: RequestTemplate,
     secs: u64,
-    value: HeaderValue,
+    headers: HeaderMap,
 }
 
-impl ExpirationCache {
-    /// The header value for wall-clock time `now`.
-    pub fn value(&mut self, now: SystemTime) -> HeaderValue {
+impl HeaderCache {
+    /// The headers for wall-clock time `now`.
+    pub fn headers(&mut self, now: SystemTime) -> HeaderMap {
         let secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if secs != self.secs {
             self.secs = secs;
-            self.value = HeaderValue::from(expiration_secs(self.expiration, now));
+            let expiration = expiration_secs(self.template.expiration, now);
+            self.headers = self.template.headers(HeaderValue::from(expiration));
         }
-        self.value.clone()
+        self.headers.clone()
     }
 }
 
@@ -222,22 +229,29 @@ mod tests {
     }
 
     #[test]
-    fn expiration_cache_follows_the_clock() {
+    fn header_cache_follows_the_clock() {
         let t = template();
-        let mut cache = t.expiration_cache();
+        let mut cache = t.header_cache();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(cache.value(t0), (1_000 + 7 * 24 * 3600).to_string());
+        let expiration = |h: HeaderMap| h["apns-expiration"].to_str().unwrap().to_owned();
         assert_eq!(
-            cache.value(t0 + Duration::from_millis(999)),
+            expiration(cache.headers(t0)),
             (1_000 + 7 * 24 * 3600).to_string()
         );
         assert_eq!(
-            cache.value(t0 + Duration::from_secs(2)),
+            expiration(cache.headers(t0 + Duration::from_millis(999))),
+            (1_000 + 7 * 24 * 3600).to_string()
+        );
+        assert_eq!(
+            expiration(cache.headers(t0 + Duration::from_secs(2))),
             (1_002 + 7 * 24 * 3600).to_string()
         );
         let token = DeviceToken::from_hex("ab").unwrap();
-        let req = t.request_with(&token, cache.value(t0));
+        let req = t.request_with(&token, cache.headers(t0));
         assert_eq!(req.uri().path(), "/3/device/ab");
+        // The cached request is the same as one built from scratch.
+        assert_eq!(req.headers(), t.request(&token, t0).headers());
+        assert_eq!(req.headers().len(), 5);
         assert_eq!(
             req.headers()["apns-expiration"],
             (1_000 + 7 * 24 * 3600).to_string()

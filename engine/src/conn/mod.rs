@@ -1,9 +1,9 @@
 //! One open APNs connection: sends the pushes the dispatcher hands it, reads their answers,
 //! keeps the connection alive with PINGs, and hands back whatever it could not finish.
 
+mod streams;
+
 use std::future::poll_fn;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,19 +11,20 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, Notify};
 
+use self::streams::{Answer, Streams};
 use crate::apns::reason::Reason;
 use crate::apns::request::{payload, RequestTemplate};
-use crate::apns::response::{classify, Verdict};
+use crate::apns::response::Verdict;
 use crate::job::Job;
 use crate::outcome::PushError;
 use crate::pool::plan::CloseCause;
 use crate::transport::Connected;
 
-/// How often an otherwise idle connection task re-reads its stream limit.
+/// How often the connection task re-reads its stream limit when idle, and ends streams past
+/// their deadline (so a deadline may be reported up to this much late).
 const TICK: Duration = Duration::from_millis(250);
 
 /// Identifies one connection over the pool's life.
@@ -100,14 +101,6 @@ pub(crate) struct ConnConfig {
     pub rejected: Arc<AtomicBool>,
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (usize, Answer)> + Send>>;
-
-enum Answer {
-    Verdict(Verdict),
-    StreamError(h2::Error),
-    TimedOut,
-}
-
 /// Starts the connection's tasks and returns the dispatcher's handle.
 pub(crate) fn spawn(
     id: ConnId,
@@ -129,10 +122,12 @@ pub(crate) fn spawn(
         slot,
         shared: shared.clone(),
         jobs: rx,
-        slab: Slab::default(),
-        inflight: FuturesUnordered::new(),
+        streams: Streams::default(),
+        answered: Vec::new(),
         served: false,
-        expiration: config.template.expiration_cache(),
+        headers: config.template.header_cache(),
+        delivered: crate::metrics::DeliveredMetrics::new(),
+        freed: false,
         config,
     };
     tokio::spawn(driver.run(connected));
@@ -149,11 +144,16 @@ struct Driver {
     shared: Arc<ConnShared>,
     config: Arc<ConnConfig>,
     jobs: mpsc::UnboundedReceiver<Job>,
-    slab: Slab,
-    inflight: FuturesUnordered<InFlight>,
+    /// Open streams and their jobs.
+    streams: Streams,
+    /// Answers taken from `streams` in one wake-up (kept to reuse its allocation).
+    answered: Vec<(Job, Answer)>,
     /// Whether the server answered at least one push here.
     served: bool,
-    expiration: crate::apns::request::ExpirationCache,
+    headers: crate::apns::request::HeaderCache,
+    delivered: crate::metrics::DeliveredMetrics,
+    /// Stream slots were freed and the dispatcher has not been told yet.
+    freed: bool,
 }
 
 impl Driver {
@@ -179,6 +179,7 @@ impl Driver {
         // Wakes an idle connection now and then: a SETTINGS change that raised the stream
         // limit, or a push held for a stream past its deadline, needs no other event.
         let mut tick = tokio::time::interval(TICK);
+        let mut next_sweep = Instant::now() + TICK;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -192,26 +193,18 @@ impl Driver {
                     // Answers that arrived before the end are ready now; the other streams
                     // will never be answered (the connection is no longer polled): they are
                     // handed back below.
-                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
-                        self.on_answer(key, answer);
-                    }
+                    self.streams.take_answers(&mut self.answered);
+                    self.on_answers(None);
                     break;
                 }
-                Some((key, answer)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.on_answer_heard(key, answer, &activity);
-                    // Take every other answer that is already in, in this one wake-up.
-                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
-                        self.on_answer_heard(key, answer, &activity);
-                    }
-                }
+                // Every answer that is in, in this one wake-up.
+                () = poll_fn(|cx| self.streams.poll_answers(cx, &mut self.answered)),
+                    if !self.streams.is_empty() => self.on_answers(Some(&activity)),
                 ready = poll_fn(|cx| send.poll_ready(cx)), if held.is_some() => {
-                    let job = held.take().expect("guarded by held.is_some()");
                     match ready {
-                        Ok(()) => {
-                            self.send(&mut send, job);
-                            self.pump(&mut send, &mut held);
-                        }
+                        Ok(()) => self.pump(&mut send, &mut held),
                         Err(e) => {
+                            let job = held.take().expect("guarded by held.is_some()");
                             // GOAWAY or a dead connection: this push never left.
                             self.hand_back(job, stream_reason(&e), true);
                             if accepting {
@@ -230,21 +223,22 @@ impl Driver {
                     // The dispatcher retired this connection: finish what is in flight.
                     None => accepting = false,
                 },
-                _ = tick.tick() => {
-                    if held.as_ref().is_some_and(|j| Instant::now() >= j.deadline) {
-                        self.release();
-                        held.take().expect("checked above").deadline_exceeded();
-                    }
-                }
+                // Only wakes the loop: the deadline sweep below runs on every pass.
+                _ = tick.tick() => {}
                 () = dead.notified() => {
                     cause = CloseCause::PingTimeout;
-                    while let Some(Some((key, answer))) = self.inflight.next().now_or_never() {
-                        self.on_answer(key, answer);
-                    }
+                    self.streams.take_answers(&mut self.answered);
+                    self.on_answers(None);
                     tracing::warn!(conn = self.id, "APNs connection did not answer a keepalive PING; replacing it");
                     break;
                 }
             }
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + TICK;
+                self.end_overdue(now, &mut held);
+            }
+            self.tell_freed();
             if accepting {
                 let max = send
                     .current_max_send_streams()
@@ -253,7 +247,7 @@ impl Driver {
                     self.shared.max_streams.store(max, Ordering::Relaxed);
                     self.config.capacity.notify_one();
                 }
-            } else if held.is_none() && self.inflight.is_empty() {
+            } else if held.is_none() && self.streams.is_empty() {
                 break;
             }
         }
@@ -265,8 +259,7 @@ impl Driver {
             leftover.push((job, Reason::new("ConnectionClosed"), true));
         }
         // Streams that never got an answer: the server may or may not have processed them.
-        self.inflight.clear();
-        for job in self.slab.drain() {
+        for job in self.streams.drain() {
             leftover.push((job, Reason::new("ConnectionLost"), false));
         }
         while let Ok(job) = self.jobs.try_recv() {
@@ -290,12 +283,18 @@ impl Driver {
     /// another stream, without going back through the select loop for each push. What cannot
     /// be sent yet stays in `held`, where the loop waits for readiness (or its error).
     fn pump(&mut self, send: &mut h2::client::SendRequest<Bytes>, held: &mut Option<Job>) {
+        // One reading of the clocks serves the whole batch.
+        let mut clock = None;
         loop {
             let Some(job) = held.take().or_else(|| self.jobs.try_recv().ok()) else {
                 return;
             };
             match poll_fn(|cx| send.poll_ready(cx)).now_or_never() {
-                Some(Ok(())) => self.send(send, job),
+                Some(Ok(())) => {
+                    let (now, wall) =
+                        *clock.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+                    self.send(send, job, now, wall);
+                }
                 _ => {
                     *held = Some(job);
                     return;
@@ -318,12 +317,18 @@ impl Driver {
         });
     }
 
-    fn send(&mut self, send: &mut h2::client::SendRequest<Bytes>, mut job: Job) {
+    /// Opens a stream for `job` at `now` (`wall`: the same moment by the wall clock).
+    fn send(
+        &mut self,
+        send: &mut h2::client::SendRequest<Bytes>,
+        mut job: Job,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         if job.abandoned() {
             self.release();
             return;
         }
-        let now = Instant::now();
         if now >= job.deadline {
             self.release();
             job.deadline_exceeded();
@@ -331,13 +336,9 @@ impl Driver {
         }
         job.attempts += 1;
         job.sent_at = Some(now);
-        let expiration = self.expiration.value(SystemTime::now());
-        let request = self
-            .config
-            .template
-            .request_with(&job.push.token, expiration);
+        let headers = self.headers.headers(wall);
+        let request = self.config.template.request_with(&job.push.token, headers);
         let body = payload(&job.push.magic);
-        let deadline = job.deadline;
         match send.send_request(request, false) {
             Ok((response, mut stream)) => {
                 // A body smaller than the initial window is buffered by h2 and sent as soon
@@ -347,15 +348,7 @@ impl Driver {
                     self.retry(job, stream_reason(&e), is_unprocessed(&e));
                     return;
                 }
-                let key = self.slab.insert(job);
-                self.inflight.push(Box::pin(async move {
-                    let answer =
-                        match tokio::time::timeout_at(deadline, read_answer(response)).await {
-                            Ok(a) => a,
-                            Err(_) => Answer::TimedOut,
-                        };
-                    (key, answer)
-                }));
+                self.streams.insert(job, response);
             }
             Err(e) => {
                 self.release();
@@ -364,22 +357,44 @@ impl Driver {
         }
     }
 
-    /// An answer; only a real one from the server proves the connection alive.
-    fn on_answer_heard(&mut self, key: usize, answer: Answer, activity: &ActivityClock) {
-        if matches!(answer, Answer::Verdict(_)) {
-            activity.touch();
+    /// Handles the answers in `self.answered`. Only a real answer from the server proves the
+    /// connection alive (to `activity`, when the connection is still in use).
+    fn on_answers(&mut self, activity: Option<&ActivityClock>) {
+        let mut answered = std::mem::take(&mut self.answered);
+        if let Some(activity) = activity {
+            if answered
+                .iter()
+                .any(|(_, a)| matches!(a, Answer::Verdict(_)))
+            {
+                activity.touch();
+            }
         }
-        self.on_answer(key, answer);
+        let now = Instant::now();
+        for (job, answer) in answered.drain(..) {
+            self.on_answer(job, answer, now);
+        }
+        self.answered = answered;
     }
 
-    fn on_answer(&mut self, key: usize, answer: Answer) {
+    /// Ends what is past its deadline: streams still waiting for an answer (h2 cancels them)
+    /// and a push held for a free stream.
+    fn end_overdue(&mut self, now: Instant, held: &mut Option<Job>) {
+        for job in self.streams.expire(now) {
+            self.release();
+            job.deadline_exceeded();
+        }
+        if held.as_ref().is_some_and(|j| now >= j.deadline) {
+            self.release();
+            held.take().expect("checked above").deadline_exceeded();
+        }
+    }
+
+    /// One stream's end; `now` is when its answer was read.
+    fn on_answer(&mut self, job: Job, answer: Answer, now: Instant) {
         self.release();
         if matches!(answer, Answer::Verdict(_)) {
             self.served = true;
         }
-        let Some(job) = self.slab.remove(key) else {
-            return;
-        };
         match answer {
             Answer::Verdict(Verdict::Delivered { apns_id }) => {
                 if self.config.rejected.load(Ordering::Relaxed) {
@@ -387,7 +402,7 @@ impl Driver {
                         let _ = self.config.events.send(Event::Recovered { sent_at });
                     }
                 }
-                job.delivered(apns_id);
+                job.delivered(apns_id, now, &self.delivered);
             }
             Answer::Verdict(Verdict::CertificateRejected(reason)) if self.retired() => {
                 // This connection presents a certificate that has since been replaced:
@@ -410,7 +425,6 @@ impl Driver {
             }
             Answer::Verdict(Verdict::Retry(reason)) => self.retry(job, reason, false),
             Answer::StreamError(e) => self.retry(job, stream_reason(&e), is_unprocessed(&e)),
-            Answer::TimedOut => job.deadline_exceeded(),
         }
     }
 
@@ -433,40 +447,19 @@ impl Driver {
         self.retry(job, reason, unprocessed);
     }
 
-    /// One stream slot is free again.
-    fn release(&self) {
+    /// One stream slot is free again. The dispatcher hears of it once per pass of the loop
+    /// (see [`Driver::tell_freed`]), not once per stream.
+    fn release(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.config.capacity.notify_one();
+        self.freed = true;
     }
-}
 
-async fn read_answer(response: h2::client::ResponseFuture) -> Answer {
-    let response = match response.await {
-        Ok(r) => r,
-        Err(e) => return Answer::StreamError(e),
-    };
-    let status = response.status().as_u16();
-    let apns_id = response
-        .headers()
-        .get("apns-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    if status != 200 {
-        while let Some(chunk) = body.data().await {
-            match chunk {
-                Ok(chunk) => {
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    if bytes.len() < 8192 {
-                        bytes.extend_from_slice(&chunk);
-                    }
-                }
-                Err(e) => return Answer::StreamError(e),
-            }
+    /// Wakes the dispatcher if stream slots were freed since it was last told.
+    fn tell_freed(&mut self) {
+        if std::mem::take(&mut self.freed) {
+            self.config.capacity.notify_one();
         }
     }
-    Answer::Verdict(classify(status, apns_id.as_deref(), &bytes))
 }
 
 /// Whether the server never processed the stream: refused, or above a GOAWAY's
@@ -560,40 +553,5 @@ async fn keepalive(
                 return;
             }
         }
-    }
-}
-
-/// A small slab so that in-flight jobs can be recovered when a connection dies.
-#[derive(Default)]
-struct Slab {
-    entries: Vec<Option<Job>>,
-    free: Vec<usize>,
-}
-
-impl Slab {
-    fn insert(&mut self, job: Job) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.entries[i] = Some(job);
-                i
-            }
-            None => {
-                self.entries.push(Some(job));
-                self.entries.len() - 1
-            }
-        }
-    }
-
-    fn remove(&mut self, key: usize) -> Option<Job> {
-        let job = self.entries.get_mut(key)?.take();
-        if job.is_some() {
-            self.free.push(key);
-        }
-        job
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Job> + '_ {
-        self.free.clear();
-        self.entries.drain(..).flatten()
     }
 }
