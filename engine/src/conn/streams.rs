@@ -105,12 +105,19 @@ struct Ready {
 }
 
 impl Ready {
+    /// Marks `key` ready. The task is woken only when the list was empty: the task empties
+    /// it completely (under the same lock) before it waits again, so a non-empty list means
+    /// a wake-up is already on its way, or the task has yet to look.
     fn push(&self, key: usize) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key);
-        self.task.wake();
+        let was_empty = {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = keys.is_empty();
+            keys.push(key);
+            was_empty
+        };
+        if was_empty {
+            self.task.wake();
+        }
     }
 }
 

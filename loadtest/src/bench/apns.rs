@@ -294,7 +294,6 @@ fn run_h2load(opts: &BenchOptions, endpoint: &Endpoint, topic: &str) -> anyhow::
         .args(["-H", "apns-push-type: mdm"])
         .args(["-H", "apns-priority: 10"])
         .args(["-H", &format!("apns-expiration: {expiration}")])
-        .args(["-H", "content-type: application/json"])
         .arg("-i")
         .arg(uris.path())
         .output()
