@@ -38,6 +38,10 @@ pub struct ApnsBenchArgs {
     /// Also run h2load (nghttp2-client) against the same mock and print engine / h2load.
     #[arg(long)]
     compare_h2load: bool,
+    /// Run the engine (and h2load) this many times, alternating, and report the round with
+    /// the median ratio; every round is printed too. Damps a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -58,8 +62,22 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         threads: args.threads.max(1),
         compare_h2load: args.compare_h2load,
         external,
+        rounds: args.rounds.max(1),
     };
     let r = apns::run(&opts)?;
+    if r.rounds.len() > 1 {
+        for (i, round) in r.rounds.iter().enumerate() {
+            print!("round {}: engine {:.0} pushes/s", i + 1, round.pushes_per_s);
+            if let Some(cpu) = round.engine_cpu_us_per_push {
+                print!(" ({cpu:.1} µs CPU)");
+            }
+            if let (Some(h), Some(ratio)) = (round.h2load_per_s, round.ratio_vs_h2load) {
+                print!(", h2load {h:.0} req/s → {ratio:.3}");
+            }
+            println!();
+        }
+        println!("median round:");
+    }
     println!(
         "engine: {} pushes over {}×{} streams, delay {} ms",
         r.pushes, r.connections, r.streams, r.delay_ms
