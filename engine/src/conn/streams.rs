@@ -229,7 +229,9 @@ impl Streams {
             for key in self.spare.drain(..) {
                 // A key may come twice, or from a stream that already ended and whose slot
                 // now holds another: polling an unfinished stream again is harmless.
-                let slot = &mut self.slots[key];
+                let Some(slot) = self.slots.get_mut(key) else {
+                    continue;
+                };
                 let Some((_, answering)) = slot.entry.as_mut() else {
                     continue;
                 };
