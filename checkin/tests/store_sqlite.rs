@@ -97,11 +97,152 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+/// The schema magicpush wrote as version 1 (devices keyed by rowid, a `queue_by_type` index).
+const SCHEMA_V1: &str = "CREATE TABLE devices (
+        udid TEXT PRIMARY KEY NOT NULL,
+        device_name TEXT, model TEXT, model_name TEXT, product_name TEXT,
+        os_version TEXT, build_version TEXT, serial_number TEXT, imei TEXT, meid TEXT,
+        phone_number TEXT,
+        topic TEXT, token TEXT, push_magic TEXT, unlock_token BLOB, bootstrap_token BLOB,
+        awaiting_configuration INTEGER NOT NULL DEFAULT 0,
+        authenticated_at INTEGER, enrolled_at INTEGER, token_updated_at INTEGER,
+        last_seen_at INTEGER, checked_out_at INTEGER, info_collected_at INTEGER,
+        last_push_at INTEGER, push_outcome TEXT, push_reason TEXT, push_unregistered_ms INTEGER,
+        push_outcome_at INTEGER, last_report_at INTEGER, first_report_after_push_at INTEGER
+    );
+    CREATE TABLE users (
+        udid TEXT NOT NULL REFERENCES devices(udid),
+        user_id TEXT NOT NULL,
+        short_name TEXT, long_name TEXT,
+        token TEXT NOT NULL, push_magic TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (udid, user_id)
+    );
+    CREATE TABLE commands (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        request_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        udid TEXT NOT NULL REFERENCES devices(udid),
+        uuid TEXT NOT NULL REFERENCES commands(uuid),
+        request_type TEXT NOT NULL,
+        queued_at INTEGER NOT NULL,
+        not_now_at INTEGER,
+        UNIQUE (udid, uuid)
+    );
+    CREATE INDEX queue_by_device ON queue (udid, id);
+    CREATE INDEX queue_by_type ON queue (udid, request_type);
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        udid TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        request_type TEXT,
+        status TEXT NOT NULL,
+        error_chain TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX results_by_device ON results (udid, id);
+    PRAGMA user_version = 1;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    let cmd = Command::new("ProfileList", Dictionary::new());
+    {
+        // A database as version 1 left it: two devices (one enrolled, with a user channel),
+        // a queued command, a result.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO devices (udid, serial_number, topic, token, push_magic,
+               awaiting_configuration, authenticated_at, enrolled_at, token_updated_at,
+               last_seen_at)
+             VALUES ('B', 'SN-B', 'com.apple.mgmt.External.test', 'abab', 'magic-B', 0,
+               1000, 2000, 2000, 2000),
+               ('A', 'SN-A', 'com.apple.mgmt.External.test', NULL, NULL, 0,
+               1000, NULL, NULL, 1000);
+             INSERT INTO users VALUES ('B', 'U1', 'u', 'User', 'cdcd', 'umagic', 2000);
+             INSERT INTO commands VALUES ('{uuid}', 'ProfileList', x'00', 3000);
+             INSERT INTO queue (udid, uuid, request_type, queued_at)
+               VALUES ('B', '{uuid}', 'ProfileList', 3000);
+             INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
+               VALUES ('B', 'old', NULL, 'Error', '[]', x'00', 2500);",
+            uuid = cmd.uuid
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let devices = store.devices().await.unwrap();
+    let udids: Vec<&str> = devices.iter().map(|d| d.udid.as_str()).collect();
+    assert_eq!(udids, ["A", "B"]);
+    let b = &devices[1];
+    assert_eq!(b.info.serial_number.as_deref(), Some("SN-B"));
+    assert_eq!(
+        (b.token.as_deref(), b.push_magic.as_deref()),
+        (Some("abab"), Some("magic-B"))
+    );
+    assert!(b.is_pushable());
+    assert_eq!(store.users("B").await.unwrap().len(), 1);
+    assert_eq!(store.results("B").await.unwrap().len(), 1);
+    assert!(store.has_queued("B", "ProfileList").await.unwrap());
+    // The migrated store works as a new one: the queued command is answered and dequeued.
+    let ack = report(
+        "B",
+        Status::Acknowledged,
+        Some(&cmd.uuid),
+        Dictionary::new(),
+    );
+    let out = store.record_report(&ack, t(10)).await.unwrap();
+    assert!(out.dequeued);
+    assert_eq!(out.request_type.as_deref(), Some("ProfileList"));
+    assert!(store.queued("B").await.unwrap().is_empty());
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let devices_sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'devices'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(devices_sql.ends_with("WITHOUT ROWID"), "{devices_sql}");
+    let type_index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'queue_by_type'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(type_index, 0);
+    // The references still point at the rebuilt table and are still enforced.
+    conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    let orphan = conn.execute(
+        "INSERT INTO queue (udid, uuid, request_type, queued_at)
+         VALUES ('nobody', ?1, 'ProfileList', 1)",
+        [&cmd.uuid],
+    );
+    assert!(
+        orphan.is_err(),
+        "a queue row for an unknown device was accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
