@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 use self::rows::{
     device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
     result_from_row, save_device, update_for_report, update_push_attempt, update_push_outcome,
-    upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
+    upsert_for_authenticate, upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES,
+    SELECT_QUEUED,
 };
 use self::writer::{Counters, Job, PendingWrite};
 use super::memory::dedup;
@@ -372,11 +373,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (msg, at) = (msg.clone(), truncate_ms(at));
-        self.write(move |c| {
-            let mut d = device_or_new(c, &msg.udid)?;
-            logic::authenticate(&mut d, &msg, at);
-            save_device(c, &d)
-        })
+        self.write(move |c| upsert_for_authenticate(c, &msg, at))
     }
 
     fn token_update<'a>(
@@ -386,12 +383,10 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Enrollment> {
         let (msg, at) = (msg.clone(), truncate_ms(at));
         self.write(move |c| {
-            let mut d = device_or_new(c, &msg.udid)?;
             let Some(user) = &msg.user else {
-                let enrollment = logic::token_update(&mut d, &msg, at);
-                save_device(c, &d)?;
-                return Ok(enrollment);
+                return upsert_for_token_update(c, &msg, at);
             };
+            let mut d = device_or_new(c, &msg.udid)?;
             apply_contact(&mut d, at);
             save_device(c, &d)?;
             upsert_user(

@@ -6,11 +6,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::db_err;
-use crate::mdm::{ErrorChainItem, Report, Secret, Status};
+use crate::mdm::{Authenticate, ErrorChainItem, Report, Secret, Status, TokenUpdate};
 use crate::store::logic;
 use crate::store::model::{from_ms, to_ms};
 use crate::store::{
-    CommandResult, Device, PushOutcome, QueuedCommand, StoreError, User, RESULTS_KEPT_PER_DEVICE,
+    CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
+    RESULTS_KEPT_PER_DEVICE,
 };
 
 const DEVICE_COLUMNS: [&str; 30] = [
@@ -105,7 +106,22 @@ pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, 
     d.push_outcome_at = opt_ts(row, 27)?;
     d.last_report_at = opt_ts(row, 28)?;
     d.first_report_after_push_at = opt_ts(row, 29)?;
-    d.push_outcome = match kind.as_deref() {
+    d.push_outcome = match push_outcome(&d.udid, kind, reason, unregistered_ms) {
+        Ok(outcome) => outcome,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(d))
+}
+
+/// The push outcome stored in the `push_outcome`, `push_reason` and `push_unregistered_ms`
+/// columns of device `udid`.
+fn push_outcome(
+    udid: &str,
+    kind: Option<String>,
+    reason: Option<String>,
+    unregistered_ms: Option<i64>,
+) -> Result<Option<PushOutcome>, StoreError> {
+    Ok(match kind.as_deref() {
         None => None,
         Some("accepted") => Some(PushOutcome::Accepted),
         Some("unregistered") => Some(PushOutcome::Unregistered {
@@ -119,12 +135,125 @@ pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, 
             reason: reason.unwrap_or_default(),
         }),
         Some(other) => {
-            return Ok(Err(StoreError::Corrupt {
-                what: format!("device {}: push_outcome {other:?}", d.udid),
-            }))
+            return Err(StoreError::Corrupt {
+                what: format!("device {udid}: push_outcome {other:?}"),
+            })
         }
-    };
-    Ok(Ok(d))
+    })
+}
+
+/// `logic::authenticate` on the stored row without reading it: creates the device or overlays
+/// the facts sent (`COALESCE(new, old)`, as `DeviceInfo::merge` does), sets the topic and
+/// `authenticated_at`, moves `last_seen_at` forward. Other columns are left alone.
+pub(crate) fn upsert_for_authenticate(
+    conn: &Connection,
+    msg: &Authenticate,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    // `d.info` starts empty, so after the merge it holds exactly the facts the message sent.
+    let mut d = Device::new(msg.udid.as_str());
+    logic::authenticate(&mut d, msg, at);
+    let i = &d.info;
+    conn.prepare_cached(
+        "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
+           build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
+           last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (udid) DO UPDATE SET
+           device_name = COALESCE(excluded.device_name, device_name),
+           model = COALESCE(excluded.model, model),
+           model_name = COALESCE(excluded.model_name, model_name),
+           product_name = COALESCE(excluded.product_name, product_name),
+           os_version = COALESCE(excluded.os_version, os_version),
+           build_version = COALESCE(excluded.build_version, build_version),
+           serial_number = COALESCE(excluded.serial_number, serial_number),
+           imei = COALESCE(excluded.imei, imei), meid = COALESCE(excluded.meid, meid),
+           phone_number = COALESCE(excluded.phone_number, phone_number),
+           topic = excluded.topic, authenticated_at = excluded.authenticated_at,
+           last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
+                              excluded.last_seen_at)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            d.udid,
+            i.device_name,
+            i.model,
+            i.model_name,
+            i.product_name,
+            i.os_version,
+            i.build_version,
+            i.serial_number,
+            i.imei,
+            i.meid,
+            i.phone_number,
+            d.topic,
+            ts(d.authenticated_at),
+            ts(d.last_seen_at),
+        ])
+    })
+    .map(drop)
+    .map_err(db_err("write device"))
+}
+
+/// `logic::token_update` (device channel) on the stored row, reading only the columns that
+/// decide re-enrollment and writing only the enrollment columns. Creates the device if
+/// unknown.
+pub(crate) fn upsert_for_token_update(
+    conn: &Connection,
+    msg: &TokenUpdate,
+    at: OffsetDateTime,
+) -> Result<Enrollment, StoreError> {
+    let mut d = Device::new(msg.udid.as_str());
+    let stored = conn
+        .prepare_cached(
+            "SELECT enrolled_at, checked_out_at, token_updated_at, push_outcome, push_reason,
+               push_unregistered_ms, push_outcome_at, last_seen_at
+             FROM devices WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&msg.udid], |row| {
+                d.enrolled_at = opt_ts(row, 0)?;
+                d.checked_out_at = opt_ts(row, 1)?;
+                d.token_updated_at = opt_ts(row, 2)?;
+                d.push_outcome_at = opt_ts(row, 6)?;
+                d.last_seen_at = opt_ts(row, 7)?;
+                Ok((row.get(3)?, row.get(4)?, row.get(5)?))
+            })
+            .optional()
+        })
+        .map_err(db_err("read device"))?;
+    if let Some((kind, reason, unregistered_ms)) = stored {
+        d.push_outcome = push_outcome(&d.udid, kind, reason, unregistered_ms)?;
+    }
+    let enrollment = logic::token_update(&mut d, msg, at);
+    // `d.unlock_token` is set only if the message carries one: `COALESCE` keeps the stored
+    // one otherwise, as `logic::token_update` does.
+    conn.prepare_cached(
+        "INSERT INTO devices (udid, topic, token, push_magic, unlock_token,
+           awaiting_configuration, token_updated_at, enrolled_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (udid) DO UPDATE SET
+           topic = excluded.topic, token = excluded.token, push_magic = excluded.push_magic,
+           unlock_token = COALESCE(excluded.unlock_token, unlock_token),
+           awaiting_configuration = excluded.awaiting_configuration,
+           token_updated_at = excluded.token_updated_at, enrolled_at = excluded.enrolled_at,
+           last_seen_at = excluded.last_seen_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            d.udid,
+            d.topic,
+            d.token,
+            d.push_magic,
+            d.unlock_token.as_ref().map(Secret::expose),
+            d.awaiting_configuration,
+            ts(d.token_updated_at),
+            ts(d.enrolled_at),
+            ts(d.last_seen_at),
+        ])
+    })
+    .map_err(db_err("write device"))?;
+    Ok(enrollment)
 }
 
 pub(crate) fn load_device(conn: &Connection, udid: &str) -> Result<Option<Device>, StoreError> {
