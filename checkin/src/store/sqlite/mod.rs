@@ -24,7 +24,7 @@ use self::rows::{
     upsert_for_authenticate, upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES,
     SELECT_QUEUED,
 };
-use self::writer::{Counters, Job, PendingWrite};
+use self::writer::{Counters, Job, PendingWrite, Undo};
 use super::memory::dedup;
 use super::model::{apply_contact, to_ms, truncate_ms};
 use super::{
@@ -303,12 +303,31 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Queues a write for the writer thread; it runs in its own savepoint.
     fn write<T, F>(&self, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (job, rx) = Job::submit(work);
+        self.submit(Undo::BySavepoint, work)
+    }
+
+    /// Queues a write that changes the database with at most one statement and fails only
+    /// before or in it (see [`Undo::ByStatement`]): it runs without a savepoint.
+    fn write_one_statement<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(Undo::ByStatement, work)
+    }
+
+    fn submit<T, F>(&self, undo: Undo, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, rx) = Job::submit(undo, work);
         let sent = match &self.writes {
             Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
             None => Err(StoreError::Closed),
@@ -373,7 +392,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (msg, at) = (msg.clone(), truncate_ms(at));
-        self.write(move |c| upsert_for_authenticate(c, &msg, at))
+        self.write_one_statement(move |c| upsert_for_authenticate(c, &msg, at))
     }
 
     fn token_update<'a>(
@@ -382,6 +401,10 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Enrollment> {
         let (msg, at) = (msg.clone(), truncate_ms(at));
+        if msg.user.is_none() {
+            // A read, then one upsert.
+            return self.write_one_statement(move |c| upsert_for_token_update(c, &msg, at));
+        }
         self.write(move |c| {
             let Some(user) = &msg.user else {
                 return upsert_for_token_update(c, &msg, at);
