@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod connectivity;
 pub mod http;
+pub mod identity;
 pub mod mdm;
 pub mod push;
 pub mod service;
