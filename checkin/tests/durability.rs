@@ -31,7 +31,8 @@ impl Drop for Server {
 
 fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_magicpush"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"])
+        .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--cert")
         .arg(dir.join("push.pem"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use magicpush_checkin::http::client::AdminClient;
-use magicpush_checkin::http::{self as mhttp, AdminKey, App, ListenerSettings};
+use magicpush_checkin::http::{self as mhttp, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_checkin::push::PushSender;
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
 use magicpush_checkin::store::{SqliteStore, Store};
@@ -137,6 +137,8 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
         service,
         AdminKey::new(Some(API_KEY)),
         mhttp::DEFAULT_BODY_LIMIT,
+        // The push → wake → report loop; device identity has its own tests.
+        DeviceAuth::Off,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = mhttp::spawn(listener, None, app, ListenerSettings::default()).unwrap();

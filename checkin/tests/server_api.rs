@@ -855,7 +855,7 @@ async fn mutated_bodies_never_get_5xx_or_401() {
 }
 
 #[tokio::test]
-async fn device_identity_certificate_must_match_the_udid() {
+async fn a_tls_client_certificate_is_bound_to_the_udid_it_authenticated() {
     let srv = TestServer::start(Options {
         tls: true,
         device_auth: true,
@@ -869,15 +869,17 @@ async fn device_identity_certificate_must_match_the_udid() {
     let (s, body) = srv.put_raw("/mdm/checkin", auth.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body:?}");
     assert!(String::from_utf8_lossy(&body).contains("identity certificate"));
-    let (s, _) = srv
+    let (s, health) = srv
         .anon
         .request(Method::GET, "/healthz", None)
         .await
         .unwrap();
     assert_eq!(s, StatusCode::OK);
+    let health: serde_json::Value = serde_json::from_slice(&health).unwrap();
+    assert_eq!(health["device_auth"], "signature,tls,header", "{health}");
     assert!(srv.admin.get_json("/v1/devices").await.is_ok());
 
-    // The device's own certificate: accepted, for its own UDID only.
+    // The device's own certificate: accepted, then bound to its UDID.
     let own = srv.device_client(&dev.udid);
     let (s, _) = put_with(&own, "/mdm/checkin", auth).await;
     assert_eq!(s, StatusCode::OK);
@@ -888,6 +890,10 @@ async fn device_identity_certificate_must_match_the_udid() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
+    let identity = &srv.device_json(&dev.udid).await["identity"];
+    assert_eq!(identity["sha256"].as_str().map(str::len), Some(64), "{identity}");
+    assert!(identity["subject"].as_str().unwrap().contains(&dev.udid), "{identity}");
+    // It cannot enroll a second device, nor report for one.
     let other = device(2);
     let (s, body) = put_with(
         &own,
@@ -896,7 +902,10 @@ async fn device_identity_certificate_must_match_the_udid() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(String::from_utf8_lossy(&body).contains(&other.udid));
+    assert!(
+        String::from_utf8_lossy(&body).contains("already bound to device"),
+        "{body:?}"
+    );
     let (s, _) = put_with(
         &own,
         "/mdm/server",
@@ -912,7 +921,7 @@ async fn device_identity_certificate_must_match_the_udid() {
     .await;
     assert_eq!(s, StatusCode::OK);
 
-    // A certificate from another CA does not get through the handshake.
+    // A certificate from another CA gets through the handshake but not past the check.
     let stranger_ca =
         magicpush_fixtures::Ca::new("stranger", magicpush_fixtures::KeyKind::EcdsaP256).unwrap();
     let stranger = magicpush_fixtures::device_identity_cert(
@@ -929,6 +938,16 @@ async fn device_identity_certificate_must_match_the_udid() {
     .unwrap()
     .with_client_identity(stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes())
     .unwrap();
-    assert!(client.request(Method::GET, "/healthz", None).await.is_err());
+    let (s, body) = put_with(
+        &client,
+        "/mdm/server",
+        plists::to_xml(&plists::report_idle(&dev)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        String::from_utf8_lossy(&body).contains("not issued by the device CA"),
+        "{body:?}"
+    );
     assert_eq!(srv.state(&dev.udid).await, "never_pushed");
 }

@@ -39,6 +39,10 @@ fn serve(args: &[&str], extra: &[(&str, &Path)]) -> Serve {
     for (flag, path) in extra {
         cmd.arg(flag).arg(path);
     }
+    // These tests are about other things than device identity (which has its own).
+    if !extra.iter().any(|(flag, _)| *flag == "--device-ca") {
+        cmd.arg("--insecure-no-device-auth");
+    }
     let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -109,7 +113,7 @@ fn serve_refuses_unusable_certificates() {
     ];
     for (cert, key, needle) in cases {
         let out = run(
-            &["serve", "--listen", "127.0.0.1:0"],
+            &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
             &[
                 ("--data-dir", dir.path()),
                 ("--cert", &fixture(cert)),
@@ -121,11 +125,26 @@ fn serve_refuses_unusable_certificates() {
         assert!(stderr.contains(needle), "{cert}: {stderr}");
     }
     let out = run(
-        &["serve", "--listen", "127.0.0.1:0"],
+        &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
         &[("--data-dir", dir.path())],
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no push certificate"));
+    // Secure by default: no --device-ca, no explicit opt-out, no start — and it says why.
+    let out = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("--data-dir", dir.path()),
+            ("--cert", &fixture("push.pem")),
+            ("--key", &fixture("push.key.pem")),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without device authentication");
+    assert!(
+        stderr.contains("--device-ca") && stderr.contains("--insecure-no-device-auth"),
+        "{stderr}"
+    );
     let out = run(
         &["serve", "--unreachable-after", "5 minutes"],
         &[("--data-dir", dir.path())],
@@ -555,6 +574,7 @@ async fn serve_takes_every_setting_from_the_environment() {
         .env("MAGICPUSH_API_KEY", KEY)
         .env("MAGICPUSH_UNREACHABLE_AFTER", "90s")
         .env("MAGICPUSH_COLLECT_EVERY", "24h")
+        .env("MAGICPUSH_INSECURE_NO_DEVICE_AUTH", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -28,7 +28,7 @@ async fn everything_survives_reopen() {
         for i in 0..50 {
             let udid = format!("D{i:02}");
             store
-                .authenticate(&authenticate(&udid), t(0))
+                .authenticate(&authenticate(&udid), None, t(0))
                 .await
                 .unwrap();
             store
@@ -97,7 +97,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -215,7 +215,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let devices_sql: String = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'devices'",
@@ -232,6 +232,23 @@ async fn a_version_1_database_is_migrated_with_its_data() {
         )
         .unwrap();
     assert_eq!(type_index, 0);
+    // Version 3: identity bindings, none yet for the migrated devices.
+    let bound: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM devices WHERE identity_sha256 IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bound, 0);
+    let identity_index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'devices_by_identity'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(identity_index, 1);
     // The references still point at the rebuilt table and are still enforced.
     conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
     let orphan = conn.execute(
@@ -258,7 +275,7 @@ async fn one_failing_write_does_not_undo_its_batch() {
             let udid = format!("D{i:03}");
             if i % 2 == 0 {
                 store
-                    .authenticate(&authenticate(&udid), t(0))
+                    .authenticate(&authenticate(&udid), None, t(0))
                     .await
                     .map(|_| true)
             } else {
@@ -297,7 +314,7 @@ async fn sigkill_child_writer() {
             for i in 0.. {
                 let udid = format!("W{w}-{i}");
                 store
-                    .authenticate(&authenticate(&udid), t(i))
+                    .authenticate(&authenticate(&udid), None, t(i))
                     .await
                     .unwrap();
                 store
@@ -390,7 +407,7 @@ async fn concurrent_writes_share_commits() {
     // Every write is handed to the writer when its future is created, so 500 writes are
     // waiting before the first commit finishes.
     let msgs: Vec<_> = (0..500).map(|i| authenticate(&format!("D{i}"))).collect();
-    let pending: Vec<_> = msgs.iter().map(|m| store.authenticate(m, t(0))).collect();
+    let pending: Vec<_> = msgs.iter().map(|m| store.authenticate(m, None, t(0))).collect();
     for p in pending {
         p.await.unwrap();
     }
@@ -420,7 +437,7 @@ async fn store_write_throughput() {
             for i in 0..per_task {
                 let udid = format!("W{w}-{i}");
                 store
-                    .authenticate(&authenticate(&udid), t(0))
+                    .authenticate(&authenticate(&udid), None, t(0))
                     .await
                     .unwrap();
                 store

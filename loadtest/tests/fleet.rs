@@ -138,6 +138,8 @@ async fn a_server_that_cannot_reach_apns_fails_the_run() {
         push_concurrency: 16,
         // The engine warns about every failed connection attempt: expected here.
         log_filter: Some("error".into()),
+        // The fleet issues its devices' identities from the same directory's device CA.
+        device_ca: Some(pki.path(pki::DEVICE_CA_FILE)),
     };
     let server = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
         .await

@@ -13,6 +13,8 @@ use magicpush_engine::Client;
 
 use crate::config::{format_duration, parse_duration};
 use crate::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
+use crate::identity::authenticator::parse_sources;
+use crate::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use crate::push::PushSender;
 use crate::service::pushcert::{stored_certificate, STORED_CERT_FILE};
 use crate::service::{PushCertState, Service, ServiceConfig};
@@ -54,11 +56,30 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that issue the devices' identity certificates. Turns on device
-    /// authentication: device requests must come with a TLS client certificate from this CA
-    /// whose subject CN is the device's UDID (403 otherwise). Needs --tls-cert.
-    #[arg(long, env = "MAGICPUSH_DEVICE_CA", requires = "tls_cert")]
+    /// CA certificate(s) (PEM) that issue the devices' identity certificates (the SCEP or
+    /// ACME CA of the enrollment profile). Required unless --insecure-no-device-auth: every
+    /// device request must carry an identity certificate of this CA, bound at Authenticate
+    /// to the device's UDID (403 otherwise, never 401).
+    #[arg(long, env = "MAGICPUSH_DEVICE_CA")]
     device_ca: Option<PathBuf>,
+    /// Intermediate CA certificate(s) (PEM) between --device-ca and the identities.
+    #[arg(long, env = "MAGICPUSH_DEVICE_INTERMEDIATES", requires = "device_ca")]
+    device_intermediates: Option<PathBuf>,
+    /// Where the identity certificate comes from, tried in order: `signature` (the
+    /// Mdm-Signature header, SignMessage in the MDM payload), `tls` (the TLS client
+    /// certificate; needs --tls-cert), `header` (a TLS-terminating proxy's header, named with
+    /// --device-cert-header).
+    #[arg(long, env = "MAGICPUSH_DEVICE_AUTH", default_value = "signature,tls")]
+    device_auth: String,
+    /// The request header a trusted TLS-terminating proxy puts the client certificate in
+    /// (RFC 9440 `Client-Cert: :<base64 DER>:` or nginx's URL-escaped PEM). Read only when
+    /// given; the proxy must strip it from client requests.
+    #[arg(long, env = "MAGICPUSH_DEVICE_CERT_HEADER")]
+    device_cert_header: Option<String>,
+    /// Serve device requests WITHOUT authentication: any client that knows a UDID can act as
+    /// that device. For tests and labs only.
+    #[arg(long, env = "MAGICPUSH_INSECURE_NO_DEVICE_AUTH", conflicts_with = "device_ca")]
+    insecure_no_device_auth: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAGICPUSH_MAX_BODY", default_value_t = http::DEFAULT_BODY_LIMIT)]
     max_body: usize,
@@ -95,6 +116,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    let device_auth = device_auth(&args)?;
     let now = time::OffsetDateTime::now_utc();
     let cert = choose_certificate(&args, now)?;
     let info = cert.info().clone();
@@ -112,12 +134,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let client_hints = match &device_auth {
+        DeviceAuth::Required(a) if a.sources().contains(&IdentitySource::Tls) => {
+            Some(a.trust().root_subjects())
+        }
+        _ => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(http::tls::server_config(
-            cert,
-            key,
-            args.device_ca.as_deref(),
-        )?),
+        (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key, client_hints)?),
         _ => None,
     };
 
@@ -157,14 +181,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !admin_key.is_enabled() {
         tracing::warn!("no --api-key: the admin API is disabled");
     }
-    let device_auth = if args.device_ca.is_some() {
-        DeviceAuth::ClientCertificateCn
-    } else {
-        tracing::warn!("no --device-ca: device requests are not authenticated");
-        DeviceAuth::Off
-    };
-    let app =
-        Arc::new(App::new(service.clone(), admin_key, args.max_body).with_device_auth(device_auth));
+    let app = Arc::new(App::new(
+        service.clone(),
+        admin_key,
+        args.max_body,
+        device_auth,
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -186,6 +208,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     client.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Device authentication from the flags: on unless `--insecure-no-device-auth`, and then it
+/// needs `--device-ca`.
+fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
+    if args.insecure_no_device_auth {
+        tracing::warn!(
+            "--insecure-no-device-auth: device requests are NOT authenticated; any client that knows a UDID can act as that device (replace its push token, read its bootstrap token, check it out)"
+        );
+        return Ok(DeviceAuth::Off);
+    }
+    let Some(ca) = &args.device_ca else {
+        bail!(
+            "device authentication needs --device-ca PEM (MAGICPUSH_DEVICE_CA): the CA that issues the devices' identity certificates (the enrollment profile's SCEP or ACME CA). To run without authenticating devices (tests only), give --insecure-no-device-auth"
+        );
+    };
+    let sources = parse_sources(&args.device_auth)?;
+    let header = args
+        .device_cert_header
+        .as_deref()
+        .map(|name| {
+            ::http::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("--device-cert-header {name:?} is not a header name"))
+        })
+        .transpose()?;
+    if header.is_some() && !sources.contains(&IdentitySource::Header) {
+        tracing::warn!("--device-cert-header is set but `header` is not in --device-auth: the header is not read");
+    }
+    let tls_on = args.tls_cert.is_some();
+    if !tls_on && sources.iter().all(|s| *s == IdentitySource::Tls) {
+        bail!("--device-auth tls needs --tls-cert (without TLS no device can present a client certificate); add `signature` or `header` to --device-auth, or serve TLS");
+    }
+    let trust = DeviceTrust::from_pem_files(ca, args.device_intermediates.as_deref())?;
+    let authenticator = DeviceAuthenticator::new(sources, trust, header)?;
+    tracing::info!(
+        sources = %authenticator.describe(),
+        device_ca = %ca.display(),
+        "device requests are authenticated{}",
+        if tls_on || !authenticator.sources().contains(&IdentitySource::Tls) { "" } else { " (the tls source is idle without --tls-cert)" }
+    );
+    Ok(DeviceAuth::Required(Arc::new(authenticator)))
 }
 
 /// The push certificate to start with: the one given by flags, or the one installed through

@@ -64,7 +64,7 @@ impl From<crate::service::ServiceError> for ApiError {
                 StatusCode::GONE
             }
             E::Unsupported { .. } => StatusCode::BAD_REQUEST,
-            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Identity { .. } => StatusCode::FORBIDDEN,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) => StatusCode::CONFLICT,
             E::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,44 +1,33 @@
-//! Device authentication by TLS client certificate (optional): the device presents the
-//! identity certificate installed with its MDM profile, issued by the CA given with
-//! `--device-ca`, whose subject common name is the device's UDID. Every device request must
-//! then come over such a connection, and the UDID in the message must match the certificate.
+//! How device requests are authenticated at the edge. The decisions live in
+//! [`crate::identity`] (which certificate, is it the CA's) and the service (is it bound to
+//! this device); this module holds the setting and the TLS connection's client certificate.
 //!
-//! Failures answer 403, never 401 (a 401 tells a device its enrollment is void).
+//! Refusals answer 403, never 401 (a 401 tells a device its enrollment is void).
 
-use x509_parser::prelude::{FromDer, X509Certificate};
+use std::sync::Arc;
+
+use crate::identity::DeviceAuthenticator;
 
 /// How device requests are authenticated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DeviceAuth {
-    /// No check (the default; put the server behind a trusted network or proxy).
-    #[default]
+    /// No check: any client may act as any device. Only with `--insecure-no-device-auth`.
     Off,
-    /// A verified TLS client certificate whose subject CN equals the message's UDID.
-    ClientCertificateCn,
+    /// Every device request must carry a verified identity bound to its enrollment.
+    Required(Arc<DeviceAuthenticator>),
 }
 
-/// The verified client certificate of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// Subject common name, if the certificate has one.
-    pub common_name: Option<String>,
-    /// The subject, for messages.
-    pub subject: String,
-}
-
-impl PeerIdentity {
-    /// From the DER of the client's end-entity certificate (already verified by rustls).
-    pub fn from_der(der: &[u8]) -> Option<Self> {
-        let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let subject = cert.subject();
-        let common_name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        Some(PeerIdentity {
-            common_name,
-            subject: subject.to_string(),
-        })
+impl DeviceAuth {
+    /// The sources as `--device-auth` writes them, or `off`.
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceAuth::Off => "off".to_owned(),
+            DeviceAuth::Required(a) => a.describe(),
+        }
     }
 }
+
+/// The DER of the client certificate a TLS connection presented (its end entity). Its chain
+/// and binding are checked per request; the handshake proved the client holds its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate(pub Arc<[u8]>);

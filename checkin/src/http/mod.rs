@@ -28,7 +28,7 @@ mod device;
 pub use auth::AdminKey;
 pub use body::{Body, DEFAULT_BODY_LIMIT};
 pub use error::ApiError;
-pub use identity::{DeviceAuth, PeerIdentity};
+pub use identity::{DeviceAuth, PeerCertificate};
 pub use server::{spawn, ListenerSettings, ServerHandle};
 
 use crate::service::{Endpoint, Service};
@@ -42,21 +42,27 @@ pub struct App {
 }
 
 impl App {
-    /// Routes requests to `service`; the admin API is on only with a key.
-    pub fn new(service: Arc<Service>, admin_key: AdminKey, body_limit: usize) -> Self {
+    /// Routes requests to `service`; the admin API is on only with a key. Device requests
+    /// are authenticated as `device_auth` says (there is no default: turning it off is a
+    /// decision).
+    pub fn new(
+        service: Arc<Service>,
+        admin_key: AdminKey,
+        body_limit: usize,
+        device_auth: DeviceAuth,
+    ) -> Self {
         metrics::handle();
         App {
             service,
             admin_key,
             body_limit,
-            device_auth: DeviceAuth::Off,
+            device_auth,
         }
     }
 
-    /// Sets how device requests are authenticated (default [`DeviceAuth::Off`]).
-    pub fn with_device_auth(mut self, device_auth: DeviceAuth) -> Self {
-        self.device_auth = device_auth;
-        self
+    /// How device requests are authenticated.
+    pub fn device_auth(&self) -> &DeviceAuth {
+        &self.device_auth
     }
 
     /// Answers one request. Never panics on input; every error becomes a response.
@@ -108,7 +114,7 @@ impl App {
                 endpoint,
                 req,
                 self.body_limit,
-                self.device_auth,
+                &self.device_auth,
             )
             .await;
         }
@@ -118,7 +124,13 @@ impl App {
                     return body::text_error(&method_not_allowed("GET"));
                 }
                 match self.service.health().await {
-                    Ok(()) => body::text(StatusCode::OK, "ok"),
+                    Ok(()) => body::json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "status": "ok",
+                            "device_auth": self.device_auth.describe(),
+                        }),
+                    ),
                     Err(err) => body::text_error(&ApiError::from(err)),
                 }
             }

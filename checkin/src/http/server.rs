@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::body::{text, Body};
-use super::identity::PeerIdentity;
+use super::identity::PeerCertificate;
 use super::App;
 
 /// How the listener behaves.
@@ -163,8 +163,7 @@ async fn accept_loop(
                                 .1
                                 .peer_certificates()
                                 .and_then(|chain| chain.first())
-                                .and_then(|der| PeerIdentity::from_der(der))
-                                .map(Arc::new);
+                                .map(|der| PeerCertificate(Arc::from(der.as_ref())));
                             serve_connection(
                                 TokioIo::new(tls_stream),
                                 app,
@@ -191,7 +190,7 @@ async fn serve_connection<I>(
     app: Arc<App>,
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
-    identity: Option<Arc<PeerIdentity>>,
+    identity: Option<PeerCertificate>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

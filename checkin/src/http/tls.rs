@@ -1,10 +1,15 @@
-//! TLS for the check-in server (rustls, *ring* provider), from a PEM certificate chain and key.
+//! TLS for the check-in server (rustls, *ring* provider), from a PEM certificate chain and key,
+//! asking devices for their identity certificate when the `tls` source is on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// The server's TLS certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +38,6 @@ pub enum TlsError {
         /// Parser detail.
         detail: String,
     },
-    /// The device CA cannot be used to verify client certificates.
-    #[error("device CA {path}: {detail}")]
-    DeviceCa {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
     /// rustls refused the pair (for example, the key does not match the certificate).
     #[error("TLS certificate {cert} with key {key} refused: {source}")]
     Config {
@@ -54,12 +51,16 @@ pub enum TlsError {
 }
 
 /// Builds a server config from PEM files, offering HTTP/2 and HTTP/1.1 over ALPN. With
-/// `device_ca`, clients may present a certificate, verified against those CA certificates
-/// (clients without one still connect: the admin API and health checks do not need one).
+/// `client_hints`, clients are asked for a certificate (naming those CA subjects, DER of each
+/// `Name`) and may present one: the handshake proves the client holds its key, and each
+/// request then checks it ([`crate::identity`]): its chain, and its binding to the device.
+/// Clients without one still connect (the admin API and health checks need none), and a
+/// certificate of the wrong CA is answered with a 403 that says so rather than a failed
+/// handshake a device cannot explain.
 pub fn server_config(
     cert_path: &Path,
     key_path: &Path,
-    device_ca: Option<&Path>,
+    client_hints: Option<Vec<Vec<u8>>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
@@ -94,41 +95,73 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(config_err)?;
-    let builder = match device_ca {
+    let builder = match client_hints {
         None => builder.with_no_client_auth(),
-        Some(ca_path) => {
-            let ca_pem = read(ca_path)?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-                let cert = cert.map_err(|e| TlsError::NoCertificate {
-                    path: ca_path.to_owned(),
-                    detail: e.to_string(),
-                })?;
-                roots.add(cert).map_err(|e| TlsError::DeviceCa {
-                    path: ca_path.to_owned(),
-                    detail: e.to_string(),
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate {
-                    path: ca_path.to_owned(),
-                    detail: "the device CA file has no CERTIFICATE block".into(),
-                });
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::DeviceCa {
-                path: ca_path.to_owned(),
-                detail: e.to_string(),
-            })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(subjects) => builder.with_client_cert_verifier(Arc::new(DeviceCertificates {
+            hints: subjects
+                .iter()
+                .map(|s| DistinguishedName::in_sequence(s))
+                .collect(),
+            algorithms: provider.signature_verification_algorithms,
+        })),
     };
     let mut config = builder.with_single_cert(chain, key).map_err(config_err)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Asks for a client certificate and accepts any well-formed one, checking only the
+/// handshake's proof of possession of its key; trust and binding are per request.
+#[derive(Debug)]
+struct DeviceCertificates {
+    hints: Vec<DistinguishedName>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for DeviceCertificates {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        X509Certificate::from_der(end_entity)
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }

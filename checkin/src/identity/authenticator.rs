@@ -115,6 +115,11 @@ impl DeviceAuthenticator {
         self
     }
 
+    /// The device CA.
+    pub fn trust(&self) -> &DeviceTrust {
+        &self.trust
+    }
+
     /// The sources, in order.
     pub fn sources(&self) -> &[IdentitySource] {
         &self.sources

@@ -49,6 +49,12 @@ impl DeviceIdentity {
     }
 }
 
+/// RFC 3339 text of a time, for refusals.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 /// A verified identity, shared between the cache and requests.
 pub type SharedIdentity = Arc<DeviceIdentity>;
 

@@ -176,7 +176,7 @@ pub fn verify_detached(cms: &[u8], content: &[u8]) -> Result<Signer, Refusal> {
         let not_after = to_datetime(validity.not_after)?;
         if at < not_before || at > not_after {
             return Err(Refusal::SigningTime {
-                signing_time: crate::store::rfc3339(at),
+                signing_time: super::rfc3339(at),
             });
         }
     }

@@ -68,6 +68,11 @@ impl DeviceTrust {
         })
     }
 
+    /// The roots' subjects (DER of each `Name`'s contents), for TLS certificate requests.
+    pub fn root_subjects(&self) -> Vec<Vec<u8>> {
+        self.anchors.iter().map(|a| a.subject.to_vec()).collect()
+    }
+
     /// From PEM files: `--device-ca` and optionally `--device-intermediates`.
     pub fn from_pem_files(
         ca: &Path,
@@ -136,7 +141,7 @@ fn refusal(err: webpki::Error, subject: &str) -> Refusal {
     let subject = subject.to_owned();
     let date = |t: UnixTime| {
         OffsetDateTime::from_unix_timestamp(t.as_secs() as i64)
-            .map(crate::store::rfc3339)
+            .map(super::rfc3339)
             .unwrap_or_else(|_| t.as_secs().to_string())
     };
     match err {

@@ -1,10 +1,10 @@
 //! Device-facing dispatch: a decoded check-in or command report becomes store writes, and a
 //! report is answered with the next queued command.
 
+use super::{certauth, Service, ServiceError};
+use crate::identity::{DeviceIdentity, Refusal};
 use crate::mdm::{self, bootstrap_token_response, Checkin, Message, Report, Status};
-use crate::store::{Enrollment, StoreError};
-
-use super::{Service, ServiceError};
+use crate::store::{BoundIdentity, Enrollment, StoreError};
 
 /// Which URL the body came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,42 +33,61 @@ impl Service {
         endpoint: Endpoint,
         body: &[u8],
     ) -> Result<DeviceReply, ServiceError> {
-        self.device_message_as(endpoint, body, None).await
+        self.device_request(endpoint, body, None).await
     }
 
-    /// [`Service::device_message`] for a device authenticated as `bound_udid` (the identity
-    /// certificate's subject): a message about another UDID is refused.
-    pub async fn device_message_as(
+    /// [`Service::device_message`] for a request whose identity certificate was verified:
+    /// the message must be allowed for that identity ([`super::certauth`]), or it is refused
+    /// with [`ServiceError::Identity`] before anything is written.
+    pub async fn device_request(
         &self,
         endpoint: Endpoint,
         body: &[u8],
-        bound_udid: Option<&str>,
+        identity: Option<&DeviceIdentity>,
     ) -> Result<DeviceReply, ServiceError> {
         let message = match endpoint {
             Endpoint::Checkin => Message::Checkin(mdm::decode_checkin(body)?),
             Endpoint::Server => Message::Report(mdm::decode_report(body)?),
             Endpoint::Either => mdm::decode(body)?,
         };
-        if let Some(bound) = bound_udid {
-            let udid = match &message {
-                Message::Checkin(c) => c.udid(),
-                Message::Report(r) => Some(r.udid.as_str()),
-            };
-            if udid != Some(bound) {
-                ::metrics::counter!("magicpush_identity_mismatches_total").increment(1);
-                return Err(ServiceError::Forbidden(format!(
-                    "the identity certificate is for {bound}, the message for {}",
-                    udid.unwrap_or("no UDID")
-                )));
+        let Some(identity) = identity else {
+            return self.dispatch(message, None).await;
+        };
+        match certauth::requirement(&message) {
+            certauth::Requirement::Bind => {
+                let bound = certauth::to_bound(identity, Self::now());
+                self.dispatch(message, Some(&bound)).await
             }
+            certauth::Requirement::Bound { udid } => {
+                let bound = self.store.identity_hash(udid).await?;
+                certauth::check_bound(udid, identity, bound).map_err(|refusal| {
+                    ServiceError::Identity {
+                        udid: Some(udid.to_owned()),
+                        refusal,
+                    }
+                })?;
+                self.dispatch(message, None).await
+            }
+            certauth::Requirement::Nothing => self.dispatch(message, None).await,
         }
+    }
+
+    async fn dispatch(
+        &self,
+        message: Message,
+        bind: Option<&BoundIdentity>,
+    ) -> Result<DeviceReply, ServiceError> {
         match message {
-            Message::Checkin(checkin) => self.checkin(checkin).await,
+            Message::Checkin(checkin) => self.checkin(checkin, bind).await,
             Message::Report(report) => self.report(report).await,
         }
     }
 
-    async fn checkin(&self, checkin: Checkin) -> Result<DeviceReply, ServiceError> {
+    async fn checkin(
+        &self,
+        checkin: Checkin,
+        bind: Option<&BoundIdentity>,
+    ) -> Result<DeviceReply, ServiceError> {
         let now = Self::now();
         let kind = checkin.message_type().to_owned();
         ::metrics::counter!("magicpush_checkins_total", "message_type" => metric_kind(&kind))
@@ -76,8 +95,32 @@ impl Service {
         match checkin {
             Checkin::Authenticate(msg) => {
                 self.warn_on_foreign_topic(&msg.udid, &msg.topic);
-                self.store.authenticate(&msg, now).await?;
-                tracing::info!(udid = %msg.udid, "Authenticate");
+                let previous = match self.store.authenticate(&msg, bind, now).await {
+                    Ok(previous) => previous,
+                    Err(StoreError::IdentityInUse { udid: other }) => {
+                        return Err(ServiceError::Identity {
+                            udid: Some(msg.udid.clone()),
+                            refusal: Refusal::InUse(format!(
+                                "the identity certificate is already bound to device {other}; \
+                                 each device enrolls with its own certificate"
+                            )),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match (bind, previous) {
+                    (Some(id), Some(old)) if old != id.sha256 => {
+                        ::metrics::counter!("magicpush_identity_rebinds_total").increment(1);
+                        tracing::info!(
+                            udid = %msg.udid,
+                            new_sha256 = %hex::encode(id.sha256),
+                            old_sha256 = %hex::encode(old),
+                            subject = %id.subject,
+                            "Authenticate with a new identity certificate: re-enrollment, the old certificate is no longer accepted"
+                        );
+                    }
+                    _ => tracing::info!(udid = %msg.udid, "Authenticate"),
+                }
             }
             Checkin::TokenUpdate(msg) => {
                 self.warn_on_foreign_topic(&msg.udid, &msg.topic);

@@ -14,10 +14,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::identity::Refusal;
 use crate::mdm::DecodeError;
 use crate::push::PushSender;
 use crate::store::{Store, StoreError};
 
+mod certauth;
 mod device;
 pub mod pushcert;
 pub mod refresh;
@@ -73,9 +75,14 @@ pub enum ServiceError {
     /// An admin request that is not well-formed.
     #[error("{0}")]
     BadRequest(String),
-    /// The device's identity does not allow this message (another device's UDID).
-    #[error("{0}")]
-    Forbidden(String),
+    /// The request's device identity does not allow this message (403, never 401).
+    #[error("{refusal}")]
+    Identity {
+        /// The device the message is about, when it could be read.
+        udid: Option<String>,
+        /// Why.
+        refusal: Refusal,
+    },
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),

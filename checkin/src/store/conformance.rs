@@ -18,7 +18,10 @@ use magicpush_engine::DeviceToken;
 use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
-use super::{EnqueueMode, Enrollment, PushOutcome, Store, StoreError, RESULTS_KEPT_PER_DEVICE};
+use super::{
+    BoundIdentity, EnqueueMode, Enrollment, PushOutcome, Store, StoreError,
+    RESULTS_KEPT_PER_DEVICE,
+};
 use crate::mdm::{
     decode_report, Authenticate, Command, DeviceInfo, Report, Secret, Status, TokenUpdate,
     UserChannel, DEVICE_INFORMATION,
@@ -52,6 +55,9 @@ macro_rules! store_conformance {
             timestamps_keep_milliseconds,
             concurrent_writes_all_land,
             secrets_are_redacted,
+            identity_is_bound_at_authenticate,
+            identity_rebind_is_recorded,
+            identity_of_another_device_is_refused_without_a_write,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -124,7 +130,7 @@ fn query_responses(name: &str, os: &str) -> Dictionary {
 
 async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
     store
-        .authenticate(&authenticate(udid), at)
+        .authenticate(&authenticate(udid), None, at)
         .await
         .expect("authenticate");
     store
@@ -135,7 +141,7 @@ async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
 
 #[allow(missing_docs)]
 pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
-    store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
     let d = store.device("A").await.unwrap().expect("device exists");
     assert_eq!(d.info.serial_number.as_deref(), Some("SN-A"));
     assert_eq!(d.topic.as_deref(), Some("com.apple.mgmt.External.test"));
@@ -148,7 +154,7 @@ pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
         os_version: Some("17.5".into()),
         ..DeviceInfo::default()
     };
-    store.authenticate(&again, t(5)).await.unwrap();
+    store.authenticate(&again, None, t(5)).await.unwrap();
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(
         d.info.os_version.as_deref(),
@@ -166,7 +172,7 @@ pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
 
 #[allow(missing_docs)]
 pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
-    store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
     assert!(store.pushable().await.unwrap().is_empty());
     let e = store
         .token_update(&token_update("A", 1), t(1))
@@ -195,7 +201,7 @@ pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
     assert_eq!(target.token.as_hex(), "02".repeat(32));
     assert_eq!(target.magic, "magic-A");
     // A re-Authenticate keeps the enrollment.
-    store.authenticate(&authenticate("A"), t(3)).await.unwrap();
+    store.authenticate(&authenticate("A"), None, t(3)).await.unwrap();
     let pushable = store.pushable().await.unwrap();
     assert_eq!(pushable.len(), 1);
     assert_eq!(pushable[0].enrolled_at, Some(t(1)));
@@ -844,7 +850,7 @@ pub async fn listing_and_counting(store: Arc<dyn Store>) {
     for udid in ["C", "A", "B"] {
         enroll(&*store, udid, t(0)).await;
     }
-    store.authenticate(&authenticate("D"), t(0)).await.unwrap();
+    store.authenticate(&authenticate("D"), None, t(0)).await.unwrap();
     let udids: Vec<String> = store
         .devices()
         .await
@@ -867,7 +873,7 @@ pub async fn listing_and_counting(store: Arc<dyn Store>) {
 #[allow(missing_docs)]
 pub async fn timestamps_keep_milliseconds(store: Arc<dyn Store>) {
     let at = t(0) + Duration::from_nanos(123_456_789);
-    store.authenticate(&authenticate("A"), at).await.unwrap();
+    store.authenticate(&authenticate("A"), None, at).await.unwrap();
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(d.authenticated_at, Some(t(0) + Duration::from_millis(123)));
 }
@@ -879,7 +885,7 @@ pub async fn concurrent_writes_all_land(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
             let udid = format!("D{i:03}");
-            store.authenticate(&authenticate(&udid), t(0)).await?;
+            store.authenticate(&authenticate(&udid), None, t(0)).await?;
             store.token_update(&token_update(&udid, 1), t(1)).await?;
             store.touch(&udid, t(2)).await
         });
@@ -940,4 +946,96 @@ pub async fn old_results_are_pruned(store: Arc<dyn Store>) {
         1,
         "other devices untouched"
     );
+}
+
+/// An identity with hash `[n; 32]`, bound at `at`.
+pub fn identity(n: u8, at: OffsetDateTime) -> BoundIdentity {
+    BoundIdentity::new(
+        [n; 32],
+        format!("O=devices, CN=identity {n}"),
+        format!("{n:02X}01"),
+        t(86_400 * 365),
+        at,
+    )
+}
+
+/// Authenticate with an identity binds it; without one keeps it; every read shows it.
+pub async fn identity_is_bound_at_authenticate(store: Arc<dyn Store>) {
+    assert_eq!(store.identity_hash("A").await.unwrap(), None, "unknown device");
+    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
+    assert_eq!(store.identity_hash("A").await.unwrap(), None, "no identity given");
+    let previous = store
+        .authenticate(&authenticate("A"), Some(&identity(1, t(1))), t(1))
+        .await
+        .unwrap();
+    assert_eq!(previous, None);
+    assert_eq!(store.identity_hash("A").await.unwrap(), Some([1; 32]));
+    // Other writes and an Authenticate without an identity keep the binding.
+    store.token_update(&token_update("A", 1), t(2)).await.unwrap();
+    store.authenticate(&authenticate("A"), None, t(3)).await.unwrap();
+    assert_eq!(store.identity_hash("A").await.unwrap(), Some([1; 32]));
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.identity, Some(identity(1, t(1))));
+    assert_eq!(store.devices().await.unwrap()[0].identity, Some(identity(1, t(1))));
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["identity"]["sha256"], hex::encode([1u8; 32]), "{json}");
+    assert_eq!(json["identity"]["serial"], "0101");
+    assert!(json["identity"]["not_after"].is_string(), "{json}");
+}
+
+/// A new certificate at Authenticate replaces the bound one and records it.
+pub async fn identity_rebind_is_recorded(store: Arc<dyn Store>) {
+    store
+        .authenticate(&authenticate("A"), Some(&identity(1, t(0))), t(0))
+        .await
+        .unwrap();
+    // The same certificate again: nothing replaced.
+    let previous = store
+        .authenticate(&authenticate("A"), Some(&identity(1, t(1))), t(1))
+        .await
+        .unwrap();
+    assert_eq!(previous, Some([1; 32]));
+    assert_eq!(store.device("A").await.unwrap().unwrap().identity.unwrap().replaced_sha256, None);
+    let previous = store
+        .authenticate(&authenticate("A"), Some(&identity(2, t(2))), t(2))
+        .await
+        .unwrap();
+    assert_eq!(previous, Some([1; 32]));
+    assert_eq!(store.identity_hash("A").await.unwrap(), Some([2; 32]));
+    let bound = store.device("A").await.unwrap().unwrap().identity.unwrap();
+    assert_eq!(bound.sha256, [2; 32]);
+    assert_eq!(bound.replaced_sha256, Some([1; 32]));
+    assert_eq!(bound.bound_at, t(2));
+    // The released certificate may now enroll another device.
+    store
+        .authenticate(&authenticate("B"), Some(&identity(1, t(3))), t(3))
+        .await
+        .unwrap();
+    assert_eq!(store.identity_hash("B").await.unwrap(), Some([1; 32]));
+}
+
+/// A certificate bound to one device cannot Authenticate another; that write leaves nothing.
+pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dyn Store>) {
+    store
+        .authenticate(&authenticate("A"), Some(&identity(1, t(0))), t(0))
+        .await
+        .unwrap();
+    store
+        .authenticate(&authenticate("B"), Some(&identity(2, t(0))), t(0))
+        .await
+        .unwrap();
+    let before = store.devices().await.unwrap();
+    let err = store
+        .authenticate(&authenticate("B"), Some(&identity(1, t(5))), t(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
+    let err = store
+        .authenticate(&authenticate("C"), Some(&identity(1, t(5))), t(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
+    assert_eq!(store.devices().await.unwrap(), before, "nothing written");
+    assert_eq!(store.identity_hash("B").await.unwrap(), Some([2; 32]));
+    assert_eq!(store.identity_hash("C").await.unwrap(), None);
 }

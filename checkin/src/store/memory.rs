@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
 
 use super::model::{
-    apply_contact, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
+    apply_contact, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
     PushOutcome, QueuedCommand, ReportOutcome, User,
 };
 use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
@@ -31,6 +31,8 @@ struct Inner {
     /// Per device, in enqueue order.
     queues: HashMap<String, Vec<Queued>>,
     results: Vec<CommandResult>,
+    /// Identity certificate hash → the device bound to it.
+    identities: HashMap<[u8; 32], String>,
 }
 
 impl Inner {
@@ -119,16 +121,44 @@ impl Store for MemoryStore {
     fn authenticate<'a>(
         &'a self,
         msg: &'a Authenticate,
+        identity: Option<&'a BoundIdentity>,
         at: OffsetDateTime,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'a, Option<[u8; 32]>> {
         let at = truncate_ms(at);
         self.run(|s| {
+            if let Some(id) = identity {
+                match s.identities.get(&id.sha256) {
+                    Some(other) if *other != msg.udid => {
+                        return Err(StoreError::IdentityInUse {
+                            udid: other.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
             let d = s
                 .devices
                 .entry(msg.udid.clone())
                 .or_insert_with(|| Device::new(msg.udid.clone()));
             logic::authenticate(d, msg, at);
-            Ok(())
+            let Some(id) = identity else {
+                return Ok(None);
+            };
+            let next = id.replacing(d.identity.as_ref());
+            let previous = d.identity.replace(next).map(|old| old.sha256);
+            if let Some(old) = previous {
+                s.identities.remove(&old);
+            }
+            s.identities.insert(id.sha256, msg.udid.clone());
+            Ok(previous)
+        })
+    }
+
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
+        self.run(|s| {
+            Ok(s.devices
+                .get(udid)
+                .and_then(|d| d.identity.as_ref().map(|i| i.sha256)))
         })
     }
 

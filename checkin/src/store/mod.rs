@@ -27,8 +27,8 @@ use crate::mdm::{Authenticate, Command, Report, Secret, TokenUpdate};
 
 pub use memory::MemoryStore;
 pub use model::{
-    rfc3339, truncate_ms, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
-    PushOutcome, QueuedCommand, ReportOutcome, User,
+    rfc3339, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome,
+    Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
 };
 pub use sqlite::{CommitStats, SqliteOptions, SqliteStore, DB_FILE_NAME};
 
@@ -47,6 +47,12 @@ pub enum StoreError {
     #[error("unknown device {udid}")]
     UnknownDevice {
         /// The identifier given.
+        udid: String,
+    },
+    /// At Authenticate: the identity certificate is already bound to another device.
+    #[error("the identity certificate is already bound to device {udid}")]
+    IdentityInUse {
+        /// The device it is bound to.
         udid: String,
     },
     /// A command with this UUID was already enqueued.
@@ -96,8 +102,25 @@ pub trait Store: Send + Sync + 'static {
     /// Records an Authenticate: creates the device or overlays the facts sent (fields absent
     /// from the message are kept), sets `topic` and `authenticated_at`. Keeps any existing
     /// enrollment (token, push magic, enrolled_at): a re-Authenticate does not unenroll.
-    fn authenticate<'a>(&'a self, msg: &'a Authenticate, at: OffsetDateTime)
-        -> StoreFuture<'a, ()>;
+    ///
+    /// With `identity`, binds the device to that certificate ([`Device::identity`]); a
+    /// different certificate than the one bound replaces it and is recorded in
+    /// [`BoundIdentity::replaced_sha256`]. A certificate bound to another device fails with
+    /// [`StoreError::IdentityInUse`] and nothing is written. `None` keeps any binding.
+    ///
+    /// Returns the hash the device was bound to before this write (always `None` without
+    /// `identity`), so the caller can tell a re-enrollment with a new certificate.
+    fn authenticate<'a>(
+        &'a self,
+        msg: &'a Authenticate,
+        identity: Option<&'a BoundIdentity>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<[u8; 32]>>;
+
+    /// SHA-256 of the identity certificate the device is bound to; `None` if it has none or
+    /// the device is unknown. Asked on every authenticated request: implementations answer
+    /// from memory once they have seen the device.
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>>;
 
     /// Records a TokenUpdate.
     /// - Device channel (`msg.user` is `None`): stores token, push magic, unlock token (kept if

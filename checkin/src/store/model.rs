@@ -180,6 +180,78 @@ pub struct Device {
     /// First report at or after [`Device::last_push_at`]; `None` while the push is unanswered.
     #[serde(serialize_with = "ser_opt_time")]
     pub first_report_after_push_at: Option<OffsetDateTime>,
+    /// The identity certificate the enrollment is bound to (set at Authenticate when device
+    /// authentication is on).
+    pub identity: Option<BoundIdentity>,
+}
+
+/// The identity certificate an enrollment is bound to: every message for the device after
+/// its Authenticate must come with this certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoundIdentity {
+    /// SHA-256 of the certificate's DER (lower-case hex in JSON).
+    #[serde(serialize_with = "ser_hex")]
+    pub sha256: [u8; 32],
+    /// Its subject.
+    pub subject: String,
+    /// Its serial number, upper-case hex.
+    pub serial: String,
+    /// End of its validity.
+    #[serde(serialize_with = "ser_time")]
+    pub not_after: OffsetDateTime,
+    /// The Authenticate that bound it.
+    #[serde(serialize_with = "ser_time")]
+    pub bound_at: OffsetDateTime,
+    /// The certificate it replaced, when the device re-enrolled with another one.
+    #[serde(serialize_with = "ser_opt_hex")]
+    pub replaced_sha256: Option<[u8; 32]>,
+}
+
+impl BoundIdentity {
+    /// The identity to bind at an Authenticate at `at` (`replaced_sha256` is the store's to
+    /// fill).
+    pub fn new(
+        sha256: [u8; 32],
+        subject: String,
+        serial: String,
+        not_after: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Self {
+        BoundIdentity {
+            sha256,
+            subject,
+            serial,
+            not_after: truncate_ms(not_after),
+            bound_at: truncate_ms(at),
+            replaced_sha256: None,
+        }
+    }
+
+    /// `self` bound in place of `previous` (the device's binding before this Authenticate).
+    pub(crate) fn replacing(&self, previous: Option<&BoundIdentity>) -> BoundIdentity {
+        let mut next = self.clone();
+        next.replaced_sha256 = match previous {
+            Some(p) if p.sha256 != self.sha256 => Some(p.sha256),
+            Some(p) => p.replaced_sha256,
+            None => None,
+        };
+        next
+    }
+}
+
+fn ser_time<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn ser_hex<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(h))
+}
+
+fn ser_opt_hex<S: Serializer>(h: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => s.serialize_some(&hex::encode(h)),
+        None => s.serialize_none(),
+    }
 }
 
 impl Device {
@@ -205,6 +277,7 @@ impl Device {
             push_outcome_at: None,
             last_report_at: None,
             first_report_after_push_at: None,
+            identity: None,
         }
     }
 

@@ -11,6 +11,8 @@ use magicpush_checkin::http::client::AdminClient;
 use magicpush_checkin::http::{
     self as mhttp, AdminKey, App, DeviceAuth, ListenerSettings, ServerHandle,
 };
+use magicpush_checkin::identity::authenticator::parse_sources;
+use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust};
 use magicpush_checkin::push::{FakePusher, PushSender};
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
 use magicpush_checkin::store::{MemoryStore, Store};
@@ -20,6 +22,8 @@ use magicpush_fixtures::TestPki;
 use plist::Dictionary;
 
 pub const API_KEY: &str = "test-admin-key-0123456789";
+/// The proxy header a `device_auth` test server reads client certificates from.
+pub const CERT_HEADER: &str = "x-client-cert";
 
 /// How to start a test server.
 pub struct Options {
@@ -27,7 +31,8 @@ pub struct Options {
     pub body_limit: usize,
     pub unreachable_after: Duration,
     pub tls: bool,
-    /// With `tls`: device requests need a client certificate from the test CA, CN = UDID.
+    /// Device requests need an identity from the test CA (`--device-auth
+    /// signature,tls,header`, the header being [`CERT_HEADER`]), bound at Authenticate.
     pub device_auth: bool,
 }
 
@@ -75,18 +80,26 @@ impl TestServer {
             },
         ));
         let device_auth = if opts.device_auth {
-            DeviceAuth::ClientCertificateCn
+            let ca = rustls_pki_types::CertificateDer::from(pki.ca.cert_der().to_vec());
+            let trust = DeviceTrust::new(&[ca], Vec::new()).expect("device CA");
+            let sources = parse_sources("signature,tls,header").unwrap();
+            let header = http::HeaderName::from_static(CERT_HEADER);
+            DeviceAuth::Required(Arc::new(
+                DeviceAuthenticator::new(sources, trust, Some(header)).expect("authenticator"),
+            ))
         } else {
             DeviceAuth::Off
         };
-        let app = Arc::new(
-            App::new(
-                service.clone(),
-                AdminKey::new(opts.api_key),
-                opts.body_limit,
-            )
-            .with_device_auth(device_auth),
-        );
+        let hints = match &device_auth {
+            DeviceAuth::Required(a) => Some(a.trust().root_subjects()),
+            DeviceAuth::Off => None,
+        };
+        let app = Arc::new(App::new(
+            service.clone(),
+            AdminKey::new(opts.api_key),
+            opts.body_limit,
+            device_auth,
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -95,10 +108,7 @@ impl TestServer {
             let key = dir.path().join("tls.key.pem");
             std::fs::write(&cert, &pki.server.cert_pem).unwrap();
             std::fs::write(&key, &pki.server.key_pem).unwrap();
-            let ca = dir.path().join("device-ca.pem");
-            std::fs::write(&ca, pki.ca.cert_pem()).unwrap();
-            let device_ca = opts.device_auth.then_some(ca.as_path());
-            Some(mhttp::tls::server_config(&cert, &key, device_ca).expect("TLS config"))
+            Some(mhttp::tls::server_config(&cert, &key, hints).expect("TLS config"))
         } else {
             None
         };

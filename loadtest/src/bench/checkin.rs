@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use magicpush_checkin::http::{self as server, AdminKey, App, ListenerSettings};
+use http::HeaderMap;
+use magicpush_checkin::http::{self as server, AdminKey, App, DeviceAuth, ListenerSettings};
+use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_checkin::push::{FakePusher, PushSender};
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
 use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
@@ -22,6 +24,9 @@ use tokio::net::TcpListener;
 
 use crate::fleet::conn::{DeviceConn, CHECKIN_TYPE};
 use crate::fleet::device::{generate, SimDevice};
+use crate::fleet::pki::issue_identities;
+use magicpush_fixtures::{Ca, KeyKind};
+use rustls_pki_types::CertificateDer;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -30,6 +35,22 @@ pub struct CheckinBenchOptions {
     pub devices: usize,
     /// Concurrent keep-alive connections.
     pub concurrency: usize,
+    /// How the devices authenticate in the main runs.
+    pub device_auth: BenchDeviceAuth,
+    /// Also run the in-memory and durable servers the other way, in the same run, so the
+    /// cost of verifying signatures shows as a ratio.
+    pub compare_device_auth: bool,
+}
+
+/// Device authentication in a bench run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchDeviceAuth {
+    /// Each device has its own P-256 identity and signs every check-in (`Mdm-Signature`);
+    /// the server verifies the signature and the certificate and binds it at Authenticate.
+    Signature,
+    /// No signatures; the server does not authenticate devices.
+    None,
 }
 
 /// One server variant's result.
@@ -48,6 +69,8 @@ pub struct ModeResult {
 pub struct CheckinBenchReport {
     pub devices: usize,
     pub concurrency: usize,
+    /// How the devices of `trivial`, `memory` and `durable` authenticated.
+    pub device_auth: BenchDeviceAuth,
     pub trivial: ModeResult,
     pub memory: ModeResult,
     pub durable: ModeResult,
@@ -55,72 +78,244 @@ pub struct CheckinBenchReport {
     pub ratio_durable_vs_trivial: f64,
     /// durable / memory check-ins per second.
     pub ratio_durable_vs_memory: f64,
+    /// With `--compare-device-auth`: the same servers with the other device authentication.
+    pub other_device_auth: Option<OtherAuth>,
+    /// With signatures in this run: one verification (CMS parse, ECDSA P-256, the kept chain
+    /// verdict) measured alone on this machine, microseconds per check-in.
+    pub verify_us_per_checkin: Option<f64>,
+}
+
+/// The comparison runs of `--compare-device-auth`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherAuth {
+    pub device_auth: BenchDeviceAuth,
+    pub memory: ModeResult,
+    pub durable: ModeResult,
+    /// Check-ins/s with signatures over without, durable store.
+    pub durable_signature_over_none: f64,
+    /// Check-ins/s with signatures over without, in-memory store.
+    pub memory_signature_over_none: f64,
+}
+
+/// One device's two check-ins, built (and signed) before the clock starts.
+#[derive(Clone)]
+struct Checkin {
+    body: Vec<u8>,
+    signature: Option<String>,
+}
+
+/// Every device's check-ins, and what the servers need to verify them.
+struct Workload {
+    checkins: Arc<Vec<[Checkin; 2]>>,
+    device_ca_der: Option<Vec<u8>>,
 }
 
 const TOPIC: &str = "com.apple.mgmt.External.bench";
 
-/// Runs the three variants one after the other on one runtime.
+/// Runs the variants one after the other on one runtime.
 pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
+    let devices = generate(opts.devices, 0.0, 0.0, 7);
+    let needs_signatures = opts.device_auth == BenchDeviceAuth::Signature || opts.compare_device_auth;
+    let (signed, unsigned) = workloads(&devices, needs_signatures)?;
+    let main = match opts.device_auth {
+        BenchDeviceAuth::Signature => &signed,
+        BenchDeviceAuth::None => &unsigned,
+    };
+    let verify_us_per_checkin = (opts.device_auth == BenchDeviceAuth::Signature)
+        .then(|| verify_cost(&signed))
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let trivial = {
             let (addr, stop) = trivial_server().await?;
-            let r = drive("trivial", addr, opts).await?;
+            let r = drive("trivial", addr, main, opts).await?;
             let _ = stop.send(());
             r
         };
-        let memory = {
-            let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-            let (addr, handle) = magicpush_server(store).await?;
-            let r = drive("memory", addr, opts).await?;
-            handle.shutdown().await;
-            r
-        };
-        let durable = {
-            let dir = tempfile::tempdir()?;
-            let sqlite = Arc::new(SqliteStore::open(dir.path()).context("opening SQLite")?);
-            let store: Arc<dyn Store> = sqlite.clone();
-            let (addr, handle) = magicpush_server(store).await?;
-            let mut r = drive("durable", addr, opts).await?;
-            handle.shutdown().await;
-            let stats = sqlite.commit_stats();
-            r.writes_per_commit = Some(stats.writes as f64 / stats.commits.max(1) as f64);
-            r
+        let (memory, durable) = store_runs(main, opts).await?;
+        let other_device_auth = if opts.compare_device_auth {
+            let (other, auth) = match opts.device_auth {
+                BenchDeviceAuth::Signature => (&unsigned, BenchDeviceAuth::None),
+                BenchDeviceAuth::None => (&signed, BenchDeviceAuth::Signature),
+            };
+            let (o_memory, o_durable) = store_runs(other, opts).await?;
+            let (sig, none) = match auth {
+                BenchDeviceAuth::None => ((&memory, &durable), (&o_memory, &o_durable)),
+                BenchDeviceAuth::Signature => ((&o_memory, &o_durable), (&memory, &durable)),
+            };
+            Some(OtherAuth {
+                device_auth: auth,
+                durable_signature_over_none: sig.1.checkins_per_s / none.1.checkins_per_s,
+                memory_signature_over_none: sig.0.checkins_per_s / none.0.checkins_per_s,
+                memory: o_memory,
+                durable: o_durable,
+            })
+        } else {
+            None
         };
         Ok(CheckinBenchReport {
             devices: opts.devices,
             concurrency: opts.concurrency,
+            device_auth: opts.device_auth,
             ratio_durable_vs_trivial: durable.checkins_per_s / trivial.checkins_per_s,
             ratio_durable_vs_memory: durable.checkins_per_s / memory.checkins_per_s,
             trivial,
             memory,
             durable,
+            other_device_auth,
+            verify_us_per_checkin,
         })
     })
+}
+
+/// The in-memory and the durable server, one after the other, for `work`.
+async fn store_runs(
+    work: &Workload,
+    opts: &CheckinBenchOptions,
+) -> anyhow::Result<(ModeResult, ModeResult)> {
+    let memory = {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (addr, handle) = magicpush_server(store, work).await?;
+        let r = drive("memory", addr, work, opts).await?;
+        handle.shutdown().await;
+        r
+    };
+    let durable = {
+        let dir = tempfile::tempdir()?;
+        let sqlite = Arc::new(SqliteStore::open(dir.path()).context("opening SQLite")?);
+        let store: Arc<dyn Store> = sqlite.clone();
+        let (addr, handle) = magicpush_server(store, work).await?;
+        let mut r = drive("durable", addr, work, opts).await?;
+        handle.shutdown().await;
+        let stats = sqlite.commit_stats();
+        r.writes_per_commit = Some(stats.writes as f64 / stats.commits.max(1) as f64);
+        r
+    };
+    Ok((memory, durable))
+}
+
+/// The same check-ins signed (when asked) and unsigned.
+fn workloads(devices: &[SimDevice], sign: bool) -> anyhow::Result<(Workload, Workload)> {
+    let bodies: Vec<[Vec<u8>; 2]> = devices
+        .iter()
+        .map(|d| [d.authenticate(TOPIC), d.token_update(TOPIC)])
+        .collect();
+    let unsigned = Workload {
+        checkins: Arc::new(
+            bodies
+                .iter()
+                .map(|[a, t]| {
+                    [a, t].map(|b| Checkin {
+                        body: b.clone(),
+                        signature: None,
+                    })
+                })
+                .collect(),
+        ),
+        device_ca_der: None,
+    };
+    if !sign {
+        return Ok((
+            Workload {
+                checkins: Arc::new(Vec::new()),
+                device_ca_der: None,
+            },
+            unsigned,
+        ));
+    }
+    let ca = Ca::new("checkin-bench device CA", KeyKind::EcdsaP256)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let signers = issue_identities(&ca, devices, threads)?;
+    let checkins = bodies
+        .into_iter()
+        .zip(&signers)
+        .map(|([a, t], signer)| {
+            [a, t].map(|body| Checkin {
+                signature: Some(signer.sign(&body)),
+                body,
+            })
+        })
+        .collect();
+    let signed = Workload {
+        checkins: Arc::new(checkins),
+        device_ca_der: Some(ca.cert_der().to_vec()),
+    };
+    Ok((signed, unsigned))
+}
+
+fn authenticator(ca_der: &[u8]) -> anyhow::Result<DeviceAuthenticator> {
+    let trust = DeviceTrust::new(&[CertificateDer::from(ca_der.to_vec())], Vec::new())
+        .map_err(|e| anyhow::anyhow!("device CA: {e}"))?;
+    Ok(DeviceAuthenticator::new(
+        vec![IdentitySource::Signature],
+        trust,
+        None,
+    )?)
+}
+
+/// Microseconds per verification of a steady device (its chain verdict kept), measured over
+/// the workload's check-ins after one pass that fills the verdict cache.
+fn verify_cost(work: &Workload) -> anyhow::Result<f64> {
+    let ca = work
+        .device_ca_der
+        .as_deref()
+        .context("signed workload without a CA")?;
+    let auth = authenticator(ca)?;
+    let sample: Vec<(HeaderMap, &[u8])> = work
+        .checkins
+        .iter()
+        .take(2000)
+        .flat_map(|pair| pair.iter())
+        .map(|c| {
+            let mut headers = HeaderMap::new();
+            if let Some(sig) = &c.signature {
+                if let Ok(v) = http::HeaderValue::from_str(sig) {
+                    headers.insert("mdm-signature", v);
+                }
+            }
+            (headers, c.body.as_slice())
+        })
+        .collect();
+    let now = time::OffsetDateTime::now_utc();
+    for (headers, body) in &sample {
+        auth.authenticate(headers, None, body, now)?;
+    }
+    let rounds = 3;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for (headers, body) in &sample {
+            auth.authenticate(headers, None, body, now)?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / (rounds * sample.len()).max(1) as f64)
 }
 
 /// Sends every device's Authenticate and TokenUpdate over `concurrency` connections.
 async fn drive(
     mode: &'static str,
     addr: SocketAddr,
+    work: &Workload,
     opts: &CheckinBenchOptions,
 ) -> anyhow::Result<ModeResult> {
-    let devices: Arc<Vec<SimDevice>> = Arc::new(generate(opts.devices, 0.0, 0.0, 7));
-    let workers = opts.concurrency.clamp(1, opts.devices.max(1));
+    let checkins = work.checkins.clone();
+    let workers = opts.concurrency.clamp(1, checkins.len().max(1));
     let authority = addr.to_string();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let devices = devices.clone();
+        let checkins = checkins.clone();
         let authority = authority.clone();
         tasks.spawn(async move {
             let mut conn = DeviceConn::new(addr, &authority, Duration::from_secs(30));
             let mut sent = 0u64;
-            for d in devices.iter().skip(w).step_by(workers) {
-                for body in [d.authenticate(TOPIC), d.token_update(TOPIC)] {
-                    let (status, answer) = conn.put("/mdm/checkin", CHECKIN_TYPE, body).await?;
+            for pair in checkins.iter().skip(w).step_by(workers) {
+                for c in pair {
+                    let (status, answer) = conn
+                        .put("/mdm/checkin", CHECKIN_TYPE, c.body.clone(), c.signature.clone())
+                        .await?;
                     if !status.is_success() {
                         anyhow::bail!(
                             "{mode}: check-in answered {status}: {}",
@@ -150,7 +345,12 @@ async fn drive(
 /// The magicpush server (routing, plist decoding, service, `store`) on a loopback port.
 async fn magicpush_server(
     store: Arc<dyn Store>,
+    work: &Workload,
 ) -> anyhow::Result<(SocketAddr, server::ServerHandle)> {
+    let device_auth = match &work.device_ca_der {
+        Some(ca) => DeviceAuth::Required(Arc::new(authenticator(ca)?)),
+        None => DeviceAuth::Off,
+    };
     let pusher: Arc<dyn PushSender> = FakePusher::new();
     let service = Arc::new(Service::new(
         store,
@@ -162,6 +362,7 @@ async fn magicpush_server(
         service,
         AdminKey::new(None),
         server::DEFAULT_BODY_LIMIT,
+        device_auth,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let handle = server::spawn(listener, None, app, ListenerSettings::default())?;

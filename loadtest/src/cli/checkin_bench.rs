@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use crate::bench::checkin::{self, CheckinBenchOptions};
+use crate::bench::checkin::{self, BenchDeviceAuth, CheckinBenchOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckinBenchArgs {
@@ -13,6 +13,13 @@ pub struct CheckinBenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// How the devices authenticate: `signature` (each signs every check-in with its own
+    /// identity; the server verifies) or `none`.
+    #[arg(long, value_enum, default_value = "signature")]
+    device_auth: BenchDeviceAuth,
+    /// Also run the servers with the other --device-auth, side by side in this run.
+    #[arg(long)]
+    compare_device_auth: bool,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -22,15 +29,26 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
     let r = checkin::run(&CheckinBenchOptions {
         devices: args.devices.max(1),
         concurrency: args.concurrency.max(1),
+        device_auth: args.device_auth,
+        compare_device_auth: args.compare_device_auth,
     })?;
     println!(
-        "{} devices, {} check-ins each mode, {} connections",
-        r.devices, r.durable.checkins, r.concurrency
+        "{} devices, {} check-ins each mode, {} connections, device auth {:?}",
+        r.devices, r.durable.checkins, r.concurrency, r.device_auth
     );
-    for m in [&r.trivial, &r.memory, &r.durable] {
+    let mut modes = vec![&r.trivial, &r.memory, &r.durable];
+    if let Some(o) = &r.other_device_auth {
+        modes.extend([&o.memory, &o.durable]);
+    }
+    for (i, m) in modes.into_iter().enumerate() {
+        let auth = match (&r.other_device_auth, i >= 3) {
+            (Some(o), true) => o.device_auth,
+            _ => r.device_auth,
+        };
+        print!("  {:<8} {:<9}", m.mode, format!("{auth:?}").to_lowercase());
         print!(
-            "  {:<8} {:>9.0} check-ins/s  ({:.2} s)",
-            m.mode, m.checkins_per_s, m.elapsed_s
+            " {:>9.0} check-ins/s  ({:.2} s)",
+            m.checkins_per_s, m.elapsed_s
         );
         match m.writes_per_commit {
             Some(w) => println!("  {w:.1} writes per commit"),
@@ -41,6 +59,15 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
         "durable / trivial 200 = {:.3}   durable / in-memory = {:.3}",
         r.ratio_durable_vs_trivial, r.ratio_durable_vs_memory
     );
+    if let Some(o) = &r.other_device_auth {
+        println!(
+            "signature / none: durable = {:.3}   in-memory = {:.3}",
+            o.durable_signature_over_none, o.memory_signature_over_none
+        );
+    }
+    if let Some(us) = r.verify_us_per_checkin {
+        println!("one verification (steady device): {us:.1} µs");
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     }

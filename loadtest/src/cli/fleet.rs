@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::fleet::{self, FleetConfig, Phase, Progress, ServerMode};
+use crate::fleet::{self, FleetConfig, FleetDeviceAuth, Phase, Progress, ServerMode};
 
 /// Arguments of `fleet`.
 #[derive(Debug, Args)]
@@ -58,6 +58,11 @@ pub struct FleetArgs {
     /// `--push-concurrency` of the started server.
     #[arg(long, default_value_t = 256)]
     push_concurrency: usize,
+    /// How the devices authenticate: `signature` (each has its own identity certificate and
+    /// signs every check-in and report with Mdm-Signature, as real devices do) or `none` (the
+    /// server runs with --insecure-no-device-auth, for comparison).
+    #[arg(long, value_enum, default_value = "signature")]
+    device_auth: FleetDeviceAuth,
     /// Print one JSON object (last line) instead of progress bars and a table.
     #[arg(long)]
     json: bool,
@@ -97,6 +102,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     config.pki_dir = args.pki_dir;
     config.mock_listen = args.mock_listen;
     config.push_concurrency = args.push_concurrency.max(1);
+    config.device_auth = args.device_auth;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }

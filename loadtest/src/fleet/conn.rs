@@ -56,21 +56,25 @@ impl DeviceConn {
         Ok(sender)
     }
 
-    /// `PUT path` with a plist body; the status and body of the answer.
+    /// `PUT path` with a plist body (and its `Mdm-Signature`, if signed); the status and
+    /// body of the answer.
     pub(crate) async fn put(
         &mut self,
         path: &'static str,
         content_type: &'static str,
         body: Vec<u8>,
+        signature: Option<String>,
     ) -> Result<(StatusCode, Bytes), FleetError> {
         let body = Bytes::from(body);
+        let signature = signature.as_deref();
         let mut last = String::new();
+        let timeout = self.timeout;
         for _ in 0..ATTEMPTS {
-            match tokio::time::timeout(self.timeout, self.try_put(path, content_type, &body)).await
-            {
+            let attempt = self.try_put(path, content_type, &body, signature);
+            match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(why)) => last = why,
-                Err(_) => last = format!("no answer within {:?}", self.timeout),
+                Err(_) => last = format!("no answer within {timeout:?}"),
             }
             // Whatever broke, start the next attempt on a fresh connection.
             self.sender = None;
@@ -83,6 +87,7 @@ impl DeviceConn {
         path: &'static str,
         content_type: &'static str,
         body: &Bytes,
+        signature: Option<&str>,
     ) -> Result<(StatusCode, Bytes), String> {
         let sender = match &mut self.sender {
             Some(s) if !s.is_closed() => s,
@@ -92,11 +97,15 @@ impl DeviceConn {
             .ready()
             .await
             .map_err(|e| format!("connection not ready: {e}"))?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::PUT)
             .uri(path)
             .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_TYPE, content_type);
+        if let Some(signature) = signature {
+            request = request.header("Mdm-Signature", signature);
+        }
+        let request = request
             .body(Full::new(body.clone()))
             .map_err(|e| format!("building the request: {e}"))?;
         let response = sender

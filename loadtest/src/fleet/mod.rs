@@ -16,6 +16,7 @@ pub mod device;
 pub mod pki;
 pub mod report;
 pub mod server;
+pub mod signer;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ use device::{Role, SimDevice};
 use pki::FleetPki;
 use report::{FleetReport, Injected, LatencyMs, Phases};
 use server::{ServeSettings, ServerProcess};
+use signer::DeviceSigner;
 
 /// Where the server under test comes from.
 #[derive(Debug, Clone)]
@@ -83,6 +85,20 @@ pub struct FleetConfig {
     pub unreachable_after: Duration,
     /// `--push-concurrency` of a spawned server.
     pub push_concurrency: usize,
+    /// How the simulated devices prove who they are.
+    pub device_auth: FleetDeviceAuth,
+}
+
+/// How the fleet's devices authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetDeviceAuth {
+    /// Each device has its own identity certificate (P-256, from the fleet's device CA) and
+    /// signs every check-in and report with `Mdm-Signature`; the server requires it.
+    #[default]
+    Signature,
+    /// No identities; the server runs with `--insecure-no-device-auth` (for comparison).
+    None,
 }
 
 impl FleetConfig {
@@ -101,6 +117,7 @@ impl FleetConfig {
             mock_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             unreachable_after: Duration::from_secs(600),
             push_concurrency: 256,
+            device_auth: FleetDeviceAuth::Signature,
         }
     }
 }
@@ -294,6 +311,17 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         .clone()
         .unwrap_or_else(|| scratch.path().join("pki"));
     let pki = FleetPki::load_or_create(&pki_dir)?;
+    let signers: Option<Arc<Vec<DeviceSigner>>> = match config.device_auth {
+        FleetDeviceAuth::None => None,
+        FleetDeviceAuth::Signature => {
+            let (pki, devices) = (pki.clone(), devices.clone());
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let issued = tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
+                .await
+                .map_err(|e| FleetError::Pki(e.to_string()))??;
+            Some(Arc::new(issued))
+        }
+    };
 
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
     let mock_config = MockConfig {
@@ -328,6 +356,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
                 unreachable_after: config.unreachable_after,
                 push_concurrency: config.push_concurrency,
                 log_filter: None,
+                device_ca: signers.as_ref().map(|_| pki.path(pki::DEVICE_CA_FILE)),
             };
             let process = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
                 .await
@@ -352,6 +381,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let enroll_started = Instant::now();
     let enrolled_flags = enroll(
         &devices,
+        signers.as_ref(),
         &topic,
         &target,
         config.connections,
@@ -384,6 +414,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let deadline = push_started + config.wait;
     let reports = Reports::start(
         devices.clone(),
+        signers.clone(),
         &target,
         config.connections,
         config.delay,
@@ -474,6 +505,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         .unwrap_or_default();
     Ok(FleetReport {
         devices: devices.len() as u64,
+        device_auth: config.device_auth,
         wall_s: round3(wall_s),
         total_s: round3(started.elapsed().as_secs_f64()),
         counts_match: report::counts_match(&states, injected),
@@ -536,6 +568,7 @@ fn judged_pushes(mock: &MockHandle) -> u64 {
 /// Returns, per device, whether both check-ins were answered 200.
 async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
+    signers: Option<&Arc<Vec<DeviceSigner>>>,
     topic: &Arc<str>,
     target: &Target,
     connections: usize,
@@ -553,9 +586,11 @@ async fn enroll(
         let progress = progress.clone();
         let failures = failures.clone();
         let enrolled = enrolled.clone();
+        let signers = signers.cloned();
         tasks.spawn(async move {
             for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
-                match enroll_one(&mut conn, d, &topic).await {
+                let signer = signers.as_ref().map(|s| &s[i]);
+                match enroll_one(&mut conn, d, signer, &topic).await {
                     Ok(()) => enrolled[i].store(true, Ordering::Relaxed),
                     Err(why) => failures.record(format!("enroll {}: {why}", d.udid)),
                 }
@@ -567,13 +602,19 @@ async fn enroll(
     enrolled.iter().map(|e| e.load(Ordering::Relaxed)).collect()
 }
 
-async fn enroll_one(conn: &mut DeviceConn, d: &SimDevice, topic: &str) -> Result<(), String> {
+async fn enroll_one(
+    conn: &mut DeviceConn,
+    d: &SimDevice,
+    signer: Option<&DeviceSigner>,
+    topic: &str,
+) -> Result<(), String> {
     for (what, body) in [
         ("Authenticate", d.authenticate(topic)),
         ("TokenUpdate", d.token_update(topic)),
     ] {
+        let signature = signer.map(|s| s.sign(&body));
         let (status, answer) = conn
-            .put("/mdm/checkin", CHECKIN_TYPE, body)
+            .put("/mdm/checkin", CHECKIN_TYPE, body, signature)
             .await
             .map_err(|e| e.to_string())?;
         if status != StatusCode::OK {
@@ -609,8 +650,10 @@ struct Answered {
 }
 
 impl Reports {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         devices: Arc<Vec<SimDevice>>,
+        signers: Option<Arc<Vec<DeviceSigner>>>,
         target: &Target,
         connections: usize,
         delay: Duration,
@@ -668,6 +711,7 @@ impl Reports {
             let progress = progress.clone();
             let failures = failures.clone();
             let reported = reported.clone();
+            let signers = signers.clone();
             workers.spawn(async move {
                 let mut latency = latency_histogram();
                 loop {
@@ -677,7 +721,8 @@ impl Reports {
                         tokio::time::sleep_until((wake.pushed_at + delay).into()).await;
                     }
                     let d = &devices[wake.index];
-                    match report_one(&mut conn, d).await {
+                    let signer = signers.as_ref().map(|s| &s[wake.index]);
+                    match report_one(&mut conn, d, signer).await {
                         Ok(()) => {
                             let us = wake.pushed_at.elapsed().as_micros() as u64;
                             let _ = latency.record(us.max(1));
@@ -725,12 +770,17 @@ fn latency_histogram() -> hdrhistogram::Histogram<u64> {
 
 /// What a woken device does: Idle, then acknowledge each command it is given until the server
 /// answers with an empty body.
-async fn report_one(conn: &mut DeviceConn, d: &SimDevice) -> Result<(), String> {
+async fn report_one(
+    conn: &mut DeviceConn,
+    d: &SimDevice,
+    signer: Option<&DeviceSigner>,
+) -> Result<(), String> {
     const MAX_COMMANDS: usize = 8;
     let mut body = d.idle();
     for round in 0..=MAX_COMMANDS {
+        let signature = signer.map(|s| s.sign(&body));
         let (status, answer) = conn
-            .put("/mdm/server", REPORT_TYPE, body)
+            .put("/mdm/server", REPORT_TYPE, body, signature)
             .await
             .map_err(|e| e.to_string())?;
         if status != StatusCode::OK {

@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use magicpush_fixtures::TestPki;
+use std::sync::Arc;
+
+use magicpush_fixtures::{device_identity_cert, Ca, KeyKind, TestPki};
+
+use super::device::SimDevice;
+use super::signer::DeviceSigner;
 
 use super::FleetError;
 
@@ -18,9 +23,13 @@ pub const SERVER_KEY_FILE: &str = "server.key.pem";
 pub const PUSH_CERT_FILE: &str = "push.pem";
 /// Its key.
 pub const PUSH_KEY_FILE: &str = "push.key.pem";
+/// The CA that issues the simulated devices' identity certificates (`--device-ca`).
+pub const DEVICE_CA_FILE: &str = "device-ca.pem";
+/// Its key (the fleet issues a certificate per device at every run).
+pub const DEVICE_CA_KEY_FILE: &str = "device-ca.key.pem";
 
 /// PEM texts of the fleet's certificates and where they are on disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FleetPki {
     /// Issues the server and push certificates; the mock trusts push certificates it signed.
     pub ca_pem: String,
@@ -34,6 +43,8 @@ pub struct FleetPki {
     pub push_key_pem: String,
     /// The push certificate's topic.
     pub topic: String,
+    /// Issues the devices' identity certificates.
+    pub device_ca: Arc<Ca>,
     /// The directory holding the PEM files.
     pub dir: PathBuf,
 }
@@ -46,6 +57,8 @@ impl FleetPki {
             return Self::load(dir);
         }
         let pki = TestPki::generate().map_err(|e| FleetError::Pki(format!("{e:#}")))?;
+        let device_ca = Ca::new("magicpush fleet device CA", KeyKind::EcdsaP256)
+            .map_err(|e| FleetError::Pki(format!("{e:#}")))?;
         let set = FleetPki {
             ca_pem: pki.ca.cert_pem().to_owned(),
             server_cert_pem: pki.server.cert_pem,
@@ -53,6 +66,7 @@ impl FleetPki {
             push_cert_pem: pki.push.cert_pem,
             push_key_pem: pki.push.key_pem,
             topic: pki.topic,
+            device_ca: Arc::new(device_ca),
             dir: dir.to_owned(),
         };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -62,6 +76,8 @@ impl FleetPki {
             (SERVER_KEY_FILE, &set.server_key_pem),
             (PUSH_CERT_FILE, &set.push_cert_pem),
             (PUSH_KEY_FILE, &set.push_key_pem),
+            (DEVICE_CA_FILE, &set.device_ca.cert_pem().to_owned()),
+            (DEVICE_CA_KEY_FILE, &set.device_ca.key_pem().to_owned()),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(|e| io(&path, e))?;
@@ -81,7 +97,19 @@ impl FleetPki {
             push_key_pem.as_bytes(),
         )
         .map_err(|e| FleetError::Pki(format!("{}: {e}", dir.join(PUSH_CERT_FILE).display())))?;
+        // A directory from before device identities: add a device CA to it.
+        if !dir.join(DEVICE_CA_FILE).exists() {
+            let ca = Ca::new("magicpush fleet device CA", KeyKind::EcdsaP256)
+                .map_err(|e| FleetError::Pki(format!("{e:#}")))?;
+            for (name, text) in [(DEVICE_CA_FILE, ca.cert_pem()), (DEVICE_CA_KEY_FILE, ca.key_pem())] {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+            }
+        }
+        let device_ca = Ca::from_pem(&read(DEVICE_CA_FILE)?, &read(DEVICE_CA_KEY_FILE)?)
+            .map_err(|e| FleetError::Pki(format!("{}: {e:#}", dir.join(DEVICE_CA_FILE).display())))?;
         Ok(FleetPki {
+            device_ca: Arc::new(device_ca),
             ca_pem: read(CA_FILE)?,
             server_cert_pem: read(SERVER_CERT_FILE)?,
             server_key_pem: read(SERVER_KEY_FILE)?,
@@ -92,10 +120,63 @@ impl FleetPki {
         })
     }
 
+    /// An identity certificate (P-256) from the device CA for each device, issued on
+    /// `threads` threads; in the devices' order.
+    pub fn issue_identities(
+        &self,
+        devices: &[SimDevice],
+        threads: usize,
+    ) -> Result<Vec<DeviceSigner>, FleetError> {
+        issue_identities(&self.device_ca, devices, threads)
+    }
+
     /// Path of one of the files above.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+impl std::fmt::Debug for FleetPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetPki")
+            .field("topic", &self.topic)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// See [`FleetPki::issue_identities`].
+pub fn issue_identities(
+    ca: &Ca,
+    devices: &[SimDevice],
+    threads: usize,
+) -> Result<Vec<DeviceSigner>, FleetError> {
+    let chunk = devices.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|d| {
+                            let id = device_identity_cert(ca, &d.udid, KeyKind::EcdsaP256)
+                                .map_err(|e| FleetError::Pki(format!("{}: {e:#}", d.udid)))?;
+                            DeviceSigner::new(&id.cert_der, &id.key_der)
+                                .map_err(|e| FleetError::Pki(format!("{}: {e}", d.udid)))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(devices.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| FleetError::Pki("issuing identities panicked".into()))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
 
 fn io(path: &Path, e: std::io::Error) -> FleetError {

@@ -97,6 +97,8 @@ pub struct Phases {
 pub struct FleetReport {
     /// Devices simulated.
     pub devices: u64,
+    /// How they authenticated.
+    pub device_auth: super::FleetDeviceAuth,
     /// Enrollment through refresh until the server's report settled (phases
     /// enroll + push_report + settle), in seconds.
     pub wall_s: f64,

@@ -35,10 +35,12 @@ pub struct ServeSettings {
     pub unreachable_after: Duration,
     /// The server's `--push-concurrency`.
     pub push_concurrency: usize,
-    /// `RUST_LOG` of the server when ours is unset (None: warnings, except serve's note that
-    /// device requests are not authenticated: the simulated devices have no identity
-    /// certificates).
+    /// `RUST_LOG` of the server when ours is unset (None: warnings, except serve's start-up
+    /// notes, such as the one that device requests are not authenticated).
     pub log_filter: Option<String>,
+    /// `--device-ca` of the server: the devices sign their requests. `None`: the server runs
+    /// with `--insecure-no-device-auth`.
+    pub device_ca: Option<PathBuf>,
 }
 
 /// A running server child. Stops it when dropped.
@@ -71,8 +73,12 @@ impl ServerProcess {
             .arg("--unreachable-after")
             .arg(format!("{}s", settings.unreachable_after.as_secs().max(1)))
             .arg("--push-concurrency")
-            .arg(settings.push_concurrency.to_string())
-            .stdin(Stdio::piped())
+            .arg(settings.push_concurrency.to_string());
+        match &settings.device_ca {
+            Some(ca) => cmd.arg("--device-ca").arg(ca),
+            None => cmd.arg("--insecure-no-device-auth"),
+        };
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // The flags above are the whole configuration: no MAGICPUSH_* from our environment.

@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use dashmap::DashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use self::rows::{
-    device_exists, device_from_row, insert_result, load_device, queued_from_row, require_device,
+    device_exists, device_from_row, load_identity_hash, insert_result, load_device, queued_from_row, require_device,
     result_from_row, save_device, update_for_report, update_push_attempt, update_push_outcome,
     upsert_for_authenticate, upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES,
     SELECT_QUEUED,
@@ -28,7 +29,7 @@ use self::writer::{Counters, Job, PendingWrite, Undo};
 use super::memory::dedup;
 use super::model::{apply_contact, to_ms, truncate_ms};
 use super::{
-    logic, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome,
+    logic, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome,
     QueuedCommand, ReportOutcome, Store, StoreError, StoreFuture, User,
 };
 use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -233,6 +234,11 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
     counters: Arc<Counters>,
+    /// Identity bindings seen so far (UDID → certificate hash or none), so that the check on
+    /// every authenticated request is no database read. Filled from reads (only where the
+    /// writer has not put a value first) and by the writer after each commit that changes a
+    /// binding, in commit order: it never holds a value older than the database's.
+    bindings: Arc<DashMap<String, Option<[u8; 32]>>>,
 }
 
 /// How well group commit is batching: `writes / commits` is the mean batch size.
@@ -287,6 +293,7 @@ impl SqliteStore {
                 max: options.max_readers.max(1),
             }),
             counters,
+            bindings: Arc::new(DashMap::new()),
         })
     }
 
@@ -309,7 +316,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Undo::BySavepoint, work)
+        self.submit(Undo::BySavepoint, work, None)
     }
 
     /// Queues a write that changes the database with at most one statement and fails only
@@ -319,15 +326,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Undo::ByStatement, work)
+        self.submit(Undo::ByStatement, work, None)
     }
 
-    fn submit<T, F>(&self, undo: Undo, work: F) -> StoreFuture<'static, T>
+    fn submit<T, F>(
+        &self,
+        undo: Undo,
+        work: F,
+        after_commit: Option<writer::AfterCommit<T>>,
+    ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (job, rx) = Job::submit(undo, work);
+        let (job, rx) = Job::submit_then(undo, work, after_commit);
         let sent = match &self.writes {
             Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
             None => Err(StoreError::Closed),
@@ -389,10 +401,36 @@ impl Store for SqliteStore {
     fn authenticate<'a>(
         &'a self,
         msg: &'a Authenticate,
+        identity: Option<&'a BoundIdentity>,
         at: OffsetDateTime,
-    ) -> StoreFuture<'a, ()> {
-        let (msg, at) = (msg.clone(), truncate_ms(at));
-        self.write_one_statement(move |c| upsert_for_authenticate(c, &msg, at))
+    ) -> StoreFuture<'a, Option<[u8; 32]>> {
+        let (msg, identity, at) = (msg.clone(), identity.cloned(), truncate_ms(at));
+        let after = identity.as_ref().map(|id| {
+            let (bindings, udid, hash) = (Arc::clone(&self.bindings), msg.udid.clone(), id.sha256);
+            Box::new(move |_: &Option<[u8; 32]>| {
+                bindings.insert(udid, Some(hash));
+            }) as writer::AfterCommit<Option<[u8; 32]>>
+        });
+        self.submit(
+            Undo::ByStatement,
+            move |c| upsert_for_authenticate(c, &msg, identity.as_ref(), at),
+            after,
+        )
+    }
+
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
+        if let Some(known) = self.bindings.get(udid) {
+            let known = *known;
+            return Box::pin(std::future::ready(Ok(known)));
+        }
+        let bindings = Arc::clone(&self.bindings);
+        let udid = udid.to_owned();
+        let read = self.read(move |c| load_identity_hash(c, &udid).map(|h| (udid, h)));
+        Box::pin(async move {
+            let (udid, hash) = read.await?;
+            // A commit that raced this read has put the newer value: keep it.
+            Ok(*bindings.entry(udid).or_insert(hash))
+        })
     }
 
     fn token_update<'a>(
@@ -824,7 +862,7 @@ mod tests {
         use crate::store::conformance::{authenticate, report, t, token_update};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.authenticate(&authenticate("A"), t(0)).await.unwrap();
+        store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
         store
             .token_update(&token_update("A", 1), t(0))
             .await

@@ -10,11 +10,11 @@ use crate::mdm::{Authenticate, ErrorChainItem, Report, Secret, Status, TokenUpda
 use crate::store::logic;
 use crate::store::model::{from_ms, to_ms};
 use crate::store::{
-    CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
+    BoundIdentity, CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
     RESULTS_KEPT_PER_DEVICE,
 };
 
-const DEVICE_COLUMNS: [&str; 30] = [
+const DEVICE_COLUMNS: [&str; 36] = [
     "udid",
     "device_name",
     "model",
@@ -45,6 +45,12 @@ const DEVICE_COLUMNS: [&str; 30] = [
     "push_outcome_at",
     "last_report_at",
     "first_report_after_push_at",
+    "identity_sha256",
+    "identity_subject",
+    "identity_serial",
+    "identity_not_after",
+    "identity_bound_at",
+    "identity_replaced_sha256",
 ];
 
 pub(crate) static SELECT_DEVICES: LazyLock<String> =
@@ -110,7 +116,53 @@ pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, 
         Ok(outcome) => outcome,
         Err(e) => return Ok(Err(e)),
     };
+    d.identity = match identity_from_row(&d.udid, row, 30) {
+        Ok(identity) => identity,
+        Err(e) => return Ok(Err(e)),
+    };
     Ok(Ok(d))
+}
+
+/// A 32-byte hash column; `what` names it in the error for any other length.
+pub(crate) fn hash_column(
+    udid: &str,
+    what: &str,
+    value: Option<Vec<u8>>,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    value
+        .map(|v| {
+            <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Corrupt {
+                what: format!("device {udid}: {what} of {} bytes", v.len()),
+            })
+        })
+        .transpose()
+}
+
+/// The six `identity_*` columns from `first` on. Returns the inner error for corrupt values.
+fn identity_from_row(
+    udid: &str,
+    row: &Row<'_>,
+    first: usize,
+) -> Result<Option<BoundIdentity>, StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Database {
+        op: "read device",
+        detail: e.to_string(),
+    };
+    let Some(sha256) = hash_column(udid, "identity_sha256", row.get(first).map_err(sql)?)? else {
+        return Ok(None);
+    };
+    Ok(Some(BoundIdentity {
+        sha256,
+        subject: row.get::<_, Option<String>>(first + 1).map_err(sql)?.unwrap_or_default(),
+        serial: row.get::<_, Option<String>>(first + 2).map_err(sql)?.unwrap_or_default(),
+        not_after: from_ms(row.get::<_, Option<i64>>(first + 3).map_err(sql)?.unwrap_or(0)),
+        bound_at: from_ms(row.get::<_, Option<i64>>(first + 4).map_err(sql)?.unwrap_or(0)),
+        replaced_sha256: hash_column(
+            udid,
+            "identity_replaced_sha256",
+            row.get(first + 5).map_err(sql)?,
+        )?,
+    }))
 }
 
 /// The push outcome stored in the `push_outcome`, `push_reason` and `push_unregistered_ms`
@@ -142,57 +194,122 @@ fn push_outcome(
     })
 }
 
-/// `logic::authenticate` on the stored row without reading it: creates the device or overlays
-/// the facts sent (`COALESCE(new, old)`, as `DeviceInfo::merge` does), sets the topic and
-/// `authenticated_at`, moves `last_seen_at` forward. Other columns are left alone.
+/// `logic::authenticate` on the stored row without reading it (with an identity: reading only
+/// its binding): creates the device or overlays the facts sent (`COALESCE(new, old)`, as
+/// `DeviceInfo::merge` does), sets the topic and `authenticated_at`, moves `last_seen_at`
+/// forward, binds the identity. Other columns are left alone.
 pub(crate) fn upsert_for_authenticate(
     conn: &Connection,
     msg: &Authenticate,
+    identity: Option<&BoundIdentity>,
     at: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<Option<[u8; 32]>, StoreError> {
+    // The binding before this write: a lookup in the page the upsert touches next.
+    let previous = match identity {
+        Some(_) => load_identity_hash(conn, &msg.udid)?,
+        None => None,
+    };
     // `d.info` starts empty, so after the merge it holds exactly the facts the message sent.
     let mut d = Device::new(msg.udid.as_str());
     logic::authenticate(&mut d, msg, at);
     let i = &d.info;
-    conn.prepare_cached(
-        "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
-           build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
-           last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (udid) DO UPDATE SET
-           device_name = COALESCE(excluded.device_name, device_name),
-           model = COALESCE(excluded.model, model),
-           model_name = COALESCE(excluded.model_name, model_name),
-           product_name = COALESCE(excluded.product_name, product_name),
-           os_version = COALESCE(excluded.os_version, os_version),
-           build_version = COALESCE(excluded.build_version, build_version),
-           serial_number = COALESCE(excluded.serial_number, serial_number),
-           imei = COALESCE(excluded.imei, imei), meid = COALESCE(excluded.meid, meid),
-           phone_number = COALESCE(excluded.phone_number, phone_number),
-           topic = excluded.topic, authenticated_at = excluded.authenticated_at,
-           last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
-                              excluded.last_seen_at)",
+    // Without an identity every identity column keeps its value; with one, a different
+    // certificate than the bound one moves the bound one to `identity_replaced_sha256`.
+    // (Every expression in SET reads the row as it was before the update.)
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
+               build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
+               last_seen_at, identity_sha256, identity_subject, identity_serial,
+               identity_not_after, identity_bound_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19)
+             ON CONFLICT (udid) DO UPDATE SET
+               device_name = COALESCE(excluded.device_name, device_name),
+               model = COALESCE(excluded.model, model),
+               model_name = COALESCE(excluded.model_name, model_name),
+               product_name = COALESCE(excluded.product_name, product_name),
+               os_version = COALESCE(excluded.os_version, os_version),
+               build_version = COALESCE(excluded.build_version, build_version),
+               serial_number = COALESCE(excluded.serial_number, serial_number),
+               imei = COALESCE(excluded.imei, imei), meid = COALESCE(excluded.meid, meid),
+               phone_number = COALESCE(excluded.phone_number, phone_number),
+               topic = excluded.topic, authenticated_at = excluded.authenticated_at,
+               last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
+                                  excluded.last_seen_at),
+               identity_replaced_sha256 = CASE
+                 WHEN excluded.identity_sha256 IS NOT NULL AND identity_sha256 IS NOT NULL
+                   AND identity_sha256 <> excluded.identity_sha256 THEN identity_sha256
+                 ELSE identity_replaced_sha256 END,
+               identity_sha256 = COALESCE(excluded.identity_sha256, identity_sha256),
+               identity_subject = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_subject ELSE excluded.identity_subject END,
+               identity_serial = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_serial ELSE excluded.identity_serial END,
+               identity_not_after = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_not_after ELSE excluded.identity_not_after END,
+               identity_bound_at = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_bound_at ELSE excluded.identity_bound_at END",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                d.udid,
+                i.device_name,
+                i.model,
+                i.model_name,
+                i.product_name,
+                i.os_version,
+                i.build_version,
+                i.serial_number,
+                i.imei,
+                i.meid,
+                i.phone_number,
+                d.topic,
+                ts(d.authenticated_at),
+                ts(d.last_seen_at),
+                identity.map(|i| i.sha256.to_vec()),
+                identity.map(|i| i.subject.as_str()),
+                identity.map(|i| i.serial.as_str()),
+                identity.map(|i| to_ms(i.not_after)),
+                identity.map(|i| to_ms(i.bound_at)),
+            ])
+        });
+    match (written, identity) {
+        (Ok(_), _) => Ok(previous),
+        // The statement failed as a whole: SQLite left nothing of it behind.
+        (Err(e), Some(id)) if is_unique_violation(&e) => {
+            let other: Option<String> = conn
+                .prepare_cached("SELECT udid FROM devices WHERE identity_sha256 = ?1")
+                .and_then(|mut s| {
+                    s.query_row([id.sha256.to_vec()], |r| r.get(0)).optional()
+                })
+                .map_err(db_err("read device"))?;
+            Err(StoreError::IdentityInUse {
+                udid: other.unwrap_or_else(|| "(unknown)".into()),
+            })
+        }
+        (Err(e), _) => Err(db_err("write device")(e)),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            d.udid,
-            i.device_name,
-            i.model,
-            i.model_name,
-            i.product_name,
-            i.os_version,
-            i.build_version,
-            i.serial_number,
-            i.imei,
-            i.meid,
-            i.phone_number,
-            d.topic,
-            ts(d.authenticated_at),
-            ts(d.last_seen_at),
-        ])
-    })
-    .map(drop)
-    .map_err(db_err("write device"))
+}
+
+/// The identity hash bound to `udid` (`None`: no binding or no device).
+pub(crate) fn load_identity_hash(
+    conn: &Connection,
+    udid: &str,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let value: Option<Option<Vec<u8>>> = conn
+        .prepare_cached("SELECT identity_sha256 FROM devices WHERE udid = ?1")
+        .and_then(|mut s| s.query_row([udid], |r| r.get(0)).optional())
+        .map_err(db_err("read device"))?;
+    hash_column(udid, "identity_sha256", value.flatten())
 }
 
 /// `logic::token_update` (device channel) on the stored row, reading only the columns that
@@ -452,6 +569,14 @@ pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreErro
         ts(d.push_outcome_at),
         ts(d.last_report_at),
         ts(d.first_report_after_push_at),
+        d.identity.as_ref().map(|i| i.sha256.to_vec()),
+        d.identity.as_ref().map(|i| i.subject.as_str()),
+        d.identity.as_ref().map(|i| i.serial.as_str()),
+        d.identity.as_ref().map(|i| to_ms(i.not_after)),
+        d.identity.as_ref().map(|i| to_ms(i.bound_at)),
+        d.identity
+            .as_ref()
+            .and_then(|i| i.replaced_sha256.map(|h| h.to_vec())),
     ])
     .map_err(db_err("write device"))?;
     Ok(())

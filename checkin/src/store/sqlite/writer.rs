@@ -38,11 +38,16 @@ pub(crate) trait PendingWrite: Send {
     fn complete(self: Box<Self>, commit: &Result<(), StoreError>);
 }
 
+/// Runs on the writer thread once a write's transaction committed, before its waiter hears
+/// of it, in commit order (for in-memory indexes that must follow the database).
+pub(crate) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 pub(crate) struct Job<T, F> {
     undo: Undo,
     work: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    after_commit: Option<AfterCommit<T>>,
 }
 
 impl<T, F> Job<T, F>
@@ -50,9 +55,23 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
+    #[cfg(test)]
     pub(crate) fn submit(
         undo: Undo,
         work: F,
+    ) -> (
+        Box<dyn PendingWrite>,
+        oneshot::Receiver<Result<T, StoreError>>,
+    ) {
+        Self::submit_then(undo, work, None)
+    }
+
+    /// [`Job::submit`] with a step run after the commit, only if the write and the commit
+    /// succeeded.
+    pub(crate) fn submit_then(
+        undo: Undo,
+        work: F,
+        after_commit: Option<AfterCommit<T>>,
     ) -> (
         Box<dyn PendingWrite>,
         oneshot::Receiver<Result<T, StoreError>>,
@@ -63,6 +82,7 @@ where
             work: Some(work),
             result: None,
             reply,
+            after_commit,
         };
         (Box::new(job), rx)
     }
@@ -91,7 +111,12 @@ where
         let answer = match (self.result, commit) {
             (Some(Err(e)), _) => Err(e),
             (_, Err(e)) => Err(e.clone()),
-            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(v)), Ok(())) => {
+                if let Some(after) = self.after_commit {
+                    after(&v);
+                }
+                Ok(v)
+            }
             (None, Ok(())) => Err(StoreError::Closed),
         };
         // The waiter may have gone away (request cancelled); the write is committed anyway.
