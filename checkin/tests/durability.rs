@@ -31,7 +31,12 @@ impl Drop for Server {
 
 fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_magicpush"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--cert")

@@ -25,7 +25,9 @@ async fn public_endpoints_and_routing() {
         .await
         .unwrap();
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(&body[..], b"ok\n");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["device_auth"], "off", "{health}");
     // Produce at least one metric, then scrape.
     srv.put(
         "/mdm/checkin",
@@ -891,8 +893,15 @@ async fn a_tls_client_certificate_is_bound_to_the_udid_it_authenticated() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let identity = &srv.device_json(&dev.udid).await["identity"];
-    assert_eq!(identity["sha256"].as_str().map(str::len), Some(64), "{identity}");
-    assert!(identity["subject"].as_str().unwrap().contains(&dev.udid), "{identity}");
+    assert_eq!(
+        identity["sha256"].as_str().map(str::len),
+        Some(64),
+        "{identity}"
+    );
+    assert!(
+        identity["subject"].as_str().unwrap().contains(&dev.udid),
+        "{identity}"
+    );
     // It cannot enroll a second device, nor report for one.
     let other = device(2);
     let (s, body) = put_with(

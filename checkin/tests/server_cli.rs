@@ -113,7 +113,12 @@ fn serve_refuses_unusable_certificates() {
     ];
     for (cert, key, needle) in cases {
         let out = run(
-            &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-no-device-auth",
+            ],
             &[
                 ("--data-dir", dir.path()),
                 ("--cert", &fixture(cert)),
@@ -125,7 +130,12 @@ fn serve_refuses_unusable_certificates() {
         assert!(stderr.contains(needle), "{cert}: {stderr}");
     }
     let out = run(
-        &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ],
         &[("--data-dir", dir.path())],
     );
     assert!(!out.status.success());
@@ -140,7 +150,10 @@ fn serve_refuses_unusable_certificates() {
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started without device authentication");
+    assert!(
+        !out.status.success(),
+        "started without device authentication"
+    );
     assert!(
         stderr.contains("--device-ca") && stderr.contains("--insecure-no-device-auth"),
         "{stderr}"
@@ -594,4 +607,6 @@ async fn serve_takes_every_setting_from_the_environment() {
     let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
     let report = admin.get_json("/v1/connectivity").await.unwrap();
     assert_eq!(report["unreachable_after_s"], 90, "{report}");
+    let health = admin.get_json("/healthz").await.unwrap();
+    assert_eq!(health["device_auth"], "off", "{health}");
 }

@@ -407,7 +407,10 @@ async fn concurrent_writes_share_commits() {
     // Every write is handed to the writer when its future is created, so 500 writes are
     // waiting before the first commit finishes.
     let msgs: Vec<_> = (0..500).map(|i| authenticate(&format!("D{i}"))).collect();
-    let pending: Vec<_> = msgs.iter().map(|m| store.authenticate(m, None, t(0))).collect();
+    let pending: Vec<_> = msgs
+        .iter()
+        .map(|m| store.authenticate(m, None, t(0)))
+        .collect();
     for p in pending {
         p.await.unwrap();
     }

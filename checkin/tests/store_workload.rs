@@ -110,7 +110,9 @@ async fn fleet_store_workload() {
     for_all(&udids, move |udid| {
         let s = Arc::clone(&s);
         async move {
-            s.authenticate(&authenticate(&udid), None, t(0)).await.unwrap();
+            s.authenticate(&authenticate(&udid), None, t(0))
+                .await
+                .unwrap();
             s.token_update(&token_update(&udid, 7), t(0)).await.unwrap();
         }
     })

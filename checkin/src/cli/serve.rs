@@ -78,7 +78,11 @@ pub(crate) struct ServeArgs {
     device_cert_header: Option<String>,
     /// Serve device requests WITHOUT authentication: any client that knows a UDID can act as
     /// that device. For tests and labs only.
-    #[arg(long, env = "MAGICPUSH_INSECURE_NO_DEVICE_AUTH", conflicts_with = "device_ca")]
+    #[arg(
+        long,
+        env = "MAGICPUSH_INSECURE_NO_DEVICE_AUTH",
+        conflicts_with = "device_ca"
+    )]
     insecure_no_device_auth: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAGICPUSH_MAX_BODY", default_value_t = http::DEFAULT_BODY_LIMIT)]

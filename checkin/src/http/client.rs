@@ -249,7 +249,19 @@ impl AdminClient {
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        match tokio::time::timeout(self.timeout, self.request_inner(method, path, body)).await {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    /// [`AdminClient::request`] with extra request headers (e.g. `Mdm-Signature`).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let inner = self.request_inner(method, path, body, headers);
+        match tokio::time::timeout(self.timeout, inner).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
                 server: self.server.clone(),
@@ -263,6 +275,7 @@ impl AdminClient {
         method: Method,
         path: &str,
         body: Option<(&'static str, Bytes)>,
+        headers: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let connect_err = |detail: String| ClientError::Connect {
             server: self.server.clone(),
@@ -278,6 +291,9 @@ impl AdminClient {
             .header(header::HOST, &self.authority);
         if let Some(key) = &self.api_key {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            builder = builder.header(name, value);
         }
         let payload = match body {
             Some((content_type, bytes)) => {

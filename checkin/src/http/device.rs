@@ -66,7 +66,11 @@ where
 /// 403 for an identity refusal, logged and counted by reason.
 fn refuse(udid: Option<&str>, refusal: &Refusal) -> Response<Body> {
     let reason = refusal.reason();
-    tracing::warn!(udid = udid.unwrap_or("-"), reason, "device request refused: {refusal}");
+    tracing::warn!(
+        udid = udid.unwrap_or("-"),
+        reason,
+        "device request refused: {refusal}"
+    );
     ::metrics::counter!("magicpush_device_auth_refusals_total", "reason" => reason).increment(1);
     body::text(StatusCode::FORBIDDEN, refusal.to_string())
 }

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(requirement(&auth), Requirement::Bind);
         for (kind, extra) in [
             ("<key>MessageType</key><string>CheckOut</string>", ""),
-            ("<key>MessageType</key><string>GetBootstrapToken</string>", ""),
+            (
+                "<key>MessageType</key><string>GetBootstrapToken</string>",
+                "",
+            ),
             ("<key>Status</key><string>Idle</string>", ""),
             (
                 "<key>Status</key><string>Idle</string>",
@@ -115,7 +118,11 @@ mod tests {
             ),
         ] {
             let message = mdm::decode(&plist(kind, extra)).unwrap();
-            assert_eq!(requirement(&message), Requirement::Bound { udid: "U1" }, "{kind}");
+            assert_eq!(
+                requirement(&message),
+                Requirement::Bound { udid: "U1" },
+                "{kind}"
+            );
         }
         let unsupported = mdm::decode(&plist(
             "<key>MessageType</key><string>UserAuthenticate</string>",

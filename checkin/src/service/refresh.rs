@@ -329,7 +329,10 @@ mod tests {
         let n = 2 * REFRESH_CHUNK + 3;
         let udids: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
         for (i, udid) in udids.iter().enumerate() {
-            store.authenticate(&authenticate(udid), None, t(0)).await.unwrap();
+            store
+                .authenticate(&authenticate(udid), None, t(0))
+                .await
+                .unwrap();
             // Device 7 gets its own token, which APNs says is gone.
             let seed = if i == 7 { 2 } else { 1 };
             store

@@ -19,8 +19,7 @@ use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
 use super::{
-    BoundIdentity, EnqueueMode, Enrollment, PushOutcome, Store, StoreError,
-    RESULTS_KEPT_PER_DEVICE,
+    BoundIdentity, EnqueueMode, Enrollment, PushOutcome, Store, StoreError, RESULTS_KEPT_PER_DEVICE,
 };
 use crate::mdm::{
     decode_report, Authenticate, Command, DeviceInfo, Report, Secret, Status, TokenUpdate,
@@ -141,7 +140,10 @@ async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
 
 #[allow(missing_docs)]
 pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
-    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
     let d = store.device("A").await.unwrap().expect("device exists");
     assert_eq!(d.info.serial_number.as_deref(), Some("SN-A"));
     assert_eq!(d.topic.as_deref(), Some("com.apple.mgmt.External.test"));
@@ -172,7 +174,10 @@ pub async fn authenticate_creates_and_merges(store: Arc<dyn Store>) {
 
 #[allow(missing_docs)]
 pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
-    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
     assert!(store.pushable().await.unwrap().is_empty());
     let e = store
         .token_update(&token_update("A", 1), t(1))
@@ -201,7 +206,10 @@ pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
     assert_eq!(target.token.as_hex(), "02".repeat(32));
     assert_eq!(target.magic, "magic-A");
     // A re-Authenticate keeps the enrollment.
-    store.authenticate(&authenticate("A"), None, t(3)).await.unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(3))
+        .await
+        .unwrap();
     let pushable = store.pushable().await.unwrap();
     assert_eq!(pushable.len(), 1);
     assert_eq!(pushable[0].enrolled_at, Some(t(1)));
@@ -850,7 +858,10 @@ pub async fn listing_and_counting(store: Arc<dyn Store>) {
     for udid in ["C", "A", "B"] {
         enroll(&*store, udid, t(0)).await;
     }
-    store.authenticate(&authenticate("D"), None, t(0)).await.unwrap();
+    store
+        .authenticate(&authenticate("D"), None, t(0))
+        .await
+        .unwrap();
     let udids: Vec<String> = store
         .devices()
         .await
@@ -873,7 +884,10 @@ pub async fn listing_and_counting(store: Arc<dyn Store>) {
 #[allow(missing_docs)]
 pub async fn timestamps_keep_milliseconds(store: Arc<dyn Store>) {
     let at = t(0) + Duration::from_nanos(123_456_789);
-    store.authenticate(&authenticate("A"), None, at).await.unwrap();
+    store
+        .authenticate(&authenticate("A"), None, at)
+        .await
+        .unwrap();
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(d.authenticated_at, Some(t(0) + Duration::from_millis(123)));
 }
@@ -961,9 +975,20 @@ pub fn identity(n: u8, at: OffsetDateTime) -> BoundIdentity {
 
 /// Authenticate with an identity binds it; without one keeps it; every read shows it.
 pub async fn identity_is_bound_at_authenticate(store: Arc<dyn Store>) {
-    assert_eq!(store.identity_hash("A").await.unwrap(), None, "unknown device");
-    store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
-    assert_eq!(store.identity_hash("A").await.unwrap(), None, "no identity given");
+    assert_eq!(
+        store.identity_hash("A").await.unwrap(),
+        None,
+        "unknown device"
+    );
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.identity_hash("A").await.unwrap(),
+        None,
+        "no identity given"
+    );
     let previous = store
         .authenticate(&authenticate("A"), Some(&identity(1, t(1))), t(1))
         .await
@@ -971,12 +996,21 @@ pub async fn identity_is_bound_at_authenticate(store: Arc<dyn Store>) {
     assert_eq!(previous, None);
     assert_eq!(store.identity_hash("A").await.unwrap(), Some([1; 32]));
     // Other writes and an Authenticate without an identity keep the binding.
-    store.token_update(&token_update("A", 1), t(2)).await.unwrap();
-    store.authenticate(&authenticate("A"), None, t(3)).await.unwrap();
+    store
+        .token_update(&token_update("A", 1), t(2))
+        .await
+        .unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(3))
+        .await
+        .unwrap();
     assert_eq!(store.identity_hash("A").await.unwrap(), Some([1; 32]));
     let d = store.device("A").await.unwrap().unwrap();
     assert_eq!(d.identity, Some(identity(1, t(1))));
-    assert_eq!(store.devices().await.unwrap()[0].identity, Some(identity(1, t(1))));
+    assert_eq!(
+        store.devices().await.unwrap()[0].identity,
+        Some(identity(1, t(1)))
+    );
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(json["identity"]["sha256"], hex::encode([1u8; 32]), "{json}");
     assert_eq!(json["identity"]["serial"], "0101");
@@ -995,7 +1029,17 @@ pub async fn identity_rebind_is_recorded(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(previous, Some([1; 32]));
-    assert_eq!(store.device("A").await.unwrap().unwrap().identity.unwrap().replaced_sha256, None);
+    assert_eq!(
+        store
+            .device("A")
+            .await
+            .unwrap()
+            .unwrap()
+            .identity
+            .unwrap()
+            .replaced_sha256,
+        None
+    );
     let previous = store
         .authenticate(&authenticate("A"), Some(&identity(2, t(2))), t(2))
         .await

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
 
 use super::model::{
-    apply_contact, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
-    PushOutcome, QueuedCommand, ReportOutcome, User,
+    apply_contact, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome,
+    Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
 };
 use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
 use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};

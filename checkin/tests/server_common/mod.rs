@@ -15,7 +15,7 @@ use magicpush_checkin::identity::authenticator::parse_sources;
 use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust};
 use magicpush_checkin::push::{FakePusher, PushSender};
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
-use magicpush_checkin::store::{MemoryStore, Store};
+use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
 use magicpush_engine::cert::CertificateInfo;
 use magicpush_fixtures::plists::{self, Device};
 use magicpush_fixtures::TestPki;
@@ -34,6 +34,8 @@ pub struct Options {
     /// Device requests need an identity from the test CA (`--device-auth
     /// signature,tls,header`, the header being [`CERT_HEADER`]), bound at Authenticate.
     pub device_auth: bool,
+    /// The durable SQLite store (in the test's directory) instead of the in-memory one.
+    pub sqlite: bool,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             unreachable_after: Duration::from_secs(300),
             tls: false,
             device_auth: false,
+            sqlite: false,
         }
     }
 }
@@ -66,7 +69,11 @@ impl TestServer {
     pub async fn start(opts: Options) -> TestServer {
         let pki = TestPki::generate().expect("test PKI");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = if opts.sqlite {
+            Arc::new(SqliteStore::open(&dir.path().join("db")).expect("SQLite store"))
+        } else {
+            Arc::new(MemoryStore::new())
+        };
         let pusher = FakePusher::new();
         let info = CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).expect("push cert info");
         let service = Arc::new(Service::new(

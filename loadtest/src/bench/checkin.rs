@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use http::HeaderMap;
 use magicpush_checkin::http::{self as server, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_checkin::push::{FakePusher, PushSender};
@@ -115,7 +115,8 @@ const TOPIC: &str = "com.apple.mgmt.External.bench";
 /// Runs the variants one after the other on one runtime.
 pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
     let devices = generate(opts.devices, 0.0, 0.0, 7);
-    let needs_signatures = opts.device_auth == BenchDeviceAuth::Signature || opts.compare_device_auth;
+    let needs_signatures =
+        opts.device_auth == BenchDeviceAuth::Signature || opts.compare_device_auth;
     let (signed, unsigned) = workloads(&devices, needs_signatures)?;
     let main = match opts.device_auth {
         BenchDeviceAuth::Signature => &signed,
@@ -314,7 +315,12 @@ async fn drive(
             for pair in checkins.iter().skip(w).step_by(workers) {
                 for c in pair {
                     let (status, answer) = conn
-                        .put("/mdm/checkin", CHECKIN_TYPE, c.body.clone(), c.signature.clone())
+                        .put(
+                            "/mdm/checkin",
+                            CHECKIN_TYPE,
+                            c.body.clone(),
+                            c.signature.clone(),
+                        )
                         .await?;
                     if !status.is_success() {
                         anyhow::bail!(

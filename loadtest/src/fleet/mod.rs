@@ -316,9 +316,10 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         FleetDeviceAuth::Signature => {
             let (pki, devices) = (pki.clone(), devices.clone());
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let issued = tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
-                .await
-                .map_err(|e| FleetError::Pki(e.to_string()))??;
+            let issued =
+                tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
+                    .await
+                    .map_err(|e| FleetError::Pki(e.to_string()))??;
             Some(Arc::new(issued))
         }
     };

@@ -101,13 +101,18 @@ impl FleetPki {
         if !dir.join(DEVICE_CA_FILE).exists() {
             let ca = Ca::new("magicpush fleet device CA", KeyKind::EcdsaP256)
                 .map_err(|e| FleetError::Pki(format!("{e:#}")))?;
-            for (name, text) in [(DEVICE_CA_FILE, ca.cert_pem()), (DEVICE_CA_KEY_FILE, ca.key_pem())] {
+            for (name, text) in [
+                (DEVICE_CA_FILE, ca.cert_pem()),
+                (DEVICE_CA_KEY_FILE, ca.key_pem()),
+            ] {
                 let path = dir.join(name);
                 std::fs::write(&path, text).map_err(|e| io(&path, e))?;
             }
         }
-        let device_ca = Ca::from_pem(&read(DEVICE_CA_FILE)?, &read(DEVICE_CA_KEY_FILE)?)
-            .map_err(|e| FleetError::Pki(format!("{}: {e:#}", dir.join(DEVICE_CA_FILE).display())))?;
+        let device_ca =
+            Ca::from_pem(&read(DEVICE_CA_FILE)?, &read(DEVICE_CA_KEY_FILE)?).map_err(|e| {
+                FleetError::Pki(format!("{}: {e:#}", dir.join(DEVICE_CA_FILE).display()))
+            })?;
         Ok(FleetPki {
             device_ca: Arc::new(device_ca),
             ca_pem: read(CA_FILE)?,

@@ -20,17 +20,17 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use self::rows::{
-    device_exists, device_from_row, load_identity_hash, insert_result, load_device, queued_from_row, require_device,
-    result_from_row, save_device, update_for_report, update_push_attempt, update_push_outcome,
-    upsert_for_authenticate, upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES,
-    SELECT_QUEUED,
+    device_exists, device_from_row, insert_result, load_device, load_identity_hash,
+    queued_from_row, require_device, result_from_row, save_device, update_for_report,
+    update_push_attempt, update_push_outcome, upsert_for_authenticate, upsert_for_token_update,
+    upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use super::memory::dedup;
 use super::model::{apply_contact, to_ms, truncate_ms};
 use super::{
-    logic, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome,
-    QueuedCommand, ReportOutcome, Store, StoreError, StoreFuture, User,
+    logic, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
+    PushOutcome, QueuedCommand, ReportOutcome, Store, StoreError, StoreFuture, User,
 };
 use crate::mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 
@@ -862,7 +862,10 @@ mod tests {
         use crate::store::conformance::{authenticate, report, t, token_update};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.authenticate(&authenticate("A"), None, t(0)).await.unwrap();
+        store
+            .authenticate(&authenticate("A"), None, t(0))
+            .await
+            .unwrap();
         store
             .token_update(&token_update("A", 1), t(0))
             .await

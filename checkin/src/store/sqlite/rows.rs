@@ -153,10 +153,24 @@ fn identity_from_row(
     };
     Ok(Some(BoundIdentity {
         sha256,
-        subject: row.get::<_, Option<String>>(first + 1).map_err(sql)?.unwrap_or_default(),
-        serial: row.get::<_, Option<String>>(first + 2).map_err(sql)?.unwrap_or_default(),
-        not_after: from_ms(row.get::<_, Option<i64>>(first + 3).map_err(sql)?.unwrap_or(0)),
-        bound_at: from_ms(row.get::<_, Option<i64>>(first + 4).map_err(sql)?.unwrap_or(0)),
+        subject: row
+            .get::<_, Option<String>>(first + 1)
+            .map_err(sql)?
+            .unwrap_or_default(),
+        serial: row
+            .get::<_, Option<String>>(first + 2)
+            .map_err(sql)?
+            .unwrap_or_default(),
+        not_after: from_ms(
+            row.get::<_, Option<i64>>(first + 3)
+                .map_err(sql)?
+                .unwrap_or(0),
+        ),
+        bound_at: from_ms(
+            row.get::<_, Option<i64>>(first + 4)
+                .map_err(sql)?
+                .unwrap_or(0),
+        ),
         replaced_sha256: hash_column(
             udid,
             "identity_replaced_sha256",
@@ -280,9 +294,7 @@ pub(crate) fn upsert_for_authenticate(
         (Err(e), Some(id)) if is_unique_violation(&e) => {
             let other: Option<String> = conn
                 .prepare_cached("SELECT udid FROM devices WHERE identity_sha256 = ?1")
-                .and_then(|mut s| {
-                    s.query_row([id.sha256.to_vec()], |r| r.get(0)).optional()
-                })
+                .and_then(|mut s| s.query_row([id.sha256.to_vec()], |r| r.get(0)).optional())
                 .map_err(db_err("read device"))?;
             Err(StoreError::IdentityInUse {
                 udid: other.unwrap_or_else(|| "(unknown)".into()),
