@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use crate::fleet::conn::{DeviceConn, CHECKIN_TYPE};
 use crate::fleet::device::{generate, SimDevice};
 use crate::fleet::pki::issue_identities;
-use magicpush_fixtures::{Ca, KeyKind};
+use crate::fleet::signer::DeviceSigner;
+use magicpush_fixtures::{device_identity_cert_for_key, Ca, KeyKind, SharedKey};
 use rustls_pki_types::CertificateDer;
 
 /// What to measure.
@@ -40,6 +41,20 @@ pub struct CheckinBenchOptions {
     /// Also run the in-memory and durable servers the other way, in the same run, so the
     /// cost of verifying signatures shows as a ratio.
     pub compare_device_auth: bool,
+    /// The devices' key type.
+    pub identity_key: IdentityKey,
+}
+
+/// The key type of the simulated devices' identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKey {
+    /// ECDSA P-256, a key per device (hardware-bound ACME identities).
+    P256,
+    /// RSA 2048 (what SCEP identities mostly are): one key shared by every device, each with
+    /// its own certificate — the server's work is the same, and a key per device would take
+    /// hours to generate.
+    Rsa2048,
 }
 
 /// Device authentication in a bench run.
@@ -71,6 +86,8 @@ pub struct CheckinBenchReport {
     pub concurrency: usize,
     /// How the devices of `trivial`, `memory` and `durable` authenticated.
     pub device_auth: BenchDeviceAuth,
+    /// Their identities' key type, when they signed.
+    pub identity_key: IdentityKey,
     pub trivial: ModeResult,
     pub memory: ModeResult,
     pub durable: ModeResult,
@@ -117,7 +134,7 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
     let devices = generate(opts.devices, 0.0, 0.0, 7);
     let needs_signatures =
         opts.device_auth == BenchDeviceAuth::Signature || opts.compare_device_auth;
-    let (signed, unsigned) = workloads(&devices, needs_signatures)?;
+    let (signed, unsigned) = workloads(&devices, needs_signatures, opts.identity_key)?;
     let main = match opts.device_auth {
         BenchDeviceAuth::Signature => &signed,
         BenchDeviceAuth::None => &unsigned,
@@ -160,6 +177,7 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
             devices: opts.devices,
             concurrency: opts.concurrency,
             device_auth: opts.device_auth,
+            identity_key: opts.identity_key,
             ratio_durable_vs_trivial: durable.checkins_per_s / trivial.checkins_per_s,
             ratio_durable_vs_memory: durable.checkins_per_s / memory.checkins_per_s,
             trivial,
@@ -198,7 +216,11 @@ async fn store_runs(
 }
 
 /// The same check-ins signed (when asked) and unsigned.
-fn workloads(devices: &[SimDevice], sign: bool) -> anyhow::Result<(Workload, Workload)> {
+fn workloads(
+    devices: &[SimDevice],
+    sign: bool,
+    key: IdentityKey,
+) -> anyhow::Result<(Workload, Workload)> {
     let bodies: Vec<[Vec<u8>; 2]> = devices
         .iter()
         .map(|d| [d.authenticate(TOPIC), d.token_update(TOPIC)])
@@ -229,17 +251,56 @@ fn workloads(devices: &[SimDevice], sign: bool) -> anyhow::Result<(Workload, Wor
     let ca = Ca::new("checkin-bench device CA", KeyKind::EcdsaP256)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let signers = issue_identities(&ca, devices, threads)?;
-    let checkins = bodies
-        .into_iter()
-        .zip(&signers)
-        .map(|([a, t], signer)| {
-            [a, t].map(|body| Checkin {
-                signature: Some(signer.sign(&body)),
-                body,
+    let signers = match key {
+        IdentityKey::P256 => issue_identities(&ca, devices, threads)?,
+        IdentityKey::Rsa2048 => {
+            let key =
+                SharedKey::generate(KeyKind::Rsa2048).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let mut signers = Vec::with_capacity(devices.len());
+            let mut base: Option<DeviceSigner> = None;
+            for d in devices {
+                let id = device_identity_cert_for_key(&ca, &d.udid, &key)
+                    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                let signer = match &base {
+                    Some(b) => b.with_certificate(&id.cert_der).context("an RSA signer")?,
+                    None => {
+                        let first = DeviceSigner::new(&id.cert_der, key.der())?;
+                        base = first.with_certificate(&id.cert_der);
+                        first
+                    }
+                };
+                signers.push(signer);
+            }
+            signers
+        }
+    };
+    // Signing (RSA especially) is slow: spread it over the cores, before any clock starts.
+    let chunk = bodies.len().div_ceil(threads).max(1);
+    let checkins: Vec<[Checkin; 2]> = std::thread::scope(|scope| {
+        let parts: Vec<_> = bodies
+            .chunks(chunk)
+            .zip(signers.chunks(chunk))
+            .map(|(bodies, signers)| {
+                scope.spawn(move || {
+                    bodies
+                        .iter()
+                        .zip(signers)
+                        .map(|([a, t], signer)| {
+                            [a, t].map(|body| Checkin {
+                                signature: Some(signer.sign(body)),
+                                body: body.clone(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-        .collect();
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    anyhow::ensure!(checkins.len() == devices.len(), "signing failed");
     let signed = Workload {
         checkins: Arc::new(checkins),
         device_ca_der: Some(ca.cert_der().to_vec()),

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use crate::bench::checkin::{self, BenchDeviceAuth, CheckinBenchOptions};
+use crate::bench::checkin::{self, BenchDeviceAuth, CheckinBenchOptions, IdentityKey};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckinBenchArgs {
@@ -20,6 +20,10 @@ pub struct CheckinBenchArgs {
     /// Also run the servers with the other --device-auth, side by side in this run.
     #[arg(long)]
     compare_device_auth: bool,
+    /// The devices' identity key: `p256` (a key each) or `rsa2048` (one shared key, a
+    /// certificate each: the server's work is the same).
+    #[arg(long, value_enum, default_value = "p256")]
+    identity_key: IdentityKey,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -31,10 +35,11 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         device_auth: args.device_auth,
         compare_device_auth: args.compare_device_auth,
+        identity_key: args.identity_key,
     })?;
     println!(
-        "{} devices, {} check-ins each mode, {} connections, device auth {:?}",
-        r.devices, r.durable.checkins, r.concurrency, r.device_auth
+        "{} devices, {} check-ins each mode, {} connections, device auth {:?} ({:?} identities)",
+        r.devices, r.durable.checkins, r.concurrency, r.device_auth, r.identity_key
     );
     let mut modes = vec![&r.trivial, &r.memory, &r.durable];
     if let Some(o) = &r.other_device_auth {

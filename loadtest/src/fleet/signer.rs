@@ -1,7 +1,8 @@
-//! A simulated device's identity: its certificate and P-256 key, and the `Mdm-Signature` it
-//! puts on every check-in and report, as a device with `SignMessage` does — a detached CMS
-//! SignedData over the body, signed attributes contentType, signingTime and messageDigest
-//! (SHA-256), ECDSA with SHA-256, the signer's certificate included.
+//! A simulated device's identity: its certificate and key (P-256, as ACME identities have, or
+//! RSA, as SCEP ones mostly do), and the `Mdm-Signature` it puts on every check-in and report,
+//! as a device with `SignMessage` does — a detached CMS SignedData over the body, signed
+//! attributes contentType, signingTime and messageDigest (SHA-256), ECDSA with SHA-256 or RSA
+//! PKCS#1 v1.5 (written `rsaEncryption`, as devices do), the signer's certificate included.
 
 use base64::Engine as _;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
@@ -12,7 +13,7 @@ use cms::signed_data::{
 use der::asn1::{ObjectIdentifier, OctetString, SetOfVec, UtcTime};
 use der::{Any, Decode, Encode};
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use ring::signature::{EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, RSA_PKCS1_SHA256};
 use x509_cert::attr::Attribute;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
@@ -24,6 +25,7 @@ const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// A signing identity could not be made from the certificate and key given.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,13 @@ pub struct SignerError(String);
 /// One device's certificate and key.
 pub struct DeviceSigner {
     certificate: Certificate,
-    key: EcdsaKeyPair,
+    key: Key,
     rng: SystemRandom,
+}
+
+enum Key {
+    P256(Box<EcdsaKeyPair>),
+    Rsa(std::sync::Arc<RsaKeyPair>),
 }
 
 impl std::fmt::Debug for DeviceSigner {
@@ -44,17 +51,34 @@ impl std::fmt::Debug for DeviceSigner {
 }
 
 impl DeviceSigner {
-    /// From the certificate (DER) and its P-256 key (PKCS#8 DER).
+    /// From the certificate (DER) and its key (PKCS#8 DER): P-256, or else RSA.
     pub fn new(cert_der: &[u8], pkcs8: &[u8]) -> Result<DeviceSigner, SignerError> {
         let rng = SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
-            .map_err(|e| SignerError(format!("not a P-256 PKCS#8 key: {e}")))?;
+        let key = match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng) {
+            Ok(key) => Key::P256(Box::new(key)),
+            Err(_) => Key::Rsa(std::sync::Arc::new(RsaKeyPair::from_pkcs8(pkcs8).map_err(
+                |e| SignerError(format!("neither a P-256 nor an RSA PKCS#8 key: {e}")),
+            )?)),
+        };
         let certificate =
             Certificate::from_der(cert_der).map_err(|e| SignerError(e.to_string()))?;
         Ok(DeviceSigner {
             certificate,
             key,
             rng,
+        })
+    }
+
+    /// Another device's certificate (DER) for the same RSA key (`None` for a P-256 signer):
+    /// the benchmark gives many devices one RSA key, as generating one each takes too long.
+    pub fn with_certificate(&self, cert_der: &[u8]) -> Option<DeviceSigner> {
+        let Key::Rsa(key) = &self.key else {
+            return None;
+        };
+        Some(DeviceSigner {
+            certificate: Certificate::from_der(cert_der).ok()?,
+            key: Key::Rsa(key.clone()),
+            rng: SystemRandom::new(),
         })
     }
 
@@ -96,10 +120,22 @@ impl DeviceSigner {
             )?,
         ])?;
         let to_sign = attrs.to_der()?;
-        let signature = self
-            .key
-            .sign(&self.rng, &to_sign)
-            .map_err(|_| der::Error::from(der::ErrorKind::Failed))?;
+        let failed = |_| der::Error::from(der::ErrorKind::Failed);
+        let (signature, signature_algorithm) = match &self.key {
+            Key::P256(key) => (
+                key.sign(&self.rng, &to_sign)
+                    .map_err(failed)?
+                    .as_ref()
+                    .to_vec(),
+                ECDSA_WITH_SHA256,
+            ),
+            Key::Rsa(key) => {
+                let mut out = vec![0; key.public().modulus_len()];
+                key.sign(&RSA_PKCS1_SHA256, &self.rng, &to_sign, &mut out)
+                    .map_err(failed)?;
+                (out, RSA_ENCRYPTION)
+            }
+        };
         let tbs = certificate.tbs_certificate();
         let signer = SignerInfo {
             version: CmsVersion::V1,
@@ -109,8 +145,8 @@ impl DeviceSigner {
             }),
             digest_alg: algorithm(ID_SHA256),
             signed_attrs: Some(attrs),
-            signature_algorithm: algorithm(ECDSA_WITH_SHA256),
-            signature: OctetString::new(signature.as_ref())?,
+            signature_algorithm: algorithm(signature_algorithm),
+            signature: OctetString::new(signature)?,
             unsigned_attrs: None,
         };
         let signed = SignedData {
@@ -174,6 +210,30 @@ mod tests {
         assert_eq!(
             verify_detached(&forged, body).unwrap_err().reason(),
             "bad_signature"
+        );
+    }
+
+    #[test]
+    fn rsa_identities_sign_too_and_share_a_key() {
+        use rustls_pki_types::pem::PemObject;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mdm-signature/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+        let cert =
+            rustls_pki_types::CertificateDer::from_pem_slice(&read("device-rsa.pem")).unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(&read("device-rsa.key.pem")).unwrap();
+        let signer = DeviceSigner::new(&cert, key.secret_der()).unwrap();
+        let body = b"<plist>rsa</plist>";
+        let verified = verify_detached(&signer.sign_der(body), body).unwrap();
+        assert_eq!(verified.certificate_der, cert.as_ref());
+        let same = signer.with_certificate(&cert).unwrap();
+        assert!(verify_detached(&same.sign_der(body), body).is_ok());
+        let ca = Ca::new("fleet device CA", KeyKind::EcdsaP256).unwrap();
+        let ec = device_identity_cert(&ca, "UDID-1", KeyKind::EcdsaP256).unwrap();
+        let ec_signer = DeviceSigner::new(&ec.cert_der, &ec.key_der).unwrap();
+        assert!(
+            ec_signer.with_certificate(&cert).is_none(),
+            "only RSA keys are shared"
         );
     }
 }
