@@ -3,7 +3,7 @@
 use magicpush_engine::DeviceToken;
 use plist::Dictionary;
 
-use super::dict::Fields;
+use super::dict::{Fields, MAX_PUSH_MAGIC, MAX_TOKEN, MAX_TOPIC};
 use super::{DecodeError, DeviceInfo, Secret};
 
 /// A decoded check-in message.
@@ -135,13 +135,13 @@ impl Checkin {
         Ok(match message_type.as_str() {
             "Authenticate" => Checkin::Authenticate(Authenticate {
                 udid: f.device_id()?,
-                topic: f.req_nonempty("Topic")?,
+                topic: f.req_bounded("Topic", MAX_TOPIC)?,
                 info: DeviceInfo::from_fields(&f)?,
             }),
             "TokenUpdate" => Checkin::TokenUpdate(token_update(&f)?),
             "CheckOut" => Checkin::CheckOut(CheckOut {
                 udid: f.device_id()?,
-                topic: f.string("Topic")?,
+                topic: f.bounded("Topic", MAX_TOPIC)?,
             }),
             "SetBootstrapToken" => Checkin::SetBootstrapToken(SetBootstrapToken {
                 udid: f.device_id()?,
@@ -164,6 +164,7 @@ impl Checkin {
 
 fn token_update(f: &Fields<'_>) -> Result<TokenUpdate, DecodeError> {
     let raw = f.req_data("Token")?;
+    f.check_len("Token", raw.len(), MAX_TOKEN)?;
     let token = DeviceToken::from_bytes(&raw).map_err(|e| DecodeError::InvalidValue {
         key: "Token".into(),
         why: e.why.into(),
@@ -178,9 +179,9 @@ fn token_update(f: &Fields<'_>) -> Result<TokenUpdate, DecodeError> {
     };
     Ok(TokenUpdate {
         udid: f.device_id()?,
-        topic: f.req_nonempty("Topic")?,
+        topic: f.req_bounded("Topic", MAX_TOPIC)?,
         token,
-        push_magic: f.req_nonempty("PushMagic")?,
+        push_magic: f.req_bounded("PushMagic", MAX_PUSH_MAGIC)?,
         unlock_token: f.data("UnlockToken")?.map(Secret::new),
         awaiting_configuration: f.boolean("AwaitingConfiguration")?.unwrap_or(false),
         user,

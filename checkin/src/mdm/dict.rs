@@ -4,6 +4,15 @@ use plist::{Dictionary, Value};
 
 use super::DecodeError;
 
+/// Longest `UDID` or `EnrollmentID` accepted, in bytes (real ones are 25 to 40).
+pub const MAX_DEVICE_ID: usize = 128;
+/// Longest APNs `Token` accepted, in bytes (real ones are 32).
+pub const MAX_TOKEN: usize = 100;
+/// Longest `PushMagic` accepted (a UUID, 36).
+pub const MAX_PUSH_MAGIC: usize = 256;
+/// Longest `Topic` accepted (`com.apple.mgmt.External.<uuid>`, 60).
+pub const MAX_TOPIC: usize = 255;
+
 /// The plist type name of a value, for error messages.
 pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
@@ -91,6 +100,33 @@ impl<'a> Fields<'a> {
         Ok(v)
     }
 
+    /// A required, non-empty string of at most `max` bytes.
+    pub(crate) fn req_bounded(&self, key: &str, max: usize) -> Result<String, DecodeError> {
+        let v = self.req_nonempty(key)?;
+        self.check_len(key, v.len(), max)?;
+        Ok(v)
+    }
+
+    /// An optional string of at most `max` bytes.
+    pub(crate) fn bounded(&self, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
+        let v = self.string(key)?;
+        if let Some(v) = &v {
+            self.check_len(key, v.len(), max)?;
+        }
+        Ok(v)
+    }
+
+    /// Refuses a value of `len` bytes over `max`, naming the key.
+    pub(crate) fn check_len(&self, key: &str, len: usize, max: usize) -> Result<(), DecodeError> {
+        if len > max {
+            return Err(DecodeError::InvalidValue {
+                key: self.key_path(key),
+                why: format!("{len} bytes, longer than the {max} allowed"),
+            });
+        }
+        Ok(())
+    }
+
     /// Optional data bytes.
     pub(crate) fn data(&self, key: &str) -> Result<Option<Vec<u8>>, DecodeError> {
         self.get_as(key, "data", |v| v.as_data().map(<[u8]>::to_vec))
@@ -131,13 +167,14 @@ impl<'a> Fields<'a> {
             .map(str::to_owned)
     }
 
-    /// The device identifier: `UDID`, or `EnrollmentID` for User Enrollment.
+    /// The device identifier: `UDID`, or `EnrollmentID` for User Enrollment (each at most
+    /// [`MAX_DEVICE_ID`] bytes).
     pub(crate) fn device_id(&self) -> Result<String, DecodeError> {
-        if let Some(udid) = self.string("UDID")? {
-            return non_empty("UDID", udid);
-        }
-        if let Some(id) = self.string("EnrollmentID")? {
-            return non_empty("EnrollmentID", id);
+        for key in ["UDID", "EnrollmentID"] {
+            if let Some(id) = self.string(key)? {
+                self.check_len(key, id.len(), MAX_DEVICE_ID)?;
+                return non_empty(key, id);
+            }
         }
         Err(DecodeError::MissingKey { key: "UDID".into() })
     }

@@ -6,26 +6,63 @@
 //! references, so a few hundred bytes can expand into billions of values. Both are rejected
 //! here, cheaply, before any value is built. Real check-ins and command results nest a few
 //! levels and hold at most thousands of values.
+//!
+//! The checks themselves cost memory bounded by the body: the binary walk counts every
+//! reference when it is pushed (not when it is popped), so its stack never holds more than
+//! `min(MAX_VALUES, body length)` entries — a body whose one array references itself a million
+//! times is refused after its first million references are counted, not after a billion are
+//! stacked.
 
 use super::DecodeError;
 
 /// Deepest nesting of arrays and dictionaries accepted.
 pub const MAX_DEPTH: usize = 64;
-/// Most values a binary plist may expand into (shared references counted each time).
+/// Most values a plist may hold (a binary plist's shared references counted each time).
 pub const MAX_VALUES: usize = 200_000;
+/// Fewest body bytes per value: a parsed value costs up to ~220 bytes of heap (the value, its
+/// share of its container's growth), so this keeps what a body can cost within about 32 times
+/// its size. Real plists spend 15 to 50 bytes per value (XML) and at least 3 (binary: marker,
+/// offset, reference).
+pub const MIN_BYTES_PER_VALUE: usize = 8;
+
+/// Values any body may hold, however short (a constant ~220 KB at most).
+const MIN_BUDGET: usize = 1024;
+
+/// Most values a body of `len` bytes may hold.
+fn value_budget(len: usize) -> usize {
+    MAX_VALUES.min((len / MIN_BYTES_PER_VALUE).max(MIN_BUDGET))
+}
+
+fn too_many(limit: usize, len: usize) -> DecodeError {
+    too_complex(if limit == MAX_VALUES {
+        format!("more than {MAX_VALUES} values")
+    } else {
+        format!(
+            "more than {limit} values in {len} bytes (at most one per {MIN_BYTES_PER_VALUE} bytes)"
+        )
+    })
+}
 
 fn too_complex(detail: String) -> DecodeError {
     DecodeError::TooComplex { detail }
 }
 
-/// Checks an XML plist's nesting depth. Over-approximates (a `<dict` inside a comment counts),
-/// which only ever rejects exotic input.
+/// Checks an XML plist's nesting depth and how many elements it has. Over-approximates (a
+/// `<dict` inside a comment counts), which only ever rejects exotic input.
 pub(crate) fn check_xml(body: &[u8]) -> Result<(), DecodeError> {
     let mut depth = 0usize;
+    let mut elements = 0usize;
+    let limit = value_budget(body.len());
     let mut i = 0;
     while let Some(off) = body[i..].iter().position(|&b| b == b'<') {
         let tag = &body[i + off + 1..];
         i += off + 1;
+        if !matches!(tag.first(), Some(b'/' | b'?' | b'!')) {
+            elements += 1;
+            if elements > limit {
+                return Err(too_many(limit, body.len()));
+            }
+        }
         if tag.starts_with(b"/array") || tag.starts_with(b"/dict") {
             depth = depth.saturating_sub(1);
         } else if tag.starts_with(b"array") || tag.starts_with(b"dict") {
@@ -78,18 +115,12 @@ pub(crate) fn check_binary(body: &[u8]) -> Result<(), DecodeError> {
         let start = table + obj * offset_size;
         usize::try_from(be(&body[start..start + offset_size])).ok()
     };
+    // Every value counts once per reference to it, when the reference is pushed: the stack
+    // never holds more than `limit` entries.
+    let limit = value_budget(body.len());
+    let mut values = 1usize;
     let mut stack = vec![(top as usize, 1usize)];
-    let mut values = 0usize;
     while let Some((obj, depth)) = stack.pop() {
-        values += 1;
-        if values > MAX_VALUES {
-            return Err(too_complex(format!("more than {MAX_VALUES} values")));
-        }
-        if depth > MAX_DEPTH {
-            return Err(too_complex(format!(
-                "arrays/dictionaries nested deeper than {MAX_DEPTH}"
-            )));
-        }
         if obj >= num_objects {
             return Err(bad("object reference out of range"));
         }
@@ -108,6 +139,18 @@ pub(crate) fn check_binary(body: &[u8]) -> Result<(), DecodeError> {
             .checked_mul(refs_per_entry)
             .filter(|n| n.saturating_mul(ref_size) <= body.len())
             .ok_or_else(|| bad("container larger than the body"))?;
+        if n_refs == 0 {
+            continue;
+        }
+        if depth + 1 > MAX_DEPTH {
+            return Err(too_complex(format!(
+                "arrays/dictionaries nested deeper than {MAX_DEPTH}"
+            )));
+        }
+        values = values.saturating_add(n_refs);
+        if values > limit {
+            return Err(too_many(limit, body.len()));
+        }
         for k in 0..n_refs {
             let at = refs_at + k * ref_size;
             let r = body
@@ -220,6 +263,56 @@ mod tests {
         body.extend_from_slice(&trailer);
         let err = check_binary(&body).unwrap_err();
         assert!(matches!(err, DecodeError::TooComplex { .. }), "{err:?}");
+    }
+
+    /// One array whose entries all reference the array itself: with the old walk each pop
+    /// pushed every reference again (a 1 MiB body stacked a billion entries, 1 GB of RSS).
+    fn self_referencing_array(refs: usize) -> Vec<u8> {
+        let mut body = b"bplist00".to_vec();
+        let obj = body.len() as u64;
+        body.push(0xAF); // array, count follows
+        body.push(0x12); // 4-byte integer
+        body.extend_from_slice(&(refs as u32).to_be_bytes());
+        body.extend(std::iter::repeat_n(0u8, refs)); // every entry: object 0, itself
+        let table = body.len() as u64;
+        body.push(obj as u8);
+        let mut trailer = vec![0u8; 6];
+        trailer.push(1); // offset size
+        trailer.push(1); // ref size
+        trailer.extend_from_slice(&1u64.to_be_bytes());
+        trailer.extend_from_slice(&0u64.to_be_bytes());
+        trailer.extend_from_slice(&table.to_be_bytes());
+        body.extend_from_slice(&trailer);
+        body
+    }
+
+    #[test]
+    fn a_self_referencing_array_is_refused_early() {
+        for refs in [10, 1000, 1 << 20] {
+            let body = self_referencing_array(refs);
+            let err = check_binary(&body).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::TooComplex { .. }),
+                "{refs}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn xml_element_count_limit() {
+        let spaced = "<string>a value</string>"; // 24 bytes a value
+        let ok = format!("<array>{}</array>", spaced.repeat(MAX_VALUES - 1));
+        assert!(check_xml(ok.as_bytes()).is_ok());
+        let many = format!("<array>{}</array>", spaced.repeat(MAX_VALUES + 1));
+        assert!(matches!(
+            check_xml(many.as_bytes()),
+            Err(DecodeError::TooComplex { .. })
+        ));
+        // Dense: more values than one per 8 bytes.
+        let dense = format!("<array>{}</array>", "<true/>".repeat(10_000));
+        assert!(check_xml(dense.as_bytes()).is_err());
+        let sparse = format!("<array>{}</array>", "<true/> \n".repeat(10_000));
+        assert!(check_xml(sparse.as_bytes()).is_ok());
     }
 
     #[test]

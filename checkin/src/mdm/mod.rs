@@ -25,6 +25,7 @@ pub use checkin::{
 pub use command::{
     bootstrap_token_response, Command, DEVICE_INFORMATION, DEVICE_INFORMATION_QUERIES,
 };
+pub use dict::{MAX_DEVICE_ID, MAX_PUSH_MAGIC, MAX_TOKEN, MAX_TOPIC};
 pub use error::DecodeError;
 pub use limits::{MAX_DEPTH, MAX_VALUES};
 pub use report::{DeviceInfo, ErrorChainItem, Report, Status};
