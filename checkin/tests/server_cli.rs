@@ -219,6 +219,69 @@ async fn certificate_installed_through_the_api_survives_a_restart() {
     assert_eq!(after["apple_id"], "ops@example.jp");
 }
 
+/// E320 at start: with devices enrolled under one topic, `serve` refuses a certificate of
+/// another, naming both; with nobody enrolled it starts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_another_topic_while_devices_are_enrolled() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let (other_cert, other_key) = write_pair(
+        dir.path(),
+        "other",
+        &pki.other_topic.cert_pem,
+        &pki.other_topic.key_pem,
+    );
+    let other_topic = magicpush_engine::cert::CertificateInfo::from_pem(
+        pki.other_topic.cert_pem.as_bytes(),
+    )
+    .unwrap()
+    .topic()
+    .to_owned();
+    let data = dir.path().join("data");
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+
+    // Nobody enrolled yet: another topic is fine.
+    let empty = serve(
+        &args,
+        &[
+            ("--data-dir", data.as_path()),
+            ("--cert", &other_cert),
+            ("--key", &other_key),
+        ],
+    );
+    drop(empty);
+    let first = serve(
+        &args,
+        &[("--data-dir", data.as_path()), ("--cert", &cert), ("--key", &key)],
+    );
+    let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
+    put(&admin, "/mdm/checkin", &plists::authenticate(&device(1), &pki.topic)).await;
+    put(&admin, "/mdm/checkin", &plists::token_update(&device(1), &pki.topic)).await;
+    drop(first);
+
+    let out = run(
+        &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
+        &[
+            ("--data-dir", data.as_path()),
+            ("--cert", &other_cert),
+            ("--key", &other_key),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with another topic: {stderr}");
+    assert!(stderr.contains("E320"), "{stderr}");
+    assert!(
+        stderr.contains(&pki.topic) && stderr.contains(&other_topic),
+        "both topics named: {stderr}"
+    );
+    // The registered topic still starts.
+    drop(serve(
+        &args,
+        &[("--data-dir", data.as_path()), ("--cert", &cert), ("--key", &key)],
+    ));
+}
+
 fn device(n: u8) -> Device {
     let mut d = Device::iphone();
     d.udid = format!("CLI-DEVICE-{n}");

@@ -16,7 +16,7 @@ use crate::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use crate::identity::authenticator::parse_sources;
 use crate::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use crate::push::PushSender;
-use crate::service::pushcert::{stored_certificate, STORED_CERT_FILE};
+use crate::service::pushcert::{check_topic_at_start, stored_certificate, STORED_CERT_FILE};
 use crate::service::{PushCertState, Service, ServiceConfig};
 use crate::store::{SqliteStore, Store};
 
@@ -170,6 +170,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let enrolled = store
+        .enrolled_topics()
+        .await
+        .context("cannot read the enrolled devices' topics")?;
+    check_topic_at_start(info.topic(), &enrolled)?;
+    if enrolled.is_empty() {
+        tracing::info!(topic = %info.topic(), "no enrolled device yet: the push certificate's topic is the one devices will enroll with");
+    }
     let pusher: Arc<dyn PushSender> = Arc::new(client.clone());
     let service = Arc::new(Service::new(
         store,

@@ -182,13 +182,8 @@ impl Service {
         if let Some(current) = self.pushcert.info() {
             if let Err(err) = cert::check_renewal(&current, &new_info, now) {
                 let topic_change = current.topic() != new_info.topic();
-                let enrolled = if topic_change {
-                    self.store
-                        .devices()
-                        .await?
-                        .iter()
-                        .filter(|d| d.is_enrolled() && !d.is_checked_out())
-                        .count()
+                let enrolled: u64 = if topic_change {
+                    self.store.enrolled_topics().await?.values().sum()
                 } else {
                     0
                 };
@@ -225,5 +220,68 @@ impl Service {
         tracing::info!(subject = %new_info.subject(), serial = %new_info.serial(), not_after = %rfc3339(new_info.not_after()), "push certificate replaced");
         *write(&self.pushcert.current) = Some(new_info);
         self.pushcert()
+    }
+}
+
+/// E320 at start: `serve` given a push certificate whose topic is not the one its enrolled
+/// devices use would orphan them (they accept pushes for their own topic only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "E320: the push certificate's topic {topic} is not the topic of the {count} enrolled \
+     device(s) in this data directory ({others}). Starting with it would orphan them: they \
+     accept pushes only for their own topic. Start with the registered certificate or its \
+     renewal (\"Renew\" in the Apple Push Certificates Portal with the same Apple ID keeps \
+     the topic). If that Apple ID is lost, the devices must re-enroll under the new topic: \
+     remove them first (or start with a new, empty --data-dir) and re-enroll them."
+)]
+pub struct TopicAtStart {
+    /// The certificate's topic.
+    pub topic: String,
+    /// Enrolled devices with another topic.
+    pub count: u64,
+    /// Those topics, with their device counts.
+    pub others: String,
+}
+
+/// Whether a certificate for `topic` may serve the devices enrolled as `enrolled` (topic →
+/// enrolled devices): yes when none is enrolled with another topic.
+pub fn check_topic_at_start(
+    topic: &str,
+    enrolled: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), TopicAtStart> {
+    let others: Vec<(&String, &u64)> = enrolled.iter().filter(|(t, _)| *t != topic).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(TopicAtStart {
+        topic: topic.to_owned(),
+        count: others.iter().map(|(_, n)| **n).sum(),
+        others: others
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod start_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn another_topic_with_enrolled_devices_is_e320() {
+        let mut enrolled = BTreeMap::new();
+        assert!(check_topic_at_start("t.a", &enrolled).is_ok(), "nobody enrolled");
+        enrolled.insert("t.a".to_owned(), 5);
+        assert!(check_topic_at_start("t.a", &enrolled).is_ok());
+        enrolled.insert("t.b".to_owned(), 2);
+        let err = check_topic_at_start("t.a", &enrolled).unwrap_err();
+        assert_eq!(err.count, 2);
+        let text = err.to_string();
+        assert!(text.starts_with("E320:"), "{text}");
+        assert!(text.contains("t.a") && text.contains("t.b: 2"), "{text}");
+        assert!(text.contains("Renew"), "{text}");
     }
 }

@@ -54,6 +54,7 @@ macro_rules! store_conformance {
             timestamps_keep_milliseconds,
             concurrent_writes_all_land,
             secrets_are_redacted,
+            enrolled_topics_count_enrolled_devices,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -1082,4 +1083,27 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
     assert_eq!(store.devices().await.unwrap(), before, "nothing written");
     assert_eq!(store.identity_hash("B").await.unwrap(), Some([2; 32]));
     assert_eq!(store.identity_hash("C").await.unwrap(), None);
+}
+
+/// Devices count under their topic only while enrolled and not checked out.
+pub async fn enrolled_topics_count_enrolled_devices(store: Arc<dyn Store>) {
+    assert!(store.enrolled_topics().await.unwrap().is_empty());
+    for udid in ["A", "B", "C"] {
+        store.authenticate(&authenticate(udid), None, t(0)).await.unwrap();
+    }
+    store.token_update(&token_update("A", 1), t(1)).await.unwrap();
+    let mut other = token_update("B", 2);
+    other.topic = "com.apple.mgmt.External.other".into();
+    store.token_update(&other, t(1)).await.unwrap();
+    // C authenticated only: not enrolled.
+    let topics = store.enrolled_topics().await.unwrap();
+    assert_eq!(topics.len(), 2, "{topics:?}");
+    assert_eq!(topics["com.apple.mgmt.External.test"], 1);
+    assert_eq!(topics["com.apple.mgmt.External.other"], 1);
+    store.check_out("B", t(2)).await.unwrap();
+    let topics = store.enrolled_topics().await.unwrap();
+    assert_eq!(topics.len(), 1, "{topics:?}");
+    // A TokenUpdate after the CheckOut enrolls again.
+    store.token_update(&other, t(3)).await.unwrap();
+    assert_eq!(store.enrolled_topics().await.unwrap().len(), 2);
 }

@@ -154,6 +154,18 @@ impl Store for MemoryStore {
         })
     }
 
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.run(|s| {
+            let mut out = std::collections::BTreeMap::new();
+            for d in s.devices.values() {
+                if d.is_enrolled() && !d.is_checked_out() {
+                    *out.entry(d.topic.clone().unwrap_or_default()).or_insert(0) += 1;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
         self.run(|s| {
             Ok(s.devices

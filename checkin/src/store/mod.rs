@@ -262,4 +262,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, usize>;
+
+    /// Enrolled devices ([`Device::is_enrolled`] and not [`Device::is_checked_out`]) by the
+    /// topic they enrolled with — what a push certificate must match.
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>>;
 }

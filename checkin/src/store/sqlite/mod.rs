@@ -418,6 +418,31 @@ impl Store for SqliteStore {
         )
     }
 
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.read(|c| {
+            // `Device::is_enrolled() && !Device::is_checked_out()`, in SQL.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT COALESCE(topic, ''), count(*) FROM devices
+                     WHERE enrolled_at IS NOT NULL AND token IS NOT NULL
+                       AND push_magic IS NOT NULL
+                       AND (checked_out_at IS NULL
+                            OR (token_updated_at IS NOT NULL
+                                AND checked_out_at < token_updated_at))
+                     GROUP BY 1",
+                )
+                .map_err(db_err("read topics"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err("read topics"))?;
+            rows.map(|r| {
+                r.map(|(t, n)| (t, n.max(0) as u64))
+                    .map_err(db_err("read topics"))
+            })
+            .collect()
+        })
+    }
+
     fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
         if let Some(known) = self.bindings.get(udid) {
             let known = *known;
