@@ -7,6 +7,7 @@ pub mod connectivity;
 pub mod http;
 pub mod identity;
 pub mod mdm;
+pub mod private;
 pub mod push;
 pub mod service;
 pub mod store;

@@ -232,12 +232,11 @@ async fn serve_refuses_another_topic_while_devices_are_enrolled() {
         &pki.other_topic.cert_pem,
         &pki.other_topic.key_pem,
     );
-    let other_topic = magicpush_engine::cert::CertificateInfo::from_pem(
-        pki.other_topic.cert_pem.as_bytes(),
-    )
-    .unwrap()
-    .topic()
-    .to_owned();
+    let other_topic =
+        magicpush_engine::cert::CertificateInfo::from_pem(pki.other_topic.cert_pem.as_bytes())
+            .unwrap()
+            .topic()
+            .to_owned();
     let data = dir.path().join("data");
     let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
 
@@ -253,15 +252,34 @@ async fn serve_refuses_another_topic_while_devices_are_enrolled() {
     drop(empty);
     let first = serve(
         &args,
-        &[("--data-dir", data.as_path()), ("--cert", &cert), ("--key", &key)],
+        &[
+            ("--data-dir", data.as_path()),
+            ("--cert", &cert),
+            ("--key", &key),
+        ],
     );
     let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
-    put(&admin, "/mdm/checkin", &plists::authenticate(&device(1), &pki.topic)).await;
-    put(&admin, "/mdm/checkin", &plists::token_update(&device(1), &pki.topic)).await;
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::authenticate(&device(1), &pki.topic),
+    )
+    .await;
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::token_update(&device(1), &pki.topic),
+    )
+    .await;
     drop(first);
 
     let out = run(
-        &["serve", "--listen", "127.0.0.1:0", "--insecure-no-device-auth"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ],
         &[
             ("--data-dir", data.as_path()),
             ("--cert", &other_cert),
@@ -269,7 +287,10 @@ async fn serve_refuses_another_topic_while_devices_are_enrolled() {
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started with another topic: {stderr}");
+    assert!(
+        !out.status.success(),
+        "started with another topic: {stderr}"
+    );
     assert!(stderr.contains("E320"), "{stderr}");
     assert!(
         stderr.contains(&pki.topic) && stderr.contains(&other_topic),
@@ -278,7 +299,11 @@ async fn serve_refuses_another_topic_while_devices_are_enrolled() {
     // The registered topic still starts.
     drop(serve(
         &args,
-        &[("--data-dir", data.as_path()), ("--cert", &cert), ("--key", &key)],
+        &[
+            ("--data-dir", data.as_path()),
+            ("--cert", &cert),
+            ("--key", &key),
+        ],
     ));
 }
 

@@ -463,3 +463,34 @@ async fn store_write_throughput() {
         stats.writes as f64 / stats.commits.max(1) as f64
     );
 }
+
+/// The data directory is 0700; the database and its WAL and shared-memory files 0600.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let store = SqliteStore::open(&dir).unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for name in [
+        DB_FILE_NAME.to_owned(),
+        format!("{DB_FILE_NAME}-wal"),
+        format!("{DB_FILE_NAME}-shm"),
+    ] {
+        let path = dir.join(&name);
+        assert!(path.exists(), "{name}");
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+    drop(store);
+    // An existing database left readable by others is tightened when opened.
+    let db = dir.join(DB_FILE_NAME);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(SqliteStore::open(&dir).unwrap());
+    assert_eq!(mode(&db), 0o600);
+}

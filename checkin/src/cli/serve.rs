@@ -114,7 +114,7 @@ fn init_tracing() {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Install the Prometheus recorder before anything records (the engine does at build).
     http::metrics::handle();
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+    crate::private::private_dir(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             args.data_dir.display()

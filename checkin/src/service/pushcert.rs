@@ -13,6 +13,7 @@ use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::private::write_private;
 use crate::store::rfc3339;
 
 use super::{Service, ServiceError};
@@ -52,6 +53,9 @@ pub struct PushCertState {
     current: RwLock<Option<CertificateInfo>>,
     memo: RwLock<Option<String>>,
     dir: Option<PathBuf>,
+    /// Held through each change (check, file, engine, state), so that two uploads at once
+    /// end as one of them entirely, never as a mix.
+    updates: tokio::sync::Mutex<()>,
 }
 
 impl PushCertState {
@@ -67,6 +71,7 @@ impl PushCertState {
             current: RwLock::new(current),
             memo: RwLock::new(memo),
             dir,
+            updates: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -112,29 +117,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes `bytes` to `dir/name` atomically (temp file, fsync, rename), mode 0600.
-fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 impl Service {
     /// `GET /v1/pushcert`.
     pub fn pushcert(&self) -> Result<PushCertView, ServiceError> {
@@ -144,6 +126,7 @@ impl Service {
     /// `PUT /v1/pushcert/memo`: sets (or, with an empty string, clears) the Apple ID memo.
     pub async fn set_pushcert_memo(&self, apple_id: String) -> Result<PushCertView, ServiceError> {
         let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
+        let _one_at_a_time = self.pushcert.updates.lock().await;
         if let Some(dir) = self.pushcert.dir.clone() {
             let bytes = serde_json::to_vec_pretty(&Memo {
                 apple_id: apple_id.clone(),
@@ -163,6 +146,7 @@ impl Service {
     /// enrolled — a different topic (E320). On success the pusher uses the new certificate
     /// for the next pushes and the bundle is saved for restarts.
     pub async fn replace_pushcert(&self, pem: &[u8]) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
         let now = Self::now();
         let new = PushCertificate::from_pem_bundle(pem)
             .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
@@ -273,7 +257,10 @@ mod start_tests {
     #[test]
     fn another_topic_with_enrolled_devices_is_e320() {
         let mut enrolled = BTreeMap::new();
-        assert!(check_topic_at_start("t.a", &enrolled).is_ok(), "nobody enrolled");
+        assert!(
+            check_topic_at_start("t.a", &enrolled).is_ok(),
+            "nobody enrolled"
+        );
         enrolled.insert("t.a".to_owned(), 5);
         assert!(check_topic_at_start("t.a", &enrolled).is_ok());
         enrolled.insert("t.b".to_owned(), 2);

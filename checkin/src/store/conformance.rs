@@ -1089,9 +1089,15 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
 pub async fn enrolled_topics_count_enrolled_devices(store: Arc<dyn Store>) {
     assert!(store.enrolled_topics().await.unwrap().is_empty());
     for udid in ["A", "B", "C"] {
-        store.authenticate(&authenticate(udid), None, t(0)).await.unwrap();
+        store
+            .authenticate(&authenticate(udid), None, t(0))
+            .await
+            .unwrap();
     }
-    store.token_update(&token_update("A", 1), t(1)).await.unwrap();
+    store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
     let mut other = token_update("B", 2);
     other.topic = "com.apple.mgmt.External.other".into();
     store.token_update(&other, t(1)).await.unwrap();

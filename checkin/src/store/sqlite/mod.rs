@@ -261,15 +261,31 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/magicpush.sqlite3`, creating `data_dir` too.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database {
+        crate::private::private_dir(data_dir).map_err(|e| StoreError::Database {
             op: "create data directory",
             detail: format!("{}: {e}", data_dir.display()),
         })?;
         Self::open_file(&data_dir.join(DB_FILE_NAME), SqliteOptions::default())
     }
 
-    /// Opens (creating if needed) the database file at `path`, migrating its schema.
+    /// Opens (creating if needed) the database file at `path`, migrating its schema. The
+    /// database and its WAL and shared-memory files are mode 0600 (they hold unlock and
+    /// bootstrap tokens): the file is created with that mode before SQLite opens it, and
+    /// SQLite gives its `-wal` and `-shm` files the database's mode.
     pub fn open_file(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let private = |p: &Path, r: std::io::Result<()>| {
+            r.map_err(|e| StoreError::Database {
+                op: "make the database private",
+                detail: format!("{}: {e}", p.display()),
+            })
+        };
+        private(path, crate::private::create_private_file(path))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            private(&side, crate::private::restrict_file(&side))?;
+        }
         let conn = open_writer(path)?;
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
