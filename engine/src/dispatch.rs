@@ -289,6 +289,12 @@ impl Dispatcher {
         let fail_fast = self.fail_fast_reason(now);
         let mut loads = std::mem::take(&mut self.loads);
         self.fill_loads(&mut loads);
+        // A connection that alone answered 403 for the certificate: ask the others first.
+        let suspect = self
+            .settings
+            .plan
+            .suspect(now)
+            .and_then(|id| self.slot_of(id));
         while let Some(job) = self.waiting.pop_front() {
             if job.abandoned() {
                 continue;
@@ -314,7 +320,7 @@ impl Dispatcher {
                 }));
                 continue;
             }
-            let Some(i) = pick(&loads, job.avoid) else {
+            let Some(i) = pick(&loads, job.avoid.or(suspect)) else {
                 self.waiting.push_front(job);
                 break;
             };
@@ -509,7 +515,8 @@ impl Dispatcher {
                 if self.slot_of(id).is_none() {
                     return;
                 }
-                let strike = self.settings.plan.on_certificate_rejected(
+                let strike = self.settings.plan.on_certificate_refusal(
+                    id,
                     reason.clone(),
                     now,
                     fastrand::f64(),

@@ -176,6 +176,15 @@ async fn certificate_rejected_by_apns_fails_fast() {
         matches!(&first, Err(PushError::CertificateRejected { reason, .. }) if reason.as_str() == "BadCertificate"),
         "{first:?}"
     );
+    // One connection's 403 is not a verdict; the next pushes reach both connections, and
+    // the second connection's 403 is.
+    let results = push_all(&client, pushes(50)).await;
+    for r in &results {
+        assert!(
+            matches!(r, Err(PushError::CertificateRejected { .. })),
+            "{r:?}"
+        );
+    }
     let requests = s.mock.stats().requests;
     let results = push_all(&client, pushes(50)).await;
     for r in &results {
@@ -200,6 +209,30 @@ async fn certificate_rejected_by_apns_fails_fast() {
         .replace_certificate(cert(&s.pki.push_renewal))
         .unwrap();
     assert_all_delivered(&push_all(&client, pushes(20)).await);
+}
+
+/// A 403 on one connection fails that push; it does not put the pool in the rejected state
+/// (a proxy or one frontend can send it), so the pushes after it are sent and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_403_fails_its_push_not_the_pool() {
+    let s = setup(MockConfig::default()).await;
+    let client = s.builder().build().unwrap();
+    assert_all_delivered(&push_all(&client, pushes(4)).await);
+    s.mock
+        .reject_certificate(Some(MockReason::parse("BadCertificate").unwrap()));
+    let lone = client.push(DevicePush::new(token(100), "m")).await;
+    assert!(
+        matches!(&lone, Err(PushError::CertificateRejected { .. })),
+        "{lone:?}"
+    );
+    s.mock.reject_certificate(None);
+    assert!(client
+        .status()
+        .await
+        .unwrap()
+        .certificate_rejected
+        .is_none());
+    assert_all_delivered(&push_all(&client, pushes(10)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,9 @@ const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
 /// connections were: a server that answers once and then sends GOAWAY gets no storm.
 const IMMEDIATE_RECONNECT_SPACING: Duration = Duration::from_secs(1);
 
+/// 403 answers naming the certificate count towards a verdict for this long.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
 /// The pool plan: one entry per connection slot.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -59,6 +62,9 @@ pub struct Plan {
     reconnect: Backoff,
     rejected_backoff: Backoff,
     rejected: Option<Rejection>,
+    /// Recent 403 certificate refusals: (connection, when), newest last, within
+    /// [`REFUSAL_WINDOW`].
+    refusals: Vec<(u64, Instant)>,
 }
 
 /// The certificate-rejected state.
@@ -88,6 +94,7 @@ impl Plan {
             reconnect,
             rejected_backoff,
             rejected: None,
+            refusals: Vec::new(),
         }
     }
 
@@ -224,6 +231,43 @@ impl Plan {
         true
     }
 
+    /// APNs answered one push with a 403 whose reason names the certificate (or whose body
+    /// does not parse) on connection `conn`. One such answer is not a verdict on the
+    /// certificate — a proxy, a glitch or one bad frontend can send it — so it fails that push
+    /// only; the pool enters the certificate-rejected state once answers like it came from
+    /// more than one connection within [`REFUSAL_WINDOW`] (or at once while already in it: a
+    /// failed probe). A TLS alert is a verdict by itself ([`Plan::on_certificate_rejected`]).
+    /// Returns whether this made a new strike.
+    pub fn on_certificate_refusal(
+        &mut self,
+        conn: u64,
+        reason: Reason,
+        now: Instant,
+        jitter: f64,
+    ) -> bool {
+        if self.rejected.is_some() {
+            return self.on_certificate_rejected(reason, now, jitter);
+        }
+        self.refusals
+            .retain(|(c, at)| *c != conn && now.saturating_duration_since(*at) < REFUSAL_WINDOW);
+        self.refusals.push((conn, now));
+        if self.refusals.len() < 2 {
+            return false;
+        }
+        self.refusals.clear();
+        self.on_certificate_rejected(reason, now, jitter)
+    }
+
+    /// The connection whose lone certificate refusal awaits a second opinion: new pushes go
+    /// to another connection while one has room, so that a certificate APNs really refuses
+    /// is recognised at the next push even when one connection carries all the load.
+    pub fn suspect(&self, now: Instant) -> Option<u64> {
+        self.refusals
+            .last()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < REFUSAL_WINDOW)
+            .map(|(conn, _)| *conn)
+    }
+
     /// A push sent at `sent_at` was delivered. If it was sent after the certificate was
     /// refused, APNs accepts it again: leave the rejected state and reconnect the slots that
     /// were backing off because of it.
@@ -247,6 +291,7 @@ impl Plan {
     /// reconnects at once (the caller drains the old connections).
     pub fn on_certificate_replaced(&mut self) {
         self.rejected = None;
+        self.refusals.clear();
         for s in &mut self.slots {
             s.failures = 0;
             s.phase = Phase::Due;
@@ -409,6 +454,46 @@ mod tests {
         let t3 = t2 + Duration::from_millis(1100);
         p.on_closed(0, t3, CloseCause::GoAway, true, 1.0);
         assert_eq!(p.phase(0), Phase::Due);
+    }
+
+    #[test]
+    fn one_403_is_not_a_verdict_two_connections_are() {
+        let t0 = Instant::now();
+        let mut p = plan(3);
+        assert_eq!(p.suspect(t0), None);
+        assert!(!p.on_certificate_refusal(1, Reason::Forbidden, t0, 0.5));
+        assert!(p.fail_fast(t0).is_none(), "a lone 403 fails its push only");
+        assert_eq!(
+            p.suspect(t0),
+            Some(1),
+            "the next pushes ask another connection"
+        );
+        assert_eq!(p.suspect(t0 + REFUSAL_WINDOW), None);
+        // The same connection again: still one connection's word.
+        assert!(!p.on_certificate_refusal(
+            1,
+            Reason::BadCertificate,
+            t0 + Duration::from_secs(1),
+            0.5
+        ));
+        assert!(p.rejection().is_none());
+        // Another connection, long after: the first has expired from the window.
+        let late = t0 + REFUSAL_WINDOW + Duration::from_secs(2);
+        assert!(!p.on_certificate_refusal(2, Reason::BadCertificate, late, 0.5));
+        assert!(p.rejection().is_none());
+        // A third connection within the window of the second: a verdict.
+        let t1 = late + Duration::from_secs(1);
+        assert!(p.on_certificate_refusal(3, Reason::BadCertificate, t1, 0.5));
+        assert_eq!(p.fail_fast(t1), Some(&Reason::BadCertificate));
+        // While rejected, a probe's refusal counts at once (after the window, a new strike).
+        let until = p.rejection().unwrap().fail_fast_until;
+        assert!(p.on_certificate_refusal(1, Reason::BadCertificate, until, 0.5));
+        // A new certificate forgets the partial count too.
+        p.on_certificate_replaced();
+        assert!(!p.on_certificate_refusal(1, Reason::BadCertificate, until, 0.5));
+        p.on_certificate_replaced();
+        assert!(!p.on_certificate_refusal(2, Reason::BadCertificate, until, 0.5));
+        assert!(p.rejection().is_none());
     }
 
     #[test]
