@@ -79,7 +79,7 @@ pub fn state(device: &Device, now: OffsetDateTime, unreachable_after: Duration) 
     {
         return ConnState::Unregistered;
     }
-    if !device.is_enrolled() {
+    if !device.is_enrolled() || device.awaiting_token_update {
         return ConnState::NoToken;
     }
     let Some(pushed_at) = device.last_push_at else {

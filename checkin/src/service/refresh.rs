@@ -74,7 +74,7 @@ pub struct CommandSummary {
 fn skip_reason(device: &Device) -> Option<&'static str> {
     if device.is_checked_out() {
         Some("checked_out")
-    } else if !device.is_enrolled() {
+    } else if !device.is_enrolled() || device.awaiting_token_update {
         Some("no_token")
     } else if device.is_token_invalidated() || device.push_target().is_none() {
         Some("token_invalid")

@@ -55,6 +55,8 @@ macro_rules! store_conformance {
             concurrent_writes_all_land,
             secrets_are_redacted,
             enrolled_topics_count_enrolled_devices,
+            re_authenticate_starts_a_new_enrollment,
+            check_out_drops_the_queue,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -206,14 +208,16 @@ pub async fn token_update_enrolls_then_refreshes(store: Arc<dyn Store>) {
     let target = d.push_target().expect("pushable");
     assert_eq!(target.token.as_hex(), "02".repeat(32));
     assert_eq!(target.magic, "magic-A");
-    // A re-Authenticate keeps the enrollment.
+    // A re-Authenticate starts a new enrollment: kept facts, not pushed until its
+    // TokenUpdate (see `re_authenticate_starts_a_new_enrollment`).
     store
         .authenticate(&authenticate("A"), None, t(3))
         .await
         .unwrap();
-    let pushable = store.pushable().await.unwrap();
-    assert_eq!(pushable.len(), 1);
-    assert_eq!(pushable[0].enrolled_at, Some(t(1)));
+    assert!(store.pushable().await.unwrap().is_empty());
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(d.enrolled_at, Some(t(1)));
+    assert_eq!(d.token.as_deref(), Some("02".repeat(32).as_str()));
 }
 
 #[allow(missing_docs)]
@@ -1069,6 +1073,11 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
         .authenticate(&authenticate("B"), Some(&identity(2, t(0))), t(0))
         .await
         .unwrap();
+    let cmd = Command::new("RestartDevice", Dictionary::new());
+    store
+        .enqueue(&cmd, &["B".to_owned()], EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
     let before = store.devices().await.unwrap();
     let err = store
         .authenticate(&authenticate("B"), Some(&identity(1, t(5))), t(5))
@@ -1081,6 +1090,7 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
         .unwrap_err();
     assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
     assert_eq!(store.devices().await.unwrap(), before, "nothing written");
+    assert_eq!(store.queued("B").await.unwrap().len(), 1, "the queue is kept");
     assert_eq!(store.identity_hash("B").await.unwrap(), Some([2; 32]));
     assert_eq!(store.identity_hash("C").await.unwrap(), None);
 }
@@ -1112,4 +1122,97 @@ pub async fn enrolled_topics_count_enrolled_devices(store: Arc<dyn Store>) {
     // A TokenUpdate after the CheckOut enrolls again.
     store.token_update(&other, t(3)).await.unwrap();
     assert_eq!(store.enrolled_topics().await.unwrap().len(), 2);
+}
+
+/// Authenticate starts a new enrollment: the old one's queue is dropped and the device is not
+/// pushed until its next device-channel TokenUpdate.
+pub async fn re_authenticate_starts_a_new_enrollment(store: Arc<dyn Store>) {
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert!(
+        d.awaiting_token_update,
+        "a first Authenticate waits for its TokenUpdate"
+    );
+    let first = store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    assert_eq!(first, Enrollment::Enrolled);
+    assert!(store.device("A").await.unwrap().unwrap().is_pushable());
+    let erase = Command::new("EraseDevice", Dictionary::new());
+    store
+        .enqueue(&erase, &["A".to_owned()], EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    assert_eq!(store.queued("A").await.unwrap().len(), 1);
+
+    // The device was wiped and enrolls again.
+    store
+        .authenticate(&authenticate("A"), None, t(3))
+        .await
+        .unwrap();
+    assert!(
+        store.queued("A").await.unwrap().is_empty(),
+        "the old queue is gone"
+    );
+    assert!(store.next_command("A", false).await.unwrap().is_none());
+    let d = store.device("A").await.unwrap().unwrap();
+    assert!(d.awaiting_token_update);
+    assert!(
+        !d.is_pushable(),
+        "not pushed with the old enrollment's token"
+    );
+    assert!(store.pushable().await.unwrap().is_empty());
+    let again = store
+        .token_update(&token_update("A", 2), t(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Enrollment::Enrolled,
+        "the TokenUpdate completes a new enrollment"
+    );
+    let d = store.device("A").await.unwrap().unwrap();
+    assert!(!d.awaiting_token_update && d.is_pushable());
+    assert_eq!(store.pushable().await.unwrap().len(), 1);
+    // A user-channel TokenUpdate does not complete the device's enrollment.
+    store
+        .authenticate(&authenticate("A"), None, t(5))
+        .await
+        .unwrap();
+    let mut user = token_update("A", 3);
+    user.user = Some(UserChannel {
+        user_id: "U".into(),
+        short_name: None,
+        long_name: None,
+    });
+    store.token_update(&user, t(6)).await.unwrap();
+    assert!(!store.device("A").await.unwrap().unwrap().is_pushable());
+}
+
+/// CheckOut ends the enrollment and drops its queue.
+pub async fn check_out_drops_the_queue(store: Arc<dyn Store>) {
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    let cmd = Command::device_information(&["DeviceName"]);
+    store
+        .enqueue(&cmd, &["A".to_owned()], EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    store.check_out("A", t(3)).await.unwrap();
+    assert!(store.queued("A").await.unwrap().is_empty());
+    store
+        .token_update(&token_update("A", 1), t(4))
+        .await
+        .unwrap();
+    assert!(store.next_command("A", false).await.unwrap().is_none());
 }

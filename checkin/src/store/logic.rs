@@ -6,7 +6,10 @@ use time::OffsetDateTime;
 use super::model::{apply_contact, apply_report, Device, Enrollment, PushOutcome};
 use crate::mdm::{Authenticate, Report, Status, TokenUpdate};
 
+/// An Authenticate starts a new enrollment: the device waits for its TokenUpdate (the
+/// caller also drops the old enrollment's queue).
 pub(crate) fn authenticate(d: &mut Device, msg: &Authenticate, at: OffsetDateTime) {
+    d.awaiting_token_update = true;
     d.info.merge(&msg.info);
     d.topic = Some(msg.topic.clone());
     d.authenticated_at = Some(at);
@@ -15,7 +18,11 @@ pub(crate) fn authenticate(d: &mut Device, msg: &Authenticate, at: OffsetDateTim
 
 /// Device channel only; the caller routes user-channel updates elsewhere.
 pub(crate) fn token_update(d: &mut Device, msg: &TokenUpdate, at: OffsetDateTime) -> Enrollment {
-    let re_enrolling = d.enrolled_at.is_none() || d.is_checked_out() || d.is_token_invalidated();
+    let re_enrolling = d.enrolled_at.is_none()
+        || d.is_checked_out()
+        || d.is_token_invalidated()
+        || d.awaiting_token_update;
+    d.awaiting_token_update = false;
     d.token = Some(msg.token.as_hex().to_owned());
     d.push_magic = Some(msg.push_magic.clone());
     if let Some(unlock) = &msg.unlock_token {

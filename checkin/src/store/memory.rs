@@ -141,6 +141,8 @@ impl Store for MemoryStore {
                 .entry(msg.udid.clone())
                 .or_insert_with(|| Device::new(msg.udid.clone()));
             logic::authenticate(d, msg, at);
+            // A new enrollment: the old one's queued commands must not reach it.
+            s.queues.remove(&msg.udid);
             let Some(id) = identity else {
                 return Ok(None);
             };
@@ -209,6 +211,7 @@ impl Store for MemoryStore {
         let at = truncate_ms(at);
         self.run(|s| {
             logic::check_out(s.device_mut(udid)?, at);
+            s.queues.remove(udid);
             Ok(())
         })
     }

@@ -100,8 +100,10 @@ pub enum StoreError {
 ///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
 pub trait Store: Send + Sync + 'static {
     /// Records an Authenticate: creates the device or overlays the facts sent (fields absent
-    /// from the message are kept), sets `topic` and `authenticated_at`. Keeps any existing
-    /// enrollment (token, push magic, enrolled_at): a re-Authenticate does not unenroll.
+    /// from the message are kept), sets `topic` and `authenticated_at`. An Authenticate starts
+    /// a new enrollment: the commands queued for the old one are dropped, and the device is
+    /// not pushable ([`Device::awaiting_token_update`]) until its next device-channel
+    /// TokenUpdate. The stored token, push magic and `enrolled_at` are kept until then.
     ///
     /// With `identity`, binds the device to that certificate ([`Device::identity`]); a
     /// different certificate than the one bound replaces it and is recorded in
@@ -135,8 +137,9 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Enrollment>;
 
-    /// Records a CheckOut: sets `checked_out_at`. The device is no longer pushable and its
-    /// connectivity state is `unregistered` until a new device-channel TokenUpdate.
+    /// Records a CheckOut: sets `checked_out_at` and drops the device's queued commands. The
+    /// device is no longer pushable and its connectivity state is `unregistered` until a new
+    /// device-channel TokenUpdate.
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
 
     /// Escrows (or, with `None`, clears) the device's bootstrap token.

@@ -148,6 +148,9 @@ pub struct Device {
     pub bootstrap_token: Option<Secret>,
     /// `AwaitingConfiguration` of the last device-channel TokenUpdate.
     pub awaiting_configuration: bool,
+    /// An Authenticate started a new enrollment and no device-channel TokenUpdate has
+    /// followed: the stored token belongs to the old one, so the device is not pushed.
+    pub awaiting_token_update: bool,
     /// Last Authenticate.
     #[serde(serialize_with = "ser_opt_time")]
     pub authenticated_at: Option<OffsetDateTime>,
@@ -266,6 +269,7 @@ impl Device {
             unlock_token: None,
             bootstrap_token: None,
             awaiting_configuration: false,
+            awaiting_token_update: false,
             authenticated_at: None,
             enrolled_at: None,
             token_updated_at: None,
@@ -309,9 +313,13 @@ impl Device {
         }
     }
 
-    /// May be pushed: enrolled, token present, not checked out, token not invalidated.
+    /// May be pushed: enrolled, token present, not checked out, token not invalidated, not
+    /// between a new Authenticate and its TokenUpdate.
     pub fn is_pushable(&self) -> bool {
-        self.is_enrolled() && !self.is_checked_out() && !self.is_token_invalidated()
+        self.is_enrolled()
+            && !self.is_checked_out()
+            && !self.is_token_invalidated()
+            && !self.awaiting_token_update
     }
 
     /// What the engine needs to push this device, if it is pushable and its token is valid hex.

@@ -20,10 +20,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use self::rows::{
-    device_exists, device_from_row, insert_result, load_device, load_identity_hash,
-    queued_from_row, require_device, result_from_row, save_device, update_for_report,
-    update_push_attempt, update_push_outcome, upsert_for_authenticate, upsert_for_token_update,
-    upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
+    device_exists, device_from_row, drop_queue, has_queue, insert_result, load_device,
+    load_identity_hash, queued_from_row, require_device, result_from_row, save_device,
+    update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
+    upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use super::memory::dedup;
@@ -427,9 +427,27 @@ impl Store for SqliteStore {
                 bindings.insert(udid, Some(hash));
             }) as writer::AfterCommit<Option<[u8; 32]>>
         });
+        // One statement for a device with nothing queued (every first enrollment); a
+        // re-Authenticate that must also drop the old enrollment's queue runs both in a
+        // savepoint of its own, so that it lands whole or not at all.
         self.submit(
             Undo::ByStatement,
-            move |c| upsert_for_authenticate(c, &msg, identity.as_ref(), at),
+            move |c| {
+                if !has_queue(c, &msg.udid)? {
+                    return upsert_for_authenticate(c, &msg, identity.as_ref(), at);
+                }
+                c.execute_batch("SAVEPOINT authenticate")
+                    .map_err(db_err("savepoint"))?;
+                let done = upsert_for_authenticate(c, &msg, identity.as_ref(), at)
+                    .and_then(|previous| drop_queue(c, &msg.udid).map(|()| previous));
+                let end = if done.is_ok() {
+                    "RELEASE authenticate"
+                } else {
+                    "ROLLBACK TO authenticate; RELEASE authenticate"
+                };
+                c.execute_batch(end).map_err(db_err("savepoint"))?;
+                done
+            },
             after,
         )
     }
@@ -512,7 +530,9 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let mut d = require_device(c, &udid)?;
             logic::check_out(&mut d, at);
-            save_device(c, &d)
+            save_device(c, &d)?;
+            // The enrollment ended: nothing queued for it may reach a later one.
+            drop_queue(c, &udid)
         })
     }
 

@@ -14,7 +14,7 @@ use crate::store::{
     RESULTS_KEPT_PER_DEVICE,
 };
 
-const DEVICE_COLUMNS: [&str; 36] = [
+const DEVICE_COLUMNS: [&str; 37] = [
     "udid",
     "device_name",
     "model",
@@ -51,6 +51,7 @@ const DEVICE_COLUMNS: [&str; 36] = [
     "identity_not_after",
     "identity_bound_at",
     "identity_replaced_sha256",
+    "awaiting_token_update",
 ];
 
 pub(crate) static SELECT_DEVICES: LazyLock<String> =
@@ -120,6 +121,7 @@ pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, 
         Ok(identity) => identity,
         Err(e) => return Ok(Err(e)),
     };
+    d.awaiting_token_update = row.get(36)?;
     Ok(Ok(d))
 }
 
@@ -235,9 +237,9 @@ pub(crate) fn upsert_for_authenticate(
             "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
                build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
                last_seen_at, identity_sha256, identity_subject, identity_serial,
-               identity_not_after, identity_bound_at)
+               identity_not_after, identity_bound_at, awaiting_token_update)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19)
+               ?18, ?19, 1)
              ON CONFLICT (udid) DO UPDATE SET
                device_name = COALESCE(excluded.device_name, device_name),
                model = COALESCE(excluded.model, model),
@@ -251,6 +253,7 @@ pub(crate) fn upsert_for_authenticate(
                topic = excluded.topic, authenticated_at = excluded.authenticated_at,
                last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
                                   excluded.last_seen_at),
+               awaiting_token_update = 1,
                identity_replaced_sha256 = CASE
                  WHEN excluded.identity_sha256 IS NOT NULL AND identity_sha256 IS NOT NULL
                    AND identity_sha256 <> excluded.identity_sha256 THEN identity_sha256
@@ -304,6 +307,21 @@ pub(crate) fn upsert_for_authenticate(
     }
 }
 
+/// Whether the device has any command queued.
+pub(crate) fn has_queue(conn: &Connection, udid: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 LIMIT 1")
+        .and_then(|mut s| s.exists([udid]))
+        .map_err(db_err("read queue"))
+}
+
+/// Drops every command queued for the device.
+pub(crate) fn drop_queue(conn: &Connection, udid: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM queue WHERE udid = ?1")
+        .and_then(|mut s| s.execute([udid]))
+        .map(drop)
+        .map_err(db_err("drop queue"))
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
@@ -336,7 +354,7 @@ pub(crate) fn upsert_for_token_update(
     let stored = conn
         .prepare_cached(
             "SELECT enrolled_at, checked_out_at, token_updated_at, push_outcome, push_reason,
-               push_unregistered_ms, push_outcome_at, last_seen_at
+               push_unregistered_ms, push_outcome_at, last_seen_at, awaiting_token_update
              FROM devices WHERE udid = ?1",
         )
         .and_then(|mut s| {
@@ -346,6 +364,7 @@ pub(crate) fn upsert_for_token_update(
                 d.token_updated_at = opt_ts(row, 2)?;
                 d.push_outcome_at = opt_ts(row, 6)?;
                 d.last_seen_at = opt_ts(row, 7)?;
+                d.awaiting_token_update = row.get(8)?;
                 Ok((row.get(3)?, row.get(4)?, row.get(5)?))
             })
             .optional()
@@ -366,7 +385,7 @@ pub(crate) fn upsert_for_token_update(
            unlock_token = COALESCE(excluded.unlock_token, unlock_token),
            awaiting_configuration = excluded.awaiting_configuration,
            token_updated_at = excluded.token_updated_at, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at",
+           last_seen_at = excluded.last_seen_at, awaiting_token_update = 0",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -589,6 +608,7 @@ pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreErro
         d.identity
             .as_ref()
             .and_then(|i| i.replaced_sha256.map(|h| h.to_vec())),
+        d.awaiting_token_update,
     ])
     .map_err(db_err("write device"))?;
     Ok(())
