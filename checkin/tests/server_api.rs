@@ -960,3 +960,176 @@ async fn a_tls_client_certificate_is_bound_to_the_udid_it_authenticated() {
     );
     assert_eq!(srv.state(&dev.udid).await, "never_pushed");
 }
+
+/// InstallProfile with a real .mobileconfig as `{"$data": …}`, ClearPasscode with the stored
+/// UnlockToken (never shown by the API), a raw plist command, cancel and delete.
+#[tokio::test]
+async fn typed_commands_cancel_and_delete() {
+    use base64::Engine as _;
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    srv.enroll(&dev).await;
+    let mobileconfig = br#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+  <key>PayloadContent</key><array/>
+  <key>PayloadDisplayName</key><string>Wi-Fi</string>
+  <key>PayloadIdentifier</key><string>jp.example.wifi</string>
+  <key>PayloadType</key><string>Configuration</string>
+  <key>PayloadUUID</key><string>9C4E4B1A-1111-4D7E-8E1B-2B6D8A0C4E1F</string>
+  <key>PayloadVersion</key><integer>1</integer>
+</dict></plist>"#;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(mobileconfig);
+    let install = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "InstallProfile",
+                "params": {"Payload": {"$data": b64}}, "push": false}),
+        )
+        .await
+        .unwrap();
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    let cmd: Dictionary = plist::from_bytes(&body).unwrap();
+    assert_eq!(
+        cmd["CommandUUID"].as_string(),
+        install["command_uuid"].as_str()
+    );
+    let inner = cmd["Command"].as_dictionary().unwrap();
+    assert_eq!(inner["RequestType"].as_string(), Some("InstallProfile"));
+    assert_eq!(
+        inner["Payload"].as_data(),
+        Some(&mobileconfig[..]),
+        "the profile arrives as <data>"
+    );
+    srv.put(
+        "/mdm/server",
+        &plists::report_device_information(&dev, install["command_uuid"].as_str().unwrap()),
+    )
+    .await;
+
+    // ClearPasscode: the server fills in the device's own UnlockToken.
+    let clear = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "ClearPasscode", "push": false}),
+        )
+        .await
+        .unwrap();
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    let cmd: Dictionary = plist::from_bytes(&body).unwrap();
+    let inner = cmd["Command"].as_dictionary().unwrap();
+    assert_eq!(inner["RequestType"].as_string(), Some("ClearPasscode"));
+    let sent = plists::token_update(&dev, &srv.topic());
+    assert_eq!(
+        inner["UnlockToken"].as_data(),
+        sent["UnlockToken"].as_data()
+    );
+    let listed = srv
+        .admin
+        .get_text(&format!("/v1/devices/{}/commands", dev.udid))
+        .await
+        .unwrap();
+    let token_b64 =
+        base64::engine::general_purpose::STANDARD.encode(sent["UnlockToken"].as_data().unwrap());
+    assert!(
+        !listed.contains(&token_b64),
+        "the API never shows the UnlockToken"
+    );
+    srv.put(
+        "/mdm/server",
+        &plists::report_device_information(&dev, clear["command_uuid"].as_str().unwrap()),
+    )
+    .await;
+    let (s, text) = srv
+        .admin
+        .request(
+            Method::POST,
+            "/v1/commands",
+            Some((
+                "application/json",
+                Bytes::from(
+                    serde_json::json!({"udids": [dev.udid, "other"], "request_type": "ClearPasscode"})
+                        .to_string(),
+                ),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text:?}");
+
+    // A raw plist command for the devices in the query, then cancelled before delivery.
+    let raw = br#"<?xml version="1.0"?><plist version="1.0"><dict>
+        <key>CommandUUID</key><string>RAW-COMMAND-1</string>
+        <key>Command</key><dict><key>RequestType</key><string>EraseDevice</string>
+        <key>PIN</key><string>123456</string></dict></dict></plist>"#;
+    let (s, text) = srv
+        .admin
+        .request(
+            Method::POST,
+            &format!("/v1/commands?udid={}&push=false", dev.udid),
+            Some(("application/x-plist", Bytes::from_static(raw))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{text:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(answer["command_uuid"], "RAW-COMMAND-1");
+    let queued = srv
+        .admin
+        .get_json(&format!("/v1/devices/{}/commands", dev.udid))
+        .await
+        .unwrap();
+    assert_eq!(
+        queued["queued"][0]["command_uuid"], "RAW-COMMAND-1",
+        "{queued}"
+    );
+    let (s, b) = srv
+        .admin
+        .request(Method::DELETE, "/v1/commands/RAW-COMMAND-1", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    let cancelled: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(cancelled["cancelled"], 1, "{cancelled}");
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    assert!(body.is_empty(), "a cancelled command is not sent");
+    let (s, _) = srv
+        .admin
+        .request(Method::DELETE, "/v1/commands/NO-SUCH-COMMAND", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Delete the device: gone, with its queue.
+    srv.admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "RestartDevice", "push": false}),
+        )
+        .await
+        .unwrap();
+    let (s, _) = srv
+        .admin
+        .request(Method::DELETE, &format!("/v1/devices/{}", dev.udid), None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = srv
+        .admin
+        .request(Method::GET, &format!("/v1/devices/{}", dev.udid), None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = srv
+        .admin
+        .request(Method::DELETE, &format!("/v1/devices/{}", dev.udid), None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(srv.store.queued(&dev.udid).await.unwrap().is_empty());
+}

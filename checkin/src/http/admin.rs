@@ -8,7 +8,9 @@
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
 //! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_udids"?}` |
-//! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?}` | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
+//! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
+//! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
+//! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
 //! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
 //! | `GET /v1/pushcert` | | `{"subject", "topic", "serial", "not_after", "days_left", "expired", "apple_id"}` |
 //! | `PUT /v1/pushcert` | PEM certificate then PEM key | the new details; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
@@ -21,6 +23,7 @@ use serde_json::Value;
 use super::body::{self, read_limited, Body};
 use super::error::ApiError;
 use crate::connectivity::ConnState;
+use crate::mdm::json_values::dict_from_json;
 use crate::service::views::parse_state;
 use crate::service::{CommandRequest, RefreshTarget, Service};
 
@@ -81,7 +84,12 @@ where
             Ok(resp)
         }
         p if p.starts_with("/v1/devices/") => {
-            only(&Method::GET)?;
+            if *method != Method::GET && *method != Method::DELETE {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} not allowed on {path}; use GET or DELETE"),
+                ));
+            }
             let rest = &p["/v1/devices/".len()..];
             let (udid, commands) = match rest.strip_suffix("/commands") {
                 Some(udid) => (udid, true),
@@ -92,10 +100,17 @@ where
             }
             let udid = percent_decode(udid)
                 .ok_or_else(|| ApiError::bad_request("malformed percent-encoding in UDID"))?;
-            if commands {
-                ok_json(service.device_commands_json(&udid).await?)
-            } else {
-                ok_json(service.device_json(&udid).await?)
+            match (method, commands) {
+                (&Method::DELETE, false) => {
+                    service.delete_device(&udid).await?;
+                    ok_json(serde_json::json!({"deleted": udid}))
+                }
+                (&Method::DELETE, true) => Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "DELETE a command with DELETE /v1/commands/{uuid}",
+                )),
+                (_, true) => ok_json(service.device_commands_json(&udid).await?),
+                (_, false) => ok_json(service.device_json(&udid).await?),
             }
         }
         "/v1/refresh" => {
@@ -122,23 +137,22 @@ where
                 &serde_json::to_value(&summary).unwrap_or_default(),
             ))
         }
+        p if p.starts_with("/v1/commands/") => {
+            only(&Method::DELETE)?;
+            let uuid = percent_decode(&p["/v1/commands/".len()..])
+                .filter(|u| !u.is_empty() && !u.contains('/'))
+                .ok_or_else(|| ApiError::not_found(format!("no route for {p}")))?;
+            let cancelled = service.cancel_command(&uuid).await?;
+            ok_json(serde_json::json!({"command_uuid": uuid, "cancelled": cancelled}))
+        }
         "/v1/commands" => {
             only(&Method::POST)?;
-            let request: CommandsRequest = read_json(req, limit).await?;
-            let params = match request.params {
-                None | Some(Value::Null) => plist::Dictionary::new(),
-                Some(Value::Object(map)) => json_to_plist_dict(map)
-                    .map_err(|why| ApiError::bad_request(format!("params: {why}")))?,
-                Some(_) => return Err(ApiError::bad_request("params must be a JSON object")),
+            let request = if is_plist(req.headers()) {
+                plist_command(req, limit).await?
+            } else {
+                json_command(read_json(req, limit).await?)?
             };
-            let summary = service
-                .enqueue_command(CommandRequest {
-                    udids: request.udids,
-                    request_type: request.request_type,
-                    params,
-                    push: request.push.unwrap_or(true),
-                })
-                .await?;
+            let summary = service.enqueue_command(request).await?;
             Ok(body::json(
                 StatusCode::CREATED,
                 &serde_json::to_value(&summary).unwrap_or_default(),
@@ -184,6 +198,96 @@ struct CommandsRequest {
     request_type: String,
     params: Option<Value>,
     push: Option<bool>,
+    command_uuid: Option<String>,
+}
+
+/// A JSON command: typed plist values in `params` (see [`crate::mdm::json_values`]).
+fn json_command(request: CommandsRequest) -> Result<CommandRequest, ApiError> {
+    let params = match request.params {
+        None | Some(Value::Null) => plist::Dictionary::new(),
+        Some(Value::Object(map)) => {
+            dict_from_json(map).map_err(|why| ApiError::bad_request(format!("params: {why}")))?
+        }
+        Some(_) => return Err(ApiError::bad_request("params must be a JSON object")),
+    };
+    Ok(CommandRequest {
+        udids: request.udids,
+        request_type: request.request_type,
+        params,
+        push: request.push.unwrap_or(true),
+        uuid: request.command_uuid,
+    })
+}
+
+/// A body that is a plist (`Content-Type` application/x-plist, application/xml, text/xml or
+/// MDM's own), not JSON.
+fn is_plist(headers: &http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        ct.as_str(),
+        "application/x-plist"
+            | "application/xml"
+            | "text/xml"
+            | "application/x-apple-aspen-mdm"
+            | "application/octet-stream"
+    )
+}
+
+/// A plist command body (the dictionary a device receives), for the devices in the query:
+/// `?udid=A&udid=B[&push=false]`.
+async fn plist_command<B>(req: Request<B>, limit: usize) -> Result<CommandRequest, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut udids = Vec::new();
+    let mut push = true;
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)
+            .ok_or_else(|| ApiError::bad_request(format!("malformed percent-encoding in {k}")))?;
+        match k {
+            "udid" => udids.push(v),
+            "push" => {
+                push = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::bad_request("push is true or false")),
+                }
+            }
+            _ => return Err(ApiError::bad_request(format!(
+                "unknown query parameter {k:?} (a plist command takes ?udid=…&udid=…[&push=false])"
+            ))),
+        }
+    }
+    let (parts, incoming) = req.into_parts();
+    let bytes = read_limited(&parts.headers, incoming, limit).await?;
+    let command = crate::mdm::Command::from_plist(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("command plist: {e}")))?;
+    Ok(CommandRequest {
+        udids,
+        request_type: command.request_type,
+        params: command.params,
+        push,
+        uuid: Some(command.uuid),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,39 +344,6 @@ where
 }
 
 /// Converts JSON command parameters to a plist dictionary. `null` has no plist form.
-fn json_to_plist_dict(map: serde_json::Map<String, Value>) -> Result<plist::Dictionary, String> {
-    let mut dict = plist::Dictionary::new();
-    for (k, v) in map {
-        let value = json_to_plist(v).map_err(|why| format!("{k}: {why}"))?;
-        dict.insert(k, value);
-    }
-    Ok(dict)
-}
-
-fn json_to_plist(v: Value) -> Result<plist::Value, String> {
-    Ok(match v {
-        Value::Null => return Err("null has no plist equivalent".into()),
-        Value::Bool(b) => plist::Value::Boolean(b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                plist::Value::Integer(i.into())
-            } else if let Some(u) = n.as_u64() {
-                plist::Value::Integer(u.into())
-            } else {
-                plist::Value::Real(n.as_f64().unwrap_or_default())
-            }
-        }
-        Value::String(s) => plist::Value::String(s),
-        Value::Array(items) => plist::Value::Array(
-            items
-                .into_iter()
-                .map(json_to_plist)
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => plist::Value::Dictionary(json_to_plist_dict(map)?),
-    })
-}
-
 /// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
 fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
@@ -313,7 +384,7 @@ mod tests {
         let Value::Object(map) = v else {
             unreachable!()
         };
-        let d = json_to_plist_dict(map).unwrap();
+        let d = dict_from_json(map).unwrap();
         assert_eq!(d.get("N").and_then(|v| v.as_signed_integer()), Some(3));
         assert_eq!(d.get("Flag").and_then(|v| v.as_boolean()), Some(true));
         assert_eq!(
@@ -323,6 +394,6 @@ mod tests {
         let Value::Object(bad) = serde_json::json!({"K": null}) else {
             unreachable!()
         };
-        assert!(json_to_plist_dict(bad).is_err());
+        assert!(dict_from_json(bad).is_err());
     }
 }

@@ -48,6 +48,38 @@ impl Command {
         }
     }
 
+    /// A command with the given `CommandUUID` (as a client chose it).
+    pub fn with_uuid(uuid: String, request_type: impl Into<String>, params: Dictionary) -> Self {
+        Command {
+            uuid,
+            request_type: request_type.into(),
+            params,
+        }
+    }
+
+    /// A command written as the plist a device would receive — a dictionary with a `Command`
+    /// dictionary holding `RequestType`, and optionally `CommandUUID` — as an admin may send
+    /// it (`POST /v1/commands` with a plist body). The structural limits of check-ins apply.
+    pub fn from_plist(body: &[u8]) -> Result<Command, super::DecodeError> {
+        use super::DecodeError;
+        let top = super::parse_dictionary(body)?;
+        let f = super::dict::Fields::new(&top);
+        let uuid = f.bounded("CommandUUID", 128)?;
+        let mut params = f
+            .dict("Command")?
+            .ok_or_else(|| DecodeError::MissingKey {
+                key: "Command".into(),
+            })?
+            .clone();
+        let request_type = super::dict::Fields::nested(&params, "Command".into())
+            .req_bounded("RequestType", 128)?;
+        params.remove("RequestType");
+        Ok(match uuid {
+            Some(uuid) if !uuid.trim().is_empty() => Command::with_uuid(uuid, request_type, params),
+            _ => Command::new(request_type, params),
+        })
+    }
+
     /// A `DeviceInformation` command asking for `queries`
     /// (use [`DEVICE_INFORMATION_QUERIES`] for the usual list).
     pub fn device_information(queries: &[&str]) -> Self {
@@ -95,4 +127,43 @@ fn encode_xml(dict: Dictionary) -> Vec<u8> {
         out.clear();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_plist_from_an_admin() {
+        let body = br#"<?xml version="1.0"?><plist version="1.0"><dict>
+            <key>CommandUUID</key><string>MY-UUID-1</string>
+            <key>Command</key><dict>
+              <key>RequestType</key><string>InstallProfile</string>
+              <key>Payload</key><data>PD94bWw+</data>
+            </dict></dict></plist>"#;
+        let cmd = Command::from_plist(body).unwrap();
+        assert_eq!(cmd.uuid, "MY-UUID-1");
+        assert_eq!(cmd.request_type, "InstallProfile");
+        assert_eq!(
+            cmd.params.get("Payload"),
+            Some(&Value::Data(b"<?xml>".to_vec()))
+        );
+        assert!(!cmd.params.contains_key("RequestType"));
+        let without_uuid = br#"<plist><dict><key>Command</key><dict>
+            <key>RequestType</key><string>RestartDevice</string></dict></dict></plist>"#;
+        let cmd = Command::from_plist(without_uuid).unwrap();
+        assert_eq!(cmd.uuid.len(), 36);
+        for bad in [
+            &b"<plist><dict/></plist>"[..],
+            b"<plist><dict><key>Command</key><dict/></dict></plist>",
+            b"<plist><array/></plist>",
+            b"not a plist",
+        ] {
+            assert!(
+                Command::from_plist(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

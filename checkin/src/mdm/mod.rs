@@ -11,6 +11,7 @@ mod checkin;
 mod command;
 mod dict;
 mod error;
+pub mod json_values;
 mod limits;
 mod report;
 mod secret;
@@ -77,7 +78,7 @@ pub fn decode_report(body: &[u8]) -> Result<Report, DecodeError> {
 }
 
 /// Parses an XML or binary plist (never the ASCII format) whose top level is a dictionary.
-fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeError> {
+pub(crate) fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }

@@ -56,7 +56,13 @@ pub struct CommandRequest {
     pub params: plist::Dictionary,
     /// Push the devices so they fetch it now.
     pub push: bool,
+    /// The `CommandUUID` to use (`None`: a fresh one).
+    pub uuid: Option<String>,
 }
+
+/// `RequestType` of the command that removes a device's passcode: it needs the device's own
+/// `UnlockToken`, which the server fills in from the store (the API never shows it).
+pub const CLEAR_PASSCODE: &str = "ClearPasscode";
 
 /// What `POST /v1/commands` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -170,7 +176,33 @@ impl Service {
         if request.udids.is_empty() {
             return Err(ServiceError::BadRequest("udids must not be empty".into()));
         }
-        let command = Command::new(request_type, request.params);
+        let mut params = request.params;
+        if request_type == CLEAR_PASSCODE && !params.contains_key("UnlockToken") {
+            // Each device's own token: one device per command.
+            let [udid] = request.udids.as_slice() else {
+                return Err(ServiceError::BadRequest(
+                    "ClearPasscode carries the device's own UnlockToken: send it for one device at a time".into(),
+                ));
+            };
+            let device = self
+                .store
+                .device(udid)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("unknown device {udid}")))?;
+            let token = device.unlock_token.ok_or_else(|| {
+                ServiceError::Conflict(format!(
+                    "device {udid} has escrowed no UnlockToken (it sends one in its TokenUpdate when it has a passcode and is supervised or enrolled by the user); ClearPasscode cannot be sent"
+                ))
+            })?;
+            params.insert(
+                "UnlockToken".into(),
+                plist::Value::Data(token.expose().to_vec()),
+            );
+        }
+        let command = match request.uuid {
+            Some(uuid) => Command::with_uuid(uuid, request_type, params),
+            None => Command::new(request_type, params),
+        };
         let now = Self::now();
         let outcome = match self
             .store
@@ -205,6 +237,29 @@ impl Service {
         };
         self.push_in_background(pushes);
         Ok(summary)
+    }
+
+    /// `DELETE /v1/commands/{uuid}`: takes a queued command off every queue it is still in;
+    /// the number of queues it left.
+    pub async fn cancel_command(&self, uuid: &str) -> Result<usize, ServiceError> {
+        match self.store.cancel_command(uuid).await? {
+            Some(n) => {
+                tracing::info!(%uuid, queues = n, "command cancelled");
+                Ok(n)
+            }
+            None => Err(ServiceError::NotFound(format!("no command {uuid}"))),
+        }
+    }
+
+    /// `DELETE /v1/devices/{udid}`: forgets the device and everything kept for it. Its MDM
+    /// profile stays on the device: it must re-enroll to be managed again.
+    pub async fn delete_device(&self, udid: &str) -> Result<(), ServiceError> {
+        if self.store.delete_device(udid).await? {
+            tracing::warn!(%udid, "device deleted through the admin API");
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("unknown device {udid}")))
+        }
     }
 
     /// Pushes each device, at most `push_concurrency` at once, recording every outcome.

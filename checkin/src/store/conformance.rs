@@ -57,6 +57,8 @@ macro_rules! store_conformance {
             enrolled_topics_count_enrolled_devices,
             re_authenticate_starts_a_new_enrollment,
             check_out_drops_the_queue,
+            delete_device_removes_everything,
+            cancel_command_takes_it_off_every_queue,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -1090,7 +1092,11 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
         .unwrap_err();
     assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
     assert_eq!(store.devices().await.unwrap(), before, "nothing written");
-    assert_eq!(store.queued("B").await.unwrap().len(), 1, "the queue is kept");
+    assert_eq!(
+        store.queued("B").await.unwrap().len(),
+        1,
+        "the queue is kept"
+    );
     assert_eq!(store.identity_hash("B").await.unwrap(), Some([2; 32]));
     assert_eq!(store.identity_hash("C").await.unwrap(), None);
 }
@@ -1215,4 +1221,80 @@ pub async fn check_out_drops_the_queue(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.next_command("A", false).await.unwrap().is_none());
+}
+
+/// A deleted device is gone with its queue, results, users and identity binding.
+pub async fn delete_device_removes_everything(store: Arc<dyn Store>) {
+    assert!(!store.delete_device("A").await.unwrap(), "unknown device");
+    store
+        .authenticate(&authenticate("A"), Some(&identity(1, t(0))), t(0))
+        .await
+        .unwrap();
+    store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    let cmd = Command::device_information(&["DeviceName"]);
+    store
+        .enqueue(
+            &cmd,
+            &["A".to_owned(), "B".to_owned()],
+            EnqueueMode::Always,
+            t(2),
+        )
+        .await
+        .unwrap();
+    let err = report(
+        "A",
+        Status::Error,
+        Some("00000000-0000-0000-0000-00000000000F"),
+        Dictionary::new(),
+    );
+    store.record_report(&err, t(3)).await.unwrap();
+    assert!(store.delete_device("A").await.unwrap());
+    assert!(store.device("A").await.unwrap().is_none());
+    assert!(store.queued("A").await.unwrap().is_empty());
+    assert!(store.results("A").await.unwrap().is_empty());
+    assert!(store.users("A").await.unwrap().is_empty());
+    assert_eq!(store.identity_hash("A").await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 0);
+    // Its certificate is free again; the device may enroll anew.
+    store
+        .authenticate(&authenticate("C"), Some(&identity(1, t(4))), t(4))
+        .await
+        .unwrap();
+    assert!(!store.delete_device("A").await.unwrap());
+}
+
+/// A cancelled command leaves every queue; an unknown UUID is told apart.
+pub async fn cancel_command_takes_it_off_every_queue(store: Arc<dyn Store>) {
+    assert_eq!(store.cancel_command("NOPE").await.unwrap(), None);
+    for udid in ["A", "B"] {
+        store
+            .authenticate(&authenticate(udid), None, t(0))
+            .await
+            .unwrap();
+    }
+    let cmd = Command::new("EraseDevice", Dictionary::new());
+    let keep = Command::device_information(&["DeviceName"]);
+    let both = ["A".to_owned(), "B".to_owned()];
+    store
+        .enqueue(&cmd, &both, EnqueueMode::Always, t(1))
+        .await
+        .unwrap();
+    store
+        .enqueue(&keep, &both, EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    assert_eq!(store.cancel_command(&cmd.uuid).await.unwrap(), Some(2));
+    for udid in ["A", "B"] {
+        let queued = store.queued(udid).await.unwrap();
+        assert_eq!(queued.len(), 1, "{udid}");
+        assert_eq!(queued[0].uuid, keep.uuid);
+    }
+    assert_eq!(
+        store.cancel_command(&cmd.uuid).await.unwrap(),
+        Some(0),
+        "already cancelled"
+    );
 }

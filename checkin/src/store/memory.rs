@@ -156,6 +156,36 @@ impl Store for MemoryStore {
         })
     }
 
+    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| {
+            let Some(d) = s.devices.remove(udid) else {
+                return Ok(false);
+            };
+            if let Some(id) = d.identity {
+                s.identities.remove(&id.sha256);
+            }
+            s.queues.remove(udid);
+            s.users.retain(|(u, _), _| u != udid);
+            s.results.retain(|r| r.udid != udid);
+            Ok(true)
+        })
+    }
+
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
+        self.run(|s| {
+            if !s.commands.contains_key(uuid) {
+                return Ok(None);
+            }
+            let mut taken = 0;
+            for q in s.queues.values_mut() {
+                let before = q.len();
+                q.retain(|e| e.uuid != uuid);
+                taken += before - q.len();
+            }
+            Ok(Some(taken))
+        })
+    }
+
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
         self.run(|s| {
             let mut out = std::collections::BTreeMap::new();

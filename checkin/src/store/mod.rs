@@ -266,6 +266,15 @@ pub trait Store: Send + Sync + 'static {
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, usize>;
 
+    /// Removes the device with everything kept for it (queue, results, user channels, identity
+    /// binding). `Ok(false)` if it was unknown.
+    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Removes command `uuid` from every queue it is still in (devices that already answered
+    /// keep their result). `Ok(None)` if no command has this UUID; `Ok(Some(n))`: taken off
+    /// `n` queues.
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>>;
+
     /// Enrolled devices ([`Device::is_enrolled`] and not [`Device::is_checked_out`]) by the
     /// topic they enrolled with — what a push certificate must match.
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>>;

@@ -452,6 +452,51 @@ impl Store for SqliteStore {
         )
     }
 
+    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool> {
+        let udid = udid.to_owned();
+        let (bindings, forget) = (Arc::clone(&self.bindings), udid.clone());
+        let after: writer::AfterCommit<bool> = Box::new(move |_| {
+            bindings.remove(&forget);
+        });
+        self.submit(
+            Undo::BySavepoint,
+            move |c| {
+                for sql in [
+                    "DELETE FROM queue WHERE udid = ?1",
+                    "DELETE FROM users WHERE udid = ?1",
+                    "DELETE FROM results WHERE udid = ?1",
+                ] {
+                    c.prepare_cached(sql)
+                        .and_then(|mut s| s.execute([&udid]))
+                        .map_err(db_err("delete device"))?;
+                }
+                let removed = c
+                    .prepare_cached("DELETE FROM devices WHERE udid = ?1")
+                    .and_then(|mut s| s.execute([&udid]))
+                    .map_err(db_err("delete device"))?;
+                Ok(removed > 0)
+            },
+            Some(after),
+        )
+    }
+
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
+        let uuid = uuid.to_owned();
+        self.write_one_statement(move |c| {
+            let known = c
+                .prepare_cached("SELECT 1 FROM commands WHERE uuid = ?1")
+                .and_then(|mut s| s.exists([&uuid]))
+                .map_err(db_err("cancel command"))?;
+            if !known {
+                return Ok(None);
+            }
+            c.prepare_cached("DELETE FROM queue WHERE uuid = ?1")
+                .and_then(|mut s| s.execute([&uuid]))
+                .map(Some)
+                .map_err(db_err("cancel command"))
+        })
+    }
+
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
         self.read(|c| {
             // `Device::is_enrolled() && !Device::is_checked_out()`, in SQL.
