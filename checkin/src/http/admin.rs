@@ -272,9 +272,11 @@ where
                     _ => return Err(ApiError::bad_request("push is true or false")),
                 }
             }
-            _ => return Err(ApiError::bad_request(format!(
+            _ => {
+                return Err(ApiError::bad_request(format!(
                 "unknown query parameter {k:?} (a plist command takes ?udid=…&udid=…[&push=false])"
-            ))),
+            )))
+            }
         }
     }
     let (parts, incoming) = req.into_parts();

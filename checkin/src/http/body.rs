@@ -88,10 +88,20 @@ pub fn json_error(err: &ApiError) -> Response<Body> {
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    retry_after(&mut resp, err);
     resp
 }
 
 /// The error as plain text (device endpoints).
 pub fn text_error(err: &ApiError) -> Response<Body> {
-    text(err.status, err.message.clone())
+    let mut resp = text(err.status, err.message.clone());
+    retry_after(&mut resp, err);
+    resp
+}
+
+fn retry_after(resp: &mut Response<Body>, err: &ApiError) {
+    if let Some(secs) = err.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
 }

@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// A human-readable reason.
     pub message: String,
+    /// Seconds for a `Retry-After` header (an overloaded store).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -18,6 +20,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -67,12 +70,19 @@ impl From<crate::service::ServiceError> for ApiError {
             E::Identity { .. } => StatusCode::FORBIDDEN,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) => StatusCode::CONFLICT,
-            E::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             E::Store(_) | E::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        let overloaded = matches!(&err, E::Store(StoreError::Overloaded { .. }));
+        if status.is_server_error() && !overloaded {
             tracing::error!("request failed: {err}");
         }
-        ApiError::new(status, err.to_string())
+        let mut api = ApiError::new(status, err.to_string());
+        if overloaded {
+            api.retry_after = Some(1);
+        }
+        api
     }
 }

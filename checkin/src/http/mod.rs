@@ -131,7 +131,17 @@ impl App {
                             "device_auth": self.device_auth.describe(),
                         }),
                     ),
-                    Err(err) => body::text_error(&ApiError::from(err)),
+                    Err(err) => {
+                        tracing::error!("health check failed: {err}");
+                        body::json(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &serde_json::json!({
+                                "status": "unavailable",
+                                "error": err.to_string(),
+                                "device_auth": self.device_auth.describe(),
+                            }),
+                        )
+                    }
                 }
             }
             "/metrics" => {
@@ -184,5 +194,71 @@ fn route_label(path: &str) -> &'static str {
         "/v1/commands" => "v1_commands",
         "/v1/connectivity" => "v1_connectivity",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty};
+
+    use super::*;
+    use crate::push::{FakePusher, PushSender};
+    use crate::service::{PushCertState, ServiceConfig};
+    use crate::store::{SqliteStore, Store, StoreError};
+
+    async fn get(app: &App, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(path)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = app.handle(req).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_store_writer_turns_healthz_red() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = sqlite.clone();
+        let pusher: Arc<dyn PushSender> = FakePusher::new();
+        let service = Arc::new(Service::new(
+            store,
+            pusher,
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        ));
+        let app = App::new(
+            service,
+            AdminKey::new(None),
+            DEFAULT_BODY_LIMIT,
+            DeviceAuth::Off,
+        );
+        let (status, health) = get(&app, "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "{health}");
+        sqlite.kill_writer_for_tests().await;
+        let (status, health) = get(&app, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+        assert_eq!(health["status"], "unavailable");
+        assert!(
+            health["error"].as_str().unwrap().contains("closed"),
+            "{health}"
+        );
+    }
+
+    #[test]
+    fn an_overloaded_store_is_503_with_retry_after() {
+        let err = ApiError::from(crate::service::ServiceError::from(StoreError::Overloaded {
+            queued: 8192,
+        }));
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        let resp = body::text_error(&err);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers()
+                .get(http::header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
     }
 }

@@ -77,6 +77,17 @@ pub fn decode_report(body: &[u8]) -> Result<Report, DecodeError> {
     }
 }
 
+/// The structural checks [`decode`] makes before parsing (nesting depth, value count, a
+/// binary plist's object graph), on their own: for callers that parse plists themselves, and
+/// for fuzzing.
+pub fn check_limits(body: &[u8]) -> Result<(), DecodeError> {
+    if body.starts_with(b"bplist") {
+        limits::check_binary(body)
+    } else {
+        limits::check_xml(body)
+    }
+}
+
 /// Parses an XML or binary plist (never the ASCII format) whose top level is a dictionary.
 pub(crate) fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -153,9 +153,9 @@ impl Service {
         &self.config
     }
 
-    /// Liveness: the store answers a read.
+    /// Liveness: the store's writer is alive and progressing, and it answers a read.
     pub async fn health(&self) -> Result<(), ServiceError> {
-        self.store.count().await?;
+        self.store.health().await?;
         Ok(())
     }
 

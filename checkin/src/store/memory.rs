@@ -186,6 +186,10 @@ impl Store for MemoryStore {
         })
     }
 
+    fn health(&self) -> StoreFuture<'_, ()> {
+        self.run(|_| Ok(()))
+    }
+
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
         self.run(|s| {
             let mut out = std::collections::BTreeMap::new();

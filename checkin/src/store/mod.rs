@@ -86,6 +86,13 @@ pub enum StoreError {
     /// The store's writer has stopped (the store is shutting down or its thread died).
     #[error("store is closed")]
     Closed,
+    /// The writer's queue is full: this write was not queued (nothing of it was written).
+    /// The caller should retry shortly.
+    #[error("the store is overloaded ({queued} writes waiting); retry shortly")]
+    Overloaded {
+        /// The queue's capacity.
+        queued: usize,
+    },
 }
 
 /// A device store.
@@ -265,6 +272,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, usize>;
+
+    /// Whether the store can take writes and answer reads now: `Err` when its writer has
+    /// stopped or stalled, or a read fails. What `/healthz` reports.
+    fn health(&self) -> StoreFuture<'_, ()>;
 
     /// Removes the device with everything kept for it (queue, results, user channels, identity
     /// binding). `Ok(false)` if it was unknown.

@@ -49,6 +49,11 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
 pub struct SqliteOptions {
     /// Most writes applied in one transaction. Default 1024.
     pub max_batch: usize,
+    /// Writes waiting for the writer at most. When it is full, a device's write is refused at
+    /// once ([`StoreError::Overloaded`]: the device gets 503 with `Retry-After` and retries)
+    /// and the server's own writes (refresh bookkeeping, admin changes) wait for room.
+    /// Default 8192 (eight full transactions).
+    pub max_queued_writes: usize,
     /// Read connections open at most (kept open once opened); a read waits for a free one
     /// when all are busy. Default 8. Opening a connection per read instead costs a schema
     /// parse each time, which dominated the server's CPU under many concurrent reports.
@@ -59,6 +64,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             max_batch: 1024,
+            max_queued_writes: 8192,
             max_readers: 8,
         }
     }
@@ -227,13 +233,26 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// The durable [`Store`]. Opening is blocking (do it before serving); every operation after
 /// that runs off the async runtime and must be called from within a Tokio runtime.
 ///
+/// How long waiting writes may see no commit before the store calls itself wedged.
+pub const WEDGED_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a write does when the writer's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Fail with [`StoreError::Overloaded`] (a device retries).
+    Shed,
+    /// Wait for room (the server's own work).
+    Wait,
+}
+
 /// Dropping the store finishes the queued writes and joins the writer thread.
 pub struct SqliteStore {
     path: PathBuf,
-    writes: Option<mpsc::Sender<Box<dyn PendingWrite>>>,
+    writes: Option<mpsc::SyncSender<Box<dyn PendingWrite>>>,
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
     counters: Arc<Counters>,
+    queue_capacity: usize,
     /// Identity bindings seen so far (UDID → certificate hash or none), so that the check on
     /// every authenticated request is no database read. Filled from reads (only where the
     /// writer has not put a value first) and by the writer after each commit that changes a
@@ -287,13 +306,17 @@ impl SqliteStore {
             private(&side, crate::private::restrict_file(&side))?;
         }
         let conn = open_writer(path)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(options.max_queued_writes.max(1));
         let max_batch = options.max_batch.max(1);
         let counters = Arc::new(Counters::default());
         let writer_counters = Arc::clone(&counters);
+        let reopen_path = path.to_owned();
         let writer = std::thread::Builder::new()
             .name("magicpush-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch, writer_counters))
+            .spawn(move || {
+                let reopen = move || open_writer(&reopen_path);
+                writer::run(conn, rx, max_batch, writer_counters, &reopen)
+            })
             .map_err(|e| StoreError::Database {
                 op: "start writer thread",
                 detail: e.to_string(),
@@ -309,6 +332,7 @@ impl SqliteStore {
                 max: options.max_readers.max(1),
             }),
             counters,
+            queue_capacity: options.max_queued_writes.max(1),
             bindings: Arc::new(DashMap::new()),
         })
     }
@@ -326,13 +350,24 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Queues a write for the writer thread; it runs in its own savepoint.
+    /// Queues a write for the writer thread; it runs in its own savepoint. Waits for room
+    /// when the queue is full.
     fn write<T, F>(&self, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Undo::BySavepoint, work, None)
+        self.submit(Undo::BySavepoint, work, None, Admission::Wait)
+    }
+
+    /// [`SqliteStore::write`] for a device's request: refused with
+    /// [`StoreError::Overloaded`] instead of waiting when the queue is full.
+    fn device_write<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(Undo::BySavepoint, work, None, Admission::Shed)
     }
 
     /// Queues a write that changes the database with at most one statement and fails only
@@ -342,7 +377,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Undo::ByStatement, work, None)
+        self.submit(Undo::ByStatement, work, None, Admission::Wait)
+    }
+
+    /// [`SqliteStore::write_one_statement`] for a device's request (see
+    /// [`SqliteStore::device_write`]).
+    fn device_write_one_statement<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(Undo::ByStatement, work, None, Admission::Shed)
     }
 
     fn submit<T, F>(
@@ -350,20 +395,58 @@ impl SqliteStore {
         undo: Undo,
         work: F,
         after_commit: Option<writer::AfterCommit<T>>,
+        admission: Admission,
     ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (job, rx) = Job::submit_then(undo, work, after_commit);
-        let sent = match &self.writes {
-            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        };
+        let tx = self.writes.clone();
+        let counters = Arc::clone(&self.counters);
+        let capacity = self.queue_capacity;
         Box::pin(async move {
-            sent?;
+            let tx = tx.ok_or(StoreError::Closed)?;
+            let mut job = job;
+            loop {
+                match tx.try_send(job) {
+                    Ok(()) => break,
+                    Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+                    Err(mpsc::TrySendError::Full(back)) => match admission {
+                        Admission::Shed => {
+                            metrics::counter!("magicpush_store_writes_shed_total").increment(1);
+                            return Err(StoreError::Overloaded { queued: capacity });
+                        }
+                        Admission::Wait => {
+                            job = back;
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                    },
+                }
+            }
+            counters.queued.fetch_add(1, Ordering::Relaxed);
             rx.await.map_err(|_| StoreError::Closed)?
         })
+    }
+
+    /// Whether the writer is alive and making progress: `Err` once its thread has ended, or
+    /// while writes have waited [`WEDGED_AFTER`] without a commit.
+    fn writer_health(&self) -> Result<(), StoreError> {
+        if self.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            return Err(StoreError::Closed);
+        }
+        let queued = self.counters.queued.load(Ordering::Relaxed);
+        let stalled = self.counters.since_progress();
+        if queued > 0 && stalled >= WEDGED_AFTER {
+            return Err(StoreError::Database {
+                op: "writer",
+                detail: format!(
+                    "{queued} writes waiting and no commit for {}s",
+                    stalled.as_secs()
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn read<T, F>(&self, work: F) -> StoreFuture<'static, T>
@@ -394,6 +477,19 @@ impl SqliteStore {
                 out.push(row.map_err(db_err("read devices"))??);
             }
             Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    /// `touch` with an owned UDID, for tests that spawn it.
+    fn touch_owned(&self, udid: String) -> StoreFuture<'static, ()> {
+        let at = truncate_ms(OffsetDateTime::now_utc());
+        self.device_write(move |c| {
+            let mut d = require_device(c, &udid)?;
+            apply_contact(&mut d, at);
+            save_device(c, &d)
         })
     }
 }
@@ -449,6 +545,7 @@ impl Store for SqliteStore {
                 done
             },
             after,
+            Admission::Shed,
         )
     }
 
@@ -477,6 +574,7 @@ impl Store for SqliteStore {
                 Ok(removed > 0)
             },
             Some(after),
+            Admission::Wait,
         )
     }
 
@@ -495,6 +593,14 @@ impl Store for SqliteStore {
                 .map(Some)
                 .map_err(db_err("cancel command"))
         })
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        if let Err(e) = self.writer_health() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let count = self.count();
+        Box::pin(async move { count.await.map(drop) })
     }
 
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
@@ -545,9 +651,9 @@ impl Store for SqliteStore {
         let (msg, at) = (msg.clone(), truncate_ms(at));
         if msg.user.is_none() {
             // A read, then one upsert.
-            return self.write_one_statement(move |c| upsert_for_token_update(c, &msg, at));
+            return self.device_write_one_statement(move |c| upsert_for_token_update(c, &msg, at));
         }
-        self.write(move |c| {
+        self.device_write(move |c| {
             let Some(user) = &msg.user else {
                 return upsert_for_token_update(c, &msg, at);
             };
@@ -572,7 +678,7 @@ impl Store for SqliteStore {
 
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.write(move |c| {
+        self.device_write(move |c| {
             let mut d = require_device(c, &udid)?;
             logic::check_out(&mut d, at);
             save_device(c, &d)?;
@@ -588,7 +694,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (udid, token, at) = (udid.to_owned(), token.cloned(), truncate_ms(at));
-        self.write(move |c| {
+        self.device_write(move |c| {
             let mut d = require_device(c, &udid)?;
             d.bootstrap_token = token;
             apply_contact(&mut d, at);
@@ -613,7 +719,7 @@ impl Store for SqliteStore {
 
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.write(move |c| {
+        self.device_write(move |c| {
             let mut d = require_device(c, &udid)?;
             apply_contact(&mut d, at);
             save_device(c, &d)
@@ -706,7 +812,7 @@ impl Store for SqliteStore {
             device_info,
             raw: plist::Dictionary::new(),
         };
-        self.write(move |c| {
+        self.device_write(move |c| {
             let (closed_push, info_updated) = update_for_report(c, &report, at)?;
             let mut out = ReportOutcome {
                 closed_push,
@@ -928,8 +1034,81 @@ fn queue_for_each(
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// Makes the writer thread die (a write that panics), as a bug or a crash in SQLite would.
+    pub(crate) async fn kill_writer_for_tests(&self) {
+        let dead = self.write(|_| -> Result<(), StoreError> { panic!("writer killed by a test") });
+        let _ = dead.await;
+        while !self.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_writer_is_unhealthy_and_writes_fail_closed() {
+        use crate::store::conformance::{authenticate, t};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.health().await.unwrap();
+        store.kill_writer_for_tests().await;
+        assert_eq!(store.health().await, Err(StoreError::Closed));
+        let write = store.authenticate(&authenticate("A"), None, t(0)).await;
+        assert_eq!(write, Err(StoreError::Closed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_sheds_device_writes_and_holds_the_servers_own() {
+        use crate::store::conformance::{authenticate, t};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            max_queued_writes: 2,
+            max_batch: 1,
+            ..SqliteOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open_file(&dir.path().join("db"), options).unwrap());
+        // Hold the writer in a slow write, then fill the queue behind it.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let slow = store.write(move |_| {
+            let _ = started_tx.send(());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        });
+        let slow = tokio::spawn(slow);
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = ["Q1", "Q2"]
+            .into_iter()
+            .map(|u| tokio::spawn(store.touch_owned(u.to_owned())))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let shed = store.authenticate(&authenticate("A"), None, t(0)).await;
+        assert!(
+            matches!(shed, Err(StoreError::Overloaded { queued: 2 })),
+            "{shed:?}"
+        );
+        assert!(
+            store.device("A").await.unwrap().is_none(),
+            "a shed write left nothing"
+        );
+        // The server's own write waits for room and lands.
+        let cmd = crate::mdm::Command::new("RestartDevice", plist::Dictionary::new());
+        let waited = store.enqueue(&cmd, &[], EnqueueMode::Always, t(1)).await;
+        assert!(waited.is_ok(), "{waited:?}");
+        slow.await.unwrap().unwrap();
+        for q in queued {
+            // Unknown devices: the writes ran (and failed as the contract says).
+            assert!(matches!(
+                q.await.unwrap(),
+                Err(StoreError::UnknownDevice { .. })
+            ));
+        }
+        store.health().await.unwrap();
+        assert_eq!(store.counters.queued.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn read_pool_opens_at_most_max_connections_and_reuses_them() {

@@ -7,8 +7,9 @@
 //! of it behind. The savepoint, its release and the copies of every page it first touches
 //! were a large share of the writer's work for the one-statement writes of an enrollment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -125,20 +126,54 @@ where
 }
 
 /// Counters the writer keeps, readable while it runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) writes: AtomicU64,
+    /// Writes sent and not yet answered.
+    pub(crate) queued: AtomicUsize,
+    /// Milliseconds after `epoch` of the writer's last sign of life (a commit, or waiting
+    /// with nothing to do).
+    progress_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            progress_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Counters {
+    fn progressed(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the writer last showed progress.
+    pub(crate) fn since_progress(&self) -> Duration {
+        let last = Duration::from_millis(self.progress_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
 }
 
 /// The writer thread's loop. Returns when every sender is gone and the channel is drained.
 pub(crate) fn run(
-    conn: Connection,
+    mut conn: Connection,
     rx: mpsc::Receiver<Box<dyn PendingWrite>>,
     max_batch: usize,
     counters: Arc<Counters>,
+    reopen: &dyn Fn() -> Result<Connection, StoreError>,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        counters.progressed();
+        let Ok(first) = rx.recv() else { break };
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -147,7 +182,7 @@ pub(crate) fn run(
             }
         }
         metrics::histogram!("magicpush_store_commit_batch_size").record(batch.len() as f64);
-        let commit = apply_batch(&conn, &mut batch);
+        let (commit, state) = apply_batch(&conn, &mut batch);
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters
             .writes
@@ -155,15 +190,49 @@ pub(crate) fn run(
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = batch.len(), "store commit failed");
         }
+        let answered = batch.len();
         for job in batch {
             job.complete(&commit);
+        }
+        counters.queued.fetch_sub(answered, Ordering::Relaxed);
+        if state == ConnState::Unknown {
+            // ROLLBACK failed: the connection may still be inside the failed transaction.
+            // Writing on through it could commit half of that batch with the next one.
+            match reopen() {
+                Ok(fresh) => {
+                    tracing::warn!(
+                        "store writer reopened its database connection after a failed ROLLBACK"
+                    );
+                    conn = fresh;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store writer cannot reopen the database after a failed ROLLBACK; it stops, writes fail and /healthz reports it");
+                    break;
+                }
+            }
         }
     }
 }
 
-fn apply_batch(conn: &Connection, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(db_err("begin"))?;
+/// What the connection is left in after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// No transaction open: ready for the next batch.
+    Clean,
+    /// A failed batch whose ROLLBACK failed too: not to be trusted.
+    Unknown,
+}
+
+fn apply_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn PendingWrite>],
+) -> (Result<(), StoreError>, ConnState) {
+    if let Err(e) = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(db_err("begin"))
+    {
+        return (Err(e), ConnState::Clean);
+    }
     let applied = batch.iter_mut().try_for_each(|job| {
         if job.undo() == Undo::ByStatement {
             job.apply(conn);
@@ -177,14 +246,16 @@ fn apply_batch(conn: &Connection, batch: &mut [Box<dyn PendingWrite>]) -> Result
     });
     let committed = applied.and_then(|()| conn.execute_batch("COMMIT").map_err(db_err("commit")));
     if committed.is_err() && !conn.is_autocommit() {
-        // Leave the connection usable for the next batch.
-        let _ = conn.execute_batch("ROLLBACK");
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "store ROLLBACK failed");
+            if !conn.is_autocommit() {
+                return (committed, ConnState::Unknown);
+            }
+        }
     }
-    committed
+    (committed, ConnState::Clean)
 }
 
-/// Runs a parameterless statement, prepared once per connection (two per write: parsing them
-/// each time showed in the writer's profile).
 fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
@@ -215,7 +286,7 @@ mod tests {
             });
             let (ok3, rx3) = Job::submit(Undo::BySavepoint, |c: &Connection| insert(c, 3));
             let mut batch = vec![ok1, bad, ok3];
-            let commit = apply_batch(&conn, &mut batch);
+            let (commit, _) = apply_batch(&conn, &mut batch);
             assert_eq!(commit, Ok(()));
             for job in batch {
                 job.complete(&commit);
@@ -249,7 +320,7 @@ mod tests {
         });
         let (ok3, rx3) = Job::submit(Undo::ByStatement, |c: &Connection| insert(c, 3));
         let mut batch = vec![ok1, bad, ok3];
-        let commit = apply_batch(&conn, &mut batch);
+        let (commit, _) = apply_batch(&conn, &mut batch);
         assert_eq!(commit, Ok(()));
         for job in batch {
             job.complete(&commit);
