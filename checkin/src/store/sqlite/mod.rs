@@ -402,29 +402,45 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (job, rx) = Job::submit_then(undo, work, after_commit);
-        let tx = self.writes.clone();
+        let Some(tx) = self.writes.clone() else {
+            return Box::pin(std::future::ready(Err(StoreError::Closed)));
+        };
         let counters = Arc::clone(&self.counters);
-        let capacity = self.queue_capacity;
+        // Counted before it is sent, so the writer's count of answered writes never passes
+        // it. Handed to the writer now, when there is room: writes created together share a
+        // commit. Only a full queue makes the future wait (or refuse).
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        let unsent = || counters.queued.fetch_sub(1, Ordering::Relaxed);
+        let waiting = match tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                unsent();
+                return Box::pin(std::future::ready(Err(StoreError::Closed)));
+            }
+            Err(mpsc::TrySendError::Full(job)) => match admission {
+                Admission::Shed => {
+                    unsent();
+                    metrics::counter!("magicpush_store_writes_shed_total").increment(1);
+                    let queued = self.queue_capacity;
+                    return Box::pin(std::future::ready(Err(StoreError::Overloaded { queued })));
+                }
+                Admission::Wait => Some(job),
+            },
+        };
         Box::pin(async move {
-            let tx = tx.ok_or(StoreError::Closed)?;
-            let mut job = job;
-            loop {
-                match tx.try_send(job) {
-                    Ok(()) => break,
-                    Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-                    Err(mpsc::TrySendError::Full(back)) => match admission {
-                        Admission::Shed => {
-                            metrics::counter!("magicpush_store_writes_shed_total").increment(1);
-                            return Err(StoreError::Overloaded { queued: capacity });
+            if let Some(mut job) = waiting {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    match tx.try_send(job) {
+                        Ok(()) => break,
+                        Err(mpsc::TrySendError::Disconnected(_)) => {
+                            counters.queued.fetch_sub(1, Ordering::Relaxed);
+                            return Err(StoreError::Closed);
                         }
-                        Admission::Wait => {
-                            job = back;
-                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                        }
-                    },
+                        Err(mpsc::TrySendError::Full(back)) => job = back,
+                    }
                 }
             }
-            counters.queued.fetch_add(1, Ordering::Relaxed);
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }

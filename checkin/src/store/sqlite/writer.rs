@@ -190,11 +190,10 @@ pub(crate) fn run(
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = batch.len(), "store commit failed");
         }
-        let answered = batch.len();
+        counters.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         for job in batch {
             job.complete(&commit);
         }
-        counters.queued.fetch_sub(answered, Ordering::Relaxed);
         if state == ConnState::Unknown {
             // ROLLBACK failed: the connection may still be inside the failed transaction.
             // Writing on through it could commit half of that batch with the next one.
