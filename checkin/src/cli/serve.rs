@@ -90,6 +90,24 @@ pub(crate) struct ServeArgs {
     /// Pushes in flight at once during a refresh.
     #[arg(long, env = "MAGICPUSH_PUSH_CONCURRENCY", default_value_t = 256)]
     push_concurrency: usize,
+    /// Open connections at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "MAGICPUSH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time for a client to send its request headers.
+    #[arg(long, env = "MAGICPUSH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time for a whole request body (408 after it).
+    #[arg(long, env = "MAGICPUSH_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Slowest average body rate accepted after the first 5 s, in bytes per second.
+    #[arg(long, env = "MAGICPUSH_MIN_BODY_RATE", default_value_t = 1024)]
+    min_body_rate: u64,
+    /// A connection with nothing in flight and no bytes moving for this long is closed.
+    #[arg(long, env = "MAGICPUSH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// HTTP/2 keep-alive PING interval (an unanswered PING drops the connection).
+    #[arg(long, env = "MAGICPUSH_H2_KEEPALIVE", default_value = "30s", value_parser = parse_duration)]
+    h2_keepalive: Duration,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -202,7 +220,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let server = http::spawn(listener, tls, app, ListenerSettings::default())?;
+    let settings = listener_settings(&args)?;
+    let server = http::spawn(listener, tls, app, settings)?;
     tracing::info!(url = %server.url(), "magicpush check-in server listening");
     // One line on stdout for supervisors and tests (the port may have been 0).
     println!("listening on {}", server.url());
@@ -220,6 +239,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     client.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The listener's limits from the flags; a zero duration or rate is refused.
+fn listener_settings(args: &ServeArgs) -> anyhow::Result<ListenerSettings> {
+    for (flag, d) in [
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+        ("--idle-timeout", args.idle_timeout),
+        ("--h2-keepalive", args.h2_keepalive),
+    ] {
+        if d.is_zero() {
+            bail!("{flag} must be longer than 0s");
+        }
+    }
+    if args.min_body_rate == 0 || args.max_connections == 0 {
+        bail!("--min-body-rate and --max-connections must be at least 1");
+    }
+    Ok(ListenerSettings {
+        max_connections: args.max_connections,
+        header_read_timeout: args.header_timeout,
+        body: http::timing::BodyPolicy {
+            timeout: args.body_timeout,
+            min_rate: args.min_body_rate,
+            grace: Duration::from_secs(5).min(args.body_timeout),
+        },
+        idle_timeout: args.idle_timeout,
+        h2_keepalive: args.h2_keepalive,
+        ..ListenerSettings::default()
+    })
 }
 
 /// Device authentication from the flags: on unless `--insecure-no-device-auth`, and then it

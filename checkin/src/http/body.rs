@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use super::error::ApiError;
+use super::timing::PaceError;
 
 /// The response body type of every handler.
 pub type Body = Full<Bytes>;
@@ -39,6 +40,9 @@ where
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) if matches!(err.downcast_ref(), Some(PaceError::TooSlow(_))) => {
+            Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, err.to_string()))
+        }
         Err(err) => Err(ApiError::bad_request(format!(
             "could not read request body: {err}"
         ))),

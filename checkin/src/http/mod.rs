@@ -20,6 +20,7 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub mod server;
+pub mod timing;
 pub mod tls;
 
 mod admin;

@@ -18,15 +18,27 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::{text, Body};
 use super::identity::PeerCertificate;
+use super::timing::{Activity, BodyPolicy, PacedBody, Tracked};
 use super::App;
 
 /// How the listener behaves.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    /// Open connections at most; further clients wait in the kernel's backlog. Default 10 000.
+    /// Open connections at most. A connection accepted beyond it is closed at once (counted
+    /// in `magicpush_http_connections_refused_total`), not left waiting in the kernel's
+    /// backlog. Default 10 000.
     pub max_connections: usize,
     /// Time for a client to send its request headers. Default 30 s.
     pub header_read_timeout: Duration,
+    /// How fast request bodies must arrive (408 otherwise). Default: within 60 s, at least
+    /// 1 KiB/s after 5 s.
+    pub body: BodyPolicy,
+    /// A connection with no request in flight and no bytes moving for this long is closed
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike). Default 120 s.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive PING interval (a peer that does not answer within 20 s is dropped).
+    /// Default 30 s.
+    pub h2_keepalive: Duration,
     /// Time for a TLS handshake. Default 10 s.
     pub tls_handshake_timeout: Duration,
     /// How long shutdown waits for in-flight requests before dropping connections. Default 10 s.
@@ -38,6 +50,9 @@ impl Default for ListenerSettings {
         ListenerSettings {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
+            body: BodyPolicy::default(),
+            idle_timeout: Duration::from_secs(120),
+            h2_keepalive: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }
@@ -120,13 +135,6 @@ async fn accept_loop(
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let settings = Arc::new(settings);
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -139,6 +147,13 @@ async fn accept_loop(
             },
             _ = stopped(&mut stop) => break,
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Over the cap: close now rather than let it hold a socket doing nothing.
+            ::metrics::counter!("magicpush_http_connections_refused_total").increment(1);
+            tracing::debug!(%peer, "connection refused: {} open", settings.max_connections);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
@@ -149,7 +164,11 @@ async fn accept_loop(
             let _permit = permit;
             let _open = open;
             match tls {
-                None => serve_connection(TokioIo::new(stream), app, &settings, stop, None).await,
+                None => {
+                    let activity = Activity::new();
+                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                    serve_connection(io, app, &settings, stop, None, activity).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(
                         settings.tls_handshake_timeout,
@@ -164,14 +183,9 @@ async fn accept_loop(
                                 .peer_certificates()
                                 .and_then(|chain| chain.first())
                                 .map(|der| PeerCertificate(Arc::from(der.as_ref())));
-                            serve_connection(
-                                TokioIo::new(tls_stream),
-                                app,
-                                &settings,
-                                stop,
-                                identity,
-                            )
-                            .await
+                            let activity = Activity::new();
+                            let io = TokioIo::new(Tracked::new(tls_stream, activity.clone()));
+                            serve_connection(io, app, &settings, stop, identity, activity).await
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -191,33 +205,65 @@ async fn serve_connection<I>(
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
     identity: Option<PeerCertificate>,
+    activity: Arc<Activity>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let body_policy = settings.body;
+    let in_flight = activity.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
+        let guard = in_flight.request();
+        let mut req = req.map(|b| PacedBody::new(b, body_policy));
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }
-        async move { Ok::<_, Infallible>(run_isolated(app, req).await) }
+        async move {
+            let resp = run_isolated(app, req).await;
+            drop(guard);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(settings.h2_keepalive))
+        .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(err) = res {
-                tracing::debug!("connection ended: {err}");
+    let mut watch = tokio::time::interval(
+        settings
+            .idle_timeout
+            .div_f64(4.0)
+            .max(Duration::from_millis(10)),
+    );
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(err) = res {
+                    tracing::debug!("connection ended: {err}");
+                }
+                return;
             }
-        }
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = watch.tick() => {
+                if activity.idle_for(settings.idle_timeout, tokio::time::Instant::now()) {
+                    ::metrics::counter!("magicpush_http_idle_closed_total").increment(1);
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                    return;
+                }
+            }
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
         }
     }
 }
@@ -229,7 +275,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Runs the handler in its own task: a panic becomes a 500 instead of a dropped connection,
 /// and a write that has started completes even if the client goes away.
-async fn run_isolated(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+async fn run_isolated(app: Arc<App>, req: Request<PacedBody<Incoming>>) -> Response<Body> {
     match tokio::spawn(async move { app.handle(req).await }).await {
         Ok(resp) => resp,
         Err(err) => {

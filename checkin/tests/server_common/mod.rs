@@ -36,6 +36,8 @@ pub struct Options {
     pub device_auth: bool,
     /// The durable SQLite store (in the test's directory) instead of the in-memory one.
     pub sqlite: bool,
+    /// Timeouts and limits of the listener.
+    pub listener: ListenerSettings,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             tls: false,
             device_auth: false,
             sqlite: false,
+            listener: ListenerSettings::default(),
         }
     }
 }
@@ -119,7 +122,7 @@ impl TestServer {
         } else {
             None
         };
-        let handle = mhttp::spawn(listener, tls, app, ListenerSettings::default()).expect("spawn");
+        let handle = mhttp::spawn(listener, tls, app, opts.listener.clone()).expect("spawn");
         let url = handle.url();
         let ca = opts.tls.then(|| pki.ca.cert_pem().as_bytes().to_vec());
         let admin = AdminClient::new(&url, opts.api_key.map(str::to_owned), ca.as_deref())

@@ -1,0 +1,185 @@
+//! Slow and idle clients cannot hold the server: slow headers, slow bodies and idle
+//! connections are closed on time, connections beyond the cap are closed at once, and a
+//! device's check-in is served meanwhile. Timeouts are short here; the defaults are in
+//! `ListenerSettings`.
+
+mod server_common;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use magicpush_checkin::http::timing::BodyPolicy;
+use magicpush_checkin::http::ListenerSettings;
+use magicpush_fixtures::plists;
+use server_common::{device, Options, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn settings() -> ListenerSettings {
+    ListenerSettings {
+        max_connections: 8,
+        header_read_timeout: Duration::from_millis(500),
+        body: BodyPolicy {
+            timeout: Duration::from_secs(5),
+            min_rate: 1000,
+            grace: Duration::from_millis(300),
+        },
+        idle_timeout: Duration::from_millis(600),
+        ..ListenerSettings::default()
+    }
+}
+
+async fn server() -> TestServer {
+    TestServer::start(Options {
+        listener: settings(),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn connect(srv: &TestServer) -> TcpStream {
+    TcpStream::connect(srv.handle.as_ref().unwrap().local_addr())
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or `within` passes); what it sent and when
+/// it closed.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            within.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(started.elapsed()),
+                )
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let srv = server().await;
+    let mut s = connect(&srv).await;
+    s.write_all(b"PUT /mdm/checkin HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (_, closed) = until_closed(&mut s, Duration::from_secs(5)).await;
+    let closed = closed.expect("the server closed a connection that never finished its headers");
+    assert!(closed < Duration::from_secs(2), "closed after {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408() {
+    let srv = server().await;
+    let mut s = connect(&srv).await;
+    s.write_all(
+        b"PUT /mdm/checkin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-apple-aspen-mdm-checkin\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let writer = tokio::spawn(async move {
+        // 20 bytes/s, under the 1,000 required.
+        for _ in 0..100 {
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    });
+    let mut s = writer.await.unwrap();
+    let (answer, _) = until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("too slow"), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_fresh_or_kept_alive() {
+    let srv = server().await;
+    let mut fresh = connect(&srv).await;
+    let (_, closed) = until_closed(&mut fresh, Duration::from_secs(5)).await;
+    let closed = closed.expect("an idle fresh connection is closed");
+    assert!(closed < Duration::from_secs(2), "after {closed:?}");
+    // After one request on a keep-alive connection: closed once idle, not before.
+    let mut kept = connect(&srv).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (_, closed) = until_closed(&mut kept, Duration::from_secs(5)).await;
+    let closed = closed.expect("an idle keep-alive connection is closed");
+    assert!(
+        closed >= Duration::from_millis(300),
+        "too early: {closed:?}"
+    );
+    assert!(closed < Duration::from_secs(2), "after {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once_and_devices_still_get_in() {
+    let srv = TestServer::start(Options {
+        listener: ListenerSettings {
+            max_connections: 3,
+            idle_timeout: Duration::from_secs(3),
+            header_read_timeout: Duration::from_secs(3),
+            ..settings()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&srv).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = connect(&srv).await;
+    let (_, closed) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    let closed = closed.expect("a connection over the cap is closed");
+    assert!(closed < Duration::from_millis(500), "after {closed:?}");
+    // Once the idle holders are closed, devices get in again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, body) = srv
+        .put(
+            "/mdm/checkin",
+            &plists::authenticate(&device(1), &srv.topic()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_is_served_while_slow_clients_hold_connections() {
+    let srv = server().await;
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut s = connect(&srv).await;
+        s.write_all(b"PUT /mdm/checkin HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nab")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let started = Instant::now();
+    let (s, body) = srv
+        .put(
+            "/mdm/checkin",
+            &plists::authenticate(&device(2), &srv.topic()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
