@@ -2,3 +2,4 @@
 
 pub mod apns;
 pub mod checkin;
+pub mod soak;

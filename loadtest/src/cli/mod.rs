@@ -8,6 +8,7 @@ pub mod apns_bench;
 pub mod checkin_bench;
 pub mod fleet;
 pub mod mock_apns;
+pub mod soak;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +32,8 @@ enum Command {
     /// Simulate a device fleet against a magicpush server: enroll, refresh all, devices
     /// answer their pushes; report rates, latency, state counts, lost devices and memory.
     Fleet(fleet::FleetArgs),
+    /// Good check-ins' latency while idle sockets, slow bodies and plist bombs hit the server.
+    Soak(soak::SoakArgs),
     /// Run `magicpush serve` (the fleet's server under test; exits when stdin closes).
     #[command(hide = true)]
     ServeChild(fleet::ServeChildArgs),
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::ApnsBench(args) => apns_bench::run(args),
         Command::CheckinBench(args) => checkin_bench::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::ServeChild(args) => fleet::serve_child(args),
     };
     match result {
