@@ -6,11 +6,12 @@
 //!
 //! - [`MemoryStore`]: in memory, for tests.
 //! - [`SqliteStore`]: durable, SQLite in WAL mode with group commit.
-//! - [`conformance`]: one test suite every implementation passes.
+//! - `conformance`: one test suite every implementation passes (feature `test-support`).
 //!
 //! Times are inputs (`at`), never read from a clock inside the store, and kept to the
 //! millisecond ([`truncate_ms`]). A device's `last_seen_at` only moves forward.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 
 mod logic;
@@ -97,7 +98,8 @@ pub enum StoreError {
 
 /// A device store.
 ///
-/// Contracts shared by every implementation (checked by [`conformance`]):
+/// Contracts shared by every implementation (checked by `conformance`, feature
+/// `test-support`):
 /// - A write's future resolves `Ok` only once the write is durable (for [`SqliteStore`]:
 ///   committed and synced). Writes of concurrent callers may share one commit.
 /// - Every check-in and report write also moves `last_seen_at` forward to `at`.
