@@ -1104,6 +1104,40 @@ async fn typed_commands_cancel_and_delete() {
         .unwrap();
     assert_eq!(s, StatusCode::NOT_FOUND);
 
+    // Expiry: in the past is refused; a future one is listed.
+    let (s, text) = srv
+        .admin
+        .request(
+            Method::POST,
+            "/v1/commands",
+            Some((
+                "application/json",
+                Bytes::from(
+                    serde_json::json!({"udids": [dev.udid], "request_type": "RestartDevice",
+                        "expires_at": "2001-01-01T00:00:00Z"})
+                    .to_string(),
+                ),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text:?}");
+    srv.admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "ShutDownDevice",
+                "expires_in": "24h", "push": false}),
+        )
+        .await
+        .unwrap();
+    let queued = srv
+        .admin
+        .get_json(&format!("/v1/devices/{}/commands", dev.udid))
+        .await
+        .unwrap();
+    assert!(queued["queued"][0]["expires_at"].is_string(), "{queued}");
+
     // Delete the device: gone, with its queue.
     srv.admin
         .send_json(

@@ -66,7 +66,11 @@ async fn everything_survives_reopen() {
     assert_eq!(d0.push_outcome, Some(PushOutcome::Accepted));
     assert_eq!(d0.first_report_after_push_at, Some(t(4)));
     assert_eq!(store.results("D00").await.unwrap().len(), 1);
-    let next = store.next_command("D00", false).await.unwrap().unwrap();
+    let next = store
+        .next_command("D00", false, t(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.uuid, pending.uuid);
     assert!(store.has_queued("D01", "DeviceInformation").await.unwrap());
     assert_eq!(store.pushable().await.unwrap().len(), 49, "D49 checked out");

@@ -8,7 +8,7 @@
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
 //! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_udids"?}` |
-//! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
+//! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
 //! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
@@ -199,6 +199,35 @@ struct CommandsRequest {
     params: Option<Value>,
     push: Option<bool>,
     command_uuid: Option<String>,
+    /// e.g. `"24h"`: the command expires that long after it is queued.
+    expires_in: Option<String>,
+    /// RFC 3339: the command expires then.
+    expires_at: Option<String>,
+}
+
+/// `expires_in` (a duration from now) or `expires_at` (RFC 3339), not both.
+fn expiry(
+    expires_in: Option<&str>,
+    expires_at: Option<&str>,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    match (expires_in, expires_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give expires_in or expires_at, not both",
+        )),
+        (Some(d), None) => {
+            let d = crate::config::parse_duration(d)
+                .map_err(|e| ApiError::bad_request(format!("expires_in: {e}")))?;
+            Ok(Some(time::OffsetDateTime::now_utc() + d))
+        }
+        (None, Some(t)) => {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map(Some)
+                .map_err(|e| {
+                    ApiError::bad_request(format!("expires_at is not RFC 3339 ({t:?}): {e}"))
+                })
+        }
+    }
 }
 
 /// A JSON command: typed plist values in `params` (see [`crate::mdm::json_values`]).
@@ -211,6 +240,7 @@ fn json_command(request: CommandsRequest) -> Result<CommandRequest, ApiError> {
         Some(_) => return Err(ApiError::bad_request("params must be a JSON object")),
     };
     Ok(CommandRequest {
+        expires_at: expiry(request.expires_in.as_deref(), request.expires_at.as_deref())?,
         udids: request.udids,
         request_type: request.request_type,
         params,
@@ -253,6 +283,7 @@ where
 {
     let mut udids = Vec::new();
     let mut push = true;
+    let mut expires_in = None;
     for pair in req
         .uri()
         .query()
@@ -265,6 +296,7 @@ where
             .ok_or_else(|| ApiError::bad_request(format!("malformed percent-encoding in {k}")))?;
         match k {
             "udid" => udids.push(v),
+            "expires_in" => expires_in = Some(v),
             "push" => {
                 push = match v.as_str() {
                     "true" | "1" => true,
@@ -284,6 +316,7 @@ where
     let command = crate::mdm::Command::from_plist(&bytes)
         .map_err(|e| ApiError::bad_request(format!("command plist: {e}")))?;
     Ok(CommandRequest {
+        expires_at: expiry(expires_in.as_deref(), None)?,
         udids,
         request_type: command.request_type,
         params: command.params,

@@ -36,6 +36,8 @@ pub struct Command {
     pub request_type: String,
     /// Every other key of the `Command` dictionary. A `RequestType` key here is ignored.
     pub params: Dictionary,
+    /// Not sent after this time (a queued command that has expired is dropped unsent).
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 impl Command {
@@ -45,6 +47,7 @@ impl Command {
             uuid: uuid::Uuid::new_v4().to_string().to_ascii_uppercase(),
             request_type: request_type.into(),
             params,
+            expires_at: None,
         }
     }
 
@@ -54,6 +57,7 @@ impl Command {
             uuid,
             request_type: request_type.into(),
             params,
+            expires_at: None,
         }
     }
 

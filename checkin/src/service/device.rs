@@ -171,7 +171,11 @@ impl Service {
         let skip_not_now = report.status != Status::Idle;
         let next = match outcome.next_command.take() {
             Some(next) => next,
-            None => self.store.next_command(&report.udid, skip_not_now).await?,
+            None => {
+                self.store
+                    .next_command(&report.udid, skip_not_now, now)
+                    .await?
+            }
         };
         match next {
             Some(command) => {

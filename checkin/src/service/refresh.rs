@@ -58,6 +58,8 @@ pub struct CommandRequest {
     pub push: bool,
     /// The `CommandUUID` to use (`None`: a fresh one).
     pub uuid: Option<String>,
+    /// Not sent after this time: an unanswered command expires from the queues.
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 /// `RequestType` of the command that removes a device's passcode: it needs the device's own
@@ -199,10 +201,19 @@ impl Service {
                 plist::Value::Data(token.expose().to_vec()),
             );
         }
-        let command = match request.uuid {
+        let mut command = match request.uuid {
             Some(uuid) => Command::with_uuid(uuid, request_type, params),
             None => Command::new(request_type, params),
         };
+        if let Some(at) = request.expires_at {
+            if at <= Self::now() {
+                return Err(ServiceError::BadRequest(format!(
+                    "the command would expire at {}, which is already past",
+                    crate::store::rfc3339(at)
+                )));
+            }
+            command.expires_at = Some(at);
+        }
         let now = Self::now();
         let outcome = match self
             .store

@@ -56,7 +56,7 @@ impl Service {
     }
 
     /// The device's queued commands and recorded results:
-    /// `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}],
+    /// `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at", "expires_at"}],
     ///   "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}`.
     pub async fn device_commands_json(&self, udid: &str) -> Result<Value, ServiceError> {
         if self.store.device(udid).await?.is_none() {
@@ -72,6 +72,7 @@ impl Service {
                     "request_type": q.request_type,
                     "queued_at": rfc3339(q.queued_at),
                     "not_now_at": q.not_now_at.map(rfc3339),
+                    "expires_at": q.expires_at.map(rfc3339),
                 })
             })
             .collect();

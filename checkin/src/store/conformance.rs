@@ -59,6 +59,7 @@ macro_rules! store_conformance {
             check_out_drops_the_queue,
             delete_device_removes_everything,
             cancel_command_takes_it_off_every_queue,
+            expired_commands_are_not_sent,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -304,7 +305,11 @@ pub async fn unknown_device_writes_fail(store: Arc<dyn Store>) {
         .expect("unknown devices are skipped silently");
     assert_eq!(store.device("X").await.unwrap(), None);
     assert!(store.queued("X").await.unwrap().is_empty());
-    assert!(store.next_command("X", false).await.unwrap().is_none());
+    assert!(store
+        .next_command("X", false, t(1_000))
+        .await
+        .unwrap()
+        .is_none());
     assert!(!store.has_queued("X", DEVICE_INFORMATION).await.unwrap());
     assert_eq!(store.count().await.unwrap(), 0);
 }
@@ -405,7 +410,7 @@ pub async fn queue_order_and_results(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let next = store
-        .next_command("A", false)
+        .next_command("A", false, t(1_000))
         .await
         .unwrap()
         .expect("queued");
@@ -421,7 +426,7 @@ pub async fn queue_order_and_results(store: Arc<dyn Store>) {
     assert!(out.known_command && out.dequeued);
     assert_eq!(out.request_type.as_deref(), Some("ProfileList"));
     let next = store
-        .next_command("A", true)
+        .next_command("A", true, t(1_000))
         .await
         .unwrap()
         .expect("b queued");
@@ -441,7 +446,11 @@ pub async fn queue_order_and_results(store: Arc<dyn Store>) {
     let err = report("A", Status::Error, Some(&b.uuid), chain);
     let out = store.record_report(&err, t(3)).await.unwrap();
     assert!(out.dequeued, "Error ends the command");
-    assert!(store.next_command("A", false).await.unwrap().is_none());
+    assert!(store
+        .next_command("A", false, t(1_000))
+        .await
+        .unwrap()
+        .is_none());
 
     let results = store.results("A").await.unwrap();
     assert_eq!(results.len(), 2);
@@ -508,7 +517,10 @@ pub async fn report_outcome_next_command_matches_next_command(store: Arc<dyn Sto
     let mut answered = Vec::new();
     for (i, (r, skip_not_now)) in steps.iter().enumerate() {
         let mut out = store.record_report(r, t(2 + i as i64)).await.unwrap();
-        let expected = store.next_command("A", *skip_not_now).await.unwrap();
+        let expected = store
+            .next_command("A", *skip_not_now, t(1_000))
+            .await
+            .unwrap();
         if let Some(next) = out.next_command.take() {
             assert_eq!(next, expected, "step {i}");
         }
@@ -546,16 +558,28 @@ pub async fn not_now_stays_queued_and_is_skipped_in_session(store: Arc<dyn Store
     let queued = store.queued("A").await.unwrap();
     assert_eq!(queued.len(), 2, "NotNow keeps the command");
     assert_eq!(queued[0].not_now_at, Some(t(2)));
-    let in_session = store.next_command("A", true).await.unwrap().unwrap();
+    let in_session = store
+        .next_command("A", true, t(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         in_session.uuid, b.uuid,
         "NotNow command skipped in the same session"
     );
-    let next_session = store.next_command("A", false).await.unwrap().unwrap();
+    let next_session = store
+        .next_command("A", false, t(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next_session.uuid, a.uuid, "offered again after Idle");
     let ack_b = report("A", Status::Acknowledged, Some(&b.uuid), Dictionary::new());
     store.record_report(&ack_b, t(3)).await.unwrap();
-    assert!(store.next_command("A", true).await.unwrap().is_none());
+    assert!(store
+        .next_command("A", true, t(1_000))
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.has_queued("A", "InstallProfile").await.unwrap());
     let ack_a = report("A", Status::Acknowledged, Some(&a.uuid), Dictionary::new());
     store.record_report(&ack_a, t(4)).await.unwrap();
@@ -809,7 +833,11 @@ pub async fn refresh_chunks_queue_and_mark_pushes(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(out.queued, vec!["C".to_string()]);
-    let next = store.next_command("C", false).await.unwrap().unwrap();
+    let next = store
+        .next_command("C", false, t(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((next.uuid, next.body), (cmd.uuid.clone(), cmd.to_xml()));
     assert_eq!(
         store.device("C").await.unwrap().unwrap().last_push_at,
@@ -1164,7 +1192,11 @@ pub async fn re_authenticate_starts_a_new_enrollment(store: Arc<dyn Store>) {
         store.queued("A").await.unwrap().is_empty(),
         "the old queue is gone"
     );
-    assert!(store.next_command("A", false).await.unwrap().is_none());
+    assert!(store
+        .next_command("A", false, t(1_000))
+        .await
+        .unwrap()
+        .is_none());
     let d = store.device("A").await.unwrap().unwrap();
     assert!(d.awaiting_token_update);
     assert!(
@@ -1220,7 +1252,11 @@ pub async fn check_out_drops_the_queue(store: Arc<dyn Store>) {
         .token_update(&token_update("A", 1), t(4))
         .await
         .unwrap();
-    assert!(store.next_command("A", false).await.unwrap().is_none());
+    assert!(store
+        .next_command("A", false, t(1_000))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// A deleted device is gone with its queue, results, users and identity binding.
@@ -1297,4 +1333,46 @@ pub async fn cancel_command_takes_it_off_every_queue(store: Arc<dyn Store>) {
         Some(0),
         "already cancelled"
     );
+}
+
+/// A command past its expiry is not offered, and the device's next report drops it unsent.
+pub async fn expired_commands_are_not_sent(store: Arc<dyn Store>) {
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    let mut soon = Command::new("EraseDevice", Dictionary::new());
+    soon.expires_at = Some(t(10));
+    let later = Command::device_information(&["DeviceName"]);
+    let a = ["A".to_owned()];
+    store
+        .enqueue(&soon, &a, EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    store
+        .enqueue(&later, &a, EnqueueMode::Always, t(3))
+        .await
+        .unwrap();
+    let before = store.next_command("A", false, t(9)).await.unwrap().unwrap();
+    assert_eq!(before.uuid, soon.uuid);
+    assert_eq!(before.expires_at, Some(t(10)));
+    let after = store
+        .next_command("A", false, t(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.uuid, later.uuid, "expired at its expiry time");
+    // An Idle report at t(11) drops it and answers with the live one.
+    let idle = report("A", Status::Idle, None, Dictionary::new());
+    let out = store.record_report(&idle, t(11)).await.unwrap();
+    if let Some(next) = out.next_command {
+        assert_eq!(next.map(|c| c.uuid), Some(later.uuid.clone()));
+    }
+    let queued = store.queued("A").await.unwrap();
+    assert_eq!(queued.len(), 1, "the expired command left the queue");
+    assert_eq!(queued[0].uuid, later.uuid);
 }

@@ -21,6 +21,7 @@ struct Queued {
 struct StoredCommand {
     request_type: String,
     body: Vec<u8>,
+    expires_at: Option<OffsetDateTime>,
 }
 
 #[derive(Default)]
@@ -86,6 +87,7 @@ impl Inner {
             body: c.body.clone(),
             queued_at: q.queued_at,
             not_now_at: q.not_now_at,
+            expires_at: c.expires_at,
         })
     }
 }
@@ -313,6 +315,7 @@ impl Store for MemoryStore {
                 StoredCommand {
                     request_type: command.request_type.clone(),
                     body: command.to_xml(),
+                    expires_at: command.expires_at.map(truncate_ms),
                 },
             );
             Ok(out)
@@ -327,14 +330,17 @@ impl Store for MemoryStore {
         &'a self,
         udid: &'a str,
         skip_not_now: bool,
+        at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<QueuedCommand>> {
+        let at = truncate_ms(at);
         self.run(|s| {
             let Some(q) = s.queues.get(udid) else {
                 return Ok(None);
             };
             Ok(q.iter()
                 .filter(|e| !(skip_not_now && e.not_now_at.is_some()))
-                .find_map(|e| s.queued_command(e)))
+                .filter_map(|e| s.queued_command(e))
+                .find(|c| c.expires_at.is_none_or(|x| x > at)))
         })
     }
 
@@ -356,6 +362,16 @@ impl Store for MemoryStore {
         self.run(|s| {
             let d = s.device_mut(&report.udid)?;
             let (closed_push, info_updated) = logic::report(d, report, at);
+            // Expired commands leave the queue unsent.
+            let commands = &s.commands;
+            if let Some(q) = s.queues.get_mut(&report.udid) {
+                q.retain(|e| {
+                    commands
+                        .get(&e.uuid)
+                        .and_then(|c| c.expires_at)
+                        .is_none_or(|x| x > at)
+                });
+            }
             let mut out = ReportOutcome {
                 closed_push,
                 info_updated,
@@ -475,6 +491,7 @@ impl Store for MemoryStore {
                 .or_insert_with(|| StoredCommand {
                     request_type: command.request_type.clone(),
                     body: command.to_xml(),
+                    expires_at: command.expires_at.map(truncate_ms),
                 });
             Ok(out)
         })

@@ -180,8 +180,9 @@ pub trait Store: Send + Sync + 'static {
     /// True if a command with this RequestType is queued for the device (NotNow included).
     fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool>;
 
-    /// The command to send the device next: the oldest queued (in enqueue order) that has not
-    /// ended. With `skip_not_now`, commands the device answered NotNow are skipped.
+    /// The command to send the device next at `at`: the oldest queued (in enqueue order) that
+    /// has not ended and has not expired ([`Command::expires_at`] after `at`). With
+    /// `skip_not_now`, commands the device answered NotNow are skipped.
     ///
     /// The session rule: pass `skip_not_now = (report.status != Idle)`. An Idle report starts
     /// a session, so NotNow commands are offered again once per session; within the session
@@ -191,6 +192,7 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         udid: &'a str,
         skip_not_now: bool,
+        at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<QueuedCommand>>;
 
     /// Every command queued for the device, oldest first.
@@ -206,7 +208,8 @@ pub trait Store: Send + Sync + 'static {
     /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
     ///   NotNow keeps it and marks it (see [`Store::next_command`]);
     /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets
-    ///   `info_collected_at`.
+    ///   `info_collected_at`;
+    /// - commands queued for the device that expired by `at` are dropped unsent.
     ///
     /// Fails with [`StoreError::UnknownDevice`] for a device never seen.
     fn record_report<'a>(

@@ -386,6 +386,8 @@ pub struct QueuedCommand {
     pub queued_at: OffsetDateTime,
     /// The last NotNow for it from this device, if any.
     pub not_now_at: Option<OffsetDateTime>,
+    /// Not sent after this time.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// One recorded command result.

@@ -146,18 +146,30 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The device's next queued command (see [`Store::next_command`]).
+/// The device's next queued command at `at` (see [`Store::next_command`]).
 fn next_queued(
     c: &Connection,
     udid: &str,
     skip_not_now: bool,
+    at: OffsetDateTime,
 ) -> Result<Option<QueuedCommand>, StoreError> {
     c.prepare_cached(&format!("{SELECT_QUEUED} LIMIT 1"))
         .and_then(|mut s| {
-            s.query_row(params![udid, skip_not_now], queued_from_row)
+            s.query_row(params![udid, skip_not_now, to_ms(at)], queued_from_row)
                 .optional()
         })
         .map_err(db_err("read queue"))
+}
+
+/// Drops the device's queued commands that expired by `at` (unsent).
+fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "DELETE FROM queue WHERE udid = ?1 AND uuid IN
+           (SELECT uuid FROM commands WHERE expires_at IS NOT NULL AND expires_at <= ?2)",
+    )
+    .and_then(|mut s| s.execute(params![udid, to_ms(at)]))
+    .map(drop)
+    .map_err(db_err("drop expired commands"))
 }
 
 /// Removes command `uuid` from the device's queue; its RequestType if it was queued.
@@ -752,6 +764,7 @@ impl Store for SqliteStore {
         let uuid = command.uuid.clone();
         let request_type = command.request_type.clone();
         let body = command.to_xml();
+        let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at = to_ms(truncate_ms(at));
         self.write(move |c| {
@@ -763,13 +776,20 @@ impl Store for SqliteStore {
                 return Err(StoreError::DuplicateCommand { uuid });
             }
             c.execute(
-                "INSERT INTO commands (uuid, request_type, body, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![uuid, request_type, body, at],
+                "INSERT INTO commands (uuid, request_type, body, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![uuid, request_type, body, at, expires_at],
             )
             .map_err(db_err("enqueue"))?;
-            queue_for_each(c, &uuid, &request_type, at, udids, mode == EnqueueMode::SkipIfQueued, |c, udid| {
-                device_exists(c, udid)
-            })
+            queue_for_each(
+                c,
+                &uuid,
+                &request_type,
+                at,
+                udids,
+                mode == EnqueueMode::SkipIfQueued,
+                device_exists,
+            )
         })
     }
 
@@ -786,9 +806,10 @@ impl Store for SqliteStore {
         &'a self,
         udid: &'a str,
         skip_not_now: bool,
+        at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<QueuedCommand>> {
-        let udid = udid.to_owned();
-        self.read(move |c| next_queued(c, &udid, skip_not_now))
+        let (udid, at) = (udid.to_owned(), truncate_ms(at));
+        self.read(move |c| next_queued(c, &udid, skip_not_now, at))
     }
 
     fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>> {
@@ -796,7 +817,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached(SELECT_QUEUED)
                 .and_then(|mut s| {
-                    s.query_map(params![udid, false], queued_from_row)?
+                    s.query_map(params![udid, false, i64::MIN], queued_from_row)?
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(db_err("read queue"))
@@ -830,13 +851,14 @@ impl Store for SqliteStore {
         };
         self.device_write(move |c| {
             let (closed_push, info_updated) = update_for_report(c, &report, at)?;
+            drop_expired(c, &udid, at)?;
             let mut out = ReportOutcome {
                 closed_push,
                 info_updated,
                 ..ReportOutcome::default()
             };
             let Some(uuid) = command_uuid else {
-                out.next_command = Some(next_queued(c, &udid, status != Status::Idle)?);
+                out.next_command = Some(next_queued(c, &udid, status != Status::Idle, at)?);
                 return Ok(out);
             };
             // One statement finds the queued command and ends or marks it; the queue row
@@ -867,7 +889,7 @@ impl Store for SqliteStore {
                     at,
                 },
             )?;
-            out.next_command = Some(next_queued(c, &udid, status != Status::Idle)?);
+            out.next_command = Some(next_queued(c, &udid, status != Status::Idle, at)?);
             Ok(out)
         })
     }

@@ -621,13 +621,17 @@ pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> 
         body: row.get(2)?,
         queued_at: from_ms(row.get(3)?),
         not_now_at: opt_ts(row, 4)?,
+        expires_at: opt_ts(row, 5)?,
     })
 }
 
+/// A device's queue: `?1` UDID, `?2` skip NotNow, `?3` now (ms; expired commands are left
+/// out — pass `i64::MIN` to list them all).
 pub(crate) const SELECT_QUEUED: &str =
-    "SELECT q.uuid, q.request_type, c.body, q.queued_at, q.not_now_at
+    "SELECT q.uuid, q.request_type, c.body, q.queued_at, q.not_now_at, c.expires_at
      FROM queue q JOIN commands c ON c.uuid = q.uuid
      WHERE q.udid = ?1 AND (?2 = 0 OR q.not_now_at IS NULL)
+       AND (c.expires_at IS NULL OR c.expires_at > ?3)
      ORDER BY q.id";
 
 pub(crate) fn result_from_row(
