@@ -169,6 +169,12 @@ async fn certificate_rejected_by_apns_fails_fast() {
     let s = setup(MockConfig::default()).await;
     let client = s.builder().build().unwrap();
     assert_all_delivered(&push_all(&client, pushes(5)).await);
+    // Both connections up: the verdict needs the word of more than one.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while client.status().await.unwrap().open_connections < 2 {
+        assert!(std::time::Instant::now() < until, "the second connection never opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     s.mock
         .reject_certificate(Some(MockReason::parse("BadCertificate").unwrap()));
     let first = client.push(DevicePush::new(token(100), "m")).await;
