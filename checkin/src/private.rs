@@ -10,8 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Creates `dir` (and its parents) if needed and makes it 0700. Tightens an existing
 /// directory that is open to others, saying so.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    restrict(dir, 0o700)
+    if dir.is_dir() {
+        return restrict(dir, 0o700);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Makes an existing file 0600 (for files another library creates, such as SQLite's WAL,

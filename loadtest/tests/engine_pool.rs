@@ -172,7 +172,10 @@ async fn certificate_rejected_by_apns_fails_fast() {
     // Both connections up: the verdict needs the word of more than one.
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while client.status().await.unwrap().open_connections < 2 {
-        assert!(std::time::Instant::now() < until, "the second connection never opened");
+        assert!(
+            std::time::Instant::now() < until,
+            "the second connection never opened"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.mock
