@@ -307,6 +307,39 @@ async fn serve_refuses_another_topic_while_devices_are_enrolled() {
     ));
 }
 
+/// A data directory written with `--secrets-key-file` does not start without it, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_database_needs_its_key() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let secrets = dir.path().join("secrets.key");
+    std::fs::write(&secrets, "11".repeat(32)).unwrap();
+    let data = dir.path().join("data");
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+    let paths = [
+        ("--data-dir", data.as_path()),
+        ("--cert", cert.as_path()),
+        ("--key", key.as_path()),
+    ];
+    let mut with_key = paths.to_vec();
+    with_key.push(("--secrets-key-file", secrets.as_path()));
+    drop(serve(&args, &with_key));
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ],
+        &paths,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without its key");
+    assert!(stderr.contains("--secrets-key-file"), "{stderr}");
+    drop(serve(&args, &with_key));
+}
+
 fn device(n: u8) -> Device {
     let mut d = Device::iphone();
     d.udid = format!("CLI-DEVICE-{n}");

@@ -498,3 +498,91 @@ async fn the_database_files_are_private() {
     drop(SqliteStore::open(&dir).unwrap());
     assert_eq!(mode(&db), 0o600);
 }
+
+/// With a secrets key, UnlockTokens and BootstrapTokens are stored encrypted; the database then
+/// refuses to open without that key or with another; a plaintext database is encrypted when a
+/// key is first given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest_with_a_key() {
+    use magicpush_checkin::mdm::Secret;
+    use magicpush_checkin::store::{SecretKey, SqliteOptions};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let with = |k: u8| SqliteOptions {
+        secrets_key: Some(Arc::new(SecretKey::from_bytes(&[k; 32]).unwrap())),
+        ..SqliteOptions::default()
+    };
+    // Written in the clear first, then the key arrives.
+    let plain = SqliteStore::open(&dir).unwrap();
+    plain
+        .authenticate(&authenticate("OLD"), None, t(0))
+        .await
+        .unwrap();
+    plain
+        .token_update(&token_update("OLD", 1), t(1))
+        .await
+        .unwrap();
+    drop(plain);
+    let store = SqliteStore::open_with(&dir, with(1)).unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    store
+        .token_update(&token_update("A", 1), t(1))
+        .await
+        .unwrap();
+    store
+        .set_bootstrap_token("A", Some(&Secret::new(b"bootstrap-secret".to_vec())), t(2))
+        .await
+        .unwrap();
+    let d = store.device("A").await.unwrap().unwrap();
+    assert_eq!(
+        d.unlock_token.as_ref().map(Secret::expose),
+        Some(&b"unlock-secret-bytes"[..])
+    );
+    assert_eq!(
+        store
+            .bootstrap_token("A")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(Secret::expose),
+        Some(&b"bootstrap-secret"[..])
+    );
+    let old = store.device("OLD").await.unwrap().unwrap();
+    assert_eq!(
+        old.unlock_token.as_ref().map(Secret::expose),
+        Some(&b"unlock-secret-bytes"[..]),
+        "the plaintext value was encrypted and still reads back"
+    );
+    drop(store);
+    // On disk, no plaintext.
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE_NAME)).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT unlock_token, bootstrap_token FROM devices")
+        .unwrap();
+    let rows: Vec<[Option<Vec<u8>>; 2]> = stmt
+        .query_map([], |r| Ok([r.get(0)?, r.get(1)?]))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for pair in rows {
+        for v in pair.into_iter().flatten() {
+            assert!(v.starts_with(b"mpk1"), "sealed");
+            let text = String::from_utf8_lossy(&v);
+            assert!(!text.contains("unlock-secret") && !text.contains("bootstrap-secret"));
+        }
+    }
+    drop(stmt);
+    drop(conn);
+    // Without the key, or with another: refused at open, clearly.
+    let err = SqliteStore::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("--secrets-key-file"), "{err}");
+    let err = SqliteStore::open_with(&dir, with(2))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not the key"), "{err}");
+    assert!(SqliteStore::open_with(&dir, with(1)).is_ok());
+}

@@ -18,7 +18,7 @@ use crate::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use crate::push::PushSender;
 use crate::service::pushcert::{check_topic_at_start, stored_certificate, STORED_CERT_FILE};
 use crate::service::{PushCertState, Service, ServiceConfig};
-use crate::store::{SqliteStore, Store};
+use crate::store::{SecretKey, SqliteOptions, SqliteStore, Store};
 
 /// Runs the MDM check-in server.
 #[derive(Debug, clap::Args)]
@@ -90,6 +90,11 @@ pub(crate) struct ServeArgs {
     /// Pushes in flight at once during a refresh.
     #[arg(long, env = "MAGICPUSH_PUSH_CONCURRENCY", default_value_t = 256)]
     push_concurrency: usize,
+    /// Key (32 bytes: raw, 64 hex digits or base64; `openssl rand -hex 32`) that encrypts the
+    /// escrowed UnlockTokens and BootstrapTokens in the database. Once used, the database
+    /// cannot be opened without it.
+    #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Open connections at most; more are closed as soon as they are accepted.
     #[arg(long, env = "MAGICPUSH_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -181,7 +186,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let client = builder.build().context("cannot start the APNs client")?;
 
-    let store = SqliteStore::open(&args.data_dir).with_context(|| {
+    let secrets_key = match &args.secrets_key_file {
+        Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
+        None => None,
+    };
+    let options = SqliteOptions {
+        secrets_key,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&args.data_dir, options).with_context(|| {
         format!(
             "cannot open the device store in {}",
             args.data_dir.display()

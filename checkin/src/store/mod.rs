@@ -31,6 +31,7 @@ pub use model::{
     rfc3339, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome,
     Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
 };
+pub use sqlite::secrets::SecretKey;
 pub use sqlite::{CommitStats, SqliteOptions, SqliteStore, DB_FILE_NAME};
 
 /// Command results kept per device: the newest ones; older results are deleted as new ones
@@ -87,6 +88,9 @@ pub enum StoreError {
     /// The store's writer has stopped (the store is shutting down or its thread died).
     #[error("store is closed")]
     Closed,
+    /// The secrets key does not fit the database (missing, or another key).
+    #[error("{0}")]
+    SecretsKey(String),
     /// The writer's queue is full: this write was not queued (nothing of it was written).
     /// The caller should retry shortly.
     #[error("the store is overloaded ({queued} writes waiting); retry shortly")]

@@ -8,6 +8,7 @@
 
 mod rows;
 mod schema;
+pub mod secrets;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use self::rows::{
     update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
     upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_QUEUED,
 };
+use self::secrets::{is_sealed, SecretKey};
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use super::memory::dedup;
 use super::model::{apply_contact, to_ms, truncate_ms};
@@ -49,6 +51,9 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
 pub struct SqliteOptions {
     /// Most writes applied in one transaction. Default 1024.
     pub max_batch: usize,
+    /// Encrypts the UnlockToken and BootstrapToken columns (see [`secrets`]). A database
+    /// that was encrypted cannot be opened without its key. Default none.
+    pub secrets_key: Option<Arc<SecretKey>>,
     /// Writes waiting for the writer at most. When it is full, a device's write is refused at
     /// once ([`StoreError::Overloaded`]: the device gets 503 with `Retry-After` and retries)
     /// and the server's own writes (refresh bookkeeping, admin changes) wait for room.
@@ -63,6 +68,7 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
+            secrets_key: None,
             max_batch: 1024,
             max_queued_writes: 8192,
             max_readers: 8,
@@ -144,6 +150,73 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
         .map_err(db_err("open reader"))?;
     Ok(conn)
+}
+
+/// Checks the key against the database (or records it, encrypting what was stored in the
+/// clear before). A database that was encrypted refuses to open without its key or with
+/// another one.
+fn prepare_secrets(conn: &mut Connection, key: Option<&SecretKey>) -> Result<(), StoreError> {
+    let check: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'secrets_check'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err("read secrets check"))?;
+    match (key, check) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(StoreError::SecretsKey(
+            "the database's UnlockTokens and BootstrapTokens are encrypted: give the --secrets-key-file they were written with".into(),
+        )),
+        (Some(key), Some(check)) if key.matches_check(&check) => Ok(()),
+        (Some(_), Some(_)) => Err(StoreError::SecretsKey(
+            "--secrets-key-file is not the key this database's secrets were encrypted with".into(),
+        )),
+        (Some(key), None) => {
+            let tx = conn.transaction().map_err(db_err("encrypt secrets"))?;
+            // (udid, unlock_token, bootstrap_token) of every device holding a secret.
+            type SecretRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+            let rows: Vec<SecretRow> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT udid, unlock_token, bootstrap_token FROM devices
+                         WHERE unlock_token IS NOT NULL OR bootstrap_token IS NOT NULL",
+                    )
+                    .map_err(db_err("encrypt secrets"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(db_err("encrypt secrets"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(db_err("encrypt secrets"))?
+            };
+            let seal = |column: &str, udid: &str, v: Option<Vec<u8>>| {
+                v.map(|v| {
+                    if is_sealed(&v) {
+                        Ok(v)
+                    } else {
+                        key.seal(column, udid, &v)
+                    }
+                })
+                .transpose()
+            };
+            for (udid, unlock, bootstrap) in rows {
+                let unlock = seal("unlock_token", &udid, unlock)?;
+                let bootstrap = seal("bootstrap_token", &udid, bootstrap)?;
+                tx.execute(
+                    "UPDATE devices SET unlock_token = ?2, bootstrap_token = ?3 WHERE udid = ?1",
+                    params![udid, unlock, bootstrap],
+                )
+                .map_err(db_err("encrypt secrets"))?;
+            }
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('secrets_check', ?1)",
+                [key.check_value()?],
+            )
+            .map_err(db_err("encrypt secrets"))?;
+            tx.commit().map_err(db_err("encrypt secrets"))
+        }
+    }
 }
 
 /// The device's next queued command at `at` (see [`Store::next_command`]).
@@ -265,6 +338,7 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     counters: Arc<Counters>,
     queue_capacity: usize,
+    secrets: Option<Arc<SecretKey>>,
     /// Identity bindings seen so far (UDID → certificate hash or none), so that the check on
     /// every authenticated request is no database read. Filled from reads (only where the
     /// writer has not put a value first) and by the writer after each commit that changes a
@@ -292,11 +366,16 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/magicpush.sqlite3`, creating `data_dir` too.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with options (a secrets key, limits).
+    pub fn open_with(data_dir: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         crate::private::private_dir(data_dir).map_err(|e| StoreError::Database {
             op: "create data directory",
             detail: format!("{}: {e}", data_dir.display()),
         })?;
-        Self::open_file(&data_dir.join(DB_FILE_NAME), SqliteOptions::default())
+        Self::open_file(&data_dir.join(DB_FILE_NAME), options)
     }
 
     /// Opens (creating if needed) the database file at `path`, migrating its schema. The
@@ -317,7 +396,8 @@ impl SqliteStore {
             let side = PathBuf::from(side);
             private(&side, crate::private::restrict_file(&side))?;
         }
-        let conn = open_writer(path)?;
+        let mut conn = open_writer(path)?;
+        prepare_secrets(&mut conn, options.secrets_key.as_deref())?;
         let (tx, rx) = mpsc::sync_channel(options.max_queued_writes.max(1));
         let max_batch = options.max_batch.max(1);
         let counters = Arc::new(Counters::default());
@@ -345,6 +425,7 @@ impl SqliteStore {
             }),
             counters,
             queue_capacity: options.max_queued_writes.max(1),
+            secrets: options.secrets_key.clone(),
             bindings: Arc::new(DashMap::new()),
         })
     }
@@ -457,6 +538,42 @@ impl SqliteStore {
         })
     }
 
+    /// `secret` as stored in `column` of `udid` (sealed when a key is configured).
+    fn seal(&self, column: &str, udid: &str, secret: Secret) -> Result<Secret, StoreError> {
+        match &self.secrets {
+            Some(key) => Ok(Secret::new(key.seal(column, udid, secret.expose())?)),
+            None => Ok(secret),
+        }
+    }
+
+    /// A stored secret as the caller sees it.
+    fn unseal(
+        key: Option<&SecretKey>,
+        column: &str,
+        udid: &str,
+        stored: Secret,
+    ) -> Result<Secret, StoreError> {
+        match key {
+            Some(key) => Ok(Secret::new(key.open(column, udid, stored.expose())?)),
+            None => Ok(stored),
+        }
+    }
+
+    /// A device read from the database with its secrets decrypted.
+    fn unseal_device(key: Option<&SecretKey>, mut d: Device) -> Result<Device, StoreError> {
+        if key.is_some() {
+            d.unlock_token = d
+                .unlock_token
+                .map(|t| Self::unseal(key, "unlock_token", &d.udid, t))
+                .transpose()?;
+            d.bootstrap_token = d
+                .bootstrap_token
+                .map(|t| Self::unseal(key, "bootstrap_token", &d.udid, t))
+                .transpose()?;
+        }
+        Ok(d)
+    }
+
     /// Whether the writer is alive and making progress: `Err` once its thread has ended, or
     /// while writes have waited [`WEDGED_AFTER`] without a commit.
     fn writer_health(&self) -> Result<(), StoreError> {
@@ -494,6 +611,7 @@ impl SqliteStore {
     }
 
     fn read_devices(&self, filter: &'static str) -> StoreFuture<'static, Vec<Device>> {
+        let key = self.secrets.clone();
         self.read(move |c| {
             let sql = format!("{} {filter} ORDER BY udid", *SELECT_DEVICES);
             let mut stmt = c.prepare_cached(&sql).map_err(db_err("read devices"))?;
@@ -502,7 +620,8 @@ impl SqliteStore {
                 .map_err(db_err("read devices"))?;
             let mut out = Vec::new();
             for row in rows {
-                out.push(row.map_err(db_err("read devices"))??);
+                let d = row.map_err(db_err("read devices"))??;
+                out.push(Self::unseal_device(key.as_deref(), d)?);
             }
             Ok(out)
         })
@@ -676,7 +795,13 @@ impl Store for SqliteStore {
         msg: &'a TokenUpdate,
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Enrollment> {
-        let (msg, at) = (msg.clone(), truncate_ms(at));
+        let (mut msg, at) = (msg.clone(), truncate_ms(at));
+        if let Some(unlock) = msg.unlock_token.take() {
+            match self.seal("unlock_token", &msg.udid, unlock) {
+                Ok(sealed) => msg.unlock_token = Some(sealed),
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            }
+        }
         if msg.user.is_none() {
             // A read, then one upsert.
             return self.device_write_one_statement(move |c| upsert_for_token_update(c, &msg, at));
@@ -721,7 +846,15 @@ impl Store for SqliteStore {
         token: Option<&'a Secret>,
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
-        let (udid, token, at) = (udid.to_owned(), token.cloned(), truncate_ms(at));
+        let (udid, at) = (udid.to_owned(), truncate_ms(at));
+        let token = match token
+            .cloned()
+            .map(|t| self.seal("bootstrap_token", &udid, t))
+        {
+            Some(Err(e)) => return Box::pin(std::future::ready(Err(e))),
+            Some(Ok(t)) => Some(t),
+            None => None,
+        };
         self.device_write(move |c| {
             let mut d = require_device(c, &udid)?;
             d.bootstrap_token = token;
@@ -732,6 +865,7 @@ impl Store for SqliteStore {
 
     fn bootstrap_token<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Secret>> {
         let udid = udid.to_owned();
+        let key = self.secrets.clone();
         self.read(move |c| {
             let token: Option<Option<Vec<u8>>> = c
                 .query_row(
@@ -741,7 +875,10 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(db_err("read bootstrap token"))?;
-            Ok(token.flatten().map(Secret::new))
+            token
+                .flatten()
+                .map(|t| Self::unseal(key.as_deref(), "bootstrap_token", &udid, Secret::new(t)))
+                .transpose()
         })
     }
 
@@ -1004,7 +1141,12 @@ impl Store for SqliteStore {
 
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         let udid = udid.to_owned();
-        self.read(move |c| load_device(c, &udid))
+        let key = self.secrets.clone();
+        self.read(move |c| {
+            load_device(c, &udid)?
+                .map(|d| Self::unseal_device(key.as_deref(), d))
+                .transpose()
+        })
     }
 
     fn pushable(&self) -> StoreFuture<'_, Vec<Device>> {

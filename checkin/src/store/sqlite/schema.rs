@@ -89,7 +89,8 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX queue_by_type;",
     // 3: the identity certificate each enrollment is bound to. The unique index keeps one
     // certificate to one device and finds the device a certificate belongs to. And whether an
-    // Authenticate (a new enrollment) still waits for its TokenUpdate. And commands may expire.
+    // Authenticate (a new enrollment) still waits for its TokenUpdate. Commands may expire.
+    // `meta` holds the secrets key's check value when the secret columns are encrypted.
     "ALTER TABLE devices ADD COLUMN identity_sha256 BLOB;
     ALTER TABLE devices ADD COLUMN identity_subject TEXT;
     ALTER TABLE devices ADD COLUMN identity_serial TEXT;
@@ -98,7 +99,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN identity_replaced_sha256 BLOB;
     CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256);
     ALTER TABLE devices ADD COLUMN awaiting_token_update INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE commands ADD COLUMN expires_at INTEGER;",
+    ALTER TABLE commands ADD COLUMN expires_at INTEGER;
+    CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
 ];
 
 /// The schema version this build writes.
