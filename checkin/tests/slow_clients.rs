@@ -183,3 +183,39 @@ async fn a_check_in_is_served_while_slow_clients_hold_connections() {
     assert_eq!(s, StatusCode::OK, "{body:?}");
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+/// HTTP/2: keep-alive PINGs keep bytes moving but do not keep an idle connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_despite_pings() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let srv = TestServer::start(Options {
+        listener: ListenerSettings {
+            h2_keepalive: Duration::from_millis(100),
+            ..settings()
+        },
+        ..Options::default()
+    })
+    .await;
+    let tcp = connect(&srv).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("/healthz")
+        .header(http::header::HOST, "x")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let _ = resp.into_body().collect().await;
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early: {took:?}"
+    );
+}

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::{text, Body};
 use super::identity::PeerCertificate;
-use super::timing::{Activity, BodyPolicy, PacedBody, Tracked};
+use super::timing::{Activity, BodyPolicy, PacedBody};
 use super::App;
 
 /// How the listener behaves.
@@ -33,8 +33,8 @@ pub struct ListenerSettings {
     /// How fast request bodies must arrive (408 otherwise). Default: within 60 s, at least
     /// 1 KiB/s after 5 s.
     pub body: BodyPolicy,
-    /// A connection with no request in flight and no bytes moving for this long is closed
-    /// (HTTP/1.1 keep-alive and HTTP/2 alike). Default 120 s.
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive
+    /// and HTTP/2 alike; keep-alive PINGs do not count). Default 120 s.
     pub idle_timeout: Duration,
     /// HTTP/2 keep-alive PING interval (a peer that does not answer within 20 s is dropped).
     /// Default 30 s.
@@ -164,11 +164,7 @@ async fn accept_loop(
             let _permit = permit;
             let _open = open;
             match tls {
-                None => {
-                    let activity = Activity::new();
-                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-                    serve_connection(io, app, &settings, stop, None, activity).await
-                }
+                None => serve_connection(TokioIo::new(stream), app, &settings, stop, None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(
                         settings.tls_handshake_timeout,
@@ -183,9 +179,8 @@ async fn accept_loop(
                                 .peer_certificates()
                                 .and_then(|chain| chain.first())
                                 .map(|der| PeerCertificate(Arc::from(der.as_ref())));
-                            let activity = Activity::new();
-                            let io = TokioIo::new(Tracked::new(tls_stream, activity.clone()));
-                            serve_connection(io, app, &settings, stop, identity, activity).await
+                            let io = TokioIo::new(tls_stream);
+                            serve_connection(io, app, &settings, stop, identity).await
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -205,11 +200,11 @@ async fn serve_connection<I>(
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
     identity: Option<PeerCertificate>,
-    activity: Arc<Activity>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let body_policy = settings.body;
+    let activity = Activity::new();
     let in_flight = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let app = app.clone();

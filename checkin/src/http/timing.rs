@@ -1,7 +1,11 @@
 //! Slow and idle clients: a request body must arrive at a minimum rate (after a grace period)
-//! and within a total time; a connection with nothing in flight and no bytes moving for the
-//! idle timeout is closed. Both are plain state with time passed in ([`BodyPace`],
-//! [`Activity`]) and thin adapters over the socket and the body.
+//! and within a total time; a connection with no request in flight for the idle timeout is
+//! closed. Both are plain state with time passed in ([`BodyPace`], [`Activity`]) and a thin
+//! adapter over the body.
+//!
+//! Idleness counts requests, not bytes: HTTP/2 keep-alive PINGs move bytes on a connection
+//! that carries nothing, and a client still sending its request headers is the header
+//! timeout's business.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// How fast a request body must arrive.
@@ -159,7 +162,7 @@ where
 
 use std::future::Future as _;
 
-/// A connection's activity: requests in flight and when bytes last moved.
+/// A connection's activity: requests in flight, and when the last one started or ended.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
@@ -189,8 +192,8 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Whether the connection has been idle — nothing in flight, no bytes moving — for at
-    /// least `timeout` at `now`.
+    /// Whether the connection has been idle — no request in flight, none started or ended —
+    /// for at least `timeout` at `now`.
     pub fn idle_for(&self, timeout: Duration, now: Instant) -> bool {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return false;
@@ -208,72 +211,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
-    }
-}
-
-/// A socket that records when bytes move through it.
-pub struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Tracked<S> {
-    /// Tracks `inner` in `activity`.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
