@@ -6,11 +6,12 @@
 # fuzz/corpus/TARGET (not committed); a crash is written to fuzz/artifacts/TARGET and must
 # become a regression test beside the code it broke.
 set -euo pipefail
-cd "$(dirname "$0")"
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$self")"
 targets=(checkin_decode report_decode plist_limits mdm_signature apns_response push_certificate)
 target=${1:?target name or "all"}; shift
 if [ "$target" = all ]; then
-  for t in "${targets[@]}"; do bash "$0" "$t" "$@"; done
+  for t in "${targets[@]}"; do bash "$self" "$t" "$@"; done
   exit 0
 fi
 seeds="seeds/$target"
