@@ -23,24 +23,6 @@ fn measure(body: &[u8]) -> (usize, Result<mdm::Message, DecodeError>) {
     (peak, result)
 }
 
-/// A binary plist of one array whose `refs` entries all reference the array itself.
-fn self_referencing_array(refs: usize) -> Vec<u8> {
-    let mut body = b"bplist00".to_vec();
-    body.push(0xAF); // array, count follows
-    body.push(0x12); // 4-byte integer
-    body.extend_from_slice(&(refs as u32).to_be_bytes());
-    body.extend(std::iter::repeat_n(0u8, refs));
-    let table = body.len() as u64;
-    body.push(8); // object 0 is at offset 8
-    let mut trailer = vec![0u8; 6];
-    trailer.extend_from_slice(&[1, 1]); // offset and reference sizes
-    trailer.extend_from_slice(&1u64.to_be_bytes());
-    trailer.extend_from_slice(&0u64.to_be_bytes());
-    trailer.extend_from_slice(&table.to_be_bytes());
-    body.extend_from_slice(&trailer);
-    body
-}
-
 /// A binary plist dictionary {"a": [v, v, …]} whose array references one `true` `n` times.
 fn shared_scalar(n: usize) -> Vec<u8> {
     binary_array_of_shared(n, 0)
@@ -96,7 +78,7 @@ fn bombs_and_big_bodies_cost_at_most_32_times_their_size() {
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         (
             "binary, one array referencing itself a million times",
-            self_referencing_array(MIB),
+            magicpush_fixtures::plists::self_referencing_bplist(MIB),
             false,
         ),
         (

@@ -247,21 +247,16 @@ mod flow_tests {
 
     use super::*;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../fixtures/mdm-signature/",
-                $name
-            ))
-        };
-    }
+    use magicpush_fixtures::mdm_signature as fixture;
 
     const NOW: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
-    const BODY: &[u8] = fixture!("body.plist");
+
+    fn body() -> &'static [u8] {
+        fixture("body.plist")
+    }
 
     fn authenticator(sources: &str, header: Option<&str>) -> DeviceAuthenticator {
-        let ca = CertificateDer::from_pem_slice(fixture!("device-ca.pem")).unwrap();
+        let ca = CertificateDer::from_pem_slice(fixture("device-ca.pem")).unwrap();
         DeviceAuthenticator::new(
             parse_sources(sources).unwrap(),
             DeviceTrust::new(&[ca], Vec::new()).unwrap(),
@@ -280,12 +275,12 @@ mod flow_tests {
     #[test]
     fn a_signed_request_is_the_signers_identity_and_is_remembered() {
         let auth = authenticator("signature,tls", None);
-        let headers = signed(fixture!("ec-sha256.der"));
-        let id = auth.authenticate(&headers, None, BODY, NOW).unwrap();
-        let ec = CertificateDer::from_pem_slice(fixture!("device-ec.pem")).unwrap();
+        let headers = signed(fixture("ec-sha256.der"));
+        let id = auth.authenticate(&headers, None, body(), NOW).unwrap();
+        let ec = CertificateDer::from_pem_slice(fixture("device-ec.pem")).unwrap();
         assert_eq!(id.sha256, sha256(&ec));
         assert_eq!(auth.cache.len(), 1);
-        let again = auth.authenticate(&headers, None, BODY, NOW).unwrap();
+        let again = auth.authenticate(&headers, None, body(), NOW).unwrap();
         assert!(
             Arc::ptr_eq(&id, &again),
             "the second request uses the kept verdict"
@@ -297,7 +292,7 @@ mod flow_tests {
         );
         let later = datetime!(2200-01-01 0:00 UTC);
         assert_eq!(
-            auth.authenticate(&headers, None, BODY, later)
+            auth.authenticate(&headers, None, body(), later)
                 .unwrap_err()
                 .reason(),
             "expired"
@@ -308,25 +303,25 @@ mod flow_tests {
     fn each_failure_has_its_reason() {
         let auth = authenticator("signature,tls", None);
         let cases: [(&[u8], &str); 3] = [
-            (fixture!("foreign.der"), "untrusted"),
-            (fixture!("server-eku.der"), "not_client_auth"),
-            (fixture!("two-signers.der"), "signer_count"),
+            (fixture("foreign.der"), "untrusted"),
+            (fixture("server-eku.der"), "not_client_auth"),
+            (fixture("two-signers.der"), "signer_count"),
         ];
         for (cms, reason) in cases {
             let got = auth
-                .authenticate(&signed(cms), None, BODY, NOW)
+                .authenticate(&signed(cms), None, body(), NOW)
                 .unwrap_err();
             assert_eq!(got.reason(), reason, "{got}");
         }
         let missing = auth
-            .authenticate(&HeaderMap::new(), None, BODY, NOW)
+            .authenticate(&HeaderMap::new(), None, body(), NOW)
             .unwrap_err();
         assert_eq!(missing.reason(), "missing");
         assert!(missing.to_string().contains("Mdm-Signature"), "{missing}");
         let mut garbage = HeaderMap::new();
         garbage.insert(MDM_SIGNATURE, HeaderValue::from_static("%%%"));
         assert_eq!(
-            auth.authenticate(&garbage, None, BODY, NOW)
+            auth.authenticate(&garbage, None, body(), NOW)
                 .unwrap_err()
                 .reason(),
             "malformed"
@@ -335,21 +330,21 @@ mod flow_tests {
         let value = "A".repeat(crate::identity::MAX_SIGNATURE_HEADER + 1);
         big.insert(MDM_SIGNATURE, HeaderValue::from_str(&value).unwrap());
         assert_eq!(auth.precheck(&big).unwrap_err().reason(), "oversized");
-        assert!(auth.precheck(&signed(fixture!("ec-sha256.der"))).is_ok());
+        assert!(auth.precheck(&signed(fixture("ec-sha256.der"))).is_ok());
     }
 
     #[test]
     fn sources_are_tried_in_order_and_only_when_configured() {
-        let ec = CertificateDer::from_pem_slice(fixture!("device-ec.pem")).unwrap();
-        let rsa = CertificateDer::from_pem_slice(fixture!("device-rsa.pem")).unwrap();
+        let ec = CertificateDer::from_pem_slice(fixture("device-ec.pem")).unwrap();
+        let rsa = CertificateDer::from_pem_slice(fixture("device-rsa.pem")).unwrap();
         // TLS only: a signature is not looked at.
         let tls = authenticator("tls", None);
         let id = tls
-            .authenticate(&signed(fixture!("rsa-sha256.der")), Some(&ec), BODY, NOW)
+            .authenticate(&signed(fixture("rsa-sha256.der")), Some(&ec), body(), NOW)
             .unwrap();
         assert_eq!(id.sha256, sha256(&ec));
         assert_eq!(
-            tls.authenticate(&signed(fixture!("rsa-sha256.der")), None, BODY, NOW)
+            tls.authenticate(&signed(fixture("rsa-sha256.der")), None, body(), NOW)
                 .unwrap_err()
                 .reason(),
             "missing"
@@ -357,12 +352,12 @@ mod flow_tests {
         // signature first: a present signature wins over the TLS certificate.
         let both = authenticator("signature,tls", None);
         let id = both
-            .authenticate(&signed(fixture!("rsa-sha256.der")), Some(&ec), BODY, NOW)
+            .authenticate(&signed(fixture("rsa-sha256.der")), Some(&ec), body(), NOW)
             .unwrap();
         assert_eq!(id.sha256, sha256(&rsa));
         // A failing signature is not rescued by the TLS certificate.
         assert_eq!(
-            both.authenticate(&signed(fixture!("rsa-sha256.der")), Some(&ec), b"x", NOW),
+            both.authenticate(&signed(fixture("rsa-sha256.der")), Some(&ec), b"x", NOW),
             Err(Refusal::DigestMismatch)
         );
         // The proxy header, RFC 9440 form.
@@ -375,7 +370,7 @@ mod flow_tests {
         headers.insert("client-cert", HeaderValue::from_str(&value).unwrap());
         assert_eq!(
             proxy
-                .authenticate(&headers, Some(&ec), BODY, NOW)
+                .authenticate(&headers, Some(&ec), body(), NOW)
                 .unwrap()
                 .sha256,
             sha256(&rsa)

@@ -47,8 +47,9 @@ pub fn parse(name: &str, value: &[u8]) -> Result<Vec<u8>, Refusal> {
     Ok(cert.as_ref().to_vec())
 }
 
-/// `%XX` escapes decoded; `None` for a truncated or non-hex escape.
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+/// `%XX` escapes decoded; `None` for a truncated or non-hex escape. (The admin API's paths
+/// use it too.)
+pub(crate) fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {

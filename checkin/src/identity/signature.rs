@@ -68,16 +68,23 @@ pub fn decode_header(value: &[u8]) -> Result<Vec<u8>, Refusal> {
     if value.len() > MAX_SIGNATURE_HEADER {
         return Err(Refusal::Oversized(value.len()));
     }
-    let compact: Vec<u8> = value
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if compact.is_empty() {
+    // Devices send one unbroken line: decode it in place; copy only a folded value.
+    let folded;
+    let text = if value.iter().any(u8::is_ascii_whitespace) {
+        folded = value
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect::<Vec<u8>>();
+        &folded[..]
+    } else {
+        value
+    };
+    if text.is_empty() {
         return Err(Refusal::Malformed("the header is empty".into()));
     }
     base64::engine::general_purpose::STANDARD
-        .decode(&compact)
+        .decode(text)
         .map_err(|e| Refusal::Malformed(format!("not base64: {e}")))
 }
 

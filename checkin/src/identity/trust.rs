@@ -189,19 +189,12 @@ mod tests {
 
     use super::*;
 
-    macro_rules! pem {
-        ($name:literal) => {
-            CertificateDer::from_pem_slice(include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../fixtures/mdm-signature/",
-                $name
-            )))
-            .unwrap()
-        };
+    fn pem(name: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(magicpush_fixtures::mdm_signature(name)).unwrap()
     }
 
     fn trust() -> DeviceTrust {
-        DeviceTrust::new(&[pem!("device-ca.pem")], Vec::new()).unwrap()
+        DeviceTrust::new(&[pem("device-ca.pem")], Vec::new()).unwrap()
     }
 
     const NOW: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
@@ -209,9 +202,9 @@ mod tests {
     #[test]
     fn devices_of_the_ca_verify_with_their_details() {
         for cert in [
-            pem!("device-rsa.pem"),
-            pem!("device-ec.pem"),
-            pem!("device-p384.pem"),
+            pem("device-rsa.pem"),
+            pem("device-ec.pem"),
+            pem("device-p384.pem"),
         ] {
             let id = trust().verify(&cert, NOW).unwrap();
             assert_eq!(id.sha256, sha256(&cert));
@@ -223,15 +216,13 @@ mod tests {
 
     #[test]
     fn another_ca_a_wrong_eku_and_time_are_refused() {
-        let foreign = trust()
-            .verify(&pem!("device-foreign.pem"), NOW)
-            .unwrap_err();
+        let foreign = trust().verify(&pem("device-foreign.pem"), NOW).unwrap_err();
         assert_eq!(foreign.reason(), "untrusted", "{foreign}");
         let eku = trust()
-            .verify(&pem!("device-server-eku.pem"), NOW)
+            .verify(&pem("device-server-eku.pem"), NOW)
             .unwrap_err();
         assert_eq!(eku.reason(), "not_client_auth", "{eku}");
-        let ec = pem!("device-ec.pem");
+        let ec = pem("device-ec.pem");
         let expired = trust()
             .verify(&ec, datetime!(2200-01-01 0:00 UTC))
             .unwrap_err();
@@ -244,15 +235,15 @@ mod tests {
         let junk = trust().verify(b"\x30\x03\x02\x01\x01", NOW).unwrap_err();
         assert_eq!(junk.reason(), "untrusted");
         // The CA itself is no device identity.
-        let ca = trust().verify(&pem!("device-ca.pem"), NOW).unwrap_err();
+        let ca = trust().verify(&pem("device-ca.pem"), NOW).unwrap_err();
         assert_eq!(ca.reason(), "untrusted", "{ca}");
     }
 
     #[test]
     fn the_other_ca_as_a_second_root_is_accepted() {
         let both =
-            DeviceTrust::new(&[pem!("device-ca.pem"), pem!("other-ca.pem")], Vec::new()).unwrap();
-        assert!(both.verify(&pem!("device-foreign.pem"), NOW).is_ok());
+            DeviceTrust::new(&[pem("device-ca.pem"), pem("other-ca.pem")], Vec::new()).unwrap();
+        assert!(both.verify(&pem("device-foreign.pem"), NOW).is_ok());
         assert!(DeviceTrust::new(&[], Vec::new()).is_err());
     }
 }

@@ -265,31 +265,10 @@ mod tests {
         assert!(matches!(err, DecodeError::TooComplex { .. }), "{err:?}");
     }
 
-    /// One array whose entries all reference the array itself: with the old walk each pop
-    /// pushed every reference again (a 1 MiB body stacked a billion entries, 1 GB of RSS).
-    fn self_referencing_array(refs: usize) -> Vec<u8> {
-        let mut body = b"bplist00".to_vec();
-        let obj = body.len() as u64;
-        body.push(0xAF); // array, count follows
-        body.push(0x12); // 4-byte integer
-        body.extend_from_slice(&(refs as u32).to_be_bytes());
-        body.extend(std::iter::repeat_n(0u8, refs)); // every entry: object 0, itself
-        let table = body.len() as u64;
-        body.push(obj as u8);
-        let mut trailer = vec![0u8; 6];
-        trailer.push(1); // offset size
-        trailer.push(1); // ref size
-        trailer.extend_from_slice(&1u64.to_be_bytes());
-        trailer.extend_from_slice(&0u64.to_be_bytes());
-        trailer.extend_from_slice(&table.to_be_bytes());
-        body.extend_from_slice(&trailer);
-        body
-    }
-
     #[test]
     fn a_self_referencing_array_is_refused_early() {
         for refs in [10, 1000, 1 << 20] {
-            let body = self_referencing_array(refs);
+            let body = magicpush_fixtures::plists::self_referencing_bplist(refs);
             let err = check_binary(&body).unwrap_err();
             assert!(
                 matches!(err, DecodeError::TooComplex { .. }),

@@ -141,7 +141,9 @@ async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
 
     let before = server.peak_rss_mb();
     // Just under the server's 1 MiB body limit, so that it is parsed, not refused by size.
-    let bomb = Arc::new(self_referencing_array((1 << 20) - 64));
+    let bomb = Arc::new(magicpush_fixtures::plists::self_referencing_bplist(
+        (1 << 20) - 64,
+    ));
     let mut bombs = tokio::task::JoinSet::new();
     for _ in 0..opts.bombs {
         let bomb = bomb.clone();
@@ -259,22 +261,4 @@ fn still_open(s: &TcpStream) -> bool {
 fn histogram() -> hdrhistogram::Histogram<u64> {
     // One microsecond to ten minutes, three significant digits: valid constant bounds.
     hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
-}
-
-/// A binary plist of one array whose `refs` entries all reference the array itself.
-pub fn self_referencing_array(refs: usize) -> Vec<u8> {
-    let mut body = b"bplist00".to_vec();
-    body.push(0xAF);
-    body.push(0x12);
-    body.extend_from_slice(&(refs as u32).to_be_bytes());
-    body.extend(std::iter::repeat_n(0u8, refs));
-    let table = body.len() as u64;
-    body.push(8);
-    let mut trailer = vec![0u8; 6];
-    trailer.extend_from_slice(&[1, 1]);
-    trailer.extend_from_slice(&1u64.to_be_bytes());
-    trailer.extend_from_slice(&0u64.to_be_bytes());
-    trailer.extend_from_slice(&table.to_be_bytes());
-    body.extend_from_slice(&trailer);
-    body
 }

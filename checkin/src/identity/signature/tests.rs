@@ -6,17 +6,13 @@ use rustls_pki_types::CertificateDer;
 
 use super::*;
 
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/mdm-signature/",
-            $name
-        ))
-    };
-}
+use magicpush_fixtures::mdm_signature as fixture;
 
-const BODY: &[u8] = fixture!("body.plist");
+const BODY: &str = "body.plist";
+
+fn body() -> &'static [u8] {
+    fixture(BODY)
+}
 
 fn cert_der(pem: &[u8]) -> Vec<u8> {
     CertificateDer::from_pem_slice(pem)
@@ -27,23 +23,23 @@ fn cert_der(pem: &[u8]) -> Vec<u8> {
 
 #[test]
 fn openssl_signatures_verify_and_name_their_signer() {
-    let rsa = cert_der(fixture!("device-rsa.pem"));
-    let ec = cert_der(fixture!("device-ec.pem"));
-    let p384 = cert_der(fixture!("device-p384.pem"));
+    let rsa = cert_der(fixture("device-rsa.pem"));
+    let ec = cert_der(fixture("device-ec.pem"));
+    let p384 = cert_der(fixture("device-p384.pem"));
     let cases: [(&str, &[u8], &Vec<u8>); 6] = [
-        ("RSA SHA-256", fixture!("rsa-sha256.der"), &rsa),
-        ("RSA SHA-1", fixture!("rsa-sha1.der"), &rsa),
+        ("RSA SHA-256", fixture("rsa-sha256.der"), &rsa),
+        ("RSA SHA-1", fixture("rsa-sha1.der"), &rsa),
         (
             "RSA, BER with indefinite lengths",
-            fixture!("rsa-ber.der"),
+            fixture("rsa-ber.der"),
             &rsa,
         ),
-        ("P-256 SHA-256", fixture!("ec-sha256.der"), &ec),
-        ("P-256 SHA-1", fixture!("ec-sha1.der"), &ec),
-        ("P-384 SHA-512", fixture!("p384-sha512.der"), &p384),
+        ("P-256 SHA-256", fixture("ec-sha256.der"), &ec),
+        ("P-256 SHA-1", fixture("ec-sha1.der"), &ec),
+        ("P-384 SHA-512", fixture("p384-sha512.der"), &p384),
     ];
     for (what, cms, cert) in cases {
-        let signer = verify_detached(cms, BODY).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let signer = verify_detached(cms, body()).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(&signer.certificate_der, cert, "{what}");
         assert!(
             signer.signing_time.is_some(),
@@ -54,7 +50,7 @@ fn openssl_signatures_verify_and_name_their_signer() {
 
 #[test]
 fn the_header_is_base64_of_the_cms() {
-    let cms = fixture!("ec-sha256.der");
+    let cms = fixture("ec-sha256.der");
     let header = base64::engine::general_purpose::STANDARD.encode(cms);
     assert_eq!(decode_header(header.as_bytes()).unwrap(), cms);
     // Folded over lines, as some clients send long values.
@@ -70,16 +66,16 @@ fn the_header_is_base64_of_the_cms() {
 #[test]
 fn a_body_altered_by_one_byte_is_refused() {
     for cms in [
-        &fixture!("rsa-sha256.der")[..],
-        fixture!("rsa-ber.der"),
-        fixture!("ec-sha256.der"),
-        fixture!("p384-sha512.der"),
+        fixture("rsa-sha256.der"),
+        fixture("rsa-ber.der"),
+        fixture("ec-sha256.der"),
+        fixture("p384-sha512.der"),
     ] {
-        let mut body = BODY.to_vec();
-        body[100] ^= 0x01;
-        assert_eq!(verify_detached(cms, &body), Err(Refusal::DigestMismatch));
+        let mut altered = body().to_vec();
+        altered[100] ^= 0x01;
+        assert_eq!(verify_detached(cms, &altered), Err(Refusal::DigestMismatch));
         assert_eq!(
-            verify_detached(cms, &BODY[..BODY.len() - 1]),
+            verify_detached(cms, &body()[..body().len() - 1]),
             Err(Refusal::DigestMismatch)
         );
         assert_eq!(verify_detached(cms, b""), Err(Refusal::DigestMismatch));
@@ -89,27 +85,27 @@ fn a_body_altered_by_one_byte_is_refused() {
 #[test]
 fn an_altered_signature_is_refused() {
     // In a DER SignedData without unsigned attributes the signature value comes last.
-    for cms in [&fixture!("rsa-sha256.der")[..], fixture!("ec-sha256.der")] {
+    for cms in [fixture("rsa-sha256.der"), fixture("ec-sha256.der")] {
         let mut bad = cms.to_vec();
         let n = bad.len();
         bad[n - 3] ^= 0x40;
-        let got = verify_detached(&bad, BODY);
+        let got = verify_detached(&bad, body());
         assert!(
             matches!(got, Err(Refusal::BadSignature) | Err(Refusal::Malformed(_))),
             "{got:?}"
         );
     }
     // Flip a byte well inside the RSA signature (not its DER framing): must be BadSignature.
-    let mut bad = fixture!("rsa-sha256.der").to_vec();
+    let mut bad = fixture("rsa-sha256.der").to_vec();
     let n = bad.len();
     bad[n - 100] ^= 0x01;
-    assert_eq!(verify_detached(&bad, BODY), Err(Refusal::BadSignature));
+    assert_eq!(verify_detached(&bad, body()), Err(Refusal::BadSignature));
 }
 
 #[test]
 fn two_signers_are_refused() {
     assert_eq!(
-        verify_detached(fixture!("two-signers.der"), BODY),
+        verify_detached(fixture("two-signers.der"), body()),
         Err(Refusal::SignerCount(2))
     );
 }
@@ -124,28 +120,28 @@ fn garbage_and_truncations_are_refused_without_panicking() {
     let huge = vec![b'A'; MAX_SIGNATURE_HEADER + 4];
     assert_eq!(decode_header(&huge), Err(Refusal::Oversized(huge.len())));
     assert!(matches!(
-        verify_detached(b"", BODY),
+        verify_detached(b"", body()),
         Err(Refusal::Malformed(_))
     ));
     assert!(matches!(
-        verify_detached(BODY, BODY),
+        verify_detached(body(), body()),
         Err(Refusal::Malformed(_))
     ));
-    for cms in [&fixture!("rsa-sha256.der")[..], fixture!("rsa-ber.der")] {
+    for cms in [fixture("rsa-sha256.der"), fixture("rsa-ber.der")] {
         for len in 0..cms.len() {
-            let got = verify_detached(&cms[..len], BODY);
+            let got = verify_detached(&cms[..len], body());
             assert!(got.is_err(), "a CMS truncated to {len} bytes verified");
         }
         // Trailing garbage is not a signature either.
         let mut long = cms.to_vec();
         long.extend_from_slice(b"\0\0junk");
-        assert!(verify_detached(&long, BODY).is_err());
+        assert!(verify_detached(&long, body()).is_err());
     }
     // Every single-byte corruption: never a panic. Past the certificate (the SignerInfo:
     // signer id, algorithms, signed attributes, signature) every one is refused; inside the
     // certificate one may pass here, with a changed certificate the trust check then sees.
-    let cms = fixture!("ec-sha256.der");
-    let cert = cert_der(fixture!("device-ec.pem"));
+    let cms = fixture("ec-sha256.der");
+    let cert = cert_der(fixture("device-ec.pem"));
     let cert_end = cms
         .windows(cert.len())
         .position(|w| w == cert.as_slice())
@@ -154,7 +150,7 @@ fn garbage_and_truncations_are_refused_without_panicking() {
     for i in 0..cms.len() {
         let mut bad = cms.to_vec();
         bad[i] = bad[i].wrapping_add(0x5b);
-        match verify_detached(&bad, BODY) {
+        match verify_detached(&bad, body()) {
             Err(_) => {}
             Ok(s) if i < cert_end => {
                 assert!(i < cert_end - cert.len() || s.certificate_der != cert)
