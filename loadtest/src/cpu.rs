@@ -5,13 +5,18 @@
 const TICKS: f64 = 100.0;
 
 /// CPU seconds (user + system) used so far by this process's threads whose name starts with
-/// one of `prefixes`.
+/// one of `prefixes`. A thread that ends while the list is read is skipped (its time is gone
+/// with it), so the sum is `None` only where /proc itself cannot be read.
 pub fn threads_cpu_s(prefixes: &[&str]) -> Option<f64> {
     let mut ticks = 0u64;
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = entry.ok()?.path();
-        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-        let (name, fields) = split_stat(&stat)?;
+        let Ok(entry) = entry else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, fields)) = split_stat(&stat) else {
+            continue;
+        };
         if prefixes.iter().any(|p| name.starts_with(p)) {
             ticks += field(&fields, 14)? + field(&fields, 15)?;
         }
