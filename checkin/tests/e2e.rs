@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use magicpush_checkin::http::client::AdminClient;
+use magicpush_checkin::client::AdminClient;
 use magicpush_checkin::http::{self as mhttp, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_checkin::push::PushSender;
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};

@@ -76,8 +76,7 @@ async fn admin_api_requires_the_key_and_is_off_without_one() {
         .unwrap();
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body:?}");
     let wrong =
-        magicpush_checkin::http::client::AdminClient::new(&srv.url, Some("wrong".into()), None)
-            .unwrap();
+        magicpush_checkin::client::AdminClient::new(&srv.url, Some("wrong".into()), None).unwrap();
     let (s, _) = wrong
         .request(Method::GET, "/v1/devices", None)
         .await
@@ -97,8 +96,7 @@ async fn admin_api_requires_the_key_and_is_off_without_one() {
     })
     .await;
     let keyed =
-        magicpush_checkin::http::client::AdminClient::new(&off.url, Some(API_KEY.into()), None)
-            .unwrap();
+        magicpush_checkin::client::AdminClient::new(&off.url, Some(API_KEY.into()), None).unwrap();
     let (s, body) = keyed
         .request(Method::GET, "/v1/devices", None)
         .await
@@ -939,7 +937,7 @@ async fn a_tls_client_certificate_is_bound_to_the_udid_it_authenticated() {
         magicpush_fixtures::KeyKind::EcdsaP256,
     )
     .unwrap();
-    let client = magicpush_checkin::http::client::AdminClient::new(
+    let client = magicpush_checkin::client::AdminClient::new(
         &srv.url,
         None,
         Some(srv.pki.ca.cert_pem().as_bytes()),

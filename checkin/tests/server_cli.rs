@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use magicpush_checkin::http::client::AdminClient;
+use magicpush_checkin::client::AdminClient;
 use magicpush_fixtures::plists::{self, Device};
 use magicpush_fixtures::TestPki;
 use magicpush_loadtest::mock_apns::{MockApns, MockConfig};

@@ -166,6 +166,10 @@ pub enum PushError {
     /// The client was shut down before the push ended.
     #[error("push client shut down")]
     Shutdown,
+    /// No push certificate is installed, so nothing was sent: a sender that starts without
+    /// one (the check-in server before its first certificate is registered) answers this.
+    #[error("no push certificate registered")]
+    NoCertificate,
 }
 
 fn timestamp_note(ts: &Option<u64>) -> String {
@@ -189,6 +193,7 @@ impl PushError {
             PushError::RetriesExhausted { last, .. } => last.clone(),
             PushError::DeadlineExceeded { .. } => Reason::new("DeadlineExceeded"),
             PushError::Shutdown => Reason::new("Shutdown"),
+            PushError::NoCertificate => Reason::new("NoCertificate"),
         }
     }
 

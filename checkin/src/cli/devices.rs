@@ -1,4 +1,6 @@
-//! `magicpush devices [--csv | --json]`: the device list from a running server.
+//! `magicpush devices [--csv | --json]`: the device list from a running server;
+//! `magicpush devices delete UDID` and `magicpush devices delete --all --confirm TOPIC` (the
+//! new-topic procedure).
 
 use std::process::ExitCode;
 
@@ -20,6 +22,28 @@ pub(crate) struct DevicesArgs {
     /// push_failed, never_pushed, no_token).
     #[arg(long)]
     state: Option<String>,
+    #[command(subcommand)]
+    action: Option<DevicesAction>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DevicesAction {
+    /// Delete one device, or every device (`--all --confirm TOPIC`, when a lost Apple ID
+    /// forces a new topic: every device must then re-enroll).
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DeleteArgs {
+    /// The device to delete.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    udid: Option<String>,
+    /// Delete every device (and their queues).
+    #[arg(long, requires = "confirm")]
+    all: bool,
+    /// The current push topic, to confirm --all.
+    #[arg(long, value_name = "TOPIC")]
+    confirm: Option<String>,
 }
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -35,6 +59,23 @@ const COLUMNS: &[(&str, &str)] = &[
 pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     let client = args.remote.client()?;
     let rt = runtime()?;
+    if let Some(DevicesAction::Delete(delete)) = &args.action {
+        let path = match (&delete.udid, &delete.confirm) {
+            (Some(udid), _) => format!("/v1/devices/{}", encode(udid)),
+            (None, Some(topic)) => format!("/v1/devices?all=true&confirm={}", encode(topic)),
+            (None, None) => anyhow::bail!("give a UDID, or --all --confirm TOPIC"),
+        };
+        let answer = rt.block_on(client.call(http::Method::DELETE, &path, None))?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+        match answer.get("deleted") {
+            Some(serde_json::Value::Number(n)) => println!(
+                "deleted {n} device(s); they must re-enroll (a new push certificate with another topic may now be registered after DELETE /v1/pushcert)"
+            ),
+            Some(v) => println!("deleted {}", cell(Some(v))),
+            None => println!("{answer}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let query = args
         .state
         .as_ref()
@@ -64,6 +105,19 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{} device(s)", rows.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Left-aligned columns separated by two spaces.

@@ -10,8 +10,8 @@ use http::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::remote::{runtime, RemoteArgs};
+use crate::client::AdminClient;
 use crate::config::parse_duration;
-use crate::http::client::AdminClient;
 
 /// Refreshes devices and waits for their answers.
 #[derive(Debug, clap::Args)]

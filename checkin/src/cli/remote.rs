@@ -5,27 +5,58 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::http::client::AdminClient;
+use crate::client::AdminClient;
 
-/// `--server`, `--api-key`, `--ca`.
+/// `--server`, `--api-key` / `--api-key-file`, `--ca` (global: they may follow a
+/// subcommand's own subcommand, as in `magicpush devices delete … --server URL`).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RemoteArgs {
     /// Base URL of the running server's admin API.
     #[arg(
         long,
+        global = true,
         env = "MAGICPUSH_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     pub(crate) server: String,
-    /// The admin API key the server was started with.
-    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
+    /// The admin API key the server was started with. Prefer MAGICPUSH_API_KEY or
+    /// --api-key-file: a command line is visible to every local user.
+    #[arg(
+        long,
+        global = true,
+        env = "MAGICPUSH_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "api_key_file"
+    )]
     pub(crate) api_key: Option<String>,
-    /// PEM file with the CA that signed the server's TLS certificate (for https:// URLs).
-    #[arg(long, env = "MAGICPUSH_CA")]
+    /// File holding the admin API key (its first line).
+    #[arg(long, global = true, env = "MAGICPUSH_API_KEY_FILE")]
+    pub(crate) api_key_file: Option<PathBuf>,
+    /// PEM file with a private CA to trust for an https:// server, besides the public web
+    /// roots (trusted by default).
+    #[arg(long, global = true, env = "MAGICPUSH_CA")]
     pub(crate) ca: Option<PathBuf>,
 }
 
+/// The first line of a key file, or an error naming the file.
+pub(crate) fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {flag} {}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_owned();
+    if key.is_empty() {
+        anyhow::bail!("{flag} {} is empty", path.display());
+    }
+    Ok(key)
+}
+
 impl RemoteArgs {
+    fn api_key(&self) -> anyhow::Result<Option<String>> {
+        match &self.api_key_file {
+            Some(path) => read_key_file(path, "--api-key-file").map(Some),
+            None => Ok(self.api_key.clone()),
+        }
+    }
+
     pub(crate) fn client(&self) -> anyhow::Result<AdminClient> {
         let ca = match &self.ca {
             Some(path) => Some(
@@ -35,7 +66,7 @@ impl RemoteArgs {
         };
         Ok(AdminClient::new(
             &self.server,
-            self.api_key.clone(),
+            self.api_key()?,
             ca.as_deref(),
         )?)
     }

@@ -11,13 +11,17 @@ use anyhow::{bail, Context};
 use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::Client;
 
+use crate::notify::{Notifier, NotifyConfig};
+use crate::pushcert::expiry::Thresholds;
+use crate::pushcert::request::{Subject, VendorIdentity};
+
 use crate::config::{format_duration, parse_duration};
 use crate::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use crate::identity::authenticator::parse_sources;
 use crate::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
-use crate::push::PushSender;
+use crate::push::{EnginePusher, PushSender};
 use crate::service::pushcert::{check_topic_at_start, stored_certificate, STORED_CERT_FILE};
-use crate::service::{PushCertState, Service, ServiceConfig};
+use crate::service::{PushCertSettings, PushCertState, Service, ServiceConfig};
 use crate::store::{SecretKey, SqliteOptions, SqliteStore, Store};
 
 /// Runs the MDM check-in server.
@@ -29,7 +33,9 @@ pub(crate) struct ServeArgs {
     /// Directory for the device database and server state (created if missing).
     #[arg(long, env = "MAGICPUSH_DATA_DIR")]
     data_dir: PathBuf,
-    /// MDM push certificate (PEM). Optional once one was installed through the admin API.
+    /// MDM push certificate (PEM). Optional: without it (and none installed through the admin
+    /// API) the server starts without pushing — issue a request with POST /v1/pushcert/csr and
+    /// upload Apple's certificate with PUT /v1/pushcert.
     #[arg(long, env = "MAGICPUSH_CERT", requires = "key")]
     cert: Option<PathBuf>,
     /// Private key of the push certificate (PEM).
@@ -44,6 +50,47 @@ pub(crate) struct ServeArgs {
     /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off.
     #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Default e-mail address of push certificate requests (POST /v1/pushcert/csr).
+    #[arg(long, env = "MAGICPUSH_CSR_EMAIL")]
+    csr_email: Option<String>,
+    /// Default common name of push certificate requests (e.g. the company).
+    #[arg(long, env = "MAGICPUSH_CSR_CN")]
+    csr_cn: Option<String>,
+    /// Default country (two letters) of push certificate requests.
+    #[arg(long, env = "MAGICPUSH_CSR_COUNTRY")]
+    csr_country: Option<String>,
+    /// The MDM vendor certificate (PEM) Apple issued: requests are then vendor-signed, ready
+    /// for the Apple Push Certificates Portal.
+    #[arg(long, env = "MAGICPUSH_VENDOR_CERT", requires = "vendor_key")]
+    vendor_cert: Option<PathBuf>,
+    /// The MDM vendor certificate's RSA private key (PEM).
+    #[arg(long, env = "MAGICPUSH_VENDOR_KEY", requires = "vendor_cert")]
+    vendor_key: Option<PathBuf>,
+    /// The vendor certificate's chain (PEM: intermediates, root), appended to
+    /// PushCertCertificateChain.
+    #[arg(long, env = "MAGICPUSH_VENDOR_CHAIN", requires = "vendor_cert")]
+    vendor_chain: Option<PathBuf>,
+    /// The vendor name in request file names (default: the vendor certificate's O or CN,
+    /// else MAGICPUSH).
+    #[arg(long, env = "MAGICPUSH_VENDOR_NAME")]
+    vendor_name: Option<String>,
+    /// Days before the push certificate's expiry at which to warn (log, event, webhook).
+    #[arg(long, env = "MAGICPUSH_EXPIRY_WARN_DAYS", default_value = crate::pushcert::expiry::DEFAULT_THRESHOLDS)]
+    expiry_warn_days: String,
+    /// Webhook for push certificate and refresh events (JSON POST).
+    #[arg(long, env = "MAGICPUSH_NOTIFY_URL")]
+    notify_url: Option<String>,
+    /// HMAC-SHA256 key of the webhook's X-Magicpush-Signature header.
+    #[arg(
+        long,
+        env = "MAGICPUSH_NOTIFY_SECRET",
+        hide_env_values = true,
+        conflicts_with = "notify_secret_file"
+    )]
+    notify_secret: Option<String>,
+    /// File holding the webhook's HMAC key (instead of --notify-secret on the command line).
+    #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET_FILE")]
+    notify_secret_file: Option<PathBuf>,
     /// Collect device information from every device this often (e.g. 24h).
     #[arg(long, env = "MAGICPUSH_COLLECT_EVERY", value_parser = parse_duration)]
     collect_every: Option<Duration>,
@@ -146,20 +193,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let device_auth = device_auth(&args)?;
     let now = time::OffsetDateTime::now_utc();
     let cert = choose_certificate(&args, now)?;
-    let info = cert.info().clone();
-    tracing::info!(
-        subject = %info.subject(),
-        topic = %info.topic(),
-        not_after = %crate::store::rfc3339(info.not_after()),
-        days_left = info.days_left(now),
-        "push certificate loaded"
-    );
-    if info.days_left(now) < 30 {
-        tracing::warn!(
+    let info = cert.as_ref().map(|c| c.info().clone());
+    match &info {
+        Some(info) => tracing::info!(
+            subject = %info.subject(),
+            topic = %info.topic(),
+            not_after = %crate::store::rfc3339(info.not_after()),
             days_left = info.days_left(now),
-            "the push certificate expires soon: renew it (\"Renew\", same Apple ID) and install it with PUT /v1/pushcert"
-        );
+            "push certificate loaded"
+        ),
+        None => tracing::warn!(
+            "{}; check-ins are served, pushes and refreshes are refused until then",
+            crate::service::pushcert::NO_CERTIFICATE
+        ),
     }
+    let pushcert_settings = pushcert_settings(&args)?;
 
     let client_hints = match &device_auth {
         DeviceAuth::Required(a) if a.sources().contains(&IdentitySource::Tls) => {
@@ -172,7 +220,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let mut builder = Client::builder().certificate(cert);
+    let mut builder = Client::builder();
     if let Some(url) = &args.apns_url {
         let endpoint = url.parse().with_context(|| format!("--apns-url {url}"))?;
         builder = builder.endpoint(endpoint);
@@ -184,7 +232,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .trust_anchor_pem(&pem)
             .with_context(|| format!("--apns-ca {}", path.display()))?;
     }
-    let client = builder.build().context("cannot start the APNs client")?;
+    let pusher =
+        Arc::new(EnginePusher::new(builder, cert).context("cannot start the APNs client")?);
 
     let secrets_key = match &args.secrets_key_file {
         Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
@@ -205,15 +254,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enrolled_topics()
         .await
         .context("cannot read the enrolled devices' topics")?;
-    check_topic_at_start(info.topic(), &enrolled)?;
-    if enrolled.is_empty() {
-        tracing::info!(topic = %info.topic(), "no enrolled device yet: the push certificate's topic is the one devices will enroll with");
+    if let Some(info) = &info {
+        check_topic_at_start(info.topic(), &enrolled)?;
+        if enrolled.is_empty() {
+            tracing::info!(topic = %info.topic(), "no enrolled device yet: the push certificate's topic is the one devices will enroll with");
+        }
     }
-    let pusher: Arc<dyn PushSender> = Arc::new(client.clone());
+    let notifier = match &args.notify_url {
+        Some(url) => Some(
+            Notifier::spawn(NotifyConfig::new(url.clone(), notify_secret(&args)?))
+                .context("the webhook cannot be used")?,
+        ),
+        None => None,
+    };
     let service = Arc::new(Service::new(
         store,
-        pusher,
-        PushCertState::new(Some(info), Some(args.data_dir.clone())),
+        pusher.clone() as Arc<dyn PushSender>,
+        PushCertState::with_settings(
+            info,
+            Some(args.data_dir.clone()),
+            pushcert_settings,
+            notifier,
+        ),
         ServiceConfig {
             unreachable_after: args.unreachable_after,
             push_concurrency: args.push_concurrency,
@@ -238,6 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(url = %server.url(), "magicpush check-in server listening");
     // One line on stdout for supervisors and tests (the port may have been 0).
     println!("listening on {}", server.url());
+    let watch = service.spawn_pushcert_watch(PUSHCERT_CHECK_EVERY);
     let collector = args.collect_every.map(|every| {
         tracing::info!(every = %format_duration(every), "scheduled device information collection on");
         service.spawn_collector(every)
@@ -248,10 +311,84 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(c) = collector {
         c.abort();
     }
+    watch.abort();
     server.shutdown().await;
-    client.shutdown().await;
+    pusher.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the push certificate's expiry is checked (thresholds are in days).
+const PUSHCERT_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// The certificate's life from the flags: thresholds, request defaults, the vendor identity.
+fn pushcert_settings(args: &ServeArgs) -> anyhow::Result<PushCertSettings> {
+    let thresholds = Thresholds::parse(&args.expiry_warn_days)
+        .map_err(|e| anyhow::anyhow!("--expiry-warn-days: {e}"))?;
+    let csr_subject = Subject {
+        email: args.csr_email.clone(),
+        common_name: args.csr_cn.clone(),
+        country: args.csr_country.clone(),
+    };
+    if csr_subject != Subject::default() {
+        // Only the fields given are checked; the request may add the others.
+        let probe = Subject {
+            common_name: csr_subject.common_name.clone().or(Some("x".into())),
+            ..csr_subject.clone()
+        };
+        probe.validate().map_err(|e| anyhow::anyhow!("--csr-{e}"))?;
+    }
+    let vendor = match (&args.vendor_cert, &args.vendor_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(load_vendor(
+            cert,
+            key,
+            args.vendor_chain.as_deref(),
+            args.vendor_name.as_deref(),
+        )?)),
+        _ => None,
+    };
+    Ok(PushCertSettings {
+        thresholds,
+        csr_subject,
+        vendor,
+        vendor_name: args.vendor_name.clone(),
+    })
+}
+
+/// The vendor signing identity from its files.
+pub(crate) fn load_vendor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    chain: Option<&std::path::Path>,
+    name: Option<&str>,
+) -> anyhow::Result<VendorIdentity> {
+    let read = |p: &std::path::Path, flag: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read {flag} {}", p.display()))
+    };
+    let cert_pem = read(cert, "--vendor-cert")?;
+    let key_pem = read(key, "--vendor-key")?;
+    let chain_pem = chain.map(|c| read(c, "--vendor-chain")).transpose()?;
+    Ok(VendorIdentity::from_pem(
+        &cert_pem,
+        &key_pem,
+        chain_pem.as_deref(),
+        name,
+    )?)
+}
+
+/// The webhook secret from --notify-secret or --notify-secret-file (trailing newline
+/// dropped).
+fn notify_secret(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.notify_secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --notify-secret-file {}", path.display()))?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        if secret.is_empty() {
+            bail!("--notify-secret-file {} is empty", path.display());
+        }
+        return Ok(Some(secret));
+    }
+    Ok(args.notify_secret.clone().filter(|s| !s.is_empty()))
 }
 
 /// The listener's limits from the flags; a zero duration or rate is refused.
@@ -330,7 +467,7 @@ fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
 fn choose_certificate(
     args: &ServeArgs,
     now: time::OffsetDateTime,
-) -> anyhow::Result<PushCertificate> {
+) -> anyhow::Result<Option<PushCertificate>> {
     let from_flags = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => Some(
             PushCertificate::from_pem_files(cert, key)
@@ -363,12 +500,10 @@ fn choose_certificate(
         }
         (Some(flag), None) => flag,
         (None, Some(stored)) => stored,
-        (None, None) => {
-            bail!("no push certificate: give --cert and --key (MAGICPUSH_CERT, MAGICPUSH_KEY)")
-        }
+        (None, None) => return Ok(None),
     };
     check_usable(&chosen, now)?;
-    Ok(chosen)
+    Ok(Some(chosen))
 }
 
 fn check_usable(cert: &PushCertificate, now: time::OffsetDateTime) -> anyhow::Result<()> {

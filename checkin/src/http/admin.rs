@@ -24,6 +24,7 @@ use super::body::{self, read_limited, Body};
 use super::error::ApiError;
 use crate::connectivity::ConnState;
 use crate::mdm::json_values::dict_from_json;
+use crate::pushcert::request::Subject;
 use crate::service::views::parse_state;
 use crate::service::{CommandRequest, RefreshTarget, Service};
 
@@ -66,6 +67,11 @@ where
         }
     };
     match path {
+        "/v1/devices" if *method == Method::DELETE => {
+            let confirm = delete_all_query(req.uri().query())?;
+            let deleted = service.delete_all_devices(&confirm).await?;
+            ok_json(serde_json::json!({"deleted": deleted, "topic": confirm}))
+        }
         "/v1/devices" => {
             only(&Method::GET)?;
             let filter = state_filter(req.uri().query())?;
@@ -169,17 +175,99 @@ where
                 let pem = read_limited(&parts.headers, incoming, limit).await?;
                 ok_json(to_value(service.replace_pushcert(&pem).await?))
             }
+            Method::DELETE => {
+                service.delete_pushcert().await?;
+                ok_json(serde_json::json!({"deleted": true}))
+            }
             _ => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} not allowed on {path}; use GET or PUT"),
+                format!("{method} not allowed on {path}; use GET, PUT or DELETE"),
             )),
         },
+        "/v1/pushcert/csr" => match *method {
+            Method::POST => {
+                let subject: CsrRequest = read_json_or_empty(req, limit).await?;
+                let issued = service
+                    .issue_pushcert_request(Subject {
+                        email: subject.email,
+                        common_name: subject.common_name,
+                        country: subject.country,
+                    })
+                    .await?;
+                Ok(body::json(StatusCode::CREATED, &to_value(issued)))
+            }
+            Method::GET => {
+                let latest = service.latest_pushcert_request()?;
+                let mut resp = body::with_body(
+                    StatusCode::OK,
+                    "application/pkcs10",
+                    latest.request.into_bytes(),
+                );
+                let disposition = format!("attachment; filename=\"{}\"", latest.file_name);
+                if let Ok(v) = http::HeaderValue::from_str(&disposition) {
+                    resp.headers_mut()
+                        .insert(http::header::CONTENT_DISPOSITION, v);
+                }
+                Ok(resp)
+            }
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} not allowed on {path}; use POST or GET"),
+            )),
+        },
+        p if p.starts_with("/v1/pushcert/csr/") => {
+            only(&Method::DELETE)?;
+            let id = &p["/v1/pushcert/csr/".len()..];
+            service.withdraw_pushcert_request(id).await?;
+            ok_json(serde_json::json!({"withdrawn": id}))
+        }
+        "/v1/pushcert/requests" => {
+            only(&Method::GET)?;
+            ok_json(to_value(service.pushcert_requests()))
+        }
+        "/v1/pushcert/history" => {
+            only(&Method::GET)?;
+            ok_json(to_value(service.pushcert_history()))
+        }
         "/v1/pushcert/memo" => {
             only(&Method::PUT)?;
             let memo: MemoRequest = read_json(req, limit).await?;
             ok_json(to_value(service.set_pushcert_memo(memo.apple_id).await?))
         }
         _ => Err(ApiError::not_found(format!("no route for {path}"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsrRequest {
+    email: Option<String>,
+    common_name: Option<String>,
+    country: Option<String>,
+}
+
+/// `?all=true&confirm=<topic>` — both required, so that no typo deletes a fleet.
+fn delete_all_query(query: Option<&str>) -> Result<String, ApiError> {
+    let (mut all, mut confirm) = (false, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)
+            .ok_or_else(|| ApiError::bad_request(format!("malformed percent-encoding in {k}")))?;
+        match k {
+            "all" => all = v == "true",
+            "confirm" => confirm = Some(v),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {other:?}; DELETE /v1/devices takes all=true&confirm=<topic>"
+                )))
+            }
+        }
+    }
+    match (all, confirm) {
+        (true, Some(topic)) if !topic.is_empty() => Ok(topic),
+        _ => Err(ApiError::bad_request(
+            "deleting every device needs ?all=true&confirm=<the current push topic>; to delete one device use DELETE /v1/devices/{udid}",
+        )),
     }
 }
 
@@ -378,7 +466,22 @@ where
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Converts JSON command parameters to a plist dictionary. `null` has no plist form.
+/// [`read_json`], with an empty body read as `T::default()`.
+async fn read_json_or_empty<T, B>(req: Request<B>, limit: usize) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned + Default,
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, incoming) = req.into_parts();
+    let bytes = read_limited(&parts.headers, incoming, limit).await?;
+    if bytes.trim_ascii().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
 /// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
 fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {

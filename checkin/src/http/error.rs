@@ -70,6 +70,7 @@ impl From<crate::service::ServiceError> for ApiError {
             E::Identity { .. } => StatusCode::FORBIDDEN,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) => StatusCode::CONFLICT,
+            E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -14,7 +14,6 @@ use http::{Method, Request, Response, StatusCode};
 
 pub mod auth;
 pub mod body;
-pub mod client;
 pub mod csv;
 pub mod error;
 pub mod identity;
@@ -130,6 +129,7 @@ impl App {
                         &serde_json::json!({
                             "status": "ok",
                             "device_auth": self.device_auth.describe(),
+                            "push_certificate": self.service.pushcert_state(),
                         }),
                     ),
                     Err(err) => {
@@ -138,6 +138,7 @@ impl App {
                             StatusCode::SERVICE_UNAVAILABLE,
                             &serde_json::json!({
                                 "status": "unavailable",
+                                "push_certificate": self.service.pushcert_state(),
                                 "error": err.to_string(),
                                 "device_auth": self.device_auth.describe(),
                             }),

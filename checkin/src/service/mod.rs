@@ -4,7 +4,9 @@
 //! - `device`: check-ins and command reports → store writes, the next queued command.
 //! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
 //!   and the scheduled collection.
-//! - [`pushcert`]: the push certificate's details, its Apple ID memo, hot replacement.
+//! - [`pushcert`]: the push certificate's details and state, its Apple ID memo, hot
+//!   replacement, removal, history, expiry warnings.
+//! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
 use std::path::PathBuf;
@@ -22,11 +24,13 @@ use crate::store::{Store, StoreError};
 mod certauth;
 mod device;
 pub mod pushcert;
+pub mod pushcert_request;
 pub mod refresh;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};
-pub use pushcert::{PushCertState, PushCertView};
+pub use pushcert::{PushCertSettings, PushCertState, PushCertView};
+pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
 
 /// Settings of the service.
@@ -90,6 +94,9 @@ pub enum ServiceError {
     /// enrolled).
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed but not acceptable (422): a certificate no issued request matches.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(StoreError),

@@ -3,6 +3,7 @@
 //! commands and the scheduled collection.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
+use crate::notify::Notifier;
 use crate::store::{Device, EnqueueMode, PushOutcome, Store, StoreError};
 
 use super::{Service, ServiceError};
@@ -95,6 +97,7 @@ impl Service {
     /// Starts a refresh and returns as soon as the commands are queued and the push attempts
     /// recorded; the pushes proceed in the background.
     pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
+        self.require_pushcert()?;
         let mut summary = RefreshSummary::default();
         let mut pushes: Vec<(String, DevicePush)> = Vec::new();
         let listed = matches!(target, RefreshTarget::Devices(_));
@@ -125,6 +128,11 @@ impl Service {
         summary.command_uuid = command.uuid.clone();
         let mut pushed_udids = listed.then(Vec::new);
         let now = Self::now();
+        let completion = self
+            .pushcert
+            .watch()
+            .notifier()
+            .map(|n| Completion::new(n.clone(), &command.uuid, self.pushcert.info()));
         let mut pushes = pushes.into_iter();
         // One write per chunk, not one for the whole fleet: check-ins waiting on the writer
         // get in between, and each chunk's pushes start as soon as its attempts are recorded.
@@ -151,8 +159,10 @@ impl Service {
             if let Some(pushed) = &mut pushed_udids {
                 pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
             }
-            self.push_in_background(chunk);
+            self.push_in_background(chunk, completion.clone());
         }
+        // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
+        drop(completion);
         summary.pushed_udids = pushed_udids;
         ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
         tracing::info!(
@@ -228,6 +238,9 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         };
+        if request.push {
+            self.require_pushcert()?;
+        }
         let mut pushes = Vec::new();
         if request.push {
             for udid in &outcome.queued {
@@ -246,7 +259,7 @@ impl Service {
             unknown: outcome.unknown,
             pushing: pushes.len(),
         };
-        self.push_in_background(pushes);
+        self.push_in_background(pushes, None);
         Ok(summary)
     }
 
@@ -273,12 +286,40 @@ impl Service {
         }
     }
 
+    /// `DELETE /v1/devices?all=true&confirm=<topic>`: the new-topic procedure's first step
+    /// (a lost Apple ID): forgets every device and every queue. `confirm` must be the topic
+    /// of the certificate in use, or — without one — the topic the devices enrolled with.
+    pub async fn delete_all_devices(&self, confirm: &str) -> Result<u64, ServiceError> {
+        let expected = match self.pushcert.topic() {
+            Some(topic) => vec![topic],
+            None => self.store.enrolled_topics().await?.into_keys().collect(),
+        };
+        if !expected.iter().any(|t| t == confirm) {
+            let what = if expected.is_empty() {
+                "no topic is in use".to_owned()
+            } else {
+                format!("the topic in use is {}", expected.join(", "))
+            };
+            return Err(ServiceError::Conflict(format!(
+                "confirm={confirm} does not match: {what}. Deleting every device means every device must re-enroll; confirm with the current topic"
+            )));
+        }
+        let deleted = self.store.delete_all_devices().await?;
+        tracing::warn!(deleted, topic = %confirm, "every device deleted through the admin API: they must re-enroll");
+        Ok(deleted)
+    }
+
     /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
     /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each.
-    fn push_in_background(&self, pushes: Vec<(String, DevicePush)>) {
+    fn push_in_background(
+        &self,
+        pushes: Vec<(String, DevicePush)>,
+        completion: Option<Arc<Completion>>,
+    ) {
         if pushes.is_empty() {
             return;
         }
+        let watch = Arc::clone(self.pushcert.watch());
         let pusher = self.pusher.clone();
         let slots = self.push_slots.clone();
         let (done, outcomes) = mpsc::unbounded_channel();
@@ -290,9 +331,14 @@ impl Service {
                 };
                 let done = done.clone();
                 let sending = pusher.push(push);
+                let (watch, completion) = (Arc::clone(&watch), completion.clone());
                 tokio::spawn(async move {
                     let result = sending.await;
                     drop(permit);
+                    watch.observe(&result);
+                    if let Some(c) = &completion {
+                        c.count(&result);
+                    }
                     if matches!(result, Err(PushError::Shutdown)) {
                         // The server is stopping: the outcome is unknown, not a failure of
                         // the device; leave the attempt open (pending).
@@ -327,6 +373,67 @@ impl Service {
                 }
             }
         })
+    }
+}
+
+/// `refresh.completed` for the webhook: every push task of a refresh holds a clone; when the
+/// last one is dropped (all pushes ended), the event goes out with the counts.
+pub(crate) struct Completion {
+    notifier: Notifier,
+    command_uuid: String,
+    cert: Option<magicpush_engine::cert::CertificateInfo>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    interrupted: AtomicU64,
+}
+
+impl Completion {
+    fn new(
+        notifier: Notifier,
+        command_uuid: &str,
+        cert: Option<magicpush_engine::cert::CertificateInfo>,
+    ) -> Arc<Completion> {
+        Arc::new(Completion {
+            notifier,
+            command_uuid: command_uuid.to_owned(),
+            cert,
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
+        })
+    }
+
+    fn count(&self, result: &magicpush_engine::PushResult) {
+        let counter = match result {
+            Ok(_) => &self.delivered,
+            Err(PushError::Shutdown) => &self.interrupted,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let interrupted = *self.interrupted.get_mut();
+        if interrupted > 0 {
+            // The server is stopping: the refresh did not complete.
+            return;
+        }
+        let (delivered, failed) = (*self.delivered.get_mut(), *self.failed.get_mut());
+        let now = Service::now();
+        let cert = self.cert.as_ref();
+        self.notifier.send(&serde_json::json!({
+            "event": crate::pushcert::expiry::names::REFRESH_COMPLETED,
+            "topic": cert.map(|c| c.topic()),
+            "days_left": cert.map(|c| c.days_left(now)),
+            "not_after": cert.map(|c| crate::store::rfc3339(c.not_after())),
+            "command_uuid": self.command_uuid,
+            "pushed": delivered + failed,
+            "delivered": delivered,
+            "failed": failed,
+            "at": crate::store::rfc3339(now),
+        }));
     }
 }
 

@@ -173,6 +173,19 @@ impl Store for MemoryStore {
         })
     }
 
+    fn delete_all_devices(&self) -> StoreFuture<'_, u64> {
+        self.run(|s| {
+            let n = s.devices.len() as u64;
+            s.devices.clear();
+            s.identities.clear();
+            s.queues.clear();
+            s.users.clear();
+            s.results.clear();
+            s.commands.clear();
+            Ok(n)
+        })
+    }
+
     fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
         self.run(|s| {
             if !s.commands.contains_key(uuid) {

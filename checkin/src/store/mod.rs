@@ -290,6 +290,10 @@ pub trait Store: Send + Sync + 'static {
     /// binding). `Ok(false)` if it was unknown.
     fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool>;
 
+    /// Forgets every device with its queue, results, users and identity binding, and every
+    /// command (the new-topic procedure: the devices must re-enroll). The number removed.
+    fn delete_all_devices(&self) -> StoreFuture<'_, u64>;
+
     /// Removes command `uuid` from every queue it is still in (devices that already answered
     /// keep their result). `Ok(None)` if no command has this UUID; `Ok(Some(n))`: taken off
     /// `n` queues.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use magicpush_checkin::http::client::AdminClient;
+use magicpush_checkin::client::AdminClient;
 use magicpush_checkin::http::{
     self as mhttp, AdminKey, App, DeviceAuth, ListenerSettings, ServerHandle,
 };

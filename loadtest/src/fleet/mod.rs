@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use magicpush_checkin::http::client::AdminClient;
+use magicpush_checkin::client::AdminClient;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 

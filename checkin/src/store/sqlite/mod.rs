@@ -725,6 +725,30 @@ impl Store for SqliteStore {
         )
     }
 
+    fn delete_all_devices(&self) -> StoreFuture<'_, u64> {
+        let bindings = Arc::clone(&self.bindings);
+        let after: writer::AfterCommit<u64> = Box::new(move |_| bindings.clear());
+        self.submit(
+            Undo::BySavepoint,
+            move |c| {
+                for sql in [
+                    "DELETE FROM queue",
+                    "DELETE FROM users",
+                    "DELETE FROM results",
+                    "DELETE FROM commands",
+                ] {
+                    c.execute(sql, []).map_err(db_err("delete all devices"))?;
+                }
+                let removed = c
+                    .execute("DELETE FROM devices", [])
+                    .map_err(db_err("delete all devices"))?;
+                Ok(removed as u64)
+            },
+            Some(after),
+            Admission::Wait,
+        )
+    }
+
     fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
         let uuid = uuid.to_owned();
         self.write_one_statement(move |c| {

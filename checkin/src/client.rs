@@ -89,8 +89,9 @@ impl std::fmt::Debug for AdminClient {
 }
 
 impl AdminClient {
-    /// A client for `server` (`http://host:port` or `https://…`). `ca_pem` holds the CA
-    /// certificates to trust for `https://` (required then: no system roots are bundled).
+    /// A client for `server` (`http://host:port` or `https://…`). An `https://` server is
+    /// trusted when its certificate chains to a public web root (Mozilla's list, bundled) or
+    /// to one of the CA certificates in `ca_pem` (a private CA).
     pub fn new(
         server: &str,
         api_key: Option<String>,
@@ -120,21 +121,22 @@ impl AdminClient {
             .to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let roots = if https {
-            let pem = ca_pem.ok_or_else(|| {
-                ClientError::Ca(
-                    "an https:// server needs --ca PEM (the CA that signed its TLS certificate)"
-                        .into(),
-                )
-            })?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| ClientError::Ca(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ClientError::Ca(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(ClientError::Ca("no CERTIFICATE in the CA file".into()));
+            // The public web roots (Mozilla's, bundled), plus a private CA when given.
+            let mut roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            if let Some(pem) = ca_pem {
+                let mut added = 0;
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| ClientError::Ca(e.to_string()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| ClientError::Ca(e.to_string()))?;
+                    added += 1;
+                }
+                if added == 0 {
+                    return Err(ClientError::Ca("no CERTIFICATE in the CA file".into()));
+                }
             }
             Some(Arc::new(roots))
         } else {
