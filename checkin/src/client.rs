@@ -312,10 +312,14 @@ impl AdminClient {
             Some(connector) => {
                 let name = ServerName::try_from(self.host.clone())
                     .map_err(|e| connect_err(format!("bad TLS server name: {e}")))?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| connect_err(format!("TLS: {e}")))?;
+                let stream = connector.connect(name, tcp).await.map_err(|e| {
+                    let hint = if e.to_string().contains("UnknownIssuer") {
+                        " (the server's certificate is not from a public CA: give --ca PEM with the CA that signed it)"
+                    } else {
+                        ""
+                    };
+                    connect_err(format!("TLS: {e}{hint}"))
+                })?;
                 send(TokioIo::new(stream), request).await
             }
         }

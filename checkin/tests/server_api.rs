@@ -55,7 +55,11 @@ async fn public_endpoints_and_routing() {
         .request(Method::DELETE, "/v1/devices", None)
         .await
         .unwrap();
-    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "every device needs ?all=true&confirm=TOPIC"
+    );
     srv.shutdown().await;
     assert!(
         srv.anon

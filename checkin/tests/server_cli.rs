@@ -129,17 +129,22 @@ fn serve_refuses_unusable_certificates() {
         assert!(!out.status.success(), "{cert}: started");
         assert!(stderr.contains(needle), "{cert}: {stderr}");
     }
-    let out = run(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-no-device-auth",
-        ],
-        &[("--data-dir", dir.path())],
+    // Without any certificate the server starts (the manual's first page: issue a request
+    // first) and says so.
+    let bare = serve(&["--api-key", KEY], &[("--data-dir", dir.path())]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = AdminClient::new(&bare.url, Some(KEY.into()), None).unwrap();
+    let health = rt.block_on(admin.get_json("/healthz")).unwrap();
+    assert_eq!(health["push_certificate"], "missing", "{health}");
+    let err = rt.block_on(admin.get_json("/v1/pushcert")).unwrap_err();
+    assert!(
+        err.to_string().contains("no push certificate registered"),
+        "{err}"
     );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no push certificate"));
+    drop(bare);
     // Secure by default: no --device-ca, no explicit opt-out, no start — and it says why.
     let out = run(
         &["serve", "--listen", "127.0.0.1:0"],
@@ -730,4 +735,68 @@ async fn serve_takes_every_setting_from_the_environment() {
     assert_eq!(report["unreachable_after_s"], 90, "{report}");
     let health = admin.get_json("/healthz").await.unwrap();
     assert_eq!(health["device_auth"], "off", "{health}");
+}
+
+/// The new-topic procedure from the command line: `devices delete --all --confirm TOPIC`
+/// (the key from --api-key-file), then a certificate of another topic starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_delete_all_confirms_the_topic() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let data = dir.path().join("data");
+    let server = serve(
+        &["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"],
+        &[("--data-dir", &data), ("--cert", &cert), ("--key", &key)],
+    );
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    for n in 1..=3 {
+        put(
+            &admin,
+            "/mdm/checkin",
+            &plists::authenticate(&device(n), &pki.topic),
+        )
+        .await;
+        put(
+            &admin,
+            "/mdm/checkin",
+            &plists::token_update(&device(n), &pki.topic),
+        )
+        .await;
+    }
+    let url = server.url.clone();
+    let topic = pki.topic.clone();
+    let (wrong, missing, ok) = tokio::task::spawn_blocking(move || {
+        let base = ["devices", "delete", "--all", "--server", &url];
+        let wrong = run(
+            &[&base[..], &["--confirm", "com.apple.mgmt.External.nope"]].concat(),
+            &[("--api-key-file", &key_file)],
+        );
+        let missing = run(&base, &[("--api-key-file", &key_file)]);
+        let ok = run(
+            &[&base[..], &["--confirm", &topic]].concat(),
+            &[("--api-key-file", &key_file)],
+        );
+        (wrong, missing, ok)
+    })
+    .await
+    .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(!missing.status.success(), "--all needs --confirm");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("deleted 3 device(s)"));
+    let devices = admin.get_json("/v1/devices").await.unwrap();
+    assert!(devices.as_array().unwrap().is_empty(), "{devices}");
+    drop(server);
 }

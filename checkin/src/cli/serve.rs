@@ -47,9 +47,18 @@ pub(crate) struct ServeArgs {
     /// CA certificate(s) (PEM) to trust for the APNs server, besides the public roots.
     #[arg(long, env = "MAGICPUSH_APNS_CA")]
     apns_ca: Option<PathBuf>,
-    /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off.
-    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
+    /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off. Prefer
+    /// MAGICPUSH_API_KEY or --api-key-file: a command line is visible to every local user.
+    #[arg(
+        long,
+        env = "MAGICPUSH_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "api_key_file"
+    )]
     api_key: Option<String>,
+    /// File holding the admin API key (its first line).
+    #[arg(long, env = "MAGICPUSH_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Default e-mail address of push certificate requests (POST /v1/pushcert/csr).
     #[arg(long, env = "MAGICPUSH_CSR_EMAIL")]
     csr_email: Option<String>,
@@ -282,7 +291,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             state_dir: Some(args.data_dir.clone()),
         },
     ));
-    let admin_key = AdminKey::new(args.api_key.as_deref());
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
+        None => args.api_key.clone(),
+    };
+    let admin_key = AdminKey::new(api_key.as_deref());
     if !admin_key.is_enabled() {
         tracing::warn!("no --api-key: the admin API is disabled");
     }

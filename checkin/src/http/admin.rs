@@ -12,9 +12,16 @@
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
 //! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
-//! | `GET /v1/pushcert` | | `{"subject", "topic", "serial", "not_after", "days_left", "expired", "apple_id"}` |
-//! | `PUT /v1/pushcert` | PEM certificate then PEM key | the new details; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
+//! | `DELETE /v1/devices?all=true&confirm=TOPIC` | | `{"deleted": n, "topic"}`; 409 if TOPIC is not the one in use |
+//! | `GET /v1/pushcert` | | `{"subject", "topic", "apsp", "serial", "issuer", "not_before", "not_after", "days_left", "expired", "environment", "state", "warnings", "apple_id", "pending_requests"}`; 404 "no push certificate registered" |
+//! | `PUT /v1/pushcert` | Apple's certificate alone (PEM or DER), or PEM certificate then PEM key | the new details; 422 if no issued request matches a certificate sent alone; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
+//! | `DELETE /v1/pushcert` | | `{"deleted": true}`; 409 while devices are enrolled |
 //! | `PUT /v1/pushcert/memo` | `{"apple_id": "…"}` (empty clears) | the details with the memo |
+//! | `POST /v1/pushcert/csr` | `{"email"?, "common_name"?, "country"?}` or nothing | 201 `{"id", "file_name", "vendor_signed", "request"}` |
+//! | `GET /v1/pushcert/csr` | | the last pending request's file (`Content-Disposition: attachment; filename="PushCertificate_<VENDOR>_<YYYYMMDDHHMM>.csr"`) |
+//! | `DELETE /v1/pushcert/csr/{id}` | | `{"withdrawn": id}`: the pending key is destroyed |
+//! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
+//! | `GET /v1/pushcert/history` | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
 use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;

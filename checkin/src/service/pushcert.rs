@@ -506,7 +506,13 @@ impl Service {
             }
         }
         if let Some(dir) = self.pushcert.dir.clone() {
-            let bundle = bundle_pem(&new);
+            // An upload with its key is kept as sent; Apple's certificate alone is kept with
+            // the pending key it was matched to.
+            let bundle = if has_key {
+                String::from_utf8_lossy(upload).into_owned()
+            } else {
+                bundle_pem(&new)
+            };
             persist("the certificate", move || {
                 write_private(&dir, STORED_CERT_FILE, bundle.as_bytes())
             })

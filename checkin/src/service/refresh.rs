@@ -475,6 +475,27 @@ mod tests {
     use crate::store::conformance::{authenticate, t, token_update};
     use crate::store::MemoryStore;
 
+    fn push_certificate() -> magicpush_engine::cert::CertificateInfo {
+        let pki = magicpush_fixtures::TestPki::generate().unwrap();
+        magicpush_engine::cert::CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_a_certificate_nothing_is_pushed() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let pusher = FakePusher::new();
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        );
+        let err = service.refresh(RefreshTarget::All).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("no push certificate registered"));
+        assert!(pusher.sent().is_empty());
+    }
+
     /// Waits until every listed device has a recorded push outcome.
     async fn outcomes_recorded(store: &dyn Store, udids: &[String]) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -528,7 +549,7 @@ mod tests {
         let service = Service::new(
             Arc::clone(&store),
             pusher.clone(),
-            PushCertState::new(None, None),
+            PushCertState::new(Some(push_certificate()), None),
             ServiceConfig::default(),
         );
 

@@ -58,6 +58,7 @@ macro_rules! store_conformance {
             re_authenticate_starts_a_new_enrollment,
             check_out_drops_the_queue,
             delete_device_removes_everything,
+            delete_all_devices_empties_the_store,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
             identity_is_bound_at_authenticate,
@@ -1300,6 +1301,49 @@ pub async fn delete_device_removes_everything(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(!store.delete_device("A").await.unwrap());
+}
+
+/// Deleting every device (the new-topic procedure) leaves nothing: no device, queue,
+/// binding or command; the certificates may enroll anew.
+pub async fn delete_all_devices_empties_the_store(store: Arc<dyn Store>) {
+    assert_eq!(store.delete_all_devices().await.unwrap(), 0);
+    for (n, udid) in ["A", "B", "C"].into_iter().enumerate() {
+        store
+            .authenticate(
+                &authenticate(udid),
+                Some(&identity(n as u8 + 1, t(0))),
+                t(0),
+            )
+            .await
+            .unwrap();
+        store
+            .token_update(&token_update(udid, n as u8 + 1), t(1))
+            .await
+            .unwrap();
+    }
+    let cmd = Command::device_information(&["DeviceName"]);
+    let all = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+    store
+        .enqueue(&cmd, &all, EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_all_devices().await.unwrap(), 3);
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(store.enrolled_topics().await.unwrap().is_empty());
+    for udid in &all {
+        assert!(store.queued(udid).await.unwrap().is_empty());
+        assert_eq!(store.identity_hash(udid).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.cancel_command(&cmd.uuid).await.unwrap(),
+        None,
+        "commands are gone too"
+    );
+    store
+        .authenticate(&authenticate("D"), Some(&identity(1, t(3))), t(3))
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 1);
 }
 
 /// A cancelled command leaves every queue; an unknown UUID is told apart.

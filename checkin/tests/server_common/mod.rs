@@ -38,6 +38,9 @@ pub struct Options {
     pub sqlite: bool,
     /// Timeouts and limits of the listener.
     pub listener: ListenerSettings,
+    /// Start with the test PKI's push certificate (else with none, as on the manual's first
+    /// page).
+    pub push_cert: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             device_auth: false,
             sqlite: false,
             listener: ListenerSettings::default(),
+            push_cert: true,
         }
     }
 }
@@ -78,11 +82,13 @@ impl TestServer {
             Arc::new(MemoryStore::new())
         };
         let pusher = FakePusher::new();
-        let info = CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).expect("push cert info");
+        let info = opts.push_cert.then(|| {
+            CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).expect("push cert info")
+        });
         let service = Arc::new(Service::new(
             store.clone(),
             pusher.clone() as Arc<dyn PushSender>,
-            PushCertState::new(Some(info), Some(dir.path().to_owned())),
+            PushCertState::new(info, Some(dir.path().to_owned())),
             ServiceConfig {
                 unreachable_after: opts.unreachable_after,
                 push_concurrency: 8,
