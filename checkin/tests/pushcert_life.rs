@@ -519,3 +519,62 @@ async fn vendor_signed_requests_verify_and_carry_the_pending_key() {
     );
     assert_eq!(pusher.certificates_installed(), 1);
 }
+
+#[tokio::test]
+async fn a_certificate_apns_refuses_is_rejected_until_a_push_gets_through() {
+    use magicpush_checkin::push::FakeOutcome;
+    use magicpush_engine::{PushError, Reason};
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(7);
+    srv.enroll(&dev).await;
+    srv.pusher.set_outcome(
+        &hex::encode(&dev.token),
+        FakeOutcome::Fail(PushError::CertificateRejected {
+            reason: Reason::new("BadCertificate"),
+            detail: "403 BadCertificate".into(),
+        }),
+    );
+    let refresh = || {
+        srv.admin.request(
+            Method::POST,
+            "/v1/refresh",
+            Some(("application/json", Bytes::from_static(br#"{"all": true}"#))),
+        )
+    };
+    let (s, _) = refresh().await.unwrap();
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut view = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        view = srv.admin.get_json("/v1/pushcert").await.unwrap();
+        if view["state"] == "rejected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view["state"], "rejected", "{view}");
+    assert!(
+        view["warnings"].to_string().contains("BadCertificate"),
+        "{view}"
+    );
+    assert_eq!(
+        srv.anon.get_json("/healthz").await.unwrap()["push_certificate"],
+        "rejected"
+    );
+    // A push that gets through clears it.
+    srv.pusher.set_outcome(
+        &hex::encode(&dev.token),
+        FakeOutcome::Accept(Duration::ZERO),
+    );
+    let (s, _) = refresh().await.unwrap();
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        view = srv.admin.get_json("/v1/pushcert").await.unwrap();
+        if view["state"] == "valid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view["state"], "valid", "{view}");
+}
