@@ -40,6 +40,14 @@ pub enum ClientError {
     /// Called outside a Tokio runtime.
     #[error("the push client must be built inside a Tokio runtime")]
     NoRuntime,
+    /// A setting is out of its range.
+    #[error("invalid push client setting {setting}: {why}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// The allowed range.
+        why: &'static str,
+    },
     /// The client was shut down.
     #[error("the push client was shut down")]
     Shutdown,
@@ -225,6 +233,7 @@ impl ClientBuilder {
     /// Starts the pool (its tasks run on the current Tokio runtime). Connections open in the
     /// background; pushes submitted meanwhile wait for them.
     pub fn build(self) -> Result<Client, ClientError> {
+        self.validate()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         let cert = self.certificate.ok_or(ClientError::NoCertificate)?;
         let tls = client_config(&cert, &self.trust_anchors, self.web_roots)?;
@@ -263,6 +272,58 @@ impl ClientBuilder {
                 expiration: self.expiration,
             }),
         })
+    }
+}
+
+impl ClientBuilder {
+    /// Every setting within its range, so that nothing inside the pool can panic on a zero
+    /// interval, an empty jitter range or an overflowing deadline.
+    fn validate(&self) -> Result<(), ClientError> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        let bad = |setting, why| Err(ClientError::InvalidSetting { setting, why });
+        let within = |d: Duration, max: Duration| !d.is_zero() && d <= max;
+        if self.connections > 1_000 {
+            return bad("connections", "1 to 1,000");
+        }
+        if self.max_streams > 1 << 20 {
+            return bad("max_streams_per_connection", "1 to 1,048,576");
+        }
+        if self.queue_capacity > 1 << 24 {
+            return bad("queue_capacity", "1 to 16,777,216");
+        }
+        if !within(self.deadline, DAY) {
+            return bad("deadline", "more than 0 and at most 24 h");
+        }
+        if !within(self.keepalive, DAY) {
+            return bad("keepalive", "more than 0 and at most 24 h");
+        }
+        if !within(self.ping_timeout, DAY) {
+            return bad("ping_timeout", "more than 0 and at most 24 h");
+        }
+        if !within(self.connect_timeout, DAY) {
+            return bad("connect_timeout", "more than 0 and at most 24 h");
+        }
+        if let Expiration::After(d) = self.expiration {
+            if d > 30 * DAY {
+                return bad("expiration", "at most 30 days (what APNs keeps)");
+            }
+        }
+        if self.retry.max_attempts == 0 || self.retry.max_attempts > 1_000 {
+            return bad("retry_policy", "max_attempts 1 to 1,000");
+        }
+        for (setting, b) in [
+            ("retry_policy", self.retry.backoff),
+            ("reconnect_backoff", self.reconnect),
+            ("certificate_rejected_backoff", self.rejected_backoff),
+        ] {
+            if !within(b.base, DAY) || b.max < b.base || b.max > DAY {
+                return bad(
+                    setting,
+                    "base more than 0, max at least base, both at most 24 h",
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -548,7 +548,7 @@ impl Dispatcher {
         if job.abandoned() {
             return;
         }
-        metrics::counter!(m::RETRIES, "reason" => reason.as_str().to_owned()).increment(1);
+        metrics::counter!(m::RETRIES, "reason" => reason.label()).increment(1);
         let decision = if self.shutting_down.is_some() {
             RetryDecision::GiveUp
         } else {

@@ -11,13 +11,17 @@ pub enum Endpoint {
     Production,
     /// `api.sandbox.push.apple.com:443`.
     Sandbox,
-    /// Any host and port, for a mock APNs or a proxy.
-    Custom {
-        /// Host name or IP address.
-        host: String,
-        /// TCP port.
-        port: u16,
-    },
+    /// Any host and port, for a mock APNs or a proxy: made by [`Endpoint::custom`] or by
+    /// parsing a URL, which validate it.
+    Custom(CustomEndpoint),
+}
+
+/// A validated host and port (see [`Endpoint::custom`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomEndpoint {
+    host: String,
+    port: u16,
+    authority: http::uri::Authority,
 }
 
 /// A URL that is not `https://host[:port]`.
@@ -33,33 +37,67 @@ pub struct InvalidEndpoint {
 }
 
 impl Endpoint {
+    /// A custom endpoint: `host` a DNS name or an IP address (IPv6 without brackets), `port`
+    /// not 0. Refused when `host:port` is not a valid authority.
+    pub fn custom(host: impl Into<String>, port: u16) -> Result<Endpoint, InvalidEndpoint> {
+        let host = host.into();
+        let bad = |why| InvalidEndpoint {
+            url: format!("{host}:{port}"),
+            why,
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        if host.contains(['/', '@', '?', '#', ' ', '[', ']']) {
+            return Err(bad("not a host name or IP address"));
+        }
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("not a host name or IP address"));
+        }
+        let text = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let authority = text
+            .parse()
+            .map_err(|_| bad("not a host name or IP address"))?;
+        Ok(Endpoint::Custom(CustomEndpoint {
+            host,
+            port,
+            authority,
+        }))
+    }
+
     /// The host to connect to and to name in TLS SNI.
     pub fn host(&self) -> &str {
         match self {
             Endpoint::Production => "api.push.apple.com",
             Endpoint::Sandbox => "api.sandbox.push.apple.com",
-            Endpoint::Custom { host, .. } => host,
+            Endpoint::Custom(c) => &c.host,
         }
     }
 
     /// The TCP port.
     pub fn port(&self) -> u16 {
         match self {
-            Endpoint::Custom { port, .. } => *port,
+            Endpoint::Custom(c) => c.port,
             _ => 443,
         }
     }
 
     /// `host:port` for the `:authority` pseudo-header.
     pub fn authority(&self) -> http::uri::Authority {
-        let text = if self.host().contains(':') {
-            format!("[{}]:{}", self.host(), self.port())
-        } else {
-            format!("{}:{}", self.host(), self.port())
-        };
-        // Host and port were validated when the endpoint was made.
-        text.parse()
-            .expect("endpoint host:port is a valid authority")
+        match self {
+            Endpoint::Production => http::uri::Authority::from_static("api.push.apple.com:443"),
+            Endpoint::Sandbox => {
+                http::uri::Authority::from_static("api.sandbox.push.apple.com:443")
+            }
+            Endpoint::Custom(c) => c.authority.clone(),
+        }
     }
 }
 
@@ -89,11 +127,11 @@ impl FromStr for Endpoint {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(443);
-        Ok(match (host.as_str(), port) {
-            ("api.push.apple.com", 443) => Endpoint::Production,
-            ("api.sandbox.push.apple.com", 443) => Endpoint::Sandbox,
-            _ => Endpoint::Custom { host, port },
-        })
+        match (host.as_str(), port) {
+            ("api.push.apple.com", 443) => Ok(Endpoint::Production),
+            ("api.sandbox.push.apple.com", 443) => Ok(Endpoint::Sandbox),
+            _ => Endpoint::custom(host, port).map_err(|e| bad(e.why)),
+        }
     }
 }
 
@@ -127,5 +165,32 @@ mod tests {
         assert!("http://x:1".parse::<Endpoint>().is_err());
         assert!("https://x:1/3/device".parse::<Endpoint>().is_err());
         assert!("nonsense".parse::<Endpoint>().is_err());
+        assert!("https://x:0".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn custom_endpoints_are_validated() {
+        assert_eq!(
+            Endpoint::custom("127.0.0.1", 9)
+                .unwrap()
+                .authority()
+                .as_str(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(
+            Endpoint::custom("::1", 9).unwrap().authority().as_str(),
+            "[::1]:9"
+        );
+        for (host, port) in [
+            ("", 443),
+            ("x", 0),
+            ("a b", 1),
+            ("a/b", 1),
+            ("[::1]", 1),
+            ("x:y", 1),
+            ("user@host", 1),
+        ] {
+            assert!(Endpoint::custom(host, port).is_err(), "{host:?}:{port}");
+        }
     }
 }

@@ -37,6 +37,6 @@ pub use apns::reason::Reason;
 pub use apns::request::{Expiration, Priority};
 pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
 pub use dispatch::PoolStatus;
-pub use endpoint::Endpoint;
+pub use endpoint::{CustomEndpoint, Endpoint, InvalidEndpoint};
 pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};
 pub use transport::{ConnectError, TlsConfigError};

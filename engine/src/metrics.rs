@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::outcome::PushResult;
 
 /// Pushes by `outcome` (`delivered`, `unregistered`, `rejected`, `certificate_rejected`,
-/// `retries_exhausted`, `deadline_exceeded`, `shutdown`) and `reason`.
+/// `retries_exhausted`, `deadline_exceeded`, `no_certificate`, `shutdown`) and `reason`
+/// ([`crate::Reason::label`]: a fixed set, `other` for any reason not known).
 pub const PUSHES: &str = "magicpush_pushes_total";
 /// Submission-to-outcome latency, seconds.
 pub const LATENCY: &str = "magicpush_push_latency_seconds";
@@ -81,9 +82,10 @@ pub(crate) fn record_outcome(result: &PushResult, latency: Duration) {
                 E::CertificateRejected { .. } => "certificate_rejected",
                 E::RetriesExhausted { .. } => "retries_exhausted",
                 E::DeadlineExceeded { .. } => "deadline_exceeded",
+                E::NoCertificate => "no_certificate",
                 _ => "shutdown",
             };
-            metrics::counter!(PUSHES, "outcome" => outcome, "reason" => e.reason().as_str().to_owned())
+            metrics::counter!(PUSHES, "outcome" => outcome, "reason" => e.reason().label())
                 .increment(1);
         }
     }

@@ -18,8 +18,26 @@ macro_rules! reasons {
                 pub const $name: Reason = Reason(Cow::Borrowed(stringify!($name)));
             )*
         }
+
+        /// Every reason APNs documents, by name.
+        const DOCUMENTED: &[&str] = &[$(stringify!($name)),*];
     };
 }
+
+/// The engine's own reasons (outcomes no APNs body names), also metric labels.
+const ENGINE_OWN: &[&str] = &[
+    "DeadlineExceeded",
+    "NoCertificate",
+    "QueueFull",
+    "ConnectionLost",
+    "ConnectionClosed",
+    "RefusedStream",
+    "GoAway",
+    "CertificateExpired",
+    "StreamReset",
+    "TlsAlert",
+    "HTTP",
+];
 
 reasons!(
     BadCollapseId,
@@ -65,6 +83,28 @@ impl Reason {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The reason as a metric label, from a fixed set: a documented APNs reason or one of the
+    /// engine's own by name, a family for the engine's parametrised ones
+    /// (`StreamReset(…)` → `StreamReset`, `HTTP502` → `HTTP`, a TLS alert → `TlsAlert`), and
+    /// `other` for anything else a server or a proxy may send — so that no peer can grow a
+    /// metric's label set. The verbatim reason stays in the outcome and the log.
+    pub fn label(&self) -> &'static str {
+        let s = self.as_str();
+        if let Some(known) = DOCUMENTED.iter().chain(ENGINE_OWN).find(|k| **k == s) {
+            return known;
+        }
+        if s.starts_with("StreamReset(") {
+            return "StreamReset";
+        }
+        if s.len() == 7 && s.starts_with("HTTP") && s[4..].bytes().all(|b| b.is_ascii_digit()) {
+            return "HTTP";
+        }
+        if crate::transport::is_alert_reason(s) {
+            return "TlsAlert";
+        }
+        "other"
+    }
 }
 
 impl fmt::Debug for Reason {
@@ -88,6 +128,24 @@ impl From<&str> for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_a_fixed_set() {
+        assert_eq!(Reason::BadDeviceToken.label(), "BadDeviceToken");
+        assert_eq!(Reason::new("DeadlineExceeded").label(), "DeadlineExceeded");
+        assert_eq!(Reason::new("StreamReset(CANCEL)").label(), "StreamReset");
+        assert_eq!(Reason::new("HTTP502").label(), "HTTP");
+        assert_eq!(Reason::new("HTTP5020").label(), "other");
+        assert_eq!(Reason::new("BadCertificate").label(), "BadCertificate");
+        assert_eq!(Reason::new("").label(), "other");
+        // Whatever a misbehaving peer sends, the labels stay within one small set.
+        let mut labels = std::collections::BTreeSet::new();
+        for i in 0..10_000 {
+            labels.insert(Reason::new(format!("Junk{i}<script>")).label());
+        }
+        assert_eq!(labels.len(), 1);
+        assert!(labels.contains("other"));
+    }
 
     #[test]
     fn known_and_unknown_compare_by_text() {

@@ -176,8 +176,9 @@ impl HeaderCache {
 pub fn expiration_secs(expiration: Expiration, now: SystemTime) -> u64 {
     match expiration {
         Expiration::Immediate => 0,
-        Expiration::After(d) => (now + d)
-            .duration_since(UNIX_EPOCH)
+        Expiration::After(d) => now
+            .checked_add(d)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .unwrap_or(0),
     }

@@ -239,6 +239,23 @@ fn h2_to_connect_error(name: &str, source: h2::Error) -> ConnectError {
     }
 }
 
+/// The alerts [`certificate_alert`] names, as their reason strings.
+const CERTIFICATE_ALERTS: &[&str] = &[
+    "BadCertificate",
+    "CertificateExpired",
+    "CertificateRevoked",
+    "CertificateUnknown",
+    "UnsupportedCertificate",
+    "UnknownCA",
+    "AccessDenied",
+    "CertificateRequired",
+];
+
+/// Whether `reason` is one of the TLS alerts [`certificate_alert`] makes.
+pub(crate) fn is_alert_reason(reason: &str) -> bool {
+    CERTIFICATE_ALERTS.contains(&reason)
+}
+
 /// A TLS alert from the server that refuses our certificate, as a reason string
 /// (`CertificateExpired`, `CertificateRevoked`, `BadCertificate`, …).
 pub(crate) fn certificate_alert(err: &std::io::Error) -> Option<Reason> {
