@@ -12,6 +12,40 @@ pub struct DurationError {
     pub why: &'static str,
 }
 
+/// How long a push may take before the engine ends it (the engine's default deadline): a
+/// device cannot be judged unreachable before this.
+pub const PUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The server's time windows, checked together at start: `--unreachable-after` must be longer
+/// than a push's deadline (else devices turn `unreachable` while their push is still under
+/// way), and `--collect-every`, when given, more than zero and no shorter than
+/// `--unreachable-after` (else each collection starts before the last one's answers could be
+/// judged).
+pub fn check_windows(
+    collect_every: Option<Duration>,
+    unreachable_after: Duration,
+) -> Result<(), String> {
+    if unreachable_after <= PUSH_DEADLINE {
+        return Err(format!(
+            "--unreachable-after {} must be longer than a push's deadline ({}): a device would be marked unreachable while its push is still under way",
+            format_duration(unreachable_after),
+            format_duration(PUSH_DEADLINE)
+        ));
+    }
+    match collect_every {
+        Some(every) if every.is_zero() => Err(
+            "--collect-every must be longer than 0s (leave it out to collect only on demand)"
+                .to_owned(),
+        ),
+        Some(every) if every < unreachable_after => Err(format!(
+            "--collect-every {} is shorter than --unreachable-after {}: each collection would start before the devices of the last one could be judged",
+            format_duration(every),
+            format_duration(unreachable_after)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Parses `30s`, `5m`, `24h`, `2d`, `500ms`, and sums like `1h30m`. A bare number is refused:
 /// the unit is never guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
@@ -74,6 +108,26 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_are_checked_together() {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        assert!(check_windows(None, m(5)).is_ok());
+        assert!(check_windows(Some(m(24 * 60)), m(5)).is_ok());
+        assert!(check_windows(Some(m(5)), m(5)).is_ok());
+        let zero = check_windows(Some(Duration::ZERO), m(5)).unwrap_err();
+        assert!(
+            zero.contains("--collect-every must be longer than 0s"),
+            "{zero}"
+        );
+        let short = check_windows(Some(m(1)), m(5)).unwrap_err();
+        assert!(
+            short.contains("shorter than --unreachable-after"),
+            "{short}"
+        );
+        let window = check_windows(None, Duration::from_secs(10)).unwrap_err();
+        assert!(window.contains("deadline"), "{window}");
+    }
 
     #[test]
     fn durations_parse() {

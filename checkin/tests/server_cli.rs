@@ -800,3 +800,40 @@ async fn devices_delete_all_confirms_the_topic() {
     assert!(devices.as_array().unwrap().is_empty(), "{devices}");
     drop(server);
 }
+
+/// Settings that cannot work are refused at start, naming the flag — never accepted and left
+/// to fail later (a zero collection interval used to panic the collector task).
+#[test]
+fn serve_refuses_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--collect-every", "0s"],
+            "--collect-every must be longer than 0s",
+        ),
+        (
+            &["--collect-every", "1m"],
+            "shorter than --unreachable-after",
+        ),
+        (&["--unreachable-after", "10s"], "deadline"),
+        (&["--push-concurrency", "0"], "--push-concurrency"),
+        (&["--expiry-warn-days", "30,0"], "--expiry-warn-days"),
+        (&["--idle-timeout", "0s"], "--idle-timeout"),
+        (&["--csr-country", "Japan"], "country"),
+    ];
+    for (flags, needle) in cases {
+        let args: Vec<&str> = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+        let out = run(&args, &[("--data-dir", dir.path())]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+    }
+}

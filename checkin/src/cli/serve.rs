@@ -199,6 +199,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    crate::config::check_windows(args.collect_every, args.unreachable_after)
+        .map_err(anyhow::Error::msg)?;
+    if args.push_concurrency == 0 {
+        bail!("--push-concurrency must be at least 1");
+    }
+    if args.max_body < 1024 {
+        bail!("--max-body must be at least 1024 bytes (a check-in is a few hundred)");
+    }
     let device_auth = device_auth(&args)?;
     let now = time::OffsetDateTime::now_utc();
     let cert = choose_certificate(&args, now)?;

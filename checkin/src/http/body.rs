@@ -87,7 +87,11 @@ pub fn empty_ok() -> Response<Body> {
 
 /// The error as JSON `{"error": "…"}` (admin API).
 pub fn json_error(err: &ApiError) -> Response<Body> {
-    let mut resp = json(err.status, &serde_json::json!({ "error": err.message }));
+    let mut value = serde_json::json!({ "error": err.message });
+    if let Some(id) = &err.request_id {
+        value["request_id"] = id.as_str().into();
+    }
+    let mut resp = json(err.status, &value);
     if err.status == StatusCode::UNAUTHORIZED {
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -104,6 +108,13 @@ pub fn text_error(err: &ApiError) -> Response<Body> {
 }
 
 fn retry_after(resp: &mut Response<Body>, err: &ApiError) {
+    if let Some(id) = err
+        .request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        resp.headers_mut().insert("x-request-id", id);
+    }
     if let Some(secs) = err.retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (an overloaded store).
     pub retry_after: Option<u32>,
+    /// The id a server-side failure is logged under (`X-Request-Id`, and in the JSON body).
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            request_id: None,
         }
     }
 
@@ -78,12 +81,62 @@ impl From<crate::service::ServiceError> for ApiError {
         };
         let overloaded = matches!(&err, E::Store(StoreError::Overloaded { .. }));
         if status.is_server_error() && !overloaded {
-            tracing::error!("request failed: {err}");
+            // The detail (SQLite's message, a path) goes to the log; the client reads what
+            // failed in an operator's terms and the id to find the detail under.
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            tracing::error!(request_id = %id, "request failed: {err}");
+            let what = match &err {
+                E::Store(StoreError::Closed) => {
+                    "storage unavailable: the store is closed (the server is stopping)"
+                }
+                E::Store(_) => "storage unavailable",
+                E::Persist(_) => "cannot save the server's state in its data directory",
+                _ => "internal error",
+            };
+            let mut api = ApiError::new(
+                status,
+                format!("{what} (request id {id}: the server's log has the detail)"),
+            );
+            api.request_id = Some(id);
+            return api;
         }
         let mut api = ApiError::new(status, err.to_string());
         if overloaded {
             api.retry_after = Some(1);
         }
         api
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServiceError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn server_errors_carry_no_internal_text() {
+        let err = ServiceError::Store(StoreError::Database {
+            op: "commit",
+            detail: "disk I/O error: /var/lib/magicpush/devices.db-wal".into(),
+        });
+        let api = ApiError::from(err);
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            api.message.starts_with("storage unavailable (request id "),
+            "{}",
+            api.message
+        );
+        assert!(!api.message.contains("disk I/O") && !api.message.contains("/var/lib"));
+        let id = api.request_id.unwrap();
+        assert!(api.message.contains(&id));
+        let api = ApiError::from(ServiceError::Persist(
+            "cannot save /secret/path: EACCES".into(),
+        ));
+        assert!(!api.message.contains("/secret"), "{}", api.message);
+        // Client errors keep their explanation.
+        let api = ApiError::from(ServiceError::BadRequest("udids is empty".into()));
+        assert_eq!(api.message, "udids is empty");
+        assert!(api.request_id.is_none());
     }
 }

@@ -133,13 +133,15 @@ impl App {
                         }),
                     ),
                     Err(err) => {
-                        tracing::error!("health check failed: {err}");
+                        // Logged with its detail under a request id; the public answer says
+                        // what failed, not SQLite's words.
+                        let api = ApiError::from(err);
                         body::json(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &serde_json::json!({
                                 "status": "unavailable",
                                 "push_certificate": self.service.pushcert_state(),
-                                "error": err.to_string(),
+                                "error": api.message,
                                 "device_auth": self.device_auth.describe(),
                             }),
                         )
