@@ -219,3 +219,48 @@ async fn an_idle_http2_connection_is_closed_despite_pings() {
         "closed too early: {took:?}"
     );
 }
+
+/// A connection still in a request after the drain timeout is closed by shutdown, which
+/// returns only then (a body that trickles in, well within its own time limits).
+#[tokio::test]
+async fn shutdown_ends_a_lingering_connection_after_the_drain_timeout() {
+    let mut srv = TestServer::start(Options {
+        listener: ListenerSettings {
+            drain_timeout: Duration::from_millis(300),
+            body: BodyPolicy {
+                timeout: Duration::from_secs(60),
+                min_rate: 1,
+                grace: Duration::from_secs(30),
+            },
+            idle_timeout: Duration::from_secs(60),
+            ..ListenerSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut lingering = connect(&srv).await;
+    lingering
+        .write_all(b"PUT /mdm/checkin HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n<?xml")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while srv.handle.as_ref().unwrap().open_connections() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(srv.handle.as_ref().unwrap().open_connections(), 1);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), srv.shutdown())
+        .await
+        .expect("shutdown returned");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the drain timeout was waited"
+    );
+    // The socket is closed: a read ends (EOF or reset), it does not hang.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), lingering.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the lingering connection is closed: {read:?}"
+    );
+}

@@ -334,7 +334,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     watch.abort();
     server.shutdown().await;
+    // Pushes not yet sent are taken back; those in flight get up to 10 s to end, then the
+    // pool stops (ending the rest) and their outcomes get 5 s more to be written.
+    if !service.stop_pushing(Duration::from_secs(10)).await {
+        tracing::warn!("pushes still in flight after 10 s: stopping the APNs client");
+    }
     pusher.shutdown().await;
+    if !service.pushes_settled(Duration::from_secs(5)).await {
+        tracing::warn!("some push outcomes were not written before exit");
+    }
     tracing::info!("stopped");
     Ok(())
 }

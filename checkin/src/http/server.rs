@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,10 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     tls: bool,
     stop: watch::Sender<bool>,
+    /// Set after the drain timeout: every connection task ends at once.
+    kill: watch::Sender<bool>,
+    /// Connection tasks running.
+    open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
     drain_timeout: Duration,
 }
@@ -81,15 +86,38 @@ impl ServerHandle {
         format!("{scheme}://{}", self.local_addr)
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
-    /// when every connection is closed.
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), then ends
+    /// the connections still open (saying how many), and returns when every connection is
+    /// closed.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if tokio::time::timeout(self.drain_timeout, &mut self.task)
             .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            open = self.open.load(Ordering::Relaxed),
+            "connections still open after the drain timeout of {:?}: closing them",
+            self.drain_timeout
+        );
+        let _ = self.kill.send(true);
+        // Each connection task drops its socket at the signal; the accept loop ends when the
+        // last one has. The bound only guards against a task that never yields.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
             .is_err()
         {
-            tracing::warn!("connections still open after the drain timeout; closing them");
+            tracing::error!(
+                open = self.open.load(Ordering::Relaxed),
+                "connection tasks did not end; abandoning them"
+            );
             self.task.abort();
         }
     }
@@ -110,17 +138,50 @@ pub fn spawn(
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    let (kill, kill_rx) = watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
     let is_tls = tls.is_some();
     let drain_timeout = settings.drain_timeout;
     let acceptor = tls.map(TlsAcceptor::from);
-    let task = tokio::spawn(accept_loop(listener, acceptor, app, settings, stop_rx));
+    let ends = Ends {
+        stop: stop_rx,
+        kill: kill_rx,
+        open: open.clone(),
+    };
+    let task = tokio::spawn(accept_loop(listener, acceptor, app, settings, ends));
     Ok(ServerHandle {
         local_addr,
         tls: is_tls,
         stop,
+        kill,
+        open,
         task,
         drain_timeout,
     })
+}
+
+/// How connection tasks learn that the server stops: `stop` to drain (finish in-flight
+/// requests), `kill` to end now; `open` counts them.
+struct Ends {
+    stop: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection task while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> OpenGuard {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn accept_loop(
@@ -128,8 +189,13 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
     settings: ListenerSettings,
-    mut stop: watch::Receiver<bool>,
+    ends: Ends,
 ) {
+    let Ends {
+        mut stop,
+        kill,
+        open: open_count,
+    } = ends;
     let limit = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     // Each connection task holds a sender; when all are dropped, `recv` returns None.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
@@ -158,34 +224,48 @@ async fn accept_loop(
         let app = app.clone();
         let tls = tls.clone();
         let stop = stop.clone();
+        let mut kill = kill.clone();
         let open = open_tx.clone();
+        let counted = OpenGuard::new(&open_count);
         let settings = settings.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
-            match tls {
-                None => serve_connection(TokioIo::new(stream), app, &settings, stop, None).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(
-                        settings.tls_handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            let identity = tls_stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .map(|der| PeerCertificate(Arc::from(der.as_ref())));
-                            let io = TokioIo::new(tls_stream);
-                            serve_connection(io, app, &settings, stop, identity).await
+            let _counted = counted;
+            let work = async move {
+                match tls {
+                    None => {
+                        serve_connection(TokioIo::new(stream), app, &settings, stop, None).await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(
+                            settings.tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                let identity = tls_stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|der| PeerCertificate(Arc::from(der.as_ref())));
+                                let io = TokioIo::new(tls_stream);
+                                serve_connection(io, app, &settings, stop, identity).await
+                            }
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {err}")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
+            };
+            tokio::select! {
+                _ = work => {}
+                // After the drain timeout: the socket is dropped with the future.
+                _ = stopped(&mut kill) => tracing::debug!(%peer, "connection closed at shutdown"),
             }
         });
     }

@@ -121,6 +121,7 @@ pub struct Service {
     pushcert: PushCertState,
     config: ServiceConfig,
     push_slots: Arc<Semaphore>,
+    pushes: Arc<refresh::PushTracker>,
 }
 
 impl std::fmt::Debug for Service {
@@ -147,6 +148,7 @@ impl Service {
             pushcert,
             config,
             push_slots,
+            pushes: Arc::default(),
         }
     }
 

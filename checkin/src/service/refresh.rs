@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use magicpush_engine::{DevicePush, PushError};
 use serde::Serialize;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
@@ -159,7 +160,7 @@ impl Service {
             if let Some(pushed) = &mut pushed_udids {
                 pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
             }
-            self.push_in_background(chunk, completion.clone());
+            self.push_in_background(chunk, completion.clone(), now);
         }
         // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
         drop(completion);
@@ -259,7 +260,7 @@ impl Service {
             unknown: outcome.unknown,
             pushing: pushes.len(),
         };
-        self.push_in_background(pushes, None);
+        self.push_in_background(pushes, None, now);
         Ok(summary)
     }
 
@@ -310,11 +311,14 @@ impl Service {
     }
 
     /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
-    /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each.
+    /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each. The
+    /// attempts were marked at `attempted_at`: those never sent (the server stops first) are
+    /// taken back at the end, so they read `never_pushed`, not `unreachable`.
     fn push_in_background(
         &self,
         pushes: Vec<(String, DevicePush)>,
         completion: Option<Arc<Completion>>,
+        attempted_at: OffsetDateTime,
     ) {
         if pushes.is_empty() {
             return;
@@ -322,12 +326,29 @@ impl Service {
         let watch = Arc::clone(self.pushcert.watch());
         let pusher = self.pusher.clone();
         let slots = self.push_slots.clone();
+        let tracker = Arc::clone(&self.pushes);
         let (done, outcomes) = mpsc::unbounded_channel();
-        tokio::spawn(record_outcomes(self.store.clone(), outcomes));
+        tokio::spawn(record_outcomes(
+            self.store.clone(),
+            outcomes,
+            attempted_at,
+            tracker.start(),
+        ));
         tokio::spawn(async move {
-            for (udid, push) in pushes {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+            let mut pushes = pushes.into_iter();
+            while let Some((udid, push)) = pushes.next() {
+                let permit = match slots.clone().acquire_owned().await {
+                    Ok(p) if !tracker.is_stopping() => p,
+                    _ => {
+                        // Stopping: this push and the rest are not sent.
+                        if let Some(c) = &completion {
+                            c.interrupted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for udid in std::iter::once(udid).chain(pushes.map(|(u, _)| u)) {
+                            let _ = done.send(Recorded::Unsent(udid));
+                        }
+                        return;
+                    }
                 };
                 let done = done.clone();
                 let sending = pusher.push(push);
@@ -340,8 +361,9 @@ impl Service {
                         c.count(&result);
                     }
                     if matches!(result, Err(PushError::Shutdown)) {
-                        // The server is stopping: the outcome is unknown, not a failure of
-                        // the device; leave the attempt open (pending).
+                        // The server is stopping: nothing is known of this push; it is taken
+                        // back rather than left to look unanswered.
+                        let _ = done.send(Recorded::Unsent(udid));
                         return;
                     }
                     let outcome = PushOutcome::from_result(&result);
@@ -351,10 +373,23 @@ impl Service {
                         tracing::info!(%udid, "push failed: {err}");
                     }
                     // The recorder outlives every sender; a send fails only if it panicked.
-                    let _ = done.send((udid, outcome));
+                    let _ = done.send(Recorded::Outcome(udid, outcome));
                 });
             }
         });
+    }
+
+    /// Stops launching pushes (shutdown): pushes not yet sent are taken back, pushes in
+    /// flight finish. Then waits up to `wait` for every outcome to be written; false if some
+    /// were still being written then.
+    pub async fn stop_pushing(&self, wait: Duration) -> bool {
+        self.pushes.stop();
+        self.pushes.settled(wait).await
+    }
+
+    /// Waits up to `wait` for every background push's outcome to be written.
+    pub async fn pushes_settled(&self, wait: Duration) -> bool {
+        self.pushes.settled(wait).await
     }
 
     /// Runs "refresh all" every `every` (first run one period after start) until the task is
@@ -443,23 +478,124 @@ const REFRESH_CHUNK: usize = 2_000;
 /// Most push outcomes recorded in one store write.
 const OUTCOME_BATCH: usize = 256;
 
+/// What a push task tells the recorder.
+enum Recorded {
+    /// The push ended so.
+    Outcome(String, PushOutcome),
+    /// The push was not sent (stopping).
+    Unsent(String),
+}
+
+/// The background pushes of the service: how many recorders run, and whether to stop.
+#[derive(Debug, Default)]
+pub(crate) struct PushTracker {
+    stopping: std::sync::atomic::AtomicBool,
+    recorders: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a running recorder.
+pub(crate) struct RecorderGuard(Arc<PushTracker>);
+
+impl Drop for RecorderGuard {
+    fn drop(&mut self) {
+        if self.0.recorders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl PushTracker {
+    fn start(self: &Arc<Self>) -> RecorderGuard {
+        self.recorders.fetch_add(1, Ordering::AcqRel);
+        RecorderGuard(Arc::clone(self))
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    async fn settled(&self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.idle.notified();
+            if self.recorders.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.recorders.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+/// Tries to write outcomes a few times (an overloaded store sheds writes); counts and logs
+/// what could not be written.
+async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=4 {
+        match store.record_push_outcomes(batch, Service::now()).await {
+            Ok(()) => return,
+            Err(err) if attempt < 4 => {
+                tracing::info!(
+                    devices = batch.len(),
+                    "push outcomes not recorded yet ({err}); retrying in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            Err(err) => {
+                ::metrics::counter!("magicpush_push_outcomes_unrecorded_total")
+                    .increment(batch.len() as u64);
+                tracing::warn!(
+                    devices = batch.len(),
+                    first = %batch[0].0,
+                    "cannot record push outcomes after {attempt} tries: {err}; these devices keep their pending attempt"
+                );
+            }
+        }
+    }
+}
+
 /// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
 /// while the previous write was committing goes into the next one. Ends when every sender is
-/// gone and the channel is drained.
+/// gone and the channel is drained, taking back the attempts of the pushes never sent.
 async fn record_outcomes(
     store: Arc<dyn Store>,
-    mut outcomes: mpsc::UnboundedReceiver<(String, PushOutcome)>,
+    mut outcomes: mpsc::UnboundedReceiver<Recorded>,
+    attempted_at: OffsetDateTime,
+    _running: RecorderGuard,
 ) {
+    let mut received = Vec::with_capacity(OUTCOME_BATCH);
     let mut batch = Vec::with_capacity(OUTCOME_BATCH);
-    while outcomes.recv_many(&mut batch, OUTCOME_BATCH).await > 0 {
-        if let Err(err) = store.record_push_outcomes(&batch, Service::now()).await {
-            tracing::warn!(
-                devices = batch.len(),
-                first = %batch[0].0,
-                "cannot record push outcomes: {err}"
-            );
+    let mut unsent = Vec::new();
+    while outcomes.recv_many(&mut received, OUTCOME_BATCH).await > 0 {
+        for r in received.drain(..) {
+            match r {
+                Recorded::Outcome(udid, outcome) => batch.push((udid, outcome)),
+                Recorded::Unsent(udid) => unsent.push(udid),
+            }
         }
-        batch.clear();
+        if !batch.is_empty() {
+            write_outcomes(&*store, &batch).await;
+            batch.clear();
+        }
+    }
+    if !unsent.is_empty() {
+        match store.withdraw_push_attempts(&unsent, attempted_at).await {
+            Ok(n) => tracing::info!(
+                withdrawn = n,
+                "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
+            ),
+            Err(err) => tracing::warn!(
+                devices = unsent.len(),
+                "cannot take back the attempts of pushes not sent: {err}"
+            ),
+        }
     }
 }
 
@@ -478,6 +614,58 @@ mod tests {
     fn push_certificate() -> magicpush_engine::cert::CertificateInfo {
         let pki = magicpush_fixtures::TestPki::generate().unwrap();
         magicpush_engine::cert::CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).unwrap()
+    }
+
+    /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not
+    /// yet sent are taken back (`never_pushed`, no false `unreachable` later).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_refresh_takes_back_what_it_did_not_send() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let udids: Vec<String> = (1..=5).map(|i| format!("ABORT-{i}")).collect();
+        for (i, udid) in udids.iter().enumerate() {
+            store
+                .authenticate(&authenticate(udid), None, t(0))
+                .await
+                .unwrap();
+            store
+                .token_update(&token_update(udid, i as u8 + 1), t(1))
+                .await
+                .unwrap();
+        }
+        let pusher = FakePusher::new();
+        for seed in 1..=5u8 {
+            pusher.set_outcome(
+                &hex::encode([seed; 32]),
+                FakeOutcome::Accept(Duration::from_millis(300)),
+            );
+        }
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(Some(push_certificate()), None),
+            ServiceConfig {
+                push_concurrency: 1,
+                ..ServiceConfig::default()
+            },
+        );
+        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!(summary.pushing, 5);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            service.stop_pushing(Duration::from_secs(5)).await,
+            "settled"
+        );
+        assert_eq!(pusher.sent().len(), 1, "one push was in flight");
+        let mut pushed = 0;
+        for udid in &udids {
+            let d = store.device(udid).await.unwrap().unwrap();
+            match d.push_outcome {
+                Some(PushOutcome::Accepted) => pushed += 1,
+                None => assert!(d.last_push_at.is_none(), "{udid} taken back: {d:?}"),
+                other => panic!("{udid}: {other:?}"),
+            }
+        }
+        assert_eq!(pushed, 1);
     }
 
     #[tokio::test]

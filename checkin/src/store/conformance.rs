@@ -59,6 +59,7 @@ macro_rules! store_conformance {
             check_out_drops_the_queue,
             delete_device_removes_everything,
             delete_all_devices_empties_the_store,
+            withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
             identity_is_bound_at_authenticate,
@@ -1344,6 +1345,34 @@ pub async fn delete_all_devices_empties_the_store(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.count().await.unwrap(), 1);
+}
+
+/// An attempt taken back (never sent) leaves no trace; one that got an outcome, a report, or
+/// a later attempt is left alone.
+pub async fn withdrawn_push_attempts_read_never_pushed(store: Arc<dyn Store>) {
+    for (n, udid) in ["A", "B", "C", "D"].into_iter().enumerate() {
+        store
+            .authenticate(&authenticate(udid), None, t(0))
+            .await
+            .unwrap();
+        store
+            .token_update(&token_update(udid, n as u8 + 1), t(1))
+            .await
+            .unwrap();
+    }
+    let all: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
+    store.record_push_attempts(&all, t(10)).await.unwrap();
+    store
+        .record_push_outcome("B", &PushOutcome::Accepted, t(11))
+        .await
+        .unwrap();
+    store.record_push_attempts(&all[3..], t(12)).await.unwrap();
+    let n = store.withdraw_push_attempts(&all, t(10)).await.unwrap();
+    assert_eq!(n, 2, "A and C");
+    for (udid, pushed) in [("A", false), ("B", true), ("C", false), ("D", true)] {
+        let d = store.device(udid).await.unwrap().unwrap();
+        assert_eq!(d.last_push_at.is_some(), pushed, "{udid}");
+    }
 }
 
 /// A cancelled command leaves every queue; an unknown UUID is told apart.

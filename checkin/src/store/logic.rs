@@ -54,6 +54,19 @@ pub(crate) fn push_attempt(d: &mut Device, at: OffsetDateTime) {
     d.first_report_after_push_at = None;
 }
 
+/// Takes back the attempt marked at `at` if nothing came of it (no outcome, no report):
+/// the device has no attempt again. True when taken back.
+pub(crate) fn withdraw_push_attempt(d: &mut Device, at: OffsetDateTime) -> bool {
+    if d.last_push_at == Some(at)
+        && d.push_outcome.is_none()
+        && d.first_report_after_push_at.is_none()
+    {
+        d.last_push_at = None;
+        return true;
+    }
+    false
+}
+
 pub(crate) fn push_outcome(d: &mut Device, outcome: &PushOutcome, at: OffsetDateTime) {
     d.push_outcome = Some(outcome.clone());
     d.push_outcome_at = Some(at);

@@ -466,6 +466,25 @@ impl Store for MemoryStore {
         })
     }
 
+    fn withdraw_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        attempted_at: OffsetDateTime,
+    ) -> StoreFuture<'a, u64> {
+        let at = truncate_ms(attempted_at);
+        self.run(|s| {
+            let mut n = 0;
+            for udid in udids {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    if logic::withdraw_push_attempt(d, at) {
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        })
+    }
+
     fn record_push_outcome<'a>(
         &'a self,
         udid: &'a str,

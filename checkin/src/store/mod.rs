@@ -238,6 +238,16 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()>;
 
+    /// Takes back the push attempts marked at `attempted_at` that never happened (a refresh
+    /// stopped at shutdown before these devices were pushed): a device whose attempt is still
+    /// that one, with no outcome and no report since, returns to no attempt
+    /// (`never_pushed`), instead of turning `unreachable` later. The number taken back.
+    fn withdraw_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        attempted_at: OffsetDateTime,
+    ) -> StoreFuture<'a, u64>;
+
     /// A refresh's bookkeeping for one chunk of devices, in one write: stores `command` unless
     /// a command with its UUID is already stored (a refresh queues one command in several
     /// chunks, so this never fails with [`StoreError::DuplicateCommand`]), queues it for each

@@ -1104,6 +1104,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn withdraw_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        attempted_at: OffsetDateTime,
+    ) -> StoreFuture<'a, u64> {
+        let (udids, at) = (udids.to_vec(), truncate_ms(attempted_at));
+        self.write(move |c| {
+            let mut n = 0;
+            for udid in udids {
+                n += c
+                    .prepare_cached(
+                        "UPDATE devices SET last_push_at = NULL
+                         WHERE udid = ?1 AND last_push_at = ?2 AND push_outcome IS NULL
+                           AND first_report_after_push_at IS NULL",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(rusqlite::params![udid, crate::store::model::to_ms(at)])
+                    })
+                    .map_err(db_err("withdraw push attempt"))? as u64;
+            }
+            Ok(n)
+        })
+    }
+
     fn record_push_outcome<'a>(
         &'a self,
         udid: &'a str,
