@@ -90,8 +90,8 @@ impl std::fmt::Debug for AdminClient {
 
 impl AdminClient {
     /// A client for `server` (`http://host:port` or `https://…`). An `https://` server is
-    /// trusted when its certificate chains to a public web root (Mozilla's list, bundled) or
-    /// to one of the CA certificates in `ca_pem` (a private CA).
+    /// trusted when its certificate chains to a root of [`default_roots`] (the system's store
+    /// and Mozilla's list) or to one of the CA certificates in `ca_pem` (a private CA).
     pub fn new(
         server: &str,
         api_key: Option<String>,
@@ -121,10 +121,9 @@ impl AdminClient {
             .to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let roots = if https {
-            // The public web roots (Mozilla's, bundled), plus a private CA when given.
-            let mut roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
+            // The system's trust store and the public web roots (Mozilla's, bundled, for
+            // machines without one), plus a private CA when given.
+            let mut roots = default_roots();
             if let Some(pem) = ca_pem {
                 let mut added = 0;
                 for cert in CertificateDer::pem_slice_iter(pem) {
@@ -351,6 +350,26 @@ where
     drop(sender);
     driver.abort();
     Ok((status, bytes))
+}
+
+/// The roots an `https://` admin client trusts without `--ca`: the system's trust store (as
+/// OpenSSL finds it: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or the platform's store) and
+/// Mozilla's list bundled with the program. Unreadable system certificates are skipped.
+pub fn default_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let system = rustls_native_certs::load_native_certs();
+    for cert in system.certs {
+        let _ = roots.add(cert);
+    }
+    if !system.errors.is_empty() {
+        tracing::debug!(
+            "some system certificates were not read: {:?}",
+            system.errors.first()
+        );
+    }
+    roots
 }
 
 fn tls_builder(

@@ -66,8 +66,16 @@ fn serve(args: &[&str], extra: &[(&str, &Path)]) -> Serve {
 
 /// Runs the binary to completion (bounded), returning its output.
 fn run(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    run_with_env(args, paths, &[])
+}
+
+/// [`run`] with extra environment variables.
+fn run_with_env(args: &[&str], paths: &[(&str, &Path)], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
     for (flag, path) in paths {
         cmd.arg(flag).arg(path);
     }
@@ -627,17 +635,30 @@ async fn tls_server_with_cli_over_https() {
     .await;
 
     let url = server.url.clone();
-    let (ok, no_ca) = tokio::task::spawn_blocking(move || {
+    let (ok, no_ca, system) = tokio::task::spawn_blocking(move || {
         (
             run(
                 &["devices", "--server", &url, "--api-key", KEY],
                 &[("--ca", &ca)],
             ),
             run(&["devices", "--server", &url, "--api-key", KEY], &[]),
+            // The CA installed as the system's trust store (what OpenSSL and the platform
+            // read): no --ca needed, as with a publicly trusted server certificate.
+            run_with_env(
+                &["devices", "--server", &url, "--api-key", KEY],
+                &[],
+                &[("SSL_CERT_FILE", &ca)],
+            ),
         )
     })
     .await
     .unwrap();
+    assert!(
+        system.status.success(),
+        "with the CA in the system store: {}",
+        String::from_utf8_lossy(&system.stderr)
+    );
+    assert!(String::from_utf8_lossy(&system.stdout).contains("CLI-DEVICE-5"));
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
         ok.status.success(),

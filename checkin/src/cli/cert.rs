@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use magicpush_engine::cert::{self, CertError, CertificateInfo, PushCertificate};
 
+use super::secret_arg::SecretArg;
 use crate::pushcert::request::{self, Subject, VendorIdentity};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -125,7 +126,7 @@ pub(crate) struct InspectArgs {
     /// Password of a PKCS#12 file (`--password ''` for an empty one). Prefer
     /// MAGICPUSH_P12_PASSWORD: a command line is visible to every local user.
     #[arg(long, env = "MAGICPUSH_P12_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    password: Option<SecretArg>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -305,7 +306,7 @@ fn load_for_inspect(
             );
         };
         // Loading a PKCS#12 file checks its key against its certificate.
-        let cert = PushCertificate::from_pkcs12_file(path, password)?;
+        let cert = PushCertificate::from_pkcs12_file(path, password.expose())?;
         return Ok((cert.info().clone(), KeyCheck::Matches));
     }
     let info = CertificateInfo::from_pem(bytes).map_err(|e| with_path(e, path))?;

@@ -10,6 +10,7 @@ mod push;
 mod refresh;
 mod remote;
 mod report;
+mod secret_arg;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -66,6 +67,42 @@ where
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parsed command line may be logged: its secrets are not in its `Debug`.
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        for args in [
+            vec![
+                "magicpush",
+                "serve",
+                "--data-dir",
+                "d",
+                "--api-key",
+                "SEKRET-1",
+                "--notify-secret",
+                "SEKRET-2",
+            ],
+            vec!["magicpush", "devices", "--api-key", "SEKRET-1"],
+            vec![
+                "magicpush",
+                "cert",
+                "inspect",
+                "x.p12",
+                "--password",
+                "SEKRET-1",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            let text = format!("{cli:?}");
+            assert!(!text.contains("SEKRET"), "{text}");
+            assert!(text.contains("redacted"), "{text}");
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::secret_arg::SecretArg;
 use crate::client::AdminClient;
 
 /// `--server`, `--api-key` / `--api-key-file`, `--ca` (global: they may follow a
@@ -28,7 +29,7 @@ pub(crate) struct RemoteArgs {
         hide_env_values = true,
         conflicts_with = "api_key_file"
     )]
-    pub(crate) api_key: Option<String>,
+    pub(crate) api_key: Option<SecretArg>,
     /// File holding the admin API key (its first line).
     #[arg(long, global = true, env = "MAGICPUSH_API_KEY_FILE")]
     pub(crate) api_key_file: Option<PathBuf>,
@@ -53,7 +54,7 @@ impl RemoteArgs {
     fn api_key(&self) -> anyhow::Result<Option<String>> {
         match &self.api_key_file {
             Some(path) => read_key_file(path, "--api-key-file").map(Some),
-            None => Ok(self.api_key.clone()),
+            None => Ok(self.api_key.as_ref().map(|k| k.expose().to_owned())),
         }
     }
 

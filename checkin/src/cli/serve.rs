@@ -15,6 +15,7 @@ use crate::notify::{Notifier, NotifyConfig};
 use crate::pushcert::expiry::Thresholds;
 use crate::pushcert::request::{Subject, VendorIdentity};
 
+use super::secret_arg::SecretArg;
 use crate::config::{format_duration, parse_duration};
 use crate::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use crate::identity::authenticator::parse_sources;
@@ -55,7 +56,7 @@ pub(crate) struct ServeArgs {
         hide_env_values = true,
         conflicts_with = "api_key_file"
     )]
-    api_key: Option<String>,
+    api_key: Option<SecretArg>,
     /// File holding the admin API key (its first line).
     #[arg(long, env = "MAGICPUSH_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
@@ -96,7 +97,7 @@ pub(crate) struct ServeArgs {
         hide_env_values = true,
         conflicts_with = "notify_secret_file"
     )]
-    notify_secret: Option<String>,
+    notify_secret: Option<SecretArg>,
     /// File holding the webhook's HMAC key (instead of --notify-secret on the command line).
     #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET_FILE")]
     notify_secret_file: Option<PathBuf>,
@@ -301,7 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let api_key = match &args.api_key_file {
         Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
-        None => args.api_key.clone(),
+        None => args.api_key.as_ref().map(|k| k.expose().to_owned()),
     };
     let admin_key = AdminKey::new(api_key.as_deref());
     if !admin_key.is_enabled() {
@@ -417,7 +418,11 @@ fn notify_secret(args: &ServeArgs) -> anyhow::Result<Option<String>> {
         }
         return Ok(Some(secret));
     }
-    Ok(args.notify_secret.clone().filter(|s| !s.is_empty()))
+    Ok(args
+        .notify_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .filter(|s| !s.is_empty()))
 }
 
 /// The listener's limits from the flags; a zero duration or rate is refused.
