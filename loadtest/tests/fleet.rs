@@ -20,6 +20,7 @@ async fn two_thousand_devices_none_lost_counts_exact() {
     config.unregistered_fraction = 0.03;
     config.connections = 64;
     config.wait = Duration::from_secs(45);
+    config.baseline = true;
     let progress = Arc::new(Progress::default());
     let report = tokio::time::timeout(
         Duration::from_secs(90),
@@ -55,6 +56,12 @@ async fn two_thousand_devices_none_lost_counts_exact() {
         "{table}"
     );
     assert!(report.passed(), "{table}");
+    // The floor was measured first, on the same workload: a trivial stand-in is faster.
+    let floor = report.floor_s.expect("a floor with baseline");
+    assert!(floor > 0.0, "{table}");
+    let ratio = report.wall_over_floor.expect("a ratio");
+    assert!((ratio - report.wall_s / floor).abs() < 0.01, "{table}");
+    assert!(table.contains("wall / floor"), "{table}");
     assert_eq!(
         progress.reported.load(std::sync::atomic::Ordering::Relaxed),
         1840

@@ -63,6 +63,11 @@ pub struct FleetArgs {
     /// server runs with --insecure-no-device-auth, for comparison).
     #[arg(long, value_enum, default_value = "signature")]
     device_auth: FleetDeviceAuth,
+    /// First run the identical workload against a trivial MDM stand-in (answers every
+    /// check-in 200, hands each Idle a canned command, stores nothing) and report the floor:
+    /// `floor_s`, `wall_s`, `wall_over_floor`. Always on with --json.
+    #[arg(long)]
+    baseline: bool,
     /// Print one JSON object (last line) instead of progress bars and a table.
     #[arg(long)]
     json: bool,
@@ -103,6 +108,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     config.mock_listen = args.mock_listen;
     config.push_concurrency = args.push_concurrency.max(1);
     config.device_auth = args.device_auth;
+    config.baseline = args.baseline || args.json;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }

@@ -17,6 +17,7 @@ pub mod pki;
 pub mod report;
 pub mod server;
 pub mod signer;
+pub mod standin;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,6 +88,9 @@ pub struct FleetConfig {
     pub push_concurrency: usize,
     /// How the simulated devices prove who they are.
     pub device_auth: FleetDeviceAuth,
+    /// First run the identical workload against the trivial MDM stand-in ([`standin`]) and
+    /// report the floor it sets (`floor_s`, `wall_over_floor`).
+    pub baseline: bool,
 }
 
 /// How the fleet's devices authenticate.
@@ -118,6 +122,7 @@ impl FleetConfig {
             unreachable_after: Duration::from_secs(600),
             push_concurrency: 256,
             device_auth: FleetDeviceAuth::Signature,
+            baseline: false,
         }
     }
 }
@@ -324,6 +329,25 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         }
     };
 
+    let floor = if config.baseline {
+        Some(
+            run_floor(
+                config,
+                &devices,
+                signers.as_ref(),
+                &pki,
+                &progress,
+                injected,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    progress.enrolled.store(0, Ordering::Relaxed);
+    progress.pushed.store(0, Ordering::Relaxed);
+    progress.reported.store(0, Ordering::Relaxed);
+
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
     let mock_config = MockConfig {
         unregistered: devices
@@ -508,6 +532,9 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         devices: devices.len() as u64,
         device_auth: config.device_auth,
         wall_s: round3(wall_s),
+        floor_s: floor.as_ref().map(|f| round3(f.floor_s)),
+        wall_over_floor: floor.as_ref().map(|f| round3(wall_s / f.floor_s.max(1e-9))),
+        floor: floor.map(|f| f.phases),
         total_s: round3(started.elapsed().as_secs_f64()),
         counts_match: report::counts_match(&states, injected),
         states,
@@ -536,6 +563,135 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         loadgen_peak_rss_mb: loadgen_peak_rss_mb.map(round1),
         errors: failures.count.load(Ordering::Relaxed),
         error_samples,
+    })
+}
+
+/// What the stand-in run measured.
+struct Floor {
+    /// enroll + push_report against the stand-in.
+    floor_s: f64,
+    phases: report::FloorPhases,
+}
+
+/// The floor: the identical device workload (same devices, requests and signatures, a mock
+/// APNs configured the same) against the trivial MDM stand-in.
+async fn run_floor(
+    config: &FleetConfig,
+    devices: &Arc<Vec<SimDevice>>,
+    signers: Option<&Arc<Vec<DeviceSigner>>>,
+    pki: &FleetPki,
+    progress: &Arc<Progress>,
+    injected: Injected,
+) -> Result<Floor, FleetError> {
+    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+    let mock_config = MockConfig {
+        unregistered: devices
+            .iter()
+            .filter(|d| d.role == Role::Unregistered)
+            .map(SimDevice::token_hex)
+            .collect(),
+        accepted: Some(accepted_tx),
+        ..MockConfig::default()
+    };
+    let mock = MockApns::start(
+        config.mock_listen,
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+        &pki.ca_pem,
+        mock_config,
+    )
+    .await?;
+    let floor_err = |e: String| FleetError::Server {
+        detail: format!("stand-in: {e}"),
+    };
+    let cert = magicpush_engine::cert::PushCertificate::from_pem_files(
+        pki.path(pki::PUSH_CERT_FILE),
+        pki.path(pki::PUSH_KEY_FILE),
+    )
+    .map_err(|e| floor_err(e.to_string()))?;
+    let endpoint = mock
+        .url()
+        .parse()
+        .map_err(|e: magicpush_engine::InvalidEndpoint| floor_err(e.to_string()))?;
+    let client = magicpush_engine::Client::builder()
+        .certificate(cert)
+        .endpoint(endpoint)
+        .trust_anchor_pem(pki.ca_pem.as_bytes())
+        .and_then(|b| b.build())
+        .map_err(|e| floor_err(e.to_string()))?;
+    let standin = standin::StandIn::start(client.clone(), config.push_concurrency)
+        .await
+        .map_err(|e| floor_err(e.to_string()))?;
+    let target = Target::resolve(&standin.url()).await?;
+    let admin = AdminClient::new(&standin.url(), None, None)
+        .map_err(|e| admin_err("stand-in client", e))?;
+    let failures = Arc::new(Failures::default());
+    let topic: Arc<str> = Arc::from(pki.topic.as_str());
+
+    progress.set_phase(Phase::Enroll);
+    let enroll_started = Instant::now();
+    let enrolled = enroll(
+        devices,
+        signers,
+        &topic,
+        &target,
+        config.connections,
+        progress,
+        &failures,
+    )
+    .await;
+    let enroll_s = enroll_started.elapsed().as_secs_f64();
+
+    progress.set_phase(Phase::PushReport);
+    let push_started = Instant::now();
+    let deadline = push_started + config.wait;
+    let reports = Reports::start(
+        devices.clone(),
+        signers.cloned(),
+        &target,
+        config.connections,
+        config.delay,
+        accepted_rx,
+        progress.clone(),
+        failures.clone(),
+    );
+    admin
+        .send_json(Method::POST, "/v1/refresh", &serde_json::json!({"all": true}))
+        .await
+        .map_err(|e| admin_err("stand-in POST /v1/refresh", e))?;
+    let expected_pushes = enrolled.iter().filter(|e| **e).count() as u64;
+    loop {
+        let done = judged_pushes(&mock) >= expected_pushes
+            && progress.reported.load(Ordering::Relaxed) >= injected.online;
+        if done || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let push_report_s = push_started.elapsed().as_secs_f64();
+    let answered = reports.finish().await;
+    standin.stop();
+    client.shutdown().await;
+    mock.shutdown().await;
+    let reported = answered.reported.iter().filter(|r| **r).count() as u64;
+    let errors = failures.count.load(Ordering::Relaxed);
+    if errors > 0 || reported != injected.online {
+        let sample = failures
+            .samples
+            .lock()
+            .map(|s| s.first().cloned().unwrap_or_default())
+            .unwrap_or_default();
+        return Err(floor_err(format!(
+            "the floor run did not complete ({reported} of {} online devices reported, {errors} errors; {sample})",
+            injected.online
+        )));
+    }
+    Ok(Floor {
+        floor_s: enroll_s + push_report_s,
+        phases: report::FloorPhases {
+            enroll_s: round3(enroll_s),
+            push_report_s: round3(push_report_s),
+        },
     })
 }
 

@@ -92,6 +92,15 @@ pub struct Phases {
     pub verify_s: f64,
 }
 
+/// The phases of the floor run (the trivial MDM stand-in).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct FloorPhases {
+    /// Authenticate + TokenUpdate for every device.
+    pub enroll_s: f64,
+    /// Refresh until every online device reported.
+    pub push_report_s: f64,
+}
+
 /// Everything a fleet run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
@@ -102,6 +111,13 @@ pub struct FleetReport {
     /// Enrollment through refresh until the server's report settled (phases
     /// enroll + push_report + settle), in seconds.
     pub wall_s: f64,
+    /// The same workload against the trivial MDM stand-in (enroll + push_report), in
+    /// seconds; with `--baseline` or `--json`.
+    pub floor_s: Option<f64>,
+    /// `wall_s / floor_s`.
+    pub wall_over_floor: Option<f64>,
+    /// The stand-in run's phases.
+    pub floor: Option<FloorPhases>,
     /// The whole run including setup and verification, in seconds.
     pub total_s: f64,
     /// The server's own counts by state (`GET /v1/connectivity`).
@@ -170,6 +186,12 @@ impl FleetReport {
                 self.injected.online, self.injected.offline, self.injected.unregistered
             ),
         );
+        if let (Some(floor), Some(ratio)) = (self.floor_s, self.wall_over_floor) {
+            row(
+                "floor (trivial MDM stand-in)",
+                format!("{floor:.2} s; wall / floor = {ratio:.2}"),
+            );
+        }
         row(
             "wall time (enroll→settled)",
             format!("{:.2} s (total {:.2} s)", self.wall_s, self.total_s),
