@@ -288,7 +288,8 @@ async fn run_engine(
     let max_held = (queue + in_flight) as u64;
     let bound = (!opts.delay.is_zero())
         .then(|| (opts.connections * opts.streams) as f64 / opts.delay.as_secs_f64());
-    let rate = opts.pushes as f64 / elapsed;
+    // Only delivered pushes count; connections were open before the clock started.
+    let rate = delivered as f64 / elapsed;
     Ok(BenchReport {
         pushes: opts.pushes,
         connections: opts.connections,
@@ -364,7 +365,10 @@ fn run_h2load(opts: &BenchOptions, endpoint: &Endpoint, topic: &str) -> anyhow::
     parse_h2load(&text).with_context(|| format!("reading h2load's output:\n{text}"))
 }
 
-/// Reads `finished in 1.00s, 12345.67 req/s, …` and checks every request succeeded.
+/// Reads h2load's summary: the requests that succeeded over the run's time without the
+/// connection setup — `finished in` less the slowest `time for connect` — so that h2load is
+/// timed as the engine is (its connections are open before its clock starts). Refuses a run
+/// where any request failed.
 pub fn parse_h2load(text: &str) -> anyhow::Result<f64> {
     let requests = text
         .lines()
@@ -378,19 +382,47 @@ pub fn parse_h2load(text: &str) -> anyhow::Result<f64> {
             .and_then(|n| n.parse().ok())
     };
     let (total, succeeded) = (field("total"), field("succeeded"));
-    if total.is_none() || total != succeeded {
+    let (Some(total), Some(succeeded)) = (total, succeeded) else {
+        bail!("no total/succeeded counts: {requests}");
+    };
+    if total != succeeded {
         bail!("not every h2load request succeeded: {requests}");
     }
     let finished = text
         .lines()
-        .find(|l| l.starts_with("finished in"))
+        .find_map(|l| l.strip_prefix("finished in "))
         .context("no `finished in` line")?;
-    finished
+    let finished_s = finished
         .split(',')
-        .find(|p| p.trim().ends_with("req/s"))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .context("no req/s figure")
+        .next()
+        .and_then(|t| duration_s(t.trim()))
+        .context("no run time in `finished in`")?;
+    // `time for connect:  min  max  mean  sd  +/- sd`
+    let connect_max_s = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("time for connect:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(duration_s)
+        .unwrap_or(0.0);
+    let pushing_s = finished_s - connect_max_s;
+    if pushing_s <= 0.0 {
+        bail!("h2load's run ({finished_s} s) is not longer than its connection setup ({connect_max_s} s)");
+    }
+    Ok(succeeded as f64 / pushing_s)
+}
+
+/// `1.23s`, `350.12ms`, `870us` → seconds.
+fn duration_s(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|v| v * scale)
 }
 
 #[cfg(test)]
@@ -400,9 +432,17 @@ mod tests {
     #[test]
     fn reads_h2load_output() {
         let out = "starting benchmark...\n\
-finished in 1.23s, 81300.81 req/s, 5.12MB/s\n\
-requests: 100000 total, 100000 started, 100000 done, 100000 succeeded, 0 failed, 0 errored, 0 timeout\n";
-        assert!((parse_h2load(out).unwrap() - 81300.81).abs() < 0.01);
+finished in 1.25s, 80000.00 req/s, 5.12MB/s\n\
+requests: 100000 total, 100000 started, 100000 done, 100000 succeeded, 0 failed, 0 errored, 0 timeout\n\
+time for connect:    20.00ms     50.00ms     30.00ms      8.00ms    60.00%\n";
+        // 100,000 over 1.25 s less the slowest connect (50 ms).
+        let rate = parse_h2load(out).unwrap();
+        assert!((rate - 100_000.0 / 1.2).abs() < 0.5, "{rate}");
+        let no_connect = out.replace("time for connect", "time for something");
+        assert!((parse_h2load(&no_connect).unwrap() - 80_000.0).abs() < 0.5);
+        assert!((duration_s("870us").unwrap() - 870e-6).abs() < 1e-12);
+        assert!((duration_s("350.5ms").unwrap() - 0.3505).abs() < 1e-12);
+        assert_eq!(duration_s("12"), None);
         let bad = out.replace("100000 succeeded, 0 failed", "99990 succeeded, 10 failed");
         assert!(parse_h2load(&bad).is_err());
         assert!(parse_h2load("garbage").is_err());
