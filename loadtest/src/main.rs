@@ -1,5 +1,11 @@
 //! `magicpush-loadtest`: mock APNs, engine benchmark, simulated fleet. Logic lives in the library.
 
+/// With the `mimalloc` feature, mimalloc replaces the system allocator (see BENCHMARKS.md for
+/// the A/B).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     magicpush_loadtest::cli::main()
 }
