@@ -656,7 +656,11 @@ async fn run_floor(
         failures.clone(),
     );
     admin
-        .send_json(Method::POST, "/v1/refresh", &serde_json::json!({"all": true}))
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
         .await
         .map_err(|e| admin_err("stand-in POST /v1/refresh", e))?;
     let expected_pushes = enrolled.iter().filter(|e| **e).count() as u64;

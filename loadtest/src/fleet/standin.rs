@@ -146,7 +146,8 @@ impl State {
             .and_then(plist::Value::as_data)
             .and_then(|t| DeviceToken::from_bytes(t).ok());
         if let (Some(udid), Some(magic), Some(token)) = (udid, magic, token) {
-            self.tokens.insert(udid.to_owned(), (token, magic.to_owned()));
+            self.tokens
+                .insert(udid.to_owned(), (token, magic.to_owned()));
         }
     }
 
