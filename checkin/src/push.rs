@@ -92,14 +92,17 @@ impl EnginePusher {
 
     /// Stops the pool (in-flight pushes end first, see [`Client::shutdown`]).
     pub async fn shutdown(&self) {
-        let client = self
-            .client
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(client) = client {
+        if let Some(client) = self.take() {
             client.shutdown().await;
         }
+    }
+
+    /// The running pool, taken out (none runs afterwards).
+    fn take(&self) -> Option<Client> {
+        self.client
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -130,12 +133,7 @@ impl PushSender for EnginePusher {
     }
 
     fn remove_certificate(&self) {
-        let client = self
-            .client
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(client) = client {
+        if let Some(client) = self.take() {
             tokio::spawn(async move { client.shutdown().await });
         }
     }

@@ -348,24 +348,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     progress.pushed.store(0, Ordering::Relaxed);
     progress.reported.store(0, Ordering::Relaxed);
 
-    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
-    let mock_config = MockConfig {
-        unregistered: devices
-            .iter()
-            .filter(|d| d.role == Role::Unregistered)
-            .map(SimDevice::token_hex)
-            .collect(),
-        accepted: Some(accepted_tx),
-        ..MockConfig::default()
-    };
-    let mock = MockApns::start(
-        config.mock_listen,
-        &pki.server_cert_pem,
-        &pki.server_key_pem,
-        &pki.ca_pem,
-        mock_config,
-    )
-    .await?;
+    let (mock, accepted_rx) = start_mock(config, &devices, &pki).await?;
 
     let (server, url, api_key) = match &config.server {
         ServerMode::Spawn { exe } => {
@@ -566,23 +549,13 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     })
 }
 
-/// What the stand-in run measured.
-struct Floor {
-    /// enroll + push_report against the stand-in.
-    floor_s: f64,
-    phases: report::FloorPhases,
-}
-
-/// The floor: the identical device workload (same devices, requests and signatures, a mock
-/// APNs configured the same) against the trivial MDM stand-in.
-async fn run_floor(
+/// The mock APNs of a run: 410 for the unregistered devices' tokens, every accepted push
+/// reported on the channel.
+async fn start_mock(
     config: &FleetConfig,
-    devices: &Arc<Vec<SimDevice>>,
-    signers: Option<&Arc<Vec<DeviceSigner>>>,
+    devices: &[SimDevice],
     pki: &FleetPki,
-    progress: &Arc<Progress>,
-    injected: Injected,
-) -> Result<Floor, FleetError> {
+) -> Result<(MockHandle, mpsc::UnboundedReceiver<AcceptedPush>), FleetError> {
     let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
     let mock_config = MockConfig {
         unregistered: devices
@@ -601,6 +574,27 @@ async fn run_floor(
         mock_config,
     )
     .await?;
+    Ok((mock, accepted_rx))
+}
+
+/// What the stand-in run measured.
+struct Floor {
+    /// enroll + push_report against the stand-in.
+    floor_s: f64,
+    phases: report::FloorPhases,
+}
+
+/// The floor: the identical device workload (same devices, requests and signatures, a mock
+/// APNs configured the same) against the trivial MDM stand-in.
+async fn run_floor(
+    config: &FleetConfig,
+    devices: &Arc<Vec<SimDevice>>,
+    signers: Option<&Arc<Vec<DeviceSigner>>>,
+    pki: &FleetPki,
+    progress: &Arc<Progress>,
+    injected: Injected,
+) -> Result<Floor, FleetError> {
+    let (mock, accepted_rx) = start_mock(config, devices, pki).await?;
     let floor_err = |e: String| FleetError::Server {
         detail: format!("stand-in: {e}"),
     };
