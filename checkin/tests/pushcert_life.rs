@@ -157,6 +157,16 @@ async fn from_the_first_page_to_a_registered_certificate() {
     let (s, err) = put_cert(&srv, srv.pki.push_renewal.cert_pem.clone()).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert!(err["error"].as_str().unwrap().contains(name), "{err}");
+    // Not an MDM push certificate at all: 400, whatever is pending.
+    let (s, err) = put_cert(&srv, magicpush_fixtures::read("certs/non-mdm.pem")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an MDM push certificate"),
+        "{err}"
+    );
 
     // Apple's certificate for the first request, uploaded alone (PEM): registered.
     let topic = srv.topic();

@@ -692,8 +692,10 @@ async fn drop_every_closes_connections_periodically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_mid_burst_ends_every_stream_and_new_connections_work() {
     let pki = TestPki::generate().unwrap();
+    // Answers take 50 ms and the drop comes at 20 ms: however fast this machine sends the
+    // burst, the drop falls inside it (a 5 ms delay let a fast run answer all 2,000 first).
     let config = MockConfig {
-        delay: Duration::from_millis(5),
+        delay: Duration::from_millis(50),
         ..MockConfig::default()
     };
     let mock = start(&pki, config).await;

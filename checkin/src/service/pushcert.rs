@@ -558,10 +558,26 @@ impl Service {
     ) -> Result<(PushCertificate, Option<String>), ServiceError> {
         let info = CertificateInfo::from_der(chain[0].clone())
             .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
+        if !info.topic().starts_with(cert::MDM_TOPIC_PREFIX) {
+            return Err(ServiceError::BadRequest(format!(
+                "push certificate refused: {} is not an MDM push certificate (its topic {:?} does not start with {})",
+                info.identity(),
+                info.topic(),
+                cert::MDM_TOPIC_PREFIX
+            )));
+        }
         let pending = self.pushcert.pending.keys();
         for (id, key) in pending {
-            if let Ok(cert) = PushCertificate::from_parts(chain.clone(), vec![key]) {
-                return Ok((cert, Some(id)));
+            match PushCertificate::from_parts(chain.clone(), vec![key]) {
+                Ok(cert) => return Ok((cert, Some(id))),
+                Err(e) if matches!(e.root(), cert::CertError::KeyMismatch { .. }) => {}
+                // Not an MDM push certificate, or a key type that cannot sign: no pending key
+                // can fix that.
+                Err(e) => {
+                    return Err(ServiceError::BadRequest(format!(
+                        "push certificate refused: {e}"
+                    )))
+                }
             }
         }
         let waiting: Vec<String> = self

@@ -522,7 +522,11 @@ impl PushTracker {
     async fn settled(&self, wait: Duration) -> bool {
         let until = tokio::time::Instant::now() + wait;
         loop {
+            // Registered before the count is read, so the last recorder's wake-up cannot
+            // fall between the read and the wait.
             let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.recorders.load(Ordering::Acquire) == 0 {
                 return true;
             }
