@@ -105,4 +105,42 @@ mod tests {
             assert!(text.contains("redacted"), "{text}");
         }
     }
+
+    /// A key file and a key in the environment together are not an error: the file wins
+    /// (a stray MAGICPUSH_API_KEY must not break --api-key-file).
+    #[test]
+    fn key_files_coexist_with_keys() {
+        for args in [
+            vec![
+                "magicpush",
+                "devices",
+                "--api-key",
+                "a",
+                "--api-key-file",
+                "f",
+            ],
+            vec![
+                "magicpush",
+                "serve",
+                "--data-dir",
+                "d",
+                "--api-key",
+                "a",
+                "--api-key-file",
+                "f",
+            ],
+            vec![
+                "magicpush",
+                "serve",
+                "--data-dir",
+                "d",
+                "--notify-secret",
+                "a",
+                "--notify-secret-file",
+                "f",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
+        }
+    }
 }

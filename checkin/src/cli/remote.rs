@@ -22,15 +22,10 @@ pub(crate) struct RemoteArgs {
     pub(crate) server: String,
     /// The admin API key the server was started with. Prefer MAGICPUSH_API_KEY or
     /// --api-key-file: a command line is visible to every local user.
-    #[arg(
-        long,
-        global = true,
-        env = "MAGICPUSH_API_KEY",
-        hide_env_values = true,
-        conflicts_with = "api_key_file"
-    )]
+    #[arg(long, global = true, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<SecretArg>,
-    /// File holding the admin API key (its first line).
+    /// File holding the admin API key (its first line); it wins over --api-key /
+    /// MAGICPUSH_API_KEY.
     #[arg(long, global = true, env = "MAGICPUSH_API_KEY_FILE")]
     pub(crate) api_key_file: Option<PathBuf>,
     /// PEM file with a private CA to trust for an https:// server, besides the public web

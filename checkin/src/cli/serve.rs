@@ -50,14 +50,10 @@ pub(crate) struct ServeArgs {
     apns_ca: Option<PathBuf>,
     /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off. Prefer
     /// MAGICPUSH_API_KEY or --api-key-file: a command line is visible to every local user.
-    #[arg(
-        long,
-        env = "MAGICPUSH_API_KEY",
-        hide_env_values = true,
-        conflicts_with = "api_key_file"
-    )]
+    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
     api_key: Option<SecretArg>,
-    /// File holding the admin API key (its first line).
+    /// File holding the admin API key (its first line); it wins over --api-key /
+    /// MAGICPUSH_API_KEY.
     #[arg(long, env = "MAGICPUSH_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
     /// Default e-mail address of push certificate requests (POST /v1/pushcert/csr).
@@ -91,14 +87,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MAGICPUSH_NOTIFY_URL")]
     notify_url: Option<String>,
     /// HMAC-SHA256 key of the webhook's X-Magicpush-Signature header.
-    #[arg(
-        long,
-        env = "MAGICPUSH_NOTIFY_SECRET",
-        hide_env_values = true,
-        conflicts_with = "notify_secret_file"
-    )]
+    #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET", hide_env_values = true)]
     notify_secret: Option<SecretArg>,
-    /// File holding the webhook's HMAC key (instead of --notify-secret on the command line).
+    /// File holding the webhook's HMAC key (instead of --notify-secret on the command line);
+    /// it wins over --notify-secret / MAGICPUSH_NOTIFY_SECRET.
     #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET_FILE")]
     notify_secret_file: Option<PathBuf>,
     /// Collect device information from every device this often (e.g. 24h).
