@@ -5,4 +5,5 @@ pub mod cli;
 pub mod cpu;
 pub mod fleet;
 pub mod mock_apns;
+pub mod plain_http;
 pub mod rss;

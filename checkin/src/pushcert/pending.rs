@@ -138,6 +138,11 @@ impl PendingRequests {
         Ok(())
     }
 
+    /// Whether [`MAX_PENDING`] requests wait already.
+    pub fn is_full(&self) -> bool {
+        self.lock().len() >= MAX_PENDING
+    }
+
     /// Every pending request, oldest first, without their text.
     pub fn list(&self) -> Vec<PendingRequest> {
         self.lock().iter().map(|e| e.request.summary()).collect()

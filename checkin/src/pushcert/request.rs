@@ -172,16 +172,12 @@ pub fn read_csr(bytes: &[u8]) -> Result<Vec<u8>, RequestError> {
     Ok(der)
 }
 
-/// PEM text of a DER object.
+/// PEM text of a DER object (LF line endings, 64 columns).
 pub fn pem(label: &str, der: &[u8]) -> String {
-    let body = B64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// The MDM vendor's signing identity: the vendor certificate Apple issued (its chain after

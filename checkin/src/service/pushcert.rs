@@ -152,8 +152,7 @@ impl CertWatch {
                 if first {
                     tracing::warn!("APNs refused the push certificate: {detail}");
                     if let Some(info) = read(&self.current).as_ref() {
-                        let mut event = CertEvent::new(names::REJECTED, info, now);
-                        event.threshold_days = None;
+                        let event = CertEvent::new(names::REJECTED, info, now);
                         self.announce(&event, Some(detail));
                     }
                 }

@@ -41,7 +41,8 @@ impl Service {
             .validate()
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let _one_at_a_time = self.pushcert.updates.lock().await;
-        if self.pushcert.pending.list().len() >= crate::pushcert::pending::MAX_PENDING {
+        // Checked before the key is made (a fraction of a second of CPU); `add` checks again.
+        if self.pushcert.pending.is_full() {
             return Err(ServiceError::Conflict(
                 crate::pushcert::pending::PendingError::Full.to_string(),
             ));

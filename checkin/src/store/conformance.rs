@@ -1350,15 +1350,8 @@ pub async fn delete_all_devices_empties_the_store(store: Arc<dyn Store>) {
 /// An attempt taken back (never sent) leaves no trace; one that got an outcome, a report, or
 /// a later attempt is left alone.
 pub async fn withdrawn_push_attempts_read_never_pushed(store: Arc<dyn Store>) {
-    for (n, udid) in ["A", "B", "C", "D"].into_iter().enumerate() {
-        store
-            .authenticate(&authenticate(udid), None, t(0))
-            .await
-            .unwrap();
-        store
-            .token_update(&token_update(udid, n as u8 + 1), t(1))
-            .await
-            .unwrap();
+    for udid in ["A", "B", "C", "D"] {
+        enroll(&*store, udid, t(1)).await;
     }
     let all: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
     store.record_push_attempts(&all, t(10)).await.unwrap();

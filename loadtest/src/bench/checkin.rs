@@ -3,7 +3,6 @@
 //! and with a bare hyper server that answers a trivial 200 — so the cost of durability (and of
 //! the server's own work) shows as a ratio, not as a number that depends on the machine.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +11,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use magicpush_checkin::http::{self as server, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_checkin::push::{FakePusher, PushSender};
@@ -439,29 +436,11 @@ async fn magicpush_server(
 /// A bare hyper server on the same runtime that reads the body and answers 200: the ceiling
 /// of the HTTP path on this machine.
 async fn trivial_server() -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
-                _ = &mut stopped => return,
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, stop))
+    Ok(
+        crate::plain_http::serve(|req: crate::plain_http::Request| async move {
+            let _ = req.into_body().collect().await;
+            hyper::Response::new(Full::new(Bytes::new()))
+        })
+        .await?,
+    )
 }

@@ -417,49 +417,31 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     );
 
     // --- refresh, pushes, reports ---
-    progress.set_phase(Phase::PushReport);
-    let push_started = Instant::now();
-    let deadline = push_started + config.wait;
-    let reports = Reports::start(
-        devices.clone(),
-        signers.clone(),
-        &target,
-        config.connections,
-        config.delay,
+    let phase = push_phase(
+        PushPhase {
+            devices: &devices,
+            signers: signers.as_ref(),
+            target: &target,
+            config,
+            admin: &admin,
+            mock: &mock,
+            progress: &progress,
+            failures: &failures,
+            expected_pushes,
+            expected_reports,
+        },
         accepted_rx,
-        progress.clone(),
-        failures.clone(),
-    );
-    let summary = admin
-        .send_json(
-            Method::POST,
-            "/v1/refresh",
-            &serde_json::json!({"all": true}),
-        )
-        .await
-        .map_err(|e| admin_err("POST /v1/refresh", e))?;
-    if summary["pushing"].as_u64() != Some(expected_pushes) {
+    )
+    .await?;
+    let deadline = phase.deadline;
+    if phase.summary["pushing"].as_u64() != Some(expected_pushes) {
         failures.record(format!(
-            "refresh pushes {} devices, expected {expected_pushes}: {summary}",
-            summary["pushing"]
+            "refresh pushes {} devices, expected {expected_pushes}: {}",
+            phase.summary["pushing"], phase.summary
         ));
     }
-    let mut push_s = None;
-    loop {
-        let judged = judged_pushes(&mock);
-        if push_s.is_none() && judged >= expected_pushes {
-            push_s = Some(push_started.elapsed().as_secs_f64());
-        }
-        let reported = progress.reported.load(Ordering::Relaxed);
-        if (push_s.is_some() && reported >= expected_reports) || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let push_report_s = push_started.elapsed().as_secs_f64();
+    let (push_s, push_report_s, answered) = (phase.push_s, phase.push_report_s, phase.answered);
     let pushes = judged_pushes(&mock);
-    let push_s = push_s.unwrap_or(push_report_s);
-    let answered = reports.finish().await;
 
     // --- settle: the server's own report ---
     progress.set_phase(Phase::Settle);
@@ -577,6 +559,82 @@ async fn start_mock(
     Ok((mock, accepted_rx))
 }
 
+/// What the push phase needs: the run's devices and server, and the counts it waits for.
+struct PushPhase<'a> {
+    devices: &'a Arc<Vec<SimDevice>>,
+    signers: Option<&'a Arc<Vec<DeviceSigner>>>,
+    target: &'a Target,
+    config: &'a FleetConfig,
+    admin: &'a AdminClient,
+    mock: &'a MockHandle,
+    progress: &'a Arc<Progress>,
+    failures: &'a Arc<Failures>,
+    expected_pushes: u64,
+    expected_reports: u64,
+}
+
+/// How the push phase went.
+struct PushPhaseResult {
+    /// The refresh's answer.
+    summary: serde_json::Value,
+    /// Refresh until every expected push was judged by the mock.
+    push_s: f64,
+    /// Refresh until every expected device reported (or the deadline).
+    push_report_s: f64,
+    /// The push phase's deadline (the run's `wait` after the refresh).
+    deadline: Instant,
+    answered: Answered,
+}
+
+/// Refresh all, then let the woken devices report: waits until the mock judged every
+/// expected push and every expected device reported, or the run's `wait` passed.
+async fn push_phase(
+    p: PushPhase<'_>,
+    accepted: mpsc::UnboundedReceiver<AcceptedPush>,
+) -> Result<PushPhaseResult, FleetError> {
+    p.progress.set_phase(Phase::PushReport);
+    let push_started = Instant::now();
+    let deadline = push_started + p.config.wait;
+    let reports = Reports::start(
+        p.devices.clone(),
+        p.signers.cloned(),
+        p.target,
+        p.config.connections,
+        p.config.delay,
+        accepted,
+        p.progress.clone(),
+        p.failures.clone(),
+    );
+    let summary = p
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
+        .await
+        .map_err(|e| admin_err("POST /v1/refresh", e))?;
+    let mut push_s = None;
+    loop {
+        if push_s.is_none() && judged_pushes(p.mock) >= p.expected_pushes {
+            push_s = Some(push_started.elapsed().as_secs_f64());
+        }
+        let reported = p.progress.reported.load(Ordering::Relaxed);
+        if (push_s.is_some() && reported >= p.expected_reports) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let push_report_s = push_started.elapsed().as_secs_f64();
+    Ok(PushPhaseResult {
+        summary,
+        push_s: push_s.unwrap_or(push_report_s),
+        push_report_s,
+        deadline,
+        answered: reports.finish().await,
+    })
+}
+
 /// What the stand-in run measured.
 struct Floor {
     /// enroll + push_report against the stand-in.
@@ -636,38 +694,24 @@ async fn run_floor(
     .await;
     let enroll_s = enroll_started.elapsed().as_secs_f64();
 
-    progress.set_phase(Phase::PushReport);
-    let push_started = Instant::now();
-    let deadline = push_started + config.wait;
-    let reports = Reports::start(
-        devices.clone(),
-        signers.cloned(),
-        &target,
-        config.connections,
-        config.delay,
-        accepted_rx,
-        progress.clone(),
-        failures.clone(),
-    );
-    admin
-        .send_json(
-            Method::POST,
-            "/v1/refresh",
-            &serde_json::json!({"all": true}),
-        )
-        .await
-        .map_err(|e| admin_err("stand-in POST /v1/refresh", e))?;
     let expected_pushes = enrolled.iter().filter(|e| **e).count() as u64;
-    loop {
-        let done = judged_pushes(&mock) >= expected_pushes
-            && progress.reported.load(Ordering::Relaxed) >= injected.online;
-        if done || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let push_report_s = push_started.elapsed().as_secs_f64();
-    let answered = reports.finish().await;
+    let phase = push_phase(
+        PushPhase {
+            devices,
+            signers,
+            target: &target,
+            config,
+            admin: &admin,
+            mock: &mock,
+            progress,
+            failures: &failures,
+            expected_pushes,
+            expected_reports: injected.online,
+        },
+        accepted_rx,
+    )
+    .await?;
+    let (push_report_s, answered) = (phase.push_report_s, phase.answered);
     standin.stop();
     client.shutdown().await;
     mock.shutdown().await;

@@ -7,17 +7,13 @@
 //! one canned DeviceInformation command, and every other report an empty 200. No store, no
 //! queue, no device authentication, no connectivity report.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use magicpush_engine::{Client, DevicePush, DeviceToken};
-use tokio::net::TcpListener;
 
 /// The command every Idle gets (a fixed UUID: the stand-in remembers nothing).
 const CANNED_COMMAND: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>
@@ -47,36 +43,16 @@ impl StandIn {
     /// Serves on 127.0.0.1 (a free port), pushing with `client`, at most `push_concurrency`
     /// pushes waiting at once (as the server's `--push-concurrency`).
     pub async fn start(client: Client, push_concurrency: usize) -> std::io::Result<StandIn> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::new(State {
             tokens: DashMap::new(),
             client,
             push_concurrency: push_concurrency.max(1),
         });
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    },
-                    _ = &mut stopped => return,
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.handle(req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, stop) = crate::plain_http::serve(move |req| {
+            let state = state.clone();
+            async move { state.handle(req).await }
+        })
+        .await?;
         Ok(StandIn { addr, stop })
     }
 
@@ -101,8 +77,8 @@ struct State {
 impl State {
     async fn handle(
         self: &Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> hyper::Response<Full<Bytes>> {
+        req: crate::plain_http::Request,
+    ) -> crate::plain_http::Response {
         let path = req.uri().path().to_owned();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
