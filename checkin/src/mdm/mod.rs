@@ -3,6 +3,8 @@
 //! - [`decode`] takes a request body (XML or binary plist) and returns a [`Message`]: a
 //!   [`Checkin`] when `MessageType` is present, a [`Report`] when `Status` is present.
 //!   [`decode_checkin`] and [`decode_report`] serve the dedicated endpoints.
+//! - The common flat XML bodies are read by a one-pass scanner ([`parse_flat_xml`]); every
+//!   other body goes to the plist parser after the structural checks.
 //! - Every failure is a [`DecodeError`] whose text says what is wrong; the HTTP layer answers
 //!   `400` with it. No input makes these functions panic.
 //! - [`Command`] encodes a queued command into the XML plist a device receives.
@@ -11,6 +13,7 @@ mod checkin;
 mod command;
 mod dict;
 mod error;
+mod flat;
 pub mod json_values;
 mod limits;
 mod report;
@@ -28,6 +31,7 @@ pub use command::{
 };
 pub use dict::{MAX_DEVICE_ID, MAX_PUSH_MAGIC, MAX_TOKEN, MAX_TOPIC};
 pub use error::DecodeError;
+pub use flat::parse_flat_xml;
 pub use limits::{MAX_DEPTH, MAX_VALUES};
 pub use report::{DeviceInfo, ErrorChainItem, Report, Status};
 pub use secret::Secret;
@@ -94,6 +98,11 @@ pub(crate) fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeE
         return Err(DecodeError::Empty);
     }
     let binary = body.starts_with(b"bplist");
+    if !binary {
+        if let Some(dict) = flat::parse_flat_xml(body) {
+            return Ok(dict);
+        }
+    }
     let format = if binary { "binary" } else { "XML" };
     if binary {
         limits::check_binary(body)?;

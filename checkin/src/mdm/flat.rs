@@ -1,0 +1,307 @@
+//! The fast path for the plists devices send most: an XML plist whose root dictionary holds
+//! only strings, data, booleans and integers (Authenticate, TokenUpdate, CheckOut, an Idle or
+//! a plain Acknowledged report). It is read in one pass over the bytes into the same
+//! [`plist::Dictionary`] the plist parser would build, without the parser's event stream and
+//! without the separate structural check: a flat dictionary has depth one and every entry
+//! takes more body bytes than the value budget allows for.
+//!
+//! The scanner accepts a strict subset of what the plist parser accepts and gives `None` for
+//! anything else — nesting, comments, entities, CDATA, attributes on value tags, dates, reals,
+//! a carriage return — so the full parser decides (and words the error for) every body that is
+//! not plainly well-formed. That the two agree wherever the scanner answers is checked by a
+//! differential test and by the `checkin_decode` fuzz target.
+
+use base64::Engine as _;
+use plist::{Dictionary, Value};
+
+use super::MAX_VALUES;
+
+/// Reads `body` as a flat XML dictionary, or `None` when it is anything else (which the
+/// full parser then reads or refuses).
+pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
+    let mut s = Scanner { body, at: 0 };
+    s.skip_ws();
+    if s.eat(b"<?xml ") {
+        let end = s.find(b"?>")?;
+        if s.body[s.at..end]
+            .iter()
+            .any(|&b| matches!(b, b'<' | b'>' | b'&'))
+        {
+            return None;
+        }
+        s.at = end + 2;
+        s.skip_ws();
+    }
+    if s.eat(b"<!DOCTYPE") {
+        let end = s.find(b">")?;
+        if s.body[s.at..end].contains(&b'[') {
+            return None; // An internal subset: the full parser's business.
+        }
+        s.at = end + 1;
+        s.skip_ws();
+    }
+    let wrapped = s.eat_plist_open()?;
+    s.skip_ws();
+    let dict = s.dict()?;
+    s.skip_ws();
+    if wrapped {
+        s.expect(b"</plist>")?;
+        s.skip_ws();
+    }
+    (s.at == s.body.len()).then_some(dict)
+}
+
+struct Scanner<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.body[self.at..]
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n') = self.body.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, lit: &[u8]) -> bool {
+        if self.rest().starts_with(lit) {
+            self.at += lit.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, lit: &[u8]) -> Option<()> {
+        self.eat(lit).then_some(())
+    }
+
+    /// The absolute position of the next `lit`.
+    fn find(&self, lit: &[u8]) -> Option<usize> {
+        self.rest()
+            .windows(lit.len())
+            .position(|w| w == lit)
+            .map(|p| self.at + p)
+    }
+
+    /// `<plist>` or `<plist version="1.0">` (true), or no wrapper at all (false).
+    fn eat_plist_open(&mut self) -> Option<bool> {
+        if self.eat(b"<plist>") {
+            return Some(true);
+        }
+        if !self.eat(b"<plist ") {
+            return Some(false);
+        }
+        let end = self.find(b">")?;
+        let attrs = &self.body[self.at..end];
+        if attrs.ends_with(b"/") || attrs.iter().any(|&b| matches!(b, b'<' | b'&')) {
+            return None;
+        }
+        self.at = end + 1;
+        Some(true)
+    }
+
+    /// The text up to the next `<`: plain characters only (no entity, no carriage return),
+    /// valid UTF-8.
+    fn text(&mut self) -> Option<&'a str> {
+        let len = self.rest().iter().position(|&b| b == b'<')?;
+        let raw = &self.rest()[..len];
+        if raw.iter().any(|&b| matches!(b, b'&' | b'\r' | b'>' | 0)) {
+            return None;
+        }
+        self.at += len;
+        std::str::from_utf8(raw).ok()
+    }
+
+    /// `<tag>text</tag>` after its opening tag was eaten.
+    fn content(&mut self, close: &[u8]) -> Option<&'a str> {
+        let text = self.text()?;
+        self.expect(close)?;
+        Some(text)
+    }
+
+    fn dict(&mut self) -> Option<Dictionary> {
+        if self.eat(b"<dict/>") {
+            return Some(Dictionary::new());
+        }
+        self.expect(b"<dict>")?;
+        let mut dict = Dictionary::new();
+        loop {
+            self.skip_ws();
+            if self.eat(b"</dict>") {
+                return Some(dict);
+            }
+            let key = if self.eat(b"<key/>") {
+                ""
+            } else {
+                self.expect(b"<key>")?;
+                self.content(b"</key>")?
+            };
+            self.skip_ws();
+            let value = self.scalar()?;
+            dict.insert(key.to_owned(), value);
+            if dict.len() > MAX_VALUES / 2 {
+                return None; // The structural check words the refusal.
+            }
+        }
+    }
+
+    fn scalar(&mut self) -> Option<Value> {
+        if self.eat(b"<string>") {
+            return Some(Value::String(self.content(b"</string>")?.to_owned()));
+        }
+        if self.eat(b"<string/>") {
+            return Some(Value::String(String::new()));
+        }
+        if self.eat(b"<data>") {
+            let text = self.content(b"</data>")?;
+            return decode_base64(text).map(Value::Data);
+        }
+        if self.eat(b"<true/>") {
+            return Some(Value::Boolean(true));
+        }
+        if self.eat(b"<false/>") {
+            return Some(Value::Boolean(false));
+        }
+        if self.eat(b"<integer>") {
+            return integer(self.content(b"</integer>")?).map(Value::Integer);
+        }
+        None
+    }
+}
+
+/// Standard base64 with the whitespace the plist parser strips; `None` if it does not decode
+/// (the full parser then words the error).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    if !text.bytes().any(|b| b.is_ascii_whitespace()) {
+        return engine.decode(text).ok();
+    }
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    engine.decode(compact).ok()
+}
+
+/// A decimal integer that fits an `i64` (anything else goes to the full parser).
+fn integer(text: &str) -> Option<plist::Integer> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().map(plist::Integer::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the plist parser makes of `body`, if a dictionary.
+    fn full(body: &str) -> Option<Dictionary> {
+        match Value::from_reader_xml(body.as_bytes()) {
+            Ok(Value::Dictionary(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn agrees(body: &str) {
+        let fast = parse_flat_xml(body.as_bytes()).expect("the scanner reads it");
+        assert_eq!(Some(fast), full(body), "{body}");
+    }
+
+    const HEAD: &str = concat!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+        "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" ",
+        "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n",
+        "<plist version=\"1.0\">\n"
+    );
+
+    fn doc(entries: &str) -> String {
+        format!("{HEAD}<dict>\n{entries}</dict>\n</plist>\n")
+    }
+
+    #[test]
+    fn reads_what_devices_send_as_the_parser_does() {
+        agrees(&doc(concat!(
+            "\t<key>MessageType</key>\n\t<string>TokenUpdate</string>\n",
+            "\t<key>Token</key>\n\t<data>\n\tAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\t</data>\n",
+            "\t<key>AwaitingConfiguration</key>\n\t<false/>\n",
+            "\t<key>Flag</key><true/>\n",
+            "\t<key>Count</key><integer>-42</integer>\n",
+            "\t<key>Empty</key><string/>\n",
+            "\t<key>Spaces</key><string>  an  iPhone </string>\n",
+            "\t<key>Unicode</key><string>山田の iPad</string>\n",
+            "\t<key/><string>empty key</string>\n",
+            "\t<key>Token</key><data></data>\n",
+        )));
+        agrees("<dict><key>Status</key><string>Idle</string></dict>");
+        agrees("<plist><dict/></plist>");
+        agrees("<plist version=\"1.0\"><dict></dict></plist>  \n");
+        agrees(
+            "  <?xml version=\"1.0\"?><plist><dict><key>a</key><string>b</string></dict></plist>",
+        );
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_parser() {
+        for body in [
+            doc("<key>A</key><dict/>"),                                 // nesting
+            doc("<key>A</key><array/>"),                                // nesting
+            doc("<key>A</key><string>AT&amp;T</string>"),               // an entity
+            doc("<key>A</key><string>a\r\nb</string>"),                 // line ending normalisation
+            doc("<!-- note --><key>A</key><string>b</string>"),         // a comment
+            doc("<key>A</key><string><![CDATA[x]]></string>"),          // CDATA
+            doc("<key>A</key><date>2024-01-01T00:00:00Z</date>"),       // a date
+            doc("<key>A</key><real>1.5</real>"),                        // a real
+            doc("<key>A</key><integer>0x10</integer>"),                 // hex
+            doc("<key>A</key><integer>99999999999999999999</integer>"), // over i64
+            doc("<key>A</key><string a=\"1\">b</string>"),              // an attribute
+            doc("<key>A</key><data>!!</data>"),                         // bad base64
+            doc("<key>A</key>"),                                        // no value
+            doc("<key>A</key><string>b</key>"),                         // mismatched close
+            format!("{HEAD}<dict></dict></plist><x/>"),                 // trailing content
+            format!("{HEAD}<dict></dict>"),                             // unclosed plist
+            "<array/>".to_owned(),                                      // not a dictionary
+            "\u{feff}<dict/>".to_owned(),                               // a byte order mark
+            "<!DOCTYPE plist [<!ENTITY a \"b\">]><dict/>".to_owned(),
+        ] {
+            assert_eq!(parse_flat_xml(body.as_bytes()), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_left_to_the_parser() {
+        let mut body = b"<dict><key>A</key><string>".to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(b"</string></dict>");
+        assert_eq!(parse_flat_xml(&body), None);
+    }
+
+    #[test]
+    fn a_duplicate_key_keeps_the_parser_s_choice() {
+        agrees("<dict><key>A</key><string>1</string><key>B</key><true/><key>A</key><string>2</string></dict>");
+    }
+
+    #[test]
+    fn every_fixture_the_scanner_reads_matches_the_parser() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/plists");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let body = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Some(fast) = parse_flat_xml(&body) {
+                read += 1;
+                let full = match Value::from_reader_xml(body.as_slice()) {
+                    Ok(Value::Dictionary(d)) => d,
+                    other => panic!("the parser disagrees: {other:?}"),
+                };
+                assert_eq!(fast, full);
+            }
+        }
+        assert!(
+            read >= 3,
+            "the fixtures' flat check-ins are read by the scanner ({read})"
+        );
+    }
+}
