@@ -1,25 +1,30 @@
-//! The fast path for the plists devices send most: an XML plist whose root dictionary holds
-//! only strings, data, booleans and integers (Authenticate, TokenUpdate, CheckOut, an Idle or
-//! a plain Acknowledged report). It is read in one pass over the bytes into the same
-//! [`plist::Dictionary`] the plist parser would build, without the parser's event stream and
-//! without the separate structural check: a flat dictionary has depth one and every entry
-//! takes more body bytes than the value budget allows for.
+//! The fast path for the plists devices send: an XML plist of dictionaries, arrays, strings,
+//! data, booleans and integers (every check-in, an Idle report, a DeviceInformation result). It
+//! is read in one pass over the bytes into the same [`plist::Dictionary`] the plist parser
+//! would build, without the parser's event stream and without the separate structural check:
+//! the scanner enforces the same nesting depth and value budget itself, counting as
+//! [`super::limits`] does.
 //!
 //! The scanner accepts a strict subset of what the plist parser accepts and gives `None` for
-//! anything else — nesting, comments, entities, CDATA, attributes on value tags, dates, reals,
-//! a carriage return — so the full parser decides (and words the error for) every body that is
-//! not plainly well-formed. That the two agree wherever the scanner answers is checked by a
-//! differential test and by the `checkin_decode` fuzz target.
+//! anything else — comments, entities, CDATA, attributes on value tags, dates, reals, a
+//! carriage return, a body over the limits — so the full path decides (and words the error
+//! for) every body that is not plainly well-formed. That the two agree wherever the scanner
+//! answers is checked by differential tests and by the `checkin_decode` fuzz target.
 
 use base64::Engine as _;
 use plist::{Dictionary, Value};
 
-use super::MAX_VALUES;
+use super::limits::value_budget;
+use super::MAX_DEPTH;
 
-/// Reads `body` as a flat XML dictionary, or `None` when it is anything else (which the
-/// full parser then reads or refuses).
+/// Reads `body` as an XML plist dictionary of the plain kinds, or `None` when it is anything
+/// else (which the full parser then reads or refuses).
 pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
-    let mut s = Scanner { body, at: 0 };
+    let mut s = Scanner {
+        body,
+        at: 0,
+        budget: value_budget(body.len()),
+    };
     s.skip_ws();
     if s.eat(b"<?xml ") {
         let end = s.find(b"?>")?;
@@ -41,8 +46,12 @@ pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
         s.skip_ws();
     }
     let wrapped = s.eat_plist_open()?;
+    if wrapped {
+        s.count()?;
+    }
     s.skip_ws();
-    let dict = s.dict()?;
+    s.count()?;
+    let dict = s.dict(1)?;
     s.skip_ws();
     if wrapped {
         s.expect(b"</plist>")?;
@@ -54,6 +63,8 @@ pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
 struct Scanner<'a> {
     body: &'a [u8],
     at: usize,
+    /// Elements still allowed (every start tag counts, as in the structural check).
+    budget: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -124,7 +135,14 @@ impl<'a> Scanner<'a> {
         Some(text)
     }
 
-    fn dict(&mut self) -> Option<Dictionary> {
+    /// One more element, if the budget allows it.
+    fn count(&mut self) -> Option<()> {
+        self.budget = self.budget.checked_sub(1)?;
+        Some(())
+    }
+
+    /// A dictionary at nesting `depth` (the root is 1), its start tag counted.
+    fn dict(&mut self, depth: usize) -> Option<Dictionary> {
         if self.eat(b"<dict/>") {
             return Some(Dictionary::new());
         }
@@ -135,6 +153,7 @@ impl<'a> Scanner<'a> {
             if self.eat(b"</dict>") {
                 return Some(dict);
             }
+            self.count()?;
             let key = if self.eat(b"<key/>") {
                 ""
             } else {
@@ -142,12 +161,42 @@ impl<'a> Scanner<'a> {
                 self.content(b"</key>")?
             };
             self.skip_ws();
-            let value = self.scalar()?;
+            let value = self.value(depth)?;
             dict.insert(key.to_owned(), value);
-            if dict.len() > MAX_VALUES / 2 {
-                return None; // The structural check words the refusal.
-            }
         }
+    }
+
+    /// An array at nesting `depth`, its start tag counted.
+    fn array(&mut self, depth: usize) -> Option<Vec<Value>> {
+        if self.eat(b"<array/>") {
+            return Some(Vec::new());
+        }
+        self.expect(b"<array>")?;
+        let mut items = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.eat(b"</array>") {
+                return Some(items);
+            }
+            items.push(self.value(depth)?);
+        }
+    }
+
+    /// A value inside a container at nesting `depth`.
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        self.count()?;
+        if self.rest().starts_with(b"<dict") {
+            return self.nested(depth)?.dict(depth + 1).map(Value::Dictionary);
+        }
+        if self.rest().starts_with(b"<array") {
+            return self.nested(depth)?.array(depth + 1).map(Value::Array);
+        }
+        self.scalar()
+    }
+
+    /// `self`, if a container may open below `depth`.
+    fn nested(&mut self, depth: usize) -> Option<&mut Self> {
+        (depth < MAX_DEPTH).then_some(self)
     }
 
     fn scalar(&mut self) -> Option<Value> {
@@ -247,28 +296,68 @@ mod tests {
     #[test]
     fn leaves_everything_else_to_the_parser() {
         for body in [
-            doc("<key>A</key><dict/>"),                                 // nesting
-            doc("<key>A</key><array/>"),                                // nesting
-            doc("<key>A</key><string>AT&amp;T</string>"),               // an entity
-            doc("<key>A</key><string>a\r\nb</string>"),                 // line ending normalisation
-            doc("<!-- note --><key>A</key><string>b</string>"),         // a comment
-            doc("<key>A</key><string><![CDATA[x]]></string>"),          // CDATA
-            doc("<key>A</key><date>2024-01-01T00:00:00Z</date>"),       // a date
-            doc("<key>A</key><real>1.5</real>"),                        // a real
-            doc("<key>A</key><integer>0x10</integer>"),                 // hex
+            doc("<key>A</key><string>AT&amp;T</string>"), // an entity
+            doc("<key>A</key><string>a\r\nb</string>"),   // line ending normalisation
+            doc("<!-- note --><key>A</key><string>b</string>"), // a comment
+            doc("<key>A</key><string><![CDATA[x]]></string>"), // CDATA
+            doc("<key>A</key><date>2024-01-01T00:00:00Z</date>"), // a date
+            doc("<key>A</key><real>1.5</real>"),          // a real
+            doc("<key>A</key><integer>0x10</integer>"),   // hex
             doc("<key>A</key><integer>99999999999999999999</integer>"), // over i64
-            doc("<key>A</key><string a=\"1\">b</string>"),              // an attribute
-            doc("<key>A</key><data>!!</data>"),                         // bad base64
-            doc("<key>A</key>"),                                        // no value
-            doc("<key>A</key><string>b</key>"),                         // mismatched close
-            format!("{HEAD}<dict></dict></plist><x/>"),                 // trailing content
-            format!("{HEAD}<dict></dict>"),                             // unclosed plist
-            "<array/>".to_owned(),                                      // not a dictionary
-            "\u{feff}<dict/>".to_owned(),                               // a byte order mark
+            doc("<key>A</key><string a=\"1\">b</string>"), // an attribute
+            doc("<key>A</key><data>!!</data>"),           // bad base64
+            doc("<key>A</key>"),                          // no value
+            doc("<key>A</key><string>b</key>"),           // mismatched close
+            format!("{HEAD}<dict></dict></plist><x/>"),   // trailing content
+            format!("{HEAD}<dict></dict>"),               // unclosed plist
+            "<array/>".to_owned(),                        // not a dictionary
+            "\u{feff}<dict/>".to_owned(),                 // a byte order mark
             "<!DOCTYPE plist [<!ENTITY a \"b\">]><dict/>".to_owned(),
         ] {
             assert_eq!(parse_flat_xml(body.as_bytes()), None, "{body}");
         }
+    }
+
+    #[test]
+    fn reads_nested_results_as_the_parser_does() {
+        agrees(&doc(concat!(
+            "<key>QueryResponses</key><dict>\n",
+            "  <key>DeviceName</key><string>iPad</string>\n",
+            "  <key>ServiceSubscriptions</key><array>\n",
+            "    <dict><key>Slot</key><string>CTSubscriptionSlotOne</string>",
+            "<key>IsRoaming</key><false/></dict>\n",
+            "    <dict/>\n",
+            "  </array>\n",
+            "  <key>Empty</key><array/>\n",
+            "  <key>Nested</key><array><array><integer>1</integer></array><string>x</string></array>\n",
+            "</dict>\n",
+        )));
+    }
+
+    #[test]
+    fn nesting_and_size_stay_within_the_structural_limits() {
+        let nest = |depth: usize| {
+            // The root dictionary is level one; each array adds one.
+            let inner = format!(
+                "{}{}",
+                "<array>".repeat(depth - 1),
+                "</array>".repeat(depth - 1)
+            );
+            format!("<dict><key>A</key>{inner}</dict>")
+        };
+        agrees(&nest(MAX_DEPTH));
+        let deep = nest(MAX_DEPTH + 1);
+        assert_eq!(parse_flat_xml(deep.as_bytes()), None);
+        assert!(super::super::check_limits(deep.as_bytes()).is_err());
+        // Exactly the structural check's budget of elements, then one more.
+        let budget = value_budget(0);
+        let body = |entries: usize| format!("<dict>{}</dict>", "<key/><true/>".repeat(entries));
+        let fits = body((budget - 1) / 2);
+        assert!(fits.len() / 8 < budget, "the budget is the minimum one");
+        agrees(&fits);
+        let over = body((budget - 1) / 2 + 1);
+        assert_eq!(parse_flat_xml(over.as_bytes()), None);
+        assert!(super::super::check_limits(over.as_bytes()).is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const MIN_BYTES_PER_VALUE: usize = 8;
 const MIN_BUDGET: usize = 1024;
 
 /// Most values a body of `len` bytes may hold.
-fn value_budget(len: usize) -> usize {
+pub(crate) fn value_budget(len: usize) -> usize {
     MAX_VALUES.min((len / MIN_BYTES_PER_VALUE).max(MIN_BUDGET))
 }
 

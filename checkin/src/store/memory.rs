@@ -26,7 +26,8 @@ struct StoredCommand {
 
 #[derive(Default)]
 struct Inner {
-    devices: BTreeMap<String, Device>,
+    /// Boxed: a B-tree moves its values when nodes fill and split, and a device is large.
+    devices: BTreeMap<String, Box<Device>>,
     users: BTreeMap<(String, String), User>,
     commands: HashMap<String, StoredCommand>,
     /// Per device, in enqueue order.
@@ -40,6 +41,7 @@ impl Inner {
     fn device_mut(&mut self, udid: &str) -> Result<&mut Device, StoreError> {
         self.devices
             .get_mut(udid)
+            .map(|d| &mut **d)
             .ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
     }
 
@@ -141,7 +143,7 @@ impl Store for MemoryStore {
             let d = s
                 .devices
                 .entry(msg.udid.clone())
-                .or_insert_with(|| Device::new(msg.udid.clone()));
+                .or_insert_with(|| Box::new(Device::new(msg.udid.clone())));
             logic::authenticate(d, msg, at);
             // A new enrollment: the old one's queued commands must not reach it.
             s.queues.remove(&msg.udid);
@@ -235,7 +237,7 @@ impl Store for MemoryStore {
             let d = s
                 .devices
                 .entry(msg.udid.clone())
-                .or_insert_with(|| Device::new(msg.udid.clone()));
+                .or_insert_with(|| Box::new(Device::new(msg.udid.clone())));
             let Some(user) = &msg.user else {
                 return Ok(logic::token_update(d, msg, at));
             };
@@ -546,11 +548,11 @@ impl Store for MemoryStore {
     }
 
     fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
-        self.run(|s| Ok(s.devices.values().cloned().collect()))
+        self.run(|s| Ok(s.devices.values().map(|d| (**d).clone()).collect()))
     }
 
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
-        self.run(|s| Ok(s.devices.get(udid).cloned()))
+        self.run(|s| Ok(s.devices.get(udid).map(|d| (**d).clone())))
     }
 
     fn pushable(&self) -> StoreFuture<'_, Vec<Device>> {
@@ -558,7 +560,7 @@ impl Store for MemoryStore {
             Ok(s.devices
                 .values()
                 .filter(|d| d.is_pushable())
-                .cloned()
+                .map(|d| (**d).clone())
                 .collect())
         })
     }
