@@ -28,10 +28,7 @@ pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
     s.skip_ws();
     if s.eat(b"<?xml ") {
         let end = s.find(b"?>")?;
-        if s.body[s.at..end]
-            .iter()
-            .any(|&b| matches!(b, b'<' | b'>' | b'&'))
-        {
+        if !plain_markup(&s.body[s.at..end]) {
             return None;
         }
         s.at = end + 2;
@@ -39,7 +36,7 @@ pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
     }
     if s.eat(b"<!DOCTYPE") {
         let end = s.find(b">")?;
-        if s.body[s.at..end].contains(&b'[') {
+        if !plain_markup(&s.body[s.at..end]) || s.body[s.at..end].contains(&b'[') {
             return None; // An internal subset: the full parser's business.
         }
         s.at = end + 1;
@@ -109,7 +106,7 @@ impl<'a> Scanner<'a> {
         }
         let end = self.find(b">")?;
         let attrs = &self.body[self.at..end];
-        if attrs.ends_with(b"/") || attrs.iter().any(|&b| matches!(b, b'<' | b'&')) {
+        if attrs.ends_with(b"/") || !plain_markup(attrs) {
             return None;
         }
         self.at = end + 1;
@@ -221,6 +218,15 @@ impl<'a> Scanner<'a> {
         }
         None
     }
+}
+
+/// Markup the scanner skips (the XML declaration, the doctype, the plist tag's attributes):
+/// printable ASCII without `<`, `>` or `&`. Anything else — other bytes, invalid UTF-8 — is
+/// for the full parser to accept or refuse.
+fn plain_markup(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| matches!(b, b'\t' | b'\n' | b' '..=b'~') && !matches!(b, b'<' | b'>' | b'&'))
 }
 
 /// Standard base64 with the whitespace the plist parser strips; `None` if it does not decode
@@ -366,6 +372,25 @@ mod tests {
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(b"</string></dict>");
         assert_eq!(parse_flat_xml(&body), None);
+    }
+
+    /// Found by the `checkin_decode` fuzz target: bytes that are not UTF-8 inside the XML
+    /// declaration, which the scanner skipped and the parser refuses.
+    #[test]
+    fn odd_bytes_in_skipped_markup_are_left_to_the_parser() {
+        for (prefix, suffix) in [
+            (
+                &b"<?xml version=\"1."[..],
+                &b"\" encoding=\"UTF-8\"?><dict/>"[..],
+            ),
+            (b"<!DOCTYPE plist ", b"><dict/>"),
+            (b"<plist version=\"", b"\"><dict/></plist>"),
+        ] {
+            for odd in [&[0xffu8, 0xff][..], &[0], &[0x7f], &[0xc3, 0xa9]] {
+                let body = [prefix, odd, suffix].concat();
+                assert_eq!(parse_flat_xml(&body), None, "{body:?}");
+            }
+        }
     }
 
     #[test]
