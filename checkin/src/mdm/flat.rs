@@ -26,20 +26,12 @@ pub fn parse_flat_xml(body: &[u8]) -> Option<Dictionary> {
         budget: value_budget(body.len()),
     };
     s.skip_ws();
-    if s.eat(b"<?xml ") {
-        let end = s.find(b"?>")?;
-        if !plain_markup(&s.body[s.at..end]) {
-            return None;
-        }
-        s.at = end + 2;
+    if s.rest().starts_with(b"<?") {
+        s.eat_one_of(DECLARATIONS)?;
         s.skip_ws();
     }
-    if s.eat(b"<!DOCTYPE") {
-        let end = s.find(b">")?;
-        if !plain_markup(&s.body[s.at..end]) || s.body[s.at..end].contains(&b'[') {
-            return None; // An internal subset: the full parser's business.
-        }
-        s.at = end + 1;
+    if s.rest().starts_with(b"<!") {
+        s.eat_one_of(&[DOCTYPE])?;
         s.skip_ws();
     }
     let wrapped = s.eat_plist_open()?;
@@ -96,21 +88,19 @@ impl<'a> Scanner<'a> {
             .map(|p| self.at + p)
     }
 
-    /// `<plist>` or `<plist version="1.0">` (true), or no wrapper at all (false).
+    /// `<plist>` or `<plist version="1.0">` (true), no wrapper at all (false), or `None` for
+    /// another plist tag (the parser's business).
     fn eat_plist_open(&mut self) -> Option<bool> {
-        if self.eat(b"<plist>") {
-            return Some(true);
-        }
-        if !self.eat(b"<plist ") {
+        if !self.rest().starts_with(b"<plist") {
             return Some(false);
         }
-        let end = self.find(b">")?;
-        let attrs = &self.body[self.at..end];
-        if attrs.ends_with(b"/") || !plain_markup(attrs) {
-            return None;
-        }
-        self.at = end + 1;
+        self.eat_one_of(&[b"<plist>", b"<plist version=\"1.0\">"])?;
         Some(true)
+    }
+
+    /// One of `literals`, or `None`.
+    fn eat_one_of(&mut self, literals: &[&[u8]]) -> Option<()> {
+        literals.iter().any(|lit| self.eat(lit)).then_some(())
     }
 
     /// The text up to the next `<`: plain characters only (no entity, no carriage return),
@@ -220,14 +210,16 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Markup the scanner skips (the XML declaration, the doctype, the plist tag's attributes):
-/// printable ASCII without `<`, `>` or `&`. Anything else — other bytes, invalid UTF-8 — is
-/// for the full parser to accept or refuse.
-fn plain_markup(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| matches!(b, b'\t' | b'\n' | b' '..=b'~') && !matches!(b, b'<' | b'>' | b'&'))
-}
+/// The XML declarations the scanner knows; any other goes to the parser, which checks its
+/// attributes (a fuzzer found declarations the scanner skipped and the parser refused).
+const DECLARATIONS: &[&[u8]] = &[
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+    b"<?xml version=\"1.0\" encoding=\"utf-8\"?>",
+    b"<?xml version=\"1.0\"?>",
+];
+
+/// Apple's property-list doctype, the only one the scanner knows.
+const DOCTYPE: &[u8] = b"<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">";
 
 /// Standard base64 with the whitespace the plist parser strips; `None` if it does not decode
 /// (the full parser then words the error).
@@ -294,6 +286,7 @@ mod tests {
         agrees("<dict><key>Status</key><string>Idle</string></dict>");
         agrees("<plist><dict/></plist>");
         agrees("<plist version=\"1.0\"><dict></dict></plist>  \n");
+        agrees("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<plist><dict/></plist>");
         agrees(
             "  <?xml version=\"1.0\"?><plist><dict><key>a</key><string>b</string></dict></plist>",
         );
@@ -391,6 +384,9 @@ mod tests {
                 assert_eq!(parse_flat_xml(&body), None, "{body:?}");
             }
         }
+        // The second find: attributes the parser cannot read.
+        let body = "<?xml versiing=\"UF-8\"?>\n<plist versi'on=\"0.0\">\n<dict/></plist>";
+        assert_eq!(parse_flat_xml(body.as_bytes()), None);
     }
 
     #[test]
