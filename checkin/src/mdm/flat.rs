@@ -80,14 +80,6 @@ impl<'a> Scanner<'a> {
         self.eat(lit).then_some(())
     }
 
-    /// The absolute position of the next `lit`.
-    fn find(&self, lit: &[u8]) -> Option<usize> {
-        self.rest()
-            .windows(lit.len())
-            .position(|w| w == lit)
-            .map(|p| self.at + p)
-    }
-
     /// `<plist>` or `<plist version="1.0">` (true), no wrapper at all (false), or `None` for
     /// another plist tag (the parser's business).
     fn eat_plist_open(&mut self) -> Option<bool> {
