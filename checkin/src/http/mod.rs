@@ -39,6 +39,7 @@ pub struct App {
     admin_key: AdminKey,
     body_limit: usize,
     device_auth: DeviceAuth,
+    metrics: metrics::RequestMetrics,
 }
 
 impl App {
@@ -57,6 +58,7 @@ impl App {
             admin_key,
             body_limit,
             device_auth,
+            metrics: metrics::RequestMetrics::new(),
         }
     }
 
@@ -75,15 +77,11 @@ impl App {
         let method = req.method().clone();
         let started = std::time::Instant::now();
         let resp = self.route(&method, &path, req).await;
-        let route = route_label(&path);
-        ::metrics::histogram!("magicpush_http_request_seconds", "route" => route)
-            .record(started.elapsed().as_secs_f64());
-        ::metrics::counter!(
-            "magicpush_http_responses_total",
-            "route" => route,
-            "status" => resp.status().as_str().to_owned()
-        )
-        .increment(1);
+        self.metrics.record(
+            metrics::route_index(&path),
+            resp.status(),
+            started.elapsed().as_secs_f64(),
+        );
         tracing::debug!(
             %method,
             %path,
@@ -185,22 +183,6 @@ fn method_not_allowed(allowed: &str) -> ApiError {
 }
 
 /// A bounded set of labels for metrics (never the raw path: UDIDs would explode cardinality).
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/mdm/checkin" => "mdm_checkin",
-        "/mdm/server" => "mdm_server",
-        "/mdm" => "mdm",
-        "/healthz" => "healthz",
-        "/metrics" => "metrics",
-        p if p.starts_with("/v1/devices") => "v1_devices",
-        p if p.starts_with("/v1/pushcert") => "v1_pushcert",
-        "/v1/refresh" => "v1_refresh",
-        "/v1/commands" => "v1_commands",
-        "/v1/connectivity" => "v1_connectivity",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Empty};
