@@ -182,7 +182,6 @@ fn method_not_allowed(allowed: &str) -> ApiError {
     )
 }
 
-/// A bounded set of labels for metrics (never the raw path: UDIDs would explode cardinality).
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Empty};
@@ -230,6 +229,44 @@ mod tests {
             health["error"].as_str().unwrap().contains("closed"),
             "{health}"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_and_status() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let pusher: Arc<dyn PushSender> = FakePusher::new();
+        let service = Arc::new(Service::new(
+            store,
+            pusher,
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        ));
+        let app = App::new(
+            service,
+            AdminKey::new(None),
+            DEFAULT_BODY_LIMIT,
+            DeviceAuth::Off,
+        );
+        for _ in 0..3 {
+            let req = Request::put("/mdm/checkin")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"<dict/>",
+                )))
+                .unwrap();
+            assert_eq!(app.handle(req).await.status(), StatusCode::BAD_REQUEST);
+        }
+        let text = metrics::render().expect("the recorder is installed");
+        let count = |prefix: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        };
+        // Other tests of this binary share the recorder: at least this test's three.
+        assert!(
+            count("magicpush_http_responses_total{route=\"mdm_checkin\",status=\"400\"}") >= 3.0
+        );
+        assert!(count("magicpush_http_request_seconds_count{route=\"mdm_checkin\"}") >= 3.0);
     }
 
     #[test]
