@@ -201,11 +201,8 @@ mod tests {
         (status, serde_json::from_slice(&body).unwrap_or_default())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_dead_store_writer_turns_healthz_red() {
-        let dir = tempfile::tempdir().unwrap();
-        let sqlite = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let store: Arc<dyn Store> = sqlite.clone();
+    /// An app on `store` with a fake pusher, no admin key and no device authentication.
+    fn app_on(store: Arc<dyn Store>) -> App {
         let pusher: Arc<dyn PushSender> = FakePusher::new();
         let service = Arc::new(Service::new(
             store,
@@ -213,12 +210,20 @@ mod tests {
             PushCertState::new(None, None),
             ServiceConfig::default(),
         ));
-        let app = App::new(
+        App::new(
             service,
             AdminKey::new(None),
             DEFAULT_BODY_LIMIT,
             DeviceAuth::Off,
-        );
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_store_writer_turns_healthz_red() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = sqlite.clone();
+        let app = app_on(store);
         let (status, health) = get(&app, "/healthz").await;
         assert_eq!(status, StatusCode::OK, "{health}");
         sqlite.kill_writer_for_tests().await;
@@ -234,19 +239,7 @@ mod tests {
     #[tokio::test]
     async fn requests_are_counted_by_route_and_status() {
         let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
-        let pusher: Arc<dyn PushSender> = FakePusher::new();
-        let service = Arc::new(Service::new(
-            store,
-            pusher,
-            PushCertState::new(None, None),
-            ServiceConfig::default(),
-        ));
-        let app = App::new(
-            service,
-            AdminKey::new(None),
-            DEFAULT_BODY_LIMIT,
-            DeviceAuth::Off,
-        );
+        let app = app_on(store);
         for _ in 0..3 {
             let req = Request::put("/mdm/checkin")
                 .body(http_body_util::Full::new(bytes::Bytes::from_static(
