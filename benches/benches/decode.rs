@@ -21,7 +21,7 @@ fn decode(c: &mut Criterion) {
     for name in BODIES {
         let body = magicpush_fixtures::read(&format!("plists/{name}.plist"));
         assert!(
-            mdm::parse_flat_xml(&body).is_some(),
+            mdm::scan_xml(&body).is_some(),
             "{name}: the scanner reads the fixture"
         );
         let mut g = c.benchmark_group(format!("decode/{name}"));
@@ -29,7 +29,7 @@ fn decode(c: &mut Criterion) {
             b.iter(|| black_box(mdm::decode(black_box(&body)).unwrap()))
         });
         g.bench_function("scanner_alone", |b| {
-            b.iter(|| black_box(mdm::parse_flat_xml(black_box(&body)).unwrap()))
+            b.iter(|| black_box(mdm::scan_xml(black_box(&body)).unwrap()))
         });
         g.bench_function("limits_then_plist_parser", |b| {
             b.iter(|| {

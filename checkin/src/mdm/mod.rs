@@ -3,7 +3,7 @@
 //! - [`decode`] takes a request body (XML or binary plist) and returns a [`Message`]: a
 //!   [`Checkin`] when `MessageType` is present, a [`Report`] when `Status` is present.
 //!   [`decode_checkin`] and [`decode_report`] serve the dedicated endpoints.
-//! - The common flat XML bodies are read by a one-pass scanner ([`parse_flat_xml`]); every
+//! - The plain XML bodies devices send are read by a one-pass scanner ([`scan_xml`]); every
 //!   other body goes to the plist parser after the structural checks.
 //! - Every failure is a [`DecodeError`] whose text says what is wrong; the HTTP layer answers
 //!   `400` with it. No input makes these functions panic.
@@ -13,10 +13,10 @@ mod checkin;
 mod command;
 mod dict;
 mod error;
-mod flat;
 pub mod json_values;
 mod limits;
 mod report;
+mod scan;
 mod secret;
 
 use std::io::Cursor;
@@ -31,9 +31,9 @@ pub use command::{
 };
 pub use dict::{MAX_DEVICE_ID, MAX_PUSH_MAGIC, MAX_TOKEN, MAX_TOPIC};
 pub use error::DecodeError;
-pub use flat::parse_flat_xml;
 pub use limits::{MAX_DEPTH, MAX_VALUES};
 pub use report::{DeviceInfo, ErrorChainItem, Report, Status};
+pub use scan::scan_xml;
 pub use secret::Secret;
 
 /// A decoded request body.
@@ -99,7 +99,7 @@ pub(crate) fn parse_dictionary(body: &[u8]) -> Result<plist::Dictionary, DecodeE
     }
     let binary = body.starts_with(b"bplist");
     if !binary {
-        if let Some(dict) = flat::parse_flat_xml(body) {
+        if let Some(dict) = scan::scan_xml(body) {
             return Ok(dict);
         }
     }
