@@ -41,7 +41,12 @@ async fn public_endpoints_and_routing() {
         .unwrap();
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("magicpush_checkins_total"), "{text}");
+    // The handles are taken once for every label; the Authenticate one must have counted.
+    let authenticates = text
+        .lines()
+        .find_map(|l| l.strip_prefix("magicpush_checkins_total{message_type=\"Authenticate\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(authenticates.is_some_and(|n| n >= 1.0), "{text}");
     let (s, _) = srv.anon.request(Method::GET, "/nope", None).await.unwrap();
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = srv

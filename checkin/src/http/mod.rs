@@ -107,13 +107,15 @@ impl App {
             if method != Method::PUT {
                 return body::text_error(&method_not_allowed("PUT"));
             }
-            return device::handle(
+            // Boxed, as the admin routes below: inline, the handler's few KB of future state
+            // would be copied whole into the request's task on every spawn.
+            return Box::pin(device::handle(
                 &self.service,
                 endpoint,
                 req,
                 self.body_limit,
                 &self.device_auth,
-            )
+            ))
             .await;
         }
         match path {
@@ -121,7 +123,7 @@ impl App {
                 if method != Method::GET && method != Method::HEAD {
                     return body::text_error(&method_not_allowed("GET"));
                 }
-                match self.service.health().await {
+                match Box::pin(self.service.health()).await {
                     Ok(()) => body::json(
                         StatusCode::OK,
                         &serde_json::json!({
@@ -168,7 +170,16 @@ impl App {
                 {
                     return body::json_error(&err);
                 }
-                admin::handle(&self.service, method, p, req, self.body_limit).await
+                // Boxed: the admin routes' futures are large, and inline they would size (and
+                // be copied with) every device request's future as well.
+                Box::pin(admin::handle(
+                    &self.service,
+                    method,
+                    p,
+                    req,
+                    self.body_limit,
+                ))
+                .await
             }
             _ => body::text_error(&ApiError::not_found(format!("no route for {path}"))),
         }

@@ -82,21 +82,36 @@ pub struct BodyTooSlow {
 }
 
 /// A request body that fails with [`BodyTooSlow`] when it falls behind its [`BodyPace`].
+///
+/// The timer is made, and armed with the pace's deadline, only when the body has to wait for
+/// the client: a body that is already here when it is read (a device's check-in, as a rule)
+/// costs no timer at all, neither an allocation nor an entry in the runtime's timer wheel.
 pub struct PacedBody<B> {
     inner: B,
     pace: BodyPace,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> PacedBody<B> {
     /// Paces `inner` from now.
     pub fn new(inner: B, policy: BodyPolicy) -> Self {
-        let pace = BodyPace::new(policy, Instant::now());
         PacedBody {
             inner,
-            timer: Box::pin(tokio::time::sleep_until(pace.deadline())),
-            pace,
+            pace: BodyPace::new(policy, Instant::now()),
+            timer: None,
         }
+    }
+
+    /// The timer, armed with the pace's current deadline.
+    fn timer(&mut self) -> Pin<&mut Sleep> {
+        let deadline = self.pace.deadline();
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut()
     }
 }
 
@@ -128,14 +143,12 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.pace.received(hyper::body::Buf::remaining(data));
-                    let deadline = this.pace.deadline();
-                    this.timer.as_mut().reset(deadline);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(PaceError::Body(Box::new(e))))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
+            Poll::Pending => match this.timer().poll(cx) {
                 Poll::Ready(()) => {
                     let p = this.pace.policy;
                     Poll::Ready(Some(Err(PaceError::TooSlow(BodyTooSlow {

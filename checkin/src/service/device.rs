@@ -89,9 +89,7 @@ impl Service {
         bind: Option<&BoundIdentity>,
     ) -> Result<DeviceReply, ServiceError> {
         let now = Self::now();
-        let kind = checkin.message_type().to_owned();
-        ::metrics::counter!("magicpush_checkins_total", "message_type" => metric_kind(&kind))
-            .increment(1);
+        self.metrics.checkin(checkin.message_type());
         match checkin {
             Checkin::Authenticate(msg) => {
                 self.warn_on_foreign_topic(&msg.udid, &msg.topic);
@@ -127,7 +125,7 @@ impl Service {
                 let enrollment = self.store.token_update(&msg, now).await?;
                 if enrollment == Enrollment::Enrolled {
                     tracing::info!(udid = %msg.udid, "enrolled");
-                    ::metrics::counter!("magicpush_enrollments_total").increment(1);
+                    self.metrics.enrolled();
                 }
             }
             Checkin::CheckOut(msg) => match self.store.check_out(&msg.udid, now).await {
@@ -158,11 +156,10 @@ impl Service {
 
     async fn report(&self, report: Report) -> Result<DeviceReply, ServiceError> {
         let now = Self::now();
-        ::metrics::counter!("magicpush_reports_total", "status" => report.status.as_str())
-            .increment(1);
+        self.metrics.report(report.status);
         let mut outcome = self.store.record_report(&report, now).await?;
         if outcome.closed_push {
-            ::metrics::counter!("magicpush_push_answered_total").increment(1);
+            self.metrics.push_answered();
         }
         if report.user_id.is_some() {
             // Commands are queued for the device channel; a user channel gets none.
@@ -189,23 +186,9 @@ impl Service {
     /// A device enrolling with another topic than the loaded certificate's will never get a
     /// push: say so loudly, but accept the check-in (the operator may be mid-rotation).
     fn warn_on_foreign_topic(&self, udid: &str, topic: &str) {
-        if let Some(ours) = self.pushcert.topic() {
-            if ours != topic {
-                tracing::warn!(%udid, device_topic = %topic, server_topic = %ours, "device uses a topic other than the push certificate's; pushes to it will fail");
-                ::metrics::counter!("magicpush_foreign_topic_checkins_total").increment(1);
-            }
+        if let Some(ours) = self.pushcert.other_topic_than(topic) {
+            tracing::warn!(%udid, device_topic = %topic, server_topic = %ours, "device uses a topic other than the push certificate's; pushes to it will fail");
+            ::metrics::counter!("magicpush_foreign_topic_checkins_total").increment(1);
         }
-    }
-}
-
-/// A bounded label for MessageType metrics.
-fn metric_kind(kind: &str) -> &'static str {
-    match kind {
-        "Authenticate" => "Authenticate",
-        "TokenUpdate" => "TokenUpdate",
-        "CheckOut" => "CheckOut",
-        "SetBootstrapToken" => "SetBootstrapToken",
-        "GetBootstrapToken" => "GetBootstrapToken",
-        _ => "unsupported",
     }
 }

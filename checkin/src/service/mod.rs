@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 
 mod certauth;
 mod device;
+mod metrics;
 pub mod pushcert;
 pub mod pushcert_request;
 pub mod refresh;
@@ -122,6 +123,7 @@ pub struct Service {
     config: ServiceConfig,
     push_slots: Arc<Semaphore>,
     pushes: Arc<refresh::PushTracker>,
+    metrics: metrics::DeviceMetrics,
 }
 
 impl std::fmt::Debug for Service {
@@ -149,6 +151,7 @@ impl Service {
             config,
             push_slots,
             pushes: Arc::default(),
+            metrics: metrics::DeviceMetrics::default(),
         }
     }
 

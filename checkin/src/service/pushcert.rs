@@ -259,6 +259,16 @@ impl PushCertState {
             .map(|c| c.topic().to_owned())
     }
 
+    /// The current certificate's topic, if there is a certificate and its topic is not
+    /// `topic` (a check-in's): no allocation when they match, as on every check-in.
+    pub fn other_topic_than(&self, topic: &str) -> Option<String> {
+        read(&self.watch.current)
+            .as_ref()
+            .map(|c| c.topic())
+            .filter(|ours| *ours != topic)
+            .map(str::to_owned)
+    }
+
     /// The current certificate's facts.
     pub fn info(&self) -> Option<CertificateInfo> {
         self.watch.current()
