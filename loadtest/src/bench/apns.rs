@@ -80,6 +80,9 @@ pub struct BenchReport {
     /// h2load CPU per request / engine CPU per push: 1.0 means the engine is as frugal.
     pub cpu_ratio_vs_h2load: Option<f64>,
     pub ratio_vs_bound: Option<f64>,
+    /// h2load's rate / the bound, when both are known: what the same mock and machine allow a
+    /// reference client, so the bound's shortfall can be told apart from the engine's.
+    pub h2load_ratio_vs_bound: Option<f64>,
     /// Every round's figures, in the order they ran (one entry without `--rounds`).
     pub rounds: Vec<Round>,
 }
@@ -209,6 +212,7 @@ fn measure_round(
         let rate = run_h2load(opts, endpoint, topic)?;
         report.h2load_per_s = Some(rate);
         report.ratio_vs_h2load = Some(report.pushes_per_s / rate);
+        report.h2load_ratio_vs_bound = report.bound_per_s.map(|b| rate / b);
         if let (Some(a), Some(b)) = (children_before, crate::cpu::children_cpu_s()) {
             let h2load_us = (b - a) * 1e6 / opts.pushes as f64;
             report.h2load_cpu_us_per_push = Some(h2load_us);
@@ -313,6 +317,7 @@ async fn run_engine(
         h2load_cpu_us_per_push: None,
         cpu_ratio_vs_h2load: None,
         ratio_vs_bound: bound.map(|b| rate / b),
+        h2load_ratio_vs_bound: None,
         rounds: Vec::new(),
     })
 }

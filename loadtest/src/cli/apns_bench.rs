@@ -107,6 +107,11 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
     if let (Some(h), Some(ratio)) = (r.h2load_per_s, r.ratio_vs_h2load) {
         println!("h2load: {h:.0} req/s → engine / h2load = {ratio:.3}");
     }
+    if let Some(ratio) = r.h2load_ratio_vs_bound {
+        println!(
+            "  h2load / bound = {ratio:.3} (what this mock and machine allow a reference client)"
+        );
+    }
     if let (Some(cpu), Some(ratio)) = (r.h2load_cpu_us_per_push, r.cpu_ratio_vs_h2load) {
         println!(
             "  h2load CPU {cpu:.1} µs per request → CPU efficiency engine vs h2load = {ratio:.3}"
