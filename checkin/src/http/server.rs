@@ -348,10 +348,37 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Runs the handler in its own task: a panic becomes a 500 instead of a dropped connection,
-/// and a write that has started completes even if the client goes away.
+/// Runs the handler so that a panic becomes a 500 instead of a dropped connection, and a write
+/// that has started completes even if the client goes away.
+///
+/// The handler is polled once here, on the connection's task: a request it answers without
+/// waiting (every check-in on the in-memory store, every refusal) costs no task of its own.
+/// One that must wait (for the store's commit, as a rule) moves, as it is, into a task of its
+/// own, which polls it again at once: its waits are then registered with that task, and it
+/// runs to its end whether or not the connection is still there to hear the answer.
 async fn run_isolated(app: Arc<App>, req: Request<PacedBody<Incoming>>) -> Response<Body> {
-    match tokio::spawn(async move { app.handle(req).await }).await {
+    isolated(async move { app.handle(req).await }).await
+}
+
+/// [`run_isolated`] for any handler.
+async fn isolated<F>(handler: F) -> Response<Body>
+where
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut handler = Box::pin(handler);
+    let first = std::future::poll_fn(|cx| {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::future::Future::poll(handler.as_mut(), cx)
+        }));
+        std::task::Poll::Ready(polled)
+    })
+    .await;
+    let outcome = match first {
+        Ok(std::task::Poll::Ready(resp)) => return resp,
+        Ok(std::task::Poll::Pending) => tokio::spawn(handler).await.map_err(|e| e.to_string()),
+        Err(panic) => Err(panic_message(panic.as_ref())),
+    };
+    match outcome {
         Ok(resp) => resp,
         Err(err) => {
             tracing::error!("request handler failed: {err}");
@@ -359,6 +386,73 @@ async fn run_isolated(app: Arc<App>, req: Request<PacedBody<Incoming>>) -> Respo
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error while handling the request",
             )
+        }
+    }
+}
+
+/// The words of a caught panic, as a task's `JoinError` would give them.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let words = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("panicked: {words}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_answers_at_once_is_answered() {
+        let resp = isolated(async { text(http::StatusCode::OK, "ok") }).await;
+        assert_eq!(resp.status(), http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_first_poll_or_a_later_one_is_a_500() {
+        let resp = isolated(async { panic!("boom") }).await;
+        assert_eq!(resp.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = isolated(async {
+            tokio::task::yield_now().await;
+            panic!("boom later")
+        })
+        .await;
+        assert_eq!(resp.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            panic_message(&String::from("words")),
+            "panicked: words".to_owned()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_waits_completes_when_its_caller_is_gone() {
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        let mut caller = Box::pin(isolated(async move {
+            let _ = wait.await;
+            finished.store(true, Ordering::SeqCst);
+            text(http::StatusCode::OK, "ok")
+        }));
+        // One poll starts the handler; it waits, so it moves into its own task.
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(caller.as_mut(), cx).is_pending())
+        })
+        .await;
+        assert!(polled, "the handler waits for its signal");
+        drop(caller);
+        go.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the handler never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
