@@ -129,6 +129,32 @@ async fn idle_connections_are_closed_fresh_or_kept_alive() {
     assert!(closed < Duration::from_secs(2), "after {closed:?}");
 }
 
+/// hyper starts its header timer as soon as an HTTP/1.1 connection waits for its next request,
+/// so a kept-alive connection idles out after the header timeout when that is the shorter one
+/// (as it is by default: 30 s against 120 s). The README says so; this keeps it true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_keep_alive_ends_at_the_header_timeout_when_that_is_shorter() {
+    let srv = TestServer::start(Options {
+        listener: ListenerSettings {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(30),
+            ..settings()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut kept = connect(&srv).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (_, closed) = until_closed(&mut kept, Duration::from_secs(10)).await;
+    let closed = closed.expect("the idle keep-alive connection is closed");
+    assert!(closed < Duration::from_secs(5), "after {closed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once_and_devices_still_get_in() {
     let srv = TestServer::start(Options {

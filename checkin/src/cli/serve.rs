@@ -147,7 +147,9 @@ pub(crate) struct ServeArgs {
     /// Open connections at most; more are closed as soon as they are accepted.
     #[arg(long, env = "MAGICPUSH_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
-    /// Time for a client to send its request headers.
+    /// Time for a client to send its request headers. On HTTP/1.1 it runs from the moment a
+    /// connection waits for its next request, so it also ends an idle keep-alive connection
+    /// when it is shorter than --idle-timeout.
     #[arg(long, env = "MAGICPUSH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     header_timeout: Duration,
     /// Time for a whole request body (408 after it).
@@ -156,7 +158,8 @@ pub(crate) struct ServeArgs {
     /// Slowest average body rate accepted after the first 5 s, in bytes per second.
     #[arg(long, env = "MAGICPUSH_MIN_BODY_RATE", default_value_t = 1024)]
     min_body_rate: u64,
-    /// A connection with nothing in flight and no bytes moving for this long is closed.
+    /// A connection with nothing in flight for this long is closed (HTTP/2 PINGs do not
+    /// count; on HTTP/1.1 a shorter --header-timeout ends it first).
     #[arg(long, env = "MAGICPUSH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// HTTP/2 keep-alive PING interval (an unanswered PING drops the connection).

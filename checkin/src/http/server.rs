@@ -29,13 +29,16 @@ pub struct ListenerSettings {
     /// in `magicpush_http_connections_refused_total`), not left waiting in the kernel's
     /// backlog. Default 10 000.
     pub max_connections: usize,
-    /// Time for a client to send its request headers. Default 30 s.
+    /// Time for a client to send its request headers. Default 30 s. On HTTP/1.1 hyper starts
+    /// it when a connection begins to wait for its next request, so it also ends an idle
+    /// keep-alive connection when it is shorter than `idle_timeout`.
     pub header_read_timeout: Duration,
     /// How fast request bodies must arrive (408 otherwise). Default: within 60 s, at least
     /// 1 KiB/s after 5 s.
     pub body: BodyPolicy,
     /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive
-    /// and HTTP/2 alike; keep-alive PINGs do not count). Default 120 s.
+    /// and HTTP/2 alike; keep-alive PINGs do not count; a shorter header timeout ends an idle
+    /// HTTP/1.1 connection first). Default 120 s.
     pub idle_timeout: Duration,
     /// HTTP/2 keep-alive PING interval (a peer that does not answer within 20 s is dropped).
     /// Default 30 s.
