@@ -251,12 +251,17 @@ fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), St
         .map_err(db_err("drop expired commands"))
 }
 
+const DEQUEUE: &str = "DELETE FROM queue WHERE udid = ?1 AND uuid = ?2 RETURNING request_type";
+
 /// Removes command `uuid` from the device's queue; its RequestType if it was queued.
 fn dequeue(c: &Connection, udid: &str, uuid: &str) -> Result<Option<String>, StoreError> {
-    c.prepare_cached("DELETE FROM queue WHERE udid = ?1 AND uuid = ?2 RETURNING request_type")
+    c.prepare_cached(DEQUEUE)
         .and_then(|mut s| s.query_row(params![udid, uuid], |r| r.get(0)).optional())
         .map_err(db_err("record result"))
 }
+
+const MARK_NOT_NOW: &str =
+    "UPDATE queue SET not_now_at = ?3 WHERE udid = ?1 AND uuid = ?2 RETURNING request_type";
 
 /// Marks command `uuid` answered NotNow; its RequestType if it is queued.
 fn mark_not_now(
@@ -265,19 +270,19 @@ fn mark_not_now(
     uuid: &str,
     at: OffsetDateTime,
 ) -> Result<Option<String>, StoreError> {
-    c.prepare_cached(
-        "UPDATE queue SET not_now_at = ?3 WHERE udid = ?1 AND uuid = ?2 RETURNING request_type",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![udid, uuid, to_ms(at)], |r| r.get(0))
-            .optional()
-    })
-    .map_err(db_err("record result"))
+    c.prepare_cached(MARK_NOT_NOW)
+        .and_then(|mut s| {
+            s.query_row(params![udid, uuid, to_ms(at)], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db_err("record result"))
 }
+
+const REQUEST_TYPE_OF: &str = "SELECT request_type FROM commands WHERE uuid = ?1";
 
 /// The RequestType of a stored command, queued for this device or not.
 fn stored_request_type(c: &Connection, uuid: &str) -> Result<Option<String>, StoreError> {
-    c.prepare_cached("SELECT request_type FROM commands WHERE uuid = ?1")
+    c.prepare_cached(REQUEST_TYPE_OF)
         .and_then(|mut s| s.query_row([uuid], |r| r.get(0)).optional())
         .map_err(db_err("record result"))
 }
@@ -1293,10 +1298,9 @@ mod tests {
         let statements = [
             DROP_EXPIRED,
             next.as_str(),
-            "DELETE FROM queue WHERE udid = ?1 AND uuid = ?2 RETURNING request_type",
-            "UPDATE queue SET not_now_at = ?3 WHERE udid = ?1 AND uuid = ?2 RETURNING request_type",
-            "SELECT request_type FROM commands WHERE uuid = ?1",
-            "SELECT 1 FROM queue WHERE udid = ?1 LIMIT 1",
+            DEQUEUE,
+            MARK_NOT_NOW,
+            REQUEST_TYPE_OF,
         ];
         for sql in statements {
             let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
