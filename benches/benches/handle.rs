@@ -10,11 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::Full;
-use magicpush_checkin::http::{AdminKey, App, DeviceAuth, DEFAULT_BODY_LIMIT};
+use magicpush_checkin::http::{App, DeviceAuth};
 use magicpush_checkin::mdm;
-use magicpush_checkin::push::{FakePusher, PushSender};
-use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
-use magicpush_checkin::store::{MemoryStore, Store};
+use magicpush_checkin::store::MemoryStore;
 
 /// Each fixture and the path a device sends it to.
 const BODIES: [(&str, &str); 3] = [
@@ -24,20 +22,7 @@ const BODIES: [(&str, &str); 3] = [
 ];
 
 fn app() -> App {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let pusher: Arc<dyn PushSender> = FakePusher::new();
-    let service = Arc::new(Service::new(
-        store,
-        pusher,
-        PushCertState::new(None, None),
-        ServiceConfig::default(),
-    ));
-    App::new(
-        service,
-        AdminKey::new(None),
-        DEFAULT_BODY_LIMIT,
-        DeviceAuth::Off,
-    )
+    App::with_fake_pusher(Arc::new(MemoryStore::new()), DeviceAuth::Off)
 }
 
 fn request(path: &str, body: &Bytes) -> http::Request<Full<Bytes>> {

@@ -43,6 +43,18 @@ async fn connect(srv: &TestServer) -> TcpStream {
         .unwrap()
 }
 
+/// A keep-alive connection that has had one request answered, and now waits.
+async fn after_one_request(srv: &TestServer) -> TcpStream {
+    let mut kept = connect(srv).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    kept
+}
+
 /// Reads until the server closes the connection (or `within` passes); what it sent and when
 /// it closed.
 async fn until_closed(stream: &mut TcpStream, within: Duration) -> (String, Option<Duration>) {
@@ -113,13 +125,7 @@ async fn idle_connections_are_closed_fresh_or_kept_alive() {
     let closed = closed.expect("an idle fresh connection is closed");
     assert!(closed < Duration::from_secs(2), "after {closed:?}");
     // After one request on a keep-alive connection: closed once idle, not before.
-    let mut kept = connect(&srv).await;
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = kept.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut kept = after_one_request(&srv).await;
     let (_, closed) = until_closed(&mut kept, Duration::from_secs(5)).await;
     let closed = closed.expect("an idle keep-alive connection is closed");
     assert!(
@@ -143,13 +149,7 @@ async fn an_idle_http1_keep_alive_ends_at_the_header_timeout_when_that_is_shorte
         ..Options::default()
     })
     .await;
-    let mut kept = connect(&srv).await;
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = kept.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut kept = after_one_request(&srv).await;
     let (_, closed) = until_closed(&mut kept, Duration::from_secs(10)).await;
     let closed = closed.expect("the idle keep-alive connection is closed");
     assert!(closed < Duration::from_secs(5), "after {closed:?}");

@@ -62,6 +62,25 @@ impl App {
         }
     }
 
+    /// An app on `store` that pushes through a [`crate::push::FakePusher`], with no push
+    /// certificate, no admin key and the default body limit: for tests and benchmarks.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn with_fake_pusher(store: Arc<dyn crate::store::Store>, device_auth: DeviceAuth) -> Self {
+        let pusher: Arc<dyn crate::push::PushSender> = crate::push::FakePusher::new();
+        let service = Arc::new(Service::new(
+            store,
+            pusher,
+            crate::service::PushCertState::new(None, None),
+            crate::service::ServiceConfig::default(),
+        ));
+        App::new(
+            service,
+            AdminKey::new(None),
+            DEFAULT_BODY_LIMIT,
+            device_auth,
+        )
+    }
+
     /// How device requests are authenticated.
     pub fn device_auth(&self) -> &DeviceAuth {
         &self.device_auth
@@ -198,8 +217,6 @@ mod tests {
     use http_body_util::{BodyExt, Empty};
 
     use super::*;
-    use crate::push::{FakePusher, PushSender};
-    use crate::service::{PushCertState, ServiceConfig};
     use crate::store::{SqliteStore, Store, StoreError};
 
     async fn get(app: &App, path: &str) -> (StatusCode, serde_json::Value) {
@@ -214,19 +231,7 @@ mod tests {
 
     /// An app on `store` with a fake pusher, no admin key and no device authentication.
     fn app_on(store: Arc<dyn Store>) -> App {
-        let pusher: Arc<dyn PushSender> = FakePusher::new();
-        let service = Arc::new(Service::new(
-            store,
-            pusher,
-            PushCertState::new(None, None),
-            ServiceConfig::default(),
-        ));
-        App::new(
-            service,
-            AdminKey::new(None),
-            DEFAULT_BODY_LIMIT,
-            DeviceAuth::Off,
-        )
+        App::with_fake_pusher(store, DeviceAuth::Off)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

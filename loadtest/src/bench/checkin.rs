@@ -11,10 +11,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
-use magicpush_checkin::http::{self as server, AdminKey, App, DeviceAuth, ListenerSettings};
+use magicpush_checkin::http::{self as server, App, DeviceAuth, ListenerSettings};
 use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
-use magicpush_checkin::push::{FakePusher, PushSender};
-use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
 use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -415,19 +413,7 @@ async fn magicpush_server(
         Some(ca) => DeviceAuth::Required(Arc::new(authenticator(ca)?)),
         None => DeviceAuth::Off,
     };
-    let pusher: Arc<dyn PushSender> = FakePusher::new();
-    let service = Arc::new(Service::new(
-        store,
-        pusher,
-        PushCertState::new(None, None),
-        ServiceConfig::default(),
-    ));
-    let app = Arc::new(App::new(
-        service,
-        AdminKey::new(None),
-        server::DEFAULT_BODY_LIMIT,
-        device_auth,
-    ));
+    let app = Arc::new(App::with_fake_pusher(store, device_auth));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let handle = server::spawn(listener, None, app, ListenerSettings::default())?;
     Ok((handle.local_addr(), handle))

@@ -634,6 +634,10 @@ pub(crate) const SELECT_QUEUED: &str =
        AND (c.expires_at IS NULL OR c.expires_at > ?3)
      ORDER BY q.id";
 
+/// The device's next queued command: [`SELECT_QUEUED`]'s first row, its text made once.
+pub(crate) static SELECT_NEXT_QUEUED: LazyLock<String> =
+    LazyLock::new(|| format!("{SELECT_QUEUED} LIMIT 1"));
+
 pub(crate) fn result_from_row(
     row: &Row<'_>,
 ) -> rusqlite::Result<Result<CommandResult, StoreError>> {
