@@ -165,21 +165,57 @@ pub struct Report {
 impl Report {
     /// Computes the report for `devices` at `now`.
     pub fn compute(devices: &[Device], now: OffsetDateTime, unreachable_after: Duration) -> Self {
-        let mut states: BTreeMap<ConnState, usize> =
-            ConnState::ALL.into_iter().map(|s| (s, 0)).collect();
-        let mut latencies = Vec::new();
-        for d in devices {
-            let st = state(d, now, unreachable_after);
-            *states.entry(st).or_default() += 1;
-            if st == ConnState::Responded {
-                if let Some(l) = d.push_latency() {
-                    latencies.push(u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
-                }
+        let mut tally = Tally::new(now, unreachable_after);
+        devices.iter().for_each(|d| tally.add(d));
+        tally.finish()
+    }
+}
+
+/// A [`Report`] counted one device at a time, for a fleet read from the store in pages.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    now: OffsetDateTime,
+    unreachable_after: Duration,
+    states: BTreeMap<ConnState, usize>,
+    latencies: Vec<u64>,
+    total: usize,
+}
+
+impl Tally {
+    /// An empty tally of the states at `now`.
+    pub fn new(now: OffsetDateTime, unreachable_after: Duration) -> Self {
+        Tally {
+            now,
+            unreachable_after,
+            states: ConnState::ALL.into_iter().map(|s| (s, 0)).collect(),
+            latencies: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// Counts one device.
+    pub fn add(&mut self, device: &Device) {
+        let st = state(device, self.now, self.unreachable_after);
+        *self.states.entry(st).or_default() += 1;
+        self.total += 1;
+        if st == ConnState::Responded {
+            if let Some(l) = device.push_latency() {
+                self.latencies
+                    .push(u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
             }
         }
+    }
+
+    /// Devices counted so far.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The report of every device counted.
+    pub fn finish(self) -> Report {
         Report {
-            states,
-            latency_ms: Latency::from_millis(latencies),
+            states: self.states,
+            latency_ms: Latency::from_millis(self.latencies),
         }
     }
 }

@@ -48,6 +48,23 @@ pub struct RefreshSummary {
     pub pushed_udids: Option<Vec<String>>,
 }
 
+/// A refresh under way: what [`Service::refresh`] carries from one chunk to the next.
+struct RefreshRun {
+    summary: RefreshSummary,
+    /// The DeviceInformation every chunk queues.
+    command: Command,
+    /// When the push attempts are marked (the same for every chunk).
+    now: OffsetDateTime,
+    /// Held until every chunk is queued, so that `refresh.completed` cannot fire early.
+    completion: Option<Arc<Completion>>,
+}
+
+impl RefreshRun {
+    fn skip(&mut self, why: &'static str) {
+        *self.summary.skipped.entry(why).or_default() += 1;
+    }
+}
+
 /// `POST /v1/commands`: one command for some devices.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
@@ -97,74 +114,71 @@ fn skip_reason(device: &Device) -> Option<&'static str> {
 impl Service {
     /// Starts a refresh and returns as soon as the commands are queued and the push attempts
     /// recorded; the pushes proceed in the background.
+    ///
+    /// A refresh of every device walks the store a page ([`REFRESH_CHUNK`] devices) at a
+    /// time, so that a large fleet is never held in memory whole: each page is filtered,
+    /// queued and marked in one write, and its pushes start, before the next page is read. A
+    /// store error part-way fails the refresh; the pages before it stay queued and pushed.
     pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
         self.require_pushcert()?;
-        let mut summary = RefreshSummary::default();
-        let mut pushes: Vec<(String, DevicePush)> = Vec::new();
-        let listed = matches!(target, RefreshTarget::Devices(_));
-        let devices = match target {
-            RefreshTarget::All => self.store.devices().await?,
-            RefreshTarget::Devices(mut udids) => {
-                udids.sort();
-                udids.dedup();
-                let mut found = Vec::with_capacity(udids.len());
-                for udid in udids {
-                    match self.store.device(&udid).await? {
-                        Some(device) => found.push(device),
-                        None => *summary.skipped.entry("unknown").or_default() += 1,
-                    }
-                }
-                found
-            }
-        };
-        summary.requested = devices.len() + summary.skipped.values().sum::<usize>();
-        for device in devices {
-            match (skip_reason(&device), device.push_target()) {
-                (None, Some(push)) => pushes.push((device.udid, push)),
-                (Some(why), _) => *summary.skipped.entry(why).or_default() += 1,
-                (None, None) => *summary.skipped.entry("token_invalid").or_default() += 1,
-            }
-        }
         let command = Command::device_information(DEVICE_INFORMATION_QUERIES);
-        summary.command_uuid = command.uuid.clone();
-        let mut pushed_udids = listed.then(Vec::new);
-        let now = Self::now();
         let completion = self
             .pushcert
             .watch()
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, self.pushcert.info()));
-        let mut pushes = pushes.into_iter();
-        // One write per chunk, not one for the whole fleet: check-ins waiting on the writer
-        // get in between, and each chunk's pushes start as soon as its attempts are recorded.
-        loop {
-            let mut chunk: Vec<(String, DevicePush)> =
-                pushes.by_ref().take(REFRESH_CHUNK).collect();
-            if chunk.is_empty() {
-                break;
+        let mut run = RefreshRun {
+            summary: RefreshSummary {
+                command_uuid: command.uuid.clone(),
+                ..RefreshSummary::default()
+            },
+            command,
+            now: Self::now(),
+            completion,
+        };
+        match target {
+            RefreshTarget::All => {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self
+                        .store
+                        .devices_page(after.as_deref(), REFRESH_CHUNK)
+                        .await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.udid.clone());
+                    let full = page.len() == REFRESH_CHUNK;
+                    self.refresh_chunk(&mut run, page).await?;
+                    if !full {
+                        break;
+                    }
+                }
             }
-            let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
-            let queued = self
-                .store
-                .queue_and_mark_pushes(&command, &udids, now)
-                .await?;
-            summary.enqueued += queued.queued.len();
-            summary.already_queued += queued.already_queued.len();
-            if !queued.unknown.is_empty() {
-                // Gone since the listing: not pushed.
-                *summary.skipped.entry("unknown").or_default() += queued.unknown.len();
-                let gone: HashSet<&String> = queued.unknown.iter().collect();
-                chunk.retain(|(u, _)| !gone.contains(u));
+            RefreshTarget::Devices(mut udids) => {
+                run.summary.pushed_udids = Some(Vec::new());
+                udids.sort();
+                udids.dedup();
+                for udids in udids.chunks(REFRESH_CHUNK) {
+                    let mut found = Vec::with_capacity(udids.len());
+                    for udid in udids {
+                        match self.store.device(udid).await? {
+                            Some(device) => found.push(device),
+                            None => {
+                                run.summary.requested += 1;
+                                run.skip("unknown");
+                            }
+                        }
+                    }
+                    self.refresh_chunk(&mut run, found).await?;
+                }
             }
-            summary.pushing += chunk.len();
-            if let Some(pushed) = &mut pushed_udids {
-                pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
-            }
-            self.push_in_background(chunk, completion.clone(), now);
         }
         // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
+        let RefreshRun {
+            summary,
+            completion,
+            ..
+        } = run;
         drop(completion);
-        summary.pushed_udids = pushed_udids;
         ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
         tracing::info!(
             pushing = summary.pushing,
@@ -173,6 +187,47 @@ impl Service {
             "refresh started"
         );
         Ok(summary)
+    }
+
+    /// One chunk of a refresh: skips the devices that cannot be pushed, queues the command
+    /// and marks the push attempts of the rest in one write (check-ins waiting on the writer
+    /// get in between chunks), and starts their pushes.
+    async fn refresh_chunk(
+        &self,
+        run: &mut RefreshRun,
+        devices: Vec<Device>,
+    ) -> Result<(), ServiceError> {
+        run.summary.requested += devices.len();
+        let mut chunk: Vec<(String, DevicePush)> = Vec::with_capacity(devices.len());
+        for device in devices {
+            match (skip_reason(&device), device.push_target()) {
+                (None, Some(push)) => chunk.push((device.udid, push)),
+                (Some(why), _) => run.skip(why),
+                (None, None) => run.skip("token_invalid"),
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
+        let queued = self
+            .store
+            .queue_and_mark_pushes(&run.command, &udids, run.now)
+            .await?;
+        run.summary.enqueued += queued.queued.len();
+        run.summary.already_queued += queued.already_queued.len();
+        if !queued.unknown.is_empty() {
+            // Gone since the listing: not pushed.
+            *run.summary.skipped.entry("unknown").or_default() += queued.unknown.len();
+            let gone: HashSet<&String> = queued.unknown.iter().collect();
+            chunk.retain(|(u, _)| !gone.contains(u));
+        }
+        run.summary.pushing += chunk.len();
+        if let Some(pushed) = &mut run.summary.pushed_udids {
+            pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
+        }
+        self.push_in_background(chunk, run.completion.clone(), run.now);
+        Ok(())
     }
 
     /// Queues a command for devices and (optionally) pushes them.

@@ -9,6 +9,9 @@ use crate::store::{rfc3339, Device};
 
 use super::{Service, ServiceError};
 
+/// Devices read from the store at a time by the listings and the connectivity report.
+const LISTING_PAGE: usize = 1_000;
+
 /// The CSV export's header (and column order).
 pub const CSV_HEADER: [&str; 8] = [
     "Device name",
@@ -28,21 +31,41 @@ impl Service {
     /// took about 280 MB).
     pub async fn devices_json(&self, only: Option<ConnState>) -> Result<Vec<u8>, ServiceError> {
         let now = Self::now();
-        let devices = self.store.devices().await?;
-        let mut out = Vec::with_capacity(2 + 768 * devices.len());
-        out.push(b'[');
-        let selected = devices
-            .iter()
-            .filter(|d| only.is_none_or(|s| self.state(d, now) == s));
-        for (i, d) in selected.enumerate() {
-            if i > 0 {
+        let mut out = vec![b'['];
+        let mut first = true;
+        self.each_device(|d| {
+            if only.is_some_and(|s| self.state(d, now) != s) {
+                return;
+            }
+            if !first {
                 out.push(b',');
             }
+            first = false;
             // Writing a `Value` into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut out, &self.device_value(d, now));
-        }
+        })
+        .await?;
         out.push(b']');
         Ok(out)
+    }
+
+    /// Calls `each` for every device in UDID order, reading the store [`LISTING_PAGE`]
+    /// devices at a time: a listing holds one page of devices, not the whole fleet. Pages are
+    /// read one after the other, not in one snapshot: a device written meanwhile is seen
+    /// before or after that write, and every device once.
+    async fn each_device(&self, mut each: impl FnMut(&Device) + Send) -> Result<(), ServiceError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .devices_page(after.as_deref(), LISTING_PAGE)
+                .await?;
+            page.iter().for_each(&mut each);
+            match page.last() {
+                Some(last) if page.len() == LISTING_PAGE => after = Some(last.udid.clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// One device as JSON; [`ServiceError::NotFound`] if unknown.
@@ -96,13 +119,12 @@ impl Service {
     /// state.
     pub async fn devices_csv(&self, only: Option<ConnState>) -> Result<String, ServiceError> {
         let now = Self::now();
-        let devices = self.store.devices().await?;
-        let mut out = String::with_capacity(128 * (devices.len() + 1));
+        let mut out = String::new();
         csv::write_record(&mut out, &CSV_HEADER);
-        for d in &devices {
+        self.each_device(|d| {
             let state = self.state(d, now);
             if only.is_some_and(|s| s != state) {
-                continue;
+                return;
             }
             let time = |t: Option<time::OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
             let text = |s: &Option<String>| s.clone().unwrap_or_default();
@@ -127,7 +149,8 @@ impl Service {
                     time(d.last_seen_at),
                 ],
             );
-        }
+        })
+        .await?;
         Ok(out)
     }
 
@@ -135,11 +158,12 @@ impl Service {
     /// `{"states": {"responded": N, …}, "latency_ms": {"p50", "p99", "max", "count"}, …}`.
     pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
         let now = Self::now();
-        let devices = self.store.devices().await?;
-        let report = connectivity::Report::compute(&devices, now, self.config.unreachable_after);
-        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
+        self.each_device(|d| tally.add(d)).await?;
+        let total = tally.total();
+        let mut value = serde_json::to_value(tally.finish()).unwrap_or_default();
         if let Value::Object(map) = &mut value {
-            map.insert("total".into(), devices.len().into());
+            map.insert("total".into(), total.into());
             map.insert(
                 "unreachable_after_s".into(),
                 self.config.unreachable_after.as_secs().into(),
@@ -173,4 +197,74 @@ impl Service {
 /// Parses a state name of the admin API (`responded`, `push_failed`, …).
 pub fn parse_state(text: &str) -> Option<ConnState> {
     ConnState::ALL.into_iter().find(|s| s.as_str() == text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::push::FakePusher;
+    use crate::service::{PushCertState, ServiceConfig};
+    use crate::store::conformance::{authenticate, t, token_update};
+    use crate::store::{MemoryStore, Store};
+
+    /// The listings and the report read the store in pages: a fleet of two pages and one
+    /// device more is listed whole, in order, each device once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_span_pages_and_hold_every_device_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let n = 2 * LISTING_PAGE + 1;
+        for i in 0..n {
+            let udid = format!("D{i:05}");
+            store
+                .authenticate(&authenticate(&udid), None, t(0))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                store
+                    .token_update(&token_update(&udid, 1), t(0))
+                    .await
+                    .unwrap();
+            }
+        }
+        let service = Service::new(
+            Arc::clone(&store),
+            FakePusher::new(),
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        );
+
+        let json: Vec<Value> = serde_json::from_slice(&service.devices_json(None).await.unwrap())
+            .expect("devices_json writes a JSON array");
+        let udids: Vec<&str> = json.iter().map(|d| d["udid"].as_str().unwrap()).collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
+        assert_eq!(udids, expected, "every device once, in UDID order");
+
+        let enrolled = n.div_ceil(2);
+        let never_pushed = service
+            .devices_json(Some(ConnState::NeverPushed))
+            .await
+            .unwrap();
+        let never_pushed: Vec<Value> = serde_json::from_slice(&never_pushed).unwrap();
+        assert_eq!(
+            never_pushed.len(),
+            enrolled,
+            "the filter applies on every page"
+        );
+
+        let csv = service.devices_csv(None).await.unwrap();
+        assert_eq!(csv.lines().count(), n + 1, "a header and a line per device");
+
+        let report = service.connectivity_json().await.unwrap();
+        assert_eq!(report["total"], n);
+        let counted: u64 = report["states"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, n as u64);
+        assert_eq!(report["states"]["never_pushed"], enrolled);
+    }
 }

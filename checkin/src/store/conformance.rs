@@ -19,7 +19,8 @@ use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
 use super::{
-    BoundIdentity, EnqueueMode, Enrollment, PushOutcome, Store, StoreError, RESULTS_KEPT_PER_DEVICE,
+    BoundIdentity, Device, EnqueueMode, Enrollment, PushOutcome, Store, StoreError,
+    RESULTS_KEPT_PER_DEVICE,
 };
 use crate::mdm::{
     decode_report, Authenticate, Command, DeviceInfo, Report, Secret, Status, TokenUpdate,
@@ -51,6 +52,7 @@ macro_rules! store_conformance {
             refresh_chunks_queue_and_mark_pushes,
             unregistered_push_stops_pushing_until_token_update,
             listing_and_counting,
+            listing_in_pages,
             timestamps_keep_milliseconds,
             concurrent_writes_all_land,
             secrets_are_redacted,
@@ -916,6 +918,62 @@ pub async fn listing_and_counting(store: Arc<dyn Store>) {
         .map(|d| d.udid)
         .collect();
     assert_eq!(pushable, ["A", "B", "C"], "no token, not pushable");
+}
+
+#[allow(missing_docs)]
+pub async fn listing_in_pages(store: Arc<dyn Store>) {
+    let first = store.devices_page(None, 10).await.unwrap();
+    assert!(first.is_empty(), "an empty store has no first page");
+    let udids = ["E", "A", "D", "B", "C", "AB"];
+    for udid in udids {
+        enroll(&*store, udid, t(0)).await;
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store.devices_page(after.as_deref(), 2).await.unwrap();
+        assert!(page.len() <= 2, "a page holds at most `limit` devices");
+        let Some(last) = page.last() else { break };
+        after = Some(last.udid.clone());
+        seen.extend(page.into_iter().map(|d| d.udid));
+        pages += 1;
+        assert!(pages <= udids.len(), "the walk ends");
+    }
+    assert_eq!(
+        seen,
+        ["A", "AB", "B", "C", "D", "E"],
+        "every device once, in UDID order"
+    );
+    assert_eq!(pages, 3);
+    let whole: Vec<Device> = store.devices().await.unwrap();
+    let paged = store.devices_page(None, usize::MAX).await.unwrap();
+    assert_eq!(
+        paged, whole,
+        "pages hold the same devices as the whole listing"
+    );
+    let tail: Vec<String> = store
+        .devices_page(Some("B"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.udid)
+        .collect();
+    assert_eq!(
+        tail,
+        ["C", "D", "E"],
+        "strictly after, even from a UDID that is stored"
+    );
+    let gap: Vec<String> = store
+        .devices_page(Some("BB"), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.udid)
+        .collect();
+    assert_eq!(gap, ["C"], "from a UDID that is not stored");
+    assert!(store.devices_page(Some("E"), 10).await.unwrap().is_empty());
+    assert!(store.devices_page(None, 0).await.unwrap().is_empty());
 }
 
 #[allow(missing_docs)]

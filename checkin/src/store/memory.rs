@@ -551,6 +551,22 @@ impl Store for MemoryStore {
         self.run(|s| Ok(s.devices.values().map(|d| (**d).clone()).collect()))
     }
 
+    fn devices_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.run(move |s| {
+            Ok(s.devices
+                .range::<str, _>((from, Bound::Unbounded))
+                .take(limit)
+                .map(|(_, d)| (**d).clone())
+                .collect())
+        })
+    }
+
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         self.run(|s| Ok(s.devices.get(udid).map(|d| (**d).clone())))
     }

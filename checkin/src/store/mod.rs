@@ -283,6 +283,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every device, ordered by UDID.
     fn devices(&self) -> StoreFuture<'_, Vec<Device>>;
 
+    /// One page of [`Store::devices`]: at most `limit` devices whose UDID sorts after
+    /// `after` (from the first with `None`), ordered by UDID. Walking a fleet page by page,
+    /// each from the last UDID of the one before, holds one page in memory instead of every
+    /// device; a device added or removed meanwhile is seen or not, but no device is seen twice.
+    fn devices_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>>;
+
     /// One device.
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>>;
 

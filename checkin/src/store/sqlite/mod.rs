@@ -24,8 +24,8 @@ use self::rows::{
     device_exists, device_from_row, drop_queue, has_queue, insert_result, load_device,
     load_identity_hash, queued_from_row, require_device, result_from_row, save_device,
     update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
-    upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_NEXT_QUEUED,
-    SELECT_QUEUED,
+    upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_DEVICES_AFTER,
+    SELECT_DEVICES_FIRST, SELECT_NEXT_QUEUED, SELECT_QUEUED,
 };
 use self::secrets::{is_sealed, SecretKey};
 use self::writer::{Counters, Job, PendingWrite, Undo};
@@ -630,13 +630,20 @@ impl SqliteStore {
             let rows = stmt
                 .query_map([], device_from_row)
                 .map_err(db_err("read devices"))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let d = row.map_err(db_err("read devices"))??;
-                out.push(Self::unseal_device(key.as_deref(), d)?);
-            }
-            Ok(out)
+            Self::collect_devices(rows, key.as_deref())
         })
+    }
+
+    fn collect_devices(
+        rows: impl Iterator<Item = rusqlite::Result<Result<Device, StoreError>>>,
+        key: Option<&SecretKey>,
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut out = Vec::new();
+        for row in rows {
+            let d = row.map_err(db_err("read devices"))??;
+            out.push(Self::unseal_device(key, d)?);
+        }
+        Ok(out)
     }
 }
 
@@ -1199,6 +1206,29 @@ impl Store for SqliteStore {
         self.read_devices("")
     }
 
+    fn devices_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        let key = self.secrets.clone();
+        let after = after.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let sql = match after {
+                Some(_) => &*SELECT_DEVICES_AFTER,
+                None => &*SELECT_DEVICES_FIRST,
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
+            let rows = match &after {
+                Some(after) => stmt.query_map(params![after, limit], device_from_row),
+                None => stmt.query_map(params![limit], device_from_row),
+            }
+            .map_err(db_err("read devices"))?;
+            Self::collect_devices(rows, key.as_deref())
+        })
+    }
+
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         let udid = udid.to_owned();
         let key = self.secrets.clone();
@@ -1315,6 +1345,37 @@ mod tests {
             assert!(
                 !details.iter().any(|d| d.starts_with("SCAN")),
                 "{sql}\n{details:#?}"
+            );
+        }
+    }
+
+    /// A page of the device listing is read in key order from where the last one ended: a
+    /// range of the primary key, no sort of the whole table for each page.
+    #[test]
+    fn a_device_page_reads_a_range_of_the_key_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("db")).unwrap();
+        let plan = |sql: &str| -> Vec<String> {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound = std::iter::repeat_n(rusqlite::types::Null, plan.parameter_count());
+            plan.query_map(rusqlite::params_from_iter(unbound), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let after = plan(&SELECT_DEVICES_AFTER);
+        assert!(
+            after
+                .iter()
+                .any(|d| d.starts_with("SEARCH devices USING PRIMARY KEY")),
+            "{after:#?}"
+        );
+        for details in [after, plan(&SELECT_DEVICES_FIRST)] {
+            assert!(
+                !details.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{details:#?}"
             );
         }
     }

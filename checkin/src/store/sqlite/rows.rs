@@ -57,6 +57,14 @@ const DEVICE_COLUMNS: [&str; 37] = [
 pub(crate) static SELECT_DEVICES: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM devices", DEVICE_COLUMNS.join(", ")));
 
+/// The first page of devices by UDID (`?1`: the page size).
+pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
+    LazyLock::new(|| format!("{} ORDER BY udid LIMIT ?1", *SELECT_DEVICES));
+
+/// The page of devices after UDID `?1` (`?2`: the page size): a range of the UDID key.
+pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
+    LazyLock::new(|| format!("{} WHERE udid > ?1 ORDER BY udid LIMIT ?2", *SELECT_DEVICES));
+
 static UPSERT_DEVICE: LazyLock<String> = LazyLock::new(|| {
     let placeholders: Vec<String> = (1..=DEVICE_COLUMNS.len())
         .map(|i| format!("?{i}"))
