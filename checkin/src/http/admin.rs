@@ -23,6 +23,8 @@
 //! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
 //! | `GET /v1/pushcert/history` | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
+use std::sync::Arc;
+
 use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -36,7 +38,7 @@ use crate::service::views::parse_state;
 use crate::service::{CommandRequest, RefreshTarget, Service};
 
 pub(super) async fn handle<B>(
-    service: &Service,
+    service: &Arc<Service>,
     method: &Method,
     path: &str,
     req: Request<B>,
@@ -53,7 +55,7 @@ where
 }
 
 async fn route<B>(
-    service: &Service,
+    service: &Arc<Service>,
     method: &Method,
     path: &str,
     req: Request<B>,
@@ -83,13 +85,13 @@ where
             only(&Method::GET)?;
             let filter = state_filter(req.uri().query())?;
             let json = service.devices_json(filter).await?;
-            Ok(body::with_body(StatusCode::OK, "application/json", json))
+            Ok(body::streamed(StatusCode::OK, "application/json", json))
         }
         "/v1/devices.csv" => {
             only(&Method::GET)?;
             let filter = state_filter(req.uri().query())?;
             let csv = service.devices_csv(filter).await?;
-            let mut resp = body::with_body(StatusCode::OK, "text/csv; charset=utf-8", csv);
+            let mut resp = body::streamed(StatusCode::OK, "text/csv; charset=utf-8", csv);
             resp.headers_mut().insert(
                 http::header::CONTENT_DISPOSITION,
                 http::HeaderValue::from_static("attachment; filename=\"devices.csv\""),

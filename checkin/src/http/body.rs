@@ -1,14 +1,94 @@
 //! Reading request bodies under a size limit, and building responses.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, SizeHint};
 
 use super::error::ApiError;
-use super::timing::PaceError;
+use super::timing::{InFlight, PaceError};
+use crate::service::listing::Listing;
 
-/// The response body type of every handler.
-pub type Body = Full<Bytes>;
+/// The response body of every handler: whole, or a [`Listing`] streamed while it is read.
+#[derive(Debug)]
+pub struct Body {
+    kind: Kind,
+    /// The request this answers counts as in flight until its body is sent (or dropped), so
+    /// that a long listing is not taken for an idle connection.
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Whole(Option<Bytes>),
+    Streamed(Listing),
+}
+
+impl Body {
+    /// A body sent in one piece (with its `Content-Length`).
+    pub fn whole(bytes: impl Into<Bytes>) -> Self {
+        Body {
+            kind: Kind::Whole(Some(bytes.into())),
+            in_flight: None,
+        }
+    }
+
+    /// A listing sent as it is read (chunked). A listing that fails part-way ends the
+    /// response with an error, so the client sees a cut response, not a short one.
+    pub fn streamed(listing: Listing) -> Self {
+        Body {
+            kind: Kind::Streamed(listing),
+            in_flight: None,
+        }
+    }
+
+    /// The same body, holding `guard` until it is sent.
+    pub(crate) fn holding(mut self, guard: InFlight) -> Self {
+        self.in_flight = Some(guard);
+        self
+    }
+}
+
+/// Why a streamed body ended before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the response was cut short: {0}")]
+pub struct BodyError(#[from] crate::service::ServiceError);
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.kind {
+            Kind::Whole(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            Kind::Streamed(listing) => listing
+                .poll_next(cx)
+                .map(|piece| piece.map(|p| p.map(Frame::data).map_err(BodyError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.kind, Kind::Whole(b) if b.as_ref().is_none_or(Bytes::is_empty))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// The default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -55,7 +135,20 @@ pub fn with_body(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body::whole(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A response with this status and content type whose body is `listing`, sent as it is read.
+pub fn streamed(
+    status: StatusCode,
+    content_type: &'static str,
+    listing: Listing,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::streamed(listing));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -80,7 +173,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 
 /// An empty 200.
 pub fn empty_ok() -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Body::whole(Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
     resp
 }
@@ -118,5 +211,33 @@ fn retry_after(resp: &mut Response<Body>, err: &ApiError) {
     if let Some(secs) = err.retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use hyper::body::Body as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_whole_body_has_its_length_and_a_streamed_one_is_sent_as_it_comes() {
+        let whole = Body::whole("hello");
+        assert_eq!(whole.size_hint().exact(), Some(5), "a Content-Length");
+        assert_eq!(whole.collect().await.unwrap().to_bytes(), "hello");
+        assert!(Body::whole(Bytes::new()).is_end_stream());
+
+        let streamed = Body::streamed(Listing::of(&[b"[1,", b"2]"], true));
+        assert_eq!(streamed.size_hint().exact(), None, "chunked");
+        assert!(!streamed.is_end_stream());
+        assert_eq!(streamed.collect().await.unwrap().to_bytes(), "[1,2]");
+    }
+
+    #[tokio::test]
+    async fn a_listing_cut_part_way_is_an_error_not_a_short_body() {
+        let cut = Body::streamed(Listing::of(&[b"[1,"], false));
+        let err = cut.collect().await.unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 }

@@ -77,7 +77,7 @@ impl From<crate::service::ServiceError> for ApiError {
             E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            E::Store(_) | E::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Store(_) | E::Persist(_) | E::ListingCut => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let overloaded = matches!(&err, E::Store(StoreError::Overloaded { .. }));
         if status.is_server_error() && !overloaded {

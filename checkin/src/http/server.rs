@@ -298,8 +298,7 @@ async fn serve_connection<I>(
         }
         async move {
             let resp = run_isolated(app, req).await;
-            drop(guard);
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| body.holding(guard)))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 
 mod certauth;
 mod device;
+pub mod listing;
 mod metrics;
 pub mod pushcert;
 pub mod pushcert_request;
@@ -104,6 +105,10 @@ pub enum ServiceError {
     /// The server's own state directory could not be written.
     #[error("{0}")]
     Persist(String),
+    /// A streamed listing's producer stopped before the end (it panicked, or the runtime is
+    /// shutting down): the text sent so far is not the whole listing.
+    #[error("the device listing stopped before its end")]
+    ListingCut,
 }
 
 impl From<StoreError> for ServiceError {

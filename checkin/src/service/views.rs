@@ -1,16 +1,16 @@
 //! Read models for the admin API: devices with their connectivity state, the CSV export and
 //! the connectivity report.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::connectivity::{self, ConnState};
 use crate::http::csv;
 use crate::store::{rfc3339, Device};
 
+use super::listing::{Listing, Pages, Render};
 use super::{Service, ServiceError};
-
-/// Devices read from the store at a time by the listings and the connectivity report.
-const LISTING_PAGE: usize = 1_000;
 
 /// The CSV export's header (and column order).
 pub const CSV_HEADER: [&str; 8] = [
@@ -26,15 +26,17 @@ pub const CSV_HEADER: [&str; 8] = [
 
 impl Service {
     /// Every device (or those in `only` state) as a JSON array, in text: the store's fields
-    /// plus `state` and `push_latency_ms`. Written one device at a time, so a large fleet costs
-    /// its JSON text rather than a document tree of every device (a tree of 50,000 devices
-    /// took about 280 MB).
-    pub async fn devices_json(&self, only: Option<ConnState>) -> Result<Vec<u8>, ServiceError> {
+    /// plus `state` and `push_latency_ms`. Streamed a page of devices at a time
+    /// ([`Listing`]): a large fleet costs a page of devices and of text, not the whole list
+    /// (built whole, a million devices took 2.8 GB).
+    pub async fn devices_json(
+        self: &Arc<Self>,
+        only: Option<ConnState>,
+    ) -> Result<Listing, ServiceError> {
         let now = Self::now();
-        let mut out = vec![b'['];
         let mut first = true;
-        self.each_device(|d| {
-            if only.is_some_and(|s| self.state(d, now) != s) {
+        let render: Render = Box::new(move |service, d, out| {
+            if only.is_some_and(|s| service.state(d, now) != s) {
                 return;
             }
             if !first {
@@ -42,30 +44,9 @@ impl Service {
             }
             first = false;
             // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &self.device_value(d, now));
-        })
-        .await?;
-        out.push(b']');
-        Ok(out)
-    }
-
-    /// Calls `each` for every device in UDID order, reading the store [`LISTING_PAGE`]
-    /// devices at a time: a listing holds one page of devices, not the whole fleet. Pages are
-    /// read one after the other, not in one snapshot: a device written meanwhile is seen
-    /// before or after that write, and every device once.
-    async fn each_device(&self, mut each: impl FnMut(&Device) + Send) -> Result<(), ServiceError> {
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .devices_page(after.as_deref(), LISTING_PAGE)
-                .await?;
-            page.iter().for_each(&mut each);
-            match page.last() {
-                Some(last) if page.len() == LISTING_PAGE => after = Some(last.udid.clone()),
-                _ => return Ok(()),
-            }
-        }
+            let _ = serde_json::to_writer(&mut *out, &service.device_value(d, now));
+        });
+        self.listing(b"[".to_vec(), b"]", render).await
     }
 
     /// One device as JSON; [`ServiceError::NotFound`] if unknown.
@@ -116,13 +97,17 @@ impl Service {
     }
 
     /// The CSV export (header row first, CRLF line ends), of every device or those in `only`
-    /// state.
-    pub async fn devices_csv(&self, only: Option<ConnState>) -> Result<String, ServiceError> {
+    /// state. Streamed like [`Service::devices_json`].
+    pub async fn devices_csv(
+        self: &Arc<Self>,
+        only: Option<ConnState>,
+    ) -> Result<Listing, ServiceError> {
         let now = Self::now();
-        let mut out = String::new();
-        csv::write_record(&mut out, &CSV_HEADER);
-        self.each_device(|d| {
-            let state = self.state(d, now);
+        let mut head = String::new();
+        csv::write_record(&mut head, &CSV_HEADER);
+        let mut line = String::new();
+        let render: Render = Box::new(move |service, d, out| {
+            let state = service.state(d, now);
             if only.is_some_and(|s| s != state) {
                 return;
             }
@@ -136,8 +121,9 @@ impl Service {
                 .or(d.info.model.as_ref())
                 .cloned()
                 .unwrap_or_default();
+            line.clear();
             csv::write_record(
-                &mut out,
+                &mut line,
                 &[
                     text(&d.info.device_name),
                     model,
@@ -149,9 +135,9 @@ impl Service {
                     time(d.last_seen_at),
                 ],
             );
-        })
-        .await?;
-        Ok(out)
+            out.extend_from_slice(line.as_bytes());
+        });
+        self.listing(head.into_bytes(), b"", render).await
     }
 
     /// The connectivity report as JSON:
@@ -159,7 +145,10 @@ impl Service {
     pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
-        self.each_device(|d| tally.add(d)).await?;
+        let mut pages = Pages::new(Arc::clone(&self.store));
+        while let Some(page) = pages.next().await? {
+            page.iter().for_each(|d| tally.add(d));
+        }
         let total = tally.total();
         let mut value = serde_json::to_value(tally.finish()).unwrap_or_default();
         if let Value::Object(map) = &mut value {
@@ -201,10 +190,9 @@ pub fn parse_state(text: &str) -> Option<ConnState> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::push::FakePusher;
+    use crate::service::listing::PAGE;
     use crate::service::{PushCertState, ServiceConfig};
     use crate::store::conformance::{authenticate, t, token_update};
     use crate::store::{MemoryStore, Store};
@@ -214,7 +202,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn listings_span_pages_and_hold_every_device_once() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let n = 2 * LISTING_PAGE + 1;
+        let n = 2 * PAGE + 1;
         for i in 0..n {
             let udid = format!("D{i:05}");
             store
@@ -228,24 +216,28 @@ mod tests {
                     .unwrap();
             }
         }
-        let service = Service::new(
+        let service = Arc::new(Service::new(
             Arc::clone(&store),
             FakePusher::new(),
             PushCertState::new(None, None),
             ServiceConfig::default(),
-        );
+        ));
+        let text = |listing: Listing| async move { listing.collect().await.unwrap() };
 
-        let json: Vec<Value> = serde_json::from_slice(&service.devices_json(None).await.unwrap())
-            .expect("devices_json writes a JSON array");
+        let json = text(service.devices_json(None).await.unwrap()).await;
+        let json: Vec<Value> = serde_json::from_slice(&json).expect("a JSON array");
         let udids: Vec<&str> = json.iter().map(|d| d["udid"].as_str().unwrap()).collect();
         let expected: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
         assert_eq!(udids, expected, "every device once, in UDID order");
 
         let enrolled = n.div_ceil(2);
-        let never_pushed = service
-            .devices_json(Some(ConnState::NeverPushed))
-            .await
-            .unwrap();
+        let never_pushed = text(
+            service
+                .devices_json(Some(ConnState::NeverPushed))
+                .await
+                .unwrap(),
+        )
+        .await;
         let never_pushed: Vec<Value> = serde_json::from_slice(&never_pushed).unwrap();
         assert_eq!(
             never_pushed.len(),
@@ -253,7 +245,8 @@ mod tests {
             "the filter applies on every page"
         );
 
-        let csv = service.devices_csv(None).await.unwrap();
+        let csv = text(service.devices_csv(None).await.unwrap()).await;
+        let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), n + 1, "a header and a line per device");
 
         let report = service.connectivity_json().await.unwrap();
