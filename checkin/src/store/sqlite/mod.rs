@@ -294,7 +294,12 @@ const WRITER_CACHE_KIB: u32 = 24 * 1024;
 /// WAL pages after which a commit checkpoints (SQLite's default is 1000). The checkpoint runs
 /// on the writer thread, so every write waits for it; a longer WAL copies a page written many
 /// times in a burst (a device row, an index page) once instead of once per 1000 pages.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 8000;
+///
+/// 32,000 pages (a WAL of up to 128 MB on disk): a large fleet's enrollment writes rows all
+/// over a table too big to repeat pages within a shorter WAL. At 1,000,000 devices an 8,000-page
+/// WAL enrolled 10,800 devices/s, this one 13,300/s (18,000/s at 50,000 either way); the whole
+/// 1M fleet took 152 s instead of 173 s (BENCHMARKS.md §10).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 32000;
 
 /// Prepared statements the writer keeps. rusqlite's default (16) is fewer than the writer
 /// uses, so the least recently used were parsed again and again under a mixed load.
