@@ -1,23 +1,60 @@
 //! The process-wide Prometheus recorder behind `GET /metrics`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder's upkeep runs without a scrape.
+///
+/// A histogram sample (every request's duration, every push's latency) waits in the recorder
+/// until upkeep folds it into its summary. A scrape of `/metrics` runs upkeep; with the
+/// recorder installed as here, nothing else does. So a server that nobody scrapes kept every
+/// sample: 16.5 bytes each, measured, or 165 MB per 10 million requests, without end.
+const UPKEEP_EVERY: Duration = if cfg!(test) {
+    Duration::from_millis(50)
+} else {
+    Duration::from_secs(5)
+};
+
+/// Upkeep runs of the thread below, for the test that it runs.
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the Prometheus recorder the first time it is called and returns its handle.
-/// `None` when another recorder was installed first (then `/metrics` says so).
+/// `None` when another recorder was installed first (then `/metrics` says so). Also starts
+/// the thread that runs the recorder's upkeep every [`UPKEEP_EVERY`].
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                start_upkeep(handle.clone());
+                Some(handle)
+            }
             Err(err) => {
                 tracing::warn!("metrics recorder not installed: {err}");
                 None
             }
         })
         .as_ref()
+}
+
+fn start_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+            UPKEEPS.fetch_add(1, Ordering::Relaxed);
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(
+            "metrics upkeep thread not started ({err}): histogram samples are kept until \
+             /metrics is scraped"
+        );
+    }
 }
 
 /// The current metrics in the Prometheus text format.
@@ -101,6 +138,22 @@ impl RequestMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Histogram samples are folded in without a scrape, so an unscraped server does not keep
+    /// every request's sample.
+    #[test]
+    fn upkeep_runs_without_a_scrape() {
+        handle().expect("the recorder is installed");
+        let start = UPKEEPS.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while UPKEEPS.load(Ordering::Relaxed) < start + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no upkeep ran in 30 s (every {UPKEEP_EVERY:?} expected)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     #[test]
     fn every_route_has_a_label() {
