@@ -1174,3 +1174,66 @@ async fn typed_commands_cancel_and_delete() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(srv.store.queued(&dev.udid).await.unwrap().is_empty());
 }
+
+/// A fleet larger than a page is listed whole over HTTP, in UDID order, sent chunked as it is
+/// read from the durable store (no Content-Length: the server never holds the whole list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_list_is_streamed_whole_in_pages() {
+    use magicpush_checkin::store::conformance::{authenticate, t};
+    let srv = TestServer::start(Options {
+        sqlite: true,
+        ..Options::default()
+    })
+    .await;
+    let n = 2_500; // two and a half pages of the listing
+    let udids: Vec<String> = (0..n).map(|i| format!("LIST-{i:05}")).collect();
+    // Concurrent, so that group commit takes them in a few hundred commits.
+    let mut writes = tokio::task::JoinSet::new();
+    for udid in &udids {
+        let (store, msg) = (srv.store.clone(), authenticate(udid));
+        writes.spawn(async move { store.authenticate(&msg, None, t(0)).await });
+    }
+    while let Some(written) = writes.join_next().await {
+        written.unwrap().unwrap();
+    }
+
+    let (s, body) = srv
+        .admin
+        .request(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("one JSON array");
+    let listed: Vec<&str> = list.iter().map(|d| d["udid"].as_str().unwrap()).collect();
+    assert_eq!(listed, udids, "every device once, in UDID order");
+
+    let (s, csv) = srv
+        .admin
+        .request(Method::GET, "/v1/devices.csv", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(String::from_utf8_lossy(&csv).lines().count(), n + 1);
+
+    // On the wire: chunked, without a Content-Length.
+    let addr = srv.handle.as_ref().unwrap().local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let head = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the last chunk ends the body"
+    );
+}
