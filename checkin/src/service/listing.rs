@@ -28,14 +28,17 @@ pub(crate) const PAGE: usize = 1_000;
 /// Walks every device in UDID order, a page at a time.
 pub(crate) struct Pages {
     store: Arc<dyn Store>,
+    size: usize,
     after: Option<String>,
     done: bool,
 }
 
 impl Pages {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    /// Pages of `size` devices (at least one).
+    pub(crate) fn new(store: Arc<dyn Store>, size: usize) -> Self {
         Pages {
             store,
+            size: size.max(1),
             after: None,
             done: false,
         }
@@ -47,9 +50,12 @@ impl Pages {
         if self.done {
             return Ok(None);
         }
-        let page = self.store.devices_page(self.after.as_deref(), PAGE).await?;
+        let page = self
+            .store
+            .devices_page(self.after.as_deref(), self.size)
+            .await?;
         match page.last() {
-            Some(last) if page.len() == PAGE => self.after = Some(last.udid.clone()),
+            Some(last) if page.len() == self.size => self.after = Some(last.udid.clone()),
             // A short page is the last one: no read to learn that the next is empty.
             _ => self.done = true,
         }
@@ -126,7 +132,7 @@ impl Service {
         tail: &'static [u8],
         mut render: Render,
     ) -> Result<Listing, ServiceError> {
-        let mut pages = Pages::new(Arc::clone(&self.store));
+        let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
         let mut text = head;
         if let Some(page) = pages.next().await? {
             page.iter().for_each(|d| render(self, d, &mut text));

@@ -16,6 +16,7 @@ use crate::mdm::{Command, DEVICE_INFORMATION_QUERIES};
 use crate::notify::Notifier;
 use crate::store::{Device, EnqueueMode, PushOutcome, Store, StoreError};
 
+use super::listing::Pages;
 use super::{Service, ServiceError};
 
 /// Which devices to refresh.
@@ -138,19 +139,9 @@ impl Service {
         };
         match target {
             RefreshTarget::All => {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self
-                        .store
-                        .devices_page(after.as_deref(), REFRESH_CHUNK)
-                        .await?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.udid.clone());
-                    let full = page.len() == REFRESH_CHUNK;
+                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
+                while let Some(page) = pages.next().await? {
                     self.refresh_chunk(&mut run, page).await?;
-                    if !full {
-                        break;
-                    }
                 }
             }
             RefreshTarget::Devices(mut udids) => {

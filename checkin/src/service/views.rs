@@ -9,7 +9,7 @@ use crate::connectivity::{self, ConnState};
 use crate::http::csv;
 use crate::store::{rfc3339, Device};
 
-use super::listing::{Listing, Pages, Render};
+use super::listing::{Listing, Pages, Render, PAGE};
 use super::{Service, ServiceError};
 
 /// The CSV export's header (and column order).
@@ -145,7 +145,7 @@ impl Service {
     pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
-        let mut pages = Pages::new(Arc::clone(&self.store));
+        let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
         while let Some(page) = pages.next().await? {
             page.iter().for_each(|d| tally.add(d));
         }
@@ -192,7 +192,6 @@ pub fn parse_state(text: &str) -> Option<ConnState> {
 mod tests {
     use super::*;
     use crate::push::FakePusher;
-    use crate::service::listing::PAGE;
     use crate::service::{PushCertState, ServiceConfig};
     use crate::store::conformance::{authenticate, t, token_update};
     use crate::store::{MemoryStore, Store};
