@@ -59,6 +59,36 @@ fn query_responses(udid: &str) -> Dictionary {
     d
 }
 
+/// How long each write waited for its commit, in µs: a checkpoint on the writer thread shows
+/// in the tail.
+#[derive(Default)]
+struct Waits(std::sync::Mutex<Vec<u64>>);
+
+impl Waits {
+    async fn time<T>(&self, write: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = write.await;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.0.lock().unwrap().push(us);
+        out
+    }
+
+    /// `p50/p99/p99.9/max` in ms.
+    fn summary(&self) -> String {
+        let mut v = std::mem::take(&mut *self.0.lock().unwrap());
+        v.sort_unstable();
+        let at = |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)));
+        let ms = |x: Option<&u64>| x.map_or(0.0, |&us| us as f64 / 1000.0);
+        format!(
+            "{:.1}/{:.1}/{:.1}/{:.1}",
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(at(0.999)),
+            ms(v.last())
+        )
+    }
+}
+
 /// Runs `each(udid)` for every device, `IN_FLIGHT` at a time.
 async fn for_all<F, Fut>(udids: &Arc<Vec<String>>, each: F)
 where
@@ -105,15 +135,22 @@ async fn fleet_store_workload() {
     );
 
     let mut reads = vec![read_syscalls()];
+    let enroll_waits = Arc::new(Waits::default());
     let started = Instant::now();
     let s = Arc::clone(&store);
+    let waits = Arc::clone(&enroll_waits);
     for_all(&udids, move |udid| {
         let s = Arc::clone(&s);
+        let waits = Arc::clone(&waits);
         async move {
-            s.authenticate(&authenticate(&udid), None, t(0))
+            waits
+                .time(s.authenticate(&authenticate(&udid), None, t(0)))
                 .await
                 .unwrap();
-            s.token_update(&token_update(&udid, 7), t(0)).await.unwrap();
+            waits
+                .time(s.token_update(&token_update(&udid, 7), t(0)))
+                .await
+                .unwrap();
         }
     })
     .await;
@@ -195,7 +232,7 @@ async fn fleet_store_workload() {
     };
     let (db_mb, wal_mb) = (size("magicpush.sqlite3"), size("magicpush.sqlite3-wal"));
     println!(
-        "devices={n} enroll_s={:.3} refresh_s={:.3} (list {:.3}) reports_s={:.3} total_s={:.3} commits={} writes={} db_mb={db_mb} wal_mb={wal_mb} read_calls(enroll,refresh,reports)={reads:?}",
+        "devices={n} enroll_s={:.3} refresh_s={:.3} (list {:.3}) reports_s={:.3} total_s={:.3} commits={} writes={} db_mb={db_mb} wal_mb={wal_mb} read_calls(enroll,refresh,reports)={reads:?} enroll_wait_ms(p50/p99/p99.9/max)={}",
         enroll.as_secs_f64(),
         refresh.as_secs_f64(),
         listed.as_secs_f64(),
@@ -203,5 +240,6 @@ async fn fleet_store_workload() {
         (enroll + refresh + reports).as_secs_f64(),
         stats.commits,
         stats.writes,
+        enroll_waits.summary(),
     );
 }
