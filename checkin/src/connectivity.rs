@@ -178,7 +178,6 @@ pub struct Tally {
     unreachable_after: Duration,
     states: BTreeMap<ConnState, usize>,
     latencies: Vec<u64>,
-    total: usize,
 }
 
 impl Tally {
@@ -189,7 +188,6 @@ impl Tally {
             unreachable_after,
             states: ConnState::ALL.into_iter().map(|s| (s, 0)).collect(),
             latencies: Vec::new(),
-            total: 0,
         }
     }
 
@@ -197,7 +195,6 @@ impl Tally {
     pub fn add(&mut self, device: &Device) {
         let st = state(device, self.now, self.unreachable_after);
         *self.states.entry(st).or_default() += 1;
-        self.total += 1;
         if st == ConnState::Responded {
             if let Some(l) = device.push_latency() {
                 self.latencies
@@ -208,7 +205,7 @@ impl Tally {
 
     /// Devices counted so far.
     pub fn total(&self) -> usize {
-        self.total
+        self.states.values().sum()
     }
 
     /// The report of every device counted.

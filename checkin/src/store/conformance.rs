@@ -952,26 +952,23 @@ pub async fn listing_in_pages(store: Arc<dyn Store>) {
         paged, whole,
         "pages hold the same devices as the whole listing"
     );
-    let tail: Vec<String> = store
-        .devices_page(Some("B"), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.udid)
-        .collect();
+    let udids_after = |after: &'static str, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = store.devices_page(Some(after), limit).await.unwrap();
+            page.into_iter().map(|d| d.udid).collect::<Vec<String>>()
+        }
+    };
     assert_eq!(
-        tail,
+        udids_after("B", 10).await,
         ["C", "D", "E"],
         "strictly after, even from a UDID that is stored"
     );
-    let gap: Vec<String> = store
-        .devices_page(Some("BB"), 1)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.udid)
-        .collect();
-    assert_eq!(gap, ["C"], "from a UDID that is not stored");
+    assert_eq!(
+        udids_after("BB", 1).await,
+        ["C"],
+        "from a UDID that is not stored"
+    );
     assert!(store.devices_page(Some("E"), 10).await.unwrap().is_empty());
     assert!(store.devices_page(None, 0).await.unwrap().is_empty());
 }
