@@ -101,7 +101,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -219,7 +219,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let devices_sql: String = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'devices'",
@@ -253,6 +253,18 @@ async fn a_version_1_database_is_migrated_with_its_data() {
         )
         .unwrap();
     assert_eq!(identity_index, 1);
+    // Version 4: the identity index is partial, over bound devices only.
+    let identity_index_sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'devices_by_identity'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        identity_index_sql.ends_with("WHERE identity_sha256 IS NOT NULL"),
+        "{identity_index_sql}"
+    );
     // The references still point at the rebuilt table and are still enforced.
     conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
     let orphan = conn.execute(

@@ -24,18 +24,25 @@ fn device_count() -> usize {
         .unwrap_or(20_000)
 }
 
-/// Read syscalls this process has made so far (`syscr` in `/proc/self/io`; 0 where absent):
-/// the writer's page-cache misses show up here.
-fn read_syscalls() -> u64 {
+/// A counter of this process's I/O so far, from `/proc/self/io` (0 where absent): `syscr`,
+/// read calls, shows the writer's page-cache misses; `wchar`, bytes written, the WAL frames
+/// and checkpoints the writes cost.
+fn io_counter(name: &str) -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
         .and_then(|io| {
             io.lines().find_map(|l| {
-                l.strip_prefix("syscr: ")
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(": "))
                     .and_then(|v| v.trim().parse().ok())
             })
         })
         .unwrap_or(0)
+}
+
+/// Read calls and megabytes written so far.
+fn io_now() -> (u64, u64) {
+    (io_counter("syscr"), io_counter("wchar") / 1_000_000)
 }
 
 fn query_responses(udid: &str) -> Dictionary {
@@ -134,7 +141,7 @@ async fn fleet_store_workload() {
             .collect(),
     );
 
-    let mut reads = vec![read_syscalls()];
+    let mut io = vec![io_now()];
     let enroll_waits = Arc::new(Waits::default());
     let started = Instant::now();
     let s = Arc::clone(&store);
@@ -155,7 +162,7 @@ async fn fleet_store_workload() {
     })
     .await;
     let enroll = started.elapsed();
-    reads.push(read_syscalls());
+    io.push(io_now());
 
     let started = Instant::now();
     let devices = store.devices().await.unwrap();
@@ -185,7 +192,7 @@ async fn fleet_store_workload() {
         w.await.unwrap();
     }
     let refresh = started.elapsed();
-    reads.push(read_syscalls());
+    io.push(io_now());
 
     // Devices answer in the order they were pushed: the refresh's, by UDID.
     let pushed = Arc::new(all);
@@ -213,8 +220,9 @@ async fn fleet_store_workload() {
     })
     .await;
     let reports = started.elapsed();
-    reads.push(read_syscalls());
-    let reads: Vec<u64> = reads.windows(2).map(|w| w[1] - w[0]).collect();
+    io.push(io_now());
+    let reads: Vec<u64> = io.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let written_mb: Vec<u64> = io.windows(2).map(|w| w[1].1 - w[0].1).collect();
 
     let responded = store
         .devices()
@@ -232,7 +240,7 @@ async fn fleet_store_workload() {
     };
     let (db_mb, wal_mb) = (size("magicpush.sqlite3"), size("magicpush.sqlite3-wal"));
     println!(
-        "devices={n} enroll_s={:.3} refresh_s={:.3} (list {:.3}) reports_s={:.3} total_s={:.3} commits={} writes={} db_mb={db_mb} wal_mb={wal_mb} read_calls(enroll,refresh,reports)={reads:?} enroll_wait_ms(p50/p99/p99.9/max)={}",
+        "devices={n} enroll_s={:.3} refresh_s={:.3} (list {:.3}) reports_s={:.3} total_s={:.3} commits={} writes={} db_mb={db_mb} wal_mb={wal_mb} read_calls(enroll,refresh,reports)={reads:?} written_mb(enroll,refresh,reports)={written_mb:?} enroll_wait_ms(p50/p99/p99.9/max)={}",
         enroll.as_secs_f64(),
         refresh.as_secs_f64(),
         listed.as_secs_f64(),

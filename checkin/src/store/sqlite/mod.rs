@@ -1385,6 +1385,41 @@ mod tests {
         }
     }
 
+    /// The identity index holds bound devices only (a device without an identity would
+    /// write a second b-tree page at a random place on every enrollment for nothing), and
+    /// the lookup of a certificate's device still finds its row through it.
+    #[test]
+    fn the_identity_index_holds_bound_devices_only_and_serves_the_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("db")).unwrap();
+        let index_sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'devices_by_identity'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            index_sql.starts_with("CREATE UNIQUE INDEX")
+                && index_sql.ends_with("WHERE identity_sha256 IS NOT NULL"),
+            "{index_sql}"
+        );
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", rows::SELECT_BY_IDENTITY))
+            .unwrap();
+        let details: Vec<String> = plan
+            .query_map([rusqlite::types::Null], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            details.iter().any(|d| d
+                .starts_with("SEARCH devices USING COVERING INDEX devices_by_identity")
+                || d.starts_with("SEARCH devices USING INDEX devices_by_identity")),
+            "{details:#?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_writer_is_unhealthy_and_writes_fail_closed() {
         use crate::store::conformance::{authenticate, t};

@@ -304,7 +304,7 @@ pub(crate) fn upsert_for_authenticate(
         // The statement failed as a whole: SQLite left nothing of it behind.
         (Err(e), Some(id)) if is_unique_violation(&e) => {
             let other: Option<String> = conn
-                .prepare_cached("SELECT udid FROM devices WHERE identity_sha256 = ?1")
+                .prepare_cached(SELECT_BY_IDENTITY)
                 .and_then(|mut s| s.query_row([id.sha256.to_vec()], |r| r.get(0)).optional())
                 .map_err(db_err("read device"))?;
             Err(StoreError::IdentityInUse {
@@ -314,6 +314,10 @@ pub(crate) fn upsert_for_authenticate(
         (Err(e), _) => Err(db_err("write device")(e)),
     }
 }
+
+/// The device an identity certificate is bound to. It finds its row through the partial
+/// index `devices_by_identity`, which holds bound devices only (schema version 4).
+pub(crate) const SELECT_BY_IDENTITY: &str = "SELECT udid FROM devices WHERE identity_sha256 = ?1";
 
 /// Whether the device has any command queued.
 pub(crate) fn has_queue(conn: &Connection, udid: &str) -> Result<bool, StoreError> {

@@ -101,6 +101,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN awaiting_token_update INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE commands ADD COLUMN expires_at INTEGER;
     CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
+    // 4: the identity index holds bound devices only. A device without an identity (device
+    // authentication off, or not yet bound) had a (NULL, udid) entry all the same, so every
+    // such enrollment wrote a second b-tree page at a random place for nothing. The index is
+    // still unique, and `identity_sha256 = ?` still uses it.
+    "DROP INDEX devices_by_identity;
+    CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
+        WHERE identity_sha256 IS NOT NULL;",
 ];
 
 /// The schema version this build writes.
