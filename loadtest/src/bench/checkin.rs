@@ -95,6 +95,20 @@ pub struct CheckinBenchReport {
     /// With signatures in this run: one verification (CMS parse, ECDSA P-256, the kept chain
     /// verdict) measured alone on this machine, microseconds per check-in.
     pub verify_us_per_checkin: Option<f64>,
+    /// When any run signs: the trivial server that also verifies every signature, with the
+    /// magicpush servers' own authenticator (chain verdicts kept), and stores nothing. The
+    /// floor of the signed runs, which the trivial 200 server is not: it verifies nothing.
+    pub trivial_verifying: Option<ModeResult>,
+    /// The signed runs against that floor: in-memory and durable check-ins/s over
+    /// `trivial_verifying`'s.
+    pub signed_vs_trivial_verifying: Option<SignedFloorRatios>,
+}
+
+/// The signed runs over the verifying floor (see [`CheckinBenchReport::trivial_verifying`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedFloorRatios {
+    pub memory: f64,
+    pub durable: f64,
 }
 
 /// The comparison runs of `--compare-device-auth`.
@@ -147,6 +161,15 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
             let _ = stop.send(());
             r
         };
+        let trivial_verifying = match signed.device_ca_der.as_deref() {
+            Some(ca) => {
+                let (addr, stop) = trivial_verifying_server(Arc::new(authenticator(ca)?)).await?;
+                let r = drive("trivial+verify", addr, &signed, opts).await?;
+                let _ = stop.send(());
+                Some(r)
+            }
+            None => None,
+        };
         let (memory, durable) = store_runs(main, opts).await?;
         let other_device_auth = if opts.compare_device_auth {
             let (other, auth) = match opts.device_auth {
@@ -168,6 +191,18 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
         } else {
             None
         };
+        let signed_runs = match (opts.device_auth, &other_device_auth) {
+            (BenchDeviceAuth::Signature, _) => Some((&memory, &durable)),
+            (BenchDeviceAuth::None, Some(o)) => Some((&o.memory, &o.durable)),
+            (BenchDeviceAuth::None, None) => None,
+        };
+        let signed_vs_trivial_verifying = match (signed_runs, &trivial_verifying) {
+            (Some((m, d)), Some(floor)) => Some(SignedFloorRatios {
+                memory: m.checkins_per_s / floor.checkins_per_s,
+                durable: d.checkins_per_s / floor.checkins_per_s,
+            }),
+            _ => None,
+        };
         Ok(CheckinBenchReport {
             devices: opts.devices,
             concurrency: opts.concurrency,
@@ -180,6 +215,8 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
             durable,
             other_device_auth,
             verify_us_per_checkin,
+            trivial_verifying,
+            signed_vs_trivial_verifying,
         })
     })
 }
@@ -350,6 +387,33 @@ fn verify_cost(work: &Workload) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1e6 / (rounds * sample.len()).max(1) as f64)
 }
 
+/// [`trivial_server`] that also verifies each request's `Mdm-Signature` with `auth` (403 on a
+/// refusal) and stores nothing: the floor of the signed runs.
+async fn trivial_verifying_server(
+    auth: Arc<DeviceAuthenticator>,
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    Ok(
+        crate::plain_http::serve(move |req: crate::plain_http::Request| {
+            let auth = Arc::clone(&auth);
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let now = time::OffsetDateTime::now_utc();
+                let mut answer = hyper::Response::new(Full::new(Bytes::new()));
+                if auth.authenticate(&parts.headers, None, &body, now).is_err() {
+                    *answer.status_mut() = http::StatusCode::FORBIDDEN;
+                }
+                answer
+            }
+        })
+        .await?,
+    )
+}
+
 /// Sends every device's Authenticate and TokenUpdate over `concurrency` connections.
 async fn drive(
     mode: &'static str,
@@ -429,4 +493,36 @@ async fn trivial_server() -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::S
         })
         .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verifying floor does verify: it answers the devices of its own CA, and refuses
+    /// signatures by identities another CA issued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_verifying_floor_refuses_a_signature_it_cannot_verify() {
+        let opts = CheckinBenchOptions {
+            devices: 4,
+            concurrency: 2,
+            device_auth: BenchDeviceAuth::Signature,
+            compare_device_auth: false,
+            identity_key: IdentityKey::P256,
+        };
+        let devices = generate(opts.devices, 0.0, 0.0, 7);
+        let (ours, _) = workloads(&devices, true, opts.identity_key).unwrap();
+        let (theirs, _) = workloads(&devices, true, opts.identity_key).unwrap();
+        let ca = ours.device_ca_der.as_deref().unwrap();
+        let (addr, stop) = trivial_verifying_server(Arc::new(authenticator(ca).unwrap()))
+            .await
+            .unwrap();
+        let good = drive("trivial+verify", addr, &ours, &opts).await.unwrap();
+        assert_eq!(good.checkins, 8);
+        let refused = drive("trivial+verify", addr, &theirs, &opts)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("403"), "{refused:#}");
+        let _ = stop.send(());
+    }
 }

@@ -70,6 +70,16 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
             o.durable_signature_over_none, o.memory_signature_over_none
         );
     }
+    if let (Some(floor), Some(ratios)) = (&r.trivial_verifying, &r.signed_vs_trivial_verifying) {
+        println!(
+            "  {:<8} {:<9} {:>9.0} check-ins/s  ({:.2} s)  the floor of the signed runs",
+            floor.mode, "signature", floor.checkins_per_s, floor.elapsed_s
+        );
+        println!(
+            "signed / trivial+verify: durable = {:.3}   in-memory = {:.3}",
+            ratios.durable, ratios.memory
+        );
+    }
     if let Some(us) = r.verify_us_per_checkin {
         println!("one verification (steady device): {us:.1} µs");
     }
