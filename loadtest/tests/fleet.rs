@@ -109,6 +109,14 @@ fn cli_json_is_one_object_on_the_last_line() {
     ] {
         assert!(v.get(key).is_some(), "{key} missing in {last}");
     }
+    // The devices sign (the default): the floor that verifies ran too, and the wall is
+    // given over it.
+    let floor = v["floor_s"].as_f64().expect("floor_s");
+    let verifying = v["floor_verifying_s"].as_f64().expect("floor_verifying_s");
+    assert!(verifying > 0.0 && floor > 0.0, "{last}");
+    let ratio = v["wall_over_verifying_floor"].as_f64().unwrap();
+    let wall = v["wall_s"].as_f64().unwrap();
+    assert!((ratio - wall / verifying).abs() < 0.01, "{last}");
     assert_eq!(v["devices"], 200);
     assert_eq!(v["lost"], 0);
     assert_eq!(v["states"]["responded"], 170, "{last}");

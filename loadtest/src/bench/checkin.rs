@@ -12,17 +12,16 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use magicpush_checkin::http::{self as server, App, DeviceAuth, ListenerSettings};
-use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
+use magicpush_checkin::identity::DeviceAuthenticator;
 use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::fleet::conn::{DeviceConn, CHECKIN_TYPE};
 use crate::fleet::device::{generate, SimDevice};
-use crate::fleet::pki::issue_identities;
+use crate::fleet::pki::{issue_identities, signature_authenticator, signature_verifies};
 use crate::fleet::signer::DeviceSigner;
 use magicpush_fixtures::{device_identity_cert_for_key, Ca, KeyKind, SharedKey};
-use rustls_pki_types::CertificateDer;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -341,13 +340,7 @@ fn workloads(
 }
 
 fn authenticator(ca_der: &[u8]) -> anyhow::Result<DeviceAuthenticator> {
-    let trust = DeviceTrust::new(&[CertificateDer::from(ca_der.to_vec())], Vec::new())
-        .map_err(|e| anyhow::anyhow!("device CA: {e}"))?;
-    Ok(DeviceAuthenticator::new(
-        vec![IdentitySource::Signature],
-        trust,
-        None,
-    )?)
+    signature_authenticator(ca_der).map_err(anyhow::Error::msg)
 }
 
 /// Microseconds per verification of a steady device (its chain verdict kept), measured over
@@ -402,9 +395,8 @@ async fn trivial_verifying_server(
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                let now = time::OffsetDateTime::now_utc();
                 let mut answer = hyper::Response::new(Full::new(Bytes::new()));
-                if auth.authenticate(&parts.headers, None, &body, now).is_err() {
+                if !signature_verifies(&auth, &parts.headers, &body) {
                     *answer.status_mut() = http::StatusCode::FORBIDDEN;
                 }
                 answer

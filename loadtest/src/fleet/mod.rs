@@ -338,6 +338,27 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
                 &pki,
                 &progress,
                 injected,
+                None,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    // Signed runs also get the floor that verifies every signature as the server does, so
+    // that the server's own work shows apart from the verifications it must make.
+    let floor_verifying = if config.baseline && signers.is_some() {
+        let auth =
+            pki::signature_authenticator(pki.device_ca.cert_der()).map_err(FleetError::Pki)?;
+        Some(
+            run_floor(
+                config,
+                &devices,
+                signers.as_ref(),
+                &pki,
+                &progress,
+                injected,
+                Some(Arc::new(auth)),
             )
             .await?,
         )
@@ -500,6 +521,11 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         floor_s: floor.as_ref().map(|f| round3(f.floor_s)),
         wall_over_floor: floor.as_ref().map(|f| round3(wall_s / f.floor_s.max(1e-9))),
         floor: floor.map(|f| f.phases),
+        floor_verifying_s: floor_verifying.as_ref().map(|f| round3(f.floor_s)),
+        wall_over_verifying_floor: floor_verifying
+            .as_ref()
+            .map(|f| round3(wall_s / f.floor_s.max(1e-9))),
+        floor_verifying: floor_verifying.map(|f| f.phases),
         total_s: round3(started.elapsed().as_secs_f64()),
         counts_match: report::counts_match(&states, injected),
         states,
@@ -643,7 +669,8 @@ struct Floor {
 }
 
 /// The floor: the identical device workload (same devices, requests and signatures, a mock
-/// APNs configured the same) against the trivial MDM stand-in.
+/// APNs configured the same) against the trivial MDM stand-in; with `verify`, one that
+/// verifies every signature.
 async fn run_floor(
     config: &FleetConfig,
     devices: &Arc<Vec<SimDevice>>,
@@ -651,6 +678,7 @@ async fn run_floor(
     pki: &FleetPki,
     progress: &Arc<Progress>,
     injected: Injected,
+    verify: Option<Arc<magicpush_checkin::identity::DeviceAuthenticator>>,
 ) -> Result<Floor, FleetError> {
     let (mock, accepted_rx) = start_mock(config, devices, pki).await?;
     let floor_err = |e: String| FleetError::Server {
@@ -671,7 +699,7 @@ async fn run_floor(
         .trust_anchor_pem(pki.ca_pem.as_bytes())
         .and_then(|b| b.build())
         .map_err(|e| floor_err(e.to_string()))?;
-    let standin = standin::StandIn::start(client.clone(), config.push_concurrency)
+    let standin = standin::StandIn::start(client.clone(), config.push_concurrency, verify)
         .await
         .map_err(|e| floor_err(e.to_string()))?;
     let target = Target::resolve(&standin.url()).await?;

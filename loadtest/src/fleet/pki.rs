@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_fixtures::{device_identity_cert, Ca, KeyKind, TestPki};
+use rustls_pki_types::CertificateDer;
 
 use super::device::SimDevice;
 use super::signer::DeviceSigner;
@@ -186,4 +188,24 @@ pub fn issue_identities(
 
 fn io(path: &Path, e: std::io::Error) -> FleetError {
     FleetError::Pki(format!("{}: {e}", path.display()))
+}
+
+/// The authenticator a magicpush server uses for devices whose identities `ca_der` issued,
+/// verifying `Mdm-Signature` only: the servers under test and the floors that verify share it.
+pub fn signature_authenticator(ca_der: &[u8]) -> Result<DeviceAuthenticator, String> {
+    let trust = DeviceTrust::new(&[CertificateDer::from(ca_der.to_vec())], Vec::new())
+        .map_err(|e| format!("device CA: {e}"))?;
+    DeviceAuthenticator::new(vec![IdentitySource::Signature], trust, None)
+        .map_err(|e| format!("device authenticator: {e}"))
+}
+
+/// Whether the request carries a signature `auth` accepts, now: what a verifying floor checks
+/// before it answers (a magicpush server refuses the others with 403).
+pub fn signature_verifies(
+    auth: &DeviceAuthenticator,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> bool {
+    auth.authenticate(headers, None, body, time::OffsetDateTime::now_utc())
+        .is_ok()
 }

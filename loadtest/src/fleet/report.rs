@@ -118,6 +118,13 @@ pub struct FleetReport {
     pub wall_over_floor: Option<f64>,
     /// The stand-in run's phases.
     pub floor: Option<FloorPhases>,
+    /// When the devices sign: the same workload against the stand-in that also verifies
+    /// every signature as the server does (enroll + push_report), in seconds.
+    pub floor_verifying_s: Option<f64>,
+    /// `wall_s / floor_verifying_s`: the server's work beyond the verifications it must make.
+    pub wall_over_verifying_floor: Option<f64>,
+    /// The verifying stand-in run's phases.
+    pub floor_verifying: Option<FloorPhases>,
     /// The whole run including setup and verification, in seconds.
     pub total_s: f64,
     /// The server's own counts by state (`GET /v1/connectivity`).
@@ -189,6 +196,13 @@ impl FleetReport {
         if let (Some(floor), Some(ratio)) = (self.floor_s, self.wall_over_floor) {
             row(
                 "floor (trivial MDM stand-in)",
+                format!("{floor:.2} s; wall / floor = {ratio:.2}"),
+            );
+        }
+        if let (Some(floor), Some(ratio)) = (self.floor_verifying_s, self.wall_over_verifying_floor)
+        {
+            row(
+                "floor that verifies signatures",
                 format!("{floor:.2} s; wall / floor = {ratio:.2}"),
             );
         }

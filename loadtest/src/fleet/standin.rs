@@ -5,7 +5,9 @@
 //! magic in memory, the only thing it keeps, since it must push them), `POST /v1/refresh`
 //! pushes every token through the same engine to the same mock APNs, each `Idle` report gets
 //! one canned DeviceInformation command, and every other report an empty 200. No store, no
-//! queue, no device authentication, no connectivity report.
+//! queue, no connectivity report. Started with an authenticator, it also verifies every
+//! device request's `Mdm-Signature` first (403 if it does not verify), as a magicpush server
+//! does: the floor of a signed run's own work (`floor_verifying_s`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
+use magicpush_checkin::identity::DeviceAuthenticator;
 use magicpush_engine::{Client, DevicePush, DeviceToken};
+
+use super::pki::signature_verifies;
 
 /// The command every Idle gets (a fixed UUID: the stand-in remembers nothing).
 const CANNED_COMMAND: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>
@@ -41,12 +46,18 @@ pub struct StandIn {
 
 impl StandIn {
     /// Serves on 127.0.0.1 (a free port), pushing with `client`, at most `push_concurrency`
-    /// pushes waiting at once (as the server's `--push-concurrency`).
-    pub async fn start(client: Client, push_concurrency: usize) -> std::io::Result<StandIn> {
+    /// pushes waiting at once (as the server's `--push-concurrency`); with `verify`, every
+    /// device request's signature is verified first.
+    pub async fn start(
+        client: Client,
+        push_concurrency: usize,
+        verify: Option<Arc<DeviceAuthenticator>>,
+    ) -> std::io::Result<StandIn> {
         let state = Arc::new(State {
             tokens: DashMap::new(),
             client,
             push_concurrency: push_concurrency.max(1),
+            verify,
         });
         let (addr, stop) = crate::plain_http::serve(move |req| {
             let state = state.clone();
@@ -72,6 +83,8 @@ struct State {
     tokens: DashMap<String, (DeviceToken, String)>,
     client: Client,
     push_concurrency: usize,
+    /// Verify each device request's `Mdm-Signature` with this.
+    verify: Option<Arc<DeviceAuthenticator>>,
 }
 
 impl State {
@@ -79,12 +92,18 @@ impl State {
         self: &Arc<Self>,
         req: crate::plain_http::Request,
     ) -> crate::plain_http::Response {
-        let path = req.uri().path().to_owned();
-        let body = match req.into_body().collect().await {
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return status(400),
         };
-        match path.as_str() {
+        let path = parts.uri.path();
+        if let (Some(auth), "/mdm/checkin" | "/mdm/server" | "/mdm") = (&self.verify, path) {
+            if !signature_verifies(auth, &parts.headers, &body) {
+                return status(403);
+            }
+        }
+        match path {
             "/mdm/checkin" => {
                 self.checkin(&body);
                 status(200)
