@@ -220,6 +220,14 @@ impl Progress {
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
+    /// Zeroes the counts of a run, before the next run of the same devices (each floor, then
+    /// the server): a push phase waits until its own run's devices all reported.
+    fn start_run(&self) {
+        self.enrolled.store(0, Ordering::Relaxed);
+        self.pushed.store(0, Ordering::Relaxed);
+        self.reported.store(0, Ordering::Relaxed);
+    }
+
     /// Marks the run finished (also after an error), so a display stops.
     pub fn mark_done(&self) {
         self.set_phase(Phase::Done);
@@ -365,9 +373,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     } else {
         None
     };
-    progress.enrolled.store(0, Ordering::Relaxed);
-    progress.pushed.store(0, Ordering::Relaxed);
-    progress.reported.store(0, Ordering::Relaxed);
+    progress.start_run();
 
     let (mock, accepted_rx) = start_mock(config, &devices, &pki).await?;
 
@@ -680,6 +686,7 @@ async fn run_floor(
     injected: Injected,
     verify: Option<Arc<magicpush_checkin::identity::DeviceAuthenticator>>,
 ) -> Result<Floor, FleetError> {
+    progress.start_run();
     let (mock, accepted_rx) = start_mock(config, devices, pki).await?;
     let floor_err = |e: String| FleetError::Server {
         detail: format!("stand-in: {e}"),
