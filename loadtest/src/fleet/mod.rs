@@ -337,19 +337,19 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         }
     };
 
-    let floor = if config.baseline {
-        Some(
-            run_floor(
-                config,
-                &devices,
-                signers.as_ref(),
-                &pki,
-                &progress,
-                injected,
-                None,
-            )
-            .await?,
+    let floor_run = |verify| {
+        run_floor(
+            config,
+            &devices,
+            signers.as_ref(),
+            &pki,
+            &progress,
+            injected,
+            verify,
         )
+    };
+    let floor = if config.baseline {
+        Some(floor_run(None).await?)
     } else {
         None
     };
@@ -358,18 +358,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let floor_verifying = if config.baseline && signers.is_some() {
         let auth =
             pki::signature_authenticator(pki.device_ca.cert_der()).map_err(FleetError::Pki)?;
-        Some(
-            run_floor(
-                config,
-                &devices,
-                signers.as_ref(),
-                &pki,
-                &progress,
-                injected,
-                Some(Arc::new(auth)),
-            )
-            .await?,
-        )
+        Some(floor_run(Some(Arc::new(auth))).await?)
     } else {
         None
     };
