@@ -155,6 +155,35 @@ async fn an_idle_http1_keep_alive_ends_at_the_header_timeout_when_that_is_shorte
     assert!(closed < Duration::from_secs(5), "after {closed:?}");
 }
 
+/// A socket that sends nothing, or only HTTP/2's preface, is closed at the header timeout
+/// counted from accept, not at the (here far longer) idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_ends_at_the_header_timeout() {
+    let srv = TestServer::start(Options {
+        listener: ListenerSettings {
+            header_read_timeout: Duration::from_millis(400),
+            idle_timeout: Duration::from_secs(60),
+            ..settings()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut silent = connect(&srv).await;
+    let mut preface_only = connect(&srv).await;
+    preface_only
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    for (what, stream) in [("silent", &mut silent), ("preface only", &mut preface_only)] {
+        let (_, closed) = until_closed(stream, Duration::from_secs(10)).await;
+        let closed = closed.unwrap_or_else(|| panic!("{what}: never closed"));
+        assert!(closed < Duration::from_secs(5), "{what}: after {closed:?}");
+    }
+    // A client that does send its request in time is served as before.
+    let kept = after_one_request(&srv).await;
+    drop(kept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once_and_devices_still_get_in() {
     let srv = TestServer::start(Options {

@@ -147,7 +147,8 @@ pub(crate) struct ServeArgs {
     /// Open connections at most; more are closed as soon as they are accepted.
     #[arg(long, env = "MAGICPUSH_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
-    /// Time for a client to send its request headers. On HTTP/1.1 it runs from the moment a
+    /// Time for a client to send its request headers; the first request's is counted from
+    /// accept, so a connection that sends nothing is closed then. On HTTP/1.1 it runs from the moment a
     /// connection waits for its next request, so it also ends an idle keep-alive connection
     /// when it is shorter than --idle-timeout.
     #[arg(long, env = "MAGICPUSH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

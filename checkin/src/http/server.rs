@@ -29,9 +29,12 @@ pub struct ListenerSettings {
     /// in `magicpush_http_connections_refused_total`), not left waiting in the kernel's
     /// backlog. Default 10 000.
     pub max_connections: usize,
-    /// Time for a client to send its request headers. Default 30 s. On HTTP/1.1 hyper starts
-    /// it when a connection begins to wait for its next request, so it also ends an idle
-    /// keep-alive connection when it is shorter than `idle_timeout`.
+    /// Time for a client to send its request headers. Default 30 s. A connection's first
+    /// request head (HTTP/1.1, or HTTP/2's preface and first request) is due this long after
+    /// the connection was accepted, so a socket that sends nothing is closed then, not at the
+    /// idle timeout. On HTTP/1.1 hyper also starts it when a connection begins to wait for its
+    /// next request, so it also ends an idle keep-alive connection when it is shorter than
+    /// `idle_timeout`.
     pub header_read_timeout: Duration,
     /// How fast request bodies must arrive (408 otherwise). Default: within 60 s, at least
     /// 1 KiB/s after 5 s.
@@ -224,6 +227,7 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let accepted = tokio::time::Instant::now();
         let app = app.clone();
         let tls = tls.clone();
         let stop = stop.clone();
@@ -238,7 +242,8 @@ async fn accept_loop(
             let work = async move {
                 match tls {
                     None => {
-                        serve_connection(TokioIo::new(stream), app, &settings, stop, None).await
+                        let io = TokioIo::new(stream);
+                        serve_connection(io, app, &settings, stop, None, accepted).await
                     }
                     Some(acceptor) => {
                         match tokio::time::timeout(
@@ -255,7 +260,7 @@ async fn accept_loop(
                                     .and_then(|chain| chain.first())
                                     .map(|der| PeerCertificate(Arc::from(der.as_ref())));
                                 let io = TokioIo::new(tls_stream);
-                                serve_connection(io, app, &settings, stop, identity).await
+                                serve_connection(io, app, &settings, stop, identity, accepted).await
                             }
                             Ok(Err(err)) => {
                                 tracing::debug!(%peer, "TLS handshake failed: {err}")
@@ -283,6 +288,7 @@ async fn serve_connection<I>(
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
     identity: Option<PeerCertificate>,
+    accepted: tokio::time::Instant,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -320,8 +326,22 @@ async fn serve_connection<I>(
             .max(Duration::from_millis(10)),
     );
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first request head is due by the header timeout, counted from accept: hyper's own
+    // header timer does not run while the connection's protocol is still being detected, so
+    // without this a socket that never sends a byte would stay until the idle timeout.
+    let first_head = tokio::time::sleep_until(accepted + settings.header_read_timeout);
+    tokio::pin!(first_head);
+    let mut first_head_due = true;
     loop {
         tokio::select! {
+            _ = first_head.as_mut(), if first_head_due => {
+                first_head_due = false;
+                if !activity.started_any() {
+                    ::metrics::counter!("magicpush_http_header_timeout_closed_total").increment(1);
+                    tracing::debug!("connection closed: no request head within the header timeout");
+                    return;
+                }
+            }
             res = conn.as_mut() => {
                 if let Err(err) = res {
                     tracing::debug!("connection ended: {err}");

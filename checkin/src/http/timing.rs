@@ -181,6 +181,7 @@ pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    started_any: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -190,6 +191,7 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started_any: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -201,8 +203,15 @@ impl Activity {
     /// A request started; the guard ends it.
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started_any.store(true, Ordering::Relaxed);
         self.touch();
         InFlight(self.clone())
+    }
+
+    /// Whether any request has started on the connection: one whose client has not sent a
+    /// whole request head by the header timeout, counted from accept, is closed.
+    pub fn started_any(&self) -> bool {
+        self.started_any.load(Ordering::Relaxed)
     }
 
     /// Whether the connection has been idle — no request in flight, none started or ended —
@@ -341,5 +350,13 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(a.idle_for(Duration::from_secs(10), Instant::now()));
+    }
+
+    #[test]
+    fn a_connection_has_started_a_request_once_one_began() {
+        let a = Activity::new();
+        assert!(!a.started_any());
+        drop(a.request());
+        assert!(a.started_any(), "still true once the request has ended");
     }
 }
