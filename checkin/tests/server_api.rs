@@ -968,6 +968,61 @@ async fn a_tls_client_certificate_is_bound_to_the_udid_it_authenticated() {
     assert_eq!(srv.state(&dev.udid).await, "never_pushed");
 }
 
+/// A ClearPasscode is queued without the device's UnlockToken: with a secrets key, the token's
+/// bytes are nowhere in the database's files, yet the device receives its own token.
+#[tokio::test]
+async fn a_queued_clear_passcode_keeps_the_unlock_token_sealed() {
+    let srv = TestServer::start(Options {
+        sqlite: true,
+        secrets_key: true,
+        ..Options::default()
+    })
+    .await;
+    let dev = device(1);
+    srv.enroll(&dev).await;
+    let sent = plists::token_update(&dev, &srv.topic());
+    let token = sent["UnlockToken"].as_data().unwrap().to_vec();
+    assert!(token.len() >= 8, "a token long enough to search for");
+    let clear = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "ClearPasscode", "push": false}),
+        )
+        .await
+        .unwrap();
+    // Every file the store writes (the database, its WAL and shared memory), as they are
+    // while the command waits in the queue: neither the token's bytes nor its base64 (as an
+    // XML plist's <data> holds it: lines of 51 bytes, so the first 48 bytes' base64 lies on
+    // one line, whole groups of three with no padding).
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&token[..48]);
+    let mut searched = 0;
+    for entry in std::fs::read_dir(srv.dir.path().join("db")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        searched += bytes.len();
+        for (what, needle) in [("bytes", token.as_slice()), ("base64", b64.as_bytes())] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the UnlockToken's {what} lie in clear in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(searched > 0, "the database's files were found");
+    let (_, body) = srv.put("/mdm/server", &plists::report_idle(&dev)).await;
+    let cmd: Dictionary = plist::from_bytes(&body).unwrap();
+    assert_eq!(
+        cmd["CommandUUID"].as_string(),
+        clear["command_uuid"].as_str()
+    );
+    let inner = cmd["Command"].as_dictionary().unwrap();
+    assert_eq!(inner["RequestType"].as_string(), Some("ClearPasscode"));
+    assert_eq!(inner["UnlockToken"].as_data(), Some(token.as_slice()));
+}
+
 /// InstallProfile with a real .mobileconfig as `{"$data": …}`, ClearPasscode with the stored
 /// UnlockToken (never shown by the API), a raw plist command, cancel and delete.
 #[tokio::test]

@@ -114,6 +114,19 @@ impl Command {
     }
 }
 
+/// A stored command body with `UnlockToken` set in its `Command` dictionary, as a
+/// `ClearPasscode` is handed to its device: the queue stores it without the token, which stays
+/// only in the device's sealed column. `None` if the body is not a command dictionary (the
+/// queue only holds bodies this crate encoded, so that is a bug, not a device's doing).
+pub fn with_unlock_token(body: &[u8], token: &[u8]) -> Option<Vec<u8>> {
+    let mut top: Dictionary = plist::from_bytes(body).ok()?;
+    let Some(Value::Dictionary(cmd)) = top.get_mut("Command") else {
+        return None;
+    };
+    cmd.insert("UnlockToken".into(), Value::Data(token.to_vec()));
+    Some(encode_xml(top))
+}
+
 /// The body answering `GetBootstrapToken`: `BootstrapToken` data, omitted when none is escrowed.
 pub fn bootstrap_token_response(token: Option<&[u8]>) -> Vec<u8> {
     let mut top = Dictionary::new();
@@ -136,6 +149,19 @@ fn encode_xml(dict: Dictionary) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unlock_token_is_written_into_a_stored_body() {
+        let cmd = Command::new("ClearPasscode", Dictionary::new());
+        let body = with_unlock_token(&cmd.to_xml(), b"keybag").unwrap();
+        let top: Dictionary = plist::from_bytes(&body).unwrap();
+        assert_eq!(top["CommandUUID"].as_string(), Some(cmd.uuid.as_str()));
+        let inner = top["Command"].as_dictionary().unwrap();
+        assert_eq!(inner["RequestType"].as_string(), Some("ClearPasscode"));
+        assert_eq!(inner["UnlockToken"].as_data(), Some(&b"keybag"[..]));
+        assert!(with_unlock_token(b"<plist><array/></plist>", b"k").is_none());
+        assert!(with_unlock_token(b"not a plist", b"k").is_none());
+    }
 
     #[test]
     fn a_command_plist_from_an_admin() {

@@ -27,7 +27,8 @@ pub use checkin::{
     Authenticate, CheckOut, Checkin, GetBootstrapToken, SetBootstrapToken, TokenUpdate, UserChannel,
 };
 pub use command::{
-    bootstrap_token_response, Command, DEVICE_INFORMATION, DEVICE_INFORMATION_QUERIES,
+    bootstrap_token_response, with_unlock_token, Command, DEVICE_INFORMATION,
+    DEVICE_INFORMATION_QUERIES,
 };
 pub use dict::{MAX_DEVICE_ID, MAX_PUSH_MAGIC, MAX_TOKEN, MAX_TOPIC};
 pub use error::DecodeError;

@@ -4,7 +4,7 @@
 use super::{certauth, Service, ServiceError};
 use crate::identity::{DeviceIdentity, Refusal};
 use crate::mdm::{self, bootstrap_token_response, Checkin, Message, Report, Status};
-use crate::store::{BoundIdentity, Enrollment, StoreError};
+use crate::store::{BoundIdentity, Enrollment, QueuedCommand, StoreError};
 
 /// Which URL the body came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,12 +175,47 @@ impl Service {
             }
         };
         match next {
-            Some(command) => {
+            Some(mut command) => {
+                if command.request_type == super::refresh::CLEAR_PASSCODE {
+                    self.fill_unlock_token(&report.udid, &mut command).await?;
+                }
                 tracing::debug!(udid = %report.udid, uuid = %command.uuid, request_type = %command.request_type, "sending command");
                 Ok(DeviceReply::Plist(command.body))
             }
             None => Ok(DeviceReply::Empty),
         }
+    }
+
+    /// A `ClearPasscode` queued without its `UnlockToken` gets the device's escrowed one, from
+    /// the sealed column, as it is handed out. One queued with a token (an admin's own) is sent
+    /// as it is.
+    async fn fill_unlock_token(
+        &self,
+        udid: &str,
+        command: &mut QueuedCommand,
+    ) -> Result<(), ServiceError> {
+        let has_token = plist::from_bytes::<plist::Dictionary>(&command.body)
+            .ok()
+            .and_then(|top| {
+                top.get("Command")?
+                    .as_dictionary()?
+                    .get("UnlockToken")
+                    .cloned()
+            })
+            .is_some();
+        if has_token {
+            return Ok(());
+        }
+        let token = self.store.device(udid).await?.and_then(|d| d.unlock_token);
+        match token.and_then(|t| mdm::with_unlock_token(&command.body, t.expose())) {
+            Some(body) => command.body = body,
+            None => tracing::warn!(
+                %udid,
+                uuid = %command.uuid,
+                "ClearPasscode sent without an UnlockToken: the device no longer has one escrowed"
+            ),
+        }
+        Ok(())
     }
 
     /// A device enrolling with another topic than the loaded certificate's will never get a

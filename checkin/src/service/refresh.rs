@@ -235,9 +235,11 @@ impl Service {
         if request.udids.is_empty() {
             return Err(ServiceError::BadRequest("udids must not be empty".into()));
         }
-        let mut params = request.params;
+        let params = request.params;
         if request_type == CLEAR_PASSCODE && !params.contains_key("UnlockToken") {
-            // Each device's own token: one device per command.
+            // Each device's own token: one device per command. The queue stores the command
+            // without it; the token is written in from the device's sealed column when the
+            // command is handed out, so it never lies in the queue in clear.
             let [udid] = request.udids.as_slice() else {
                 return Err(ServiceError::BadRequest(
                     "ClearPasscode carries the device's own UnlockToken: send it for one device at a time".into(),
@@ -248,15 +250,11 @@ impl Service {
                 .device(udid)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(format!("unknown device {udid}")))?;
-            let token = device.unlock_token.ok_or_else(|| {
-                ServiceError::Conflict(format!(
+            if device.unlock_token.is_none() {
+                return Err(ServiceError::Conflict(format!(
                     "device {udid} has escrowed no UnlockToken (it sends one in its TokenUpdate when it has a passcode and is supervised or enrolled by the user); ClearPasscode cannot be sent"
-                ))
-            })?;
-            params.insert(
-                "UnlockToken".into(),
-                plist::Value::Data(token.expose().to_vec()),
-            );
+                )));
+            }
         }
         let mut command = match request.uuid {
             Some(uuid) => Command::with_uuid(uuid, request_type, params),

@@ -15,7 +15,7 @@ use magicpush_checkin::identity::authenticator::parse_sources;
 use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust};
 use magicpush_checkin::push::{FakePusher, PushSender};
 use magicpush_checkin::service::{PushCertState, Service, ServiceConfig};
-use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
+use magicpush_checkin::store::{MemoryStore, SecretKey, SqliteOptions, SqliteStore, Store};
 use magicpush_engine::cert::CertificateInfo;
 use magicpush_fixtures::plists::{self, Device};
 use magicpush_fixtures::TestPki;
@@ -36,6 +36,8 @@ pub struct Options {
     pub device_auth: bool,
     /// The durable SQLite store (in the test's directory) instead of the in-memory one.
     pub sqlite: bool,
+    /// With `sqlite`: escrowed tokens sealed with a secrets key (`--secrets-key-file`).
+    pub secrets_key: bool,
     /// Timeouts and limits of the listener.
     pub listener: ListenerSettings,
     /// Start with the test PKI's push certificate (else with none, as on the manual's first
@@ -52,6 +54,7 @@ impl Default for Options {
             tls: false,
             device_auth: false,
             sqlite: false,
+            secrets_key: false,
             listener: ListenerSettings::default(),
             push_cert: true,
         }
@@ -77,7 +80,13 @@ impl TestServer {
         let pki = TestPki::generate().expect("test PKI");
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = if opts.sqlite {
-            Arc::new(SqliteStore::open(&dir.path().join("db")).expect("SQLite store"))
+            let options = SqliteOptions {
+                secrets_key: opts
+                    .secrets_key
+                    .then(|| Arc::new(SecretKey::from_bytes(&[7u8; 32]).expect("a 32-byte key"))),
+                ..SqliteOptions::default()
+            };
+            Arc::new(SqliteStore::open_with(&dir.path().join("db"), options).expect("SQLite store"))
         } else {
             Arc::new(MemoryStore::new())
         };
