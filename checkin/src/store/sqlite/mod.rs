@@ -298,7 +298,7 @@ const WRITER_CACHE_KIB: u32 = 24 * 1024;
 /// 32,000 pages (a WAL of up to 128 MB on disk): a large fleet's enrollment writes rows all
 /// over a table too big to repeat pages within a shorter WAL. At 1,000,000 devices an 8,000-page
 /// WAL enrolled 10,800 devices/s, this one 13,300/s (18,000/s at 50,000 either way); the whole
-/// 1M fleet took 152 s instead of 173 s (BENCHMARKS.md §10).
+/// 1M fleet took 152 s instead of 173 s (BENCHMARKS.md §12, "Settled choices").
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 32000;
 
 /// Prepared statements the writer keeps. rusqlite's default (16) is fewer than the writer
