@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use magicpush_checkin::mdm;
+use magicpush_mdm as mdm;
 
 const BODIES: [&str; 4] = [
     "authenticate",

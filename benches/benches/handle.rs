@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::Full;
-use magicpush_checkin::http::{App, DeviceAuth};
-use magicpush_checkin::mdm;
-use magicpush_checkin::store::MemoryStore;
+use magicpush_mdm as mdm;
+use magicpush_server::http::{App, DeviceAuth};
+use magicpush_store::MemoryStore;
 
 /// Each fixture and the path a device sends it to.
 const BODIES: [(&str, &str); 3] = [
@@ -22,7 +22,11 @@ const BODIES: [(&str, &str); 3] = [
 ];
 
 fn app() -> App {
-    App::with_fake_pusher(Arc::new(MemoryStore::new()), DeviceAuth::Off)
+    App::with_pusher(
+        Arc::new(MemoryStore::new()),
+        magicpush_testkit::FakePusher::new(),
+        DeviceAuth::Off,
+    )
 }
 
 fn request(path: &str, body: &Bytes) -> http::Request<Full<Bytes>> {

@@ -17,6 +17,8 @@
 //! - [`apns`]: the APNs protocol without I/O: request encoding, response classification, reasons.
 //! - [`pool`]: the pool's decisions without I/O: connection choice, reconnect plan, retries.
 //! - [`outcome`]: what a push is and how it can end.
+//! - [`sender`]: [`PushSender`], what delivers pushes as a caller sees it (the [`Client`], or a
+//!   caller's test stand-in).
 //! - `client` (re-exported at the root): the builder and the push API.
 //! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
 //!   connection, and TCP/TLS/HTTP/2 setup.
@@ -31,6 +33,7 @@ mod job;
 pub mod metrics;
 pub mod outcome;
 pub mod pool;
+pub mod sender;
 mod transport;
 
 pub use apns::reason::Reason;
@@ -39,4 +42,5 @@ pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, Summary
 pub use dispatch::PoolStatus;
 pub use endpoint::{CustomEndpoint, Endpoint, InvalidEndpoint};
 pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};
+pub use sender::{PushSender, ReplaceError};
 pub use transport::{ConnectError, TlsConfigError};

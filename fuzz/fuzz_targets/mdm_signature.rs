@@ -1,7 +1,7 @@
 //! `Mdm-Signature`: the header's base64 and the CMS SignedData it holds, over a body. The
 //! first byte chooses how the rest is split into signature and body.
 #![no_main]
-use magicpush_checkin::identity::signature::{decode_header, verify_detached};
+use magicpush_server::identity::signature::{decode_header, verify_detached};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else {

@@ -2,6 +2,6 @@
 //! decoder (`PUT /mdm`).
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = magicpush_checkin::mdm::decode_report(data);
-    let _ = magicpush_checkin::mdm::decode(data);
+    let _ = magicpush_mdm::decode_report(data);
+    let _ = magicpush_mdm::decode(data);
 });

@@ -11,9 +11,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
-use magicpush_checkin::http::{self as server, App, DeviceAuth, ListenerSettings};
-use magicpush_checkin::identity::DeviceAuthenticator;
-use magicpush_checkin::store::{MemoryStore, SqliteStore, Store};
+use magicpush_server::http::{self as server, App, DeviceAuth, ListenerSettings};
+use magicpush_server::identity::DeviceAuthenticator;
+use magicpush_sqlite::SqliteStore;
+use magicpush_store::{MemoryStore, Store};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -469,7 +470,11 @@ async fn magicpush_server(
         Some(ca) => DeviceAuth::Required(Arc::new(authenticator(ca)?)),
         None => DeviceAuth::Off,
     };
-    let app = Arc::new(App::with_fake_pusher(store, device_auth));
+    let app = Arc::new(App::with_pusher(
+        store,
+        magicpush_testkit::FakePusher::new(),
+        device_auth,
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let handle = server::spawn(listener, None, app, ListenerSettings::default())?;
     Ok((handle.local_addr(), handle))

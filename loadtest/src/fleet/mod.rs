@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use magicpush_checkin::client::AdminClient;
+use magicpush_server::client::AdminClient;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -673,7 +673,7 @@ async fn run_floor(
     pki: &FleetPki,
     progress: &Arc<Progress>,
     injected: Injected,
-    verify: Option<Arc<magicpush_checkin::identity::DeviceAuthenticator>>,
+    verify: Option<Arc<magicpush_server::identity::DeviceAuthenticator>>,
 ) -> Result<Floor, FleetError> {
     progress.start_run();
     let (mock, accepted_rx) = start_mock(config, devices, pki).await?;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use magicpush_checkin::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_fixtures::{device_identity_cert, Ca, KeyKind, TestPki};
+use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use rustls_pki_types::CertificateDer;
 
 use super::device::SimDevice;

@@ -91,7 +91,7 @@ impl ServerProcess {
             let filter = settings
                 .log_filter
                 .as_deref()
-                .unwrap_or("warn,magicpush_checkin::cli::serve=error");
+                .unwrap_or("warn,magicpush_cli::serve=error");
             cmd.env("RUST_LOG", filter);
         }
         let mut child = cmd.spawn().map_err(|e| FleetError::Server {
@@ -191,5 +191,5 @@ pub fn serve_child_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
         .into_iter()
         .chain(args.iter().cloned())
         .collect::<Vec<std::ffi::OsString>>();
-    magicpush_checkin::cli::main_from(argv)
+    magicpush_cli::main_from(argv)
 }

@@ -186,8 +186,8 @@ fn algorithm(oid: ObjectIdentifier) -> AlgorithmIdentifierOwned {
 
 #[cfg(test)]
 mod tests {
-    use magicpush_checkin::identity::signature::verify_detached;
     use magicpush_fixtures::{device_identity_cert, Ca, KeyKind};
+    use magicpush_server::identity::signature::verify_detached;
 
     use super::*;
 
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(verified.certificate_der, device.cert_der);
         assert!(verify_detached(&cms, b"<plist>other</plist>").is_err());
         let header = signer.sign(body);
-        let decoded = magicpush_checkin::identity::signature::decode_header(header.as_bytes());
+        let decoded = magicpush_server::identity::signature::decode_header(header.as_bytes());
         assert!(verify_detached(&decoded.unwrap(), body).is_ok());
         // Another device's certificate with this device's key does not verify.
         let other = device_identity_cert(&ca, "UDID-2", KeyKind::EcdsaP256).unwrap();

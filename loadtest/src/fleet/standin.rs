@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
-use magicpush_checkin::identity::DeviceAuthenticator;
 use magicpush_engine::{Client, DevicePush, DeviceToken};
+use magicpush_server::identity::DeviceAuthenticator;
 
 use super::pki::signature_verifies;
 

@@ -1,0 +1,581 @@
+//! `magicpush serve`: the check-in server with its durable store, the APNs client, the admin
+//! API and the scheduled collection. Every flag can also come from a `MAGICPUSH_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use magicpush_engine::cert::PushCertificate;
+use magicpush_engine::Client;
+
+use magicpush_server::notify::{Notifier, NotifyConfig};
+use magicpush_server::pushcert::expiry::Thresholds;
+use magicpush_server::pushcert::request::{Subject, VendorIdentity};
+
+use super::secret_arg::SecretArg;
+use magicpush_server::config::{format_duration, parse_duration};
+use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
+use magicpush_server::identity::authenticator::parse_sources;
+use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
+use magicpush_server::push::{EnginePusher, PushSender};
+use magicpush_server::service::pushcert::{
+    check_topic_at_start, stored_certificate, STORED_CERT_FILE,
+};
+use magicpush_server::service::{PushCertSettings, PushCertState, Service, ServiceConfig};
+use magicpush_sqlite::{SqliteOptions, SqliteStore};
+use magicpush_store::{SecretKey, Store};
+
+/// Runs the MDM check-in server.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MAGICPUSH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the device database and server state (created if missing).
+    #[arg(long, env = "MAGICPUSH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// MDM push certificate (PEM). Optional: without it (and none installed through the admin
+    /// API) the server starts without pushing — issue a request with POST /v1/pushcert/csr and
+    /// upload Apple's certificate with PUT /v1/pushcert.
+    #[arg(long, env = "MAGICPUSH_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key of the push certificate (PEM).
+    #[arg(long, env = "MAGICPUSH_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// APNs base URL (default: Apple's production service). For a mock or a proxy.
+    #[arg(long, env = "MAGICPUSH_APNS_URL")]
+    apns_url: Option<String>,
+    /// CA certificate(s) (PEM) to trust for the APNs server, besides the public roots.
+    #[arg(long, env = "MAGICPUSH_APNS_CA")]
+    apns_ca: Option<PathBuf>,
+    /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off. Prefer
+    /// MAGICPUSH_API_KEY or --api-key-file: a command line is visible to every local user.
+    #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
+    api_key: Option<SecretArg>,
+    /// File holding the admin API key (its first line); it wins over --api-key /
+    /// MAGICPUSH_API_KEY.
+    #[arg(long, env = "MAGICPUSH_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Default e-mail address of push certificate requests (POST /v1/pushcert/csr).
+    #[arg(long, env = "MAGICPUSH_CSR_EMAIL")]
+    csr_email: Option<String>,
+    /// Default common name of push certificate requests (e.g. the company).
+    #[arg(long, env = "MAGICPUSH_CSR_CN")]
+    csr_cn: Option<String>,
+    /// Default country (two letters) of push certificate requests.
+    #[arg(long, env = "MAGICPUSH_CSR_COUNTRY")]
+    csr_country: Option<String>,
+    /// The MDM vendor certificate (PEM) Apple issued: requests are then vendor-signed, ready
+    /// for the Apple Push Certificates Portal.
+    #[arg(long, env = "MAGICPUSH_VENDOR_CERT", requires = "vendor_key")]
+    vendor_cert: Option<PathBuf>,
+    /// The MDM vendor certificate's RSA private key (PEM).
+    #[arg(long, env = "MAGICPUSH_VENDOR_KEY", requires = "vendor_cert")]
+    vendor_key: Option<PathBuf>,
+    /// The vendor certificate's chain (PEM: intermediates, root), appended to
+    /// PushCertCertificateChain.
+    #[arg(long, env = "MAGICPUSH_VENDOR_CHAIN", requires = "vendor_cert")]
+    vendor_chain: Option<PathBuf>,
+    /// The vendor name in request file names (default: the vendor certificate's O or CN,
+    /// else MAGICPUSH).
+    #[arg(long, env = "MAGICPUSH_VENDOR_NAME")]
+    vendor_name: Option<String>,
+    /// Days before the push certificate's expiry at which to warn (log, event, webhook).
+    #[arg(long, env = "MAGICPUSH_EXPIRY_WARN_DAYS", default_value = magicpush_server::pushcert::expiry::DEFAULT_THRESHOLDS)]
+    expiry_warn_days: String,
+    /// Webhook for push certificate and refresh events (JSON POST).
+    #[arg(long, env = "MAGICPUSH_NOTIFY_URL")]
+    notify_url: Option<String>,
+    /// HMAC-SHA256 key of the webhook's X-Magicpush-Signature header.
+    #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET", hide_env_values = true)]
+    notify_secret: Option<SecretArg>,
+    /// File holding the webhook's HMAC key (instead of --notify-secret on the command line);
+    /// it wins over --notify-secret / MAGICPUSH_NOTIFY_SECRET.
+    #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET_FILE")]
+    notify_secret_file: Option<PathBuf>,
+    /// Collect device information from every device this often (e.g. 24h).
+    #[arg(long, env = "MAGICPUSH_COLLECT_EVERY", value_parser = parse_duration)]
+    collect_every: Option<Duration>,
+    /// A pushed device that has not answered after this long is `unreachable`.
+    #[arg(long, env = "MAGICPUSH_UNREACHABLE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    unreachable_after: Duration,
+    /// TLS certificate chain (PEM) for the server itself; plain HTTP without it.
+    #[arg(long, env = "MAGICPUSH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that issue the devices' identity certificates (the SCEP or
+    /// ACME CA of the enrollment profile). Required unless --insecure-no-device-auth: every
+    /// device request must carry an identity certificate of this CA, bound at Authenticate
+    /// to the device's UDID (403 otherwise, never 401).
+    #[arg(long, env = "MAGICPUSH_DEVICE_CA")]
+    device_ca: Option<PathBuf>,
+    /// Intermediate CA certificate(s) (PEM) between --device-ca and the identities.
+    #[arg(long, env = "MAGICPUSH_DEVICE_INTERMEDIATES", requires = "device_ca")]
+    device_intermediates: Option<PathBuf>,
+    /// Where the identity certificate comes from, tried in order: `signature` (the
+    /// Mdm-Signature header, SignMessage in the MDM payload), `tls` (the TLS client
+    /// certificate; needs --tls-cert), `header` (a TLS-terminating proxy's header, named with
+    /// --device-cert-header).
+    #[arg(long, env = "MAGICPUSH_DEVICE_AUTH", default_value = "signature,tls")]
+    device_auth: String,
+    /// The request header a trusted TLS-terminating proxy puts the client certificate in
+    /// (RFC 9440 `Client-Cert: :<base64 DER>:` or nginx's URL-escaped PEM). Read only when
+    /// given; the proxy must strip it from client requests.
+    #[arg(long, env = "MAGICPUSH_DEVICE_CERT_HEADER")]
+    device_cert_header: Option<String>,
+    /// Serve device requests WITHOUT authentication: any client that knows a UDID can act as
+    /// that device. For tests and labs only.
+    #[arg(
+        long,
+        env = "MAGICPUSH_INSECURE_NO_DEVICE_AUTH",
+        conflicts_with = "device_ca"
+    )]
+    insecure_no_device_auth: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAGICPUSH_MAX_BODY", default_value_t = http::DEFAULT_BODY_LIMIT)]
+    max_body: usize,
+    /// Pushes in flight at once during a refresh.
+    #[arg(long, env = "MAGICPUSH_PUSH_CONCURRENCY", default_value_t = 256)]
+    push_concurrency: usize,
+    /// Key (32 bytes: raw, 64 hex digits or base64; `openssl rand -hex 32`) that encrypts the
+    /// escrowed UnlockTokens and BootstrapTokens in the database. Once used, the database
+    /// cannot be opened without it.
+    #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// Open connections at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "MAGICPUSH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time for a client to send its request headers; the first request's is counted from
+    /// accept, so a connection that sends nothing is closed then. On HTTP/1.1 it runs from the moment a
+    /// connection waits for its next request, so it also ends an idle keep-alive connection
+    /// when it is shorter than --idle-timeout.
+    #[arg(long, env = "MAGICPUSH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time for a whole request body (408 after it).
+    #[arg(long, env = "MAGICPUSH_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Slowest average body rate accepted after the first 5 s, in bytes per second.
+    #[arg(long, env = "MAGICPUSH_MIN_BODY_RATE", default_value_t = 1024)]
+    min_body_rate: u64,
+    /// A connection with nothing in flight for this long is closed (HTTP/2 PINGs do not
+    /// count; on HTTP/1.1 a shorter --header-timeout ends it first).
+    #[arg(long, env = "MAGICPUSH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// HTTP/2 keep-alive PING interval (an unanswered PING drops the connection).
+    #[arg(long, env = "MAGICPUSH_H2_KEEPALIVE", default_value = "30s", value_parser = parse_duration)]
+    h2_keepalive: Duration,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Install the Prometheus recorder before anything records (the engine does at build).
+    http::metrics::handle();
+    magicpush_store::private::private_dir(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    magicpush_server::config::check_windows(args.collect_every, args.unreachable_after)
+        .map_err(anyhow::Error::msg)?;
+    if args.push_concurrency == 0 {
+        bail!("--push-concurrency must be at least 1");
+    }
+    if args.max_body < 1024 {
+        bail!("--max-body must be at least 1024 bytes (a check-in is a few hundred)");
+    }
+    let device_auth = device_auth(&args)?;
+    let now = time::OffsetDateTime::now_utc();
+    let cert = choose_certificate(&args, now)?;
+    let info = cert.as_ref().map(|c| c.info().clone());
+    match &info {
+        Some(info) => tracing::info!(
+            subject = %info.subject(),
+            topic = %info.topic(),
+            not_after = %magicpush_store::rfc3339(info.not_after()),
+            days_left = info.days_left(now),
+            "push certificate loaded"
+        ),
+        None => tracing::warn!(
+            "{}; check-ins are served, pushes and refreshes are refused until then",
+            magicpush_server::service::pushcert::NO_CERTIFICATE
+        ),
+    }
+    let pushcert_settings = pushcert_settings(&args)?;
+
+    let client_hints = match &device_auth {
+        DeviceAuth::Required(a) if a.sources().contains(&IdentitySource::Tls) => {
+            Some(a.trust().root_subjects())
+        }
+        _ => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key, client_hints)?),
+        _ => None,
+    };
+
+    let mut builder = Client::builder();
+    if let Some(url) = &args.apns_url {
+        let endpoint = url.parse().with_context(|| format!("--apns-url {url}"))?;
+        builder = builder.endpoint(endpoint);
+    }
+    if let Some(path) = &args.apns_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --apns-ca {}", path.display()))?;
+        builder = builder
+            .trust_anchor_pem(&pem)
+            .with_context(|| format!("--apns-ca {}", path.display()))?;
+    }
+    let pusher =
+        Arc::new(EnginePusher::new(builder, cert).context("cannot start the APNs client")?);
+
+    let secrets_key = match &args.secrets_key_file {
+        Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
+        None => None,
+    };
+    let options = SqliteOptions {
+        secrets_key,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&args.data_dir, options).with_context(|| {
+        format!(
+            "cannot open the device store in {}",
+            args.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let enrolled = store
+        .enrolled_topics()
+        .await
+        .context("cannot read the enrolled devices' topics")?;
+    if let Some(info) = &info {
+        check_topic_at_start(info.topic(), &enrolled)?;
+        if enrolled.is_empty() {
+            tracing::info!(topic = %info.topic(), "no enrolled device yet: the push certificate's topic is the one devices will enroll with");
+        }
+    }
+    let notifier = match &args.notify_url {
+        Some(url) => Some(
+            Notifier::spawn(NotifyConfig::new(url.clone(), notify_secret(&args)?))
+                .context("the webhook cannot be used")?,
+        ),
+        None => None,
+    };
+    let service = Arc::new(Service::new(
+        store,
+        pusher.clone() as Arc<dyn PushSender>,
+        PushCertState::with_settings(
+            info,
+            Some(args.data_dir.clone()),
+            pushcert_settings,
+            notifier,
+        ),
+        ServiceConfig {
+            unreachable_after: args.unreachable_after,
+            push_concurrency: args.push_concurrency,
+            state_dir: Some(args.data_dir.clone()),
+        },
+    ));
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
+        None => args.api_key.as_ref().map(|k| k.expose().to_owned()),
+    };
+    let admin_key = AdminKey::new(api_key.as_deref());
+    if !admin_key.is_enabled() {
+        tracing::warn!("no --api-key: the admin API is disabled");
+    }
+    let app = Arc::new(App::new(
+        service.clone(),
+        admin_key,
+        args.max_body,
+        device_auth,
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let settings = listener_settings(&args)?;
+    let server = http::spawn(listener, tls, app, settings)?;
+    tracing::info!(url = %server.url(), "magicpush check-in server listening");
+    // One line on stdout for supervisors and tests (the port may have been 0).
+    println!("listening on {}", server.url());
+    let watch = service.spawn_pushcert_watch(PUSHCERT_CHECK_EVERY);
+    let collector = args.collect_every.map(|every| {
+        tracing::info!(every = %format_duration(every), "scheduled device information collection on");
+        service.spawn_collector(every)
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    if let Some(c) = collector {
+        c.abort();
+    }
+    watch.abort();
+    server.shutdown().await;
+    // Pushes not yet sent are taken back; those in flight get up to 10 s to end, then the
+    // pool stops (ending the rest) and their outcomes get 5 s more to be written.
+    if !service.stop_pushing(Duration::from_secs(10)).await {
+        tracing::warn!("pushes still in flight after 10 s: stopping the APNs client");
+    }
+    pusher.shutdown().await;
+    if !service.pushes_settled(Duration::from_secs(5)).await {
+        tracing::warn!("some push outcomes were not written before exit");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How often the push certificate's expiry is checked (thresholds are in days).
+const PUSHCERT_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// The certificate's life from the flags: thresholds, request defaults, the vendor identity.
+fn pushcert_settings(args: &ServeArgs) -> anyhow::Result<PushCertSettings> {
+    let thresholds = Thresholds::parse(&args.expiry_warn_days)
+        .map_err(|e| anyhow::anyhow!("--expiry-warn-days: {e}"))?;
+    let csr_subject = Subject {
+        email: args.csr_email.clone(),
+        common_name: args.csr_cn.clone(),
+        country: args.csr_country.clone(),
+    };
+    if csr_subject != Subject::default() {
+        // Only the fields given are checked; the request may add the others.
+        let probe = Subject {
+            common_name: csr_subject.common_name.clone().or(Some("x".into())),
+            ..csr_subject.clone()
+        };
+        probe.validate().map_err(|e| anyhow::anyhow!("--csr-{e}"))?;
+    }
+    let vendor = match (&args.vendor_cert, &args.vendor_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(load_vendor(
+            cert,
+            key,
+            args.vendor_chain.as_deref(),
+            args.vendor_name.as_deref(),
+        )?)),
+        _ => None,
+    };
+    Ok(PushCertSettings {
+        thresholds,
+        csr_subject,
+        vendor,
+        vendor_name: args.vendor_name.clone(),
+    })
+}
+
+/// The vendor signing identity from its files.
+pub(crate) fn load_vendor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    chain: Option<&std::path::Path>,
+    name: Option<&str>,
+) -> anyhow::Result<VendorIdentity> {
+    let read = |p: &std::path::Path, flag: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read {flag} {}", p.display()))
+    };
+    let cert_pem = read(cert, "--vendor-cert")?;
+    let key_pem = read(key, "--vendor-key")?;
+    let chain_pem = chain.map(|c| read(c, "--vendor-chain")).transpose()?;
+    Ok(VendorIdentity::from_pem(
+        &cert_pem,
+        &key_pem,
+        chain_pem.as_deref(),
+        name,
+    )?)
+}
+
+/// The webhook secret from --notify-secret or --notify-secret-file (trailing newline
+/// dropped).
+fn notify_secret(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.notify_secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --notify-secret-file {}", path.display()))?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        if secret.is_empty() {
+            bail!("--notify-secret-file {} is empty", path.display());
+        }
+        return Ok(Some(secret));
+    }
+    Ok(args
+        .notify_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .filter(|s| !s.is_empty()))
+}
+
+/// The listener's limits from the flags; a zero duration or rate is refused.
+fn listener_settings(args: &ServeArgs) -> anyhow::Result<ListenerSettings> {
+    for (flag, d) in [
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+        ("--idle-timeout", args.idle_timeout),
+        ("--h2-keepalive", args.h2_keepalive),
+    ] {
+        if d.is_zero() {
+            bail!("{flag} must be longer than 0s");
+        }
+    }
+    if args.min_body_rate == 0 || args.max_connections == 0 {
+        bail!("--min-body-rate and --max-connections must be at least 1");
+    }
+    Ok(ListenerSettings {
+        max_connections: args.max_connections,
+        header_read_timeout: args.header_timeout,
+        body: http::timing::BodyPolicy {
+            timeout: args.body_timeout,
+            min_rate: args.min_body_rate,
+            grace: Duration::from_secs(5).min(args.body_timeout),
+        },
+        idle_timeout: args.idle_timeout,
+        h2_keepalive: args.h2_keepalive,
+        ..ListenerSettings::default()
+    })
+}
+
+/// Device authentication from the flags: on unless `--insecure-no-device-auth`, and then it
+/// needs `--device-ca`.
+fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
+    if args.insecure_no_device_auth {
+        tracing::warn!(
+            "--insecure-no-device-auth: device requests are NOT authenticated; any client that knows a UDID can act as that device (replace its push token, read its bootstrap token, check it out)"
+        );
+        return Ok(DeviceAuth::Off);
+    }
+    let Some(ca) = &args.device_ca else {
+        bail!(
+            "device authentication needs --device-ca PEM (MAGICPUSH_DEVICE_CA): the CA that issues the devices' identity certificates (the enrollment profile's SCEP or ACME CA). To run without authenticating devices (tests only), give --insecure-no-device-auth"
+        );
+    };
+    let sources = parse_sources(&args.device_auth)?;
+    let header = args
+        .device_cert_header
+        .as_deref()
+        .map(|name| {
+            ::http::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("--device-cert-header {name:?} is not a header name"))
+        })
+        .transpose()?;
+    if header.is_some() && !sources.contains(&IdentitySource::Header) {
+        tracing::warn!("--device-cert-header is set but `header` is not in --device-auth: the header is not read");
+    }
+    let tls_on = args.tls_cert.is_some();
+    if !tls_on && sources.iter().all(|s| *s == IdentitySource::Tls) {
+        bail!("--device-auth tls needs --tls-cert (without TLS no device can present a client certificate); add `signature` or `header` to --device-auth, or serve TLS");
+    }
+    let trust = DeviceTrust::from_pem_files(ca, args.device_intermediates.as_deref())?;
+    let authenticator = DeviceAuthenticator::new(sources, trust, header)?;
+    tracing::info!(
+        sources = %authenticator.describe(),
+        device_ca = %ca.display(),
+        "device requests are authenticated{}",
+        if tls_on || !authenticator.sources().contains(&IdentitySource::Tls) { "" } else { " (the tls source is idle without --tls-cert)" }
+    );
+    Ok(DeviceAuth::Required(Arc::new(authenticator)))
+}
+
+/// The push certificate to start with: the one given by flags, or the one installed through
+/// `PUT /v1/pushcert` (kept in the data dir), whichever expires later when both exist and
+/// have the same topic. Refuses an expired, not-yet-valid, non-MDM or mismatched one.
+fn choose_certificate(
+    args: &ServeArgs,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<Option<PushCertificate>> {
+    let from_flags = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(
+            PushCertificate::from_pem_files(cert, key)
+                .context("the push certificate (--cert/--key) cannot be used")?,
+        ),
+        _ => None,
+    };
+    let stored = match stored_certificate(&args.data_dir) {
+        Some(path) => match PushCertificate::from_pem_bundle_file(&path) {
+            Ok(c) => Some(c),
+            Err(err) => {
+                tracing::warn!("ignoring {}: {err}", path.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let chosen = match (from_flags, stored) {
+        (Some(flag), Some(stored)) => {
+            let later = stored.info().not_after() > flag.info().not_after();
+            if stored.topic() == flag.topic() && later && !stored.is_expired(now) {
+                tracing::info!(
+                    "using the certificate installed through the admin API ({}), which expires after --cert",
+                    args.data_dir.join(STORED_CERT_FILE).display()
+                );
+                stored
+            } else {
+                flag
+            }
+        }
+        (Some(flag), None) => flag,
+        (None, Some(stored)) => stored,
+        (None, None) => return Ok(None),
+    };
+    check_usable(&chosen, now)?;
+    Ok(Some(chosen))
+}
+
+fn check_usable(cert: &PushCertificate, now: time::OffsetDateTime) -> anyhow::Result<()> {
+    let info = cert.info();
+    if info.is_expired(now) {
+        bail!(
+            "the push certificate {} expired on {}; renew it in the Apple Push Certificates Portal (\"Renew\", same Apple ID) and start again with the new file",
+            info.subject(),
+            magicpush_store::rfc3339(info.not_after())
+        );
+    }
+    if info.is_not_yet_valid(now) {
+        bail!(
+            "the push certificate {} is not valid before {}; check this machine's clock",
+            info.subject(),
+            magicpush_store::rfc3339(info.not_before())
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

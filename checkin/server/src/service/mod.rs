@@ -1,0 +1,184 @@
+//! The check-in service: what the server does with a decoded message or an admin request,
+//! between the HTTP edge ([`crate::http`]) and the [`Store`].
+//!
+//! - `device`: check-ins and command reports → store writes, the next queued command.
+//! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
+//!   and the scheduled collection.
+//! - [`pushcert`]: the push certificate's details and state, its Apple ID memo, hot
+//!   replacement, removal, history, expiry warnings.
+//! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
+//! - [`views`]: devices with their connectivity state, the CSV export, the report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::identity::Refusal;
+use crate::push::PushSender;
+use magicpush_mdm::DecodeError;
+use magicpush_store::{Store, StoreError};
+
+mod certauth;
+pub mod csv;
+mod device;
+pub mod listing;
+mod metrics;
+pub mod pushcert;
+pub mod pushcert_request;
+pub mod refresh;
+pub mod views;
+
+pub use device::{DeviceReply, Endpoint};
+pub use pushcert::{PushCertSettings, PushCertState, PushCertView};
+pub use pushcert_request::IssuedRequest;
+pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A device that has not reported this long after an accepted push is `unreachable`.
+    /// Default 5 minutes.
+    pub unreachable_after: Duration,
+    /// Pushes in flight at once from refreshes. Default 256.
+    pub push_concurrency: usize,
+    /// Where the replaced push certificate and the Apple ID memo are kept (the data dir).
+    /// `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            unreachable_after: Duration::from_secs(300),
+            push_concurrency: 256,
+            state_dir: None,
+        }
+    }
+}
+
+/// Why a request could not be served. Mapped to HTTP statuses in one place,
+/// `crate::http::error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The device's body is not an acceptable check-in or report.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// A check-in MessageType this server does not offer.
+    #[error("MessageType {message_type} is not supported by this server")]
+    Unsupported {
+        /// As sent.
+        message_type: String,
+    },
+    /// A report or check-in for a device that never authenticated.
+    #[error("unknown device {udid}: it must Authenticate and send a TokenUpdate first")]
+    UnknownDevice {
+        /// The identifier sent.
+        udid: String,
+    },
+    /// An admin request that is not well-formed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request's device identity does not allow this message (403, never 401).
+    #[error("{refusal}")]
+    Identity {
+        /// The device the message is about, when it could be read.
+        udid: Option<String>,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (E320: a topic change while devices are
+    /// enrolled).
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed but not acceptable (422): a certificate no issued request matches.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// The server's own state directory could not be written.
+    #[error("{0}")]
+    Persist(String),
+    /// A streamed listing's producer stopped before the end (it panicked, or the runtime is
+    /// shutting down): the text sent so far is not the whole listing.
+    #[error("the device listing stopped before its end")]
+    ListingCut,
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UnknownDevice { udid } => ServiceError::UnknownDevice { udid },
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+/// The check-in service. Cheap to share: hold it in an `Arc`.
+pub struct Service {
+    store: Arc<dyn Store>,
+    pusher: Arc<dyn PushSender>,
+    pushcert: PushCertState,
+    config: ServiceConfig,
+    push_slots: Arc<Semaphore>,
+    pushes: Arc<refresh::PushTracker>,
+    metrics: metrics::DeviceMetrics,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service over `store`, pushing with `pusher`. `pushcert` describes the certificate the
+    /// pusher uses (see [`PushCertState::new`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        pusher: Arc<dyn PushSender>,
+        pushcert: PushCertState,
+        config: ServiceConfig,
+    ) -> Self {
+        let push_slots = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
+        Service {
+            store,
+            pusher,
+            pushcert,
+            config,
+            push_slots,
+            pushes: Arc::default(),
+            metrics: metrics::DeviceMetrics::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Liveness: the store's writer is alive and progressing, and it answers a read.
+    pub async fn health(&self) -> Result<(), ServiceError> {
+        self.store.health().await?;
+        Ok(())
+    }
+
+    /// The current time, UTC. One place, so every write of one request uses one clock.
+    pub(crate) fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}

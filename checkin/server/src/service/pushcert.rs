@@ -1,0 +1,776 @@
+//! The push certificate as the admin sees it: its details and state, the Apple ID memo (the
+//! seed's note of which Apple ID renews it), hot replacement with the E320 topic check,
+//! removal for the new-topic procedure, the history, the expiry watch and APNs's refusals.
+//! The request side (CSR issue, pending keys) is in `pushcert_request`.
+//!
+//! Files in the state directory (the data dir), all mode 0600:
+//! - `pushcert.pem`: the certificate + key in use, installed through `PUT /v1/pushcert`, so a
+//!   restart uses it;
+//! - `pushcert-memo.json`: `{"apple_id": "…"}`;
+//! - `pushcert-history.json`, `pushcert-events.json`: every certificate registered, the expiry
+//!   warnings announced;
+//! - `pushcert-pending/`: the keys of issued requests.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
+use magicpush_engine::{PushError, PushResult};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::notify::Notifier;
+use crate::pushcert::expiry::{self, names, CertEvent, CertState, Thresholds};
+use crate::pushcert::history::{self, HistoryEntry, HISTORY_FILE, HISTORY_LIMIT};
+use crate::pushcert::journal::Journal;
+use crate::pushcert::pending::{PendingRequest, PendingRequests};
+use crate::pushcert::request::{self, Subject, VendorIdentity};
+use magicpush_store::private::write_private;
+use magicpush_store::rfc3339;
+
+use super::{Service, ServiceError};
+
+/// File name of the persisted certificate bundle in the state directory.
+pub const STORED_CERT_FILE: &str = "pushcert.pem";
+/// File name of the Apple ID memo in the state directory.
+pub const MEMO_FILE: &str = "pushcert-memo.json";
+
+/// What `GET /v1/pushcert` and `/healthz` say when no certificate is registered.
+pub const NO_CERTIFICATE: &str = "no push certificate registered: issue a request (POST /v1/pushcert/csr or `magicpush cert csr`), upload it to the Apple Push Certificates Portal, then upload Apple's certificate with PUT /v1/pushcert";
+
+/// The certificate's details for `GET /v1/pushcert`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushCertView {
+    /// Subject DN, OpenSSL style.
+    pub subject: String,
+    /// The APNs topic (UID attribute).
+    pub topic: String,
+    /// The id in `CN=APSP:…`, what the portal lists.
+    pub apsp: Option<String>,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Start of validity, RFC 3339.
+    pub not_before: String,
+    /// Expiry, RFC 3339.
+    pub not_after: String,
+    /// Whole days until expiry (negative once expired).
+    pub days_left: i64,
+    /// True once expired.
+    pub expired: bool,
+    /// `production` or `development`, from Apple's extensions.
+    pub environment: &'static str,
+    /// `valid`, `expiring`, `expired` or `rejected`.
+    pub state: CertState,
+    /// What the administrator should do, one line each.
+    pub warnings: Vec<String>,
+    /// The Apple ID memo, if set.
+    pub apple_id: Option<String>,
+    /// Issued requests still waiting for Apple's certificate.
+    pub pending_requests: Vec<PendingRequest>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Memo {
+    apple_id: Option<String>,
+}
+
+/// Settings of the certificate's life: warning thresholds, request defaults, the vendor.
+#[derive(Debug, Default)]
+pub struct PushCertSettings {
+    /// `--expiry-warn-days`.
+    pub thresholds: Thresholds,
+    /// `--csr-email`, `--csr-cn`, `--csr-country`: the request's subject when the body names
+    /// none.
+    pub csr_subject: Subject,
+    /// `--vendor-cert`/`--vendor-key`: requests are vendor-signed.
+    pub vendor: Option<Arc<VendorIdentity>>,
+    /// `--vendor-name` (else the vendor certificate's; else `MAGICPUSH`).
+    pub vendor_name: Option<String>,
+}
+
+/// APNs's refusal of the certificate in use, seen from push outcomes.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    any: AtomicBool,
+    detail: Mutex<Option<(String, OffsetDateTime)>>,
+}
+
+impl Refusals {
+    fn detail(&self) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.detail)
+            .as_ref()
+            .map(|(d, at)| format!("{d}, since {}", rfc3339(*at)))
+    }
+
+    fn clear(&self) -> bool {
+        if !self.any.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        lock(&self.detail).take().is_some()
+    }
+}
+
+/// What push tasks share with the certificate state: the refusal flag, the certificate's
+/// facts for the webhook, the webhook.
+#[derive(Debug, Default)]
+pub(crate) struct CertWatch {
+    current: RwLock<Option<CertificateInfo>>,
+    refusals: Refusals,
+    notifier: Option<Notifier>,
+}
+
+impl CertWatch {
+    /// Notes a push outcome: a certificate refusal marks the certificate `rejected` (once,
+    /// logged and announced); a delivery clears it.
+    pub(crate) fn observe(&self, result: &PushResult) {
+        match result {
+            Ok(_) => {
+                if self.refusals.any.load(Ordering::Acquire) && self.refusals.clear() {
+                    tracing::info!("APNs accepts the push certificate again");
+                }
+            }
+            Err(PushError::CertificateRejected { detail, .. }) => {
+                let now = Service::now();
+                let first = {
+                    let mut slot = lock(&self.refusals.detail);
+                    let first = slot.is_none();
+                    if first {
+                        *slot = Some((detail.clone(), now));
+                    }
+                    self.refusals.any.store(true, Ordering::Release);
+                    first
+                };
+                if first {
+                    tracing::warn!("APNs refused the push certificate: {detail}");
+                    if let Some(info) = read(&self.current).as_ref() {
+                        let event = CertEvent::new(names::REJECTED, info, now);
+                        self.announce(&event, Some(detail));
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Sends an event to the webhook, if one is configured.
+    pub(crate) fn announce(&self, event: &CertEvent, reason: Option<&str>) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let mut body = serde_json::json!({
+            "event": event.event,
+            "topic": event.topic,
+            "serial": event.serial,
+            "days_left": event.days_left,
+            "not_after": event.not_after,
+            "at": event.at,
+        });
+        if let Some(t) = event.threshold_days {
+            body["threshold_days"] = t.into();
+        }
+        if let Some(r) = reason {
+            body["reason"] = r.into();
+        }
+        notifier.send(&body);
+    }
+
+    pub(crate) fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
+    }
+
+    pub(crate) fn current(&self) -> Option<CertificateInfo> {
+        read(&self.current).clone()
+    }
+}
+
+/// The certificate in use and everything about its life; persisted in the state directory.
+#[derive(Debug)]
+pub struct PushCertState {
+    watch: Arc<CertWatch>,
+    memo: RwLock<Option<String>>,
+    dir: Option<PathBuf>,
+    settings: PushCertSettings,
+    pub(crate) pending: PendingRequests,
+    history: Journal<HistoryEntry>,
+    events: Journal<CertEvent>,
+    /// Held through each change (check, file, engine, state), so that two uploads at once
+    /// end as one of them entirely, never as a mix.
+    pub(crate) updates: tokio::sync::Mutex<()>,
+}
+
+impl PushCertState {
+    /// The state for the certificate the pusher was built with (`None`: none registered yet).
+    /// Reads the memo, the history, the events and the pending requests from `dir`, and
+    /// records `current` in the history if it is new there.
+    pub fn new(current: Option<CertificateInfo>, dir: Option<PathBuf>) -> Self {
+        Self::with_settings(current, dir, PushCertSettings::default(), None)
+    }
+
+    /// [`PushCertState::new`] with settings and an optional webhook.
+    pub fn with_settings(
+        current: Option<CertificateInfo>,
+        dir: Option<PathBuf>,
+        settings: PushCertSettings,
+        notifier: Option<Notifier>,
+    ) -> Self {
+        let memo = dir
+            .as_deref()
+            .and_then(|d| std::fs::read(d.join(MEMO_FILE)).ok())
+            .and_then(|bytes| serde_json::from_slice::<Memo>(&bytes).ok())
+            .and_then(|m| m.apple_id);
+        let history = Journal::load(dir.as_deref(), HISTORY_FILE, HISTORY_LIMIT);
+        if let Some(info) = &current {
+            let apple_id = memo.clone();
+            if let Err(e) =
+                history.update(|h| history::register(h, info, apple_id, OffsetDateTime::now_utc()))
+            {
+                tracing::warn!("cannot record the push certificate in its history: {e}");
+            }
+        }
+        PushCertState {
+            watch: Arc::new(CertWatch {
+                current: RwLock::new(current),
+                refusals: Refusals::default(),
+                notifier,
+            }),
+            memo: RwLock::new(memo),
+            events: Journal::load(dir.as_deref(), expiry::EVENTS_FILE, expiry::EVENTS_LIMIT),
+            pending: PendingRequests::load(dir.as_deref()),
+            history,
+            dir,
+            settings,
+            updates: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The topic of the current certificate.
+    pub fn topic(&self) -> Option<String> {
+        read(&self.watch.current)
+            .as_ref()
+            .map(|c| c.topic().to_owned())
+    }
+
+    /// The current certificate's topic, if there is a certificate and its topic is not
+    /// `topic` (a check-in's): no allocation when they match, as on every check-in.
+    pub fn other_topic_than(&self, topic: &str) -> Option<String> {
+        read(&self.watch.current)
+            .as_ref()
+            .map(|c| c.topic())
+            .filter(|ours| *ours != topic)
+            .map(str::to_owned)
+    }
+
+    /// The current certificate's facts.
+    pub fn info(&self) -> Option<CertificateInfo> {
+        self.watch.current()
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &PushCertSettings {
+        &self.settings
+    }
+
+    pub(crate) fn watch(&self) -> &Arc<CertWatch> {
+        &self.watch
+    }
+
+    /// The state of the certificate in use at `now`, `None` without one.
+    pub fn state(&self, now: OffsetDateTime) -> Option<CertState> {
+        let info = self.info()?;
+        Some(expiry::state(
+            &info,
+            now,
+            &self.settings.thresholds,
+            self.watch.refusals.detail().is_some(),
+        ))
+    }
+
+    fn view(&self, now: OffsetDateTime) -> Result<PushCertView, ServiceError> {
+        let info = self
+            .info()
+            .ok_or_else(|| ServiceError::NotFound(self.missing_message()))?;
+        let rejected = self.watch.refusals.detail();
+        let apple_id = read(&self.memo).clone();
+        let thresholds = &self.settings.thresholds;
+        Ok(PushCertView {
+            subject: info.subject().to_owned(),
+            topic: info.topic().to_owned(),
+            apsp: info.apsp_uuid().map(str::to_owned),
+            serial: info.serial().to_owned(),
+            issuer: info.issuer().to_owned(),
+            not_before: rfc3339(info.not_before()),
+            not_after: rfc3339(info.not_after()),
+            days_left: info.days_left(now),
+            expired: info.is_expired(now),
+            environment: info.environment().as_str(),
+            state: expiry::state(&info, now, thresholds, rejected.is_some()),
+            warnings: expiry::warnings(
+                &info,
+                now,
+                thresholds,
+                rejected.as_deref(),
+                apple_id.as_deref(),
+            ),
+            apple_id,
+            pending_requests: self.pending.list(),
+        })
+    }
+
+    /// "No certificate", with the pending requests if any.
+    pub fn missing_message(&self) -> String {
+        let pending = self.pending.list();
+        if pending.is_empty() {
+            NO_CERTIFICATE.to_owned()
+        } else {
+            let names: Vec<&str> = pending.iter().map(|p| p.file_name.as_str()).collect();
+            format!(
+                "{NO_CERTIFICATE} (requests issued and waiting: {})",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// The certificate stored by an earlier `PUT /v1/pushcert`, if the state directory has one.
+pub fn stored_certificate(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join(STORED_CERT_FILE);
+    path.is_file().then_some(path)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // The guarded values are replaced whole; a poisoned lock still holds a consistent value.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A blocking file write on the blocking pool, its errors as [`ServiceError::Persist`].
+pub(crate) async fn persist<F>(what: &'static str, f: F) -> Result<(), ServiceError>
+where
+    F: FnOnce() -> std::io::Result<()> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Persist(format!("cannot save {what}: {e}")))?
+        .map_err(|e| ServiceError::Persist(format!("cannot save {what}: {e}")))
+}
+
+/// An upload: the certificate (PEM or DER, perhaps with its chain), with or without its key.
+fn parse_upload(bytes: &[u8]) -> Result<(Vec<CertificateDer<'static>>, bool), ServiceError> {
+    let bad = |why: String| ServiceError::BadRequest(format!("push certificate refused: {why}"));
+    let text_start = bytes.trim_ascii_start();
+    if text_start.starts_with(b"-----") {
+        let has_key = bytes
+            .windows(b"PRIVATE KEY-----".len())
+            .any(|w| w == b"PRIVATE KEY-----");
+        let certs = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("the PEM does not read: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("the upload holds no CERTIFICATE".into()));
+        }
+        Ok((certs, has_key))
+    } else if bytes.first() == Some(&0x30) {
+        Ok((vec![CertificateDer::from(bytes.to_vec())], false))
+    } else {
+        Err(bad(
+            "give Apple's certificate (PEM or DER, as downloaded from the portal), or the certificate followed by its key (PEM)".into(),
+        ))
+    }
+}
+
+impl Service {
+    /// `GET /v1/pushcert`.
+    pub fn pushcert(&self) -> Result<PushCertView, ServiceError> {
+        self.pushcert_at(Self::now())
+    }
+
+    /// `GET /v1/pushcert` as it reads at `now`.
+    pub fn pushcert_at(&self, now: OffsetDateTime) -> Result<PushCertView, ServiceError> {
+        self.pushcert.view(now)
+    }
+
+    /// The certificate state for `/healthz`: `missing` without one.
+    pub fn pushcert_state(&self) -> &'static str {
+        self.pushcert
+            .state(Self::now())
+            .map(CertState::as_str)
+            .unwrap_or("missing")
+    }
+
+    /// Refuses to push without a registered certificate.
+    pub(crate) fn require_pushcert(&self) -> Result<(), ServiceError> {
+        if self.pushcert.info().is_none() {
+            return Err(ServiceError::Conflict(self.pushcert.missing_message()));
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/pushcert/history`: every certificate registered, oldest first.
+    pub fn pushcert_history(&self) -> Vec<HistoryEntry> {
+        self.pushcert.history.records()
+    }
+
+    /// The expiry events announced so far, oldest first.
+    pub fn pushcert_events(&self) -> Vec<CertEvent> {
+        self.pushcert.events.records()
+    }
+
+    /// `PUT /v1/pushcert/memo`: sets (or, with an empty string, clears) the Apple ID memo.
+    pub async fn set_pushcert_memo(&self, apple_id: String) -> Result<PushCertView, ServiceError> {
+        let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        if let Some(dir) = self.pushcert.dir.clone() {
+            let bytes = serde_json::to_vec_pretty(&Memo {
+                apple_id: apple_id.clone(),
+            })
+            .unwrap_or_default();
+            persist("the memo", move || write_private(&dir, MEMO_FILE, &bytes)).await?;
+        }
+        let memo = apple_id.clone();
+        if let Err(e) = self.pushcert.history.update(|h| history::set_memo(h, memo)) {
+            tracing::warn!("cannot record the memo in the certificate history: {e}");
+        }
+        *write(&self.pushcert.memo) = apple_id;
+        self.pushcert()
+    }
+
+    /// `PUT /v1/pushcert`: Apple's certificate alone (PEM or DER; matched by public key to the
+    /// key of an issued request) or the PEM certificate followed by its PEM key. Refuses an
+    /// expired or not-yet-valid certificate, a mismatched key, a certificate no issued request
+    /// matches (422), and — while devices are enrolled — a different topic (E320). On success
+    /// the pusher uses the new certificate for the next pushes, the bundle is saved for
+    /// restarts, the history records it and the used request is retired.
+    pub async fn replace_pushcert(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let now = Self::now();
+        let (chain, has_key) = parse_upload(upload)?;
+        let (new, used_request) = if has_key {
+            let new = PushCertificate::from_pem_bundle(upload)
+                .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
+            (new, None)
+        } else {
+            self.match_pending_key(chain)?
+        };
+        let new_info = new.info().clone();
+        if new_info.is_expired(now) {
+            return Err(ServiceError::BadRequest(format!(
+                "push certificate refused: it expired on {}",
+                rfc3339(new_info.not_after())
+            )));
+        }
+        if new_info.is_not_yet_valid(now) {
+            return Err(ServiceError::BadRequest(format!(
+                "push certificate refused: it is not valid before {}",
+                rfc3339(new_info.not_before())
+            )));
+        }
+        let previous = self.pushcert.info();
+        if let Some(current) = &previous {
+            if let Err(err) = cert::check_renewal(current, &new_info, now) {
+                let topic_change = current.topic() != new_info.topic();
+                let enrolled: u64 = if topic_change {
+                    self.store.enrolled_topics().await?.values().sum()
+                } else {
+                    0
+                };
+                if !topic_change || enrolled > 0 {
+                    let note = if topic_change {
+                        format!(
+                            " ({enrolled} device(s) are enrolled with topic {})",
+                            current.topic()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(ServiceError::Conflict(format!("{err}{note}")));
+                }
+                tracing::warn!(
+                    "push certificate topic changes from {} to {} with no enrolled device",
+                    current.topic(),
+                    new_info.topic()
+                );
+            }
+        } else {
+            // No certificate in use (a first registration, or after DELETE): devices still
+            // enrolled with another topic would be orphaned.
+            let enrolled = self.store.enrolled_topics().await?;
+            if let Err(e) = check_topic_at_start(new_info.topic(), &enrolled) {
+                return Err(ServiceError::Conflict(e.to_string()));
+            }
+        }
+        if let Some(dir) = self.pushcert.dir.clone() {
+            // An upload with its key is kept as sent; Apple's certificate alone is kept with
+            // the pending key it was matched to.
+            let bundle = if has_key {
+                String::from_utf8_lossy(upload).into_owned()
+            } else {
+                bundle_pem(&new)
+            };
+            persist("the certificate", move || {
+                write_private(&dir, STORED_CERT_FILE, bundle.as_bytes())
+            })
+            .await?;
+        }
+        self.pusher.replace_certificate(new).map_err(|e| {
+            ServiceError::Persist(format!(
+                "{e}; the certificate was saved and will be used after a restart"
+            ))
+        })?;
+        tracing::info!(subject = %new_info.subject(), serial = %new_info.serial(), not_after = %rfc3339(new_info.not_after()), "push certificate registered");
+        *write(&self.pushcert.watch.current) = Some(new_info.clone());
+        if self.pushcert.watch.refusals.clear() {
+            tracing::info!("the refused push certificate was replaced");
+        }
+        let apple_id = read(&self.pushcert.memo).clone();
+        if let Err(e) = self
+            .pushcert
+            .history
+            .update(|h| history::register(h, &new_info, apple_id, now))
+        {
+            tracing::warn!("cannot record the push certificate in its history: {e}");
+        }
+        if let Some(id) = used_request {
+            if let Err(e) = self.pushcert.pending.retire(&id) {
+                tracing::warn!(request = %id, "cannot retire the used request: {e}");
+            }
+        }
+        if previous.is_some() {
+            self.pushcert
+                .watch
+                .announce(&CertEvent::new(names::RENEWED, &new_info, now), None);
+        }
+        self.check_pushcert_expiry(now);
+        self.pushcert()
+    }
+
+    /// The certificate of an upload without key, with the pending key whose public key it
+    /// carries; 422 when none does.
+    fn match_pending_key(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Result<(PushCertificate, Option<String>), ServiceError> {
+        let info = CertificateInfo::from_der(chain[0].clone())
+            .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
+        if !info.topic().starts_with(cert::MDM_TOPIC_PREFIX) {
+            return Err(ServiceError::BadRequest(format!(
+                "push certificate refused: {} is not an MDM push certificate (its topic {:?} does not start with {})",
+                info.identity(),
+                info.topic(),
+                cert::MDM_TOPIC_PREFIX
+            )));
+        }
+        let pending = self.pushcert.pending.keys();
+        for (id, key) in pending {
+            match PushCertificate::from_parts(chain.clone(), vec![key]) {
+                Ok(cert) => return Ok((cert, Some(id))),
+                Err(e) if matches!(e.root(), cert::CertError::KeyMismatch { .. }) => {}
+                // Not an MDM push certificate, or a key type that cannot sign: no pending key
+                // can fix that.
+                Err(e) => {
+                    return Err(ServiceError::BadRequest(format!(
+                        "push certificate refused: {e}"
+                    )))
+                }
+            }
+        }
+        let waiting: Vec<String> = self
+            .pushcert
+            .pending
+            .list()
+            .iter()
+            .map(|p| format!("{} (issued {})", p.file_name, p.created_at))
+            .collect();
+        let listing = if waiting.is_empty() {
+            "no request is waiting: issue one with POST /v1/pushcert/csr, or upload the certificate followed by its key".to_owned()
+        } else {
+            format!("requests waiting: {}", waiting.join(", "))
+        };
+        Err(ServiceError::Unprocessable(format!(
+            "no issued request matches this certificate ({}): it was made for another key; {listing}",
+            info.identity()
+        )))
+    }
+
+    /// `DELETE /v1/pushcert`: stops using the certificate — only while no device is enrolled
+    /// (the new-topic procedure: delete the devices first).
+    pub async fn delete_pushcert(&self) -> Result<(), ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let Some(info) = self.pushcert.info() else {
+            return Err(ServiceError::NotFound(NO_CERTIFICATE.into()));
+        };
+        let enrolled: u64 = self.store.enrolled_topics().await?.values().sum();
+        if enrolled > 0 {
+            return Err(ServiceError::Conflict(format!(
+                "{enrolled} device(s) are enrolled with topic {}: removing its certificate would orphan them. For a new topic (the Apple ID is lost), delete every device first: DELETE /v1/devices?all=true&confirm={}",
+                info.topic(),
+                info.topic()
+            )));
+        }
+        if let Some(dir) = self.pushcert.dir.clone() {
+            persist(
+                "the certificate removal",
+                move || match std::fs::remove_file(dir.join(STORED_CERT_FILE)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            )
+            .await?;
+        }
+        self.pusher.remove_certificate();
+        *write(&self.pushcert.watch.current) = None;
+        self.pushcert.watch.refusals.clear();
+        let now = Self::now();
+        if let Err(e) = self
+            .pushcert
+            .history
+            .update(|h| history::end_current(h, now))
+        {
+            tracing::warn!("cannot record the removal in the certificate history: {e}");
+        }
+        tracing::warn!(topic = %info.topic(), serial = %info.serial(), "push certificate removed through the admin API");
+        Ok(())
+    }
+
+    /// Announces what is due for the certificate in use at `now` (an expiry threshold crossed,
+    /// the expiry itself) — logged at WARN, stored, sent to the webhook — and updates the
+    /// gauges. The events announced now.
+    pub fn check_pushcert_expiry(&self, now: OffsetDateTime) -> Vec<CertEvent> {
+        let Some(info) = self.pushcert.info() else {
+            return Vec::new();
+        };
+        ::metrics::gauge!("magicpush_pushcert_not_after_timestamp_seconds")
+            .set(info.not_after().unix_timestamp() as f64);
+        ::metrics::gauge!("magicpush_pushcert_days_left").set(info.days_left(now) as f64);
+        let recorded = self.pushcert.events.records();
+        let Some(event) = expiry::due(&info, now, &self.pushcert.settings.thresholds, &recorded)
+        else {
+            return Vec::new();
+        };
+        if let Err(e) = self.pushcert.events.update(|r| r.push(event.clone())) {
+            // Announced anyway; it may be announced again after a restart.
+            tracing::warn!("cannot store the push certificate event: {e}");
+        }
+        let apple = read(&self.pushcert.memo)
+            .clone()
+            .unwrap_or_else(|| "the Apple ID that created it".into());
+        if event.event == names::EXPIRED {
+            tracing::warn!(topic = %info.topic(), serial = %info.serial(), not_after = %event.not_after, "the push certificate has EXPIRED: no device can be pushed; renew it in the Apple Push Certificates Portal with {apple} and upload it with PUT /v1/pushcert");
+        } else {
+            tracing::warn!(topic = %info.topic(), serial = %info.serial(), days_left = event.days_left, not_after = %event.not_after, "the push certificate expires in {} day(s): renew it in the Apple Push Certificates Portal (\"Renew\", {apple}) and upload it with PUT /v1/pushcert", event.days_left);
+        }
+        self.pushcert.watch.announce(&event, None);
+        vec![event]
+    }
+
+    /// Checks the certificate's expiry now and then every `every`, until aborted.
+    pub fn spawn_pushcert_watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                service.check_pushcert_expiry(Self::now());
+            }
+        })
+    }
+}
+
+/// The certificate chain and key, PEM, as saved for restarts.
+fn bundle_pem(cert: &PushCertificate) -> String {
+    let mut out: String = cert
+        .cert_chain()
+        .iter()
+        .map(|c| request::pem("CERTIFICATE", c))
+        .collect();
+    let key = cert.private_key();
+    let label = match &key {
+        rustls_pki_types::PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        rustls_pki_types::PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    out.push_str(&request::pem(label, key.secret_der()));
+    out
+}
+
+/// E320 at start: `serve` given a push certificate whose topic is not the one its enrolled
+/// devices use would orphan them (they accept pushes for their own topic only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "E320: the push certificate's topic {topic} is not the topic of the {count} enrolled \
+     device(s) in this data directory ({others}). Starting with it would orphan them: they \
+     accept pushes only for their own topic. Start with the registered certificate or its \
+     renewal (\"Renew\" in the Apple Push Certificates Portal with the same Apple ID keeps \
+     the topic). If that Apple ID is lost, the devices must re-enroll under the new topic: \
+     remove them first (or start with a new, empty --data-dir) and re-enroll them."
+)]
+pub struct TopicAtStart {
+    /// The certificate's topic.
+    pub topic: String,
+    /// Enrolled devices with another topic.
+    pub count: u64,
+    /// Those topics, with their device counts.
+    pub others: String,
+}
+
+/// Whether a certificate for `topic` may serve the devices enrolled as `enrolled` (topic →
+/// enrolled devices): yes when none is enrolled with another topic.
+pub fn check_topic_at_start(
+    topic: &str,
+    enrolled: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), TopicAtStart> {
+    let others: Vec<(&String, &u64)> = enrolled.iter().filter(|(t, _)| *t != topic).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(TopicAtStart {
+        topic: topic.to_owned(),
+        count: others.iter().map(|(_, n)| **n).sum(),
+        others: others
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod start_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn another_topic_with_enrolled_devices_is_e320() {
+        let mut enrolled = BTreeMap::new();
+        assert!(
+            check_topic_at_start("t.a", &enrolled).is_ok(),
+            "nobody enrolled"
+        );
+        enrolled.insert("t.a".to_owned(), 5);
+        assert!(check_topic_at_start("t.a", &enrolled).is_ok());
+        enrolled.insert("t.b".to_owned(), 2);
+        let err = check_topic_at_start("t.a", &enrolled).unwrap_err();
+        assert_eq!(err.count, 2);
+        let text = err.to_string();
+        assert!(text.starts_with("E320:"), "{text}");
+        assert!(text.contains("t.a") && text.contains("t.b: 2"), "{text}");
+        assert!(text.contains("Renew"), "{text}");
+    }
+}

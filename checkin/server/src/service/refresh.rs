@@ -1,0 +1,825 @@
+//! Refresh: enqueue DeviceInformation (unless one is already queued), mark the push attempts,
+//! then push in the background with bounded concurrency and record each outcome. Also ad-hoc
+//! commands and the scheduled collection.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicpush_engine::{DevicePush, PushError};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::notify::Notifier;
+use magicpush_mdm::{Command, DEVICE_INFORMATION_QUERIES};
+use magicpush_store::{Device, EnqueueMode, PushOutcome, Store, StoreError};
+
+use super::listing::Pages;
+use super::{Service, ServiceError};
+
+/// Which devices to refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshTarget {
+    /// Every pushable device.
+    All,
+    /// These devices.
+    Devices(Vec<String>),
+}
+
+/// What a refresh started. The pushes continue in the background.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefreshSummary {
+    /// Devices considered.
+    pub requested: usize,
+    /// Devices being pushed.
+    pub pushing: usize,
+    /// DeviceInformation commands newly queued.
+    pub enqueued: usize,
+    /// Devices that already had a DeviceInformation queued (pushed anyway, not queued twice).
+    pub already_queued: usize,
+    /// The CommandUUID of the DeviceInformation queued by this refresh.
+    pub command_uuid: String,
+    /// Devices not pushed, by reason: `unknown`, `no_token`, `checked_out`,
+    /// `token_invalid`.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// The devices being pushed (only for a refresh of listed devices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_udids: Option<Vec<String>>,
+}
+
+/// A refresh under way: what [`Service::refresh`] carries from one chunk to the next.
+struct RefreshRun {
+    summary: RefreshSummary,
+    /// The DeviceInformation every chunk queues.
+    command: Command,
+    /// When the push attempts are marked (the same for every chunk).
+    now: OffsetDateTime,
+    /// Held until every chunk is queued, so that `refresh.completed` cannot fire early.
+    completion: Option<Arc<Completion>>,
+}
+
+impl RefreshRun {
+    fn skip(&mut self, why: &'static str) {
+        *self.summary.skipped.entry(why).or_default() += 1;
+    }
+}
+
+/// `POST /v1/commands`: one command for some devices.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    /// Target devices.
+    pub udids: Vec<String>,
+    /// `RequestType`.
+    pub request_type: String,
+    /// The rest of the `Command` dictionary.
+    pub params: plist::Dictionary,
+    /// Push the devices so they fetch it now.
+    pub push: bool,
+    /// The `CommandUUID` to use (`None`: a fresh one).
+    pub uuid: Option<String>,
+    /// Not sent after this time: an unanswered command expires from the queues.
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+/// `RequestType` of the command that removes a device's passcode: it needs the device's own
+/// `UnlockToken`, which the server fills in from the store (the API never shows it).
+pub const CLEAR_PASSCODE: &str = "ClearPasscode";
+
+/// What `POST /v1/commands` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommandSummary {
+    /// The CommandUUID (the same for every device).
+    pub command_uuid: String,
+    /// Devices it was queued for.
+    pub queued: Vec<String>,
+    /// UDIDs the store does not know.
+    pub unknown: Vec<String>,
+    /// Devices pushed so they fetch it.
+    pub pushing: usize,
+}
+
+fn skip_reason(device: &Device) -> Option<&'static str> {
+    if device.is_checked_out() {
+        Some("checked_out")
+    } else if !device.is_enrolled() || device.awaiting_token_update {
+        Some("no_token")
+    } else if device.is_token_invalidated() || device.push_target().is_none() {
+        Some("token_invalid")
+    } else {
+        None
+    }
+}
+
+impl Service {
+    /// Starts a refresh and returns as soon as the commands are queued and the push attempts
+    /// recorded; the pushes proceed in the background.
+    ///
+    /// A refresh of every device walks the store a page ([`REFRESH_CHUNK`] devices) at a
+    /// time, so that a large fleet is never held in memory whole: each page is filtered,
+    /// queued and marked in one write, and its pushes start, before the next page is read. A
+    /// store error part-way fails the refresh; the pages before it stay queued and pushed.
+    pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
+        self.require_pushcert()?;
+        let command = Command::device_information(DEVICE_INFORMATION_QUERIES);
+        let completion = self
+            .pushcert
+            .watch()
+            .notifier()
+            .map(|n| Completion::new(n.clone(), &command.uuid, self.pushcert.info()));
+        let mut run = RefreshRun {
+            summary: RefreshSummary {
+                command_uuid: command.uuid.clone(),
+                ..RefreshSummary::default()
+            },
+            command,
+            now: Self::now(),
+            completion,
+        };
+        match target {
+            RefreshTarget::All => {
+                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
+                while let Some(page) = pages.next().await? {
+                    self.refresh_chunk(&mut run, page).await?;
+                }
+            }
+            RefreshTarget::Devices(mut udids) => {
+                run.summary.pushed_udids = Some(Vec::new());
+                udids.sort();
+                udids.dedup();
+                for udids in udids.chunks(REFRESH_CHUNK) {
+                    let mut found = Vec::with_capacity(udids.len());
+                    for udid in udids {
+                        match self.store.device(udid).await? {
+                            Some(device) => found.push(device),
+                            None => {
+                                run.summary.requested += 1;
+                                run.skip("unknown");
+                            }
+                        }
+                    }
+                    self.refresh_chunk(&mut run, found).await?;
+                }
+            }
+        }
+        // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
+        let RefreshRun {
+            summary,
+            completion,
+            ..
+        } = run;
+        drop(completion);
+        ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
+        tracing::info!(
+            pushing = summary.pushing,
+            enqueued = summary.enqueued,
+            already_queued = summary.already_queued,
+            "refresh started"
+        );
+        Ok(summary)
+    }
+
+    /// One chunk of a refresh: skips the devices that cannot be pushed, queues the command
+    /// and marks the push attempts of the rest in one write (check-ins waiting on the writer
+    /// get in between chunks), and starts their pushes.
+    async fn refresh_chunk(
+        &self,
+        run: &mut RefreshRun,
+        devices: Vec<Device>,
+    ) -> Result<(), ServiceError> {
+        run.summary.requested += devices.len();
+        let mut chunk: Vec<(String, DevicePush)> = Vec::with_capacity(devices.len());
+        for device in devices {
+            match (skip_reason(&device), device.push_target()) {
+                (None, Some(push)) => chunk.push((device.udid, push)),
+                (Some(why), _) => run.skip(why),
+                (None, None) => run.skip("token_invalid"),
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
+        let queued = self
+            .store
+            .queue_and_mark_pushes(&run.command, &udids, run.now)
+            .await?;
+        run.summary.enqueued += queued.queued.len();
+        run.summary.already_queued += queued.already_queued.len();
+        if !queued.unknown.is_empty() {
+            // Gone since the listing: not pushed.
+            *run.summary.skipped.entry("unknown").or_default() += queued.unknown.len();
+            let gone: HashSet<&String> = queued.unknown.iter().collect();
+            chunk.retain(|(u, _)| !gone.contains(u));
+        }
+        run.summary.pushing += chunk.len();
+        if let Some(pushed) = &mut run.summary.pushed_udids {
+            pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
+        }
+        self.push_in_background(chunk, run.completion.clone(), run.now);
+        Ok(())
+    }
+
+    /// Queues a command for devices and (optionally) pushes them.
+    pub async fn enqueue_command(
+        &self,
+        request: CommandRequest,
+    ) -> Result<CommandSummary, ServiceError> {
+        let request_type = request.request_type.trim();
+        if request_type.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "request_type must not be empty".into(),
+            ));
+        }
+        if request.udids.is_empty() {
+            return Err(ServiceError::BadRequest("udids must not be empty".into()));
+        }
+        let params = request.params;
+        if request_type == CLEAR_PASSCODE && !params.contains_key("UnlockToken") {
+            // Each device's own token: one device per command. The queue stores the command
+            // without it; the token is written in from the device's sealed column when the
+            // command is handed out, so it never lies in the queue in clear.
+            let [udid] = request.udids.as_slice() else {
+                return Err(ServiceError::BadRequest(
+                    "ClearPasscode carries the device's own UnlockToken: send it for one device at a time".into(),
+                ));
+            };
+            let device = self
+                .store
+                .device(udid)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("unknown device {udid}")))?;
+            if device.unlock_token.is_none() {
+                return Err(ServiceError::Conflict(format!(
+                    "device {udid} has escrowed no UnlockToken (it sends one in its TokenUpdate when it has a passcode and is supervised or enrolled by the user); ClearPasscode cannot be sent"
+                )));
+            }
+        }
+        let mut command = match request.uuid {
+            Some(uuid) => Command::with_uuid(uuid, request_type, params),
+            None => Command::new(request_type, params),
+        };
+        if let Some(at) = request.expires_at {
+            if at <= Self::now() {
+                return Err(ServiceError::BadRequest(format!(
+                    "the command would expire at {}, which is already past",
+                    magicpush_store::rfc3339(at)
+                )));
+            }
+            command.expires_at = Some(at);
+        }
+        let now = Self::now();
+        let outcome = match self
+            .store
+            .enqueue(&command, &request.udids, EnqueueMode::Always, now)
+            .await
+        {
+            Ok(o) => o,
+            Err(StoreError::DuplicateCommand { uuid }) => {
+                return Err(ServiceError::Conflict(format!(
+                    "command {uuid} already exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if request.push {
+            self.require_pushcert()?;
+        }
+        let mut pushes = Vec::new();
+        if request.push {
+            for udid in &outcome.queued {
+                if let Some(p) = self.store.device(udid).await?.and_then(|d| d.push_target()) {
+                    pushes.push((udid.clone(), p));
+                }
+            }
+            let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
+            if !udids.is_empty() {
+                self.store.record_push_attempts(&udids, now).await?;
+            }
+        }
+        let summary = CommandSummary {
+            command_uuid: outcome.command_uuid,
+            queued: outcome.queued,
+            unknown: outcome.unknown,
+            pushing: pushes.len(),
+        };
+        self.push_in_background(pushes, None, now);
+        Ok(summary)
+    }
+
+    /// `DELETE /v1/commands/{uuid}`: takes a queued command off every queue it is still in;
+    /// the number of queues it left.
+    pub async fn cancel_command(&self, uuid: &str) -> Result<usize, ServiceError> {
+        match self.store.cancel_command(uuid).await? {
+            Some(n) => {
+                tracing::info!(%uuid, queues = n, "command cancelled");
+                Ok(n)
+            }
+            None => Err(ServiceError::NotFound(format!("no command {uuid}"))),
+        }
+    }
+
+    /// `DELETE /v1/devices/{udid}`: forgets the device and everything kept for it. Its MDM
+    /// profile stays on the device: it must re-enroll to be managed again.
+    pub async fn delete_device(&self, udid: &str) -> Result<(), ServiceError> {
+        if self.store.delete_device(udid).await? {
+            tracing::warn!(%udid, "device deleted through the admin API");
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("unknown device {udid}")))
+        }
+    }
+
+    /// `DELETE /v1/devices?all=true&confirm=<topic>`: the new-topic procedure's first step
+    /// (a lost Apple ID): forgets every device and every queue. `confirm` must be the topic
+    /// of the certificate in use, or — without one — the topic the devices enrolled with.
+    pub async fn delete_all_devices(&self, confirm: &str) -> Result<u64, ServiceError> {
+        let expected = match self.pushcert.topic() {
+            Some(topic) => vec![topic],
+            None => self.store.enrolled_topics().await?.into_keys().collect(),
+        };
+        if !expected.iter().any(|t| t == confirm) {
+            let what = if expected.is_empty() {
+                "no topic is in use".to_owned()
+            } else {
+                format!("the topic in use is {}", expected.join(", "))
+            };
+            return Err(ServiceError::Conflict(format!(
+                "confirm={confirm} does not match: {what}. Deleting every device means every device must re-enroll; confirm with the current topic"
+            )));
+        }
+        let deleted = self.store.delete_all_devices().await?;
+        tracing::warn!(deleted, topic = %confirm, "every device deleted through the admin API: they must re-enroll");
+        Ok(deleted)
+    }
+
+    /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
+    /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each. The
+    /// attempts were marked at `attempted_at`: those never sent (the server stops first) are
+    /// taken back at the end, so they read `never_pushed`, not `unreachable`.
+    fn push_in_background(
+        &self,
+        pushes: Vec<(String, DevicePush)>,
+        completion: Option<Arc<Completion>>,
+        attempted_at: OffsetDateTime,
+    ) {
+        if pushes.is_empty() {
+            return;
+        }
+        let watch = Arc::clone(self.pushcert.watch());
+        let pusher = self.pusher.clone();
+        let slots = self.push_slots.clone();
+        let tracker = Arc::clone(&self.pushes);
+        let (done, outcomes) = mpsc::unbounded_channel();
+        tokio::spawn(record_outcomes(
+            self.store.clone(),
+            outcomes,
+            attempted_at,
+            tracker.start(),
+        ));
+        tokio::spawn(async move {
+            let mut pushes = pushes.into_iter();
+            while let Some((udid, push)) = pushes.next() {
+                let permit = match slots.clone().acquire_owned().await {
+                    Ok(p) if !tracker.is_stopping() => p,
+                    _ => {
+                        // Stopping: this push and the rest are not sent.
+                        if let Some(c) = &completion {
+                            c.interrupted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for udid in std::iter::once(udid).chain(pushes.map(|(u, _)| u)) {
+                            let _ = done.send(Recorded::Unsent(udid));
+                        }
+                        return;
+                    }
+                };
+                let done = done.clone();
+                let sending = pusher.push(push);
+                let (watch, completion) = (Arc::clone(&watch), completion.clone());
+                tokio::spawn(async move {
+                    let result = sending.await;
+                    drop(permit);
+                    watch.observe(&result);
+                    if let Some(c) = &completion {
+                        c.count(&result);
+                    }
+                    if matches!(result, Err(PushError::Shutdown)) {
+                        // The server is stopping: nothing is known of this push; it is taken
+                        // back rather than left to look unanswered.
+                        let _ = done.send(Recorded::Unsent(udid));
+                        return;
+                    }
+                    let outcome = PushOutcome::from_result(&result);
+                    ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
+                        .increment(1);
+                    if let Err(err) = &result {
+                        tracing::info!(%udid, "push failed: {err}");
+                    }
+                    // The recorder outlives every sender; a send fails only if it panicked.
+                    let _ = done.send(Recorded::Outcome(udid, outcome));
+                });
+            }
+        });
+    }
+
+    /// Stops launching pushes (shutdown): pushes not yet sent are taken back, pushes in
+    /// flight finish. Then waits up to `wait` for every outcome to be written; false if some
+    /// were still being written then.
+    pub async fn stop_pushing(&self, wait: Duration) -> bool {
+        self.pushes.stop();
+        self.pushes.settled(wait).await
+    }
+
+    /// Waits up to `wait` for every background push's outcome to be written.
+    pub async fn pushes_settled(&self, wait: Duration) -> bool {
+        self.pushes.settled(wait).await
+    }
+
+    /// Runs "refresh all" every `every` (first run one period after start) until the task is
+    /// aborted.
+    pub fn spawn_collector(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + every;
+            let mut ticks = tokio::time::interval_at(start, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match service.refresh(RefreshTarget::All).await {
+                    Ok(s) => tracing::info!(pushing = s.pushing, "scheduled collection started"),
+                    Err(err) => tracing::warn!("scheduled collection failed: {err}"),
+                }
+            }
+        })
+    }
+}
+
+/// `refresh.completed` for the webhook: every push task of a refresh holds a clone; when the
+/// last one is dropped (all pushes ended), the event goes out with the counts.
+pub(crate) struct Completion {
+    notifier: Notifier,
+    command_uuid: String,
+    cert: Option<magicpush_engine::cert::CertificateInfo>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    interrupted: AtomicU64,
+}
+
+impl Completion {
+    fn new(
+        notifier: Notifier,
+        command_uuid: &str,
+        cert: Option<magicpush_engine::cert::CertificateInfo>,
+    ) -> Arc<Completion> {
+        Arc::new(Completion {
+            notifier,
+            command_uuid: command_uuid.to_owned(),
+            cert,
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
+        })
+    }
+
+    fn count(&self, result: &magicpush_engine::PushResult) {
+        let counter = match result {
+            Ok(_) => &self.delivered,
+            Err(PushError::Shutdown) => &self.interrupted,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let interrupted = *self.interrupted.get_mut();
+        if interrupted > 0 {
+            // The server is stopping: the refresh did not complete.
+            return;
+        }
+        let (delivered, failed) = (*self.delivered.get_mut(), *self.failed.get_mut());
+        let now = Service::now();
+        let cert = self.cert.as_ref();
+        self.notifier.send(&serde_json::json!({
+            "event": crate::pushcert::expiry::names::REFRESH_COMPLETED,
+            "topic": cert.map(|c| c.topic()),
+            "days_left": cert.map(|c| c.days_left(now)),
+            "not_after": cert.map(|c| magicpush_store::rfc3339(c.not_after())),
+            "command_uuid": self.command_uuid,
+            "pushed": delivered + failed,
+            "delivered": delivered,
+            "failed": failed,
+            "at": magicpush_store::rfc3339(now),
+        }));
+    }
+}
+
+/// Devices whose command and push attempt a refresh records in one store write.
+const REFRESH_CHUNK: usize = 2_000;
+
+/// Most push outcomes recorded in one store write.
+const OUTCOME_BATCH: usize = 256;
+
+/// What a push task tells the recorder.
+enum Recorded {
+    /// The push ended so.
+    Outcome(String, PushOutcome),
+    /// The push was not sent (stopping).
+    Unsent(String),
+}
+
+/// The background pushes of the service: how many recorders run, and whether to stop.
+#[derive(Debug, Default)]
+pub(crate) struct PushTracker {
+    stopping: std::sync::atomic::AtomicBool,
+    recorders: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a running recorder.
+pub(crate) struct RecorderGuard(Arc<PushTracker>);
+
+impl Drop for RecorderGuard {
+    fn drop(&mut self) {
+        if self.0.recorders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl PushTracker {
+    fn start(self: &Arc<Self>) -> RecorderGuard {
+        self.recorders.fetch_add(1, Ordering::AcqRel);
+        RecorderGuard(Arc::clone(self))
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    async fn settled(&self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the count is read, so the last recorder's wake-up cannot
+            // fall between the read and the wait.
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.recorders.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.recorders.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+/// Tries to write outcomes a few times (an overloaded store sheds writes); counts and logs
+/// what could not be written.
+async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=4 {
+        match store.record_push_outcomes(batch, Service::now()).await {
+            Ok(()) => return,
+            Err(err) if attempt < 4 => {
+                tracing::info!(
+                    devices = batch.len(),
+                    "push outcomes not recorded yet ({err}); retrying in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            Err(err) => {
+                ::metrics::counter!("magicpush_push_outcomes_unrecorded_total")
+                    .increment(batch.len() as u64);
+                tracing::warn!(
+                    devices = batch.len(),
+                    first = %batch[0].0,
+                    "cannot record push outcomes after {attempt} tries: {err}; these devices keep their pending attempt"
+                );
+            }
+        }
+    }
+}
+
+/// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
+/// while the previous write was committing goes into the next one. Ends when every sender is
+/// gone and the channel is drained, taking back the attempts of the pushes never sent.
+async fn record_outcomes(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::UnboundedReceiver<Recorded>,
+    attempted_at: OffsetDateTime,
+    _running: RecorderGuard,
+) {
+    let mut received = Vec::with_capacity(OUTCOME_BATCH);
+    let mut batch = Vec::with_capacity(OUTCOME_BATCH);
+    let mut unsent = Vec::new();
+    while outcomes.recv_many(&mut received, OUTCOME_BATCH).await > 0 {
+        for r in received.drain(..) {
+            match r {
+                Recorded::Outcome(udid, outcome) => batch.push((udid, outcome)),
+                Recorded::Unsent(udid) => unsent.push(udid),
+            }
+        }
+        if !batch.is_empty() {
+            write_outcomes(&*store, &batch).await;
+            batch.clear();
+        }
+    }
+    if !unsent.is_empty() {
+        match store.withdraw_push_attempts(&unsent, attempted_at).await {
+            Ok(n) => tracing::info!(
+                withdrawn = n,
+                "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
+            ),
+            Err(err) => tracing::warn!(
+                devices = unsent.len(),
+                "cannot take back the attempts of pushes not sent: {err}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use magicpush_engine::Reason;
+
+    use super::*;
+    use crate::service::{PushCertState, ServiceConfig};
+    use magicpush_store::MemoryStore;
+    use magicpush_testkit::conformance::{authenticate, t, token_update};
+    use magicpush_testkit::{FakeOutcome, FakePusher};
+
+    fn push_certificate() -> magicpush_engine::cert::CertificateInfo {
+        let pki = magicpush_fixtures::TestPki::generate().unwrap();
+        magicpush_engine::cert::CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).unwrap()
+    }
+
+    /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not
+    /// yet sent are taken back (`never_pushed`, no false `unreachable` later).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_refresh_takes_back_what_it_did_not_send() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let udids: Vec<String> = (1..=5).map(|i| format!("ABORT-{i}")).collect();
+        for (i, udid) in udids.iter().enumerate() {
+            store
+                .authenticate(&authenticate(udid), None, t(0))
+                .await
+                .unwrap();
+            store
+                .token_update(&token_update(udid, i as u8 + 1), t(1))
+                .await
+                .unwrap();
+        }
+        let pusher = FakePusher::new();
+        for seed in 1..=5u8 {
+            pusher.set_outcome(
+                &hex::encode([seed; 32]),
+                FakeOutcome::Accept(Duration::from_millis(300)),
+            );
+        }
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(Some(push_certificate()), None),
+            ServiceConfig {
+                push_concurrency: 1,
+                ..ServiceConfig::default()
+            },
+        );
+        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!(summary.pushing, 5);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            service.stop_pushing(Duration::from_secs(5)).await,
+            "settled"
+        );
+        assert_eq!(pusher.sent().len(), 1, "one push was in flight");
+        let mut pushed = 0;
+        for udid in &udids {
+            let d = store.device(udid).await.unwrap().unwrap();
+            match d.push_outcome {
+                Some(PushOutcome::Accepted) => pushed += 1,
+                None => assert!(d.last_push_at.is_none(), "{udid} taken back: {d:?}"),
+                other => panic!("{udid}: {other:?}"),
+            }
+        }
+        assert_eq!(pushed, 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_certificate_nothing_is_pushed() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let pusher = FakePusher::new();
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        );
+        let err = service.refresh(RefreshTarget::All).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("no push certificate registered"));
+        assert!(pusher.sent().is_empty());
+    }
+
+    /// Waits until every listed device has a recorded push outcome.
+    async fn outcomes_recorded(store: &dyn Store, udids: &[String]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let devices = store.devices().await.unwrap();
+            let done = devices
+                .iter()
+                .filter(|d| udids.contains(&d.udid) && d.push_outcome.is_some())
+                .count();
+            if done == udids.len() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {done} of {} outcomes recorded",
+                udids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_all_spans_chunks_and_records_every_outcome() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let n = 2 * REFRESH_CHUNK + 3;
+        let udids: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
+        for (i, udid) in udids.iter().enumerate() {
+            store
+                .authenticate(&authenticate(udid), None, t(0))
+                .await
+                .unwrap();
+            // Device 7 gets its own token, which APNs says is gone.
+            let seed = if i == 7 { 2 } else { 1 };
+            store
+                .token_update(&token_update(udid, seed), t(0))
+                .await
+                .unwrap();
+        }
+        store
+            .authenticate(&authenticate("no-token"), None, t(0))
+            .await
+            .unwrap();
+        let pusher = FakePusher::new();
+        pusher.set_outcome(
+            &hex::encode([2u8; 32]),
+            FakeOutcome::Fail(PushError::Unregistered {
+                reason: Reason::Unregistered,
+                timestamp_ms: None,
+            }),
+        );
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(Some(push_certificate()), None),
+            ServiceConfig::default(),
+        );
+
+        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!(summary.requested, n + 1);
+        assert_eq!((summary.pushing, summary.enqueued), (n, n));
+        assert_eq!(summary.already_queued, 0);
+        assert_eq!(summary.skipped.get("no_token"), Some(&1));
+        outcomes_recorded(&*store, &udids).await;
+        assert_eq!(pusher.sent().len(), n);
+        for d in store.devices().await.unwrap() {
+            if d.udid == "no-token" {
+                assert_eq!(d.last_push_at, None);
+                continue;
+            }
+            let queued = store.queued(&d.udid).await.unwrap();
+            assert_eq!(queued.len(), 1, "{}", d.udid);
+            assert_eq!(queued[0].uuid, summary.command_uuid);
+            assert!(d.last_push_at.is_some(), "{}", d.udid);
+            let expected = if d.udid == udids[7] {
+                d.push_outcome
+                    .as_ref()
+                    .is_some_and(PushOutcome::is_token_invalid)
+            } else {
+                d.push_outcome == Some(PushOutcome::Accepted)
+            };
+            assert!(expected, "{}: {:?}", d.udid, d.push_outcome);
+        }
+
+        // Again: the unregistered device is skipped, the others are pushed without a second
+        // DeviceInformation queued.
+        let again = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!((again.pushing, again.enqueued), (n - 1, 0));
+        assert_eq!(again.already_queued, n - 1);
+        assert_eq!(again.skipped.get("token_invalid"), Some(&1));
+    }
+}

@@ -1,0 +1,262 @@
+//! Read models for the admin API: devices with their connectivity state, the CSV export and
+//! the connectivity report.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::csv;
+use magicpush_store::connectivity::{self, ConnState};
+use magicpush_store::{rfc3339, Device};
+
+use super::listing::{Listing, Pages, Render, PAGE};
+use super::{Service, ServiceError};
+
+/// The CSV export's header (and column order).
+pub const CSV_HEADER: [&str; 8] = [
+    "Device name",
+    "Model",
+    "OS version",
+    "Serial number",
+    "Collected at",
+    "Enrolled at",
+    "State",
+    "Last seen",
+];
+
+impl Service {
+    /// Every device (or those in `only` state) as a JSON array, in text: the store's fields
+    /// plus `state` and `push_latency_ms`. Streamed a page of devices at a time
+    /// ([`Listing`]): a large fleet costs a page of devices and of text, not the whole list
+    /// (built whole, a million devices took 2.8 GB).
+    pub async fn devices_json(
+        self: &Arc<Self>,
+        only: Option<ConnState>,
+    ) -> Result<Listing, ServiceError> {
+        let now = Self::now();
+        let mut first = true;
+        let render: Render = Box::new(move |service, d, out| {
+            if only.is_some_and(|s| service.state(d, now) != s) {
+                return;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Writing a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &service.device_value(d, now));
+        });
+        self.listing(b"[".to_vec(), b"]", render).await
+    }
+
+    /// One device as JSON; [`ServiceError::NotFound`] if unknown.
+    pub async fn device_json(&self, udid: &str) -> Result<Value, ServiceError> {
+        let device = self
+            .store
+            .device(udid)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no device {udid}")))?;
+        Ok(self.device_value(&device, Self::now()))
+    }
+
+    /// The device's queued commands and recorded results:
+    /// `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at", "expires_at"}],
+    ///   "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}`.
+    pub async fn device_commands_json(&self, udid: &str) -> Result<Value, ServiceError> {
+        if self.store.device(udid).await?.is_none() {
+            return Err(ServiceError::NotFound(format!("no device {udid}")));
+        }
+        let queued = self.store.queued(udid).await?;
+        let results = self.store.results(udid).await?;
+        let queued: Vec<Value> = queued
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "command_uuid": q.uuid,
+                    "request_type": q.request_type,
+                    "queued_at": rfc3339(q.queued_at),
+                    "not_now_at": q.not_now_at.map(rfc3339),
+                    "expires_at": q.expires_at.map(rfc3339),
+                })
+            })
+            .collect();
+        let results: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "command_uuid": r.command_uuid,
+                    "request_type": r.request_type,
+                    "status": r.status.as_str(),
+                    "error_chain": r.error_chain,
+                    "at": rfc3339(r.at),
+                    "raw": String::from_utf8_lossy(&r.raw),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "queued": queued, "results": results }))
+    }
+
+    /// The CSV export (header row first, CRLF line ends), of every device or those in `only`
+    /// state. Streamed like [`Service::devices_json`].
+    pub async fn devices_csv(
+        self: &Arc<Self>,
+        only: Option<ConnState>,
+    ) -> Result<Listing, ServiceError> {
+        let now = Self::now();
+        let mut head = String::new();
+        csv::write_record(&mut head, &CSV_HEADER);
+        let mut line = String::new();
+        let render: Render = Box::new(move |service, d, out| {
+            let state = service.state(d, now);
+            if only.is_some_and(|s| s != state) {
+                return;
+            }
+            let time = |t: Option<time::OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
+            let text = |s: &Option<String>| s.clone().unwrap_or_default();
+            let model = d
+                .info
+                .model_name
+                .as_ref()
+                .or(d.info.product_name.as_ref())
+                .or(d.info.model.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            line.clear();
+            csv::write_record(
+                &mut line,
+                &[
+                    text(&d.info.device_name),
+                    model,
+                    text(&d.info.os_version),
+                    text(&d.info.serial_number),
+                    time(d.info_collected_at),
+                    time(d.enrolled_at),
+                    state.as_str().to_owned(),
+                    time(d.last_seen_at),
+                ],
+            );
+            out.extend_from_slice(line.as_bytes());
+        });
+        self.listing(head.into_bytes(), b"", render).await
+    }
+
+    /// The connectivity report as JSON:
+    /// `{"states": {"responded": N, …}, "latency_ms": {"p50", "p99", "max", "count"}, …}`.
+    pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
+        let now = Self::now();
+        let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
+        let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
+        while let Some(page) = pages.next().await? {
+            page.iter().for_each(|d| tally.add(d));
+        }
+        let total = tally.total();
+        let mut value = serde_json::to_value(tally.finish()).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.insert("total".into(), total.into());
+            map.insert(
+                "unreachable_after_s".into(),
+                self.config.unreachable_after.as_secs().into(),
+            );
+            map.insert("generated_at".into(), rfc3339(now).into());
+        }
+        Ok(value)
+    }
+
+    /// The device's connectivity state now.
+    pub fn state(&self, device: &Device, now: time::OffsetDateTime) -> ConnState {
+        connectivity::state(device, now, self.config.unreachable_after)
+    }
+
+    fn device_value(&self, device: &Device, now: time::OffsetDateTime) -> Value {
+        let mut value = serde_json::to_value(device).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.insert("state".into(), self.state(device, now).as_str().into());
+            map.insert(
+                "push_latency_ms".into(),
+                device
+                    .push_latency()
+                    .map(|l| Value::from(u64::try_from(l.as_millis()).unwrap_or(u64::MAX)))
+                    .unwrap_or(Value::Null),
+            );
+        }
+        value
+    }
+}
+
+/// Parses a state name of the admin API (`responded`, `push_failed`, …).
+pub fn parse_state(text: &str) -> Option<ConnState> {
+    ConnState::ALL.into_iter().find(|s| s.as_str() == text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{PushCertState, ServiceConfig};
+    use magicpush_store::{MemoryStore, Store};
+    use magicpush_testkit::conformance::{authenticate, t, token_update};
+    use magicpush_testkit::FakePusher;
+
+    /// The listings and the report read the store in pages: a fleet of two pages and one
+    /// device more is listed whole, in order, each device once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_span_pages_and_hold_every_device_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let n = 2 * PAGE + 1;
+        for i in 0..n {
+            let udid = format!("D{i:05}");
+            store
+                .authenticate(&authenticate(&udid), None, t(0))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                store
+                    .token_update(&token_update(&udid, 1), t(0))
+                    .await
+                    .unwrap();
+            }
+        }
+        let service = Arc::new(Service::new(
+            Arc::clone(&store),
+            FakePusher::new(),
+            PushCertState::new(None, None),
+            ServiceConfig::default(),
+        ));
+        let text = |listing: Listing| async move { listing.collect().await.unwrap() };
+
+        let json = text(service.devices_json(None).await.unwrap()).await;
+        let json: Vec<Value> = serde_json::from_slice(&json).expect("a JSON array");
+        let udids: Vec<&str> = json.iter().map(|d| d["udid"].as_str().unwrap()).collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
+        assert_eq!(udids, expected, "every device once, in UDID order");
+
+        let enrolled = n.div_ceil(2);
+        let never_pushed = text(
+            service
+                .devices_json(Some(ConnState::NeverPushed))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let never_pushed: Vec<Value> = serde_json::from_slice(&never_pushed).unwrap();
+        assert_eq!(
+            never_pushed.len(),
+            enrolled,
+            "the filter applies on every page"
+        );
+
+        let csv = text(service.devices_csv(None).await.unwrap()).await;
+        let csv = String::from_utf8(csv).unwrap();
+        assert_eq!(csv.lines().count(), n + 1, "a header and a line per device");
+
+        let report = service.connectivity_json().await.unwrap();
+        assert_eq!(report["total"], n);
+        let counted: u64 = report["states"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, n as u64);
+        assert_eq!(report["states"]["never_pushed"], enrolled);
+    }
+}

@@ -1,0 +1,746 @@
+//! Rows to values and back.
+
+use std::sync::LazyLock;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::db_err;
+use magicpush_mdm::{Authenticate, ErrorChainItem, Report, Secret, Status, TokenUpdate};
+use magicpush_store::logic;
+use magicpush_store::{from_ms, to_ms};
+use magicpush_store::{
+    BoundIdentity, CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
+    RESULTS_KEPT_PER_DEVICE,
+};
+
+const DEVICE_COLUMNS: [&str; 37] = [
+    "udid",
+    "device_name",
+    "model",
+    "model_name",
+    "product_name",
+    "os_version",
+    "build_version",
+    "serial_number",
+    "imei",
+    "meid",
+    "phone_number",
+    "topic",
+    "token",
+    "push_magic",
+    "unlock_token",
+    "bootstrap_token",
+    "awaiting_configuration",
+    "authenticated_at",
+    "enrolled_at",
+    "token_updated_at",
+    "last_seen_at",
+    "checked_out_at",
+    "info_collected_at",
+    "last_push_at",
+    "push_outcome",
+    "push_reason",
+    "push_unregistered_ms",
+    "push_outcome_at",
+    "last_report_at",
+    "first_report_after_push_at",
+    "identity_sha256",
+    "identity_subject",
+    "identity_serial",
+    "identity_not_after",
+    "identity_bound_at",
+    "identity_replaced_sha256",
+    "awaiting_token_update",
+];
+
+pub(crate) static SELECT_DEVICES: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM devices", DEVICE_COLUMNS.join(", ")));
+
+/// The first page of devices by UDID (`?1`: the page size).
+pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
+    LazyLock::new(|| format!("{} ORDER BY udid LIMIT ?1", *SELECT_DEVICES));
+
+/// The page of devices after UDID `?1` (`?2`: the page size): a range of the UDID key.
+pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
+    LazyLock::new(|| format!("{} WHERE udid > ?1 ORDER BY udid LIMIT ?2", *SELECT_DEVICES));
+
+static UPSERT_DEVICE: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=DEVICE_COLUMNS.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    let updates: Vec<String> = DEVICE_COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO devices ({}) VALUES ({}) ON CONFLICT (udid) DO UPDATE SET {}",
+        DEVICE_COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+});
+
+fn ts(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(to_ms)
+}
+
+fn opt_ts(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
+    Ok(row.get::<_, Option<i64>>(i)?.map(from_ms))
+}
+
+/// Reads one `SELECT_DEVICES` row. The outer error is SQLite's, the inner a corrupt value.
+pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, StoreError>> {
+    let mut d = Device::new(row.get::<_, String>(0)?);
+    d.info.device_name = row.get(1)?;
+    d.info.model = row.get(2)?;
+    d.info.model_name = row.get(3)?;
+    d.info.product_name = row.get(4)?;
+    d.info.os_version = row.get(5)?;
+    d.info.build_version = row.get(6)?;
+    d.info.serial_number = row.get(7)?;
+    d.info.imei = row.get(8)?;
+    d.info.meid = row.get(9)?;
+    d.info.phone_number = row.get(10)?;
+    d.topic = row.get(11)?;
+    d.token = row.get(12)?;
+    d.push_magic = row.get(13)?;
+    d.unlock_token = row.get::<_, Option<Vec<u8>>>(14)?.map(Secret::new);
+    d.bootstrap_token = row.get::<_, Option<Vec<u8>>>(15)?.map(Secret::new);
+    d.awaiting_configuration = row.get(16)?;
+    d.authenticated_at = opt_ts(row, 17)?;
+    d.enrolled_at = opt_ts(row, 18)?;
+    d.token_updated_at = opt_ts(row, 19)?;
+    d.last_seen_at = opt_ts(row, 20)?;
+    d.checked_out_at = opt_ts(row, 21)?;
+    d.info_collected_at = opt_ts(row, 22)?;
+    d.last_push_at = opt_ts(row, 23)?;
+    let kind: Option<String> = row.get(24)?;
+    let reason: Option<String> = row.get(25)?;
+    let unregistered_ms: Option<i64> = row.get(26)?;
+    d.push_outcome_at = opt_ts(row, 27)?;
+    d.last_report_at = opt_ts(row, 28)?;
+    d.first_report_after_push_at = opt_ts(row, 29)?;
+    d.push_outcome = match push_outcome(&d.udid, kind, reason, unregistered_ms) {
+        Ok(outcome) => outcome,
+        Err(e) => return Ok(Err(e)),
+    };
+    d.identity = match identity_from_row(&d.udid, row, 30) {
+        Ok(identity) => identity,
+        Err(e) => return Ok(Err(e)),
+    };
+    d.awaiting_token_update = row.get(36)?;
+    Ok(Ok(d))
+}
+
+/// A 32-byte hash column; `what` names it in the error for any other length.
+pub(crate) fn hash_column(
+    udid: &str,
+    what: &str,
+    value: Option<Vec<u8>>,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    value
+        .map(|v| {
+            <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Corrupt {
+                what: format!("device {udid}: {what} of {} bytes", v.len()),
+            })
+        })
+        .transpose()
+}
+
+/// The six `identity_*` columns from `first` on. Returns the inner error for corrupt values.
+fn identity_from_row(
+    udid: &str,
+    row: &Row<'_>,
+    first: usize,
+) -> Result<Option<BoundIdentity>, StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Database {
+        op: "read device",
+        detail: e.to_string(),
+    };
+    let Some(sha256) = hash_column(udid, "identity_sha256", row.get(first).map_err(sql)?)? else {
+        return Ok(None);
+    };
+    Ok(Some(BoundIdentity {
+        sha256,
+        subject: row
+            .get::<_, Option<String>>(first + 1)
+            .map_err(sql)?
+            .unwrap_or_default(),
+        serial: row
+            .get::<_, Option<String>>(first + 2)
+            .map_err(sql)?
+            .unwrap_or_default(),
+        not_after: from_ms(
+            row.get::<_, Option<i64>>(first + 3)
+                .map_err(sql)?
+                .unwrap_or(0),
+        ),
+        bound_at: from_ms(
+            row.get::<_, Option<i64>>(first + 4)
+                .map_err(sql)?
+                .unwrap_or(0),
+        ),
+        replaced_sha256: hash_column(
+            udid,
+            "identity_replaced_sha256",
+            row.get(first + 5).map_err(sql)?,
+        )?,
+    }))
+}
+
+/// The push outcome stored in the `push_outcome`, `push_reason` and `push_unregistered_ms`
+/// columns of device `udid`.
+fn push_outcome(
+    udid: &str,
+    kind: Option<String>,
+    reason: Option<String>,
+    unregistered_ms: Option<i64>,
+) -> Result<Option<PushOutcome>, StoreError> {
+    Ok(match kind.as_deref() {
+        None => None,
+        Some("accepted") => Some(PushOutcome::Accepted),
+        Some("unregistered") => Some(PushOutcome::Unregistered {
+            reason: reason.unwrap_or_default(),
+            timestamp_ms: unregistered_ms.and_then(|v| u64::try_from(v).ok()),
+        }),
+        Some("rejected") => Some(PushOutcome::Rejected {
+            reason: reason.unwrap_or_default(),
+        }),
+        Some("failed") => Some(PushOutcome::Failed {
+            reason: reason.unwrap_or_default(),
+        }),
+        Some(other) => {
+            return Err(StoreError::Corrupt {
+                what: format!("device {udid}: push_outcome {other:?}"),
+            })
+        }
+    })
+}
+
+/// `logic::authenticate` on the stored row without reading it (with an identity: reading only
+/// its binding): creates the device or overlays the facts sent (`COALESCE(new, old)`, as
+/// `DeviceInfo::merge` does), sets the topic and `authenticated_at`, moves `last_seen_at`
+/// forward, binds the identity. Other columns are left alone.
+pub(crate) fn upsert_for_authenticate(
+    conn: &Connection,
+    msg: &Authenticate,
+    identity: Option<&BoundIdentity>,
+    at: OffsetDateTime,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    // The binding before this write: a lookup in the page the upsert touches next.
+    let previous = match identity {
+        Some(_) => load_identity_hash(conn, &msg.udid)?,
+        None => None,
+    };
+    // `d.info` starts empty, so after the merge it holds exactly the facts the message sent.
+    let mut d = Device::new(msg.udid.as_str());
+    logic::authenticate(&mut d, msg, at);
+    let i = &d.info;
+    // Without an identity every identity column keeps its value; with one, a different
+    // certificate than the bound one moves the bound one to `identity_replaced_sha256`.
+    // (Every expression in SET reads the row as it was before the update.)
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
+               build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
+               last_seen_at, identity_sha256, identity_subject, identity_serial,
+               identity_not_after, identity_bound_at, awaiting_token_update)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19, 1)
+             ON CONFLICT (udid) DO UPDATE SET
+               device_name = COALESCE(excluded.device_name, device_name),
+               model = COALESCE(excluded.model, model),
+               model_name = COALESCE(excluded.model_name, model_name),
+               product_name = COALESCE(excluded.product_name, product_name),
+               os_version = COALESCE(excluded.os_version, os_version),
+               build_version = COALESCE(excluded.build_version, build_version),
+               serial_number = COALESCE(excluded.serial_number, serial_number),
+               imei = COALESCE(excluded.imei, imei), meid = COALESCE(excluded.meid, meid),
+               phone_number = COALESCE(excluded.phone_number, phone_number),
+               topic = excluded.topic, authenticated_at = excluded.authenticated_at,
+               last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
+                                  excluded.last_seen_at),
+               awaiting_token_update = 1,
+               identity_replaced_sha256 = CASE
+                 WHEN excluded.identity_sha256 IS NOT NULL AND identity_sha256 IS NOT NULL
+                   AND identity_sha256 <> excluded.identity_sha256 THEN identity_sha256
+                 ELSE identity_replaced_sha256 END,
+               identity_sha256 = COALESCE(excluded.identity_sha256, identity_sha256),
+               identity_subject = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_subject ELSE excluded.identity_subject END,
+               identity_serial = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_serial ELSE excluded.identity_serial END,
+               identity_not_after = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_not_after ELSE excluded.identity_not_after END,
+               identity_bound_at = CASE WHEN excluded.identity_sha256 IS NULL
+                 THEN identity_bound_at ELSE excluded.identity_bound_at END",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                d.udid,
+                i.device_name,
+                i.model,
+                i.model_name,
+                i.product_name,
+                i.os_version,
+                i.build_version,
+                i.serial_number,
+                i.imei,
+                i.meid,
+                i.phone_number,
+                d.topic,
+                ts(d.authenticated_at),
+                ts(d.last_seen_at),
+                identity.map(|i| i.sha256.to_vec()),
+                identity.map(|i| i.subject.as_str()),
+                identity.map(|i| i.serial.as_str()),
+                identity.map(|i| to_ms(i.not_after)),
+                identity.map(|i| to_ms(i.bound_at)),
+            ])
+        });
+    match (written, identity) {
+        (Ok(_), _) => Ok(previous),
+        // The statement failed as a whole: SQLite left nothing of it behind.
+        (Err(e), Some(id)) if is_unique_violation(&e) => {
+            let other: Option<String> = conn
+                .prepare_cached(SELECT_BY_IDENTITY)
+                .and_then(|mut s| s.query_row([id.sha256.to_vec()], |r| r.get(0)).optional())
+                .map_err(db_err("read device"))?;
+            Err(StoreError::IdentityInUse {
+                udid: other.unwrap_or_else(|| "(unknown)".into()),
+            })
+        }
+        (Err(e), _) => Err(db_err("write device")(e)),
+    }
+}
+
+/// The device an identity certificate is bound to. It finds its row through the partial
+/// index `devices_by_identity`, which holds bound devices only (schema version 4).
+pub(crate) const SELECT_BY_IDENTITY: &str = "SELECT udid FROM devices WHERE identity_sha256 = ?1";
+
+/// Whether the device has any command queued.
+pub(crate) fn has_queue(conn: &Connection, udid: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 LIMIT 1")
+        .and_then(|mut s| s.exists([udid]))
+        .map_err(db_err("read queue"))
+}
+
+/// Drops every command queued for the device.
+pub(crate) fn drop_queue(conn: &Connection, udid: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM queue WHERE udid = ?1")
+        .and_then(|mut s| s.execute([udid]))
+        .map(drop)
+        .map_err(db_err("drop queue"))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// The identity hash bound to `udid` (`None`: no binding or no device).
+pub(crate) fn load_identity_hash(
+    conn: &Connection,
+    udid: &str,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let value: Option<Option<Vec<u8>>> = conn
+        .prepare_cached("SELECT identity_sha256 FROM devices WHERE udid = ?1")
+        .and_then(|mut s| s.query_row([udid], |r| r.get(0)).optional())
+        .map_err(db_err("read device"))?;
+    hash_column(udid, "identity_sha256", value.flatten())
+}
+
+/// `logic::token_update` (device channel) on the stored row, reading only the columns that
+/// decide re-enrollment and writing only the enrollment columns. Creates the device if
+/// unknown.
+pub(crate) fn upsert_for_token_update(
+    conn: &Connection,
+    msg: &TokenUpdate,
+    at: OffsetDateTime,
+) -> Result<Enrollment, StoreError> {
+    let mut d = Device::new(msg.udid.as_str());
+    let stored = conn
+        .prepare_cached(
+            "SELECT enrolled_at, checked_out_at, token_updated_at, push_outcome, push_reason,
+               push_unregistered_ms, push_outcome_at, last_seen_at, awaiting_token_update
+             FROM devices WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&msg.udid], |row| {
+                d.enrolled_at = opt_ts(row, 0)?;
+                d.checked_out_at = opt_ts(row, 1)?;
+                d.token_updated_at = opt_ts(row, 2)?;
+                d.push_outcome_at = opt_ts(row, 6)?;
+                d.last_seen_at = opt_ts(row, 7)?;
+                d.awaiting_token_update = row.get(8)?;
+                Ok((row.get(3)?, row.get(4)?, row.get(5)?))
+            })
+            .optional()
+        })
+        .map_err(db_err("read device"))?;
+    if let Some((kind, reason, unregistered_ms)) = stored {
+        d.push_outcome = push_outcome(&d.udid, kind, reason, unregistered_ms)?;
+    }
+    let enrollment = logic::token_update(&mut d, msg, at);
+    // `d.unlock_token` is set only if the message carries one: `COALESCE` keeps the stored
+    // one otherwise, as `logic::token_update` does.
+    conn.prepare_cached(
+        "INSERT INTO devices (udid, topic, token, push_magic, unlock_token,
+           awaiting_configuration, token_updated_at, enrolled_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (udid) DO UPDATE SET
+           topic = excluded.topic, token = excluded.token, push_magic = excluded.push_magic,
+           unlock_token = COALESCE(excluded.unlock_token, unlock_token),
+           awaiting_configuration = excluded.awaiting_configuration,
+           token_updated_at = excluded.token_updated_at, enrolled_at = excluded.enrolled_at,
+           last_seen_at = excluded.last_seen_at, awaiting_token_update = 0",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            d.udid,
+            d.topic,
+            d.token,
+            d.push_magic,
+            d.unlock_token.as_ref().map(Secret::expose),
+            d.awaiting_configuration,
+            ts(d.token_updated_at),
+            ts(d.enrolled_at),
+            ts(d.last_seen_at),
+        ])
+    })
+    .map_err(db_err("write device"))?;
+    Ok(enrollment)
+}
+
+pub(crate) fn load_device(conn: &Connection, udid: &str) -> Result<Option<Device>, StoreError> {
+    let sql = format!("{} WHERE udid = ?1", *SELECT_DEVICES);
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err("read device"))?;
+    stmt.query_row([udid], device_from_row)
+        .optional()
+        .map_err(db_err("read device"))?
+        .transpose()
+}
+
+pub(crate) fn require_device(conn: &Connection, udid: &str) -> Result<Device, StoreError> {
+    load_device(conn, udid)?.ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
+}
+
+pub(crate) fn device_exists(conn: &Connection, udid: &str) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM devices WHERE udid = ?1")
+        .map_err(db_err("read device"))?;
+    stmt.exists([udid]).map_err(db_err("read device"))
+}
+
+/// The `push_unregistered_ms` column for an outcome.
+fn unregistered_ms(outcome: Option<&PushOutcome>) -> Option<i64> {
+    match outcome {
+        Some(PushOutcome::Unregistered { timestamp_ms, .. }) => {
+            timestamp_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        _ => None,
+    }
+}
+
+/// `logic::push_attempt` on the stored row, touching only the push columns. Returns false if
+/// the device is unknown.
+pub(crate) fn update_push_attempt(
+    conn: &Connection,
+    udid: &str,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET last_push_at = ?2, push_outcome = NULL, push_reason = NULL,
+           push_unregistered_ms = NULL, push_outcome_at = NULL,
+           first_report_after_push_at = NULL
+         WHERE udid = ?1",
+    )
+    .and_then(|mut s| s.execute(params![udid, to_ms(at)]))
+    .map(|n| n > 0)
+    .map_err(db_err("record push attempt"))
+}
+
+/// `logic::push_outcome` on the stored row, touching only the push columns. Returns false if
+/// the device is unknown.
+pub(crate) fn update_push_outcome(
+    conn: &Connection,
+    udid: &str,
+    outcome: &PushOutcome,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET push_outcome = ?2, push_reason = ?3, push_unregistered_ms = ?4,
+           push_outcome_at = ?5, last_push_at = COALESCE(last_push_at, ?5)
+         WHERE udid = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            udid,
+            outcome.kind(),
+            outcome.reason(),
+            unregistered_ms(Some(outcome)),
+            to_ms(at)
+        ])
+    })
+    .map(|n| n > 0)
+    .map_err(db_err("record push outcome"))
+}
+
+/// `logic::report` on the stored row, reading and writing only the columns a report changes
+/// (contact and push-answer times; the device facts only when the report carries them).
+/// Returns (closed the open push, updated the device facts).
+pub(crate) fn update_for_report(
+    conn: &Connection,
+    report: &Report,
+    at: OffsetDateTime,
+) -> Result<(bool, bool), StoreError> {
+    let mut d = Device::new(report.udid.as_str());
+    let found = conn
+        .prepare_cached(
+            "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
+             FROM devices WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&report.udid], |row| {
+                d.last_seen_at = opt_ts(row, 0)?;
+                d.last_report_at = opt_ts(row, 1)?;
+                d.last_push_at = opt_ts(row, 2)?;
+                d.first_report_after_push_at = opt_ts(row, 3)?;
+                Ok(())
+            })
+            .optional()
+        })
+        .map_err(db_err("read device"))?;
+    if found.is_none() {
+        return Err(StoreError::UnknownDevice {
+            udid: report.udid.clone(),
+        });
+    }
+    // `d.info` starts empty, so after the merge it holds exactly the facts the report sent;
+    // `COALESCE(new, old)` overlays them on the stored ones as `DeviceInfo::merge` does.
+    let (closed, info_updated) = logic::report(&mut d, report, at);
+    let written = if info_updated {
+        let i = &d.info;
+        conn.prepare_cached(
+            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
+               first_report_after_push_at = ?4, info_collected_at = ?5,
+               device_name = COALESCE(?6, device_name), model = COALESCE(?7, model),
+               model_name = COALESCE(?8, model_name),
+               product_name = COALESCE(?9, product_name),
+               os_version = COALESCE(?10, os_version),
+               build_version = COALESCE(?11, build_version),
+               serial_number = COALESCE(?12, serial_number), imei = COALESCE(?13, imei),
+               meid = COALESCE(?14, meid), phone_number = COALESCE(?15, phone_number)
+             WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.udid,
+                ts(d.last_seen_at),
+                ts(d.last_report_at),
+                ts(d.first_report_after_push_at),
+                ts(d.info_collected_at),
+                i.device_name,
+                i.model,
+                i.model_name,
+                i.product_name,
+                i.os_version,
+                i.build_version,
+                i.serial_number,
+                i.imei,
+                i.meid,
+                i.phone_number,
+            ])
+        })
+    } else {
+        conn.prepare_cached(
+            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
+               first_report_after_push_at = ?4
+             WHERE udid = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.udid,
+                ts(d.last_seen_at),
+                ts(d.last_report_at),
+                ts(d.first_report_after_push_at),
+            ])
+        })
+    };
+    written.map_err(db_err("write device"))?;
+    Ok((closed, info_updated))
+}
+
+pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
+    let outcome = d.push_outcome.as_ref();
+    let unregistered_ms = unregistered_ms(outcome);
+    let mut stmt = conn
+        .prepare_cached(&UPSERT_DEVICE)
+        .map_err(db_err("write device"))?;
+    stmt.execute(params![
+        d.udid,
+        d.info.device_name,
+        d.info.model,
+        d.info.model_name,
+        d.info.product_name,
+        d.info.os_version,
+        d.info.build_version,
+        d.info.serial_number,
+        d.info.imei,
+        d.info.meid,
+        d.info.phone_number,
+        d.topic,
+        d.token,
+        d.push_magic,
+        d.unlock_token.as_ref().map(Secret::expose),
+        d.bootstrap_token.as_ref().map(Secret::expose),
+        d.awaiting_configuration,
+        ts(d.authenticated_at),
+        ts(d.enrolled_at),
+        ts(d.token_updated_at),
+        ts(d.last_seen_at),
+        ts(d.checked_out_at),
+        ts(d.info_collected_at),
+        ts(d.last_push_at),
+        outcome.map(PushOutcome::kind),
+        outcome.and_then(PushOutcome::reason),
+        unregistered_ms,
+        ts(d.push_outcome_at),
+        ts(d.last_report_at),
+        ts(d.first_report_after_push_at),
+        d.identity.as_ref().map(|i| i.sha256.to_vec()),
+        d.identity.as_ref().map(|i| i.subject.as_str()),
+        d.identity.as_ref().map(|i| i.serial.as_str()),
+        d.identity.as_ref().map(|i| to_ms(i.not_after)),
+        d.identity.as_ref().map(|i| to_ms(i.bound_at)),
+        d.identity
+            .as_ref()
+            .and_then(|i| i.replaced_sha256.map(|h| h.to_vec())),
+        d.awaiting_token_update,
+    ])
+    .map_err(db_err("write device"))?;
+    Ok(())
+}
+
+pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> {
+    Ok(QueuedCommand {
+        uuid: row.get(0)?,
+        request_type: row.get(1)?,
+        body: row.get(2)?,
+        queued_at: from_ms(row.get(3)?),
+        not_now_at: opt_ts(row, 4)?,
+        expires_at: opt_ts(row, 5)?,
+    })
+}
+
+/// A device's queue: `?1` UDID, `?2` skip NotNow, `?3` now (ms; expired commands are left
+/// out — pass `i64::MIN` to list them all).
+pub(crate) const SELECT_QUEUED: &str =
+    "SELECT q.uuid, q.request_type, c.body, q.queued_at, q.not_now_at, c.expires_at
+     FROM queue q JOIN commands c ON c.uuid = q.uuid
+     WHERE q.udid = ?1 AND (?2 = 0 OR q.not_now_at IS NULL)
+       AND (c.expires_at IS NULL OR c.expires_at > ?3)
+     ORDER BY q.id";
+
+/// The device's next queued command: [`SELECT_QUEUED`]'s first row, its text made once.
+pub(crate) static SELECT_NEXT_QUEUED: LazyLock<String> =
+    LazyLock::new(|| format!("{SELECT_QUEUED} LIMIT 1"));
+
+pub(crate) fn result_from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<Result<CommandResult, StoreError>> {
+    let udid: String = row.get(0)?;
+    let command_uuid: String = row.get(1)?;
+    let status_text: String = row.get(3)?;
+    let chain_text: String = row.get(4)?;
+    let Ok(status) = status_text.parse::<Status>() else {
+        return Ok(Err(StoreError::Corrupt {
+            what: format!("result for {udid}/{command_uuid}: status {status_text:?}"),
+        }));
+    };
+    let error_chain: Vec<ErrorChainItem> = match serde_json::from_str(&chain_text) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(StoreError::Corrupt {
+                what: format!("result for {udid}/{command_uuid}: error chain: {e}"),
+            }))
+        }
+    };
+    Ok(Ok(CommandResult {
+        udid,
+        command_uuid,
+        request_type: row.get(2)?,
+        status,
+        error_chain,
+        raw: row.get(5)?,
+        at: from_ms(row.get(6)?),
+    }))
+}
+
+pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), StoreError> {
+    let chain = serde_json::to_string(&r.error_chain).map_err(|e| StoreError::Corrupt {
+        what: format!("error chain not serialisable: {e}"),
+    })?;
+    conn.prepare_cached(
+        "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.udid,
+            r.command_uuid,
+            r.request_type,
+            r.status.as_str(),
+            chain,
+            r.raw,
+            to_ms(r.at)
+        ])
+    })
+    .map_err(db_err("write result"))?;
+    conn.prepare_cached(
+        "DELETE FROM results WHERE udid = ?1 AND id <= (
+             SELECT id FROM results WHERE udid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .and_then(|mut s| s.execute(params![r.udid, RESULTS_KEPT_PER_DEVICE as i64]))
+    .map_err(db_err("prune results"))?;
+    Ok(())
+}
+
+pub(crate) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        udid: row.get(0)?,
+        user_id: row.get(1)?,
+        short_name: row.get(2)?,
+        long_name: row.get(3)?,
+        token: row.get(4)?,
+        push_magic: row.get(5)?,
+        updated_at: from_ms(row.get(6)?),
+    })
+}
+
+pub(crate) fn upsert_user(conn: &Connection, u: &User) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO users (udid, user_id, short_name, long_name, token, push_magic, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (udid, user_id) DO UPDATE SET short_name = excluded.short_name,
+           long_name = excluded.long_name, token = excluded.token,
+           push_magic = excluded.push_magic, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            u.udid,
+            u.user_id,
+            u.short_name,
+            u.long_name,
+            u.token,
+            u.push_magic,
+            to_ms(u.updated_at)
+        ])
+    })
+    .map_err(db_err("write user"))?;
+    Ok(())
+}

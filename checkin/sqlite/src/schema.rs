@@ -1,0 +1,153 @@
+//! Schema migrations, versioned with `PRAGMA user_version`.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::db_err;
+use magicpush_store::StoreError;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Append only; never edit one that
+/// has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: devices, users, commands, the per-device queue, results.
+    "CREATE TABLE devices (
+        udid TEXT PRIMARY KEY NOT NULL,
+        device_name TEXT, model TEXT, model_name TEXT, product_name TEXT,
+        os_version TEXT, build_version TEXT, serial_number TEXT, imei TEXT, meid TEXT,
+        phone_number TEXT,
+        topic TEXT, token TEXT, push_magic TEXT, unlock_token BLOB, bootstrap_token BLOB,
+        awaiting_configuration INTEGER NOT NULL DEFAULT 0,
+        authenticated_at INTEGER, enrolled_at INTEGER, token_updated_at INTEGER,
+        last_seen_at INTEGER, checked_out_at INTEGER, info_collected_at INTEGER,
+        last_push_at INTEGER, push_outcome TEXT, push_reason TEXT, push_unregistered_ms INTEGER,
+        push_outcome_at INTEGER, last_report_at INTEGER, first_report_after_push_at INTEGER
+    );
+    CREATE TABLE users (
+        udid TEXT NOT NULL REFERENCES devices(udid),
+        user_id TEXT NOT NULL,
+        short_name TEXT, long_name TEXT,
+        token TEXT NOT NULL, push_magic TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (udid, user_id)
+    );
+    CREATE TABLE commands (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        request_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        udid TEXT NOT NULL REFERENCES devices(udid),
+        uuid TEXT NOT NULL REFERENCES commands(uuid),
+        request_type TEXT NOT NULL,
+        queued_at INTEGER NOT NULL,
+        not_now_at INTEGER,
+        UNIQUE (udid, uuid)
+    );
+    CREATE INDEX queue_by_device ON queue (udid, id);
+    CREATE INDEX queue_by_type ON queue (udid, request_type);
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        udid TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        request_type TEXT,
+        status TEXT NOT NULL,
+        error_chain TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX results_by_device ON results (udid, id);",
+    // 2: devices clustered by UDID (WITHOUT ROWID): a device is found in one b-tree, not an
+    // index and then the table, and a refresh (which pushes, and so hears back, in UDID order)
+    // walks the table's pages in order instead of all over it. `queue_by_type` goes: the
+    // device's few queued rows are found by `queue_by_device`, and every queue insert and
+    // delete had to keep a fourth b-tree up to date.
+    "CREATE TABLE devices_v2 (
+        udid TEXT PRIMARY KEY NOT NULL,
+        device_name TEXT, model TEXT, model_name TEXT, product_name TEXT,
+        os_version TEXT, build_version TEXT, serial_number TEXT, imei TEXT, meid TEXT,
+        phone_number TEXT,
+        topic TEXT, token TEXT, push_magic TEXT, unlock_token BLOB, bootstrap_token BLOB,
+        awaiting_configuration INTEGER NOT NULL DEFAULT 0,
+        authenticated_at INTEGER, enrolled_at INTEGER, token_updated_at INTEGER,
+        last_seen_at INTEGER, checked_out_at INTEGER, info_collected_at INTEGER,
+        last_push_at INTEGER, push_outcome TEXT, push_reason TEXT, push_unregistered_ms INTEGER,
+        push_outcome_at INTEGER, last_report_at INTEGER, first_report_after_push_at INTEGER
+    ) WITHOUT ROWID;
+    INSERT INTO devices_v2 SELECT
+        udid, device_name, model, model_name, product_name,
+        os_version, build_version, serial_number, imei, meid,
+        phone_number,
+        topic, token, push_magic, unlock_token, bootstrap_token,
+        awaiting_configuration,
+        authenticated_at, enrolled_at, token_updated_at,
+        last_seen_at, checked_out_at, info_collected_at,
+        last_push_at, push_outcome, push_reason, push_unregistered_ms,
+        push_outcome_at, last_report_at, first_report_after_push_at
+    FROM devices;
+    DROP TABLE devices;
+    ALTER TABLE devices_v2 RENAME TO devices;
+    DROP INDEX queue_by_type;",
+    // 3: the identity certificate each enrollment is bound to. The unique index keeps one
+    // certificate to one device and finds the device a certificate belongs to. And whether an
+    // Authenticate (a new enrollment) still waits for its TokenUpdate. Commands may expire.
+    // `meta` holds the secrets key's check value when the secret columns are encrypted.
+    "ALTER TABLE devices ADD COLUMN identity_sha256 BLOB;
+    ALTER TABLE devices ADD COLUMN identity_subject TEXT;
+    ALTER TABLE devices ADD COLUMN identity_serial TEXT;
+    ALTER TABLE devices ADD COLUMN identity_not_after INTEGER;
+    ALTER TABLE devices ADD COLUMN identity_bound_at INTEGER;
+    ALTER TABLE devices ADD COLUMN identity_replaced_sha256 BLOB;
+    CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256);
+    ALTER TABLE devices ADD COLUMN awaiting_token_update INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE commands ADD COLUMN expires_at INTEGER;
+    CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
+    // 4: the identity index holds bound devices only. A device without an identity (device
+    // authentication off, or not yet bound) had a (NULL, udid) entry all the same, so every
+    // such enrollment wrote a second b-tree page at a random place for nothing. The index is
+    // still unique, and `identity_sha256 = ?` still uses it.
+    "DROP INDEX devices_by_identity;
+    CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
+        WHERE identity_sha256 IS NOT NULL;",
+];
+
+/// The schema version this build writes.
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`VERSION`], one transaction per migration.
+///
+/// Foreign keys must be off while it runs (SQLite ignores the pragma inside a transaction):
+/// a migration that rebuilds a table drops the old one while other tables still reference
+/// it. Each migration checks the references before it commits, so a rebuild cannot leave a
+/// dangling one behind.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err("read schema version"))?;
+    if found > VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction().map_err(db_err("migrate"))?;
+        tx.execute_batch(sql).map_err(db_err("migrate"))?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .map_err(db_err("migrate"))?;
+        if let Some(table) = dangling {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "migration to schema version {}: table {table} has a row whose reference \
+                     is broken",
+                    i + 1
+                ),
+            });
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(db_err("migrate"))?;
+        tx.commit().map_err(db_err("migrate"))?;
+    }
+    Ok(())
+}

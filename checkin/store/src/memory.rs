@@ -1,0 +1,593 @@
+//! An in-memory [`Store`] for tests. Not durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use super::model::{
+    apply_contact, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome,
+    Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
+};
+use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
+use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
+
+struct Queued {
+    uuid: String,
+    queued_at: OffsetDateTime,
+    not_now_at: Option<OffsetDateTime>,
+}
+
+struct StoredCommand {
+    request_type: String,
+    body: Vec<u8>,
+    expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Boxed: a B-tree moves its values when nodes fill and split, and a device is large.
+    devices: BTreeMap<String, Box<Device>>,
+    users: BTreeMap<(String, String), User>,
+    commands: HashMap<String, StoredCommand>,
+    /// Per device, in enqueue order.
+    queues: HashMap<String, Vec<Queued>>,
+    results: Vec<CommandResult>,
+    /// Identity certificate hash → the device bound to it.
+    identities: HashMap<[u8; 32], String>,
+}
+
+impl Inner {
+    fn device_mut(&mut self, udid: &str) -> Result<&mut Device, StoreError> {
+        self.devices
+            .get_mut(udid)
+            .map(|d| &mut **d)
+            .ok_or_else(|| StoreError::UnknownDevice { udid: udid.into() })
+    }
+
+    /// Whether `udid` has a command of `request_type` queued.
+    fn has_queued(&self, udid: &str, request_type: &str) -> bool {
+        self.queues.get(udid).is_some_and(|q| {
+            q.iter().any(|e| {
+                self.commands
+                    .get(&e.uuid)
+                    .is_some_and(|c| c.request_type == request_type)
+            })
+        })
+    }
+
+    /// Queues `command` for `udid` unless `skip_if_queued` and one of its type is already
+    /// there; records which it was in `out`.
+    fn queue(
+        &mut self,
+        udid: &str,
+        command: &Command,
+        skip_if_queued: bool,
+        at: OffsetDateTime,
+        out: &mut EnqueueOutcome,
+    ) {
+        if skip_if_queued && self.has_queued(udid, &command.request_type) {
+            out.already_queued.push(udid.to_owned());
+            return;
+        }
+        self.queues
+            .entry(udid.to_owned())
+            .or_default()
+            .push(Queued {
+                uuid: command.uuid.clone(),
+                queued_at: at,
+                not_now_at: None,
+            });
+        out.queued.push(udid.to_owned());
+    }
+
+    fn queued_command(&self, q: &Queued) -> Option<QueuedCommand> {
+        let c = self.commands.get(&q.uuid)?;
+        Some(QueuedCommand {
+            uuid: q.uuid.clone(),
+            request_type: c.request_type.clone(),
+            body: c.body.clone(),
+            queued_at: q.queued_at,
+            not_now_at: q.not_now_at,
+            expires_at: c.expires_at,
+        })
+    }
+}
+
+/// A [`Store`] kept in a mutex-protected map. Every operation completes immediately.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind, still consistent enough
+        // for a test store; keep going rather than poisoning every later call.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StoreError>,
+    ) -> StoreFuture<'a, T> {
+        let result = f(&mut self.lock());
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl Store for MemoryStore {
+    fn authenticate<'a>(
+        &'a self,
+        msg: &'a Authenticate,
+        identity: Option<&'a BoundIdentity>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<[u8; 32]>> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            if let Some(id) = identity {
+                match s.identities.get(&id.sha256) {
+                    Some(other) if *other != msg.udid => {
+                        return Err(StoreError::IdentityInUse {
+                            udid: other.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            let d = s
+                .devices
+                .entry(msg.udid.clone())
+                .or_insert_with(|| Box::new(Device::new(msg.udid.clone())));
+            logic::authenticate(d, msg, at);
+            // A new enrollment: the old one's queued commands must not reach it.
+            s.queues.remove(&msg.udid);
+            let Some(id) = identity else {
+                return Ok(None);
+            };
+            let next = id.replacing(d.identity.as_ref());
+            let previous = d.identity.replace(next).map(|old| old.sha256);
+            if let Some(old) = previous {
+                s.identities.remove(&old);
+            }
+            s.identities.insert(id.sha256, msg.udid.clone());
+            Ok(previous)
+        })
+    }
+
+    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| {
+            let Some(d) = s.devices.remove(udid) else {
+                return Ok(false);
+            };
+            if let Some(id) = d.identity {
+                s.identities.remove(&id.sha256);
+            }
+            s.queues.remove(udid);
+            s.users.retain(|(u, _), _| u != udid);
+            s.results.retain(|r| r.udid != udid);
+            Ok(true)
+        })
+    }
+
+    fn delete_all_devices(&self) -> StoreFuture<'_, u64> {
+        self.run(|s| {
+            let n = s.devices.len() as u64;
+            s.devices.clear();
+            s.identities.clear();
+            s.queues.clear();
+            s.users.clear();
+            s.results.clear();
+            s.commands.clear();
+            Ok(n)
+        })
+    }
+
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
+        self.run(|s| {
+            if !s.commands.contains_key(uuid) {
+                return Ok(None);
+            }
+            let mut taken = 0;
+            for q in s.queues.values_mut() {
+                let before = q.len();
+                q.retain(|e| e.uuid != uuid);
+                taken += before - q.len();
+            }
+            Ok(Some(taken))
+        })
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        self.run(|_| Ok(()))
+    }
+
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.run(|s| {
+            let mut out = std::collections::BTreeMap::new();
+            for d in s.devices.values() {
+                if d.is_enrolled() && !d.is_checked_out() {
+                    *out.entry(d.topic.clone().unwrap_or_default()).or_insert(0) += 1;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
+        self.run(|s| {
+            Ok(s.devices
+                .get(udid)
+                .and_then(|d| d.identity.as_ref().map(|i| i.sha256)))
+        })
+    }
+
+    fn token_update<'a>(
+        &'a self,
+        msg: &'a TokenUpdate,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Enrollment> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s
+                .devices
+                .entry(msg.udid.clone())
+                .or_insert_with(|| Box::new(Device::new(msg.udid.clone())));
+            let Some(user) = &msg.user else {
+                return Ok(logic::token_update(d, msg, at));
+            };
+            apply_contact(d, at);
+            s.users.insert(
+                (msg.udid.clone(), user.user_id.clone()),
+                User {
+                    udid: msg.udid.clone(),
+                    user_id: user.user_id.clone(),
+                    short_name: user.short_name.clone(),
+                    long_name: user.long_name.clone(),
+                    token: msg.token.as_hex().to_owned(),
+                    push_magic: msg.push_magic.clone(),
+                    updated_at: at,
+                },
+            );
+            Ok(Enrollment::UserChannel)
+        })
+    }
+
+    fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            logic::check_out(s.device_mut(udid)?, at);
+            s.queues.remove(udid);
+            Ok(())
+        })
+    }
+
+    fn set_bootstrap_token<'a>(
+        &'a self,
+        udid: &'a str,
+        token: Option<&'a Secret>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s.device_mut(udid)?;
+            d.bootstrap_token = token.cloned();
+            apply_contact(d, at);
+            Ok(())
+        })
+    }
+
+    fn bootstrap_token<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Secret>> {
+        self.run(|s| Ok(s.devices.get(udid).and_then(|d| d.bootstrap_token.clone())))
+    }
+
+    fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            apply_contact(s.device_mut(udid)?, at);
+            Ok(())
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        mode: EnqueueMode,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            if s.commands.contains_key(&command.uuid) {
+                return Err(StoreError::DuplicateCommand {
+                    uuid: command.uuid.clone(),
+                });
+            }
+            let mut out = EnqueueOutcome {
+                command_uuid: command.uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            for udid in dedup(udids) {
+                if !s.devices.contains_key(udid) {
+                    out.unknown.push(udid.clone());
+                    continue;
+                }
+                s.queue(
+                    udid,
+                    command,
+                    mode == EnqueueMode::SkipIfQueued,
+                    at,
+                    &mut out,
+                );
+            }
+            s.commands.insert(
+                command.uuid.clone(),
+                StoredCommand {
+                    request_type: command.request_type.clone(),
+                    body: command.to_xml(),
+                    expires_at: command.expires_at.map(truncate_ms),
+                },
+            );
+            Ok(out)
+        })
+    }
+
+    fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| Ok(s.has_queued(udid, request_type)))
+    }
+
+    fn next_command<'a>(
+        &'a self,
+        udid: &'a str,
+        skip_not_now: bool,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<QueuedCommand>> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let Some(q) = s.queues.get(udid) else {
+                return Ok(None);
+            };
+            Ok(q.iter()
+                .filter(|e| !(skip_not_now && e.not_now_at.is_some()))
+                .filter_map(|e| s.queued_command(e))
+                .find(|c| c.expires_at.is_none_or(|x| x > at)))
+        })
+    }
+
+    fn queued<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<QueuedCommand>> {
+        self.run(|s| {
+            Ok(s.queues
+                .get(udid)
+                .map(|q| q.iter().filter_map(|e| s.queued_command(e)).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn record_report<'a>(
+        &'a self,
+        report: &'a Report,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ReportOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let d = s.device_mut(&report.udid)?;
+            let (closed_push, info_updated) = logic::report(d, report, at);
+            // Expired commands leave the queue unsent.
+            let commands = &s.commands;
+            if let Some(q) = s.queues.get_mut(&report.udid) {
+                q.retain(|e| {
+                    commands
+                        .get(&e.uuid)
+                        .and_then(|c| c.expires_at)
+                        .is_none_or(|x| x > at)
+                });
+            }
+            let mut out = ReportOutcome {
+                closed_push,
+                info_updated,
+                ..ReportOutcome::default()
+            };
+            let Some(uuid) = report
+                .command_uuid
+                .as_ref()
+                .filter(|_| report.status != Status::Idle)
+            else {
+                return Ok(out);
+            };
+            let queue = s.queues.entry(report.udid.clone()).or_default();
+            if let Some(pos) = queue.iter().position(|e| &e.uuid == uuid) {
+                out.known_command = true;
+                if report.status.is_final() {
+                    queue.remove(pos);
+                    out.dequeued = true;
+                } else if report.status == Status::NotNow {
+                    queue[pos].not_now_at = Some(at);
+                }
+            }
+            out.request_type = s.commands.get(uuid).map(|c| c.request_type.clone());
+            s.results.push(CommandResult {
+                udid: report.udid.clone(),
+                command_uuid: uuid.clone(),
+                request_type: out.request_type.clone(),
+                status: report.status,
+                error_chain: report.error_chain.clone(),
+                raw: report.raw_xml(),
+                at,
+            });
+            let mine = s.results.iter().filter(|r| r.udid == report.udid).count();
+            if mine > RESULTS_KEPT_PER_DEVICE {
+                let mut drop = mine - RESULTS_KEPT_PER_DEVICE;
+                s.results.retain(|r| {
+                    let old = drop > 0 && r.udid == report.udid;
+                    drop -= usize::from(old);
+                    !old
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>> {
+        self.run(|s| {
+            Ok(s.results
+                .iter()
+                .filter(|r| r.udid == udid)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
+        self.run(|s| {
+            Ok(s.users
+                .values()
+                .filter(|u| u.udid == udid)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn record_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            for udid in udids {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    logic::push_attempt(d, at);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn withdraw_push_attempts<'a>(
+        &'a self,
+        udids: &'a [String],
+        attempted_at: OffsetDateTime,
+    ) -> StoreFuture<'a, u64> {
+        let at = truncate_ms(attempted_at);
+        self.run(|s| {
+            let mut n = 0;
+            for udid in udids {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    if logic::withdraw_push_attempt(d, at) {
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn record_push_outcome<'a>(
+        &'a self,
+        udid: &'a str,
+        outcome: &'a PushOutcome,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            logic::push_outcome(s.device_mut(udid)?, outcome, at);
+            Ok(())
+        })
+    }
+
+    fn queue_and_mark_pushes<'a>(
+        &'a self,
+        command: &'a Command,
+        udids: &'a [String],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, EnqueueOutcome> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            let mut out = EnqueueOutcome {
+                command_uuid: command.uuid.clone(),
+                ..EnqueueOutcome::default()
+            };
+            for udid in dedup(udids) {
+                let Some(d) = s.devices.get_mut(udid) else {
+                    out.unknown.push(udid.clone());
+                    continue;
+                };
+                logic::push_attempt(d, at);
+                s.queue(udid, command, true, at, &mut out);
+            }
+            s.commands
+                .entry(command.uuid.clone())
+                .or_insert_with(|| StoredCommand {
+                    request_type: command.request_type.clone(),
+                    body: command.to_xml(),
+                    expires_at: command.expires_at.map(truncate_ms),
+                });
+            Ok(out)
+        })
+    }
+
+    fn record_push_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [(String, PushOutcome)],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let at = truncate_ms(at);
+        self.run(|s| {
+            for (udid, outcome) in outcomes {
+                if let Some(d) = s.devices.get_mut(udid) {
+                    logic::push_outcome(d, outcome, at);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
+        self.run(|s| Ok(s.devices.values().map(|d| (**d).clone()).collect()))
+    }
+
+    fn devices_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.run(move |s| {
+            Ok(s.devices
+                .range::<str, _>((from, Bound::Unbounded))
+                .take(limit)
+                .map(|(_, d)| (**d).clone())
+                .collect())
+        })
+    }
+
+    fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
+        self.run(|s| Ok(s.devices.get(udid).map(|d| (**d).clone())))
+    }
+
+    fn pushable(&self) -> StoreFuture<'_, Vec<Device>> {
+        self.run(|s| {
+            Ok(s.devices
+                .values()
+                .filter(|d| d.is_pushable())
+                .map(|d| (**d).clone())
+                .collect())
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, usize> {
+        self.run(|s| Ok(s.devices.len()))
+    }
+}
+
+/// `udids` without repeats, first occurrence kept.
+pub fn dedup(udids: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    udids.iter().filter(|u| seen.insert(u.as_str())).collect()
+}
