@@ -11,12 +11,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::apns::reason::Reason;
 use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
 use crate::cert::PushCertificate;
 use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Reply};
-use crate::outcome::{DevicePush, DeviceToken, PushError, PushResult};
+use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
 use crate::pool::backoff::Backoff;
 use crate::pool::plan::{Plan, RetryPolicy};
 use crate::transport::{client_config, TlsConfigError};
@@ -372,7 +373,7 @@ impl Client {
                 let e = PushError::DeadlineExceeded {
                     deadline: self.inner.deadline,
                     attempts: 0,
-                    last: Some(crate::Reason::new("QueueFull")),
+                    last: Some(Reason::new("QueueFull")),
                 };
                 job.finish(Err(e.clone()));
                 return Err(e);
@@ -481,17 +482,6 @@ impl Client {
             let _ = rx.await;
         }
     }
-}
-
-/// One finished push of a [`BulkPush`].
-#[derive(Debug, Clone)]
-pub struct BulkItem {
-    /// Position in the input.
-    pub index: usize,
-    /// The device's token.
-    pub token: DeviceToken,
-    /// Its outcome.
-    pub result: PushResult,
 }
 
 /// Counts of a bulk push so far.

@@ -7,9 +7,8 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apns::reason::Reason;
-use crate::client::BulkItem;
 use crate::metrics as m;
-use crate::outcome::{Delivered, DevicePush, PushError, PushResult};
+use crate::outcome::{BulkItem, Delivered, DevicePush, PushError, PushResult};
 
 /// Where a push's outcome goes.
 #[derive(Debug)]

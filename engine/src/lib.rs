@@ -21,6 +21,7 @@
 //! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
 //!   connection, and TCP/TLS/HTTP/2 setup.
 
+mod alert;
 pub mod apns;
 pub mod cert;
 mod client;
@@ -35,8 +36,10 @@ mod transport;
 
 pub use apns::reason::Reason;
 pub use apns::request::{Expiration, Priority};
-pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
+pub use client::{BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
 pub use dispatch::PoolStatus;
 pub use endpoint::{CustomEndpoint, Endpoint, InvalidEndpoint};
-pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};
+pub use outcome::{
+    BulkItem, Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult,
+};
 pub use transport::{ConnectError, TlsConfigError};

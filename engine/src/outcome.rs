@@ -1,4 +1,5 @@
-//! What goes into the engine (a [`DevicePush`]) and what comes out (a [`PushResult`]).
+//! What goes into the engine (a [`DevicePush`]) and what comes out (a [`PushResult`], or a
+//! [`BulkItem`] of a bulk push).
 
 use std::fmt;
 use std::sync::Arc;
@@ -213,6 +214,17 @@ impl PushError {
 
 /// The one outcome of one push.
 pub type PushResult = Result<Delivered, PushError>;
+
+/// One finished push of a [`BulkPush`](crate::BulkPush).
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    /// Position in the input.
+    pub index: usize,
+    /// The device's token.
+    pub token: DeviceToken,
+    /// Its outcome.
+    pub result: PushResult,
+}
 
 #[cfg(test)]
 mod tests {

@@ -100,7 +100,7 @@ impl Reason {
         if s.len() == 7 && s.starts_with("HTTP") && s[4..].bytes().all(|b| b.is_ascii_digit()) {
             return "HTTP";
         }
-        if crate::transport::is_alert_reason(s) {
+        if crate::alert::is_alert_reason(s) {
             return "TlsAlert";
         }
         "other"

@@ -483,8 +483,8 @@ fn stream_reason(e: &h2::Error) -> Reason {
 }
 
 fn close_cause(e: &h2::Error) -> CloseCause {
-    if let Some(reason) = e.get_io().and_then(crate::transport::certificate_alert) {
-        return CloseCause::CertificateRejected(reason);
+    if let Some(alert) = e.get_io().and_then(crate::alert::certificate_alert) {
+        return CloseCause::CertificateRejected(Reason::new(alert));
     }
     if e.is_go_away() && e.is_remote() {
         CloseCause::GoAway
