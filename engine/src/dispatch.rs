@@ -20,7 +20,7 @@ use crate::job::Job;
 use crate::metrics as m;
 use crate::outcome::PushError;
 use crate::pool::pick::{pick, SlotLoad};
-use crate::pool::plan::{CloseCause, Plan, RetryDecision, RetryPolicy};
+use crate::pool::plan::{CloseCause, Plan, Resend, RetryPolicy};
 use crate::transport;
 
 /// Most pushes taken from the intake queue in one wake-up.
@@ -549,21 +549,18 @@ impl Dispatcher {
             return;
         }
         metrics::counter!(m::RETRIES, "reason" => reason.label()).increment(1);
-        let decision = if self.shutting_down.is_some() {
-            RetryDecision::GiveUp
-        } else {
-            self.settings.retry.decide(
-                job.attempts,
-                unprocessed,
-                now,
-                job.deadline,
-                fastrand::f64(),
-            )
-        };
+        let resend = self.settings.retry.resend(
+            job.attempts,
+            unprocessed,
+            now,
+            job.deadline,
+            fastrand::f64(),
+            self.shutting_down.is_some(),
+        );
         job.last = Some(reason.clone());
-        match decision {
-            RetryDecision::At(at) if at <= now => self.waiting.push_front(job),
-            RetryDecision::At(at) => {
+        match resend {
+            Resend::Now => self.waiting.push_front(job),
+            Resend::At(at) => {
                 self.delayed_seq += 1;
                 self.delayed.push(Reverse(Delayed {
                     at,
@@ -571,10 +568,8 @@ impl Dispatcher {
                     job,
                 }));
             }
-            RetryDecision::GiveUp if self.shutting_down.is_some() => {
-                job.finish(Err(PushError::Shutdown))
-            }
-            RetryDecision::GiveUp => {
+            Resend::Shutdown => job.finish(Err(PushError::Shutdown)),
+            Resend::Exhausted => {
                 let attempts = job.attempts;
                 job.finish(Err(PushError::RetriesExhausted {
                     last: reason,

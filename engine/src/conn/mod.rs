@@ -21,6 +21,7 @@ use crate::apns::response::Verdict;
 use crate::job::Job;
 use crate::outcome::PushError;
 use crate::pool::plan::CloseCause;
+use crate::pool::refusal::{on_certificate_refusal, RefusalAction};
 use crate::transport::Connected;
 
 /// How often the connection task re-reads its stream limit when idle, and ends streams past
@@ -404,33 +405,29 @@ impl Driver {
                 }
                 job.delivered(apns_id, now, &self.delivered);
             }
-            Answer::Verdict(Verdict::CertificateRejected(reason)) if self.retired() => {
-                // This connection presents a certificate that has since been replaced:
-                // the push deserves another try with the new one.
-                self.retry(job, reason, false);
-            }
             Answer::Verdict(Verdict::Final(e)) => job.finish(Err(e)),
             Answer::Verdict(Verdict::CertificateRejected(reason)) => {
-                let _ = self.config.events.send(Event::CertificateRejected {
-                    id: self.id,
-                    reason: reason.clone(),
-                });
-                job.finish(Err(PushError::CertificateRejected {
-                    detail: format!(
-                        "APNs answered 403 {reason}: the push certificate is not accepted \
-                         (expired, revoked, or for another environment)"
-                    ),
-                    reason,
-                }));
+                let current = self.config.current_generation.load(Ordering::Relaxed);
+                match on_certificate_refusal(self.config.generation, current) {
+                    RefusalAction::Resend => self.retry(job, reason, false),
+                    RefusalAction::Report => {
+                        let _ = self.config.events.send(Event::CertificateRejected {
+                            id: self.id,
+                            reason: reason.clone(),
+                        });
+                        job.finish(Err(PushError::CertificateRejected {
+                            detail: format!(
+                                "APNs answered 403 {reason}: the push certificate is not \
+                                 accepted (expired, revoked, or for another environment)"
+                            ),
+                            reason,
+                        }));
+                    }
+                }
             }
             Answer::Verdict(Verdict::Retry(reason)) => self.retry(job, reason, false),
             Answer::StreamError(e) => self.retry(job, stream_reason(&e), is_unprocessed(&e)),
         }
-    }
-
-    /// The pool has replaced the certificate this connection presents.
-    fn retired(&self) -> bool {
-        self.config.current_generation.load(Ordering::Relaxed) != self.config.generation
     }
 
     fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool) {

@@ -321,6 +321,22 @@ pub enum RetryDecision {
     GiveUp,
 }
 
+/// What becomes of a push handed back after a transient failure, all things considered: the
+/// retry budget, the deadline, and whether the pool is shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Send it again as soon as a connection has room.
+    Now,
+    /// Hold it until this instant, then send it again.
+    At(Instant),
+    /// End it with [`PushError::Shutdown`](crate::PushError::Shutdown): the pool is shutting
+    /// down and sends nothing new.
+    Shutdown,
+    /// End it with [`PushError::RetriesExhausted`](crate::PushError::RetriesExhausted): no
+    /// attempt or no time is left.
+    Exhausted,
+}
+
 /// Retry budget for one push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -364,6 +380,29 @@ impl RetryPolicy {
             RetryDecision::GiveUp
         } else {
             RetryDecision::At(at)
+        }
+    }
+
+    /// The dispatcher's decision for a push that met a transient failure after `attempts`
+    /// sends (see [`RetryPolicy::decide`] for `unprocessed` and `jitter`). While the pool is
+    /// `shutting_down` nothing is resent: the push ends as [`Resend::Shutdown`], whatever its
+    /// budget.
+    pub fn resend(
+        &self,
+        attempts: u32,
+        unprocessed: bool,
+        now: Instant,
+        deadline: Instant,
+        jitter: f64,
+        shutting_down: bool,
+    ) -> Resend {
+        if shutting_down {
+            return Resend::Shutdown;
+        }
+        match self.decide(attempts, unprocessed, now, deadline, jitter) {
+            RetryDecision::At(at) if at <= now => Resend::Now,
+            RetryDecision::At(at) => Resend::At(at),
+            RetryDecision::GiveUp => Resend::Exhausted,
         }
     }
 }
@@ -543,6 +582,42 @@ mod tests {
             p.phase(0),
             Phase::Due,
             "slots backing off reconnect at once"
+        );
+    }
+
+    #[test]
+    fn resends_end_in_shutdown_while_the_pool_shuts_down() {
+        let policy = RetryPolicy::default();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(30);
+        assert_eq!(
+            policy.resend(1, true, now, deadline, 0.5, false),
+            Resend::Now,
+            "a stream the server never processed goes back in line at once"
+        );
+        assert_eq!(
+            policy.resend(1, false, now, deadline, 1.0, false),
+            Resend::At(now + Duration::from_millis(100))
+        );
+        assert_eq!(
+            policy.resend(8, false, now, deadline, 0.0, false),
+            Resend::Exhausted
+        );
+        assert_eq!(
+            policy.resend(1, false, deadline, deadline, 0.0, false),
+            Resend::Exhausted
+        );
+        // Shutting down: nothing is resent, whatever the budget says.
+        for (attempts, unprocessed, at) in [(1, true, now), (1, false, now), (8, false, now)] {
+            assert_eq!(
+                policy.resend(attempts, unprocessed, at, deadline, 0.5, true),
+                Resend::Shutdown
+            );
+        }
+        assert_eq!(
+            policy.resend(1, false, deadline, deadline, 0.5, true),
+            Resend::Shutdown,
+            "shutdown takes precedence over an exhausted budget"
         );
     }
 
