@@ -11,8 +11,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apns::reason::Reason;
 use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
+use crate::cause::EngineCause;
 use crate::cert::PushCertificate;
 use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
 use crate::endpoint::Endpoint;
@@ -373,7 +373,7 @@ impl Client {
                 let e = PushError::DeadlineExceeded {
                     deadline: self.inner.deadline,
                     attempts: 0,
-                    last: Some(Reason::new("QueueFull")),
+                    last: Some(EngineCause::QueueFull.into()),
                 };
                 job.finish(Err(e.clone()));
                 return Err(e);
@@ -491,7 +491,10 @@ pub struct Summary {
     pub sent: u64,
     /// Pushes APNs accepted.
     pub delivered: u64,
-    /// Failures by reason, spelled as APNs spells them (`Unregistered`, `BadDeviceToken`, …).
+    /// Failures by [`PushError::reason`] as displayed: APNs's reasons as APNs spells them
+    /// (`Unregistered`, `BadDeviceToken`, …), the engine's own causes by their display names
+    /// (`DeadlineExceeded`, `StreamReset(CANCEL)`, …). For a key that tells the two apart
+    /// use [`Cause::stored_name`](crate::cause::Cause::stored_name).
     pub failed: BTreeMap<String, u64>,
     /// Time since the bulk push started.
     pub elapsed: Duration,
@@ -612,11 +615,6 @@ enum Step {
 fn count(summary: &mut Summary, result: &PushResult) {
     match result {
         Ok(_) => summary.delivered += 1,
-        Err(e) => {
-            *summary
-                .failed
-                .entry(e.reason().as_str().to_owned())
-                .or_default() += 1
-        }
+        Err(e) => *summary.failed.entry(e.reason().to_string()).or_default() += 1,
     }
 }

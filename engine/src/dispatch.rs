@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::apns::reason::Reason;
 use crate::apns::request::RequestTemplate;
+use crate::cause::Cause;
 use crate::conn::{self, ConnConfig, ConnId, Event, Live};
 use crate::endpoint::Endpoint;
 use crate::job::Job;
@@ -49,8 +49,8 @@ pub struct PoolStatus {
     pub in_flight: usize,
     /// Pushes waiting for a free stream or a retry time.
     pub waiting: usize,
-    /// Set while APNs refuses the certificate.
-    pub certificate_rejected: Option<Reason>,
+    /// Set while APNs refuses the certificate: APNs's reason or the TLS alert.
+    pub certificate_rejected: Option<Cause>,
     /// The most recent connection failure, if the last attempt failed.
     pub last_connect_error: Option<String>,
     /// Connection attempts made after the first round.
@@ -364,7 +364,7 @@ impl Dispatcher {
 
     /// Why pushes must fail at once: the fail-fast window after a certificate rejection, or
     /// the rejection itself while no connection is open to probe with.
-    fn fail_fast_reason(&self, now: Instant) -> Option<Reason> {
+    fn fail_fast_reason(&self, now: Instant) -> Option<Cause> {
         let plan = &self.settings.plan;
         if let Some(reason) = plan.fail_fast(now) {
             return Some(reason.clone());
@@ -461,7 +461,7 @@ impl Dispatcher {
                 if self.attempts[slot] != attempt {
                     return;
                 }
-                let certificate = error.certificate_reason();
+                let certificate = error.certificate_alert();
                 if certificate.is_some() {
                     tracing::error!(%error, "APNs refused the push certificate; pushes fail fast and reconnects slow down until it is replaced");
                 } else {
@@ -544,7 +544,7 @@ impl Dispatcher {
         metrics::gauge!(m::CERT_REJECTED).set(if rejected { 1.0 } else { 0.0 });
     }
 
-    fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool, now: Instant) {
+    fn retry(&mut self, mut job: Job, reason: Cause, unprocessed: bool, now: Instant) {
         if job.abandoned() {
             return;
         }

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apns::reason::Reason;
+use crate::cause::Cause;
 use crate::metrics as m;
 use crate::outcome::{BulkItem, Delivered, DevicePush, PushError, PushResult};
 
@@ -35,7 +35,7 @@ pub(crate) struct Job {
     /// Sends so far.
     pub attempts: u32,
     /// The last transient failure.
-    pub last: Option<Reason>,
+    pub last: Option<Cause>,
     /// The slot the last attempt failed on, to resend elsewhere.
     pub avoid: Option<usize>,
     /// When the last attempt was sent.

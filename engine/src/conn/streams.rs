@@ -297,7 +297,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::apns::reason::Reason;
+    use crate::cause::Reason;
     use crate::outcome::{DevicePush, DeviceToken, PushError};
 
     type Incoming = (Request<h2::RecvStream>, h2::server::SendResponse<Bytes>);

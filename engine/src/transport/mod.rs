@@ -19,8 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 use prefixed::Prefixed;
 
-use crate::alert::certificate_alert;
-use crate::apns::reason::Reason;
+use crate::cause::CertificateAlert;
 use crate::endpoint::Endpoint;
 
 /// Why a connection could not be opened.
@@ -45,12 +44,12 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused the push certificate (TLS alert).
-    #[error("{endpoint} refused the push certificate: TLS alert {reason}")]
+    #[error("{endpoint} refused the push certificate: TLS alert {alert}")]
     CertificateRejected {
         /// Where.
         endpoint: String,
-        /// The alert, e.g. `CertificateExpired`, `CertificateRevoked`, `BadCertificate`.
-        reason: Reason,
+        /// The alert, e.g. `certificate_expired`, `certificate_revoked`, `bad_certificate`.
+        alert: CertificateAlert,
     },
     /// The server did not agree to HTTP/2.
     #[error("{endpoint} did not negotiate HTTP/2 (ALPN h2)")]
@@ -77,10 +76,10 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The certificate rejection, if that is what this is.
-    pub fn certificate_reason(&self) -> Option<Reason> {
+    /// The TLS alert that refused the certificate, if that is what this is.
+    pub fn certificate_alert(&self) -> Option<CertificateAlert> {
         match self {
-            ConnectError::CertificateRejected { reason, .. } => Some(reason.clone()),
+            ConnectError::CertificateRejected { alert, .. } => Some(*alert),
             _ => None,
         }
     }
@@ -215,10 +214,10 @@ async fn await_server_preface(
 }
 
 fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
-    match certificate_alert(&source) {
+    match CertificateAlert::from_io_error(&source) {
         Some(alert) => ConnectError::CertificateRejected {
             endpoint: name.to_owned(),
-            reason: Reason::new(alert),
+            alert,
         },
         None => ConnectError::Tls {
             endpoint: name.to_owned(),
@@ -228,10 +227,10 @@ fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
 }
 
 fn h2_to_connect_error(name: &str, source: h2::Error) -> ConnectError {
-    if let Some(alert) = source.get_io().and_then(certificate_alert) {
+    if let Some(alert) = source.get_io().and_then(CertificateAlert::from_io_error) {
         return ConnectError::CertificateRejected {
             endpoint: name.to_owned(),
-            reason: Reason::new(alert),
+            alert,
         };
     }
     ConnectError::Http2 {
