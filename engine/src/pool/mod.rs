@@ -8,3 +8,6 @@ pub mod backoff;
 pub mod pick;
 pub mod plan;
 pub mod refusal;
+
+#[cfg(test)]
+mod props;
