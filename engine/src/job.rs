@@ -43,7 +43,7 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub fn new(push: DevicePush, reply: Reply, deadline_len: Duration, now: Instant) -> Job {
+    pub(crate) fn new(push: DevicePush, reply: Reply, deadline_len: Duration, now: Instant) -> Job {
         Job {
             push,
             reply: Some(reply),
@@ -58,7 +58,7 @@ impl Job {
     }
 
     /// A job for a single push, with the receiver of its outcome.
-    pub fn single(
+    pub(crate) fn single(
         push: DevicePush,
         deadline_len: Duration,
         now: Instant,
@@ -68,7 +68,7 @@ impl Job {
     }
 
     /// Nobody waits for the outcome any more (the caller's own deadline fired, or it went away).
-    pub fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         match &self.reply {
             Some(Reply::One(tx)) => tx.is_closed(),
             Some(Reply::Bulk { tx, .. }) => tx.is_closed(),
@@ -77,7 +77,12 @@ impl Job {
     }
 
     /// APNs accepted the push; `now` is when its answer was read.
-    pub fn delivered(mut self, apns_id: String, now: Instant, metrics: &m::DeliveredMetrics) {
+    pub(crate) fn delivered(
+        mut self,
+        apns_id: String,
+        now: Instant,
+        metrics: &m::DeliveredMetrics,
+    ) {
         let latency = now.saturating_duration_since(self.submitted);
         metrics.record(latency);
         let result = Ok(Delivered {
@@ -90,7 +95,7 @@ impl Job {
         }
     }
 
-    pub fn deadline_exceeded(self) {
+    pub(crate) fn deadline_exceeded(self) {
         let e = PushError::DeadlineExceeded {
             deadline: self.deadline_len,
             attempts: self.attempts,
@@ -100,13 +105,13 @@ impl Job {
     }
 
     /// Takes the push back without an outcome: it was never accepted (a full queue).
-    pub fn cancel(mut self) -> DevicePush {
+    pub(crate) fn cancel(mut self) -> DevicePush {
         self.reply = None;
         self.push.clone()
     }
 
     /// Ends the push: records its outcome once and hands it to the caller.
-    pub fn finish(mut self, result: PushResult) {
+    pub(crate) fn finish(mut self, result: PushResult) {
         if let Some(reply) = self.reply.take() {
             self.send(reply, result);
         }

@@ -22,6 +22,8 @@
 //! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
 //!   connection, and TCP/TLS/HTTP/2 setup.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod apns;
 pub mod cause;
 pub mod cert;

@@ -54,14 +54,14 @@ pub(crate) struct DeliveredMetrics {
 
 impl DeliveredMetrics {
     /// Handles from the recorder installed now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         DeliveredMetrics {
             pushes: delivered_counter(),
             latency: metrics::histogram!(LATENCY),
         }
     }
 
-    pub fn record(&self, latency: Duration) {
+    pub(crate) fn record(&self, latency: Duration) {
         self.latency.record(latency.as_secs_f64());
         self.pushes.increment(1);
     }

@@ -15,7 +15,8 @@ macro_rules! reasons {
     ($($name:ident),* $(,)?) => {
         impl Reason {
             $(
-                #[allow(non_upper_case_globals, missing_docs)]
+                #[doc = concat!("APNs's `", stringify!($name), "`.")]
+                #[expect(non_upper_case_globals, reason = "spelled as APNs spells the reason")]
                 pub const $name: Reason = Reason(Cow::Borrowed(stringify!($name)));
             )*
 

@@ -6,7 +6,8 @@
 mod prefixed;
 mod tls;
 
-pub use tls::{client_config, TlsConfigError};
+pub(crate) use tls::client_config;
+pub use tls::TlsConfigError;
 
 use std::sync::Arc;
 use std::time::Duration;
