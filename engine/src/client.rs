@@ -12,11 +12,12 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
+use crate::cause::EngineCause;
 use crate::cert::PushCertificate;
 use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Reply};
-use crate::outcome::{DevicePush, DeviceToken, PushError, PushResult};
+use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
 use crate::pool::backoff::Backoff;
 use crate::pool::plan::{Plan, RetryPolicy};
 use crate::transport::{client_config, TlsConfigError};
@@ -372,7 +373,7 @@ impl Client {
                 let e = PushError::DeadlineExceeded {
                     deadline: self.inner.deadline,
                     attempts: 0,
-                    last: Some(crate::Reason::new("QueueFull")),
+                    last: Some(EngineCause::QueueFull.into()),
                 };
                 job.finish(Err(e.clone()));
                 return Err(e);
@@ -483,17 +484,6 @@ impl Client {
     }
 }
 
-/// One finished push of a [`BulkPush`].
-#[derive(Debug, Clone)]
-pub struct BulkItem {
-    /// Position in the input.
-    pub index: usize,
-    /// The device's token.
-    pub token: DeviceToken,
-    /// Its outcome.
-    pub result: PushResult,
-}
-
 /// Counts of a bulk push so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -501,7 +491,10 @@ pub struct Summary {
     pub sent: u64,
     /// Pushes APNs accepted.
     pub delivered: u64,
-    /// Failures by reason, spelled as APNs spells them (`Unregistered`, `BadDeviceToken`, …).
+    /// Failures by [`PushError::reason`] as displayed: APNs's reasons as APNs spells them
+    /// (`Unregistered`, `BadDeviceToken`, …), the engine's own causes by their display names
+    /// (`DeadlineExceeded`, `StreamReset(CANCEL)`, …). For a key that tells the two apart
+    /// use [`Cause::stored_name`](crate::cause::Cause::stored_name).
     pub failed: BTreeMap<String, u64>,
     /// Time since the bulk push started.
     pub elapsed: Duration,
@@ -622,11 +615,6 @@ enum Step {
 fn count(summary: &mut Summary, result: &PushResult) {
     match result {
         Ok(_) => summary.delivered += 1,
-        Err(e) => {
-            *summary
-                .failed
-                .entry(e.reason().as_str().to_owned())
-                .or_default() += 1
-        }
+        Err(e) => *summary.failed.entry(e.reason().to_string()).or_default() += 1,
     }
 }

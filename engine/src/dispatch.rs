@@ -12,15 +12,15 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::apns::reason::Reason;
 use crate::apns::request::RequestTemplate;
+use crate::cause::Cause;
 use crate::conn::{self, ConnConfig, ConnId, Event, Live};
 use crate::endpoint::Endpoint;
 use crate::job::Job;
 use crate::metrics as m;
 use crate::outcome::PushError;
 use crate::pool::pick::{pick, SlotLoad};
-use crate::pool::plan::{CloseCause, Plan, RetryDecision, RetryPolicy};
+use crate::pool::plan::{CloseCause, Plan, Resend, RetryPolicy};
 use crate::transport;
 
 /// Most pushes taken from the intake queue in one wake-up.
@@ -49,8 +49,8 @@ pub struct PoolStatus {
     pub in_flight: usize,
     /// Pushes waiting for a free stream or a retry time.
     pub waiting: usize,
-    /// Set while APNs refuses the certificate.
-    pub certificate_rejected: Option<Reason>,
+    /// Set while APNs refuses the certificate: APNs's reason or the TLS alert.
+    pub certificate_rejected: Option<Cause>,
     /// The most recent connection failure, if the last attempt failed.
     pub last_connect_error: Option<String>,
     /// Connection attempts made after the first round.
@@ -364,7 +364,7 @@ impl Dispatcher {
 
     /// Why pushes must fail at once: the fail-fast window after a certificate rejection, or
     /// the rejection itself while no connection is open to probe with.
-    fn fail_fast_reason(&self, now: Instant) -> Option<Reason> {
+    fn fail_fast_reason(&self, now: Instant) -> Option<Cause> {
         let plan = &self.settings.plan;
         if let Some(reason) = plan.fail_fast(now) {
             return Some(reason.clone());
@@ -461,7 +461,7 @@ impl Dispatcher {
                 if self.attempts[slot] != attempt {
                     return;
                 }
-                let certificate = error.certificate_reason();
+                let certificate = error.certificate_alert();
                 if certificate.is_some() {
                     tracing::error!(%error, "APNs refused the push certificate; pushes fail fast and reconnects slow down until it is replaced");
                 } else {
@@ -544,26 +544,23 @@ impl Dispatcher {
         metrics::gauge!(m::CERT_REJECTED).set(if rejected { 1.0 } else { 0.0 });
     }
 
-    fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool, now: Instant) {
+    fn retry(&mut self, mut job: Job, reason: Cause, unprocessed: bool, now: Instant) {
         if job.abandoned() {
             return;
         }
         metrics::counter!(m::RETRIES, "reason" => reason.label()).increment(1);
-        let decision = if self.shutting_down.is_some() {
-            RetryDecision::GiveUp
-        } else {
-            self.settings.retry.decide(
-                job.attempts,
-                unprocessed,
-                now,
-                job.deadline,
-                fastrand::f64(),
-            )
-        };
+        let resend = self.settings.retry.resend(
+            job.attempts,
+            unprocessed,
+            now,
+            job.deadline,
+            fastrand::f64(),
+            self.shutting_down.is_some(),
+        );
         job.last = Some(reason.clone());
-        match decision {
-            RetryDecision::At(at) if at <= now => self.waiting.push_front(job),
-            RetryDecision::At(at) => {
+        match resend {
+            Resend::Now => self.waiting.push_front(job),
+            Resend::At(at) => {
                 self.delayed_seq += 1;
                 self.delayed.push(Reverse(Delayed {
                     at,
@@ -571,10 +568,8 @@ impl Dispatcher {
                     job,
                 }));
             }
-            RetryDecision::GiveUp if self.shutting_down.is_some() => {
-                job.finish(Err(PushError::Shutdown))
-            }
-            RetryDecision::GiveUp => {
+            Resend::Shutdown => job.finish(Err(PushError::Shutdown)),
+            Resend::Exhausted => {
                 let attempts = job.attempts;
                 job.finish(Err(PushError::RetriesExhausted {
                     last: reason,

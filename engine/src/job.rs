@@ -6,10 +6,9 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apns::reason::Reason;
-use crate::client::BulkItem;
+use crate::cause::Cause;
 use crate::metrics as m;
-use crate::outcome::{Delivered, DevicePush, PushError, PushResult};
+use crate::outcome::{BulkItem, Delivered, DevicePush, PushError, PushResult};
 
 /// Where a push's outcome goes.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ pub(crate) struct Job {
     /// Sends so far.
     pub attempts: u32,
     /// The last transient failure.
-    pub last: Option<Reason>,
+    pub last: Option<Cause>,
     /// The slot the last attempt failed on, to resend elsewhere.
     pub avoid: Option<usize>,
     /// When the last attempt was sent.
@@ -44,7 +43,7 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub fn new(push: DevicePush, reply: Reply, deadline_len: Duration, now: Instant) -> Job {
+    pub(crate) fn new(push: DevicePush, reply: Reply, deadline_len: Duration, now: Instant) -> Job {
         Job {
             push,
             reply: Some(reply),
@@ -59,7 +58,7 @@ impl Job {
     }
 
     /// A job for a single push, with the receiver of its outcome.
-    pub fn single(
+    pub(crate) fn single(
         push: DevicePush,
         deadline_len: Duration,
         now: Instant,
@@ -69,7 +68,7 @@ impl Job {
     }
 
     /// Nobody waits for the outcome any more (the caller's own deadline fired, or it went away).
-    pub fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         match &self.reply {
             Some(Reply::One(tx)) => tx.is_closed(),
             Some(Reply::Bulk { tx, .. }) => tx.is_closed(),
@@ -78,7 +77,12 @@ impl Job {
     }
 
     /// APNs accepted the push; `now` is when its answer was read.
-    pub fn delivered(mut self, apns_id: String, now: Instant, metrics: &m::DeliveredMetrics) {
+    pub(crate) fn delivered(
+        mut self,
+        apns_id: String,
+        now: Instant,
+        metrics: &m::DeliveredMetrics,
+    ) {
         let latency = now.saturating_duration_since(self.submitted);
         metrics.record(latency);
         let result = Ok(Delivered {
@@ -91,7 +95,7 @@ impl Job {
         }
     }
 
-    pub fn deadline_exceeded(self) {
+    pub(crate) fn deadline_exceeded(self) {
         let e = PushError::DeadlineExceeded {
             deadline: self.deadline_len,
             attempts: self.attempts,
@@ -101,13 +105,13 @@ impl Job {
     }
 
     /// Takes the push back without an outcome: it was never accepted (a full queue).
-    pub fn cancel(mut self) -> DevicePush {
+    pub(crate) fn cancel(mut self) -> DevicePush {
         self.reply = None;
         self.push.clone()
     }
 
     /// Ends the push: records its outcome once and hands it to the caller.
-    pub fn finish(mut self, result: PushResult) {
+    pub(crate) fn finish(mut self, result: PushResult) {
         if let Some(reply) = self.reply.take() {
             self.send(reply, result);
         }

@@ -16,14 +16,18 @@
 //! - [`cert`]: the MDM push certificate: loading (PEM, PKCS#12), parsing, renewal checks.
 //! - [`apns`]: the APNs protocol without I/O: request encoding, response classification, reasons.
 //! - [`pool`]: the pool's decisions without I/O: connection choice, reconnect plan, retries.
-//! - [`outcome`]: what a push is and how it can end.
+//! - [`outcome`]: what a push is and how it can end; [`cause`]: why it failed, typed — APNs's
+//!   reasons apart from the engine's own outcomes, each with a stable stored name.
 //! - [`sender`]: [`PushSender`], what delivers pushes as a caller sees it (the [`Client`], or a
 //!   caller's test stand-in).
 //! - `client` (re-exported at the root): the builder and the push API.
 //! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
 //!   connection, and TCP/TLS/HTTP/2 setup.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod apns;
+pub mod cause;
 pub mod cert;
 mod client;
 mod conn;
@@ -38,9 +42,12 @@ mod transport;
 
 pub use apns::reason::Reason;
 pub use apns::request::{Expiration, Priority};
-pub use client::{BulkItem, BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
+pub use cause::{Cause, CertificateAlert, EngineCause};
+pub use client::{BulkPush, Client, ClientBuilder, ClientError, Summary, TryPushError};
 pub use dispatch::PoolStatus;
 pub use endpoint::{CustomEndpoint, Endpoint, InvalidEndpoint};
-pub use outcome::{Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult};
+pub use outcome::{
+    BulkItem, Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult,
+};
 pub use sender::{PushSender, ReplaceError};
 pub use transport::{ConnectError, TlsConfigError};

@@ -7,7 +7,8 @@ use crate::outcome::PushResult;
 
 /// Pushes by `outcome` (`delivered`, `unregistered`, `rejected`, `certificate_rejected`,
 /// `retries_exhausted`, `deadline_exceeded`, `no_certificate`, `shutdown`) and `reason`
-/// ([`crate::Reason::label`]: a fixed set, `other` for any reason not known).
+/// ([`Cause::label`](crate::cause::Cause::label): a fixed set, `other` for any APNs reason
+/// not known).
 pub const PUSHES: &str = "magicpush_pushes_total";
 /// Submission-to-outcome latency, seconds.
 pub const LATENCY: &str = "magicpush_push_latency_seconds";
@@ -53,14 +54,14 @@ pub(crate) struct DeliveredMetrics {
 
 impl DeliveredMetrics {
     /// Handles from the recorder installed now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         DeliveredMetrics {
             pushes: delivered_counter(),
             latency: metrics::histogram!(LATENCY),
         }
     }
 
-    pub fn record(&self, latency: Duration) {
+    pub(crate) fn record(&self, latency: Duration) {
         self.latency.record(latency.as_secs_f64());
         self.pushes.increment(1);
     }

@@ -1,10 +1,12 @@
-//! What goes into the engine (a [`DevicePush`]) and what comes out (a [`PushResult`]).
+//! What goes into the engine (a [`DevicePush`]) and what comes out (a [`PushResult`], or a
+//! [`BulkItem`] of a bulk push).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apns::reason::Reason;
+use crate::cause::Reason;
+use crate::cause::{Cause, EngineCause};
 
 /// A device token as the APNs path wants it: lowercase hex of the raw token bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -115,6 +117,9 @@ pub struct Delivered {
 
 /// How a push ended when it did not end in [`Delivered`]. Every push ends in exactly one
 /// [`PushResult`].
+///
+/// Each variant carries the [`Cause`] that applies: APNs's [`Reason`] when APNs gave one, the
+/// engine's own [`EngineCause`] otherwise; [`PushError::reason`] gives it for any variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
@@ -132,15 +137,16 @@ pub enum PushError {
     Rejected {
         /// HTTP status.
         status: u16,
-        /// Reason, verbatim.
-        reason: Reason,
+        /// APNs's reason, verbatim; [`EngineCause::HttpStatus`] when the answer named none.
+        reason: Cause,
     },
     /// APNs (403) or the TLS handshake refused the push certificate. The pool is in its
     /// certificate-rejected state until a new certificate is installed or a reconnect succeeds.
     #[error("push certificate rejected: {detail}")]
     CertificateRejected {
-        /// `BadCertificate`, `BadCertificateEnvironment`, `Forbidden`, or a TLS alert.
-        reason: Reason,
+        /// APNs's `BadCertificate`, `BadCertificateEnvironment` or `Forbidden`, or the TLS
+        /// alert ([`EngineCause::TlsAlert`]).
+        reason: Cause,
         /// What the operator should know.
         detail: String,
     },
@@ -148,8 +154,8 @@ pub enum PushError {
     /// deadline, or the retry budget ran out.
     #[error("gave up after {attempts} attempt(s): {last}")]
     RetriesExhausted {
-        /// The last transient reason seen.
-        last: Reason,
+        /// The last transient failure seen.
+        last: Cause,
         /// Attempts made.
         attempts: u32,
     },
@@ -160,8 +166,9 @@ pub enum PushError {
         deadline: Duration,
         /// Attempts made.
         attempts: u32,
-        /// The last transient reason seen, if any.
-        last: Option<Reason>,
+        /// The last transient failure seen, if any ([`EngineCause::QueueFull`] when the push
+        /// never left the full queue).
+        last: Option<Cause>,
     },
     /// The client was shut down before the push ended.
     #[error("push client shut down")]
@@ -176,24 +183,27 @@ fn timestamp_note(ts: &Option<u64>) -> String {
     ts.map(|t| format!(" since {t} ms")).unwrap_or_default()
 }
 
-fn last_note(last: &Option<Reason>) -> String {
+fn last_note(last: &Option<Cause>) -> String {
     last.as_ref()
         .map(|r| format!("; last error {r}"))
         .unwrap_or_default()
 }
 
 impl PushError {
-    /// The reason as APNs spells it, for grouping in summaries (`Unregistered`,
-    /// `BadDeviceToken`, …); the engine's own outcomes are `DeadlineExceeded` and `Shutdown`.
-    pub fn reason(&self) -> Reason {
+    /// Why the push failed, for grouping and storing: APNs's reason (`Unregistered`,
+    /// `BadDeviceToken`, …, and the last transient one of `RetriesExhausted`), or the engine's
+    /// own cause ([`EngineCause::DeadlineExceeded`], [`EngineCause::Shutdown`],
+    /// [`EngineCause::NoCertificate`], …). Its [`Cause::stored_name`] tells the two apart.
+    pub fn reason(&self) -> Cause {
         match self {
-            PushError::Unregistered { reason, .. }
-            | PushError::Rejected { reason, .. }
-            | PushError::CertificateRejected { reason, .. } => reason.clone(),
+            PushError::Unregistered { reason, .. } => Cause::Apns(reason.clone()),
+            PushError::Rejected { reason, .. } | PushError::CertificateRejected { reason, .. } => {
+                reason.clone()
+            }
             PushError::RetriesExhausted { last, .. } => last.clone(),
-            PushError::DeadlineExceeded { .. } => Reason::new("DeadlineExceeded"),
-            PushError::Shutdown => Reason::new("Shutdown"),
-            PushError::NoCertificate => Reason::new("NoCertificate"),
+            PushError::DeadlineExceeded { .. } => EngineCause::DeadlineExceeded.into(),
+            PushError::Shutdown => EngineCause::Shutdown.into(),
+            PushError::NoCertificate => EngineCause::NoCertificate.into(),
         }
     }
 
@@ -213,6 +223,17 @@ impl PushError {
 
 /// The one outcome of one push.
 pub type PushResult = Result<Delivered, PushError>;
+
+/// One finished push of a [`BulkPush`](crate::BulkPush).
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    /// Position in the input.
+    pub index: usize,
+    /// The device's token.
+    pub token: DeviceToken,
+    /// Its outcome.
+    pub result: PushResult,
+}
 
 #[cfg(test)]
 mod tests {
@@ -247,19 +268,36 @@ mod tests {
             reason: Reason::Unregistered,
             timestamp_ms: Some(5),
         };
-        assert_eq!(e.reason().as_str(), "Unregistered");
+        assert_eq!(e.reason(), Reason::Unregistered);
+        assert_eq!(e.reason().stored_name(), "apns:Unregistered");
         assert!(e.is_token_invalid());
         assert!(e.to_string().contains("since 5 ms"));
         let e = PushError::Rejected {
             status: 400,
-            reason: Reason::BadTopic,
+            reason: Reason::BadTopic.into(),
         };
         assert!(!e.is_token_invalid());
+        let e = PushError::Rejected {
+            status: 400,
+            reason: Reason::DeviceTokenNotForTopic.into(),
+        };
+        assert!(e.is_token_invalid());
         let e = PushError::DeadlineExceeded {
             deadline: Duration::from_secs(1),
             attempts: 2,
             last: None,
         };
-        assert_eq!(e.reason().as_str(), "DeadlineExceeded");
+        assert_eq!(e.reason(), EngineCause::DeadlineExceeded);
+        assert_eq!(e.reason().to_string(), "DeadlineExceeded");
+        // The engine's shutdown and APNs's `Shutdown` read alike but are stored apart.
+        let apns = PushError::RetriesExhausted {
+            last: Reason::Shutdown.into(),
+            attempts: 3,
+        };
+        assert_eq!(apns.reason().stored_name(), "apns:Shutdown");
+        assert_eq!(
+            PushError::Shutdown.reason().stored_name(),
+            "engine:shutdown"
+        );
     }
 }

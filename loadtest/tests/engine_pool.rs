@@ -155,7 +155,7 @@ async fn unregistered_gets_410_with_timestamp_and_bad_token_400() {
                 reason,
             },
         ) => {
-            assert_eq!(reason.as_str(), "BadDeviceToken");
+            assert_eq!(reason.to_string(), "BadDeviceToken");
             assert!(e.is_token_invalid());
         }
         other => panic!("expected 400 BadDeviceToken, got {other:?}"),
@@ -182,7 +182,7 @@ async fn certificate_rejected_by_apns_fails_fast() {
         .reject_certificate(Some(MockReason::parse("BadCertificate").unwrap()));
     let first = client.push(DevicePush::new(token(100), "m")).await;
     assert!(
-        matches!(&first, Err(PushError::CertificateRejected { reason, .. }) if reason.as_str() == "BadCertificate"),
+        matches!(&first, Err(PushError::CertificateRejected { reason, .. }) if reason.to_string() == "BadCertificate"),
         "{first:?}"
     );
     // One connection's 403 is not a verdict; the next pushes reach both connections, and
@@ -209,7 +209,7 @@ async fn certificate_rejected_by_apns_fails_fast() {
     );
     let status = client.status().await.unwrap();
     assert_eq!(
-        status.certificate_rejected.map(|r| r.as_str().to_owned()),
+        status.certificate_rejected.map(|r| r.to_string()),
         Some("BadCertificate".to_owned())
     );
     // A new certificate clears the state.
@@ -252,7 +252,8 @@ async fn expired_certificate_refused_in_tls_fails_fast_without_storm() {
     match &result {
         Err(PushError::CertificateRejected { reason, .. }) => {
             assert!(
-                reason.as_str().starts_with("Certificate") || reason.as_str() == "BadCertificate",
+                reason.to_string().starts_with("Certificate")
+                    || reason.to_string() == "BadCertificate",
                 "TLS alert reason: {reason}"
             );
         }
@@ -392,7 +393,7 @@ async fn transient_errors_until_the_deadline_end_in_one_clear_outcome() {
     for r in &results {
         match r {
             Err(PushError::RetriesExhausted { last, attempts }) => {
-                assert_eq!(last.as_str(), "ServiceUnavailable");
+                assert_eq!(last.to_string(), "ServiceUnavailable");
                 assert!(*attempts >= 2);
             }
             Err(PushError::DeadlineExceeded { .. }) => {}

@@ -541,7 +541,7 @@ async fn a_certificate_apns_refuses_is_rejected_until_a_push_gets_through() {
     srv.pusher.set_outcome(
         &hex::encode(&dev.token),
         FakeOutcome::Fail(PushError::CertificateRejected {
-            reason: Reason::new("BadCertificate"),
+            reason: Reason::new("BadCertificate").into(),
             detail: "403 BadCertificate".into(),
         }),
     );

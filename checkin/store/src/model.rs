@@ -500,7 +500,7 @@ mod tests {
         assert!(o.is_token_invalid());
         let bad: PushResult = Err(PushError::Rejected {
             status: 400,
-            reason: Reason::new("SomethingNew"),
+            reason: Reason::new("SomethingNew").into(),
         });
         let o = PushOutcome::from_result(&bad);
         assert_eq!(
@@ -511,7 +511,7 @@ mod tests {
         assert!(!o.is_token_invalid());
         let bad_token: PushResult = Err(PushError::Rejected {
             status: 400,
-            reason: Reason::BadDeviceToken,
+            reason: Reason::BadDeviceToken.into(),
         });
         assert!(PushOutcome::from_result(&bad_token).is_token_invalid());
         let late: PushResult = Err(PushError::DeadlineExceeded {

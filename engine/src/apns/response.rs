@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use crate::apns::reason::Reason;
+use crate::cause::Reason;
+use crate::cause::{Cause, EngineCause};
 use crate::outcome::PushError;
 
 /// What the engine must do with a push after APNs answered.
@@ -19,7 +20,7 @@ pub enum Verdict {
     /// certificate-rejected state.
     CertificateRejected(Reason),
     /// Transient: resend later, with backoff, within the deadline.
-    Retry(Reason),
+    Retry(Cause),
 }
 
 #[derive(Deserialize)]
@@ -39,7 +40,9 @@ pub fn parse_error_body(body: &[u8]) -> (Option<Reason>, Option<u64>) {
 }
 
 /// Classifies an answer by HTTP status and body. Unknown reasons are kept verbatim; a missing
-/// reason becomes the status's usual one so that summaries still group it.
+/// reason becomes APNs's usual one for the status where APNs documents one (403 `Forbidden`,
+/// 410 `Unregistered`, 429 `TooManyRequests`, …), so that summaries still group it, and
+/// [`EngineCause::HttpStatus`] otherwise.
 pub fn classify(status: u16, apns_id: Option<&str>, body: &[u8]) -> Verdict {
     if status == 200 {
         return Verdict::Delivered {
@@ -47,24 +50,39 @@ pub fn classify(status: u16, apns_id: Option<&str>, body: &[u8]) -> Verdict {
         };
     }
     let (reason, timestamp_ms) = parse_error_body(body);
-    let reason = reason.unwrap_or_else(|| default_reason(status));
+    let reason = reason.or_else(|| default_reason(status));
     match status {
         410 => Verdict::Final(PushError::Unregistered {
-            reason,
+            reason: reason.unwrap_or(Reason::Unregistered),
             timestamp_ms,
         }),
         403 => {
+            let reason = reason.unwrap_or(Reason::Forbidden);
             if is_certificate_reason(&reason) {
                 Verdict::CertificateRejected(reason)
             } else {
                 // Token-auth reasons (ExpiredProviderToken, …) cannot occur with certificate
                 // auth; if they do, this request is wrong, not the certificate.
-                Verdict::Final(PushError::Rejected { status, reason })
+                Verdict::Final(PushError::Rejected {
+                    status,
+                    reason: reason.into(),
+                })
             }
         }
-        429 | 500 | 503 => Verdict::Retry(reason),
-        _ if status >= 500 => Verdict::Retry(reason),
-        _ => Verdict::Final(PushError::Rejected { status, reason }),
+        _ if status >= 500 => Verdict::Retry(or_status(reason, status)),
+        429 => Verdict::Retry(or_status(reason, status)),
+        _ => Verdict::Final(PushError::Rejected {
+            status,
+            reason: or_status(reason, status),
+        }),
+    }
+}
+
+/// APNs's reason, or the bare status when there is none.
+fn or_status(reason: Option<Reason>, status: u16) -> Cause {
+    match reason {
+        Some(reason) => Cause::Apns(reason),
+        None => Cause::Engine(EngineCause::HttpStatus(status)),
     }
 }
 
@@ -75,9 +93,9 @@ pub fn is_certificate_reason(reason: &Reason) -> bool {
         || *reason == Reason::Forbidden
 }
 
-fn default_reason(status: u16) -> Reason {
-    match status {
-        400 => Reason::new("BadRequest"),
+/// The reason APNs documents for a status, for an answer whose body names none.
+fn default_reason(status: u16) -> Option<Reason> {
+    Some(match status {
         403 => Reason::Forbidden,
         404 => Reason::BadPath,
         405 => Reason::MethodNotAllowed,
@@ -86,8 +104,8 @@ fn default_reason(status: u16) -> Reason {
         429 => Reason::TooManyRequests,
         500 => Reason::InternalServerError,
         503 => Reason::ServiceUnavailable,
-        other => Reason::new(format!("HTTP{other}")),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -125,7 +143,7 @@ mod tests {
                 r#"{"reason":"BadDeviceToken"}"#,
                 Verdict::Final(PushError::Rejected {
                     status: 400,
-                    reason: Reason::BadDeviceToken,
+                    reason: Reason::BadDeviceToken.into(),
                 }),
             ),
             (
@@ -133,7 +151,7 @@ mod tests {
                 r#"{"reason":"DeviceTokenNotForTopic"}"#,
                 Verdict::Final(PushError::Rejected {
                     status: 400,
-                    reason: Reason::DeviceTokenNotForTopic,
+                    reason: Reason::DeviceTokenNotForTopic.into(),
                 }),
             ),
             (
@@ -151,26 +169,44 @@ mod tests {
                 r#"{"reason":"ExpiredProviderToken"}"#,
                 Verdict::Final(PushError::Rejected {
                     status: 403,
-                    reason: Reason::ExpiredProviderToken,
+                    reason: Reason::ExpiredProviderToken.into(),
                 }),
             ),
             (
                 429,
                 r#"{"reason":"TooManyRequests"}"#,
-                Verdict::Retry(Reason::TooManyRequests),
+                Verdict::Retry(Reason::TooManyRequests.into()),
             ),
-            (500, "", Verdict::Retry(Reason::InternalServerError)),
+            (500, "", Verdict::Retry(Reason::InternalServerError.into())),
+            (502, "", Verdict::Retry(EngineCause::HttpStatus(502).into())),
+            (403, "", Verdict::CertificateRejected(Reason::Forbidden)),
+            (
+                410,
+                "",
+                Verdict::Final(PushError::Unregistered {
+                    reason: Reason::Unregistered,
+                    timestamp_ms: None,
+                }),
+            ),
+            (
+                400,
+                "",
+                Verdict::Final(PushError::Rejected {
+                    status: 400,
+                    reason: EngineCause::HttpStatus(400).into(),
+                }),
+            ),
             (
                 503,
                 r#"{"reason":"Shutdown"}"#,
-                Verdict::Retry(Reason::Shutdown),
+                Verdict::Retry(Reason::Shutdown.into()),
             ),
             (
                 413,
                 "not json",
                 Verdict::Final(PushError::Rejected {
                     status: 413,
-                    reason: Reason::PayloadTooLarge,
+                    reason: Reason::PayloadTooLarge.into(),
                 }),
             ),
             (
@@ -178,7 +214,7 @@ mod tests {
                 r#"{"reason":"BrandNewReason"}"#,
                 Verdict::Final(PushError::Rejected {
                     status: 400,
-                    reason: Reason::new("BrandNewReason"),
+                    reason: Reason::new("BrandNewReason").into(),
                 }),
             ),
             (
@@ -186,7 +222,7 @@ mod tests {
                 "",
                 Verdict::Final(PushError::Rejected {
                     status: 418,
-                    reason: Reason::new("HTTP418"),
+                    reason: EngineCause::HttpStatus(418).into(),
                 }),
             ),
         ];

@@ -9,6 +9,8 @@ use x509_parser::prelude::FromDer as _;
 
 use super::dn;
 use super::error::CertError;
+use super::key::key_algorithm;
+use super::load;
 
 /// OID of the subject's UID attribute, which carries the APNs topic.
 pub const UID_OID: &str = "0.9.2342.19200300.100.1.1";
@@ -72,7 +74,7 @@ pub struct CertificateInfo {
 impl CertificateInfo {
     /// Parses the first certificate of a PEM text (or, if the input is not PEM, DER).
     pub fn from_pem(cert_pem: &[u8]) -> Result<CertificateInfo, CertError> {
-        let first = super::load::pem_certificates(cert_pem)?
+        let first = load::pem_certificates(cert_pem)?
             .into_iter()
             .next()
             .ok_or(CertError::NoCertificate)?;
@@ -82,7 +84,7 @@ impl CertificateInfo {
     /// Reads and parses a PEM (or DER) certificate file.
     pub fn from_pem_file(path: impl AsRef<std::path::Path>) -> Result<CertificateInfo, CertError> {
         let path = path.as_ref();
-        let bytes = super::load::read(path)?;
+        let bytes = load::read(path)?;
         CertificateInfo::from_pem(&bytes).map_err(|e| e.in_file(path))
     }
 
@@ -281,17 +283,6 @@ fn environment(cert: &X509Certificate<'_>) -> Environment {
         (true, false) => Environment::Development,
         (false, true) => Environment::Production,
         (false, false) => Environment::Unspecified,
-    }
-}
-
-pub(crate) fn key_algorithm(oid: &str) -> &'static str {
-    match oid {
-        "1.2.840.113549.1.1.1" => "RSA",
-        "1.2.840.113549.1.1.10" => "RSA-PSS",
-        "1.2.840.10045.2.1" => "EC",
-        "1.3.101.112" => "Ed25519",
-        "1.3.101.113" => "Ed448",
-        _ => "an unknown algorithm",
     }
 }
 

@@ -1,17 +1,13 @@
-//! Decoding certificate and key material: PEM (PKCS#8, PKCS#1, SEC1 keys), DER, PKCS#12;
-//! and checking that a private key belongs to a certificate.
+//! Decoding certificate and key material: PEM (PKCS#8, PKCS#1, SEC1 keys), DER, PKCS#12.
+//! Bytes in, DER out: nothing here parses a certificate (that is [`super::info`]) or looks
+//! at a key's algorithm (that is [`super::key`]).
 
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls::sign::SigningKey;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use x509_parser::prelude::FromDer as _;
-use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::error::CertError;
-use super::info::{key_algorithm, CertificateInfo};
 
 /// Reads a whole file, mapping failure to [`CertError::Io`].
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CertError> {
@@ -124,41 +120,6 @@ pub(crate) fn pkcs12(
         .map(|bag| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bag.key.as_der().to_vec())))
         .collect();
     Ok((certs, keys))
-}
-
-/// A rustls signing key for the private key (RSA, ECDSA, Ed25519 via *ring*).
-pub(crate) fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, CertError> {
-    rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| CertError::UnsupportedKey {
-        reason: e.to_string(),
-    })
-}
-
-/// Whether the signing key's public key is the certificate's: same algorithm and the same
-/// public key bits (parameters' encoding may differ between tools, so SPKI bytes are not
-/// compared directly).
-pub(crate) fn key_matches(info: &CertificateInfo, key: &dyn SigningKey) -> bool {
-    let Some(key_spki) = key.public_key() else {
-        return false;
-    };
-    let (Ok((_, cert_spki)), Ok((_, key_spki))) = (
-        SubjectPublicKeyInfo::from_der(info.spki_der()),
-        SubjectPublicKeyInfo::from_der(key_spki.as_ref()),
-    ) else {
-        return false;
-    };
-    cert_spki.algorithm.algorithm == key_spki.algorithm.algorithm
-        && cert_spki.subject_public_key.data == key_spki.subject_public_key.data
-}
-
-/// The algorithm name of the signing key's public key, for messages.
-pub(crate) fn key_algorithm_of(key: &dyn SigningKey) -> &'static str {
-    key.public_key()
-        .and_then(|spki| {
-            SubjectPublicKeyInfo::from_der(spki.as_ref())
-                .ok()
-                .map(|(_, s)| key_algorithm(&s.algorithm.algorithm.to_id_string()))
-        })
-        .unwrap_or("an unknown algorithm")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 mod dn;
 mod error;
 mod info;
+mod key;
 mod load;
 mod renewal;
 
@@ -134,11 +135,11 @@ impl PushCertificate {
         }
         let mut signing_keys = Vec::with_capacity(keys.len());
         for key in &keys {
-            signing_keys.push(load::signing_key(key)?);
+            signing_keys.push(key::signing_key(key)?);
         }
         for (index, info) in &candidates {
             for (key, signer) in keys.iter().zip(&signing_keys) {
-                if load::key_matches(info, signer.as_ref()) {
+                if key::key_matches(info.spki_der(), signer.as_ref()) {
                     let mut ordered = Vec::with_capacity(chain.len());
                     ordered.push(chain[*index].clone());
                     ordered.extend(
@@ -165,7 +166,7 @@ impl PushCertificate {
         Err(CertError::KeyMismatch {
             subject: info.subject().to_string(),
             cert_key: info.key_algorithm().to_string(),
-            key: load::key_algorithm_of(signing_keys[0].as_ref()).to_string(),
+            key: key::key_algorithm_of(signing_keys[0].as_ref()).to_string(),
         })
     }
 

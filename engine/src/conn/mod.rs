@@ -15,12 +15,15 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, Notify};
 
 use self::streams::{Answer, Streams};
-use crate::apns::reason::Reason;
 use crate::apns::request::{payload, RequestTemplate};
 use crate::apns::response::Verdict;
+use crate::cause::CertificateAlert;
+use crate::cause::Reason;
+use crate::cause::{Cause, EngineCause};
 use crate::job::Job;
 use crate::outcome::PushError;
 use crate::pool::plan::CloseCause;
+use crate::pool::refusal::{on_certificate_refusal, RefusalAction};
 use crate::transport::Connected;
 
 /// How often the connection task re-reads its stream limit when idle, and ends streams past
@@ -63,12 +66,12 @@ pub(crate) enum Event {
         id: ConnId,
         cause: CloseCause,
         served: bool,
-        leftover: Vec<(Job, Reason, bool)>,
+        leftover: Vec<(Job, Cause, bool)>,
     },
     /// A push met a transient failure. `unprocessed`: the server never looked at it.
     Retry {
         job: Job,
-        reason: Reason,
+        reason: Cause,
         unprocessed: bool,
     },
     /// APNs answered 403 for the certificate on connection `id`.
@@ -206,7 +209,7 @@ impl Driver {
                         Err(e) => {
                             let job = held.take().expect("guarded by held.is_some()");
                             // GOAWAY or a dead connection: this push never left.
-                            self.hand_back(job, stream_reason(&e), true);
+                            self.hand_back(job, stream_reason(&e).into(), true);
                             if accepting {
                                 accepting = false;
                                 cause = close_cause(&e);
@@ -256,18 +259,18 @@ impl Driver {
         self.shared.max_streams.store(0, Ordering::Relaxed);
         let mut leftover = Vec::new();
         if let Some(job) = held.take() {
-            leftover.push((job, Reason::new("ConnectionClosed"), true));
+            leftover.push((job, EngineCause::ConnectionClosed.into(), true));
         }
         // Streams that never got an answer: the server may or may not have processed them.
         for job in self.streams.drain() {
-            leftover.push((job, Reason::new("ConnectionLost"), false));
+            leftover.push((job, EngineCause::ConnectionLost.into(), false));
         }
         while let Ok(job) = self.jobs.try_recv() {
-            leftover.push((job, Reason::new("ConnectionClosed"), true));
+            leftover.push((job, EngineCause::ConnectionClosed.into(), true));
         }
         self.jobs.close();
         while let Some(job) = self.jobs.recv().await {
-            leftover.push((job, Reason::new("ConnectionClosed"), true));
+            leftover.push((job, EngineCause::ConnectionClosed.into(), true));
         }
         self.shared.in_flight.store(0, Ordering::Relaxed);
         self.config.capacity.notify_one();
@@ -308,7 +311,7 @@ impl Driver {
         // Pushes queued here were never sent: resend them elsewhere now rather than after
         // this connection's last stream ends.
         while let Ok(job) = self.jobs.try_recv() {
-            self.hand_back(job, Reason::new("GoAway"), true);
+            self.hand_back(job, EngineCause::GoAway.into(), true);
         }
         let _ = self.config.events.send(Event::GoingAway {
             id: self.id,
@@ -345,14 +348,14 @@ impl Driver {
                 // as the stream opens.
                 if let Err(e) = stream.send_data(body, true) {
                     self.release();
-                    self.retry(job, stream_reason(&e), is_unprocessed(&e));
+                    self.retry(job, stream_reason(&e).into(), is_unprocessed(&e));
                     return;
                 }
                 self.streams.insert(job, response);
             }
             Err(e) => {
                 self.release();
-                self.retry(job, stream_reason(&e), is_unprocessed(&e));
+                self.retry(job, stream_reason(&e).into(), is_unprocessed(&e));
             }
         }
     }
@@ -404,36 +407,32 @@ impl Driver {
                 }
                 job.delivered(apns_id, now, &self.delivered);
             }
-            Answer::Verdict(Verdict::CertificateRejected(reason)) if self.retired() => {
-                // This connection presents a certificate that has since been replaced:
-                // the push deserves another try with the new one.
-                self.retry(job, reason, false);
-            }
             Answer::Verdict(Verdict::Final(e)) => job.finish(Err(e)),
             Answer::Verdict(Verdict::CertificateRejected(reason)) => {
-                let _ = self.config.events.send(Event::CertificateRejected {
-                    id: self.id,
-                    reason: reason.clone(),
-                });
-                job.finish(Err(PushError::CertificateRejected {
-                    detail: format!(
-                        "APNs answered 403 {reason}: the push certificate is not accepted \
-                         (expired, revoked, or for another environment)"
-                    ),
-                    reason,
-                }));
+                let current = self.config.current_generation.load(Ordering::Relaxed);
+                match on_certificate_refusal(self.config.generation, current) {
+                    RefusalAction::Resend => self.retry(job, reason.into(), false),
+                    RefusalAction::Report => {
+                        let _ = self.config.events.send(Event::CertificateRejected {
+                            id: self.id,
+                            reason: reason.clone(),
+                        });
+                        job.finish(Err(PushError::CertificateRejected {
+                            detail: format!(
+                                "APNs answered 403 {reason}: the push certificate is not \
+                                 accepted (expired, revoked, or for another environment)"
+                            ),
+                            reason: reason.into(),
+                        }));
+                    }
+                }
             }
             Answer::Verdict(Verdict::Retry(reason)) => self.retry(job, reason, false),
-            Answer::StreamError(e) => self.retry(job, stream_reason(&e), is_unprocessed(&e)),
+            Answer::StreamError(e) => self.retry(job, stream_reason(&e).into(), is_unprocessed(&e)),
         }
     }
 
-    /// The pool has replaced the certificate this connection presents.
-    fn retired(&self) -> bool {
-        self.config.current_generation.load(Ordering::Relaxed) != self.config.generation
-    }
-
-    fn retry(&mut self, mut job: Job, reason: Reason, unprocessed: bool) {
+    fn retry(&mut self, mut job: Job, reason: Cause, unprocessed: bool) {
         job.avoid = Some(self.slot);
         let _ = self.config.events.send(Event::Retry {
             job,
@@ -442,7 +441,7 @@ impl Driver {
         });
     }
 
-    fn hand_back(&mut self, job: Job, reason: Reason, unprocessed: bool) {
+    fn hand_back(&mut self, job: Job, reason: Cause, unprocessed: bool) {
         self.release();
         self.retry(job, reason, unprocessed);
     }
@@ -468,23 +467,24 @@ fn is_unprocessed(e: &h2::Error) -> bool {
     e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
 }
 
-fn stream_reason(e: &h2::Error) -> Reason {
+/// Why a stream ended without an answer.
+fn stream_reason(e: &h2::Error) -> EngineCause {
     if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-        Reason::new("RefusedStream")
+        EngineCause::RefusedStream
     } else if e.is_go_away() {
-        Reason::new("GoAway")
+        EngineCause::GoAway
     } else if e.is_io() {
-        Reason::new("ConnectionLost")
-    } else if e.is_reset() {
-        Reason::new(format!("StreamReset({:?})", e.reason()))
+        EngineCause::ConnectionLost
+    } else if let (true, Some(code)) = (e.is_reset(), e.reason()) {
+        EngineCause::StreamReset(code.into())
     } else {
-        Reason::new("ConnectionLost")
+        EngineCause::ConnectionLost
     }
 }
 
 fn close_cause(e: &h2::Error) -> CloseCause {
-    if let Some(reason) = e.get_io().and_then(crate::transport::certificate_alert) {
-        return CloseCause::CertificateRejected(reason);
+    if let Some(alert) = e.get_io().and_then(CertificateAlert::from_io_error) {
+        return CloseCause::CertificateRejected(alert);
     }
     if e.is_go_away() && e.is_remote() {
         CloseCause::GoAway

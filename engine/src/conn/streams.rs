@@ -167,17 +167,17 @@ impl Default for Streams {
 impl Streams {
     /// Streams open.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Adds a sent push and the future of its answer. It is polled on the next
     /// [`Streams::poll_answers`], which registers its waker with h2.
-    pub fn insert(&mut self, job: Job, response: h2::client::ResponseFuture) {
+    pub(super) fn insert(&mut self, job: Job, response: h2::client::ResponseFuture) {
         let key = match self.free.pop() {
             Some(key) => key,
             None => {
@@ -201,7 +201,7 @@ impl Streams {
 
     /// Polls the slots that were woken; every stream that ended is pushed to `done`.
     /// Ready when at least one ended, pending (with `cx` registered) otherwise.
-    pub fn poll_answers(
+    pub(super) fn poll_answers(
         &mut self,
         cx: &mut Context<'_>,
         done: &mut Vec<(Job, Answer)>,
@@ -216,7 +216,7 @@ impl Streams {
 
     /// Polls the slots that were woken and pushes every stream that ended to `done`, without
     /// registering for more; returns how many ended.
-    pub fn take_answers(&mut self, done: &mut Vec<(Job, Answer)>) -> usize {
+    pub(super) fn take_answers(&mut self, done: &mut Vec<(Job, Answer)>) -> usize {
         let before = done.len();
         loop {
             std::mem::swap(
@@ -249,7 +249,7 @@ impl Streams {
 
     /// Ends every stream whose push is past its deadline at `now`: the answer future is
     /// dropped, which makes h2 cancel the stream (RST_STREAM CANCEL). Returns the jobs.
-    pub fn expire(&mut self, now: Instant) -> Vec<Job> {
+    pub(super) fn expire(&mut self, now: Instant) -> Vec<Job> {
         let mut expired = Vec::new();
         if self.len == 0 {
             return expired;
@@ -270,7 +270,7 @@ impl Streams {
     }
 
     /// Takes every open stream's job (the connection is gone; their answers never came).
-    pub fn drain(&mut self) -> Vec<Job> {
+    pub(super) fn drain(&mut self) -> Vec<Job> {
         self.free.clear();
         self.len = 0;
         self.ready
@@ -297,7 +297,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::apns::reason::Reason;
+    use crate::cause::Reason;
     use crate::outcome::{DevicePush, DeviceToken, PushError};
 
     type Incoming = (Request<h2::RecvStream>, h2::server::SendResponse<Bytes>);

@@ -34,7 +34,8 @@ impl Backoff {
     };
 
     /// The wait after `failures` consecutive failures (`failures >= 1`; 0 waits nothing).
-    /// `jitter` is a uniform random number in `[0, 1)`, passed in so tests are deterministic.
+    /// `jitter` is a uniform random number in `[0, 1)`, passed in so tests are deterministic;
+    /// whatever it is, the wait stays within `[base / 2, max]`.
     pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
         if failures == 0 {
             return Duration::ZERO;
@@ -45,7 +46,12 @@ impl Backoff {
             .saturating_mul(1u32 << exp)
             .min(self.max)
             .as_secs_f64();
-        let jitter = jitter.clamp(0.0, 1.0);
+        // Out-of-range jitter is clamped; NaN (which `clamp` keeps) counts as 0.
+        let jitter = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.clamp(0.0, 1.0)
+        };
         Duration::from_secs_f64(full / 2.0 + full / 2.0 * jitter)
     }
 }

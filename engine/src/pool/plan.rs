@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::apns::reason::Reason;
+use crate::cause::Cause;
+use crate::cause::CertificateAlert;
+use crate::cause::Reason;
 use crate::pool::backoff::Backoff;
 
 /// Why a connection ended.
@@ -18,8 +20,8 @@ pub enum CloseCause {
     Lost,
     /// A keepalive PING went unanswered.
     PingTimeout,
-    /// The TLS layer or APNs refused the certificate.
-    CertificateRejected(Reason),
+    /// The server refused the certificate with a TLS alert.
+    CertificateRejected(CertificateAlert),
     /// Closed by the pool (certificate replaced, shutdown).
     Retired,
 }
@@ -70,8 +72,8 @@ pub struct Plan {
 /// The certificate-rejected state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// What refused it (`BadCertificate`, `CertificateExpired`, …).
-    pub reason: Reason,
+    /// What refused it: APNs's 403 reason (`BadCertificate`, …) or a TLS alert.
+    pub reason: Cause,
     /// When the pool entered the state.
     pub since: Instant,
     /// Until when pushes fail fast without being sent.
@@ -152,11 +154,11 @@ impl Plan {
         &mut self,
         slot: usize,
         now: Instant,
-        certificate: Option<Reason>,
+        certificate: Option<CertificateAlert>,
         jitter: f64,
     ) {
-        if let Some(reason) = certificate {
-            let _ = self.on_certificate_rejected(reason, now, jitter);
+        if let Some(alert) = certificate {
+            let _ = self.on_certificate_rejected(alert.into(), now, jitter);
         }
         let s = &mut self.slots[slot];
         s.failures = s.failures.saturating_add(1);
@@ -180,8 +182,8 @@ impl Plan {
         served: bool,
         jitter: f64,
     ) {
-        if let CloseCause::CertificateRejected(reason) = &cause {
-            let _ = self.on_certificate_rejected(reason.clone(), now, jitter);
+        if let CloseCause::CertificateRejected(alert) = cause {
+            let _ = self.on_certificate_rejected(alert.into(), now, jitter);
         }
         let rejected = self.rejected.is_some();
         let s = &mut self.slots[slot];
@@ -214,7 +216,7 @@ impl Plan {
     /// Pushes fail fast for a while; a refusal seen after that window (a failed probe) adds a
     /// strike and lengthens the next window, while the other refusals of the same burst do
     /// not. Returns whether this was a new strike (worth a log line).
-    pub fn on_certificate_rejected(&mut self, reason: Reason, now: Instant, jitter: f64) -> bool {
+    pub fn on_certificate_rejected(&mut self, reason: Cause, now: Instant, jitter: f64) -> bool {
         if let Some(r) = &self.rejected {
             if now < r.fail_fast_until {
                 return false;
@@ -246,7 +248,7 @@ impl Plan {
         jitter: f64,
     ) -> bool {
         if self.rejected.is_some() {
-            return self.on_certificate_rejected(reason, now, jitter);
+            return self.on_certificate_rejected(reason.into(), now, jitter);
         }
         self.refusals
             .retain(|(c, at)| *c != conn && now.saturating_duration_since(*at) < REFUSAL_WINDOW);
@@ -255,7 +257,7 @@ impl Plan {
             return false;
         }
         self.refusals.clear();
-        self.on_certificate_rejected(reason, now, jitter)
+        self.on_certificate_rejected(reason.into(), now, jitter)
     }
 
     /// The connection whose lone certificate refusal awaits a second opinion: new pushes go
@@ -304,7 +306,7 @@ impl Plan {
     }
 
     /// Whether a push arriving at `now` must fail fast with the certificate rejection.
-    pub fn fail_fast(&self, now: Instant) -> Option<&Reason> {
+    pub fn fail_fast(&self, now: Instant) -> Option<&Cause> {
         self.rejected
             .as_ref()
             .filter(|r| now < r.fail_fast_until)
@@ -319,6 +321,22 @@ pub enum RetryDecision {
     At(Instant),
     /// The deadline or the attempt budget does not allow another try.
     GiveUp,
+}
+
+/// What becomes of a push handed back after a transient failure, all things considered: the
+/// retry budget, the deadline, and whether the pool is shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Send it again as soon as a connection has room.
+    Now,
+    /// Hold it until this instant, then send it again.
+    At(Instant),
+    /// End it with [`PushError::Shutdown`](crate::PushError::Shutdown): the pool is shutting
+    /// down and sends nothing new.
+    Shutdown,
+    /// End it with [`PushError::RetriesExhausted`](crate::PushError::RetriesExhausted): no
+    /// attempt or no time is left.
+    Exhausted,
 }
 
 /// Retry budget for one push.
@@ -364,6 +382,29 @@ impl RetryPolicy {
             RetryDecision::GiveUp
         } else {
             RetryDecision::At(at)
+        }
+    }
+
+    /// The dispatcher's decision for a push that met a transient failure after `attempts`
+    /// sends (see [`RetryPolicy::decide`] for `unprocessed` and `jitter`). While the pool is
+    /// `shutting_down` nothing is resent: the push ends as [`Resend::Shutdown`], whatever its
+    /// budget.
+    pub fn resend(
+        &self,
+        attempts: u32,
+        unprocessed: bool,
+        now: Instant,
+        deadline: Instant,
+        jitter: f64,
+        shutting_down: bool,
+    ) -> Resend {
+        if shutting_down {
+            return Resend::Shutdown;
+        }
+        match self.decide(attempts, unprocessed, now, deadline, jitter) {
+            RetryDecision::At(at) if at <= now => Resend::Now,
+            RetryDecision::At(at) => Resend::At(at),
+            RetryDecision::GiveUp => Resend::Exhausted,
         }
     }
 }
@@ -484,7 +525,7 @@ mod tests {
         // A third connection within the window of the second: a verdict.
         let t1 = late + Duration::from_secs(1);
         assert!(p.on_certificate_refusal(3, Reason::BadCertificate, t1, 0.5));
-        assert_eq!(p.fail_fast(t1), Some(&Reason::BadCertificate));
+        assert_eq!(p.fail_fast(t1), Some(&Reason::BadCertificate.into()));
         // While rejected, a probe's refusal counts at once (after the window, a new strike).
         let until = p.rejection().unwrap().fail_fast_until;
         assert!(p.on_certificate_refusal(1, Reason::BadCertificate, until, 0.5));
@@ -501,14 +542,14 @@ mod tests {
         let mut p = plan(2);
         let t0 = Instant::now();
         p.take_due(t0);
-        p.on_connect_failed(0, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        p.on_connect_failed(0, t0, Some(CertificateAlert::CertificateExpired), 1.0);
         let r = p.rejection().unwrap();
-        assert_eq!(r.reason.as_str(), "CertificateExpired");
+        assert_eq!(r.reason, Cause::from(CertificateAlert::CertificateExpired));
         assert!(p.fail_fast(t0).is_some());
         assert!(p.next_wake().unwrap() - t0 >= Duration::from_secs(30));
         // Second slot refused in the same burst: the state persists, no new strike.
         let until = p.rejection().unwrap().fail_fast_until;
-        p.on_connect_failed(1, t0, Some(Reason::new("CertificateExpired")), 1.0);
+        p.on_connect_failed(1, t0, Some(CertificateAlert::CertificateExpired), 1.0);
         assert_eq!(p.rejection().unwrap().fail_fast_until, until);
         assert_eq!(until - t0, Duration::from_secs(30));
         assert!(
@@ -516,7 +557,7 @@ mod tests {
             "after the window a push probes"
         );
         // The probe is refused too: a new strike doubles the window.
-        assert!(p.on_certificate_rejected(Reason::BadCertificate, until, 1.0));
+        assert!(p.on_certificate_rejected(Reason::BadCertificate.into(), until, 1.0));
         let next = p.rejection().unwrap().fail_fast_until;
         assert_eq!(next - until, Duration::from_secs(60));
         // A new certificate clears everything.
@@ -530,7 +571,7 @@ mod tests {
         let mut p = plan(2);
         let t0 = Instant::now();
         p.take_due(t0);
-        p.on_connect_failed(0, t0, Some(Reason::BadCertificate), 0.0);
+        p.on_connect_failed(0, t0, Some(CertificateAlert::BadCertificate), 0.0);
         assert!(p.fail_fast(t0).is_some());
         p.on_delivered(t0 - Duration::from_millis(1));
         assert!(
@@ -543,6 +584,42 @@ mod tests {
             p.phase(0),
             Phase::Due,
             "slots backing off reconnect at once"
+        );
+    }
+
+    #[test]
+    fn resends_end_in_shutdown_while_the_pool_shuts_down() {
+        let policy = RetryPolicy::default();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(30);
+        assert_eq!(
+            policy.resend(1, true, now, deadline, 0.5, false),
+            Resend::Now,
+            "a stream the server never processed goes back in line at once"
+        );
+        assert_eq!(
+            policy.resend(1, false, now, deadline, 1.0, false),
+            Resend::At(now + Duration::from_millis(100))
+        );
+        assert_eq!(
+            policy.resend(8, false, now, deadline, 0.0, false),
+            Resend::Exhausted
+        );
+        assert_eq!(
+            policy.resend(1, false, deadline, deadline, 0.0, false),
+            Resend::Exhausted
+        );
+        // Shutting down: nothing is resent, whatever the budget says.
+        for (attempts, unprocessed, at) in [(1, true, now), (1, false, now), (8, false, now)] {
+            assert_eq!(
+                policy.resend(attempts, unprocessed, at, deadline, 0.5, true),
+                Resend::Shutdown
+            );
+        }
+        assert_eq!(
+            policy.resend(1, false, deadline, deadline, 0.5, true),
+            Resend::Shutdown,
+            "shutdown takes precedence over an exhausted budget"
         );
     }
 

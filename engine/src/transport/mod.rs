@@ -6,7 +6,8 @@
 mod prefixed;
 mod tls;
 
-pub use tls::{client_config, TlsConfigError};
+pub(crate) use tls::client_config;
+pub use tls::TlsConfigError;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio_rustls::client::TlsStream;
 
 use prefixed::Prefixed;
 
-use crate::apns::reason::Reason;
+use crate::cause::CertificateAlert;
 use crate::endpoint::Endpoint;
 
 /// Why a connection could not be opened.
@@ -44,12 +45,12 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused the push certificate (TLS alert).
-    #[error("{endpoint} refused the push certificate: TLS alert {reason}")]
+    #[error("{endpoint} refused the push certificate: TLS alert {alert}")]
     CertificateRejected {
         /// Where.
         endpoint: String,
-        /// The alert, e.g. `CertificateExpired`, `CertificateRevoked`, `BadCertificate`.
-        reason: Reason,
+        /// The alert, e.g. `certificate_expired`, `certificate_revoked`, `bad_certificate`.
+        alert: CertificateAlert,
     },
     /// The server did not agree to HTTP/2.
     #[error("{endpoint} did not negotiate HTTP/2 (ALPN h2)")]
@@ -76,10 +77,10 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The certificate rejection, if that is what this is.
-    pub fn certificate_reason(&self) -> Option<Reason> {
+    /// The TLS alert that refused the certificate, if that is what this is.
+    pub fn certificate_alert(&self) -> Option<CertificateAlert> {
         match self {
-            ConnectError::CertificateRejected { reason, .. } => Some(reason.clone()),
+            ConnectError::CertificateRejected { alert, .. } => Some(*alert),
             _ => None,
         }
     }
@@ -214,10 +215,10 @@ async fn await_server_preface(
 }
 
 fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
-    match certificate_alert(&source) {
-        Some(reason) => ConnectError::CertificateRejected {
+    match CertificateAlert::from_io_error(&source) {
+        Some(alert) => ConnectError::CertificateRejected {
             endpoint: name.to_owned(),
-            reason,
+            alert,
         },
         None => ConnectError::Tls {
             endpoint: name.to_owned(),
@@ -227,77 +228,14 @@ fn io_to_connect_error(name: &str, source: std::io::Error) -> ConnectError {
 }
 
 fn h2_to_connect_error(name: &str, source: h2::Error) -> ConnectError {
-    if let Some(reason) = source.get_io().and_then(certificate_alert) {
+    if let Some(alert) = source.get_io().and_then(CertificateAlert::from_io_error) {
         return ConnectError::CertificateRejected {
             endpoint: name.to_owned(),
-            reason,
+            alert,
         };
     }
     ConnectError::Http2 {
         endpoint: name.to_owned(),
         source,
-    }
-}
-
-/// The alerts [`certificate_alert`] names, as their reason strings.
-const CERTIFICATE_ALERTS: &[&str] = &[
-    "BadCertificate",
-    "CertificateExpired",
-    "CertificateRevoked",
-    "CertificateUnknown",
-    "UnsupportedCertificate",
-    "UnknownCA",
-    "AccessDenied",
-    "CertificateRequired",
-];
-
-/// Whether `reason` is one of the TLS alerts [`certificate_alert`] makes.
-pub(crate) fn is_alert_reason(reason: &str) -> bool {
-    CERTIFICATE_ALERTS.contains(&reason)
-}
-
-/// A TLS alert from the server that refuses our certificate, as a reason string
-/// (`CertificateExpired`, `CertificateRevoked`, `BadCertificate`, …).
-pub(crate) fn certificate_alert(err: &std::io::Error) -> Option<Reason> {
-    use rustls::AlertDescription as A;
-    let inner = err.get_ref()?;
-    let tls = inner.downcast_ref::<rustls::Error>()?;
-    match tls {
-        rustls::Error::AlertReceived(alert) => match alert {
-            A::BadCertificate
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::CertificateUnknown
-            | A::UnsupportedCertificate
-            | A::UnknownCA
-            | A::AccessDenied
-            | A::CertificateRequired => Some(Reason::new(format!("{alert:?}"))),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_alerts_are_recognised() {
-        let err = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired),
-        );
-        assert_eq!(
-            certificate_alert(&err).unwrap().as_str(),
-            "CertificateExpired"
-        );
-        let other = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
-        );
-        assert_eq!(certificate_alert(&other), None);
-        let plain = std::io::Error::other("boom");
-        assert_eq!(certificate_alert(&plain), None);
     }
 }

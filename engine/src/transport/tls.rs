@@ -24,7 +24,7 @@ pub enum TlsConfigError {
 
 /// A client configuration that presents `cert` and trusts `extra_anchors`, plus the public
 /// web roots when `web_roots` is set (Apple's gateways chain to one of them).
-pub fn client_config(
+pub(crate) fn client_config(
     cert: &PushCertificate,
     extra_anchors: &[CertificateDer<'static>],
     web_roots: bool,
