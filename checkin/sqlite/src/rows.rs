@@ -197,25 +197,16 @@ fn push_outcome(
     reason: Option<String>,
     unregistered_ms: Option<i64>,
 ) -> Result<Option<PushOutcome>, StoreError> {
-    Ok(match kind.as_deref() {
-        None => None,
-        Some("accepted") => Some(PushOutcome::Accepted),
-        Some("unregistered") => Some(PushOutcome::Unregistered {
-            reason: reason.unwrap_or_default(),
-            timestamp_ms: unregistered_ms.and_then(|v| u64::try_from(v).ok()),
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let timestamp_ms = unregistered_ms.and_then(|v| u64::try_from(v).ok());
+    match PushOutcome::from_stored(&kind, reason.as_deref(), timestamp_ms) {
+        Some(outcome) => Ok(Some(outcome)),
+        None => Err(StoreError::Corrupt {
+            what: format!("device {udid}: push_outcome {kind:?}"),
         }),
-        Some("rejected") => Some(PushOutcome::Rejected {
-            reason: reason.unwrap_or_default(),
-        }),
-        Some("failed") => Some(PushOutcome::Failed {
-            reason: reason.unwrap_or_default(),
-        }),
-        Some(other) => {
-            return Err(StoreError::Corrupt {
-                what: format!("device {udid}: push_outcome {other:?}"),
-            })
-        }
-    })
+    }
 }
 
 /// `logic::authenticate` on the stored row without reading it (with an identity: reading only
@@ -481,7 +472,7 @@ pub(crate) fn update_push_outcome(
         s.execute(params![
             udid,
             outcome.kind(),
-            outcome.reason(),
+            outcome.stored_reason(),
             unregistered_ms(Some(outcome)),
             to_ms(at)
         ])
@@ -607,7 +598,7 @@ pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreErro
         ts(d.info_collected_at),
         ts(d.last_push_at),
         outcome.map(PushOutcome::kind),
-        outcome.and_then(PushOutcome::reason),
+        outcome.and_then(PushOutcome::stored_reason),
         unregistered_ms,
         ts(d.push_outcome_at),
         ts(d.last_report_at),

@@ -1,9 +1,9 @@
 //! Schema migrations, versioned with `PRAGMA user_version`.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::db_err;
-use magicpush_store::StoreError;
+use magicpush_store::{PushOutcome, StoreError};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only; never edit one that
 /// has shipped.
@@ -108,10 +108,55 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX devices_by_identity;
     CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
         WHERE identity_sha256 IS NOT NULL;",
+    // 5: push reasons by their stored names; the rows are rewritten by
+    // `stored_push_reasons` (DATA_MIGRATIONS), the schema is unchanged.
+    "",
 ];
+
+/// Migrations whose data change SQL alone cannot write, by the version they bring the schema
+/// to; each runs in that version's transaction, after its SQL.
+const DATA_MIGRATIONS: &[(i64, DataMigration)] = &[(5, stored_push_reasons)];
+
+/// A migration's data step, run inside its transaction.
+type DataMigration = fn(&Transaction<'_>) -> Result<(), StoreError>;
 
 /// The schema version this build writes.
 pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// 5: a push outcome's reason is kept by its stable stored name (`apns:ExpiredToken`,
+/// `engine:deadline_exceeded`), not the engine's display text, which spelled some engine
+/// outcomes exactly as APNs reasons (`Shutdown`).
+fn stored_push_reasons(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let rows: Vec<(String, String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT udid, push_outcome, push_reason FROM devices
+                 WHERE push_outcome IS NOT NULL AND push_reason IS NOT NULL",
+            )
+            .map_err(db_err("migrate push reasons"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err("migrate push reasons"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(db_err("migrate push reasons"))?
+    };
+    let mut update = tx
+        .prepare("UPDATE devices SET push_reason = ?2 WHERE udid = ?1")
+        .map_err(db_err("migrate push reasons"))?;
+    for (udid, kind, reason) in rows {
+        let Some(stored) =
+            PushOutcome::from_stored(&kind, Some(&reason), None).and_then(|o| o.stored_reason())
+        else {
+            continue;
+        };
+        if stored != reason {
+            update
+                .execute(params![udid, stored])
+                .map_err(db_err("migrate push reasons"))?;
+        }
+    }
+    Ok(())
+}
 
 /// Brings the database to [`VERSION`], one transaction per migration.
 ///
@@ -132,6 +177,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         let tx = conn.transaction().map_err(db_err("migrate"))?;
         tx.execute_batch(sql).map_err(db_err("migrate"))?;
+        for (_, data) in DATA_MIGRATIONS.iter().filter(|(v, _)| *v == i as i64 + 1) {
+            data(&tx)?;
+        }
         let dangling: Option<String> = tx
             .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
             .optional()

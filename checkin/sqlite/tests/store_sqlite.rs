@@ -100,7 +100,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -172,11 +172,11 @@ async fn a_version_1_database_is_migrated_with_its_data() {
         conn.execute_batch(&format!(
             "INSERT INTO devices (udid, serial_number, topic, token, push_magic,
                awaiting_configuration, authenticated_at, enrolled_at, token_updated_at,
-               last_seen_at)
+               last_seen_at, push_outcome, push_reason)
              VALUES ('B', 'SN-B', 'com.apple.mgmt.External.test', 'abab', 'magic-B', 0,
-               1000, 2000, 2000, 2000),
+               1000, 2000, 2000, 2000, 'accepted', NULL),
                ('A', 'SN-A', 'com.apple.mgmt.External.test', NULL, NULL, 0,
-               1000, NULL, NULL, 1000);
+               1000, NULL, NULL, 1000, 'failed', 'DeadlineExceeded');
              INSERT INTO users VALUES ('B', 'U1', 'u', 'User', 'cdcd', 'umagic', 2000);
              INSERT INTO commands VALUES ('{uuid}', 'ProfileList', x'00', 3000);
              INSERT INTO queue (udid, uuid, request_type, queued_at)
@@ -191,6 +191,12 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let devices = store.devices().await.unwrap();
     let udids: Vec<&str> = devices.iter().map(|d| d.udid.as_str()).collect();
     assert_eq!(udids, ["A", "B"]);
+    assert_eq!(
+        devices[0].push_outcome,
+        Some(PushOutcome::Failed {
+            reason: magicpush_engine::EngineCause::DeadlineExceeded.into()
+        })
+    );
     let b = &devices[1];
     assert_eq!(b.info.serial_number.as_deref(), Some("SN-B"));
     assert_eq!(
@@ -218,7 +224,16 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    // Version 5: the engine's text for a push's reason became its stored name.
+    let reason: String = conn
+        .query_row(
+            "SELECT push_reason FROM devices WHERE udid = 'A'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reason, "engine:deadline_exceeded");
     let devices_sql: String = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'devices'",

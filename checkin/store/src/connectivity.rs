@@ -265,14 +265,14 @@ mod tests {
 
     fn rejected(reason: &str) -> PushOutcome {
         PushOutcome::Rejected {
-            reason: reason.into(),
+            reason: magicpush_engine::Reason::new(reason).into(),
         }
     }
 
     #[test]
     fn states_table() {
         let failed = PushOutcome::Failed {
-            reason: "DeadlineExceeded".into(),
+            reason: magicpush_engine::EngineCause::DeadlineExceeded.into(),
         };
         let cases: Vec<(&str, Device, i64, ConnState)> = vec![
             ("authenticated only", authenticated(), 0, ConnState::NoToken),
@@ -423,7 +423,7 @@ mod tests {
             (
                 "certificate refused",
                 pushed(Some(PushOutcome::Failed {
-                    reason: "BadCertificate".into(),
+                    reason: magicpush_engine::Reason::BadCertificate.into(),
                 })),
                 200,
                 ConnState::PushFailed,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use magicpush_engine::{DevicePush, DeviceToken, PushError, PushResult, Reason};
+use magicpush_engine::{Cause, DevicePush, DeviceToken, PushError, PushResult, Reason};
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
@@ -41,6 +41,11 @@ fn ser_opt_time<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok
 }
 
 /// How the last push to a device ended, derived from the engine's [`PushResult`].
+///
+/// Its reasons are typed ([`Reason`] for APNs's own, [`Cause`] where the engine's outcomes
+/// may stand too). The admin API shows them as text (`ExpiredToken`, `DeadlineExceeded`); a
+/// store keeps their stable stored names ([`Cause::stored_name`]), which never mistake an
+/// engine outcome for an APNs reason of the same spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PushOutcome {
@@ -49,21 +54,28 @@ pub enum PushOutcome {
     /// APNs answered 410: the token is gone (MDM profile removed, device erased).
     Unregistered {
         /// `Unregistered` or `ExpiredToken`.
-        reason: String,
+        #[serde(serialize_with = "as_text")]
+        reason: Reason,
         /// APNs's timestamp (ms since the epoch) of when the token became invalid, if sent.
         timestamp_ms: Option<u64>,
     },
     /// APNs refused this push permanently (400 `BadDeviceToken`, `DeviceTokenNotForTopic`, …).
     Rejected {
         /// The reason, verbatim.
-        reason: String,
+        #[serde(serialize_with = "as_text")]
+        reason: Cause,
     },
     /// The push never got an answer for the device: the engine gave up (deadline, retries),
     /// the certificate was refused, or the client shut down.
     Failed {
         /// The reason (`DeadlineExceeded`, `ServiceUnavailable`, `BadCertificate`, …).
-        reason: String,
+        #[serde(serialize_with = "as_text")]
+        reason: Cause,
     },
+}
+
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 impl PushOutcome {
@@ -75,26 +87,58 @@ impl PushOutcome {
                 reason,
                 timestamp_ms,
             }) => PushOutcome::Unregistered {
-                reason: reason.to_string(),
+                reason: reason.clone(),
                 timestamp_ms: *timestamp_ms,
             },
-            Err(e @ PushError::Rejected { .. }) => PushOutcome::Rejected {
-                reason: e.reason().to_string(),
-            },
-            Err(e) => PushOutcome::Failed {
-                reason: e.reason().to_string(),
-            },
+            Err(e @ PushError::Rejected { .. }) => PushOutcome::Rejected { reason: e.reason() },
+            Err(e) => PushOutcome::Failed { reason: e.reason() },
         }
     }
 
-    /// The reason string, `None` for [`PushOutcome::Accepted`].
-    pub fn reason(&self) -> Option<&str> {
+    /// The reason, `None` for [`PushOutcome::Accepted`].
+    pub fn reason(&self) -> Option<Cause> {
         match self {
             PushOutcome::Accepted => None,
-            PushOutcome::Unregistered { reason, .. }
-            | PushOutcome::Rejected { reason }
-            | PushOutcome::Failed { reason } => Some(reason),
+            PushOutcome::Unregistered { reason, .. } => Some(Cause::Apns(reason.clone())),
+            PushOutcome::Rejected { reason } | PushOutcome::Failed { reason } => {
+                Some(reason.clone())
+            }
         }
+    }
+
+    /// The reason's stable stored name (`apns:ExpiredToken`, `engine:deadline_exceeded`),
+    /// `None` for [`PushOutcome::Accepted`].
+    pub fn stored_reason(&self) -> Option<String> {
+        self.reason().map(|r| r.stored_name().into_owned())
+    }
+
+    /// The outcome of kind `kind` (as [`PushOutcome::kind`] names it) with a stored reason, as
+    /// a store reads it back. A reason stored before the names were typed (the engine's text,
+    /// `ExpiredToken`, `DeadlineExceeded`) reads as [`Cause::from_legacy`] does. `None` for an
+    /// unknown kind.
+    pub fn from_stored(
+        kind: &str,
+        reason: Option<&str>,
+        timestamp_ms: Option<u64>,
+    ) -> Option<PushOutcome> {
+        let cause = || {
+            let text = reason.unwrap_or_default();
+            Cause::from_stored(text).unwrap_or_else(|| Cause::from_legacy(text))
+        };
+        Some(match kind {
+            "accepted" => PushOutcome::Accepted,
+            "unregistered" => PushOutcome::Unregistered {
+                reason: match cause() {
+                    Cause::Apns(r) => r,
+                    // A 410 is APNs's answer; any other text is kept as its reason.
+                    other => Reason::new(other.to_string()),
+                },
+                timestamp_ms,
+            },
+            "rejected" => PushOutcome::Rejected { reason: cause() },
+            "failed" => PushOutcome::Failed { reason: cause() },
+            _ => return None,
+        })
     }
 
     /// True when the outcome says the stored token is wrong or gone (410, or 400
@@ -104,8 +148,7 @@ impl PushOutcome {
         match self {
             PushOutcome::Unregistered { .. } => true,
             PushOutcome::Rejected { reason } => {
-                let r = Reason::new(reason.as_str());
-                r == Reason::BadDeviceToken || r == Reason::DeviceTokenNotForTopic
+                *reason == Reason::BadDeviceToken || *reason == Reason::DeviceTokenNotForTopic
             }
             _ => false,
         }
@@ -473,7 +516,7 @@ pub(crate) fn apply_report(d: &mut Device, at: OffsetDateTime) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use magicpush_engine::{Delivered, PushError, Reason};
+    use magicpush_engine::{Delivered, EngineCause, PushError, Reason};
 
     use super::*;
 
@@ -493,7 +536,7 @@ mod tests {
         assert_eq!(
             o,
             PushOutcome::Unregistered {
-                reason: "ExpiredToken".into(),
+                reason: Reason::ExpiredToken,
                 timestamp_ms: Some(7)
             }
         );
@@ -504,7 +547,7 @@ mod tests {
         });
         let o = PushOutcome::from_result(&bad);
         assert_eq!(
-            o.reason(),
+            o.reason().map(|r| r.to_string()).as_deref(),
             Some("SomethingNew"),
             "unknown reasons kept verbatim"
         );
@@ -522,7 +565,7 @@ mod tests {
         assert_eq!(
             PushOutcome::from_result(&late),
             PushOutcome::Failed {
-                reason: "DeadlineExceeded".into()
+                reason: EngineCause::DeadlineExceeded.into()
             }
         );
         let json = serde_json::to_string(&PushOutcome::from_result(&gone)).unwrap();
@@ -530,6 +573,56 @@ mod tests {
             json,
             r#"{"outcome":"unregistered","reason":"ExpiredToken","timestamp_ms":7}"#
         );
+    }
+
+    /// What a store writes reads back the same; an engine outcome and an APNs reason of the
+    /// same spelling stay apart; text stored before the names were typed still reads.
+    #[test]
+    fn push_outcomes_round_trip_through_their_stored_names() {
+        let outcomes = [
+            PushOutcome::Accepted,
+            PushOutcome::Unregistered {
+                reason: Reason::Unregistered,
+                timestamp_ms: Some(9),
+            },
+            PushOutcome::Rejected {
+                reason: Reason::new("SomethingNew").into(),
+            },
+            PushOutcome::Failed {
+                reason: EngineCause::Shutdown.into(),
+            },
+            PushOutcome::Failed {
+                reason: Reason::Shutdown.into(),
+            },
+            PushOutcome::Failed {
+                reason: EngineCause::HttpStatus(502).into(),
+            },
+        ];
+        for o in &outcomes {
+            let stored = o.stored_reason();
+            let timestamp = match o {
+                PushOutcome::Unregistered { timestamp_ms, .. } => *timestamp_ms,
+                _ => None,
+            };
+            let back = PushOutcome::from_stored(o.kind(), stored.as_deref(), timestamp);
+            assert_eq!(back.as_ref(), Some(o), "{stored:?}");
+        }
+        assert_ne!(outcomes[3].stored_reason(), outcomes[4].stored_reason());
+        assert_eq!(
+            PushOutcome::from_stored("failed", Some("DeadlineExceeded"), None),
+            Some(PushOutcome::Failed {
+                reason: EngineCause::DeadlineExceeded.into()
+            }),
+            "the engine's old text"
+        );
+        assert_eq!(
+            PushOutcome::from_stored("unregistered", Some("ExpiredToken"), None),
+            Some(PushOutcome::Unregistered {
+                reason: Reason::ExpiredToken,
+                timestamp_ms: None
+            })
+        );
+        assert_eq!(PushOutcome::from_stored("bogus", None, None), None);
     }
 
     #[test]

@@ -705,7 +705,7 @@ pub async fn push_bookkeeping_and_latency(store: Arc<dyn Store>) {
     assert_eq!(d.first_report_after_push_at, None);
     assert_eq!(d.push_latency(), None);
     let failed = PushOutcome::Failed {
-        reason: "DeadlineExceeded".into(),
+        reason: magicpush_engine::EngineCause::DeadlineExceeded.into(),
     };
     store
         .record_push_outcome("A", &failed, t(31))
@@ -772,7 +772,7 @@ pub async fn push_outcomes_batch(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let failed = PushOutcome::Failed {
-        reason: "DeadlineExceeded".into(),
+        reason: magicpush_engine::EngineCause::DeadlineExceeded.into(),
     };
     store
         .record_push_outcomes(&[("A".to_string(), failed.clone())], t(21))
@@ -877,7 +877,7 @@ pub async fn unregistered_push_stops_pushing_until_token_update(store: Arc<dyn S
     };
     store.record_push_outcome("A", &gone, t(11)).await.unwrap();
     let bad = PushOutcome::Rejected {
-        reason: "BadDeviceToken".into(),
+        reason: magicpush_engine::Reason::BadDeviceToken.into(),
     };
     store.record_push_outcome("B", &bad, t(11)).await.unwrap();
     let a = store.device("A").await.unwrap().unwrap();
