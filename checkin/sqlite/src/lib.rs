@@ -6,6 +6,7 @@
 //! crash. A check-in is answered 200 only after it is durable, so every commit syncs the WAL
 //! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
 
+mod pushcerts;
 mod rows;
 mod schema;
 mod writer;
@@ -167,7 +168,7 @@ fn prepare_secrets(conn: &mut Connection, key: Option<&SecretKey>) -> Result<(),
     match (key, check) {
         (None, None) => Ok(()),
         (None, Some(_)) => Err(StoreError::SecretsKey(
-            "the database's UnlockTokens and BootstrapTokens are encrypted: give the --secrets-key-file they were written with".into(),
+            "the database's secrets (UnlockTokens, BootstrapTokens, push certificate keys) are encrypted: give the --secrets-key-file they were written with".into(),
         )),
         (Some(key), Some(check)) if key.matches_check(&check) => Ok(()),
         (Some(_), Some(_)) => Err(StoreError::SecretsKey(
@@ -208,6 +209,31 @@ fn prepare_secrets(conn: &mut Connection, key: Option<&SecretKey>) -> Result<(),
                     params![udid, unlock, bootstrap],
                 )
                 .map_err(db_err("encrypt secrets"))?;
+            }
+            // The push certificates' private keys: (table, name column, sealing column name).
+            for (table, id, column) in [
+                ("pushcert_certificates", "topic", pushcerts::CERT_KEY),
+                ("pushcert_requests", "id", pushcerts::REQUEST_KEY),
+            ] {
+                let rows: Vec<(String, Vec<u8>)> = {
+                    let mut stmt = tx
+                        .prepare(&format!("SELECT {id}, key FROM {table}"))
+                        .map_err(db_err("encrypt secrets"))?;
+                    let rows = stmt
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(db_err("encrypt secrets"))?;
+                    rows.collect::<Result<_, _>>()
+                        .map_err(db_err("encrypt secrets"))?
+                };
+                for (name, value) in rows {
+                    if let Some(sealed) = seal(column, &name, Some(value))? {
+                        tx.execute(
+                            &format!("UPDATE {table} SET key = ?2 WHERE {id} = ?1"),
+                            params![name, sealed],
+                        )
+                        .map_err(db_err("encrypt secrets"))?;
+                    }
+                }
             }
             tx.execute(
                 "INSERT INTO meta (name, value) VALUES ('secrets_check', ?1)",

@@ -108,9 +108,31 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX devices_by_identity;
     CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
         WHERE identity_sha256 IS NOT NULL;",
-    // 5: push reasons by their stored names; the rows are rewritten by
-    // `stored_push_reasons` (DATA_MIGRATIONS), the schema is unchanged.
-    "",
+    // 5: push reasons by their stored names (the rows are rewritten by `stored_push_reasons`,
+    // DATA_MIGRATIONS); the push certificates' state, which lived in files beside the
+    // database (private keys sealed like the devices' secrets when there is a secrets key).
+    "CREATE TABLE pushcert_certificates (
+        topic TEXT PRIMARY KEY NOT NULL,
+        chain_pem TEXT NOT NULL,
+        key BLOB NOT NULL,
+        registered_at INTEGER NOT NULL
+    );
+    CREATE TABLE pushcert_requests (
+        id TEXT PRIMARY KEY NOT NULL,
+        created_at INTEGER NOT NULL,
+        facts TEXT NOT NULL,
+        key BLOB NOT NULL
+    );
+    CREATE TABLE pushcert_memos (
+        topic TEXT PRIMARY KEY NOT NULL,
+        apple_id TEXT NOT NULL
+    );
+    CREATE TABLE pushcert_logs (
+        log TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (log, seq)
+    ) WITHOUT ROWID;",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

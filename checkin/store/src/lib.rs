@@ -19,6 +19,7 @@ pub mod logic;
 mod memory;
 mod model;
 pub mod private;
+pub mod pushcerts;
 pub mod secrets;
 
 use std::future::Future;
@@ -32,6 +33,9 @@ pub use memory::{dedup, MemoryStore};
 pub use model::{
     apply_contact, from_ms, rfc3339, to_ms, truncate_ms, BoundIdentity, CommandResult, Device,
     EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
+};
+pub use pushcerts::{
+    PushCertLog, PushCertStore, StoredPushCert, StoredRequest, MAX_PENDING_REQUESTS,
 };
 pub use secrets::SecretKey;
 
@@ -111,7 +115,7 @@ pub enum StoreError {
 ///   [`Store::record_push_attempts`] and [`Store::enqueue`] skip unknown UDIDs (enqueue
 ///   reports them); every other write on an unknown device fails with
 ///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PushCertStore + Send + Sync + 'static {
     /// Records an Authenticate: creates the device or overlays the facts sent (fields absent
     /// from the message are kept), sets `topic` and `authenticated_at`. An Authenticate starts
     /// a new enrollment: the commands queued for the old one are dropped, and the device is

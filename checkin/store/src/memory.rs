@@ -9,6 +9,9 @@ use super::model::{
     apply_contact, truncate_ms, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome,
     Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
 };
+use super::pushcerts::{
+    PushCertLog, PushCertStore, StoredPushCert, StoredRequest, MAX_PENDING_REQUESTS,
+};
 use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 
@@ -35,6 +38,11 @@ struct Inner {
     results: Vec<CommandResult>,
     /// Identity certificate hash → the device bound to it.
     identities: HashMap<[u8; 32], String>,
+    /// The push certificates' state.
+    pushcerts: BTreeMap<String, StoredPushCert>,
+    requests: Vec<StoredRequest>,
+    memos: BTreeMap<String, String>,
+    logs: BTreeMap<PushCertLog, Vec<String>>,
 }
 
 impl Inner {
@@ -118,6 +126,82 @@ impl MemoryStore {
     ) -> StoreFuture<'a, T> {
         let result = f(&mut self.lock());
         Box::pin(std::future::ready(result))
+    }
+}
+
+impl PushCertStore for MemoryStore {
+    fn push_certs(&self) -> StoreFuture<'_, Vec<StoredPushCert>> {
+        self.run(|s| Ok(s.pushcerts.values().cloned().collect()))
+    }
+
+    fn put_push_cert<'a>(&'a self, cert: &'a StoredPushCert) -> StoreFuture<'a, ()> {
+        self.run(|s| {
+            s.pushcerts.insert(cert.topic.clone(), cert.clone());
+            Ok(())
+        })
+    }
+
+    fn delete_push_cert<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| Ok(s.pushcerts.remove(topic).is_some()))
+    }
+
+    fn pushcert_requests(&self) -> StoreFuture<'_, Vec<StoredRequest>> {
+        self.run(|s| Ok(s.requests.clone()))
+    }
+
+    fn add_pushcert_request<'a>(&'a self, request: &'a StoredRequest) -> StoreFuture<'a, bool> {
+        self.run(|s| {
+            if s.requests.len() >= MAX_PENDING_REQUESTS {
+                return Ok(false);
+            }
+            s.requests.retain(|r| r.id != request.id);
+            s.requests.push(request.clone());
+            // Oldest first, as SQLite lists them.
+            s.requests
+                .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(true)
+        })
+    }
+
+    fn remove_pushcert_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.run(|s| {
+            let before = s.requests.len();
+            s.requests.retain(|r| r.id != id);
+            Ok(s.requests.len() < before)
+        })
+    }
+
+    fn pushcert_memo<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.run(|s| Ok(s.memos.get(topic).cloned()))
+    }
+
+    fn set_pushcert_memo<'a>(
+        &'a self,
+        topic: &'a str,
+        apple_id: Option<&'a str>,
+    ) -> StoreFuture<'a, ()> {
+        self.run(|s| {
+            match apple_id {
+                Some(a) => s.memos.insert(topic.to_owned(), a.to_owned()),
+                None => s.memos.remove(topic),
+            };
+            Ok(())
+        })
+    }
+
+    fn pushcert_log(&self, log: PushCertLog) -> StoreFuture<'_, Vec<String>> {
+        self.run(move |s| Ok(s.logs.get(&log).cloned().unwrap_or_default()))
+    }
+
+    fn set_pushcert_log<'a>(
+        &'a self,
+        log: PushCertLog,
+        records: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        self.run(move |s| {
+            s.logs.insert(log, records.to_vec());
+            Ok(())
+        })
     }
 }
 

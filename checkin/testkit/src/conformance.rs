@@ -67,6 +67,9 @@ macro_rules! store_conformance {
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
+            push_certificates_by_topic,
+            pushcert_requests_are_bounded_and_ordered,
+            pushcert_memos_and_logs,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1496,4 +1499,125 @@ pub async fn expired_commands_are_not_sent(store: Arc<dyn Store>) {
     let queued = store.queued("A").await.unwrap();
     assert_eq!(queued.len(), 1, "the expired command left the queue");
     assert_eq!(queued[0].uuid, later.uuid);
+}
+
+fn stored_cert(topic: &str, at: i64) -> magicpush_store::StoredPushCert {
+    magicpush_store::StoredPushCert {
+        topic: topic.to_owned(),
+        chain_pem: format!("-----BEGIN CERTIFICATE-----\n{topic}\n-----END CERTIFICATE-----\n"),
+        key_pem: Secret::new(format!("key of {topic}").into_bytes()),
+        registered_at: t(at),
+    }
+}
+
+/// Certificates are kept by topic: one per topic, replaced whole, deleted by topic, their keys
+/// read back as written.
+pub async fn push_certificates_by_topic(store: Arc<dyn Store>) {
+    assert!(store.push_certs().await.unwrap().is_empty());
+    let a = stored_cert("com.apple.mgmt.External.a", 1);
+    let b = stored_cert("com.apple.mgmt.External.b", 2);
+    store.put_push_cert(&b).await.unwrap();
+    store.put_push_cert(&a).await.unwrap();
+    assert_eq!(
+        store.push_certs().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    let mut renewed = stored_cert("com.apple.mgmt.External.a", 3);
+    renewed.chain_pem.push_str("renewed");
+    store.put_push_cert(&renewed).await.unwrap();
+    assert_eq!(
+        store.push_certs().await.unwrap(),
+        vec![renewed.clone(), b.clone()]
+    );
+    assert!(store.delete_push_cert(&b.topic).await.unwrap());
+    assert!(!store.delete_push_cert(&b.topic).await.unwrap());
+    assert_eq!(store.push_certs().await.unwrap(), vec![renewed]);
+}
+
+/// Requests are listed oldest first, at most `MAX_PENDING_REQUESTS` of them, never evicted.
+pub async fn pushcert_requests_are_bounded_and_ordered(store: Arc<dyn Store>) {
+    use magicpush_store::{StoredRequest, MAX_PENDING_REQUESTS};
+    let request = |i: usize| StoredRequest {
+        id: format!("req-{i:02}"),
+        created_at: t(1000 - i as i64),
+        facts: format!("{{\"n\": {i}}}"),
+        key_pkcs8: Secret::new(vec![i as u8; 8]),
+    };
+    for i in 0..MAX_PENDING_REQUESTS {
+        assert!(store.add_pushcert_request(&request(i)).await.unwrap());
+    }
+    assert!(
+        !store
+            .add_pushcert_request(&request(MAX_PENDING_REQUESTS))
+            .await
+            .unwrap(),
+        "full: refused, nothing evicted"
+    );
+    let listed = store.pushcert_requests().await.unwrap();
+    assert_eq!(listed.len(), MAX_PENDING_REQUESTS);
+    assert_eq!(listed[0], request(MAX_PENDING_REQUESTS - 1), "oldest first");
+    assert_eq!(listed.last().unwrap(), &request(0));
+    assert!(store.remove_pushcert_request("req-03").await.unwrap());
+    assert!(!store.remove_pushcert_request("req-03").await.unwrap());
+    assert!(store
+        .add_pushcert_request(&request(MAX_PENDING_REQUESTS))
+        .await
+        .unwrap());
+    assert!(store
+        .pushcert_requests()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.id != "req-03"));
+}
+
+/// Memos are per topic; logs keep their records whole and in order, one log apart from the
+/// other.
+pub async fn pushcert_memos_and_logs(store: Arc<dyn Store>) {
+    use magicpush_store::PushCertLog;
+    assert_eq!(store.pushcert_memo("t.a").await.unwrap(), None);
+    store
+        .set_pushcert_memo("t.a", Some("a@example.jp"))
+        .await
+        .unwrap();
+    store
+        .set_pushcert_memo("t.b", Some("b@example.jp"))
+        .await
+        .unwrap();
+    store
+        .set_pushcert_memo("t.a", Some("a2@example.jp"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pushcert_memo("t.a").await.unwrap().as_deref(),
+        Some("a2@example.jp")
+    );
+    store.set_pushcert_memo("t.b", None).await.unwrap();
+    assert_eq!(store.pushcert_memo("t.b").await.unwrap(), None);
+
+    let history: Vec<String> = (0..5).map(|i| format!("{{\"h\":{i}}}")).collect();
+    store
+        .set_pushcert_log(PushCertLog::History, &history)
+        .await
+        .unwrap();
+    store
+        .set_pushcert_log(PushCertLog::Events, &history[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pushcert_log(PushCertLog::History).await.unwrap(),
+        history
+    );
+    store
+        .set_pushcert_log(PushCertLog::History, &history[2..])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pushcert_log(PushCertLog::History).await.unwrap(),
+        history[2..].to_vec()
+    );
+    assert_eq!(
+        store.pushcert_log(PushCertLog::Events).await.unwrap(),
+        history[..1].to_vec()
+    );
 }
