@@ -21,9 +21,8 @@ use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_server::identity::authenticator::parse_sources;
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_server::push::{EnginePusher, PushSender};
-use magicpush_server::service::pushcert::{
-    check_topic_at_start, stored_certificate, STORED_CERT_FILE,
-};
+use magicpush_server::pushcert::legacy;
+use magicpush_server::service::pushcert::{check_topic_at_start, from_stored};
 use magicpush_server::service::{PushCertSettings, PushCertState, Service, ServiceConfig};
 use magicpush_sqlite::{SqliteOptions, SqliteStore};
 use magicpush_store::{SecretKey, Store};
@@ -143,7 +142,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MAGICPUSH_PUSH_CONCURRENCY", default_value_t = 256)]
     push_concurrency: usize,
     /// Key (32 bytes: raw, 64 hex digits or base64; `openssl rand -hex 32`) that encrypts the
-    /// escrowed UnlockTokens and BootstrapTokens in the database. Once used, the database
+    /// escrowed UnlockTokens and BootstrapTokens and the push certificates' private keys in the
+    /// database. Once used, the database
     /// cannot be opened without it.
     #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
@@ -209,7 +209,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let device_auth = device_auth(&args)?;
     let now = time::OffsetDateTime::now_utc();
-    let cert = choose_certificate(&args, now)?;
+    let secrets_key = match &args.secrets_key_file {
+        Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
+        None => None,
+    };
+    let options = SqliteOptions {
+        secrets_key,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&args.data_dir, options).with_context(|| {
+        format!(
+            "cannot open the device store in {}",
+            args.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let backups = legacy::migrate(&args.data_dir, &*store, now)
+        .await
+        .context("cannot move the push certificate's files into the store")?;
+    for backup in &backups {
+        tracing::info!(backup = %backup.display(), "moved into the store; the file is kept as a backup");
+    }
+    let stored = store
+        .push_certs()
+        .await
+        .context("cannot read the push certificate from the store")?;
+    let cert = choose_certificate(&args, now, &stored)?;
     let info = cert.as_ref().map(|c| c.info().clone());
     match &info {
         Some(info) => tracing::info!(
@@ -252,21 +277,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pusher =
         Arc::new(EnginePusher::new(builder, cert).context("cannot start the APNs client")?);
 
-    let secrets_key = match &args.secrets_key_file {
-        Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
-        None => None,
-    };
-    let options = SqliteOptions {
-        secrets_key,
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open_with(&args.data_dir, options).with_context(|| {
-        format!(
-            "cannot open the device store in {}",
-            args.data_dir.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let enrolled = store
         .enrolled_topics()
         .await
@@ -287,18 +297,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = Arc::new(Service::new(
         store,
         pusher.clone() as Arc<dyn PushSender>,
-        PushCertState::with_settings(
-            info,
-            Some(args.data_dir.clone()),
-            pushcert_settings,
-            notifier,
-        ),
+        PushCertState::with_settings(info, pushcert_settings, notifier),
         ServiceConfig {
             unreachable_after: args.unreachable_after,
             push_concurrency: args.push_concurrency,
-            state_dir: Some(args.data_dir.clone()),
         },
     ));
+    service
+        .load_pushcert_state()
+        .await
+        .context("cannot read the push certificate's state from the store")?;
     let api_key = match &args.api_key_file {
         Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
         None => args.api_key.as_ref().map(|k| k.expose().to_owned()),
@@ -495,11 +503,12 @@ fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
 }
 
 /// The push certificate to start with: the one given by flags, or the one installed through
-/// `PUT /v1/pushcert` (kept in the data dir), whichever expires later when both exist and
-/// have the same topic. Refuses an expired, not-yet-valid, non-MDM or mismatched one.
+/// `PUT /v1/pushcert` (kept in the store), whichever expires later when both exist and have
+/// the same topic. Refuses an expired, not-yet-valid, non-MDM or mismatched one.
 fn choose_certificate(
     args: &ServeArgs,
     now: time::OffsetDateTime,
+    stored: &[magicpush_store::StoredPushCert],
 ) -> anyhow::Result<Option<PushCertificate>> {
     let from_flags = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => Some(
@@ -508,11 +517,12 @@ fn choose_certificate(
         ),
         _ => None,
     };
-    let stored = match stored_certificate(&args.data_dir) {
-        Some(path) => match PushCertificate::from_pem_bundle_file(&path) {
+    // One certificate per server for now: the newest registered.
+    let stored = match stored.iter().max_by_key(|s| s.registered_at) {
+        Some(s) => match from_stored(s) {
             Ok(c) => Some(c),
             Err(err) => {
-                tracing::warn!("ignoring {}: {err}", path.display());
+                tracing::warn!(topic = %s.topic, "ignoring the stored push certificate: {err}");
                 None
             }
         },
@@ -523,8 +533,7 @@ fn choose_certificate(
             let later = stored.info().not_after() > flag.info().not_after();
             if stored.topic() == flag.topic() && later && !stored.is_expired(now) {
                 tracing::info!(
-                    "using the certificate installed through the admin API ({}), which expires after --cert",
-                    args.data_dir.join(STORED_CERT_FILE).display()
+                    "using the certificate installed through the admin API, which expires after --cert"
                 );
                 stored
             } else {

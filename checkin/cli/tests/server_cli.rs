@@ -232,6 +232,48 @@ async fn certificate_installed_through_the_api_survives_a_restart() {
     assert_eq!(after["apple_id"], "ops@example.jp");
 }
 
+/// A data directory from before the store kept the push certificates' state: `serve` moves
+/// the files into the store at its first start, keeps them as `.migrated` backups, and serves
+/// what they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_data_directory_is_migrated_into_the_store() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let bundle = format!("{}{}", pki.push_renewal.cert_pem, pki.push_renewal.key_pem);
+    std::fs::write(data.join("pushcert.pem"), bundle).unwrap();
+    std::fs::write(
+        data.join("pushcert-memo.json"),
+        br#"{"apple_id": "ops@example.jp"}"#,
+    )
+    .unwrap();
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+    let server = serve(&args, &[("--data-dir", data.as_path())]);
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let view = admin.get_json("/v1/pushcert").await.unwrap();
+    assert_eq!(view["topic"], pki.topic.as_str(), "{view}");
+    assert!(
+        view["days_left"].as_i64().unwrap() > 600,
+        "the renewal: {view}"
+    );
+    assert_eq!(view["apple_id"], "ops@example.jp");
+    for name in ["pushcert.pem", "pushcert-memo.json"] {
+        assert!(!data.join(name).exists(), "{name} moved into the store");
+        assert!(
+            data.join(format!("{name}.migrated")).exists(),
+            "{name} kept"
+        );
+    }
+    drop(server);
+    // The next start reads the store alone.
+    let again = serve(&args, &[("--data-dir", data.as_path())]);
+    let admin = AdminClient::new(&again.url, Some(KEY.into()), None).unwrap();
+    let view = admin.get_json("/v1/pushcert").await.unwrap();
+    assert_eq!(view["apple_id"], "ops@example.jp");
+    assert_eq!(view["topic"], pki.topic.as_str());
+}
+
 /// E320 at start: with devices enrolled under one topic, `serve` refuses a certificate of
 /// another, naming both; with nobody enrolled it starts with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

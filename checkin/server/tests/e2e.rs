@@ -127,13 +127,13 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
     let service = Arc::new(Service::new(
         store,
         Arc::new(client.clone()) as Arc<dyn PushSender>,
-        PushCertState::new(Some(info), Some(dir.path().to_owned())),
+        PushCertState::new(Some(info)),
         ServiceConfig {
             unreachable_after: Duration::from_secs(4),
             push_concurrency: 16,
-            state_dir: Some(dir.path().to_owned()),
         },
     ));
+    service.load_pushcert_state().await.unwrap();
     let app = Arc::new(App::new(
         service,
         AdminKey::new(Some(API_KEY)),

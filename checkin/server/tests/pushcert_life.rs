@@ -113,7 +113,7 @@ async fn from_the_first_page_to_a_registered_certificate() {
         .await
         .unwrap();
 
-    // CSR issue: the file, its name, the pending key kept 0600.
+    // CSR issue: the file, its name, the pending key kept in the store.
     let issued = issue(&srv).await;
     assert_eq!(issued["vendor_signed"], false);
     let name = issued["file_name"].as_str().unwrap();
@@ -135,19 +135,10 @@ async fn from_the_first_page_to_a_registered_certificate() {
         .unwrap();
     assert_eq!(s, StatusCode::OK);
     assert_eq!(String::from_utf8_lossy(&download), text);
-    let pending_dir = srv.dir.path().join("pushcert-pending");
-    let keys: Vec<_> = std::fs::read_dir(&pending_dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
-        .collect();
-    assert_eq!(keys.len(), 1);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = keys[0].metadata().unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    let pending = srv.store.pushcert_requests().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, issued["id"].as_str().unwrap());
+    assert!(!pending[0].key_pkcs8.expose().is_empty());
     // A second request does not destroy the first.
     let second = issue(&srv).await;
     let requests = srv.admin.get_json("/v1/pushcert/requests").await.unwrap();
@@ -193,12 +184,11 @@ async fn from_the_first_page_to_a_registered_certificate() {
         srv.anon.get_json("/healthz").await.unwrap()["push_certificate"],
         "valid"
     );
-    let stored = std::fs::read_to_string(srv.dir.path().join("pushcert.pem")).unwrap();
-    assert!(
-        stored.contains("PRIVATE KEY"),
-        "saved with its key for restarts"
-    );
-    magicpush_engine::cert::PushCertificate::from_pem_bundle(stored.as_bytes()).unwrap();
+    let stored = srv.store.push_certs().await.unwrap();
+    assert_eq!(stored.len(), 1, "kept with its key for restarts");
+    assert_eq!(stored[0].topic, topic);
+    let restored = magicpush_server::service::pushcert::from_stored(&stored[0]).unwrap();
+    assert_eq!(restored.topic(), topic);
 
     // The renewal from the second request, uploaded as DER: same topic, registered; history.
     let renewal_pem = apple_signs(
@@ -239,6 +229,17 @@ async fn the_new_topic_procedure() {
     let topic = srv.topic();
     srv.enroll(&device(1)).await;
     srv.enroll(&device(2)).await;
+    // The Apple ID that is lost, as noted when the certificate was registered.
+    let noted = srv
+        .admin
+        .send_json(
+            Method::PUT,
+            "/v1/pushcert/memo",
+            &serde_json::json!({"apple_id": "lost@example.jp"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(noted["apple_id"], "lost@example.jp");
     let delete = |path: &'static str| srv.admin.request(Method::DELETE, path, None);
     // The certificate cannot go while devices are enrolled.
     let (s, body) = delete("/v1/pushcert").await.unwrap();
@@ -276,7 +277,7 @@ async fn the_new_topic_procedure() {
     // Now the certificate may go, and one with another topic registers.
     let (s, _) = delete("/v1/pushcert").await.unwrap();
     assert_eq!(s, StatusCode::OK);
-    assert!(!srv.dir.path().join("pushcert.pem").exists());
+    assert!(srv.store.push_certs().await.unwrap().is_empty());
     let (s, _) = srv
         .admin
         .request(Method::GET, "/v1/pushcert", None)
@@ -290,8 +291,17 @@ async fn the_new_topic_procedure() {
     let (s, view) = put_cert(&srv, bundle).await;
     assert_eq!(s, StatusCode::OK, "{view}");
     assert_ne!(view["topic"], topic.as_str());
+    // The lost Apple ID was the old topic's: the new certificate has no memo, and says so.
+    assert!(view["apple_id"].is_null(), "{view}");
+    assert!(
+        view["warnings"].to_string().contains("no Apple ID memo"),
+        "{view}"
+    );
     let history = srv.admin.get_json("/v1/pushcert/history").await.unwrap();
     assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    let stored = srv.store.push_certs().await.unwrap();
+    assert_eq!(stored.len(), 1, "only the new topic's certificate is kept");
+    assert_eq!(stored[0].topic, view["topic"].as_str().unwrap());
 }
 
 /// What the receiver got: each request's signature header and body.
@@ -363,27 +373,23 @@ async fn expiry_thresholds_warn_once_each_with_a_signed_retried_webhook() {
     )
     .unwrap();
     let info = CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let settings = PushCertSettings {
         thresholds: Thresholds::parse("60,30,7").unwrap(),
         ..PushCertSettings::default()
     };
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let service = Service::new(
-        Arc::new(MemoryStore::new()),
+        store.clone(),
         FakePusher::new() as Arc<dyn PushSender>,
-        PushCertState::with_settings(
-            Some(info),
-            Some(dir.path().to_owned()),
-            settings,
-            Some(notifier),
-        ),
+        PushCertState::with_settings(Some(info), settings, Some(notifier)),
         ServiceConfig::default(),
     );
+    service.load_pushcert_state().await.unwrap();
     // The clock moves a day at a time past expiry: one event per threshold, then `expired`.
     let mut announced = Vec::new();
     for day in 0..70 {
         let now = start + time::Duration::days(day);
-        for e in service.check_pushcert_expiry(now) {
+        for e in service.check_pushcert_expiry(now).await {
             announced.push((e.event, e.threshold_days));
         }
         let view = service.pushcert_at(now).unwrap();
@@ -409,13 +415,12 @@ async fn expiry_thresholds_warn_once_each_with_a_signed_retried_webhook() {
             ("pushcert.expired".to_owned(), None),
         ]
     );
-    // Stored: a restart does not announce them again.
+    // Stored: a restart on the same store does not announce them again.
     let again = PushCertState::with_settings(
         service
             .pushcert_at(start)
             .ok()
             .map(|_| CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap()),
-        Some(dir.path().to_owned()),
         PushCertSettings {
             thresholds: Thresholds::parse("60,30,7").unwrap(),
             ..PushCertSettings::default()
@@ -423,13 +428,15 @@ async fn expiry_thresholds_warn_once_each_with_a_signed_retried_webhook() {
         None,
     );
     let restarted = Service::new(
-        Arc::new(MemoryStore::new()),
+        store,
         FakePusher::new() as Arc<dyn PushSender>,
         again,
         ServiceConfig::default(),
     );
+    restarted.load_pushcert_state().await.unwrap();
     assert!(restarted
         .check_pushcert_expiry(start + time::Duration::days(69))
+        .await
         .is_empty());
     assert_eq!(restarted.pushcert_events().len(), 4);
 
@@ -477,14 +484,12 @@ async fn vendor_signed_requests_verify_and_carry_the_pending_key() {
         Some("SoftBank"),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let pusher = FakePusher::new();
     let service = Service::new(
         Arc::new(MemoryStore::new()),
         pusher.clone() as Arc<dyn PushSender>,
         PushCertState::with_settings(
             None,
-            Some(dir.path().to_owned()),
             PushCertSettings {
                 vendor: Some(Arc::new(vendor)),
                 csr_subject: request::Subject {

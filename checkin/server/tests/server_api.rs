@@ -642,8 +642,15 @@ async fn push_certificate_details_memo_and_replacement() {
         srv.admin.get_json("/v1/pushcert").await.unwrap()["apple_id"],
         "mdm-admin@example.jp"
     );
-    let saved = std::fs::read_to_string(srv.dir.path().join("pushcert-memo.json")).unwrap();
-    assert!(saved.contains("mdm-admin@example.jp"));
+    assert_eq!(
+        srv.store
+            .pushcert_memo(&srv.topic())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("mdm-admin@example.jp"),
+        "kept in the store, under the certificate's topic"
+    );
 
     let bundle =
         |ck: &magicpush_fixtures::CertKey| Bytes::from(format!("{}{}", ck.cert_pem, ck.key_pem));
@@ -684,8 +691,11 @@ async fn push_certificate_details_memo_and_replacement() {
     let now = srv.admin.get_json("/v1/pushcert").await.unwrap();
     assert!(now["days_left"].as_i64().unwrap() > 600, "{now}");
     assert_eq!(now["apple_id"], "mdm-admin@example.jp");
-    let stored = std::fs::read_to_string(srv.dir.path().join("pushcert.pem")).unwrap();
-    assert!(stored.contains(srv.pki.push_renewal.cert_pem.trim()));
+    let stored = srv.store.push_certs().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0]
+        .chain_pem
+        .contains(srv.pki.push_renewal.cert_pem.trim()));
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ impl App {
         let service = Arc::new(Service::new(
             store,
             pusher,
-            crate::service::PushCertState::new(None, None),
+            crate::service::PushCertState::new(None),
             crate::service::ServiceConfig::default(),
         ));
         App::new(

@@ -16,9 +16,6 @@ use magicpush_store::rfc3339;
 /// The default `--expiry-warn-days`.
 pub const DEFAULT_THRESHOLDS: &str = "60,30,14,7,3,1";
 
-/// File name of the stored events in the data directory.
-pub const EVENTS_FILE: &str = "pushcert-events.json";
-
 /// Events kept.
 pub const EVENTS_LIMIT: usize = 500;
 

@@ -9,9 +9,6 @@ use time::OffsetDateTime;
 
 use magicpush_store::rfc3339;
 
-/// File name of the history in the data directory.
-pub const HISTORY_FILE: &str = "pushcert-history.json";
-
 /// Entries kept (a renewal a year: centuries).
 pub const HISTORY_LIMIT: usize = 1_000;
 

@@ -6,5 +6,6 @@
 pub mod expiry;
 pub mod history;
 pub mod journal;
+pub mod legacy;
 pub mod pending;
 pub mod request;

@@ -1,23 +1,19 @@
 //! Pending requests: the private keys of issued push certificate requests, waiting for
-//! Apple's certificate. Each is kept in the data directory (`pushcert-pending/<id>.key`,
-//! PKCS#8 PEM, mode 0600, and `<id>.json`, the request and its facts) until a certificate
-//! for its key is registered; then it is retired. Keys are never returned by any API.
+//! Apple's certificate. Each is kept in the store ([`StoredRequest`]: the request and its
+//! facts as JSON, the PKCS#8 key sealed like every secret) until a certificate for its key is
+//! registered; then it is retired. Keys are never returned by any API.
 
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use magicpush_store::private::write_private;
-
-/// Sub-directory of the data directory that holds the pending keys.
-pub const PENDING_DIR: &str = "pushcert-pending";
+use magicpush_mdm::Secret;
+use magicpush_store::{PushCertStore, StoreError, StoredRequest};
 
 /// Most pending requests kept at once; issuing more is refused until one is registered or
 /// withdrawn (a request already handed out is never destroyed to make room).
-pub const MAX_PENDING: usize = 16;
+pub const MAX_PENDING: usize = magicpush_store::MAX_PENDING_REQUESTS;
 
 /// What is known of an issued request (never its key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,16 +50,15 @@ struct Entry {
     key_pkcs8: Vec<u8>,
 }
 
-/// The pending requests, in memory and (with a data directory) on disk.
+/// The pending requests: read from the store at start, kept in memory, written through.
+#[derive(Default)]
 pub struct PendingRequests {
-    dir: Option<PathBuf>,
     entries: Mutex<Vec<Entry>>,
 }
 
 impl std::fmt::Debug for PendingRequests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingRequests")
-            .field("dir", &self.dir)
             .field("count", &self.lock().len())
             .finish()
     }
@@ -78,63 +73,54 @@ pub enum PendingError {
          /v1/pushcert) or withdraw one (DELETE /v1/pushcert/csr/{{id}}) first"
     )]
     Full,
-    /// The files could not be written or removed.
-    #[error("cannot keep the pending request in {dir}: {source}")]
-    Io {
-        /// The directory.
-        dir: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
+    /// The store failed.
+    #[error("cannot keep the pending request: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl PendingRequests {
-    /// The requests kept in `state_dir/pushcert-pending` (none without a directory). Files
-    /// that do not read are skipped with a warning, never deleted.
-    pub fn load(state_dir: Option<&Path>) -> PendingRequests {
-        let dir = state_dir.map(|d| d.join(PENDING_DIR));
+    /// Reads the requests kept in `store`. One whose facts do not read is skipped with a
+    /// warning, never deleted.
+    pub async fn load<S: PushCertStore + ?Sized>(&self, store: &S) -> Result<(), StoreError> {
         let mut entries = Vec::new();
-        if let Some(dir) = &dir {
-            if let Ok(listing) = std::fs::read_dir(dir) {
-                for file in listing.flatten() {
-                    let path = file.path();
-                    if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                        continue;
-                    }
-                    match read_entry(&path) {
-                        Ok(entry) => entries.push(entry),
-                        Err(why) => tracing::warn!(
-                            file = %path.display(),
-                            "a pending push certificate request cannot be read and is ignored: {why}"
-                        ),
-                    }
-                }
+        for stored in store.pushcert_requests().await? {
+            match serde_json::from_str::<PendingRequest>(&stored.facts) {
+                Ok(request) => entries.push(Entry {
+                    request,
+                    key_pkcs8: stored.key_pkcs8.expose().to_vec(),
+                }),
+                Err(e) => tracing::warn!(
+                    request = %stored.id,
+                    "a pending push certificate request cannot be read and is ignored: {e}"
+                ),
             }
         }
-        entries.sort_by(|a: &Entry, b: &Entry| a.request.created_at.cmp(&b.request.created_at));
-        PendingRequests {
-            dir,
-            entries: Mutex::new(entries),
-        }
+        *self.lock() = entries;
+        Ok(())
     }
 
-    /// Keeps a new request with its key (PKCS#8 DER): files first, then memory.
-    pub fn add(&self, request: PendingRequest, key_pkcs8: Vec<u8>) -> Result<(), PendingError> {
-        let mut entries = self.lock();
-        if entries.len() >= MAX_PENDING {
+    /// Keeps a new request with its key (PKCS#8 DER): in the store first, then in memory.
+    /// `created_at` orders the requests.
+    pub async fn add<S: PushCertStore + ?Sized>(
+        &self,
+        store: &S,
+        request: PendingRequest,
+        key_pkcs8: Vec<u8>,
+        created_at: time::OffsetDateTime,
+    ) -> Result<(), PendingError> {
+        if self.is_full() {
             return Err(PendingError::Full);
         }
-        if let Some(dir) = &self.dir {
-            let io = |source| PendingError::Io {
-                dir: dir.clone(),
-                source,
-            };
-            let key_pem = super::request::pem("PRIVATE KEY", &key_pkcs8);
-            write_private(dir, &format!("{}.key", request.id), key_pem.as_bytes()).map_err(io)?;
-            let json = serde_json::to_vec_pretty(&request).unwrap_or_default();
-            write_private(dir, &format!("{}.json", request.id), &json).map_err(io)?;
+        let stored = StoredRequest {
+            id: request.id.clone(),
+            created_at,
+            facts: serde_json::to_string(&request).unwrap_or_default(),
+            key_pkcs8: Secret::new(key_pkcs8.clone()),
+        };
+        if !store.add_pushcert_request(&stored).await? {
+            return Err(PendingError::Full);
         }
-        entries.push(Entry { request, key_pkcs8 });
+        self.lock().push(Entry { request, key_pkcs8 });
         Ok(())
     }
 
@@ -164,27 +150,17 @@ impl PendingRequests {
             .collect()
     }
 
-    /// Forgets a request and deletes its files; false when there is none with this id.
-    pub fn retire(&self, id: &str) -> Result<bool, PendingError> {
-        let mut entries = self.lock();
-        let Some(index) = entries.iter().position(|e| e.request.id == id) else {
+    /// Forgets a request and destroys its key; false when there is none with this id.
+    pub async fn retire<S: PushCertStore + ?Sized>(
+        &self,
+        store: &S,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        if !self.lock().iter().any(|e| e.request.id == id) {
             return Ok(false);
-        };
-        if let Some(dir) = &self.dir {
-            for name in [format!("{id}.json"), format!("{id}.key")] {
-                match std::fs::remove_file(dir.join(name)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(PendingError::Io {
-                            dir: dir.clone(),
-                            source,
-                        })
-                    }
-                }
-            }
         }
-        entries.remove(index);
+        store.remove_pushcert_request(id).await?;
+        self.lock().retain(|e| e.request.id != id);
         Ok(true)
     }
 
@@ -194,21 +170,10 @@ impl PendingRequests {
     }
 }
 
-fn read_entry(json_path: &Path) -> Result<Entry, String> {
-    let bytes = std::fs::read(json_path).map_err(|e| e.to_string())?;
-    let request: PendingRequest = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    let key_path = json_path.with_extension("key");
-    let pem = std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let key = PrivatePkcs8KeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{}: {e}", key_path.display()))?;
-    Ok(Entry {
-        request,
-        key_pkcs8: key.secret_pkcs8_der().to_vec(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use magicpush_store::MemoryStore;
+
     use super::*;
 
     fn request(id: &str) -> PendingRequest {
@@ -223,42 +188,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn kept_on_disk_with_private_modes_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let pending = PendingRequests::load(Some(dir.path()));
-        pending.add(request("1"), vec![1, 2, 3]).unwrap();
-        pending.add(request("2"), vec![4, 5, 6]).unwrap();
-        #[cfg(unix)]
-        for name in ["1.key", "1.json"] {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(dir.path().join(PENDING_DIR).join(name))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{name}");
-        }
-        let again = PendingRequests::load(Some(dir.path()));
+    fn at(i: i64) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(1_780_000_000 + i).unwrap()
+    }
+
+    #[tokio::test]
+    async fn kept_in_the_store_and_read_back() {
+        let store = MemoryStore::new();
+        let pending = PendingRequests::default();
+        pending
+            .add(&store, request("1"), vec![1, 2, 3], at(1))
+            .await
+            .unwrap();
+        pending
+            .add(&store, request("2"), vec![4, 5, 6], at(2))
+            .await
+            .unwrap();
+        let again = PendingRequests::default();
+        again.load(&store).await.unwrap();
         assert_eq!(again.list().len(), 2);
         assert_eq!(again.latest().unwrap().id, "2");
         assert_eq!(again.latest().unwrap().request, "text");
         assert!(again.list()[0].request.is_empty(), "listings carry no text");
         let keys = again.keys();
         assert_eq!(keys[0].1.secret_der(), &[1, 2, 3]);
-        assert!(again.retire("1").unwrap());
-        assert!(!again.retire("1").unwrap());
-        assert!(!dir.path().join(PENDING_DIR).join("1.key").exists());
-        assert_eq!(PendingRequests::load(Some(dir.path())).list().len(), 1);
+        assert!(again.retire(&store, "1").await.unwrap());
+        assert!(!again.retire(&store, "1").await.unwrap());
+        let third = PendingRequests::default();
+        third.load(&store).await.unwrap();
+        assert_eq!(third.list().len(), 1);
     }
 
-    #[test]
-    fn bounded_and_never_evicts() {
-        let pending = PendingRequests::load(None);
+    #[tokio::test]
+    async fn bounded_and_never_evicts() {
+        let store = MemoryStore::new();
+        let pending = PendingRequests::default();
         for i in 0..MAX_PENDING {
-            pending.add(request(&i.to_string()), vec![0]).unwrap();
+            pending
+                .add(&store, request(&i.to_string()), vec![0], at(i as i64))
+                .await
+                .unwrap();
         }
         assert!(matches!(
-            pending.add(request("x"), vec![0]),
+            pending.add(&store, request("x"), vec![0], at(99)).await,
             Err(PendingError::Full)
         ));
         assert_eq!(pending.list().len(), MAX_PENDING);

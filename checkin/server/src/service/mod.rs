@@ -9,7 +9,6 @@
 //! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,9 +43,6 @@ pub struct ServiceConfig {
     pub unreachable_after: Duration,
     /// Pushes in flight at once from refreshes. Default 256.
     pub push_concurrency: usize,
-    /// Where the replaced push certificate and the Apple ID memo are kept (the data dir).
-    /// `None` keeps them in memory only.
-    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServiceConfig {
@@ -54,7 +50,6 @@ impl Default for ServiceConfig {
         ServiceConfig {
             unreachable_after: Duration::from_secs(300),
             push_concurrency: 256,
-            state_dir: None,
         }
     }
 }

@@ -3,15 +3,13 @@
 //! removal for the new-topic procedure, the history, the expiry watch and APNs's refusals.
 //! The request side (CSR issue, pending keys) is in `pushcert_request`.
 //!
-//! Files in the state directory (the data dir), all mode 0600:
-//! - `pushcert.pem`: the certificate + key in use, installed through `PUT /v1/pushcert`, so a
-//!   restart uses it;
-//! - `pushcert-memo.json`: `{"apple_id": "…"}`;
-//! - `pushcert-history.json`, `pushcert-events.json`: every certificate registered, the expiry
-//!   warnings announced;
-//! - `pushcert-pending/`: the keys of issued requests.
+//! All of it is kept in the store ([`PushCertStore`]), keyed by topic where a topic applies:
+//! the certificate and its key in use (so a restart uses what `PUT /v1/pushcert` installed),
+//! the Apple ID memo of each topic, the history of registered certificates, the expiry
+//! warnings announced, the keys of issued requests. [`Service::load_pushcert_state`] reads it
+//! at start; every change is written through before it is answered. Data directories that
+//! kept these in files are migrated at start (`crate::pushcert::legacy`).
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,24 +18,19 @@ use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
 use magicpush_engine::{PushError, PushResult};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::notify::Notifier;
 use crate::pushcert::expiry::{self, names, CertEvent, CertState, Thresholds};
-use crate::pushcert::history::{self, HistoryEntry, HISTORY_FILE, HISTORY_LIMIT};
+use crate::pushcert::history::{self, HistoryEntry, HISTORY_LIMIT};
 use crate::pushcert::journal::Journal;
 use crate::pushcert::pending::{PendingRequest, PendingRequests};
 use crate::pushcert::request::{self, Subject, VendorIdentity};
-use magicpush_store::private::write_private;
-use magicpush_store::rfc3339;
+use magicpush_mdm::Secret;
+use magicpush_store::{rfc3339, PushCertLog, StoredPushCert};
 
 use super::{Service, ServiceError};
-
-/// File name of the persisted certificate bundle in the state directory.
-pub const STORED_CERT_FILE: &str = "pushcert.pem";
-/// File name of the Apple ID memo in the state directory.
-pub const MEMO_FILE: &str = "pushcert-memo.json";
 
 /// What `GET /v1/pushcert` and `/healthz` say when no certificate is registered.
 pub const NO_CERTIFICATE: &str = "no push certificate registered: issue a request (POST /v1/pushcert/csr or `magicpush cert csr`), upload it to the Apple Push Certificates Portal, then upload Apple's certificate with PUT /v1/pushcert";
@@ -73,11 +66,6 @@ pub struct PushCertView {
     pub apple_id: Option<String>,
     /// Issued requests still waiting for Apple's certificate.
     pub pending_requests: Vec<PendingRequest>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Memo {
-    apple_id: Option<String>,
 }
 
 /// Settings of the certificate's life: warning thresholds, request defaults, the vendor.
@@ -192,12 +180,13 @@ impl CertWatch {
     }
 }
 
-/// The certificate in use and everything about its life; persisted in the state directory.
+/// The certificate in use and everything about its life, as read from the store at start
+/// ([`Service::load_pushcert_state`]) and written through on every change.
 #[derive(Debug)]
 pub struct PushCertState {
     watch: Arc<CertWatch>,
+    /// The Apple ID memo of the certificate in use (without one: the memo noted meanwhile).
     memo: RwLock<Option<String>>,
-    dir: Option<PathBuf>,
     settings: PushCertSettings,
     pub(crate) pending: PendingRequests,
     history: Journal<HistoryEntry>,
@@ -208,48 +197,36 @@ pub struct PushCertState {
 }
 
 impl PushCertState {
-    /// The state for the certificate the pusher was built with (`None`: none registered yet).
-    /// Reads the memo, the history, the events and the pending requests from `dir`, and
-    /// records `current` in the history if it is new there.
-    pub fn new(current: Option<CertificateInfo>, dir: Option<PathBuf>) -> Self {
-        Self::with_settings(current, dir, PushCertSettings::default(), None)
+    /// The state for the certificate the pusher was built with (`None`: none registered yet),
+    /// empty until [`Service::load_pushcert_state`] reads the rest from the store.
+    pub fn new(current: Option<CertificateInfo>) -> Self {
+        Self::with_settings(current, PushCertSettings::default(), None)
     }
 
     /// [`PushCertState::new`] with settings and an optional webhook.
     pub fn with_settings(
         current: Option<CertificateInfo>,
-        dir: Option<PathBuf>,
         settings: PushCertSettings,
         notifier: Option<Notifier>,
     ) -> Self {
-        let memo = dir
-            .as_deref()
-            .and_then(|d| std::fs::read(d.join(MEMO_FILE)).ok())
-            .and_then(|bytes| serde_json::from_slice::<Memo>(&bytes).ok())
-            .and_then(|m| m.apple_id);
-        let history = Journal::load(dir.as_deref(), HISTORY_FILE, HISTORY_LIMIT);
-        if let Some(info) = &current {
-            let apple_id = memo.clone();
-            if let Err(e) =
-                history.update(|h| history::register(h, info, apple_id, OffsetDateTime::now_utc()))
-            {
-                tracing::warn!("cannot record the push certificate in its history: {e}");
-            }
-        }
         PushCertState {
             watch: Arc::new(CertWatch {
                 current: RwLock::new(current),
                 refusals: Refusals::default(),
                 notifier,
             }),
-            memo: RwLock::new(memo),
-            events: Journal::load(dir.as_deref(), expiry::EVENTS_FILE, expiry::EVENTS_LIMIT),
-            pending: PendingRequests::load(dir.as_deref()),
-            history,
-            dir,
+            memo: RwLock::new(None),
+            events: Journal::new(PushCertLog::Events, expiry::EVENTS_LIMIT),
+            pending: PendingRequests::default(),
+            history: Journal::new(PushCertLog::History, HISTORY_LIMIT),
             settings,
             updates: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The topic the memo is kept under: the certificate's, or `""` without one.
+    fn memo_topic(&self) -> String {
+        self.topic().unwrap_or_default()
     }
 
     /// The topic of the current certificate.
@@ -340,12 +317,6 @@ impl PushCertState {
     }
 }
 
-/// The certificate stored by an earlier `PUT /v1/pushcert`, if the state directory has one.
-pub fn stored_certificate(dir: &Path) -> Option<PathBuf> {
-    let path = dir.join(STORED_CERT_FILE);
-    path.is_file().then_some(path)
-}
-
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // The guarded values are replaced whole; a poisoned lock still holds a consistent value.
     lock.read().unwrap_or_else(|e| e.into_inner())
@@ -357,17 +328,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A blocking file write on the blocking pool, its errors as [`ServiceError::Persist`].
-pub(crate) async fn persist<F>(what: &'static str, f: F) -> Result<(), ServiceError>
-where
-    F: FnOnce() -> std::io::Result<()> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Persist(format!("cannot save {what}: {e}")))?
-        .map_err(|e| ServiceError::Persist(format!("cannot save {what}: {e}")))
 }
 
 /// An upload: the certificate (PEM or DER, perhaps with its chain), with or without its key.
@@ -431,23 +391,64 @@ impl Service {
         self.pushcert.events.records()
     }
 
-    /// `PUT /v1/pushcert/memo`: sets (or, with an empty string, clears) the Apple ID memo.
+    /// Reads the push certificates' state from the store (the memo, the history, the events,
+    /// the pending requests) and records the certificate in use in the history if it is new
+    /// there. Once, at start, before the service answers.
+    pub async fn load_pushcert_state(&self) -> Result<(), ServiceError> {
+        let state = &self.pushcert;
+        state.pending.load(&*self.store).await?;
+        state.history.load(&*self.store).await?;
+        state.events.load(&*self.store).await?;
+        let memo = self.store.pushcert_memo(&state.memo_topic()).await?;
+        *write(&state.memo) = memo.clone();
+        if let Some(info) = state.info() {
+            let now = Self::now();
+            if let Err(e) = state
+                .history
+                .update(&*self.store, |h| history::register(h, &info, memo, now))
+                .await
+            {
+                tracing::warn!("cannot record the push certificate in its history: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `PUT /v1/pushcert/memo`: sets (or, with an empty string, clears) the Apple ID memo of
+    /// the certificate in use (without one, the memo the next certificate registered takes
+    /// if its topic has none).
     pub async fn set_pushcert_memo(&self, apple_id: String) -> Result<PushCertView, ServiceError> {
         let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
         let _one_at_a_time = self.pushcert.updates.lock().await;
-        if let Some(dir) = self.pushcert.dir.clone() {
-            let bytes = serde_json::to_vec_pretty(&Memo {
-                apple_id: apple_id.clone(),
-            })
-            .unwrap_or_default();
-            persist("the memo", move || write_private(&dir, MEMO_FILE, &bytes)).await?;
-        }
+        self.store
+            .set_pushcert_memo(&self.pushcert.memo_topic(), apple_id.as_deref())
+            .await?;
         let memo = apple_id.clone();
-        if let Err(e) = self.pushcert.history.update(|h| history::set_memo(h, memo)) {
+        if let Err(e) = self
+            .pushcert
+            .history
+            .update(&*self.store, |h| history::set_memo(h, memo))
+            .await
+        {
             tracing::warn!("cannot record the memo in the certificate history: {e}");
         }
         *write(&self.pushcert.memo) = apple_id;
         self.pushcert()
+    }
+
+    /// The memo of `topic`, the certificate about to be registered: its own, or else the memo
+    /// noted while no certificate was registered (which then moves to `topic`). A new topic
+    /// (the new-topic procedure, after the Apple ID was lost) starts without the old one's.
+    async fn memo_for(&self, topic: &str) -> Result<Option<String>, ServiceError> {
+        if let Some(memo) = self.store.pushcert_memo(topic).await? {
+            return Ok(Some(memo));
+        }
+        let Some(noted) = self.store.pushcert_memo("").await? else {
+            return Ok(None);
+        };
+        self.store.set_pushcert_memo(topic, Some(&noted)).await?;
+        self.store.set_pushcert_memo("", None).await?;
+        Ok(Some(noted))
     }
 
     /// `PUT /v1/pushcert`: Apple's certificate alone (PEM or DER; matched by public key to the
@@ -514,22 +515,25 @@ impl Service {
                 return Err(ServiceError::Conflict(e.to_string()));
             }
         }
-        if let Some(dir) = self.pushcert.dir.clone() {
-            // An upload with its key is kept as sent; Apple's certificate alone is kept with
-            // the pending key it was matched to.
-            let bundle = if has_key {
-                String::from_utf8_lossy(upload).into_owned()
-            } else {
-                bundle_pem(&new)
-            };
-            persist("the certificate", move || {
-                write_private(&dir, STORED_CERT_FILE, bundle.as_bytes())
-            })
-            .await?;
+        let (chain_pem, key_pem) = stored_parts(&new);
+        let stored = StoredPushCert {
+            topic: new_info.topic().to_owned(),
+            chain_pem,
+            key_pem: Secret::new(key_pem.into_bytes()),
+            registered_at: now,
+        };
+        self.store.put_push_cert(&stored).await?;
+        if let Some(old) = previous.as_ref().filter(|p| p.topic() != new_info.topic()) {
+            self.store.delete_push_cert(old.topic()).await?;
         }
+        let apple_id = if previous.as_ref().map(|p| p.topic()) == Some(new_info.topic()) {
+            read(&self.pushcert.memo).clone()
+        } else {
+            self.memo_for(new_info.topic()).await?
+        };
         self.pusher.replace_certificate(new).map_err(|e| {
             ServiceError::Persist(format!(
-                "{e}; the certificate was saved and will be used after a restart"
+                "{e}; the certificate was stored and will be used after a restart"
             ))
         })?;
         tracing::info!(subject = %new_info.subject(), serial = %new_info.serial(), not_after = %rfc3339(new_info.not_after()), "push certificate registered");
@@ -537,16 +541,19 @@ impl Service {
         if self.pushcert.watch.refusals.clear() {
             tracing::info!("the refused push certificate was replaced");
         }
-        let apple_id = read(&self.pushcert.memo).clone();
+        *write(&self.pushcert.memo) = apple_id.clone();
         if let Err(e) = self
             .pushcert
             .history
-            .update(|h| history::register(h, &new_info, apple_id, now))
+            .update(&*self.store, |h| {
+                history::register(h, &new_info, apple_id, now)
+            })
+            .await
         {
             tracing::warn!("cannot record the push certificate in its history: {e}");
         }
         if let Some(id) = used_request {
-            if let Err(e) = self.pushcert.pending.retire(&id) {
+            if let Err(e) = self.pushcert.pending.retire(&*self.store, &id).await {
                 tracing::warn!(request = %id, "cannot retire the used request: {e}");
             }
         }
@@ -555,7 +562,7 @@ impl Service {
                 .watch
                 .announce(&CertEvent::new(names::RENEWED, &new_info, now), None);
         }
-        self.check_pushcert_expiry(now);
+        self.check_pushcert_expiry(now).await;
         self.pushcert()
     }
 
@@ -622,24 +629,17 @@ impl Service {
                 info.topic()
             )));
         }
-        if let Some(dir) = self.pushcert.dir.clone() {
-            persist(
-                "the certificate removal",
-                move || match std::fs::remove_file(dir.join(STORED_CERT_FILE)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                },
-            )
-            .await?;
-        }
+        self.store.delete_push_cert(info.topic()).await?;
         self.pusher.remove_certificate();
         *write(&self.pushcert.watch.current) = None;
         self.pushcert.watch.refusals.clear();
         let now = Self::now();
+        *write(&self.pushcert.memo) = self.store.pushcert_memo("").await?;
         if let Err(e) = self
             .pushcert
             .history
-            .update(|h| history::end_current(h, now))
+            .update(&*self.store, |h| history::end_current(h, now))
+            .await
         {
             tracing::warn!("cannot record the removal in the certificate history: {e}");
         }
@@ -650,7 +650,7 @@ impl Service {
     /// Announces what is due for the certificate in use at `now` (an expiry threshold crossed,
     /// the expiry itself) — logged at WARN, stored, sent to the webhook — and updates the
     /// gauges. The events announced now.
-    pub fn check_pushcert_expiry(&self, now: OffsetDateTime) -> Vec<CertEvent> {
+    pub async fn check_pushcert_expiry(&self, now: OffsetDateTime) -> Vec<CertEvent> {
         let Some(info) = self.pushcert.info() else {
             return Vec::new();
         };
@@ -662,7 +662,12 @@ impl Service {
         else {
             return Vec::new();
         };
-        if let Err(e) = self.pushcert.events.update(|r| r.push(event.clone())) {
+        if let Err(e) = self
+            .pushcert
+            .events
+            .update(&*self.store, |r| r.push(event.clone()))
+            .await
+        {
             // Announced anyway; it may be announced again after a restart.
             tracing::warn!("cannot store the push certificate event: {e}");
         }
@@ -686,15 +691,15 @@ impl Service {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                service.check_pushcert_expiry(Self::now());
+                service.check_pushcert_expiry(Self::now()).await;
             }
         })
     }
 }
 
-/// The certificate chain and key, PEM, as saved for restarts.
-fn bundle_pem(cert: &PushCertificate) -> String {
-    let mut out: String = cert
+/// The certificate chain and its key, PEM, as the store keeps them.
+pub fn stored_parts(cert: &PushCertificate) -> (String, String) {
+    let chain: String = cert
         .cert_chain()
         .iter()
         .map(|c| request::pem("CERTIFICATE", c))
@@ -705,8 +710,14 @@ fn bundle_pem(cert: &PushCertificate) -> String {
         rustls_pki_types::PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
         _ => "PRIVATE KEY",
     };
-    out.push_str(&request::pem(label, key.secret_der()));
-    out
+    (chain, request::pem(label, key.secret_der()))
+}
+
+/// The certificate a store keeps, ready to push with.
+pub fn from_stored(stored: &StoredPushCert) -> Result<PushCertificate, cert::CertError> {
+    let mut bundle = stored.chain_pem.clone().into_bytes();
+    bundle.extend_from_slice(stored.key_pem.expose());
+    PushCertificate::from_pem_bundle(&bundle)
 }
 
 /// E320 at start: `serve` given a push certificate whose topic is not the one its enrolled

@@ -68,15 +68,15 @@ impl Service {
             request: issued.text.clone(),
         };
         let key = issued.key_pkcs8;
-        // A small file write and its fsync, rare (an admin's request): done in place.
         self.pushcert
             .pending
-            .add(pending, key)
+            .add(&*self.store, pending, key, now)
+            .await
             .map_err(|e| match e {
                 crate::pushcert::pending::PendingError::Full => {
                     ServiceError::Conflict(e.to_string())
                 }
-                other => ServiceError::Persist(other.to_string()),
+                crate::pushcert::pending::PendingError::Store(e) => ServiceError::from(e),
             })?;
         tracing::info!(file = %issued.file_name, vendor_signed = issued.vendor_signed, subject = %issued.subject, "push certificate request issued");
         Ok(IssuedRequest {
@@ -104,13 +104,13 @@ impl Service {
     /// `DELETE /v1/pushcert/csr/{id}`: withdraws a pending request and destroys its key.
     pub async fn withdraw_pushcert_request(&self, id: &str) -> Result<(), ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
-        match self.pushcert.pending.retire(id) {
+        match self.pushcert.pending.retire(&*self.store, id).await {
             Ok(true) => {
                 tracing::warn!(request = %id, "pending push certificate request withdrawn; its key is destroyed");
                 Ok(())
             }
             Ok(false) => Err(ServiceError::NotFound(format!("no pending request {id}"))),
-            Err(e) => Err(ServiceError::Persist(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 }

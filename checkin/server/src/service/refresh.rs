@@ -690,7 +690,7 @@ mod tests {
         let service = Service::new(
             Arc::clone(&store),
             pusher.clone(),
-            PushCertState::new(Some(push_certificate()), None),
+            PushCertState::new(Some(push_certificate())),
             ServiceConfig {
                 push_concurrency: 1,
                 ..ServiceConfig::default()
@@ -723,7 +723,7 @@ mod tests {
         let service = Service::new(
             Arc::clone(&store),
             pusher.clone(),
-            PushCertState::new(None, None),
+            PushCertState::new(None),
             ServiceConfig::default(),
         );
         let err = service.refresh(RefreshTarget::All).await.unwrap_err();
@@ -785,7 +785,7 @@ mod tests {
         let service = Service::new(
             Arc::clone(&store),
             pusher.clone(),
-            PushCertState::new(Some(push_certificate()), None),
+            PushCertState::new(Some(push_certificate())),
             ServiceConfig::default(),
         );
 

@@ -218,7 +218,7 @@ mod tests {
         let service = Arc::new(Service::new(
             Arc::clone(&store),
             FakePusher::new(),
-            PushCertState::new(None, None),
+            PushCertState::new(None),
             ServiceConfig::default(),
         ));
         let text = |listing: Listing| async move { listing.collect().await.unwrap() };

@@ -99,13 +99,16 @@ impl TestServer {
         let service = Arc::new(Service::new(
             store.clone(),
             pusher.clone() as Arc<dyn PushSender>,
-            PushCertState::new(info, Some(dir.path().to_owned())),
+            PushCertState::new(info),
             ServiceConfig {
                 unreachable_after: opts.unreachable_after,
                 push_concurrency: 8,
-                state_dir: Some(dir.path().to_owned()),
             },
         ));
+        service
+            .load_pushcert_state()
+            .await
+            .expect("the push certificate's state");
         let device_auth = if opts.device_auth {
             let ca = rustls_pki_types::CertificateDer::from(pki.ca.cert_der().to_vec());
             let trust = DeviceTrust::new(&[ca], Vec::new()).expect("device CA");
