@@ -143,8 +143,7 @@ pub(crate) struct ServeArgs {
     push_concurrency: usize,
     /// Key (32 bytes: raw, 64 hex digits or base64; `openssl rand -hex 32`) that encrypts the
     /// escrowed UnlockTokens and BootstrapTokens and the push certificates' private keys in the
-    /// database. Once used, the database
-    /// cannot be opened without it.
+    /// database. Once used, the database cannot be opened without it.
     #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
     /// Open connections at most; more are closed as soon as they are accepted.
