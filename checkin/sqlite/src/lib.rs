@@ -30,11 +30,12 @@ use self::rows::{
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 use magicpush_store::dedup;
+use magicpush_store::prelude::*;
 use magicpush_store::secrets::{is_sealed, SecretKey};
 use magicpush_store::{apply_contact, to_ms, truncate_ms};
 use magicpush_store::{
     logic, BoundIdentity, CommandResult, Device, EnqueueMode, EnqueueOutcome, Enrollment,
-    PushOutcome, QueuedCommand, ReportOutcome, Store, StoreError, StoreFuture, User,
+    PushOutcome, QueuedCommand, ReportOutcome, StoreError, StoreFuture, User,
 };
 
 /// The database file's name under `--data-dir`.
@@ -705,7 +706,7 @@ fn device_or_new(c: &Connection, udid: &str) -> Result<Device, StoreError> {
     Ok(load_device(c, udid)?.unwrap_or_else(|| Device::new(udid)))
 }
 
-impl Store for SqliteStore {
+impl CheckinStore for SqliteStore {
     fn authenticate<'a>(
         &'a self,
         msg: &'a Authenticate,
@@ -796,71 +797,6 @@ impl Store for SqliteStore {
             Some(after),
             Admission::Wait,
         )
-    }
-
-    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
-        let uuid = uuid.to_owned();
-        self.write_one_statement(move |c| {
-            let known = c
-                .prepare_cached("SELECT 1 FROM commands WHERE uuid = ?1")
-                .and_then(|mut s| s.exists([&uuid]))
-                .map_err(db_err("cancel command"))?;
-            if !known {
-                return Ok(None);
-            }
-            c.prepare_cached("DELETE FROM queue WHERE uuid = ?1")
-                .and_then(|mut s| s.execute([&uuid]))
-                .map(Some)
-                .map_err(db_err("cancel command"))
-        })
-    }
-
-    fn health(&self) -> StoreFuture<'_, ()> {
-        if let Err(e) = self.writer_health() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let count = self.count();
-        Box::pin(async move { count.await.map(drop) })
-    }
-
-    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
-        self.read(|c| {
-            // `Device::is_enrolled() && !Device::is_checked_out()`, in SQL.
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT COALESCE(topic, ''), count(*) FROM devices
-                     WHERE enrolled_at IS NOT NULL AND token IS NOT NULL
-                       AND push_magic IS NOT NULL
-                       AND (checked_out_at IS NULL
-                            OR (token_updated_at IS NOT NULL
-                                AND checked_out_at < token_updated_at))
-                     GROUP BY 1",
-                )
-                .map_err(db_err("read topics"))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db_err("read topics"))?;
-            rows.map(|r| {
-                r.map(|(t, n)| (t, n.max(0) as u64))
-                    .map_err(db_err("read topics"))
-            })
-            .collect()
-        })
-    }
-
-    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
-        if let Some(known) = self.bindings.get(udid) {
-            let known = *known;
-            return Box::pin(std::future::ready(Ok(known)));
-        }
-        let bindings = Arc::clone(&self.bindings);
-        let udid = udid.to_owned();
-        let read = self.read(move |c| load_identity_hash(c, &udid).map(|h| (udid, h)));
-        Box::pin(async move {
-            let (udid, hash) = read.await?;
-            // A commit that raced this read has put the newer value: keep it.
-            Ok(*bindings.entry(udid).or_insert(hash))
-        })
     }
 
     fn token_update<'a>(
@@ -961,6 +897,57 @@ impl Store for SqliteStore {
             let mut d = require_device(c, &udid)?;
             apply_contact(&mut d, at);
             save_device(c, &d)
+        })
+    }
+
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
+        let udid = udid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT udid, user_id, short_name, long_name, token, push_magic, updated_at
+                 FROM users WHERE udid = ?1 ORDER BY user_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([&udid], user_from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("read users"))
+        })
+    }
+}
+
+impl IdentityStore for SqliteStore {
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
+        if let Some(known) = self.bindings.get(udid) {
+            let known = *known;
+            return Box::pin(std::future::ready(Ok(known)));
+        }
+        let bindings = Arc::clone(&self.bindings);
+        let udid = udid.to_owned();
+        let read = self.read(move |c| load_identity_hash(c, &udid).map(|h| (udid, h)));
+        Box::pin(async move {
+            let (udid, hash) = read.await?;
+            // A commit that raced this read has put the newer value: keep it.
+            Ok(*bindings.entry(udid).or_insert(hash))
+        })
+    }
+}
+
+impl QueueStore for SqliteStore {
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
+        let uuid = uuid.to_owned();
+        self.write_one_statement(move |c| {
+            let known = c
+                .prepare_cached("SELECT 1 FROM commands WHERE uuid = ?1")
+                .and_then(|mut s| s.exists([&uuid]))
+                .map_err(db_err("cancel command"))?;
+            if !known {
+                return Ok(None);
+            }
+            c.prepare_cached("DELETE FROM queue WHERE uuid = ?1")
+                .and_then(|mut s| s.execute([&uuid]))
+                .map(Some)
+                .map_err(db_err("cancel command"))
         })
     }
 
@@ -1123,22 +1110,9 @@ impl Store for SqliteStore {
             Ok(out)
         })
     }
+}
 
-    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
-        let udid = udid.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT udid, user_id, short_name, long_name, token, push_magic, updated_at
-                 FROM users WHERE udid = ?1 ORDER BY user_id",
-            )
-            .and_then(|mut s| {
-                s.query_map([&udid], user_from_row)?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(db_err("read users"))
-        })
-    }
-
+impl PushStore for SqliteStore {
     fn record_push_attempts<'a>(
         &'a self,
         udids: &'a [String],
@@ -1231,6 +1205,33 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+impl ListingStore for SqliteStore {
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.read(|c| {
+            // `Device::is_enrolled() && !Device::is_checked_out()`, in SQL.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT COALESCE(topic, ''), count(*) FROM devices
+                     WHERE enrolled_at IS NOT NULL AND token IS NOT NULL
+                       AND push_magic IS NOT NULL
+                       AND (checked_out_at IS NULL
+                            OR (token_updated_at IS NOT NULL
+                                AND checked_out_at < token_updated_at))
+                     GROUP BY 1",
+                )
+                .map_err(db_err("read topics"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err("read topics"))?;
+            rows.map(|r| {
+                r.map(|(t, n)| (t, n.max(0) as u64))
+                    .map_err(db_err("read topics"))
+            })
+            .collect()
+        })
+    }
 
     fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
         self.read_devices("")
@@ -1284,6 +1285,16 @@ impl Store for SqliteStore {
                 .map(|n| usize::try_from(n).unwrap_or(0))
                 .map_err(db_err("count devices"))
         })
+    }
+}
+
+impl Store for SqliteStore {
+    fn health(&self) -> StoreFuture<'_, ()> {
+        if let Err(e) = self.writer_health() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let count = self.count();
+        Box::pin(async move { count.await.map(drop) })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The store conformance suite against [`SqliteStore`], plus durability and schema tests.
 
+use magicpush_store::prelude::*;
 use std::sync::Arc;
 
 use magicpush_mdm::{Command, Status};

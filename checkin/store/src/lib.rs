@@ -39,6 +39,14 @@ pub use pushcerts::{
 };
 pub use secrets::SecretKey;
 
+/// Every role trait of the store, for code that calls them on a concrete store
+/// (`use magicpush_store::prelude::*`); through `dyn Store` they need no import.
+pub mod prelude {
+    pub use crate::{
+        CheckinStore, IdentityStore, ListingStore, PushCertStore, PushStore, QueueStore, Store,
+    };
+}
+
 /// Command results kept per device: the newest ones; older results are deleted as new ones
 /// arrive, so a daily refresh of 30,000 devices does not grow the database without bound.
 pub const RESULTS_KEPT_PER_DEVICE: usize = 20;
@@ -105,17 +113,9 @@ pub enum StoreError {
     },
 }
 
-/// A device store.
-///
-/// Contracts shared by every implementation (checked by `magicpush_testkit::conformance`):
-/// - A write's future resolves `Ok` only once the write is durable (for the SQLite store:
-///   committed and synced). Writes of concurrent callers may share one commit.
-/// - Every check-in and report write also moves `last_seen_at` forward to `at`.
-/// - Unknown devices: [`Store::authenticate`] and [`Store::token_update`] create the device;
-///   [`Store::record_push_attempts`] and [`Store::enqueue`] skip unknown UDIDs (enqueue
-///   reports them); every other write on an unknown device fails with
-///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
-pub trait Store: PushCertStore + Send + Sync + 'static {
+/// Devices and their check-ins: enrollment (Authenticate, TokenUpdate, CheckOut), the escrowed
+/// BootstrapToken, user channels, and forgetting devices.
+pub trait CheckinStore: Send + Sync {
     /// Records an Authenticate: creates the device or overlays the facts sent (fields absent
     /// from the message are kept), sets `topic` and `authenticated_at`. An Authenticate starts
     /// a new enrollment: the commands queued for the old one are dropped, and the device is
@@ -135,11 +135,6 @@ pub trait Store: PushCertStore + Send + Sync + 'static {
         identity: Option<&'a BoundIdentity>,
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<[u8; 32]>>;
-
-    /// SHA-256 of the identity certificate the device is bound to; `None` if it has none or
-    /// the device is unknown. Asked on every authenticated request: implementations answer
-    /// from memory once they have seen the device.
-    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>>;
 
     /// Records a TokenUpdate.
     /// - Device channel (`msg.user` is `None`): stores token, push magic, unlock token (kept if
@@ -173,6 +168,29 @@ pub trait Store: PushCertStore + Send + Sync + 'static {
     /// Moves `last_seen_at` forward (for contacts with no other write, e.g. GetBootstrapToken).
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
 
+    /// Every user channel recorded for the device, by UserID.
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>>;
+
+    /// Removes the device with everything kept for it (queue, results, user channels, identity
+    /// binding). `Ok(false)` if it was unknown.
+    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Forgets every device with its queue, results, users and identity binding, and every
+    /// command (the new-topic procedure: the devices must re-enroll). The number removed.
+    fn delete_all_devices(&self) -> StoreFuture<'_, u64>;
+}
+
+/// Identity bindings: which identity certificate a device is bound to (bound at
+/// [`CheckinStore::authenticate`]).
+pub trait IdentityStore: Send + Sync {
+    /// SHA-256 of the identity certificate the device is bound to; `None` if it has none or
+    /// the device is unknown. Asked on every authenticated request: implementations answer
+    /// from memory once they have seen the device.
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>>;
+}
+
+/// The command queue: what waits for each device, in order, and the results it reports.
+pub trait QueueStore: Send + Sync {
     /// Queues `command` for each of `udids` (duplicates in `udids` are queued once). Unknown
     /// UDIDs are skipped and listed in [`EnqueueOutcome::unknown`]. Fails with
     /// [`StoreError::DuplicateCommand`] if this CommandUUID was enqueued before; in that case
@@ -229,9 +247,15 @@ pub trait Store: PushCertStore + Send + Sync + 'static {
     /// The device's recorded results (at most [`RESULTS_KEPT_PER_DEVICE`]), oldest first.
     fn results<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<CommandResult>>;
 
-    /// Every user channel recorded for the device, by UserID.
-    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>>;
+    /// Removes command `uuid` from every queue it is still in (devices that already answered
+    /// keep their result). `Ok(None)` if no command has this UUID; `Ok(Some(n))`: taken off
+    /// `n` queues.
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>>;
+}
 
+/// Push bookkeeping: the pushes sent to devices and how they ended (the connectivity report
+/// reads them).
+pub trait PushStore: Send + Sync {
     /// Marks a push attempt at `at` for each device (unknown UDIDs are skipped silently): sets
     /// `last_push_at`, clears the previous outcome and `first_report_after_push_at`. Call it
     /// before handing the pushes to the engine, so that a device answering faster than the
@@ -283,7 +307,10 @@ pub trait Store: PushCertStore + Send + Sync + 'static {
         outcomes: &'a [(String, PushOutcome)],
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()>;
+}
 
+/// Reading the fleet: one device, the whole list in pages, counts.
+pub trait ListingStore: Send + Sync {
     /// Every device, ordered by UDID.
     fn devices(&self) -> StoreFuture<'_, Vec<Device>>;
 
@@ -306,24 +333,25 @@ pub trait Store: PushCertStore + Send + Sync + 'static {
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, usize>;
 
-    /// Whether the store can take writes and answer reads now: `Err` when its writer has
-    /// stopped or stalled, or a read fails. What `/healthz` reports.
-    fn health(&self) -> StoreFuture<'_, ()>;
-
-    /// Removes the device with everything kept for it (queue, results, user channels, identity
-    /// binding). `Ok(false)` if it was unknown.
-    fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool>;
-
-    /// Forgets every device with its queue, results, users and identity binding, and every
-    /// command (the new-topic procedure: the devices must re-enroll). The number removed.
-    fn delete_all_devices(&self) -> StoreFuture<'_, u64>;
-
-    /// Removes command `uuid` from every queue it is still in (devices that already answered
-    /// keep their result). `Ok(None)` if no command has this UUID; `Ok(Some(n))`: taken off
-    /// `n` queues.
-    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>>;
-
     /// Enrolled devices ([`Device::is_enrolled`] and not [`Device::is_checked_out`]) by the
     /// topic they enrolled with — what a push certificate must match.
     fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>>;
+}
+
+/// A device store: every role together (each role's contracts are in its own doc comments).
+///
+/// Contracts shared by every implementation (checked by `magicpush_testkit::conformance`):
+/// - A write's future resolves `Ok` only once the write is durable (for the SQLite store:
+///   committed and synced). Writes of concurrent callers may share one commit.
+/// - Every check-in and report write also moves `last_seen_at` forward to `at`.
+/// - Unknown devices: [`Store::authenticate`] and [`Store::token_update`] create the device;
+///   [`Store::record_push_attempts`] and [`Store::enqueue`] skip unknown UDIDs (enqueue
+///   reports them); every other write on an unknown device fails with
+///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
+pub trait Store:
+    CheckinStore + IdentityStore + QueueStore + PushStore + ListingStore + PushCertStore + 'static
+{
+    /// Whether the store can take writes and answer reads now: `Err` when its writer has
+    /// stopped or stalled, or a read fails. What `/healthz` reports.
+    fn health(&self) -> StoreFuture<'_, ()>;
 }

@@ -12,7 +12,10 @@ use super::model::{
 use super::pushcerts::{
     PushCertLog, PushCertStore, StoredPushCert, StoredRequest, MAX_PENDING_REQUESTS,
 };
-use super::{logic, Store, StoreError, StoreFuture, RESULTS_KEPT_PER_DEVICE};
+use super::{
+    logic, CheckinStore, IdentityStore, ListingStore, PushStore, QueueStore, Store, StoreError,
+    StoreFuture, RESULTS_KEPT_PER_DEVICE,
+};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 
 struct Queued {
@@ -205,7 +208,7 @@ impl PushCertStore for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl CheckinStore for MemoryStore {
     fn authenticate<'a>(
         &'a self,
         msg: &'a Authenticate,
@@ -269,45 +272,6 @@ impl Store for MemoryStore {
             s.results.clear();
             s.commands.clear();
             Ok(n)
-        })
-    }
-
-    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
-        self.run(|s| {
-            if !s.commands.contains_key(uuid) {
-                return Ok(None);
-            }
-            let mut taken = 0;
-            for q in s.queues.values_mut() {
-                let before = q.len();
-                q.retain(|e| e.uuid != uuid);
-                taken += before - q.len();
-            }
-            Ok(Some(taken))
-        })
-    }
-
-    fn health(&self) -> StoreFuture<'_, ()> {
-        self.run(|_| Ok(()))
-    }
-
-    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
-        self.run(|s| {
-            let mut out = std::collections::BTreeMap::new();
-            for d in s.devices.values() {
-                if d.is_enrolled() && !d.is_checked_out() {
-                    *out.entry(d.topic.clone().unwrap_or_default()).or_insert(0) += 1;
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
-        self.run(|s| {
-            Ok(s.devices
-                .get(udid)
-                .and_then(|d| d.identity.as_ref().map(|i| i.sha256)))
         })
     }
 
@@ -375,6 +339,43 @@ impl Store for MemoryStore {
         self.run(|s| {
             apply_contact(s.device_mut(udid)?, at);
             Ok(())
+        })
+    }
+
+    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
+        self.run(|s| {
+            Ok(s.users
+                .values()
+                .filter(|u| u.udid == udid)
+                .cloned()
+                .collect())
+        })
+    }
+}
+
+impl IdentityStore for MemoryStore {
+    fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
+        self.run(|s| {
+            Ok(s.devices
+                .get(udid)
+                .and_then(|d| d.identity.as_ref().map(|i| i.sha256)))
+        })
+    }
+}
+
+impl QueueStore for MemoryStore {
+    fn cancel_command<'a>(&'a self, uuid: &'a str) -> StoreFuture<'a, Option<usize>> {
+        self.run(|s| {
+            if !s.commands.contains_key(uuid) {
+                return Ok(None);
+            }
+            let mut taken = 0;
+            for q in s.queues.values_mut() {
+                let before = q.len();
+                q.retain(|e| e.uuid != uuid);
+                taken += before - q.len();
+            }
+            Ok(Some(taken))
         })
     }
 
@@ -525,17 +526,9 @@ impl Store for MemoryStore {
                 .collect())
         })
     }
+}
 
-    fn users<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Vec<User>> {
-        self.run(|s| {
-            Ok(s.users
-                .values()
-                .filter(|u| u.udid == udid)
-                .cloned()
-                .collect())
-        })
-    }
-
+impl PushStore for MemoryStore {
     fn record_push_attempts<'a>(
         &'a self,
         udids: &'a [String],
@@ -630,6 +623,20 @@ impl Store for MemoryStore {
             Ok(())
         })
     }
+}
+
+impl ListingStore for MemoryStore {
+    fn enrolled_topics(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.run(|s| {
+            let mut out = std::collections::BTreeMap::new();
+            for d in s.devices.values() {
+                if d.is_enrolled() && !d.is_checked_out() {
+                    *out.entry(d.topic.clone().unwrap_or_default()).or_insert(0) += 1;
+                }
+            }
+            Ok(out)
+        })
+    }
 
     fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
         self.run(|s| Ok(s.devices.values().map(|d| (**d).clone()).collect()))
@@ -667,6 +674,12 @@ impl Store for MemoryStore {
 
     fn count(&self) -> StoreFuture<'_, usize> {
         self.run(|s| Ok(s.devices.len()))
+    }
+}
+
+impl Store for MemoryStore {
+    fn health(&self) -> StoreFuture<'_, ()> {
+        self.run(|_| Ok(()))
     }
 }
 
