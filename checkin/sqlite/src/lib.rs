@@ -246,7 +246,7 @@ fn prepare_secrets(conn: &mut Connection, key: Option<&SecretKey>) -> Result<(),
     }
 }
 
-/// The device's next queued command at `at` (see [`Store::next_command`]).
+/// The device's next queued command at `at` (see [`QueueStore::next_command`]).
 fn next_queued(
     c: &Connection,
     udid: &str,

@@ -232,7 +232,7 @@ pub trait QueueStore: Send + Sync {
     ///   report as XML), also for a CommandUUID the store does not know; only the newest
     ///   [`RESULTS_KEPT_PER_DEVICE`] are kept;
     /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
-    ///   NotNow keeps it and marks it (see [`Store::next_command`]);
+    ///   NotNow keeps it and marks it (see [`QueueStore::next_command`]);
     /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets
     ///   `info_collected_at`;
     /// - commands queued for the device that expired by `at` are dropped unsent.
@@ -279,8 +279,8 @@ pub trait PushStore: Send + Sync {
     /// A refresh's bookkeeping for one chunk of devices, in one write: stores `command` unless
     /// a command with its UUID is already stored (a refresh queues one command in several
     /// chunks, so this never fails with [`StoreError::DuplicateCommand`]), queues it for each
-    /// known device as [`Store::enqueue`] with [`EnqueueMode::SkipIfQueued`] does, and marks a
-    /// push attempt at `at` for each known device as [`Store::record_push_attempts`] does
+    /// known device as [`QueueStore::enqueue`] with [`EnqueueMode::SkipIfQueued`] does, and marks a
+    /// push attempt at `at` for each known device as [`PushStore::record_push_attempts`] does
     /// (also for devices that already had one queued). Unknown UDIDs are listed in
     /// [`EnqueueOutcome::unknown`] and left alone.
     fn queue_and_mark_pushes<'a>(
@@ -300,7 +300,7 @@ pub trait PushStore: Send + Sync {
     ) -> StoreFuture<'a, ()>;
 
     /// Records how many push attempts ended, in one write: for each `(udid, outcome)` in
-    /// order, what [`Store::record_push_outcome`] does. Unknown UDIDs are skipped silently
+    /// order, what [`PushStore::record_push_outcome`] does. Unknown UDIDs are skipped silently
     /// (a device may be gone by the time its push is answered).
     fn record_push_outcomes<'a>(
         &'a self,
@@ -314,7 +314,7 @@ pub trait ListingStore: Send + Sync {
     /// Every device, ordered by UDID.
     fn devices(&self) -> StoreFuture<'_, Vec<Device>>;
 
-    /// One page of [`Store::devices`]: at most `limit` devices whose UDID sorts after
+    /// One page of [`ListingStore::devices`]: at most `limit` devices whose UDID sorts after
     /// `after` (from the first with `None`), ordered by UDID. Walking a fleet page by page,
     /// each from the last UDID of the one before, holds one page in memory instead of every
     /// device; a device added or removed meanwhile is seen or not, but no device is seen twice.
@@ -344,8 +344,8 @@ pub trait ListingStore: Send + Sync {
 /// - A write's future resolves `Ok` only once the write is durable (for the SQLite store:
 ///   committed and synced). Writes of concurrent callers may share one commit.
 /// - Every check-in and report write also moves `last_seen_at` forward to `at`.
-/// - Unknown devices: [`Store::authenticate`] and [`Store::token_update`] create the device;
-///   [`Store::record_push_attempts`] and [`Store::enqueue`] skip unknown UDIDs (enqueue
+/// - Unknown devices: [`CheckinStore::authenticate`] and [`CheckinStore::token_update`] create the device;
+///   [`PushStore::record_push_attempts`] and [`QueueStore::enqueue`] skip unknown UDIDs (enqueue
 ///   reports them); every other write on an unknown device fails with
 ///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
 pub trait Store:

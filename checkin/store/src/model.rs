@@ -392,7 +392,7 @@ pub enum Enrollment {
     UserChannel,
 }
 
-/// Whether [`super::Store::enqueue`] queues a command for devices that already have one of the
+/// Whether [`super::QueueStore::enqueue`] queues a command for devices that already have one of the
 /// same RequestType queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueMode {
@@ -403,7 +403,7 @@ pub enum EnqueueMode {
     SkipIfQueued,
 }
 
-/// What [`super::Store::enqueue`] did, per device.
+/// What [`super::QueueStore::enqueue`] did, per device.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct EnqueueOutcome {
     /// The command's UUID (the same for every device it was queued for).
@@ -452,7 +452,7 @@ pub struct CommandResult {
     pub at: OffsetDateTime,
 }
 
-/// What [`super::Store::record_report`] did.
+/// What [`super::QueueStore::record_report`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReportOutcome {
     /// The report answered a command queued for this device.
@@ -466,7 +466,7 @@ pub struct ReportOutcome {
     /// This was the first report after the last push; the push is now answered.
     pub closed_push: bool,
     /// The device's next command, read in the same transaction as the report (what
-    /// [`super::Store::next_command`] would answer, skipping NotNow ones unless the report
+    /// [`super::QueueStore::next_command`] would answer, skipping NotNow ones unless the report
     /// was Idle); `None` when the store did not look (then ask `next_command`).
     pub next_command: Option<Option<super::QueuedCommand>>,
 }
