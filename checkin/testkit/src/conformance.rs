@@ -64,6 +64,7 @@ macro_rules! store_conformance {
             withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
+            refresh_chunks_keep_the_command_expiry,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -1496,4 +1497,24 @@ pub async fn expired_commands_are_not_sent(store: Arc<dyn Store>) {
     let queued = store.queued("A").await.unwrap();
     assert_eq!(queued.len(), 1, "the expired command left the queue");
     assert_eq!(queued[0].uuid, later.uuid);
+}
+
+/// A command stored by [`Store::queue_and_mark_pushes`] keeps its expiry, as one stored by
+/// [`Store::enqueue`] does.
+pub async fn refresh_chunks_keep_the_command_expiry(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let mut cmd = Command::device_information(&["DeviceName"]);
+    cmd.expires_at = Some(t(10));
+    store
+        .queue_and_mark_pushes(&cmd, &["A".to_string()], t(1))
+        .await
+        .unwrap();
+    let queued = store.queued("A").await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].expires_at, Some(t(10)));
+    assert!(store
+        .next_command("A", false, t(10))
+        .await
+        .unwrap()
+        .is_none());
 }
