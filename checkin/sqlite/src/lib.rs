@@ -1176,15 +1176,16 @@ impl PushStore for SqliteStore {
         let uuid = command.uuid.clone();
         let request_type = command.request_type.clone();
         let body = command.to_xml();
+        let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at = truncate_ms(at);
         self.write(move |c| {
             let at_ms = to_ms(at);
             c.prepare_cached(
-                "INSERT INTO commands (uuid, request_type, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uuid) DO NOTHING",
+                "INSERT INTO commands (uuid, request_type, body, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (uuid) DO NOTHING",
             )
-            .and_then(|mut s| s.execute(params![uuid, request_type, body, at_ms]))
+            .and_then(|mut s| s.execute(params![uuid, request_type, body, at_ms, expires_at]))
             .map_err(db_err("enqueue"))?;
             queue_for_each(c, &uuid, &request_type, at_ms, udids, true, |c, udid| {
                 update_push_attempt(c, udid, at)

@@ -64,6 +64,7 @@ macro_rules! store_conformance {
             withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
+            refresh_chunks_keep_the_command_expiry,
             identity_is_bound_at_authenticate,
             identity_rebind_is_recorded,
             identity_of_another_device_is_refused_without_a_write,
@@ -1620,4 +1621,24 @@ pub async fn pushcert_memos_and_logs(store: Arc<dyn Store>) {
         store.pushcert_log(PushCertLog::Events).await.unwrap(),
         history[..1].to_vec()
     );
+}
+
+/// A command stored by [`PushStore::queue_and_mark_pushes`] keeps its expiry, as one stored
+/// by [`QueueStore::enqueue`] does.
+pub async fn refresh_chunks_keep_the_command_expiry(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let mut cmd = Command::device_information(&["DeviceName"]);
+    cmd.expires_at = Some(t(10));
+    store
+        .queue_and_mark_pushes(&cmd, &["A".to_string()], t(1))
+        .await
+        .unwrap();
+    let queued = store.queued("A").await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].expires_at, Some(t(10)));
+    assert!(store
+        .next_command("A", false, t(10))
+        .await
+        .unwrap()
+        .is_none());
 }
