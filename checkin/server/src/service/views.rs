@@ -49,13 +49,15 @@ impl Service {
         self.listing(b"[".to_vec(), b"]", render).await
     }
 
-    /// One device as JSON; [`ServiceError::NotFound`] if unknown.
+    /// One device as JSON; [`ServiceError::NoDevice`] if unknown.
     pub async fn device_json(&self, udid: &str) -> Result<Value, ServiceError> {
         let device = self
             .store
             .device(udid)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no device {udid}")))?;
+            .ok_or_else(|| ServiceError::NoDevice {
+                udid: udid.to_owned(),
+            })?;
         Ok(self.device_value(&device, Self::now()))
     }
 
@@ -64,7 +66,9 @@ impl Service {
     ///   "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}`.
     pub async fn device_commands_json(&self, udid: &str) -> Result<Value, ServiceError> {
         if self.store.device(udid).await?.is_none() {
-            return Err(ServiceError::NotFound(format!("no device {udid}")));
+            return Err(ServiceError::NoDevice {
+                udid: udid.to_owned(),
+            });
         }
         let queued = self.store.queued(udid).await?;
         let results = self.store.results(udid).await?;
