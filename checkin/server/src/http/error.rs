@@ -113,6 +113,13 @@ impl From<crate::service::ServiceError> for ApiError {
     }
 }
 
+/// The admin API's answer: `{"error": "…"}` (see [`super::body::json_error`]).
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        super::body::json_error(&self).map(axum::body::Body::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

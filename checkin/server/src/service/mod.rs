@@ -35,6 +35,7 @@ pub use device::{DeviceReply, Endpoint};
 pub use pushcert::{PushCertSettings, PushCertState, PushCertView};
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
+pub use views::{ConnectivityReport, DeviceCommands, DeviceView};
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
