@@ -1,5 +1,6 @@
-//! The admin API (`/v1/…`, JSON). The bearer key was checked by the router. Errors are
-//! `{"error": "…"}` with a 4xx/5xx status.
+//! The admin API (`/v1/…`, JSON) on an axum route table. The bearer key is checked by a
+//! layer over every route ([`super::auth::require`]). Errors are `{"error": "…"}` with a
+//! 4xx/5xx status; a method a route does not take is a 405 that names the ones it does.
 //!
 //! | route | request | answer |
 //! |---|---|---|
@@ -25,11 +26,17 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put, MethodRouter};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::body::{self, read_limited, Body};
+use super::body::{self, read_limited};
 use super::error::ApiError;
 use crate::pushcert::request::Subject;
 use crate::service::views::parse_state;
@@ -37,214 +44,429 @@ use crate::service::{CommandRequest, RefreshTarget, Service};
 use magicpush_mdm::json_values::dict_from_json;
 use magicpush_store::connectivity::ConnState;
 
-pub(super) async fn handle<B>(
-    service: &Arc<Service>,
-    method: &Method,
-    path: &str,
-    req: Request<B>,
-    limit: usize,
-) -> Response<Body>
-where
-    B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    match route(service, method, path, req, limit).await {
-        Ok(resp) => resp,
-        Err(err) => body::json_error(&err),
+/// What the admin handlers share.
+#[derive(Clone)]
+pub(super) struct Admin {
+    pub(super) service: Arc<Service>,
+    /// The request body limit.
+    pub(super) limit: usize,
+}
+
+/// The `/v1/…` routes. Any other path under `/v1` is a 404 here (behind the key, as the
+/// routes are).
+pub(super) fn routes(admin: Admin) -> Router {
+    Router::new()
+        .route(
+            "/v1/devices",
+            only(
+                get(list_devices).delete(delete_all_devices),
+                "GET",
+                "GET, DELETE",
+            ),
+        )
+        .route("/v1/devices.csv", only(get(export_devices), "GET", "GET"))
+        .route(
+            "/v1/devices/{udid}",
+            only(
+                get(device).delete(delete_device),
+                "GET or DELETE",
+                "GET, DELETE",
+            ),
+        )
+        .route(
+            "/v1/devices/{udid}/commands",
+            only(
+                get(device_commands).delete(|| async {
+                    refused(
+                        "DELETE a command with DELETE /v1/commands/{uuid}".to_owned(),
+                        "GET",
+                    )
+                }),
+                "GET or DELETE",
+                "GET",
+            ),
+        )
+        .route("/v1/refresh", only(post(refresh), "POST", "POST"))
+        .route("/v1/commands", only(post(enqueue_command), "POST", "POST"))
+        .route(
+            "/v1/commands/{uuid}",
+            only(axum::routing::delete(cancel_command), "DELETE", "DELETE"),
+        )
+        .route("/v1/connectivity", only(get(connectivity), "GET", "GET"))
+        .route(
+            "/v1/pushcert",
+            only(
+                get(pushcert).put(replace_pushcert).delete(delete_pushcert),
+                "GET, PUT or DELETE",
+                "GET, PUT, DELETE",
+            ),
+        )
+        .route(
+            "/v1/pushcert/csr",
+            only(
+                post(issue_request).get(latest_request),
+                "POST or GET",
+                "POST, GET",
+            ),
+        )
+        .route(
+            "/v1/pushcert/csr/{id}",
+            only(axum::routing::delete(withdraw_request), "DELETE", "DELETE"),
+        )
+        .route(
+            "/v1/pushcert/requests",
+            only(get(pending_requests), "GET", "GET"),
+        )
+        .route(
+            "/v1/pushcert/history",
+            only(get(pushcert_history), "GET", "GET"),
+        )
+        .route("/v1/pushcert/memo", only(put(set_memo), "PUT", "PUT"))
+        .route("/v1", any(no_route))
+        .route("/v1/{*rest}", any(no_route))
+        .with_state(admin)
+}
+
+/// `route` answering any other method with a 405 `{method} not allowed on {path}; use
+/// {allowed}` and `Allow: {allow}`. `HEAD` is not taken for `GET` here: the admin API has no
+/// use for it.
+fn only(
+    route: MethodRouter<Admin>,
+    allowed: &'static str,
+    allow: &'static str,
+) -> MethodRouter<Admin> {
+    let not_allowed = move |method: Method, uri: Uri| async move {
+        refused(
+            format!("{method} not allowed on {}; use {allowed}", uri.path()),
+            allow,
+        )
+    };
+    route.head(not_allowed).fallback(not_allowed)
+}
+
+/// A 405 with its `Allow` header.
+fn refused(message: String, allow: &'static str) -> Response {
+    let mut resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// `?state=<name>` on the device list and export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateQuery {
+    state: Option<String>,
+}
+
+impl StateQuery {
+    fn filter(
+        query: Result<Query<StateQuery>, QueryRejection>,
+    ) -> Result<Option<ConnState>, ApiError> {
+        let Query(StateQuery { state }) = query.map_err(bad_query)?;
+        state
+            .map(|name| {
+                parse_state(&name).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown state {name:?}; one of: {}",
+                        ConnState::ALL.map(|s| s.as_str()).join(", ")
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 
-async fn route<B>(
-    service: &Arc<Service>,
-    method: &Method,
-    path: &str,
-    req: Request<B>,
-    limit: usize,
-) -> Result<Response<Body>, ApiError>
-where
-    B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let only = |allowed: &Method| {
-        if method == allowed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} not allowed on {path}; use {allowed}"),
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(rejection.body_text())
+}
+
+/// A path parameter, percent-decoded; 400 if it is not UTF-8 once decoded.
+fn decoded(param: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
+    param
+        .map(|Path(value)| value)
+        .map_err(|_| ApiError::bad_request(format!("malformed percent-encoding in {what}")))
+}
+
+async fn list_devices(
+    State(admin): State<Admin>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = StateQuery::filter(query)?;
+    let json = admin.service.devices_json(filter).await?;
+    Ok(listing(body::streamed(
+        StatusCode::OK,
+        "application/json",
+        json,
+    )))
+}
+
+async fn export_devices(
+    State(admin): State<Admin>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = StateQuery::filter(query)?;
+    let csv = admin.service.devices_csv(filter).await?;
+    let mut resp = body::streamed(StatusCode::OK, "text/csv; charset=utf-8", csv);
+    resp.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"devices.csv\""),
+    );
+    Ok(listing(resp))
+}
+
+/// A streamed listing as the router's response: the text is still sent as it is read.
+fn listing(resp: http::Response<body::Body>) -> Response {
+    resp.map(axum::body::Body::new)
+}
+
+/// `?all=true&confirm=<topic>` — both required, so that no typo deletes a fleet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteAllQuery {
+    all: Option<String>,
+    confirm: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DeletedDevices {
+    deleted: u64,
+    topic: String,
+}
+
+async fn delete_all_devices(
+    State(admin): State<Admin>,
+    query: Result<Query<DeleteAllQuery>, QueryRejection>,
+) -> Result<Json<DeletedDevices>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "{}; DELETE /v1/devices takes all=true&confirm=<topic>",
+            rejection.body_text()
+        ))
+    })?;
+    let topic = match (query.all.as_deref(), query.confirm) {
+        (Some("true"), Some(topic)) if !topic.is_empty() => topic,
+        _ => return Err(ApiError::bad_request(
+            "deleting every device needs ?all=true&confirm=<the current push topic>; to delete one device use DELETE /v1/devices/{udid}",
+        )),
+    };
+    let deleted = admin.service.delete_all_devices(&topic).await?;
+    Ok(Json(DeletedDevices { deleted, topic }))
+}
+
+async fn device(
+    State(admin): State<Admin>,
+    udid: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let udid = decoded(udid, "UDID")?;
+    Ok(Json(admin.service.device(&udid).await?))
+}
+
+#[derive(Serialize)]
+struct DeletedDevice {
+    deleted: String,
+}
+
+async fn delete_device(
+    State(admin): State<Admin>,
+    udid: Result<Path<String>, PathRejection>,
+) -> Result<Json<DeletedDevice>, ApiError> {
+    let udid = decoded(udid, "UDID")?;
+    admin.service.delete_device(&udid).await?;
+    Ok(Json(DeletedDevice { deleted: udid }))
+}
+
+async fn device_commands(
+    State(admin): State<Admin>,
+    udid: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let udid = decoded(udid, "UDID")?;
+    Ok(Json(admin.service.device_commands(&udid).await?))
+}
+
+async fn refresh(
+    State(admin): State<Admin>,
+    JsonBody(request): JsonBody<RefreshRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let target = match (request.all, request.udids) {
+        (true, None) => RefreshTarget::All,
+        (false, Some(udids)) if !udids.is_empty() => RefreshTarget::Devices(udids),
+        (false, Some(_)) => return Err(ApiError::bad_request("udids is empty")),
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either \"all\": true or \"udids\", not both",
+            ))
+        }
+        (false, None) => {
+            return Err(ApiError::bad_request(
+                "give {\"all\": true} or {\"udids\": [...]}",
             ))
         }
     };
-    match path {
-        "/v1/devices" if *method == Method::DELETE => {
-            let confirm = delete_all_query(req.uri().query())?;
-            let deleted = service.delete_all_devices(&confirm).await?;
-            ok_json(serde_json::json!({"deleted": deleted, "topic": confirm}))
-        }
-        "/v1/devices" => {
-            only(&Method::GET)?;
-            let filter = state_filter(req.uri().query())?;
-            let json = service.devices_json(filter).await?;
-            Ok(body::streamed(StatusCode::OK, "application/json", json))
-        }
-        "/v1/devices.csv" => {
-            only(&Method::GET)?;
-            let filter = state_filter(req.uri().query())?;
-            let csv = service.devices_csv(filter).await?;
-            let mut resp = body::streamed(StatusCode::OK, "text/csv; charset=utf-8", csv);
-            resp.headers_mut().insert(
-                http::header::CONTENT_DISPOSITION,
-                http::HeaderValue::from_static("attachment; filename=\"devices.csv\""),
-            );
-            Ok(resp)
-        }
-        p if p.starts_with("/v1/devices/") => {
-            if *method != Method::GET && *method != Method::DELETE {
-                return Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{method} not allowed on {path}; use GET or DELETE"),
-                ));
-            }
-            let rest = &p["/v1/devices/".len()..];
-            let (udid, commands) = match rest.strip_suffix("/commands") {
-                Some(udid) => (udid, true),
-                None => (rest, false),
-            };
-            if udid.is_empty() || udid.contains('/') {
-                return Err(ApiError::not_found(format!("no route for {p}")));
-            }
-            let udid = percent_decode(udid)
-                .ok_or_else(|| ApiError::bad_request("malformed percent-encoding in UDID"))?;
-            match (method, commands) {
-                (&Method::DELETE, false) => {
-                    service.delete_device(&udid).await?;
-                    ok_json(serde_json::json!({"deleted": udid}))
-                }
-                (&Method::DELETE, true) => Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "DELETE a command with DELETE /v1/commands/{uuid}",
-                )),
-                (_, true) => ok_json(service.device_commands_json(&udid).await?),
-                (_, false) => ok_json(service.device_json(&udid).await?),
-            }
-        }
-        "/v1/refresh" => {
-            only(&Method::POST)?;
-            let request: RefreshRequest = read_json(req, limit).await?;
-            let target = match (request.all, request.udids) {
-                (true, None) => RefreshTarget::All,
-                (false, Some(udids)) if !udids.is_empty() => RefreshTarget::Devices(udids),
-                (false, Some(_)) => return Err(ApiError::bad_request("udids is empty")),
-                (true, Some(_)) => {
-                    return Err(ApiError::bad_request(
-                        "give either \"all\": true or \"udids\", not both",
-                    ))
-                }
-                (false, None) => {
-                    return Err(ApiError::bad_request(
-                        "give {\"all\": true} or {\"udids\": [...]}",
-                    ))
-                }
-            };
-            let summary = service.refresh(target).await?;
-            Ok(body::json(
-                StatusCode::ACCEPTED,
-                &serde_json::to_value(&summary).unwrap_or_default(),
-            ))
-        }
-        p if p.starts_with("/v1/commands/") => {
-            only(&Method::DELETE)?;
-            let uuid = percent_decode(&p["/v1/commands/".len()..])
-                .filter(|u| !u.is_empty() && !u.contains('/'))
-                .ok_or_else(|| ApiError::not_found(format!("no route for {p}")))?;
-            let cancelled = service.cancel_command(&uuid).await?;
-            ok_json(serde_json::json!({"command_uuid": uuid, "cancelled": cancelled}))
-        }
-        "/v1/commands" => {
-            only(&Method::POST)?;
-            let request = if is_plist(req.headers()) {
-                plist_command(req, limit).await?
-            } else {
-                json_command(read_json(req, limit).await?)?
-            };
-            let summary = service.enqueue_command(request).await?;
-            Ok(body::json(
-                StatusCode::CREATED,
-                &serde_json::to_value(&summary).unwrap_or_default(),
-            ))
-        }
-        "/v1/connectivity" => {
-            only(&Method::GET)?;
-            ok_json(service.connectivity_json().await?)
-        }
-        "/v1/pushcert" => match *method {
-            Method::GET => ok_json(to_value(service.pushcert()?)),
-            Method::PUT => {
-                let (parts, incoming) = req.into_parts();
-                let pem = read_limited(&parts.headers, incoming, limit).await?;
-                ok_json(to_value(service.replace_pushcert(&pem).await?))
-            }
-            Method::DELETE => {
-                service.delete_pushcert().await?;
-                ok_json(serde_json::json!({"deleted": true}))
-            }
-            _ => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} not allowed on {path}; use GET, PUT or DELETE"),
-            )),
-        },
-        "/v1/pushcert/csr" => match *method {
-            Method::POST => {
-                let subject: CsrRequest = read_json_or_empty(req, limit).await?;
-                let issued = service
-                    .issue_pushcert_request(Subject {
-                        email: subject.email,
-                        common_name: subject.common_name,
-                        country: subject.country,
-                    })
-                    .await?;
-                Ok(body::json(StatusCode::CREATED, &to_value(issued)))
-            }
-            Method::GET => {
-                let latest = service.latest_pushcert_request()?;
-                let mut resp = body::with_body(
-                    StatusCode::OK,
-                    "application/pkcs10",
-                    latest.request.into_bytes(),
-                );
-                let disposition = format!("attachment; filename=\"{}\"", latest.file_name);
-                if let Ok(v) = http::HeaderValue::from_str(&disposition) {
-                    resp.headers_mut()
-                        .insert(http::header::CONTENT_DISPOSITION, v);
-                }
-                Ok(resp)
-            }
-            _ => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} not allowed on {path}; use POST or GET"),
-            )),
-        },
-        p if p.starts_with("/v1/pushcert/csr/") => {
-            only(&Method::DELETE)?;
-            let id = &p["/v1/pushcert/csr/".len()..];
-            service.withdraw_pushcert_request(id).await?;
-            ok_json(serde_json::json!({"withdrawn": id}))
-        }
-        "/v1/pushcert/requests" => {
-            only(&Method::GET)?;
-            ok_json(to_value(service.pushcert_requests()))
-        }
-        "/v1/pushcert/history" => {
-            only(&Method::GET)?;
-            ok_json(to_value(service.pushcert_history()))
-        }
-        "/v1/pushcert/memo" => {
-            only(&Method::PUT)?;
-            let memo: MemoRequest = read_json(req, limit).await?;
-            ok_json(to_value(service.set_pushcert_memo(memo.apple_id).await?))
-        }
-        _ => Err(ApiError::not_found(format!("no route for {path}"))),
+    let summary = admin.service.refresh(target).await?;
+    Ok((StatusCode::ACCEPTED, Json(summary)))
+}
+
+async fn enqueue_command(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Limited(bytes): Limited,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = if is_plist(&headers) {
+        let Query(query) = query.map_err(bad_query)?;
+        plist_command(query, &bytes)?
+    } else {
+        json_command(parse_json(&bytes)?)?
+    };
+    let summary = admin.service.enqueue_command(request).await?;
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+#[derive(Serialize)]
+struct Cancelled {
+    command_uuid: String,
+    cancelled: usize,
+}
+
+async fn cancel_command(
+    State(admin): State<Admin>,
+    uri: Uri,
+    uuid: Result<Path<String>, PathRejection>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let uuid = decoded(uuid, "the command UUID")?;
+    if uuid.contains('/') {
+        return Err(no_route(uri).await);
     }
+    let cancelled = admin.service.cancel_command(&uuid).await?;
+    Ok(Json(Cancelled {
+        command_uuid: uuid,
+        cancelled,
+    }))
+}
+
+async fn connectivity(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.connectivity().await?))
+}
+
+async fn pushcert(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.pushcert()?))
+}
+
+async fn replace_pushcert(
+    State(admin): State<Admin>,
+    Limited(upload): Limited,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.replace_pushcert(&upload).await?))
+}
+
+#[derive(Serialize)]
+struct DeletedPushCert {
+    deleted: bool,
+}
+
+async fn delete_pushcert(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
+    admin.service.delete_pushcert().await?;
+    Ok(Json(DeletedPushCert { deleted: true }))
+}
+
+async fn issue_request(
+    State(admin): State<Admin>,
+    Limited(bytes): Limited,
+) -> Result<impl IntoResponse, ApiError> {
+    let subject: CsrRequest = if bytes.trim_ascii().is_empty() {
+        CsrRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let issued = admin
+        .service
+        .issue_pushcert_request(Subject {
+            email: subject.email,
+            common_name: subject.common_name,
+            country: subject.country,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+async fn latest_request(State(admin): State<Admin>) -> Result<Response, ApiError> {
+    let latest = admin.service.latest_pushcert_request()?;
+    let disposition = format!("attachment; filename=\"{}\"", latest.file_name);
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/pkcs10")],
+        latest.request,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+#[derive(Serialize)]
+struct Withdrawn {
+    withdrawn: String,
+}
+
+async fn withdraw_request(
+    State(admin): State<Admin>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Withdrawn>, ApiError> {
+    let id = decoded(id, "the request id")?;
+    admin.service.withdraw_pushcert_request(&id).await?;
+    Ok(Json(Withdrawn { withdrawn: id }))
+}
+
+async fn pending_requests(State(admin): State<Admin>) -> impl IntoResponse {
+    Json(admin.service.pushcert_requests())
+}
+
+async fn pushcert_history(State(admin): State<Admin>) -> impl IntoResponse {
+    Json(admin.service.pushcert_history())
+}
+
+async fn set_memo(
+    State(admin): State<Admin>,
+    JsonBody(memo): JsonBody<MemoRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.set_pushcert_memo(memo.apple_id).await?))
+}
+
+/// The request body, read whole under the body limit (413 past it, 408 when it comes too
+/// slowly).
+struct Limited(Bytes);
+
+impl FromRequest<Admin> for Limited {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, admin: &Admin) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        read_limited(&parts.headers, body, admin.limit)
+            .await
+            .map(Limited)
+    }
+}
+
+/// A JSON body ([`Limited`]), whatever its `Content-Type` says.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Admin> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, admin: &Admin) -> Result<Self, ApiError> {
+        let Limited(bytes) = Limited::from_request(req, admin).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,31 +475,6 @@ struct CsrRequest {
     email: Option<String>,
     common_name: Option<String>,
     country: Option<String>,
-}
-
-/// `?all=true&confirm=<topic>` — both required, so that no typo deletes a fleet.
-fn delete_all_query(query: Option<&str>) -> Result<String, ApiError> {
-    let (mut all, mut confirm) = (false, None);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v)
-            .ok_or_else(|| ApiError::bad_request(format!("malformed percent-encoding in {k}")))?;
-        match k {
-            "all" => all = v == "true",
-            "confirm" => confirm = Some(v),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown parameter {other:?}; DELETE /v1/devices takes all=true&confirm=<topic>"
-                )))
-            }
-        }
-    }
-    match (all, confirm) {
-        (true, Some(topic)) if !topic.is_empty() => Ok(topic),
-        _ => Err(ApiError::bad_request(
-            "deleting every device needs ?all=true&confirm=<the current push topic>; to delete one device use DELETE /v1/devices/{udid}",
-        )),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,26 +569,13 @@ fn is_plist(headers: &http::HeaderMap) -> bool {
 }
 
 /// A plist command body (the dictionary a device receives), for the devices in the query:
-/// `?udid=A&udid=B[&push=false]`.
-async fn plist_command<B>(req: Request<B>, limit: usize) -> Result<CommandRequest, ApiError>
-where
-    B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+/// `?udid=A&udid=B[&push=false][&expires_in=24h]`.
+fn plist_command(query: Vec<(String, String)>, bytes: &[u8]) -> Result<CommandRequest, ApiError> {
     let mut udids = Vec::new();
     let mut push = true;
     let mut expires_in = None;
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v)
-            .ok_or_else(|| ApiError::bad_request(format!("malformed percent-encoding in {k}")))?;
-        match k {
+    for (k, v) in query {
+        match k.as_str() {
             "udid" => udids.push(v),
             "expires_in" => expires_in = Some(v),
             "push" => {
@@ -408,9 +592,7 @@ where
             }
         }
     }
-    let (parts, incoming) = req.into_parts();
-    let bytes = read_limited(&parts.headers, incoming, limit).await?;
-    let command = magicpush_mdm::Command::from_plist(&bytes)
+    let command = magicpush_mdm::Command::from_plist(bytes)
         .map_err(|e| ApiError::bad_request(format!("command plist: {e}")))?;
     Ok(CommandRequest {
         expires_at: expiry(expires_in.as_deref(), None)?,
@@ -428,88 +610,9 @@ struct MemoRequest {
     apple_id: String,
 }
 
-/// `?state=<name>` on the device list and export.
-fn state_filter(query: Option<&str>) -> Result<Option<ConnState>, ApiError> {
-    let Some(query) = query else {
-        return Ok(None);
-    };
-    let mut filter = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "state" => {
-                filter = Some(parse_state(value).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown state {value:?}; one of: {}",
-                        ConnState::ALL.map(|s| s.as_str()).join(", ")
-                    ))
-                })?);
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {key:?}"
-                )))
-            }
-        }
-    }
-    Ok(filter)
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Value {
-    serde_json::to_value(v).unwrap_or_default()
-}
-
-fn ok_json(value: Value) -> Result<Response<Body>, ApiError> {
-    Ok(body::json(StatusCode::OK, &value))
-}
-
-async fn read_json<T, B>(req: Request<B>, limit: usize) -> Result<T, ApiError>
-where
-    T: serde::de::DeserializeOwned,
-    B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let (parts, incoming) = req.into_parts();
-    let bytes = read_limited(&parts.headers, incoming, limit).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
-/// [`read_json`], with an empty body read as `T::default()`.
-async fn read_json_or_empty<T, B>(req: Request<B>, limit: usize) -> Result<T, ApiError>
-where
-    T: serde::de::DeserializeOwned + Default,
-    B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let (parts, incoming) = req.into_parts();
-    let bytes = read_limited(&parts.headers, incoming, limit).await?;
-    if bytes.trim_ascii().is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
-/// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    String::from_utf8(crate::identity::header::percent_decode(s.as_bytes())?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("abc").as_deref(), Some("abc"));
-        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
-        assert_eq!(percent_decode("a%2"), None);
-        assert_eq!(percent_decode("a%zz"), None);
-    }
 
     #[test]
     fn json_params_become_plist() {

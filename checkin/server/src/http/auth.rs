@@ -47,6 +47,20 @@ impl AdminKey {
     }
 }
 
+/// The layer over the admin routes: a request without the key is answered here (404 with no
+/// key configured, 401 with a wrong or missing one), never routed.
+pub(super) async fn require(
+    axum::extract::State(key): axum::extract::State<std::sync::Arc<AdminKey>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match key.check(req.headers().get(http::header::AUTHORIZATION)) {
+        Ok(()) => next.run(req).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme

@@ -12,7 +12,8 @@ use super::error::ApiError;
 use super::timing::{InFlight, PaceError};
 use crate::service::listing::Listing;
 
-/// The response body of every handler: whole, or a [`Listing`] streamed while it is read.
+/// The response body of every handler: whole, a [`Listing`] streamed while it is read, or
+/// what the admin router answered.
 #[derive(Debug)]
 pub struct Body {
     kind: Kind,
@@ -25,6 +26,7 @@ pub struct Body {
 enum Kind {
     Whole(Option<Bytes>),
     Streamed(Listing),
+    Routed(axum::body::Body),
 }
 
 impl Body {
@@ -45,6 +47,14 @@ impl Body {
         }
     }
 
+    /// A body the admin router answered with (whole or streamed, as its handler made it).
+    pub(crate) fn routed(body: axum::body::Body) -> Self {
+        Body {
+            kind: Kind::Routed(body),
+            in_flight: None,
+        }
+    }
+
     /// The same body, holding `guard` until it is sent.
     pub(crate) fn holding(mut self, guard: InFlight) -> Self {
         self.in_flight = Some(guard);
@@ -55,7 +65,24 @@ impl Body {
 /// Why a streamed body ended before its end.
 #[derive(Debug, thiserror::Error)]
 #[error("the response was cut short: {0}")]
-pub struct BodyError(#[from] crate::service::ServiceError);
+pub struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+
+impl From<crate::service::ServiceError> for BodyError {
+    fn from(err: crate::service::ServiceError) -> Self {
+        BodyError(Box::new(err))
+    }
+}
+
+impl BodyError {
+    /// The error of a routed body: the [`BodyError`] it carries (a listing cut short), or
+    /// the router's own.
+    fn routed(err: axum::Error) -> Self {
+        match err.into_inner().downcast::<BodyError>() {
+            Ok(ours) => *ours,
+            Err(other) => BodyError(other),
+        }
+    }
+}
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
@@ -74,18 +101,26 @@ impl hyper::body::Body for Body {
             ),
             Kind::Streamed(listing) => listing
                 .poll_next(cx)
-                .map(|piece| piece.map(|p| p.map(Frame::data).map_err(BodyError))),
+                .map(|piece| piece.map(|p| p.map(Frame::data).map_err(BodyError::from))),
+            Kind::Routed(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BodyError::routed))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.kind, Kind::Whole(b) if b.as_ref().is_none_or(Bytes::is_empty))
+        match &self.kind {
+            Kind::Whole(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Streamed(_) => false,
+            Kind::Routed(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Streamed(_) => SizeHint::default(),
+            Kind::Routed(body) => body.size_hint(),
         }
     }
 }
@@ -120,13 +155,20 @@ where
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
-        Err(err) if matches!(err.downcast_ref(), Some(PaceError::TooSlow(_))) => {
+        // The pace check's error, or one that carries it (the admin router wraps its body's
+        // errors).
+        Err(err) if too_slow(&*err) => {
             Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, err.to_string()))
         }
         Err(err) => Err(ApiError::bad_request(format!(
             "could not read request body: {err}"
         ))),
     }
+}
+
+fn too_slow(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .any(|e| matches!(e.downcast_ref(), Some(PaceError::TooSlow(_))))
 }
 
 /// A response with this status, content type and body.

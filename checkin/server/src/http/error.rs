@@ -71,8 +71,13 @@ impl From<crate::service::ServiceError> for ApiError {
             }
             E::Unsupported { .. } => StatusCode::BAD_REQUEST,
             E::Identity { .. } => StatusCode::FORBIDDEN,
-            E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_) => StatusCode::CONFLICT,
+            E::NoDevice { .. } | E::UnknownCommand { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
+            // A state the request cannot change as it is: a push with no certificate to push
+            // with, a command UUID in use, a topic change that would orphan enrolled devices.
+            E::NoCertificate { .. }
+            | E::DuplicateCommand { .. }
+            | E::TopicChange { .. }
+            | E::Conflict(_) => StatusCode::CONFLICT,
             E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,6 +113,13 @@ impl From<crate::service::ServiceError> for ApiError {
     }
 }
 
+/// The admin API's answer: `{"error": "…"}` (see [`super::body::json_error`]).
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        super::body::json_error(&self).map(axum::body::Body::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +150,38 @@ mod tests {
         let api = ApiError::from(ServiceError::BadRequest("udids is empty".into()));
         assert_eq!(api.message, "udids is empty");
         assert!(api.request_id.is_none());
+    }
+
+    #[test]
+    fn domain_errors_have_their_status_and_the_services_words() {
+        let cases = [
+            (
+                ServiceError::NoDevice { udid: "U1".into() },
+                StatusCode::NOT_FOUND,
+                "no device U1",
+            ),
+            (
+                ServiceError::UnknownCommand { uuid: "C1".into() },
+                StatusCode::NOT_FOUND,
+                "no command C1",
+            ),
+            (
+                ServiceError::from(StoreError::DuplicateCommand { uuid: "C1".into() }),
+                StatusCode::CONFLICT,
+                "command C1 already exists",
+            ),
+            (
+                ServiceError::NoCertificate {
+                    waiting: vec!["a.csr".into(), "b.csr".into()],
+                },
+                StatusCode::CONFLICT,
+                "(requests issued and waiting: a.csr, b.csr)",
+            ),
+        ];
+        for (err, status, words) in cases {
+            let api = ApiError::from(err);
+            assert_eq!(api.status, status, "{}", api.message);
+            assert!(api.message.ends_with(words), "{}", api.message);
+        }
     }
 }

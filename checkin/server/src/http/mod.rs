@@ -2,6 +2,10 @@
 //! Handlers are thin: they read the body, call the [`Service`], and
 //! map its answer or error to a response in one place ([`error`]).
 //!
+//! Device requests are recognised first, by their exact path, and handled directly: the
+//! check-in path allocates and boxes nothing for routing. Everything else goes to an axum
+//! route table built once ([`App::new`]): `/healthz`, `/metrics` and the admin API.
+//!
 //! | route | who | what |
 //! |---|---|---|
 //! | `PUT /mdm/checkin`, `PUT /mdm/server`, `PUT /mdm` | devices | check-ins, command reports (plist) |
@@ -10,7 +14,11 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use http::{Method, Request, Response, StatusCode, Uri};
+use serde::Serialize;
+use tower::ServiceExt as _;
 
 pub mod auth;
 pub mod body;
@@ -35,10 +43,11 @@ use crate::service::{Endpoint, Service};
 /// Everything a request handler needs.
 pub struct App {
     service: Arc<Service>,
-    admin_key: AdminKey,
     body_limit: usize,
     device_auth: DeviceAuth,
     metrics: metrics::RequestMetrics,
+    /// Every route but the device endpoints'.
+    router: Router,
 }
 
 impl App {
@@ -52,12 +61,13 @@ impl App {
         device_auth: DeviceAuth,
     ) -> Self {
         metrics::handle();
+        let router = router(&service, admin_key, body_limit, &device_auth);
         App {
             service,
-            admin_key,
             body_limit,
             device_auth,
             metrics: metrics::RequestMetrics::new(),
+            router,
         }
     }
 
@@ -90,7 +100,7 @@ impl App {
     /// Answers one request. Never panics on input; every error becomes a response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
-        B: hyper::body::Body,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path().to_owned();
@@ -114,7 +124,7 @@ impl App {
 
     async fn route<B>(&self, method: &Method, path: &str, req: Request<B>) -> Response<Body>
     where
-        B: hyper::body::Body,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let device_endpoint = match path {
@@ -127,8 +137,8 @@ impl App {
             if method != Method::PUT {
                 return body::text_error(&method_not_allowed("PUT"));
             }
-            // Boxed, as the admin routes below: inline, the handler's few KB of future state
-            // would be copied whole into the request's task on every spawn.
+            // Boxed, as the routed requests below: inline, the handler's few KB of future
+            // state would be copied whole into the request's task on every spawn.
             return Box::pin(device::handle(
                 &self.service,
                 endpoint,
@@ -138,72 +148,119 @@ impl App {
             ))
             .await;
         }
-        match path {
-            "/healthz" => {
-                if method != Method::GET && method != Method::HEAD {
-                    return body::text_error(&method_not_allowed("GET"));
-                }
-                match Box::pin(self.service.health()).await {
-                    Ok(()) => body::json(
-                        StatusCode::OK,
-                        &serde_json::json!({
-                            "status": "ok",
-                            "device_auth": self.device_auth.describe(),
-                            "push_certificate": self.service.pushcert_state(),
-                        }),
-                    ),
-                    Err(err) => {
-                        // Logged with its detail under a request id; the public answer says
-                        // what failed, not SQLite's words.
-                        let api = ApiError::from(err);
-                        body::json(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &serde_json::json!({
-                                "status": "unavailable",
-                                "push_certificate": self.service.pushcert_state(),
-                                "error": api.message,
-                                "device_auth": self.device_auth.describe(),
-                            }),
-                        )
-                    }
-                }
-            }
-            "/metrics" => {
-                if method != Method::GET {
-                    return body::text_error(&method_not_allowed("GET"));
-                }
-                match metrics::render() {
-                    Some(text) => body::with_body(
-                        StatusCode::OK,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        text,
-                    ),
-                    None => body::text_error(&ApiError::unavailable(
-                        "metrics recorder not installed (another recorder was installed first)",
-                    )),
-                }
-            }
-            p if p == "/v1" || p.starts_with("/v1/") => {
-                if let Err(err) = self
-                    .admin_key
-                    .check(req.headers().get(http::header::AUTHORIZATION))
-                {
-                    return body::json_error(&err);
-                }
-                // Boxed: the admin routes' futures are large, and inline they would size (and
-                // be copied with) every device request's future as well.
-                Box::pin(admin::handle(
-                    &self.service,
-                    method,
-                    p,
-                    req,
-                    self.body_limit,
-                ))
-                .await
-            }
-            _ => body::text_error(&ApiError::not_found(format!("no route for {path}"))),
+        // Boxed: the router's future would otherwise size (and be copied with) every device
+        // request's future as well.
+        match Box::pin(self.router.clone().oneshot(req)).await {
+            Ok(resp) => resp.map(Body::routed),
+            Err(never) => match never {},
         }
     }
+}
+
+/// The route table of everything but the device endpoints: `/healthz` and `/metrics` (plain
+/// text errors), and the admin API behind its key (JSON errors).
+fn router(
+    service: &Arc<Service>,
+    admin_key: AdminKey,
+    body_limit: usize,
+    device_auth: &DeviceAuth,
+) -> Router {
+    let admin = admin::routes(admin::Admin {
+        service: Arc::clone(service),
+        limit: body_limit,
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(admin_key),
+        auth::require,
+    ));
+    let health = Health {
+        service: Arc::clone(service),
+        device_auth: device_auth.describe().into(),
+    };
+    Router::new()
+        .route(
+            "/healthz",
+            get(healthz).fallback(|| async { text_error(&method_not_allowed("GET"), "GET, HEAD") }),
+        )
+        .route(
+            "/metrics",
+            get(render_metrics)
+                .head(|| async { text_error(&method_not_allowed("GET"), "GET") })
+                .fallback(|| async { text_error(&method_not_allowed("GET"), "GET") }),
+        )
+        .with_state(health)
+        .merge(admin)
+        .fallback(|uri: Uri| async move {
+            let path = uri.path();
+            text_error(&ApiError::not_found(format!("no route for {path}")), "")
+        })
+}
+
+/// What `/healthz` reads.
+#[derive(Clone)]
+struct Health {
+    service: Arc<Service>,
+    device_auth: Arc<str>,
+}
+
+/// `/healthz`'s answer.
+#[derive(Serialize)]
+struct HealthView<'a> {
+    status: &'static str,
+    device_auth: &'a str,
+    push_certificate: &'static str,
+    /// Why the server is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn healthz(
+    axum::extract::State(health): axum::extract::State<Health>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (status, error) = match health.service.health().await {
+        Ok(()) => (StatusCode::OK, None),
+        // Logged with its detail under a request id; the public answer says what failed,
+        // not SQLite's words.
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(ApiError::from(err).message),
+        ),
+    };
+    let view = HealthView {
+        status: if error.is_none() { "ok" } else { "unavailable" },
+        device_auth: &health.device_auth,
+        push_certificate: health.service.pushcert_state(),
+        error,
+    };
+    (status, axum::Json(view)).into_response()
+}
+
+async fn render_metrics() -> axum::response::Response {
+    match metrics::render() {
+        Some(text) => body::with_body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            text,
+        )
+        .map(axum::body::Body::new),
+        None => text_error(
+            &ApiError::unavailable(
+                "metrics recorder not installed (another recorder was installed first)",
+            ),
+            "",
+        ),
+    }
+}
+
+/// A plain-text error as the router's response, with `Allow` when given (a 405).
+fn text_error(err: &ApiError, allow: &'static str) -> axum::response::Response {
+    let mut resp = body::text_error(err).map(axum::body::Body::new);
+    if !allow.is_empty() {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    }
+    resp
 }
 
 fn method_not_allowed(allowed: &str) -> ApiError {
@@ -278,6 +335,110 @@ mod tests {
             count("magicpush_http_responses_total{route=\"mdm_checkin\",status=\"400\"}") >= 3.0
         );
         assert!(count("magicpush_http_request_seconds_count{route=\"mdm_checkin\"}") >= 3.0);
+    }
+
+    /// An app with the admin key `k` on an empty in-memory store.
+    fn admin_app() -> App {
+        let service = Arc::new(Service::new(
+            Arc::new(magicpush_store::MemoryStore::new()),
+            magicpush_testkit::FakePusher::new(),
+            crate::service::PushCertState::new(None),
+            crate::service::ServiceConfig::default(),
+        ));
+        App::new(
+            service,
+            AdminKey::new(Some("k")),
+            DEFAULT_BODY_LIMIT,
+            DeviceAuth::Off,
+        )
+    }
+
+    async fn call(app: &App, method: Method, path: &str, key: bool) -> Response<Body> {
+        let mut req = Request::builder().method(method).uri(path);
+        if key {
+            req = req.header(http::header::AUTHORIZATION, "Bearer k");
+        }
+        app.handle(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+            .await
+    }
+
+    async fn text_of(resp: Response<Body>) -> String {
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_route_table_keeps_statuses_messages_and_the_key() {
+        let app = admin_app();
+        // Behind the key: a route, and a path that is none.
+        for path in ["/v1/devices", "/v1/nope", "/v1"] {
+            let resp = call(&app, Method::GET, path, false).await;
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(resp.headers()[http::header::WWW_AUTHENTICATE], "Bearer");
+        }
+        let resp = call(&app, Method::GET, "/v1/nope", true).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(text_of(resp).await, r#"{"error":"no route for /v1/nope"}"#);
+        // A method the route does not take: 405 naming those it does, in the body and `Allow`.
+        let resp = call(&app, Method::POST, "/v1/devices/A%20B", true).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[http::header::ALLOW], "GET, DELETE");
+        assert_eq!(
+            text_of(resp).await,
+            r#"{"error":"POST not allowed on /v1/devices/A%20B; use GET or DELETE"}"#
+        );
+        let resp = call(&app, Method::HEAD, "/v1/connectivity", true).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let resp = call(&app, Method::DELETE, "/v1/devices/X/commands", true).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(text_of(resp).await.contains("DELETE /v1/commands/{uuid}"));
+        // Path parameters are percent-decoded; a domain error keeps its words and its status.
+        let resp = call(&app, Method::GET, "/v1/devices/A%20B", true).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(text_of(resp).await, r#"{"error":"no device A B"}"#);
+        let resp = call(&app, Method::GET, "/v1/devices/%FF", true).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let resp = call(&app, Method::DELETE, "/v1/commands/C%2FD", true).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(text_of(resp)
+            .await
+            .contains("no route for /v1/commands/C%2FD"));
+        // Typed queries: an unknown parameter or state is a 400.
+        for path in ["/v1/devices?bogus=1", "/v1/devices?state=bogus"] {
+            let resp = call(&app, Method::GET, path, true).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        }
+        let resp = call(&app, Method::GET, "/v1/devices?state=never_pushed", true).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(text_of(resp).await, "[]");
+        // Outside the admin API: plain-text errors, no key needed.
+        let resp = call(&app, Method::GET, "/nope", false).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(text_of(resp).await, "no route for /nope\n");
+        let resp = call(&app, Method::POST, "/healthz", false).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(text_of(resp).await, "method not allowed here; use GET\n");
+        let resp = call(&app, Method::HEAD, "/healthz", false).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_push_without_a_certificate_is_409_in_the_services_words() {
+        let app = admin_app();
+        let req = Request::post("/v1/refresh")
+            .header(http::header::AUTHORIZATION, "Bearer k")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"all": true}"#,
+            )))
+            .unwrap();
+        let resp = app.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        let body: serde_json::Value = serde_json::from_str(&text_of(resp).await).unwrap();
+        assert_eq!(
+            body["error"],
+            crate::service::pushcert::NO_CERTIFICATE,
+            "{body}"
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub use device::{DeviceReply, Endpoint};
 pub use pushcert::{PushCertSettings, PushCertState, PushCertView};
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
+pub use views::{ConnectivityReport, DeviceCommands, DeviceView};
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -74,6 +75,44 @@ pub enum ServiceError {
         /// The identifier sent.
         udid: String,
     },
+    /// An admin request about a device the store does not hold.
+    #[error("no device {udid}")]
+    NoDevice {
+        /// The identifier asked for.
+        udid: String,
+    },
+    /// An admin request about a command no queue holds.
+    #[error("no command {uuid}")]
+    UnknownCommand {
+        /// The command's UUID, as asked.
+        uuid: String,
+    },
+    /// A command whose UUID is already queued or recorded.
+    #[error("command {uuid} already exists")]
+    DuplicateCommand {
+        /// The UUID asked for.
+        uuid: String,
+    },
+    /// A push (a refresh, a command sent with a push) while no push certificate is
+    /// registered; `waiting` names the requests issued for Apple's certificate.
+    #[error("{}", pushcert::no_certificate_message(waiting))]
+    NoCertificate {
+        /// The file names of the requests issued and waiting, oldest first.
+        waiting: Vec<String>,
+    },
+    /// E320: the uploaded certificate has another topic than the one in use, while devices
+    /// are enrolled with that topic (they would never be reached again).
+    #[error("{refusal} ({enrolled} device(s) are enrolled with topic {current})")]
+    TopicChange {
+        /// The topic in use.
+        current: String,
+        /// The uploaded certificate's topic.
+        new: String,
+        /// Devices enrolled with the topic in use.
+        enrolled: u64,
+        /// The renewal check's refusal, which says how to renew instead.
+        refusal: Box<magicpush_engine::cert::RenewalError>,
+    },
     /// An admin request that is not well-formed.
     #[error("{0}")]
     BadRequest(String),
@@ -88,8 +127,8 @@ pub enum ServiceError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The request conflicts with the current state (E320: a topic change while devices are
-    /// enrolled).
+    /// The request conflicts with the current state (a renewal that does not expire later,
+    /// a full list of pending requests, …).
     #[error("{0}")]
     Conflict(String),
     /// Well-formed but not acceptable (422): a certificate no issued request matches.
@@ -111,6 +150,7 @@ impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::UnknownDevice { udid } => ServiceError::UnknownDevice { udid },
+            StoreError::DuplicateCommand { uuid } => ServiceError::DuplicateCommand { uuid },
             other => ServiceError::Store(other),
         }
     }

@@ -304,16 +304,28 @@ impl PushCertState {
 
     /// "No certificate", with the pending requests if any.
     pub fn missing_message(&self) -> String {
-        let pending = self.pending.list();
-        if pending.is_empty() {
-            NO_CERTIFICATE.to_owned()
-        } else {
-            let names: Vec<&str> = pending.iter().map(|p| p.file_name.as_str()).collect();
-            format!(
-                "{NO_CERTIFICATE} (requests issued and waiting: {})",
-                names.join(", ")
-            )
-        }
+        no_certificate_message(&self.waiting_requests())
+    }
+
+    /// The file names of the requests issued and waiting for Apple's certificate.
+    pub(crate) fn waiting_requests(&self) -> Vec<String> {
+        self.pending
+            .list()
+            .into_iter()
+            .map(|p| p.file_name)
+            .collect()
+    }
+}
+
+/// [`NO_CERTIFICATE`], with the requests issued and waiting (their file names) if any.
+pub(crate) fn no_certificate_message(waiting: &[String]) -> String {
+    if waiting.is_empty() {
+        NO_CERTIFICATE.to_owned()
+    } else {
+        format!(
+            "{NO_CERTIFICATE} (requests issued and waiting: {})",
+            waiting.join(", ")
+        )
     }
 }
 
@@ -376,7 +388,9 @@ impl Service {
     /// Refuses to push without a registered certificate.
     pub(crate) fn require_pushcert(&self) -> Result<(), ServiceError> {
         if self.pushcert.info().is_none() {
-            return Err(ServiceError::Conflict(self.pushcert.missing_message()));
+            return Err(ServiceError::NoCertificate {
+                waiting: self.pushcert.waiting_requests(),
+            });
         }
         Ok(())
     }
@@ -484,22 +498,17 @@ impl Service {
         let previous = self.pushcert.info();
         if let Some(current) = &previous {
             if let Err(err) = cert::check_renewal(current, &new_info, now) {
-                let topic_change = current.topic() != new_info.topic();
-                let enrolled: u64 = if topic_change {
-                    self.store.enrolled_topics().await?.values().sum()
-                } else {
-                    0
-                };
-                if !topic_change || enrolled > 0 {
-                    let note = if topic_change {
-                        format!(
-                            " ({enrolled} device(s) are enrolled with topic {})",
-                            current.topic()
-                        )
-                    } else {
-                        String::new()
-                    };
-                    return Err(ServiceError::Conflict(format!("{err}{note}")));
+                if current.topic() == new_info.topic() {
+                    return Err(ServiceError::Conflict(err.to_string()));
+                }
+                let enrolled: u64 = self.store.enrolled_topics().await?.values().sum();
+                if enrolled > 0 {
+                    return Err(ServiceError::TopicChange {
+                        current: current.topic().to_owned(),
+                        new: new_info.topic().to_owned(),
+                        enrolled,
+                        refusal: Box::new(err),
+                    });
                 }
                 tracing::warn!(
                     "push certificate topic changes from {} to {} with no enrolled device",

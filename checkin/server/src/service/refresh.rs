@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::notify::Notifier;
 use magicpush_mdm::{Command, DEVICE_INFORMATION_QUERIES};
-use magicpush_store::{Device, EnqueueMode, PushOutcome, Store, StoreError};
+use magicpush_store::{Device, EnqueueMode, PushOutcome, Store};
 
 use super::listing::Pages;
 use super::{Service, ServiceError};
@@ -249,7 +249,7 @@ impl Service {
                 .store
                 .device(udid)
                 .await?
-                .ok_or_else(|| ServiceError::NotFound(format!("unknown device {udid}")))?;
+                .ok_or_else(|| ServiceError::NoDevice { udid: udid.clone() })?;
             if device.unlock_token.is_none() {
                 return Err(ServiceError::Conflict(format!(
                     "device {udid} has escrowed no UnlockToken (it sends one in its TokenUpdate when it has a passcode and is supervised or enrolled by the user); ClearPasscode cannot be sent"
@@ -270,19 +270,10 @@ impl Service {
             command.expires_at = Some(at);
         }
         let now = Self::now();
-        let outcome = match self
+        let outcome = self
             .store
             .enqueue(&command, &request.udids, EnqueueMode::Always, now)
-            .await
-        {
-            Ok(o) => o,
-            Err(StoreError::DuplicateCommand { uuid }) => {
-                return Err(ServiceError::Conflict(format!(
-                    "command {uuid} already exists"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+            .await?;
         if request.push {
             self.require_pushcert()?;
         }
@@ -316,7 +307,9 @@ impl Service {
                 tracing::info!(%uuid, queues = n, "command cancelled");
                 Ok(n)
             }
-            None => Err(ServiceError::NotFound(format!("no command {uuid}"))),
+            None => Err(ServiceError::UnknownCommand {
+                uuid: uuid.to_owned(),
+            }),
         }
     }
 
@@ -327,7 +320,9 @@ impl Service {
             tracing::warn!(%udid, "device deleted through the admin API");
             Ok(())
         } else {
-            Err(ServiceError::NotFound(format!("unknown device {udid}")))
+            Err(ServiceError::NoDevice {
+                udid: udid.to_owned(),
+            })
         }
     }
 
@@ -727,7 +722,7 @@ mod tests {
             ServiceConfig::default(),
         );
         let err = service.refresh(RefreshTarget::All).await.unwrap_err();
-        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
+        assert!(matches!(err, ServiceError::NoCertificate { .. }), "{err}");
         assert!(err.to_string().contains("no push certificate registered"));
         assert!(pusher.sent().is_empty());
     }

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::Serialize;
 
 use super::csv;
-use magicpush_store::connectivity::{self, ConnState};
-use magicpush_store::{rfc3339, Device};
+use magicpush_mdm::ErrorChainItem;
+use magicpush_store::connectivity::{self, ConnState, Report};
+use magicpush_store::{rfc3339, CommandResult, Device, QueuedCommand};
 
 use super::listing::{Listing, Pages, Render, PAGE};
 use super::{Service, ServiceError};
@@ -43,57 +44,42 @@ impl Service {
                 out.push(b',');
             }
             first = false;
-            // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &service.device_value(d, now));
+            // Writing a device into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &service.device_view(d, now));
         });
         self.listing(b"[".to_vec(), b"]", render).await
     }
 
-    /// One device as JSON; [`ServiceError::NotFound`] if unknown.
-    pub async fn device_json(&self, udid: &str) -> Result<Value, ServiceError> {
+    /// One device; [`ServiceError::NoDevice`] if unknown.
+    pub async fn device(&self, udid: &str) -> Result<DeviceView, ServiceError> {
         let device = self
             .store
             .device(udid)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no device {udid}")))?;
-        Ok(self.device_value(&device, Self::now()))
+            .ok_or_else(|| ServiceError::NoDevice {
+                udid: udid.to_owned(),
+            })?;
+        let now = Self::now();
+        Ok(DeviceView {
+            state: self.state(&device, now).as_str(),
+            push_latency_ms: push_latency_ms(&device),
+            device,
+        })
     }
 
-    /// The device's queued commands and recorded results:
-    /// `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at", "expires_at"}],
-    ///   "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}`.
-    pub async fn device_commands_json(&self, udid: &str) -> Result<Value, ServiceError> {
+    /// The device's queued commands and recorded results.
+    pub async fn device_commands(&self, udid: &str) -> Result<DeviceCommands, ServiceError> {
         if self.store.device(udid).await?.is_none() {
-            return Err(ServiceError::NotFound(format!("no device {udid}")));
+            return Err(ServiceError::NoDevice {
+                udid: udid.to_owned(),
+            });
         }
         let queued = self.store.queued(udid).await?;
         let results = self.store.results(udid).await?;
-        let queued: Vec<Value> = queued
-            .iter()
-            .map(|q| {
-                serde_json::json!({
-                    "command_uuid": q.uuid,
-                    "request_type": q.request_type,
-                    "queued_at": rfc3339(q.queued_at),
-                    "not_now_at": q.not_now_at.map(rfc3339),
-                    "expires_at": q.expires_at.map(rfc3339),
-                })
-            })
-            .collect();
-        let results: Vec<Value> = results
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "command_uuid": r.command_uuid,
-                    "request_type": r.request_type,
-                    "status": r.status.as_str(),
-                    "error_chain": r.error_chain,
-                    "at": rfc3339(r.at),
-                    "raw": String::from_utf8_lossy(&r.raw),
-                })
-            })
-            .collect();
-        Ok(serde_json::json!({ "queued": queued, "results": results }))
+        Ok(DeviceCommands {
+            queued: queued.into_iter().map(QueuedView::from).collect(),
+            results: results.into_iter().map(ResultView::from).collect(),
+        })
     }
 
     /// The CSV export (header row first, CRLF line ends), of every device or those in `only`
@@ -140,26 +126,20 @@ impl Service {
         self.listing(head.into_bytes(), b"", render).await
     }
 
-    /// The connectivity report as JSON:
-    /// `{"states": {"responded": N, …}, "latency_ms": {"p50", "p99", "max", "count"}, …}`.
-    pub async fn connectivity_json(&self) -> Result<Value, ServiceError> {
+    /// The connectivity report of every device.
+    pub async fn connectivity(&self) -> Result<ConnectivityReport, ServiceError> {
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
         let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
         while let Some(page) = pages.next().await? {
             page.iter().for_each(|d| tally.add(d));
         }
-        let total = tally.total();
-        let mut value = serde_json::to_value(tally.finish()).unwrap_or_default();
-        if let Value::Object(map) = &mut value {
-            map.insert("total".into(), total.into());
-            map.insert(
-                "unreachable_after_s".into(),
-                self.config.unreachable_after.as_secs().into(),
-            );
-            map.insert("generated_at".into(), rfc3339(now).into());
-        }
-        Ok(value)
+        Ok(ConnectivityReport {
+            total: tally.total(),
+            report: tally.finish(),
+            unreachable_after_s: self.config.unreachable_after.as_secs(),
+            generated_at: rfc3339(now),
+        })
     }
 
     /// The device's connectivity state now.
@@ -167,20 +147,117 @@ impl Service {
         connectivity::state(device, now, self.config.unreachable_after)
     }
 
-    fn device_value(&self, device: &Device, now: time::OffsetDateTime) -> Value {
-        let mut value = serde_json::to_value(device).unwrap_or_default();
-        if let Value::Object(map) = &mut value {
-            map.insert("state".into(), self.state(device, now).as_str().into());
-            map.insert(
-                "push_latency_ms".into(),
-                device
-                    .push_latency()
-                    .map(|l| Value::from(u64::try_from(l.as_millis()).unwrap_or(u64::MAX)))
-                    .unwrap_or(Value::Null),
-            );
+    fn device_view<'a>(
+        &self,
+        device: &'a Device,
+        now: time::OffsetDateTime,
+    ) -> DeviceView<&'a Device> {
+        DeviceView {
+            device,
+            state: self.state(device, now).as_str(),
+            push_latency_ms: push_latency_ms(device),
         }
-        value
     }
+}
+
+/// A device as the admin API shows it: the store's fields plus its connectivity state and
+/// its last push→report latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceView<D = Device> {
+    /// The store's fields (flattened).
+    #[serde(flatten)]
+    pub device: D,
+    /// The connectivity state now (`responded`, `push_failed`, …).
+    pub state: &'static str,
+    /// From the last push to the next report, if the last push was answered.
+    pub push_latency_ms: Option<u64>,
+}
+
+fn push_latency_ms(device: &Device) -> Option<u64> {
+    device
+        .push_latency()
+        .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A device's queued commands and recorded results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceCommands {
+    /// The commands waiting for the device, in queue order.
+    pub queued: Vec<QueuedView>,
+    /// The results the device reported.
+    pub results: Vec<ResultView>,
+}
+
+/// A queued command, without its body.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedView {
+    /// `CommandUUID`.
+    pub command_uuid: String,
+    /// `RequestType`.
+    pub request_type: String,
+    /// RFC 3339.
+    pub queued_at: String,
+    /// The last NotNow, RFC 3339.
+    pub not_now_at: Option<String>,
+    /// Not sent after, RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+impl From<QueuedCommand> for QueuedView {
+    fn from(q: QueuedCommand) -> Self {
+        QueuedView {
+            command_uuid: q.uuid,
+            request_type: q.request_type,
+            queued_at: rfc3339(q.queued_at),
+            not_now_at: q.not_now_at.map(rfc3339),
+            expires_at: q.expires_at.map(rfc3339),
+        }
+    }
+}
+
+/// A recorded command result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultView {
+    /// `CommandUUID` as reported.
+    pub command_uuid: String,
+    /// The command's RequestType, if the store knows the command.
+    pub request_type: Option<String>,
+    /// The status reported (`Acknowledged`, `Error`, …).
+    pub status: &'static str,
+    /// The report's `ErrorChain`.
+    pub error_chain: Vec<ErrorChainItem>,
+    /// When it was recorded, RFC 3339.
+    pub at: String,
+    /// The whole report (an XML plist), as text.
+    pub raw: String,
+}
+
+impl From<CommandResult> for ResultView {
+    fn from(r: CommandResult) -> Self {
+        ResultView {
+            status: r.status.as_str(),
+            raw: String::from_utf8_lossy(&r.raw).into_owned(),
+            command_uuid: r.command_uuid,
+            request_type: r.request_type,
+            error_chain: r.error_chain,
+            at: rfc3339(r.at),
+        }
+    }
+}
+
+/// The connectivity report: devices per state and push→report latency, with the total and
+/// the threshold of `unreachable`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectivityReport {
+    /// `states` and `latency_ms` (flattened).
+    #[serde(flatten)]
+    pub report: Report,
+    /// Devices counted.
+    pub total: usize,
+    /// A device is `unreachable` this long after an accepted push it did not answer.
+    pub unreachable_after_s: u64,
+    /// When the report was made, RFC 3339.
+    pub generated_at: String,
 }
 
 /// Parses a state name of the admin API (`responded`, `push_failed`, …).
@@ -224,7 +301,7 @@ mod tests {
         let text = |listing: Listing| async move { listing.collect().await.unwrap() };
 
         let json = text(service.devices_json(None).await.unwrap()).await;
-        let json: Vec<Value> = serde_json::from_slice(&json).expect("a JSON array");
+        let json: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("a JSON array");
         let udids: Vec<&str> = json.iter().map(|d| d["udid"].as_str().unwrap()).collect();
         let expected: Vec<String> = (0..n).map(|i| format!("D{i:05}")).collect();
         assert_eq!(udids, expected, "every device once, in UDID order");
@@ -237,7 +314,7 @@ mod tests {
                 .unwrap(),
         )
         .await;
-        let never_pushed: Vec<Value> = serde_json::from_slice(&never_pushed).unwrap();
+        let never_pushed: Vec<serde_json::Value> = serde_json::from_slice(&never_pushed).unwrap();
         assert_eq!(
             never_pushed.len(),
             enrolled,
@@ -248,7 +325,7 @@ mod tests {
         let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), n + 1, "a header and a line per device");
 
-        let report = service.connectivity_json().await.unwrap();
+        let report = serde_json::to_value(service.connectivity().await.unwrap()).unwrap();
         assert_eq!(report["total"], n);
         let counted: u64 = report["states"]
             .as_object()
