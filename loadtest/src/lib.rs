@@ -4,6 +4,6 @@ pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod fleet;
-pub mod mock_apns;
+pub use magicpush_mock_apns as mock_apns;
 pub mod plain_http;
 pub mod rss;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::{Client, ClientBuilder, DevicePush, DeviceToken, PushError, PushResult};
 use magicpush_fixtures::{CertKey, TestPki};
-use magicpush_loadtest::mock_apns::{MockApns, MockConfig, MockHandle, Reason as MockReason};
+use magicpush_mock_apns::{MockApns, MockConfig, MockHandle, Reason as MockReason};
 
 struct Setup {
     pki: TestPki,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Request, StatusCode};
 use magicpush_fixtures::{CertKey, TestPki};
-use magicpush_loadtest::mock_apns::{ClientAuth, MockApns, MockConfig, MockHandle, Reason};
+use magicpush_mock_apns::{ClientAuth, MockApns, MockConfig, MockHandle, Reason};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
