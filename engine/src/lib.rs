@@ -24,7 +24,7 @@
 //! - `dispatch`, `conn`, `transport`: the I/O — the dispatcher task, one task per HTTP/2
 //!   connection, and TCP/TLS/HTTP/2 setup.
 
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs)]
 
 pub mod apns;
 pub mod cause;

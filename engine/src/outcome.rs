@@ -57,7 +57,7 @@ impl DeviceToken {
         if text.is_empty() {
             return Err(bad("empty"));
         }
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return Err(bad("odd number of hex digits"));
         }
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {

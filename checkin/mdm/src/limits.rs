@@ -23,7 +23,7 @@ pub const MAX_VALUES: usize = 200_000;
 /// share of its container's growth), so this keeps what a body can cost within about 32 times
 /// its size. Real plists spend 15 to 50 bytes per value (XML) and at least 3 (binary: marker,
 /// offset, reference).
-pub const MIN_BYTES_PER_VALUE: usize = 8;
+pub(crate) const MIN_BYTES_PER_VALUE: usize = 8;
 
 /// Values any body may hold, however short (a constant ~220 KB at most).
 const MIN_BUDGET: usize = 1024;

@@ -46,7 +46,7 @@ fn topic_subject_and_identity_come_from_the_subject() {
     assert_eq!(info.environment(), Environment::Production);
     assert_eq!(info.key_algorithm(), "RSA");
     let serial = info.serial();
-    assert!(!serial.is_empty() && serial.len() % 2 == 0);
+    assert!(!serial.is_empty() && serial.len().is_multiple_of(2));
     assert!(serial
         .chars()
         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));

@@ -157,7 +157,7 @@ where
                         }
                         let every = shared.goaway_every.load(Ordering::Relaxed);
                         let n = conn_state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-                        if every > 0 && n % every == 0 && !going_away {
+                        if every > 0 && n.is_multiple_of(every) && !going_away {
                             going_away = true;
                             shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
                             conn.graceful_shutdown();

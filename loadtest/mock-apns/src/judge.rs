@@ -326,7 +326,9 @@ pub fn judge<'a>(
 /// A device token: hex of 32 to 100 bytes.
 pub fn valid_token(token: &str) -> bool {
     let len = token.len();
-    (64..=200).contains(&len) && len % 2 == 0 && token.bytes().all(|b| b.is_ascii_hexdigit())
+    (64..=200).contains(&len)
+        && len.is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with hex digits of either case.

@@ -23,12 +23,12 @@ use magicpush_store::{MemoryStore, SecretKey, Store};
 use magicpush_testkit::FakePusher;
 use plist::Dictionary;
 
-pub const API_KEY: &str = "test-admin-key-0123456789";
+pub(crate) const API_KEY: &str = "test-admin-key-0123456789";
 /// The proxy header a `device_auth` test server reads client certificates from.
-pub const CERT_HEADER: &str = "x-client-cert";
+pub(crate) const CERT_HEADER: &str = "x-client-cert";
 
 /// How to start a test server.
-pub struct Options {
+pub(crate) struct Options {
     pub api_key: Option<&'static str>,
     pub body_limit: usize,
     pub unreachable_after: Duration,
@@ -63,7 +63,7 @@ impl Default for Options {
     }
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub handle: Option<ServerHandle>,
     pub url: String,
     pub pusher: Arc<FakePusher>,
@@ -78,7 +78,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(opts: Options) -> TestServer {
+    pub(crate) async fn start(opts: Options) -> TestServer {
         let pki = TestPki::generate().expect("test PKI");
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = if opts.sqlite {
@@ -164,21 +164,21 @@ impl TestServer {
         }
     }
 
-    pub fn topic(&self) -> String {
+    pub(crate) fn topic(&self) -> String {
         self.pki.topic.clone()
     }
 
     /// PUTs a plist to a device endpoint; returns the status and body.
-    pub async fn put(&self, path: &str, dict: &Dictionary) -> (StatusCode, Bytes) {
+    pub(crate) async fn put(&self, path: &str, dict: &Dictionary) -> (StatusCode, Bytes) {
         self.put_raw(path, plists::to_xml(dict)).await
     }
 
-    pub async fn put_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+    pub(crate) async fn put_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
         put_with(&self.anon, path, body).await
     }
 
     /// A client presenting a device identity certificate for `udid` issued by the test CA.
-    pub fn device_client(&self, udid: &str) -> AdminClient {
+    pub(crate) fn device_client(&self, udid: &str) -> AdminClient {
         let id = magicpush_fixtures::device_identity_cert(
             &self.pki.ca,
             udid,
@@ -193,7 +193,11 @@ impl TestServer {
 }
 
 /// PUTs a body to a device endpoint with `client`.
-pub async fn put_with(client: &AdminClient, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+pub(crate) async fn put_with(
+    client: &AdminClient,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Bytes) {
     client
         .request(
             Method::PUT,
@@ -206,7 +210,7 @@ pub async fn put_with(client: &AdminClient, path: &str, body: Vec<u8>) -> (Statu
 
 impl TestServer {
     /// Authenticate + TokenUpdate, both answered 200.
-    pub async fn enroll(&self, dev: &Device) {
+    pub(crate) async fn enroll(&self, dev: &Device) {
         let (s, _) = self
             .put("/mdm/checkin", &plists::authenticate(dev, &self.topic()))
             .await;
@@ -217,14 +221,14 @@ impl TestServer {
         assert_eq!(s, StatusCode::OK, "TokenUpdate of {}", dev.udid);
     }
 
-    pub async fn device_json(&self, udid: &str) -> serde_json::Value {
+    pub(crate) async fn device_json(&self, udid: &str) -> serde_json::Value {
         self.admin
             .get_json(&format!("/v1/devices/{udid}"))
             .await
             .expect("device json")
     }
 
-    pub async fn state(&self, udid: &str) -> String {
+    pub(crate) async fn state(&self, udid: &str) -> String {
         self.device_json(udid).await["state"]
             .as_str()
             .unwrap_or_default()
@@ -232,7 +236,7 @@ impl TestServer {
     }
 
     /// Waits (bounded) until the device's state is `want`.
-    pub async fn wait_state(&self, udid: &str, want: &str, within: Duration) {
+    pub(crate) async fn wait_state(&self, udid: &str, want: &str, within: Duration) {
         let until = Instant::now() + within;
         loop {
             let got = self.state(udid).await;
@@ -244,7 +248,7 @@ impl TestServer {
         }
     }
 
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
@@ -252,7 +256,7 @@ impl TestServer {
 }
 
 /// The `n`th simulated device: distinct UDID, serial, token and name.
-pub fn device(n: u8) -> Device {
+pub(crate) fn device(n: u8) -> Device {
     let mut d = Device::iphone();
     d.udid = format!("00008110-00000000000000{n:02X}");
     d.serial_number = format!("SERIAL{n:04}");
@@ -265,12 +269,12 @@ pub fn device(n: u8) -> Device {
 }
 
 /// Hex of a device's token, as the pusher sees it.
-pub fn token_hex(d: &Device) -> String {
+pub(crate) fn token_hex(d: &Device) -> String {
     hex::encode(&d.token)
 }
 
 /// The command a device got back: (CommandUUID, RequestType).
-pub fn command_of(body: &[u8]) -> (String, String) {
+pub(crate) fn command_of(body: &[u8]) -> (String, String) {
     let dict: Dictionary = plist::from_bytes(body).expect("command plist");
     let uuid = dict
         .get("CommandUUID")
