@@ -456,7 +456,7 @@ async fn concurrent_writes_share_commits() {
 }
 
 /// Not a pass/fail test: prints durable write throughput with group commit.
-/// `cargo test -p magicpush-checkin --release --test store_sqlite -- --ignored --nocapture`
+/// `cargo test -p magicpush-sqlite --release --test store_sqlite -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run by hand"]
 async fn store_write_throughput() {

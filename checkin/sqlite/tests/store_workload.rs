@@ -3,7 +3,7 @@
 //! batches as it does under the fleet. Prints each phase's wall time.
 //!
 //! A measurement, not a check: ignored by default. Run it in release mode:
-//! `MAGICPUSH_WORKLOAD_DEVICES=50000 cargo test --release -p magicpush-checkin --test store_workload -- --ignored --nocapture`
+//! `MAGICPUSH_WORKLOAD_DEVICES=50000 cargo test --release -p magicpush-sqlite --test store_workload -- --ignored --nocapture`
 //! (the default is 20,000 devices). It still asserts that every write landed.
 
 use std::sync::Arc;
