@@ -526,6 +526,71 @@ async fn the_database_files_are_private() {
     assert_eq!(mode(&db), 0o600);
 }
 
+/// The push certificates' private keys are sealed like the devices' secrets: those written in
+/// the clear are sealed when a key is first given, new ones are written sealed, and both read
+/// back as they were written. No key's bytes stay in the database's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_certificate_keys_are_sealed_with_the_secrets_key() {
+    use magicpush_mdm::Secret;
+    use magicpush_sqlite::SqliteOptions;
+    use magicpush_store::{SecretKey, StoredPushCert, StoredRequest};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cert = |topic: &str, key: &[u8]| StoredPushCert {
+        topic: topic.into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+        key_pem: Secret::new(key.to_vec()),
+        registered_at: t(0),
+    };
+    let request = |id: &str, key: &[u8]| StoredRequest {
+        id: id.into(),
+        created_at: t(0),
+        facts: "{}".into(),
+        key_pkcs8: Secret::new(key.to_vec()),
+    };
+    let (old_key, old_request) = (b"PLAINTEXT-PUSH-KEY-0001", b"PLAINTEXT-REQUEST-KEY-1");
+    let (new_key, new_request) = (b"PLAINTEXT-PUSH-KEY-0002", b"PLAINTEXT-REQUEST-KEY-2");
+    let plain = SqliteStore::open(&dir).unwrap();
+    plain.put_push_cert(&cert("t.old", old_key)).await.unwrap();
+    plain
+        .add_pushcert_request(&request("r-old", old_request))
+        .await
+        .unwrap();
+    drop(plain);
+    let options = SqliteOptions {
+        secrets_key: Some(Arc::new(SecretKey::from_bytes(&[9; 32]).unwrap())),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&dir, options).unwrap();
+    store.put_push_cert(&cert("t.new", new_key)).await.unwrap();
+    store
+        .add_pushcert_request(&request("r-new", new_request))
+        .await
+        .unwrap();
+    let certs = store.push_certs().await.unwrap();
+    let keys: Vec<&[u8]> = certs.iter().map(|c| c.key_pem.expose()).collect();
+    assert_eq!(keys, [&new_key[..], &old_key[..]]);
+    let requests = store.pushcert_requests().await.unwrap();
+    let mut request_keys: Vec<&[u8]> = requests.iter().map(|r| r.key_pkcs8.expose()).collect();
+    request_keys.sort();
+    assert_eq!(request_keys, [&old_request[..], &new_request[..]]);
+    drop(store);
+    // Checkpointed and closed: the database file holds everything; no key lies in clear.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [&old_key[..], old_request, new_key, new_request] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} holds {} in clear",
+                path.display(),
+                String::from_utf8_lossy(secret)
+            );
+        }
+    }
+}
+
 /// With a secrets key, UnlockTokens and BootstrapTokens are stored encrypted; the database then
 /// refuses to open without that key or with another; a plaintext database is encrypted when a
 /// key is first given.
