@@ -53,7 +53,7 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
 pub struct SqliteOptions {
     /// Most writes applied in one transaction. Default 1024.
     pub max_batch: usize,
-    /// Encrypts the UnlockToken and BootstrapToken columns (see [`secrets`]). A database
+    /// Encrypts the secret columns (see [`magicpush_store::secrets`]). A database
     /// that was encrypted cannot be opened without its key. Default none.
     pub secrets_key: Option<Arc<SecretKey>>,
     /// Writes waiting for the writer at most. When it is full, a device's write is refused at

@@ -3,7 +3,7 @@
 //! removal for the new-topic procedure, the history, the expiry watch and APNs's refusals.
 //! The request side (CSR issue, pending keys) is in `pushcert_request`.
 //!
-//! All of it is kept in the store ([`PushCertStore`]), keyed by topic where a topic applies:
+//! All of it is kept in the store ([`magicpush_store::PushCertStore`]), keyed by topic where a topic applies:
 //! the certificate and its key in use (so a restart uses what `PUT /v1/pushcert` installed),
 //! the Apple ID memo of each topic, the history of registered certificates, the expiry
 //! warnings announced, the keys of issued requests. [`Service::load_pushcert_state`] reads it
