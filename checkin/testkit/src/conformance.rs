@@ -1623,8 +1623,8 @@ pub async fn pushcert_memos_and_logs(store: Arc<dyn Store>) {
     );
 }
 
-/// A command stored by [`magicpush_store::PushStore::queue_and_mark_pushes`] keeps its expiry, as one stored
-/// by [`magicpush_store::QueueStore::enqueue`] does.
+/// A command stored by [`magicpush_store::PushStore::queue_and_mark_pushes`] keeps its
+/// expiry, as one stored by [`magicpush_store::QueueStore::enqueue`] does.
 pub async fn refresh_chunks_keep_the_command_expiry(store: Arc<dyn Store>) {
     enroll(&*store, "A", t(0)).await;
     let mut cmd = Command::device_information(&["DeviceName"]);
