@@ -171,7 +171,7 @@ fn stored_push_reasons(tx: &Transaction<'_>) -> Result<(), StoreError> {
         else {
             continue;
         };
-        if stored != reason {
+        if stored.as_ref() != reason {
             update
                 .execute(params![udid, stored])
                 .map_err(db_err("migrate push reasons"))?;

@@ -108,8 +108,14 @@ impl PushOutcome {
 
     /// The reason's stable stored name (`apns:ExpiredToken`, `engine:deadline_exceeded`),
     /// `None` for [`PushOutcome::Accepted`].
-    pub fn stored_reason(&self) -> Option<String> {
-        self.reason().map(|r| r.stored_name().into_owned())
+    pub fn stored_reason(&self) -> Option<std::borrow::Cow<'static, str>> {
+        match self {
+            PushOutcome::Accepted => None,
+            PushOutcome::Unregistered { reason, .. } => Some(reason.stored_name()),
+            PushOutcome::Rejected { reason } | PushOutcome::Failed { reason } => {
+                Some(reason.stored_name())
+            }
+        }
     }
 
     /// The outcome of kind `kind` (as [`PushOutcome::kind`] names it) with a stored reason, as
@@ -121,10 +127,8 @@ impl PushOutcome {
         reason: Option<&str>,
         timestamp_ms: Option<u64>,
     ) -> Option<PushOutcome> {
-        let cause = || {
-            let text = reason.unwrap_or_default();
-            Cause::from_stored(text).unwrap_or_else(|| Cause::from_legacy(text))
-        };
+        // A stored name reads as itself; older text as it was meant.
+        let cause = || Cause::from_legacy(reason.unwrap_or_default());
         Some(match kind {
             "accepted" => PushOutcome::Accepted,
             "unregistered" => PushOutcome::Unregistered {

@@ -3,9 +3,9 @@
 //! removal for the new-topic procedure, the history, the expiry watch and APNs's refusals.
 //! The request side (CSR issue, pending keys) is in `pushcert_request`.
 //!
-//! All of it is kept in the store ([`magicpush_store::PushCertStore`]), keyed by topic where a topic applies:
-//! the certificate and its key in use (so a restart uses what `PUT /v1/pushcert` installed),
-//! the Apple ID memo of each topic, the history of registered certificates, the expiry
+//! All of it is kept in the store ([`magicpush_store::PushCertStore`]), keyed by topic where a
+//! topic applies: the certificate and its key in use (so a restart uses what
+//! `PUT /v1/pushcert` installed), the Apple ID memo of each topic, the history of registered certificates, the expiry
 //! warnings announced, the keys of issued requests. [`Service::load_pushcert_state`] reads it
 //! at start; every change is written through before it is answered. Data directories that
 //! kept these in files are migrated at start (`crate::pushcert::legacy`).
@@ -191,7 +191,7 @@ pub struct PushCertState {
     pub(crate) pending: PendingRequests,
     history: Journal<HistoryEntry>,
     events: Journal<CertEvent>,
-    /// Held through each change (check, file, engine, state), so that two uploads at once
+    /// Held through each change (check, store, engine, state), so that two uploads at once
     /// end as one of them entirely, never as a mix.
     pub(crate) updates: tokio::sync::Mutex<()>,
 }
