@@ -2,60 +2,25 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use super::db_err;
 use magicpush_mdm::{Authenticate, ErrorChainItem, Report, Secret, Status, TokenUpdate};
+use magicpush_store::columns::{Column, Value};
 use magicpush_store::logic;
+use magicpush_store::writes::{self, DeviceWrite, Dialect};
 use magicpush_store::{from_ms, to_ms};
 use magicpush_store::{
     BoundIdentity, CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
     RESULTS_KEPT_PER_DEVICE,
 };
 
-const DEVICE_COLUMNS: [&str; 37] = [
-    "udid",
-    "device_name",
-    "model",
-    "model_name",
-    "product_name",
-    "os_version",
-    "build_version",
-    "serial_number",
-    "imei",
-    "meid",
-    "phone_number",
-    "topic",
-    "token",
-    "push_magic",
-    "unlock_token",
-    "bootstrap_token",
-    "awaiting_configuration",
-    "authenticated_at",
-    "enrolled_at",
-    "token_updated_at",
-    "last_seen_at",
-    "checked_out_at",
-    "info_collected_at",
-    "last_push_at",
-    "push_outcome",
-    "push_reason",
-    "push_unregistered_ms",
-    "push_outcome_at",
-    "last_report_at",
-    "first_report_after_push_at",
-    "identity_sha256",
-    "identity_subject",
-    "identity_serial",
-    "identity_not_after",
-    "identity_bound_at",
-    "identity_replaced_sha256",
-    "awaiting_token_update",
-];
-
-pub(crate) static SELECT_DEVICES: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM devices", DEVICE_COLUMNS.join(", ")));
+pub(crate) static SELECT_DEVICES: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+    format!("SELECT {} FROM devices", names.join(", "))
+});
 
 /// The first page of devices by UDID (`?1`: the page size).
 pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
@@ -65,24 +30,48 @@ pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
 pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE udid > ?1 ORDER BY udid LIMIT ?2", *SELECT_DEVICES));
 
-static UPSERT_DEVICE: LazyLock<String> = LazyLock::new(|| {
-    let placeholders: Vec<String> = (1..=DEVICE_COLUMNS.len())
-        .map(|i| format!("?{i}"))
-        .collect();
-    let updates: Vec<String> = DEVICE_COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    format!(
-        "INSERT INTO devices ({}) VALUES ({}) ON CONFLICT (udid) DO UPDATE SET {}",
-        DEVICE_COLUMNS.join(", "),
-        placeholders.join(", "),
-        updates.join(", ")
-    )
-});
+/// A declared write's statement in SQLite's dialect, rendered at first use.
+struct Statement {
+    write: &'static DeviceWrite,
+    sql: LazyLock<String>,
+}
 
-fn ts(t: Option<OffsetDateTime>) -> Option<i64> {
-    t.map(to_ms)
+macro_rules! statement {
+    ($name:ident = $write:path) => {
+        static $name: Statement = Statement {
+            write: &$write,
+            sql: LazyLock::new(|| $write.sql(Dialect::Sqlite)),
+        };
+    };
+}
+
+statement!(AUTHENTICATE = writes::AUTHENTICATE);
+statement!(TOKEN_UPDATE = writes::TOKEN_UPDATE);
+statement!(REPORT = writes::REPORT);
+statement!(REPORT_WITH_INFO = writes::REPORT_WITH_INFO);
+statement!(PUSH_ATTEMPT = writes::PUSH_ATTEMPT);
+statement!(PUSH_OUTCOME = writes::PUSH_OUTCOME);
+statement!(SAVE = writes::SAVE);
+
+impl Statement {
+    /// Merges `fresh` (the rule's result on a fresh device) into the stored row. Returns
+    /// the number of rows changed (0: an update of an unknown device).
+    fn run(&self, conn: &Connection, fresh: &Device) -> rusqlite::Result<usize> {
+        let values = self.write.values(fresh);
+        conn.prepare_cached(&self.sql)?
+            .execute(params_from_iter(values.iter().map(bind)))
+    }
+}
+
+/// A column value as SQLite binds it.
+fn bind<'a>(v: &'a Value<'a>) -> ToSqlOutput<'a> {
+    ToSqlOutput::Borrowed(match v {
+        Value::Null => ValueRef::Null,
+        Value::Int(i) => ValueRef::Integer(*i),
+        Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+        Value::Text(t) => ValueRef::Text(t.as_bytes()),
+        Value::Bytes(b) => ValueRef::Blob(b),
+    })
 }
 
 fn opt_ts(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
@@ -210,9 +199,7 @@ fn push_outcome(
 }
 
 /// `logic::authenticate` on the stored row without reading it (with an identity: reading only
-/// its binding): creates the device or overlays the facts sent (`COALESCE(new, old)`, as
-/// `DeviceInfo::merge` does), sets the topic and `authenticated_at`, moves `last_seen_at`
-/// forward, binds the identity. Other columns are left alone.
+/// its binding, to return it), as `writes::AUTHENTICATE` declares.
 pub(crate) fn upsert_for_authenticate(
     conn: &Connection,
     msg: &Authenticate,
@@ -224,72 +211,14 @@ pub(crate) fn upsert_for_authenticate(
         Some(_) => load_identity_hash(conn, &msg.udid)?,
         None => None,
     };
-    // `d.info` starts empty, so after the merge it holds exactly the facts the message sent.
+    // The rule on a fresh device: its info holds exactly the facts the message sent, and
+    // `writes::AUTHENTICATE` overlays them, binds the identity and keeps the other columns.
     let mut d = Device::new(msg.udid.as_str());
     logic::authenticate(&mut d, msg, at);
-    let i = &d.info;
-    // Without an identity every identity column keeps its value; with one, a different
-    // certificate than the bound one moves the bound one to `identity_replaced_sha256`.
-    // (Every expression in SET reads the row as it was before the update.)
-    let written = conn
-        .prepare_cached(
-            "INSERT INTO devices (udid, device_name, model, model_name, product_name, os_version,
-               build_version, serial_number, imei, meid, phone_number, topic, authenticated_at,
-               last_seen_at, identity_sha256, identity_subject, identity_serial,
-               identity_not_after, identity_bound_at, awaiting_token_update)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19, 1)
-             ON CONFLICT (udid) DO UPDATE SET
-               device_name = COALESCE(excluded.device_name, device_name),
-               model = COALESCE(excluded.model, model),
-               model_name = COALESCE(excluded.model_name, model_name),
-               product_name = COALESCE(excluded.product_name, product_name),
-               os_version = COALESCE(excluded.os_version, os_version),
-               build_version = COALESCE(excluded.build_version, build_version),
-               serial_number = COALESCE(excluded.serial_number, serial_number),
-               imei = COALESCE(excluded.imei, imei), meid = COALESCE(excluded.meid, meid),
-               phone_number = COALESCE(excluded.phone_number, phone_number),
-               topic = excluded.topic, authenticated_at = excluded.authenticated_at,
-               last_seen_at = MAX(COALESCE(last_seen_at, excluded.last_seen_at),
-                                  excluded.last_seen_at),
-               awaiting_token_update = 1,
-               identity_replaced_sha256 = CASE
-                 WHEN excluded.identity_sha256 IS NOT NULL AND identity_sha256 IS NOT NULL
-                   AND identity_sha256 <> excluded.identity_sha256 THEN identity_sha256
-                 ELSE identity_replaced_sha256 END,
-               identity_sha256 = COALESCE(excluded.identity_sha256, identity_sha256),
-               identity_subject = CASE WHEN excluded.identity_sha256 IS NULL
-                 THEN identity_subject ELSE excluded.identity_subject END,
-               identity_serial = CASE WHEN excluded.identity_sha256 IS NULL
-                 THEN identity_serial ELSE excluded.identity_serial END,
-               identity_not_after = CASE WHEN excluded.identity_sha256 IS NULL
-                 THEN identity_not_after ELSE excluded.identity_not_after END,
-               identity_bound_at = CASE WHEN excluded.identity_sha256 IS NULL
-                 THEN identity_bound_at ELSE excluded.identity_bound_at END",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                d.udid,
-                i.device_name,
-                i.model,
-                i.model_name,
-                i.product_name,
-                i.os_version,
-                i.build_version,
-                i.serial_number,
-                i.imei,
-                i.meid,
-                i.phone_number,
-                d.topic,
-                ts(d.authenticated_at),
-                ts(d.last_seen_at),
-                identity.map(|i| i.sha256.to_vec()),
-                identity.map(|i| i.subject.as_str()),
-                identity.map(|i| i.serial.as_str()),
-                identity.map(|i| to_ms(i.not_after)),
-                identity.map(|i| to_ms(i.bound_at)),
-            ])
-        });
+    if let Some(id) = identity {
+        logic::bind_identity(&mut d, id);
+    }
+    let written = AUTHENTICATE.run(conn, &d);
     match (written, identity) {
         (Ok(_), _) => Ok(previous),
         // The statement failed as a whole: SQLite left nothing of it behind.
@@ -346,8 +275,8 @@ pub(crate) fn load_identity_hash(
 }
 
 /// `logic::token_update` (device channel) on the stored row, reading only the columns that
-/// decide re-enrollment and writing only the enrollment columns. Creates the device if
-/// unknown.
+/// decide re-enrollment (`writes::TOKEN_UPDATE_READS`) and writing as `writes::TOKEN_UPDATE`
+/// declares. Creates the device if unknown.
 pub(crate) fn upsert_for_token_update(
     conn: &Connection,
     msg: &TokenUpdate,
@@ -377,33 +306,7 @@ pub(crate) fn upsert_for_token_update(
         d.push_outcome = push_outcome(&d.udid, kind, reason, unregistered_ms)?;
     }
     let enrollment = logic::token_update(&mut d, msg, at);
-    // `d.unlock_token` is set only if the message carries one: `COALESCE` keeps the stored
-    // one otherwise, as `logic::token_update` does.
-    conn.prepare_cached(
-        "INSERT INTO devices (udid, topic, token, push_magic, unlock_token,
-           awaiting_configuration, token_updated_at, enrolled_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (udid) DO UPDATE SET
-           topic = excluded.topic, token = excluded.token, push_magic = excluded.push_magic,
-           unlock_token = COALESCE(excluded.unlock_token, unlock_token),
-           awaiting_configuration = excluded.awaiting_configuration,
-           token_updated_at = excluded.token_updated_at, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at, awaiting_token_update = 0",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            d.udid,
-            d.topic,
-            d.token,
-            d.push_magic,
-            d.unlock_token.as_ref().map(Secret::expose),
-            d.awaiting_configuration,
-            ts(d.token_updated_at),
-            ts(d.enrolled_at),
-            ts(d.last_seen_at),
-        ])
-    })
-    .map_err(db_err("write device"))?;
+    TOKEN_UPDATE.run(conn, &d).map_err(db_err("write device"))?;
     Ok(enrollment)
 }
 
@@ -427,62 +330,40 @@ pub(crate) fn device_exists(conn: &Connection, udid: &str) -> Result<bool, Store
     stmt.exists([udid]).map_err(db_err("read device"))
 }
 
-/// The `push_unregistered_ms` column for an outcome.
-fn unregistered_ms(outcome: Option<&PushOutcome>) -> Option<i64> {
-    match outcome {
-        Some(PushOutcome::Unregistered { timestamp_ms, .. }) => {
-            timestamp_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-        }
-        _ => None,
-    }
-}
-
-/// `logic::push_attempt` on the stored row, touching only the push columns. Returns false if
-/// the device is unknown.
+/// `logic::push_attempt` on the stored row, as `writes::PUSH_ATTEMPT` declares. Returns
+/// false if the device is unknown.
 pub(crate) fn update_push_attempt(
     conn: &Connection,
     udid: &str,
     at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "UPDATE devices SET last_push_at = ?2, push_outcome = NULL, push_reason = NULL,
-           push_unregistered_ms = NULL, push_outcome_at = NULL,
-           first_report_after_push_at = NULL
-         WHERE udid = ?1",
-    )
-    .and_then(|mut s| s.execute(params![udid, to_ms(at)]))
-    .map(|n| n > 0)
-    .map_err(db_err("record push attempt"))
+    let mut d = Device::new(udid);
+    logic::push_attempt(&mut d, at);
+    PUSH_ATTEMPT
+        .run(conn, &d)
+        .map(|n| n > 0)
+        .map_err(db_err("record push attempt"))
 }
 
-/// `logic::push_outcome` on the stored row, touching only the push columns. Returns false if
-/// the device is unknown.
+/// `logic::push_outcome` on the stored row, as `writes::PUSH_OUTCOME` declares. Returns
+/// false if the device is unknown.
 pub(crate) fn update_push_outcome(
     conn: &Connection,
     udid: &str,
     outcome: &PushOutcome,
     at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "UPDATE devices SET push_outcome = ?2, push_reason = ?3, push_unregistered_ms = ?4,
-           push_outcome_at = ?5, last_push_at = COALESCE(last_push_at, ?5)
-         WHERE udid = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            udid,
-            outcome.kind(),
-            outcome.stored_reason(),
-            unregistered_ms(Some(outcome)),
-            to_ms(at)
-        ])
-    })
-    .map(|n| n > 0)
-    .map_err(db_err("record push outcome"))
+    let mut d = Device::new(udid);
+    logic::push_outcome(&mut d, outcome, at);
+    PUSH_OUTCOME
+        .run(conn, &d)
+        .map(|n| n > 0)
+        .map_err(db_err("record push outcome"))
 }
 
-/// `logic::report` on the stored row, reading and writing only the columns a report changes
-/// (contact and push-answer times; the device facts only when the report carries them).
+/// `logic::report` on the stored row, reading only the columns it decides on
+/// (`writes::REPORT_READS`) and writing as `writes::REPORT` (or, when the report carries
+/// device facts, `writes::REPORT_WITH_INFO`) declares.
 /// Returns (closed the open push, updated the device facts).
 pub(crate) fn update_for_report(
     conn: &Connection,
@@ -511,110 +392,22 @@ pub(crate) fn update_for_report(
             udid: report.udid.clone(),
         });
     }
-    // `d.info` starts empty, so after the merge it holds exactly the facts the report sent;
-    // `COALESCE(new, old)` overlays them on the stored ones as `DeviceInfo::merge` does.
+    // `d.info` starts empty, so after the merge it holds exactly the facts the report sent,
+    // which `writes::REPORT_WITH_INFO` overlays on the stored ones.
     let (closed, info_updated) = logic::report(&mut d, report, at);
-    let written = if info_updated {
-        let i = &d.info;
-        conn.prepare_cached(
-            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
-               first_report_after_push_at = ?4, info_collected_at = ?5,
-               device_name = COALESCE(?6, device_name), model = COALESCE(?7, model),
-               model_name = COALESCE(?8, model_name),
-               product_name = COALESCE(?9, product_name),
-               os_version = COALESCE(?10, os_version),
-               build_version = COALESCE(?11, build_version),
-               serial_number = COALESCE(?12, serial_number), imei = COALESCE(?13, imei),
-               meid = COALESCE(?14, meid), phone_number = COALESCE(?15, phone_number)
-             WHERE udid = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                report.udid,
-                ts(d.last_seen_at),
-                ts(d.last_report_at),
-                ts(d.first_report_after_push_at),
-                ts(d.info_collected_at),
-                i.device_name,
-                i.model,
-                i.model_name,
-                i.product_name,
-                i.os_version,
-                i.build_version,
-                i.serial_number,
-                i.imei,
-                i.meid,
-                i.phone_number,
-            ])
-        })
+    let statement = if info_updated {
+        &REPORT_WITH_INFO
     } else {
-        conn.prepare_cached(
-            "UPDATE devices SET last_seen_at = ?2, last_report_at = ?3,
-               first_report_after_push_at = ?4
-             WHERE udid = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                report.udid,
-                ts(d.last_seen_at),
-                ts(d.last_report_at),
-                ts(d.first_report_after_push_at),
-            ])
-        })
+        &REPORT
     };
+    let written = statement.run(conn, &d);
     written.map_err(db_err("write device"))?;
     Ok((closed, info_updated))
 }
 
+/// Writes the whole device as given (`writes::SAVE`).
 pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
-    let outcome = d.push_outcome.as_ref();
-    let unregistered_ms = unregistered_ms(outcome);
-    let mut stmt = conn
-        .prepare_cached(&UPSERT_DEVICE)
-        .map_err(db_err("write device"))?;
-    stmt.execute(params![
-        d.udid,
-        d.info.device_name,
-        d.info.model,
-        d.info.model_name,
-        d.info.product_name,
-        d.info.os_version,
-        d.info.build_version,
-        d.info.serial_number,
-        d.info.imei,
-        d.info.meid,
-        d.info.phone_number,
-        d.topic,
-        d.token,
-        d.push_magic,
-        d.unlock_token.as_ref().map(Secret::expose),
-        d.bootstrap_token.as_ref().map(Secret::expose),
-        d.awaiting_configuration,
-        ts(d.authenticated_at),
-        ts(d.enrolled_at),
-        ts(d.token_updated_at),
-        ts(d.last_seen_at),
-        ts(d.checked_out_at),
-        ts(d.info_collected_at),
-        ts(d.last_push_at),
-        outcome.map(PushOutcome::kind),
-        outcome.and_then(PushOutcome::stored_reason),
-        unregistered_ms,
-        ts(d.push_outcome_at),
-        ts(d.last_report_at),
-        ts(d.first_report_after_push_at),
-        d.identity.as_ref().map(|i| i.sha256.to_vec()),
-        d.identity.as_ref().map(|i| i.subject.as_str()),
-        d.identity.as_ref().map(|i| i.serial.as_str()),
-        d.identity.as_ref().map(|i| to_ms(i.not_after)),
-        d.identity.as_ref().map(|i| to_ms(i.bound_at)),
-        d.identity
-            .as_ref()
-            .and_then(|i| i.replaced_sha256.map(|h| h.to_vec())),
-        d.awaiting_token_update,
-    ])
-    .map_err(db_err("write device"))?;
-    Ok(())
+    SAVE.run(conn, d).map(drop).map_err(db_err("write device"))
 }
 
 pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> {

@@ -14,6 +14,7 @@
 //! Times are inputs (`at`), never read from a clock inside the store, and kept to the
 //! millisecond ([`truncate_ms`]). A device's `last_seen_at` only moves forward.
 
+pub mod columns;
 pub mod connectivity;
 pub mod logic;
 mod memory;
@@ -21,6 +22,7 @@ mod model;
 pub mod private;
 pub mod pushcerts;
 pub mod secrets;
+pub mod writes;
 
 use std::future::Future;
 use std::pin::Pin;

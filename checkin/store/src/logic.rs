@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::model::{apply_contact, apply_report, Device, Enrollment, PushOutcome};
+use super::model::{apply_contact, apply_report, BoundIdentity, Device, Enrollment, PushOutcome};
 use magicpush_mdm::{Authenticate, Report, Status, TokenUpdate};
 
 /// An Authenticate starts a new enrollment: the device waits for its TokenUpdate (the
@@ -14,6 +14,13 @@ pub fn authenticate(d: &mut Device, msg: &Authenticate, at: OffsetDateTime) {
     d.topic = Some(msg.topic.clone());
     d.authenticated_at = Some(at);
     apply_contact(d, at);
+}
+
+/// Binds the identity an Authenticate was signed with (after [`authenticate`]); the one it
+/// replaces, if different, is remembered. Returns the hash bound before.
+pub fn bind_identity(d: &mut Device, id: &BoundIdentity) -> Option<[u8; 32]> {
+    let next = id.replacing(d.identity.as_ref());
+    d.identity.replace(next).map(|old| old.sha256)
 }
 
 /// Device channel only; the caller routes user-channel updates elsewhere.

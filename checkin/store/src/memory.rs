@@ -237,8 +237,7 @@ impl CheckinStore for MemoryStore {
             let Some(id) = identity else {
                 return Ok(None);
             };
-            let next = id.replacing(d.identity.as_ref());
-            let previous = d.identity.replace(next).map(|old| old.sha256);
+            let previous = logic::bind_identity(d, id);
             if let Some(old) = previous {
                 s.identities.remove(&old);
             }
