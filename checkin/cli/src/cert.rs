@@ -133,7 +133,14 @@ pub(crate) struct InspectArgs {
     /// Evaluate days left and expiry at this RFC 3339 time instead of now.
     #[arg(long, value_parser = parse_rfc3339, value_name = "RFC3339")]
     at: Option<OffsetDateTime>,
+    /// Exit 0 for an expired (or not yet valid) certificate too: by default such a
+    /// certificate is printed and the exit status is 3, so that scripts notice.
+    #[arg(long)]
+    allow_expired: bool,
 }
+
+/// Exit status of `cert inspect` for a certificate that is expired or not yet valid.
+const UNUSABLE_NOW: u8 = 3;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckRenewalArgs {
@@ -288,6 +295,24 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             info.identity()
         );
         return Ok(ExitCode::FAILURE);
+    }
+    if !args.allow_expired {
+        if info.is_expired(now) {
+            eprintln!(
+                "error: the certificate {} expired on {}; renew it in the Apple Push Certificates Portal (\"Renew\", same Apple ID). --allow-expired exits 0 anyway",
+                info.identity(),
+                magicpush_store::rfc3339(info.not_after())
+            );
+            return Ok(ExitCode::from(UNUSABLE_NOW));
+        }
+        if info.is_not_yet_valid(now) {
+            eprintln!(
+                "error: the certificate {} is not valid before {}; check this machine's clock. --allow-expired exits 0 anyway",
+                info.identity(),
+                magicpush_store::rfc3339(info.not_before())
+            );
+            return Ok(ExitCode::from(UNUSABLE_NOW));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

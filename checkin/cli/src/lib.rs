@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 
 mod cert;
 mod devices;
+mod lock;
 mod push;
+mod push_cert;
 mod refresh;
 mod remote;
 mod report;

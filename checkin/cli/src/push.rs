@@ -11,15 +11,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::{Client, DevicePush, DeviceToken, Endpoint};
 
+use super::push_cert::CertFlags;
+use super::secret_arg::SecretArg;
+
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["token", "tokens_file"])))]
 pub(crate) struct PushArgs {
-    /// MDM push certificate (PEM).
+    /// MDM push certificate: PEM with --key, one PEM file holding both, or PKCS#12 (.p12;
+    /// its password from --cert-password-file or MAGICPUSH_P12_PASSWORD).
     #[arg(long, env = "MAGICPUSH_CERT")]
     cert: PathBuf,
-    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    /// Private key of a PEM certificate (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "MAGICPUSH_KEY")]
-    key: PathBuf,
+    key: Option<PathBuf>,
+    /// File holding the password of a PKCS#12 --cert (its first line).
+    #[arg(long, env = "MAGICPUSH_CERT_PASSWORD_FILE")]
+    cert_password_file: Option<PathBuf>,
+    /// Password of a PKCS#12 --cert. Prefer MAGICPUSH_P12_PASSWORD or --cert-password-file.
+    #[arg(long, env = "MAGICPUSH_P12_PASSWORD", hide_env_values = true)]
+    cert_password: Option<SecretArg>,
     /// APNs endpoint: production (default), sandbox, or https://host:port.
     #[arg(long, env = "MAGICPUSH_APNS_URL", default_value = "production")]
     apns_url: Endpoint,
@@ -50,8 +60,12 @@ pub(crate) struct PushArgs {
 const SOME_FAILED: u8 = 2;
 
 pub(crate) fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
-    let cert = PushCertificate::from_pem_files(&args.cert, &args.key)
-        .with_context(|| format!("loading the push certificate {}", args.cert.display()))?;
+    let cert = super::push_cert::load(&CertFlags {
+        cert: &args.cert,
+        key: args.key.as_deref(),
+        password_file: args.cert_password_file.as_deref(),
+        password: args.cert_password.as_ref(),
+    })?;
     let pushes = match (&args.token, &args.magic, &args.tokens_file) {
         (Some(token), Some(magic), None) => {
             let token = DeviceToken::from_hex(token)?;

@@ -15,6 +15,7 @@ use magicpush_server::notify::{Notifier, NotifyConfig};
 use magicpush_server::pushcert::expiry::Thresholds;
 use magicpush_server::pushcert::request::{Subject, VendorIdentity};
 
+use super::push_cert::CertFlags;
 use super::secret_arg::SecretArg;
 use magicpush_server::config::{format_duration, parse_duration};
 use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
@@ -36,14 +37,23 @@ pub(crate) struct ServeArgs {
     /// Directory for the device database and server state (created if missing).
     #[arg(long, env = "MAGICPUSH_DATA_DIR")]
     data_dir: PathBuf,
-    /// MDM push certificate (PEM). Optional: without it (and none installed through the admin
+    /// MDM push certificate: PEM with --key, one PEM file holding the certificate and its
+    /// key, or PKCS#12 (.p12, as Keychain exports it; its password from --cert-password-file
+    /// or MAGICPUSH_P12_PASSWORD). Optional: without it (and none installed through the admin
     /// API) the server starts without pushing — issue a request with POST /v1/pushcert/csr and
     /// upload Apple's certificate with PUT /v1/pushcert.
-    #[arg(long, env = "MAGICPUSH_CERT", requires = "key")]
+    #[arg(long, env = "MAGICPUSH_CERT")]
     cert: Option<PathBuf>,
-    /// Private key of the push certificate (PEM).
+    /// Private key of a PEM push certificate.
     #[arg(long, env = "MAGICPUSH_KEY", requires = "cert")]
     key: Option<PathBuf>,
+    /// File holding the password of a PKCS#12 --cert (its first line).
+    #[arg(long, env = "MAGICPUSH_CERT_PASSWORD_FILE", requires = "cert")]
+    cert_password_file: Option<PathBuf>,
+    /// Password of a PKCS#12 --cert. Prefer MAGICPUSH_P12_PASSWORD or --cert-password-file: a
+    /// command line is visible to every local user.
+    #[arg(long, env = "MAGICPUSH_P12_PASSWORD", hide_env_values = true)]
+    cert_password: Option<SecretArg>,
     /// APNs base URL (default: Apple's production service). For a mock or a proxy.
     #[arg(long, env = "MAGICPUSH_APNS_URL")]
     apns_url: Option<String>,
@@ -183,9 +193,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a log file or journal gets plain text. NO_COLOR is honoured.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -198,6 +212,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    // Held until `serve` returns: a second server on this directory refuses to start.
+    let _lock = super::lock::DataDirLock::acquire(&args.data_dir)?;
     magicpush_server::config::check_windows(args.collect_every, args.unreachable_after)
         .map_err(anyhow::Error::msg)?;
     if args.push_concurrency == 0 {
@@ -257,7 +273,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key, client_hints)?),
+        (Some(cert), Some(key)) => Some(
+            http::tls::server_config(cert, key, client_hints).context("--tls-cert/--tls-key")?,
+        ),
         _ => None,
     };
 
@@ -490,7 +508,8 @@ fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
     if !tls_on && sources.iter().all(|s| *s == IdentitySource::Tls) {
         bail!("--device-auth tls needs --tls-cert (without TLS no device can present a client certificate); add `signature` or `header` to --device-auth, or serve TLS");
     }
-    let trust = DeviceTrust::from_pem_files(ca, args.device_intermediates.as_deref())?;
+    let trust = DeviceTrust::from_pem_files(ca, args.device_intermediates.as_deref())
+        .context("--device-ca/--device-intermediates")?;
     let authenticator = DeviceAuthenticator::new(sources, trust, header)?;
     tracing::info!(
         sources = %authenticator.describe(),
@@ -509,12 +528,14 @@ fn choose_certificate(
     now: time::OffsetDateTime,
     stored: &[magicpush_store::StoredPushCert],
 ) -> anyhow::Result<Option<PushCertificate>> {
-    let from_flags = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Some(
-            PushCertificate::from_pem_files(cert, key)
-                .context("the push certificate (--cert/--key) cannot be used")?,
-        ),
-        _ => None,
+    let from_flags = match &args.cert {
+        Some(cert) => Some(super::push_cert::load(&CertFlags {
+            cert,
+            key: args.key.as_deref(),
+            password_file: args.cert_password_file.as_deref(),
+            password: args.cert_password.as_ref(),
+        })?),
+        None => None,
     };
     // One certificate per server for now: the newest registered.
     let stored = match stored.iter().max_by_key(|s| s.registered_at) {

@@ -83,7 +83,13 @@ fn inspect_text_names_every_field() {
         "--at",
         "2026-11-25T00:00:00Z",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // Printed whole, then exit 3: scripts notice an expired certificate.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expired on 2025-01-01"),
+        "{}",
+        stderr(&out)
+    );
     let text = stdout(&out);
     for field in [
         "subject:",
@@ -100,6 +106,29 @@ fn inspect_text_names_every_field() {
     ] {
         assert!(text.contains(field), "missing {field:?} in\n{text}");
     }
+}
+
+#[test]
+fn an_expired_certificate_is_allowed_with_the_flag() {
+    for (at, code) in [("2024-06-01T00:00:00Z", 0), ("2026-11-25T00:00:00Z", 3)] {
+        let out = magicpush(&["cert", "inspect", &fixture("push-expired.pem"), "--at", at]);
+        assert_eq!(out.status.code(), Some(code), "{at}: {}", stderr(&out));
+    }
+    let out = magicpush(&[
+        "cert",
+        "inspect",
+        &fixture("push-expired.pem"),
+        "--allow-expired",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = magicpush(&[
+        "cert",
+        "inspect",
+        &fixture("push-not-yet-valid.pem"),
+        "--at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 
 #[test]

@@ -141,3 +141,62 @@ fn an_unusable_certificate_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("push certificate"), "{err}");
 }
+
+/// The committed fixtures: a `.p12` exported with its password pushes like PEM files do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs12_certificate_pushes_with_its_password_from_a_file() {
+    let certs = magicpush_fixtures::dir().join("certs");
+    let read = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
+    let mock = MockApns::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &read("server.pem"),
+        &read("server.key.pem"),
+        &read("ca.pem"),
+        MockConfig::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password = write(
+        dir.path(),
+        "password",
+        &format!("{}\n", magicpush_fixtures::generate::P12_PASSWORD),
+    );
+    let p12 = certs.join("push.p12").to_string_lossy().into_owned();
+    let ca = certs.join("ca.pem").to_string_lossy().into_owned();
+    let url = mock.url();
+    let base = [
+        "push",
+        "--cert",
+        &p12,
+        "--apns-url",
+        &url,
+        "--apns-ca",
+        &ca,
+        "--token",
+    ]
+    .map(str::to_owned);
+    let mut args = base.to_vec();
+    args.extend([token(1), "--magic".into(), "m".into()]);
+    args.extend(["--cert-password-file".into(), password]);
+    let out = tokio::task::spawn_blocking(move || magicpush(&args))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(mock.accepted_for(&token(1)), 1);
+    assert_eq!(mock.accepted_for(&token(2)), 0);
+
+    // Without its password: refused before anything is sent, naming how to give it.
+    let mut args = base.to_vec();
+    args.extend([token(2), "--magic".into(), "m".into()]);
+    let out = tokio::task::spawn_blocking(move || magicpush(&args))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("MAGICPUSH_P12_PASSWORD"), "{stderr}");
+    assert_eq!(mock.accepted_for(&token(1)), 1);
+    assert_eq!(mock.accepted_for(&token(2)), 0);
+    mock.shutdown().await;
+}

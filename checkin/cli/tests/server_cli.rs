@@ -575,7 +575,7 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     );
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(
-        csv.starts_with("Device name,Model,OS version,Serial number,"),
+        csv.starts_with("UDID,Device name,Model,OS version,Serial number,"),
         "{csv}"
     );
     assert_eq!(csv.matches(",responded,").count(), 2, "{csv}");
@@ -589,8 +589,100 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     assert!(report.contains("p50="), "{report}");
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
+
+    // One days-left gauge: the engine's.
+    let metrics = admin.get_text("/metrics").await.unwrap();
+    let days_left: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("days_left"))
+        .collect();
+    assert_eq!(days_left.len(), 1, "{metrics}");
+    assert!(
+        days_left[0].starts_with("magicpush_certificate_days_left "),
+        "{metrics}"
+    );
+
+    // Nobody answers now: the wait ends with exit 2 and names the silent devices.
+    let url = server.url.clone();
+    let silent = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "refresh",
+                "--all",
+                "--wait",
+                "2s",
+                "--server",
+                &url,
+                "--api-key",
+                KEY,
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&silent.stdout);
+    assert_eq!(silent.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("2 device(s) had not answered after 2s:"),
+        "{stdout}"
+    );
+    for udid in ["CLI-DEVICE-1", "CLI-DEVICE-2"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(udid) && l.contains("pending")),
+            "{udid} in {stdout}"
+        );
+    }
     drop(server);
     mock.shutdown().await;
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_have_no_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with_env(
+        &["serve", "--insecure-no-device-auth"],
+        &[
+            ("--data-dir", dir.path()),
+            ("--secrets-key-file", &dir.path().join("missing-key")),
+        ],
+        &[("RUST_LOG", Path::new("info"))],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WARN"), "a log line came first: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+#[test]
+fn a_second_server_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = serve(&[], &[("--data-dir", data.as_path())]);
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ],
+        &[("--data-dir", data.as_path())],
+    );
+    assert!(!out.status.success(), "the second server started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another magicpush process (pid {})",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    drop(first);
+    // The lock goes with the process, however it ended (here: killed).
+    let _again = serve(&[], &[("--data-dir", data.as_path())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,5 +990,44 @@ fn serve_refuses_bad_settings() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flags:?} started");
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unreadable_file_names_its_flag_and_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--device-ca", missing], "--device-ca"),
+        (
+            &[
+                "--insecure-no-device-auth",
+                "--tls-cert",
+                missing,
+                "--tls-key",
+                missing,
+            ],
+            "--tls-cert",
+        ),
+        (&["--insecure-no-device-auth", "--cert", missing], "--cert"),
+    ];
+    for (flags, flag) in cases {
+        let args: Vec<&str> = ["serve", "--listen", "127.0.0.1:0"]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        let out = run(&args, &[("--data-dir", dir.path())]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(
+            stderr.contains(flag) && stderr.contains("missing.pem"),
+            "{flags:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("No such file").count(),
+            1,
+            "{flags:?}: {stderr}"
+        );
     }
 }

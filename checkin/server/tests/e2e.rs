@@ -208,19 +208,21 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
         .map(|l| l.split(',').map(str::to_owned).collect())
         .collect();
     assert_eq!(rows.len(), 5, "{csv}");
+    // UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, …
     let state_of = |serial: &str| {
         rows.iter()
-            .find(|r| r[3] == serial)
-            .unwrap_or_else(|| panic!("row for {serial} in {csv}"))[6]
+            .find(|r| r[4] == serial)
+            .unwrap_or_else(|| panic!("row for {serial} in {csv}"))[7]
             .clone()
     };
     for d in &online {
         assert_eq!(state_of(&d.serial_number), "responded");
-        let row = rows.iter().find(|r| r[3] == d.serial_number).unwrap();
-        assert_eq!(row[0], d.device_name);
-        assert_eq!(row[2], "18.5");
+        let row = rows.iter().find(|r| r[4] == d.serial_number).unwrap();
+        assert_eq!(row[0], d.udid);
+        assert_eq!(row[1], d.device_name);
+        assert_eq!(row[3], "18.5");
         assert!(
-            !row[4].is_empty(),
+            !row[5].is_empty(),
             "collected at is set after DeviceInformation"
         );
     }

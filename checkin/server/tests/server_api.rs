@@ -474,22 +474,23 @@ async fn refresh_all_pushes_and_devices_answer() {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
         lines[0],
-        "Device name,Model,OS version,Serial number,Collected at,Enrolled at,State,Last seen"
+        "UDID,Device name,Model,OS version,Serial number,Collected at,Enrolled at,State,Last seen"
     );
     assert_eq!(lines.len(), 5);
     let row = lines
         .iter()
-        .find(|l| l.starts_with("Device 1,"))
+        .find(|l| l.contains(",Device 1,"))
         .expect("row of device 1");
     let cols: Vec<&str> = row.split(',').collect();
-    assert_eq!(cols[1], "iPhone");
-    assert_eq!(cols[2], "18.6");
-    assert_eq!(cols[3], ok1.serial_number);
-    assert!(!cols[4].is_empty() && !cols[5].is_empty() && !cols[7].is_empty());
-    assert_eq!(cols[6], "responded");
+    assert_eq!(cols[0], ok1.udid);
+    assert_eq!(cols[2], "iPhone");
+    assert_eq!(cols[3], "18.6");
+    assert_eq!(cols[4], ok1.serial_number);
+    assert!(!cols[5].is_empty() && !cols[6].is_empty() && !cols[8].is_empty());
+    assert_eq!(cols[7], "responded");
     assert!(lines
         .iter()
-        .any(|l| l.starts_with("Device 3,") && l.contains(",unregistered,")));
+        .any(|l| l.contains(",Device 3,") && l.contains(",unregistered,")));
 }
 
 #[tokio::test]
@@ -716,6 +717,71 @@ async fn topic_change_is_allowed_with_no_enrolled_device() {
         .unwrap();
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(srv.pusher.certificates_installed(), 1);
+}
+
+#[tokio::test]
+async fn a_pkcs12_upload_is_registered_with_its_password() {
+    let srv = TestServer::start(Options::default()).await;
+    let p12 = Bytes::from(magicpush_fixtures::read("certs/push.p12"));
+    let put = |password: Option<&'static str>| {
+        let headers: Vec<_> = password
+            .map(|p| {
+                (
+                    http::HeaderName::from_static("x-magicpush-p12-password"),
+                    http::HeaderValue::from_static(p),
+                )
+            })
+            .into_iter()
+            .collect();
+        let body = p12.clone();
+        let admin = &srv.admin;
+        async move {
+            admin
+                .request_with(
+                    Method::PUT,
+                    "/v1/pushcert",
+                    Some(("application/x-pkcs12", body)),
+                    &headers,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let (s, body) = put(None).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("X-Magicpush-P12-Password"), "{text}");
+    let (s, body) = put(Some("wrong")).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("wrong PKCS#12 password"), "{text}");
+    assert_eq!(srv.pusher.certificates_installed(), 0);
+
+    let (s, body) = put(Some(magicpush_fixtures::generate::P12_PASSWORD)).await;
+    let view: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s, StatusCode::OK, "{view}");
+    let topic = format!(
+        "com.apple.mgmt.External.{}",
+        magicpush_fixtures::generate::PUSH_UUID
+    );
+    assert_eq!(view["topic"], topic.as_str());
+    assert_eq!(srv.pusher.certificates_installed(), 1);
+}
+
+#[tokio::test]
+async fn a_request_without_subject_names_the_defaults_flags() {
+    let srv = TestServer::start(Options::default()).await;
+    let (s, body) = srv
+        .admin
+        .request(Method::POST, "/v1/pushcert/csr", None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("--csr-cn") && text.contains("--csr-email"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

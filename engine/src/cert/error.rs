@@ -10,12 +10,13 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CertError {
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (in the message; not a `source()`, so that a chain
+        /// printed whole names it once).
+        cause: std::io::Error,
     },
 
     /// An error in the content of a file (`error` says what); use [`CertError::root`] to match
@@ -82,7 +83,7 @@ pub enum CertError {
     },
 
     /// The private key does not belong to the certificate.
-    #[error("the private key does not match the certificate {subject}: the certificate's public key is {cert_key}, the private key's is {key} — use the key the certificate signing request was made with")]
+    #[error("the private key does not match the certificate {subject}: {} — use the key the certificate signing request was made with", mismatch(cert_key, key))]
     KeyMismatch {
         /// Subject of the certificate.
         subject: String,
@@ -121,5 +122,14 @@ impl CertError {
                 error: Box::new(other),
             },
         }
+    }
+}
+
+/// How a certificate's public key and a private key differ, for [`CertError::KeyMismatch`].
+fn mismatch(cert_key: &str, key: &str) -> String {
+    if cert_key == key {
+        format!("both are {key} keys, but of two different key pairs")
+    } else {
+        format!("the certificate's public key is {cert_key}, the private key is {key}")
     }
 }

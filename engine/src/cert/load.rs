@@ -11,9 +11,9 @@ use super::error::CertError;
 
 /// Reads a whole file, mapping failure to [`CertError::Io`].
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|source| CertError::Io {
+    std::fs::read(path).map_err(|cause| CertError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

@@ -110,6 +110,9 @@ fn a_key_of_another_certificate_is_a_mismatch() {
     )
     .unwrap_err();
     assert!(matches!(err, CertError::KeyMismatch { .. }), "{err}");
+    // Two RSA keys: the message says they are two pairs, not "RSA, RSA".
+    let msg = err.to_string();
+    assert!(msg.contains("two different key pairs"), "{msg}");
 
     // RSA certificate with an EC key: the message names both algorithms.
     let err = PushCertificate::from_pem(&read("certs/push.pem"), &read("certs/push-ec.key.pem"))

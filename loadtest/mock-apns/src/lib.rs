@@ -126,11 +126,10 @@ pub enum MockError {
     #[error("mock APNs: invalid {what}: {detail}")]
     Tls { what: &'static str, detail: String },
     /// The listening socket could not be opened.
-    #[error("mock APNs: cannot listen on {addr}: {source}")]
+    #[error("mock APNs: cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -155,13 +154,13 @@ impl MockApns {
         )?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| MockError::Bind {
+            .map_err(|cause| MockError::Bind {
                 addr: listen,
-                source,
+                cause,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| MockError::Bind {
+        let local_addr = listener.local_addr().map_err(|cause| MockError::Bind {
             addr: listen,
-            source,
+            cause,
         })?;
         let shared = Arc::new(Shared::new(&config));
         let acceptor = TlsAcceptor::from(tls);

@@ -7,15 +7,15 @@
 //! | `GET /v1/devices[?state=S]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
-//! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
-//! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_udids"?}` |
+//! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
+//! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
 //! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
 //! | `DELETE /v1/devices?all=true&confirm=TOPIC` | | `{"deleted": n, "topic"}`; 409 if TOPIC is not the one in use |
 //! | `GET /v1/pushcert` | | `{"subject", "topic", "apsp", "serial", "issuer", "not_before", "not_after", "days_left", "expired", "environment", "state", "warnings", "apple_id", "pending_requests"}`; 404 "no push certificate registered" |
-//! | `PUT /v1/pushcert` | Apple's certificate alone (PEM or DER), or PEM certificate then PEM key | the new details; 422 if no issued request matches a certificate sent alone; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
+//! | `PUT /v1/pushcert` | Apple's certificate alone (PEM or DER), or PEM certificate then PEM key, or (`Content-Type: application/x-pkcs12`) a `.p12` file with its password in `X-Magicpush-P12-Password` (absent: none) | the new details; 422 if no issued request matches a certificate sent alone; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
 //! | `DELETE /v1/pushcert` | | `{"deleted": true}`; 409 while devices are enrolled |
 //! | `PUT /v1/pushcert/memo` | `{"apple_id": "…"}` (empty clears) | the details with the memo |
 //! | `POST /v1/pushcert/csr` | `{"email"?, "common_name"?, "country"?}` or nothing | 201 `{"id", "file_name", "vendor_signed", "request"}` |
@@ -357,11 +357,37 @@ async fn pushcert(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiEr
     Ok(Json(admin.service.pushcert()?))
 }
 
+/// The media type of a PKCS#12 upload to `PUT /v1/pushcert`.
+const PKCS12_CONTENT_TYPE: &str = "application/x-pkcs12";
+
+/// The header carrying a PKCS#12 upload's password (absent: the empty password).
+const PKCS12_PASSWORD_HEADER: &str = "x-magicpush-p12-password";
+
 async fn replace_pushcert(
     State(admin): State<Admin>,
+    headers: HeaderMap,
     Limited(upload): Limited,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(admin.service.replace_pushcert(&upload).await?))
+    let is_pkcs12 = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PKCS12_CONTENT_TYPE));
+    if !is_pkcs12 {
+        return Ok(Json(admin.service.replace_pushcert(&upload).await?));
+    }
+    let password = match headers.get(PKCS12_PASSWORD_HEADER) {
+        Some(v) => v.to_str().map_err(|_| {
+            ApiError::bad_request("the X-Magicpush-P12-Password header is not visible ASCII")
+        })?,
+        None => "",
+    };
+    Ok(Json(
+        admin
+            .service
+            .replace_pushcert_pkcs12(&upload, password)
+            .await?,
+    ))
 }
 
 #[derive(Serialize)]

@@ -15,12 +15,12 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The certificate file holds no usable PEM certificate.
     #[error("{path}: no PEM certificate found ({detail})")]
@@ -39,14 +39,14 @@ pub enum TlsError {
         detail: String,
     },
     /// rustls refused the pair (for example, the key does not match the certificate).
-    #[error("TLS certificate {cert} with key {key} refused: {source}")]
+    #[error("TLS certificate {cert} with key {key} refused: {cause}")]
     Config {
         /// Certificate file.
         cert: PathBuf,
         /// Key file.
         key: PathBuf,
         /// Why.
-        source: rustls::Error,
+        cause: rustls::Error,
     },
 }
 
@@ -63,9 +63,9 @@ pub fn server_config(
     client_hints: Option<Vec<Vec<u8>>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|cause| TlsError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })
     };
     let cert_pem = read(cert_path)?;
@@ -86,10 +86,10 @@ pub fn server_config(
         path: key_path.to_owned(),
         detail: e.to_string(),
     })?;
-    let config_err = |source| TlsError::Config {
+    let config_err = |cause| TlsError::Config {
         cert: cert_path.to_owned(),
         key: key_path.to_owned(),
-        source,
+        cause,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())

@@ -21,12 +21,12 @@ use super::{DeviceIdentity, Refusal};
 #[non_exhaustive]
 pub enum TrustError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file holds no usable certificate.
     #[error("{path}: {detail}")]
@@ -164,9 +164,9 @@ fn refusal(err: webpki::Error, subject: &str) -> Refusal {
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+    let pem = std::fs::read(path).map_err(|cause| TrustError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

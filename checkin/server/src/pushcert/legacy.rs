@@ -29,20 +29,20 @@ pub const PENDING_DIR: &str = "pushcert-pending";
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// The store refused a write: nothing more was migrated, no file was renamed after it.
-    #[error("cannot migrate {file} into the store: {source}")]
+    #[error("cannot migrate {file} into the store: {cause}")]
     Store {
         /// The file being migrated.
         file: PathBuf,
         /// The store's error.
-        source: StoreError,
+        cause: StoreError,
     },
     /// A migrated file could not be renamed to its backup name.
-    #[error("cannot rename {file} after migrating it: {source}")]
+    #[error("cannot rename {file} after migrating it: {cause}")]
     Rename {
         /// The file.
         file: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -104,9 +104,9 @@ pub async fn migrate<S: PushCertStore + ?Sized>(
                 tracing::warn!(request = %request.id, "not migrated: too many requests wait already");
                 all_read = false;
             }
-            written.map_err(|source| MigrateError::Store {
+            written.map_err(|cause| MigrateError::Store {
                 file: pending.clone(),
-                source,
+                cause,
             })?;
         }
         if all_read {
@@ -122,16 +122,16 @@ fn done(
     written: Result<impl Sized, StoreError>,
     backups: &mut Vec<PathBuf>,
 ) -> Result<(), MigrateError> {
-    written.map_err(|source| MigrateError::Store {
+    written.map_err(|cause| MigrateError::Store {
         file: path.to_owned(),
-        source,
+        cause,
     })?;
     let mut backup = path.as_os_str().to_owned();
     backup.push(".migrated");
     let backup = PathBuf::from(backup);
-    std::fs::rename(path, &backup).map_err(|source| MigrateError::Rename {
+    std::fs::rename(path, &backup).map_err(|cause| MigrateError::Rename {
         file: path.to_owned(),
-        source,
+        cause,
     })?;
     backups.push(backup);
     Ok(())

@@ -473,7 +473,6 @@ impl Service {
     /// restarts, the history records it and the used request is retired.
     pub async fn replace_pushcert(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
-        let now = Self::now();
         let (chain, has_key) = parse_upload(upload)?;
         let (new, used_request) = if has_key {
             let new = PushCertificate::from_pem_bundle(upload)
@@ -482,6 +481,37 @@ impl Service {
         } else {
             self.match_pending_key(chain)?
         };
+        self.install_pushcert(new, used_request).await
+    }
+
+    /// [`Service::replace_pushcert`] with a PKCS#12 file (certificate and key, as Keychain
+    /// exports them) and its password (`""` for none).
+    pub async fn replace_pushcert_pkcs12(
+        &self,
+        der: &[u8],
+        password: &str,
+    ) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let new = PushCertificate::from_pkcs12(der, password).map_err(|e| match e.root() {
+            cert::CertError::WrongPassword if password.is_empty() => ServiceError::BadRequest(
+                "push certificate refused: the PKCS#12 file is protected by a password; send it in the X-Magicpush-P12-Password header".into(),
+            ),
+            cert::CertError::WrongPassword => ServiceError::BadRequest(
+                "push certificate refused: wrong PKCS#12 password (X-Magicpush-P12-Password)".into(),
+            ),
+            _ => ServiceError::BadRequest(format!("push certificate refused: {e}")),
+        })?;
+        self.install_pushcert(new, None).await
+    }
+
+    /// Registers `new` (checked here: validity, E320, enrolled topics), retiring the pending
+    /// request it was issued for. The caller holds `updates`.
+    async fn install_pushcert(
+        &self,
+        new: PushCertificate,
+        used_request: Option<String>,
+    ) -> Result<PushCertView, ServiceError> {
+        let now = Self::now();
         let new_info = new.info().clone();
         if new_info.is_expired(now) {
             return Err(ServiceError::BadRequest(format!(
@@ -665,7 +695,8 @@ impl Service {
         };
         ::metrics::gauge!("magicpush_pushcert_not_after_timestamp_seconds")
             .set(info.not_after().unix_timestamp() as f64);
-        ::metrics::gauge!("magicpush_pushcert_days_left").set(info.days_left(now) as f64);
+        // Days left are the engine's gauge (`magicpush_certificate_days_left`), kept current
+        // by the pool; the expiry instant above lets alerts compute them too.
         let recorded = self.pushcert.events.records();
         let Some(event) = expiry::due(&info, now, &self.pushcert.settings.thresholds, &recorded)
         else {

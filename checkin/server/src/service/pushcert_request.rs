@@ -37,6 +37,14 @@ impl Service {
             common_name: subject.common_name.or_else(|| defaults.common_name.clone()),
             country: subject.country.or_else(|| defaults.country.clone()),
         };
+        if subject.email.is_none() && subject.common_name.is_none() {
+            return Err(ServiceError::BadRequest(
+                "the request needs a subject: send {\"common_name\": …} and/or {\"email\": …} \
+                 in the body, or start the server with --csr-cn and --csr-email \
+                 (MAGICPUSH_CSR_CN, MAGICPUSH_CSR_EMAIL) as defaults"
+                    .into(),
+            ));
+        }
         subject
             .validate()
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;

@@ -14,7 +14,8 @@ use super::listing::{Listing, Pages, Render, PAGE};
 use super::{Service, ServiceError};
 
 /// The CSV export's header (and column order).
-pub const CSV_HEADER: [&str; 8] = [
+pub const CSV_HEADER: [&str; 9] = [
+    "UDID",
     "Device name",
     "Model",
     "OS version",
@@ -111,6 +112,7 @@ impl Service {
             csv::write_record(
                 &mut line,
                 &[
+                    d.udid.clone(),
                     text(&d.info.device_name),
                     model,
                     text(&d.info.os_version),
