@@ -1,6 +1,7 @@
 //! `magicpush refresh --all | --udid U…`: asks the server to collect device information
 //! (enqueue DeviceInformation and push), then shows a progress bar until every pushed device
-//! has answered or `--wait` ends, and prints the final counts.
+//! has answered or `--wait` ends, and prints the final counts. Exit status 0 when every
+//! pushed device answered; 2 when some did not (the first 20 are listed, then a count).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ pub(crate) struct RefreshArgs {
     /// Refresh this device (repeatable).
     #[arg(long = "udid", value_name = "UDID")]
     udids: Vec<String>,
-    /// How long to wait for devices to answer (e.g. 30s, 5m).
+    /// How long to wait for devices to answer (e.g. 30s, 5m). The devices that did not
+    /// answer are listed (the first 20, then a count) and the exit status is 2.
     #[arg(long, env = "MAGICPUSH_REFRESH_WAIT", default_value = "5m", value_parser = parse_duration)]
     wait: Duration,
     /// Return right after the server accepted the refresh.
@@ -32,7 +34,7 @@ pub(crate) struct RefreshArgs {
     no_wait: bool,
 }
 
-/// Exit code when the wait ended with devices still pending.
+/// Exit code when the wait ended with devices that had not answered (they are listed).
 const EXIT_PENDING: u8 = 2;
 
 pub(crate) fn run(args: RefreshArgs) -> anyhow::Result<ExitCode> {
@@ -84,9 +86,8 @@ async fn refresh(client: AdminClient, args: RefreshArgs) -> anyhow::Result<ExitC
                 .collect()
         })
         .unwrap_or_default();
-    let mut pending;
     loop {
-        pending = if args.all {
+        let pending = if args.all {
             let report = client.get_json("/v1/connectivity").await?;
             report["states"]["pending"].as_u64().unwrap_or(0)
         } else {
@@ -109,12 +110,78 @@ async fn refresh(client: AdminClient, args: RefreshArgs) -> anyhow::Result<ExitC
     bar.finish_and_clear();
     let report = client.get_json("/v1/connectivity").await?;
     print!("{}", super::report::render(&report));
-    if pending > 0 {
-        println!(
-            "{pending} device(s) had not answered after {}",
-            magicpush_server::config::format_duration(args.wait)
-        );
-        return Ok(ExitCode::from(EXIT_PENDING));
+    let pushed_at = summary["pushed_at"].as_str().unwrap_or_default();
+    let silent = if args.all {
+        silent_after_refresh_all(&client, pushed_at).await?
+    } else {
+        silent_among(&client, &pushed_udids).await?
+    };
+    if silent.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "{} device(s) had not answered after {}:",
+        silent.len(),
+        magicpush_server::config::format_duration(args.wait)
+    );
+    for line in silent.iter().take(LISTED) {
+        println!("  {line}");
+    }
+    if silent.len() > LISTED {
+        println!(
+            "  … and {} more (magicpush devices --state pending, --state unreachable)",
+            silent.len() - LISTED
+        );
+    }
+    Ok(ExitCode::from(EXIT_PENDING))
+}
+
+/// Devices named after a refresh that did not answer, at most.
+const LISTED: usize = 20;
+
+/// The states of a pushed device that has not answered (its push may also have failed).
+const SILENT_STATES: [&str; 4] = ["pending", "unreachable", "push_failed", "unregistered"];
+
+/// One line for a device that did not answer: UDID, state, name.
+fn silent_line(device: &serde_json::Value) -> String {
+    let name = device["device_name"].as_str().unwrap_or("");
+    format!(
+        "{}  {}  {name}",
+        device["udid"].as_str().unwrap_or("?"),
+        device["state"].as_str().unwrap_or("?")
+    )
+    .trim_end()
+    .to_owned()
+}
+
+/// The listed devices that have not answered.
+async fn silent_among(client: &AdminClient, udids: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut silent = Vec::new();
+    for udid in udids {
+        let device = client.get_json(&format!("/v1/devices/{udid}")).await?;
+        if device["state"] != "responded" {
+            silent.push(silent_line(&device));
+        }
+    }
+    Ok(silent)
+}
+
+/// The devices this refresh pushed (their `last_push_at` is its `pushed_at`) that have not
+/// answered.
+async fn silent_after_refresh_all(
+    client: &AdminClient,
+    pushed_at: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut silent = Vec::new();
+    for state in SILENT_STATES {
+        let devices = client
+            .get_json(&format!("/v1/devices?state={state}"))
+            .await?;
+        for device in devices.as_array().into_iter().flatten() {
+            if device["last_push_at"].as_str() == Some(pushed_at) {
+                silent.push(silent_line(device));
+            }
+        }
+    }
+    Ok(silent)
 }

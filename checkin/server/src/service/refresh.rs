@@ -44,6 +44,9 @@ pub struct RefreshSummary {
     /// Devices not pushed, by reason: `unknown`, `no_token`, `checked_out`,
     /// `token_invalid`.
     pub skipped: BTreeMap<&'static str, usize>,
+    /// When the pushes were marked (RFC 3339): every device this refresh pushes has this
+    /// `last_push_at`, until a later push.
+    pub pushed_at: String,
     /// The devices being pushed (only for a refresh of listed devices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed_udids: Option<Vec<String>>,
@@ -128,13 +131,15 @@ impl Service {
             .watch()
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, self.pushcert.info()));
+        let now = magicpush_store::truncate_ms(Self::now());
         let mut run = RefreshRun {
             summary: RefreshSummary {
                 command_uuid: command.uuid.clone(),
+                pushed_at: magicpush_store::rfc3339(now),
                 ..RefreshSummary::default()
             },
             command,
-            now: Self::now(),
+            now,
             completion,
         };
         match target {
