@@ -78,7 +78,7 @@ pub(crate) async fn serve(
     tracing::debug!(%peer, id = conn_state.id, ?topic, "mock APNs: connection open");
     let io = SettingsIo::new(tls, conn_state.limits.clone());
     serve_h2(io, &shared, &conn_state, &topic).await;
-    conn_state.open.store(false, Ordering::Relaxed);
+    shared.connection_closed(&conn_state);
     tracing::debug!(%peer, id = conn_state.id, "mock APNs: connection closed");
 }
 

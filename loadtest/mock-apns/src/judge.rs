@@ -10,7 +10,7 @@
 //! | 4 | token is hex of 32..=100 bytes | 400 `BadDeviceToken` |
 //! | 5 | no `apns-*` header repeated | 400 `DuplicateHeaders` |
 //! | 6 | `apns-topic` present | 400 `MissingTopic` |
-//! | 7 | topic equals the client certificate's UID | 400 `BadTopic` |
+//! | 7 | topic equals the client certificate's UID | 400 `TopicDisallowed` |
 //! | 8 | `apns-push-type` is `mdm` for an MDM topic (`com.apple.mgmt.*`), a known type otherwise | 400 `InvalidPushType` |
 //! | 9 | `apns-priority`, if present, is 10, 5 or 1 | 400 `BadPriority` |
 //! | 10 | `apns-expiration`, if present, is an unsigned integer | 400 `BadExpirationDate` |
@@ -23,9 +23,12 @@
 //! | 17 | token not registered for another topic | 400 `DeviceTokenNotForTopic` |
 //!
 //! Decisions where Apple's documentation is silent:
-//! - A topic other than the certificate's is `BadTopic` ("the apns-topic value is invalid"):
-//!   with certificate auth the certificate names the only valid topic. `DeviceTokenNotForTopic`
-//!   is kept for tokens that belong to another topic (check 17).
+//! - A topic other than the certificate's is `TopicDisallowed` ("pushing to this topic is not
+//!   allowed"): with certificate auth the certificate names the only topic a connection may
+//!   push to, whatever other topics exist. It is 400, as Apple lists it: a 403 would read as
+//!   a refused certificate and stop the whole topic. `BadTopic` is kept for a topic header
+//!   that is not text, `DeviceTokenNotForTopic` for tokens that belong to another topic
+//!   (check 17).
 //! - Apple documents no reason for a payload that is not valid JSON. The mock answers 400 with
 //!   the mock-only reason `BadPayload`, so an engine bug cannot hide behind a real reason and the
 //!   engine's handling of unknown reasons is exercised.
@@ -259,7 +262,7 @@ pub fn judge<'a>(
     }
     if let TopicRule::Exactly(allowed) = topic_rule {
         if topic != allowed {
-            return Verdict::reject(Reason::BadTopic);
+            return Verdict::reject(Reason::TopicDisallowed);
         }
     }
     let push_type = h.push_type.map(|v| v.as_bytes());
@@ -490,7 +493,7 @@ mod tests {
             with(
                 base("other topic"),
                 |c| set_header(c, "apns-topic", "com.apple.mgmt.External.other"),
-                Some(BadTopic),
+                Some(TopicDisallowed),
             ),
             with(
                 base("no push type"),
@@ -679,7 +682,7 @@ mod tests {
             Reason::BadDeviceToken,
             Reason::DuplicateHeaders,
             Reason::MissingTopic,
-            Reason::BadTopic,
+            Reason::TopicDisallowed,
             Reason::InvalidPushType,
             Reason::BadPriority,
             Reason::BadExpirationDate,
@@ -693,6 +696,34 @@ mod tests {
         ] {
             assert!(covered.contains(&reason), "{reason} has no case");
         }
+    }
+
+    /// A topic header that is not text (the table holds text headers only).
+    #[test]
+    fn a_topic_that_is_not_text_is_a_bad_topic() {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"com.apple.mgmt.\xff").expect("obs-text is allowed");
+        headers.insert("apns-topic", value);
+        headers.insert("apns-push-type", HeaderValue::from_static("mdm"));
+        let path = format!("/3/device/{TOKEN}");
+        let v = judge(
+            &Method::POST,
+            &path,
+            &headers,
+            br#"{"mdm":"m"}"#,
+            TopicRule::Exactly(TOPIC),
+            |_| TokenState::Active,
+        );
+        assert!(
+            matches!(
+                v,
+                Verdict::Reject {
+                    reason: Reason::BadTopic,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
     }
 
     #[test]

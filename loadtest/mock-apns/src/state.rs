@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) resets_injected: AtomicU64,
     pub(crate) refused_over_limit: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
+    /// Connections open now, and the most ever open at once.
+    pub(crate) connections_now: AtomicU64,
+    pub(crate) connections_peak: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) goaways_sent: AtomicU64,
     pub(crate) drops: AtomicU64,
@@ -194,6 +197,8 @@ impl Shared {
             resets_injected: AtomicU64::new(0),
             refused_over_limit: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
+            connections_now: AtomicU64::new(0),
+            connections_peak: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
             goaways_sent: AtomicU64::new(0),
             drops: AtomicU64::new(0),
@@ -280,6 +285,8 @@ impl Shared {
 
     pub(crate) fn register_connection(&self, topic: Option<String>) -> Arc<ConnState> {
         let id = self.connections_opened.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.connections_now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_peak.fetch_max(now, Ordering::Relaxed);
         let conn = Arc::new(ConnState {
             id,
             topic,
@@ -295,6 +302,13 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .push(conn.clone());
         conn
+    }
+
+    /// `conn` has closed.
+    pub(crate) fn connection_closed(&self, conn: &ConnState) {
+        if conn.open.swap(false, Ordering::Relaxed) {
+            self.connections_now.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn bump(&self, f: impl FnOnce(&mut Control)) {

@@ -14,6 +14,8 @@ pub struct MockStats {
     pub connections_opened: u64,
     /// Connections still open.
     pub connections_open: u64,
+    /// The most connections open at once (after their handshake).
+    pub connections_peak: u64,
     /// Handshakes refused (bad or expired client certificate, no ALPN h2, timeout).
     pub handshake_failures: u64,
     /// Streams received.
@@ -83,9 +85,10 @@ impl fmt::Display for MockStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "connections: {} opened, {} open, {} handshake failures, {} dropped, {} GOAWAYs",
+            "connections: {} opened, {} open ({} at most at once), {} handshake failures, {} dropped, {} GOAWAYs",
             self.connections_opened,
             self.connections_open,
+            self.connections_peak,
             self.handshake_failures,
             self.drops,
             self.goaways_sent
@@ -133,6 +136,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MockStats {
     MockStats {
         connections_opened: shared.connections_opened.load(Ordering::Relaxed),
         connections_open: connections.iter().filter(|c| c.open).count() as u64,
+        connections_peak: shared.connections_peak.load(Ordering::Relaxed),
         handshake_failures: shared.handshake_failures.load(Ordering::Relaxed),
         requests: connections.iter().map(|c| c.requests).sum(),
         accepted: shared.accepted.load(Ordering::Relaxed),

@@ -269,7 +269,7 @@ async fn topic_must_be_the_certificates() {
     let a = push(&other, TOKEN, &pki.topic).await;
     assert_eq!(
         (a.status, a.reason()),
-        (StatusCode::BAD_REQUEST, "BadTopic")
+        (StatusCode::BAD_REQUEST, "TopicDisallowed")
     );
 
     let mine = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
@@ -288,6 +288,20 @@ async fn topic_must_be_the_certificates() {
         (StatusCode::BAD_REQUEST, "MissingTopic")
     );
     assert_eq!(mock.accepted_for(TOKEN), 0);
+
+    // Several certificates at once, each pushing its own topic (one mock, many tenants).
+    let a = push(&other, TOKEN, &pki.other_topic_name).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.reason());
+    let a = push(&mine, TOKEN, &pki.topic).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.reason());
+    let stats = mock.stats();
+    assert_eq!((stats.connections_open, stats.connections_peak), (2, 2));
+    drop((other, mine));
+    let third = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+    assert_eq!(push(&third, TOKEN, &pki.topic).await.status, StatusCode::OK);
+    let stats = mock.stats();
+    assert_eq!(stats.connections_opened, 3);
+    assert!(stats.connections_peak <= 3, "{stats}");
     mock.shutdown().await;
 }
 
@@ -505,7 +519,10 @@ async fn optional_client_auth_accepts_no_certificate_and_any_topic() {
     assert_eq!(a.status, StatusCode::OK);
     // A client that does present a certificate is still held to its topic.
     let other = connect(&mock, &pki, Some(&pki.other_topic)).await.unwrap();
-    assert_eq!(push(&other, TOKEN, &pki.topic).await.reason(), "BadTopic");
+    assert_eq!(
+        push(&other, TOKEN, &pki.topic).await.reason(),
+        "TopicDisallowed"
+    );
     mock.shutdown().await;
 }
 
