@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
 use crate::cause::EngineCause;
 use crate::cert::PushCertificate;
-use crate::dispatch::{Control, Dispatcher, PoolStatus, Settings};
+use crate::dispatch::{Control, Dispatcher, LastConnectError, PoolStatus, Settings};
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Reply};
 use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
@@ -258,12 +258,21 @@ impl ClientBuilder {
             certificate: cert.clone(),
             plan: Plan::new(self.connections, self.reconnect, self.rejected_backoff),
         };
-        let dispatcher = Dispatcher::new(settings, tls, template, intake_rx, control_rx);
+        let last_connect_error = Arc::new(LastConnectError::default());
+        let dispatcher = Dispatcher::new(
+            settings,
+            tls,
+            template,
+            intake_rx,
+            control_rx,
+            last_connect_error.clone(),
+        );
         handle.spawn(dispatcher.run());
         Ok(Client {
             inner: Arc::new(Inner {
                 intake: intake_tx,
                 control: control_tx,
+                last_connect_error,
                 deadline: self.deadline,
                 queue_capacity: self.queue_capacity,
                 endpoint: self.endpoint,
@@ -339,6 +348,8 @@ pub struct Client {
 struct Inner {
     intake: mpsc::Sender<Job>,
     control: mpsc::UnboundedSender<Control>,
+    /// The pool's last connection error, for the pushes that end at the caller's deadline.
+    last_connect_error: Arc<LastConnectError>,
     deadline: Duration,
     queue_capacity: usize,
     endpoint: Endpoint,
@@ -374,6 +385,7 @@ impl Client {
                     deadline: self.inner.deadline,
                     attempts: 0,
                     last: Some(EngineCause::QueueFull.into()),
+                    connect_error: self.inner.last_connect_error.get(),
                 };
                 job.finish(Err(e.clone()));
                 return Err(e);
@@ -417,6 +429,7 @@ impl Client {
                 deadline: self.inner.deadline,
                 attempts: 0,
                 last: None,
+                connect_error: self.inner.last_connect_error.get(),
             }),
         }
     }

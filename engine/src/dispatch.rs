@@ -57,6 +57,31 @@ pub struct PoolStatus {
     pub reconnects: u64,
 }
 
+/// The pool's most recent connection failure, while its most recent connection attempt
+/// failed. The dispatcher sets and clears it; the pushes that end past their deadline report
+/// it, whether the dispatcher ends them or the client's own deadline does. It is touched when
+/// a connection opens or fails and when a push ends past its deadline, never on a push's way
+/// to APNs.
+#[derive(Debug, Default)]
+pub(crate) struct LastConnectError(std::sync::Mutex<Option<Arc<str>>>);
+
+impl LastConnectError {
+    /// The last connection error, if the most recent attempt failed.
+    pub(crate) fn get(&self) -> Option<Arc<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, error: Option<Arc<str>>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+}
+
 pub(crate) struct Settings {
     pub endpoint: Endpoint,
     pub max_streams: usize,
@@ -92,7 +117,7 @@ pub(crate) struct Dispatcher {
     waiting: VecDeque<Job>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     delayed_seq: u64,
-    last_connect_error: Option<String>,
+    last_connect_error: Arc<LastConnectError>,
     reconnects: u64,
     started: Vec<bool>,
     shutting_down: Option<oneshot::Sender<()>>,
@@ -146,6 +171,7 @@ impl Dispatcher {
         template: Arc<RequestTemplate>,
         intake: mpsc::Receiver<Job>,
         control: mpsc::UnboundedReceiver<Control>,
+        last_connect_error: Arc<LastConnectError>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         let n = settings.plan.len();
@@ -168,7 +194,7 @@ impl Dispatcher {
             waiting: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_seq: 0,
-            last_connect_error: None,
+            last_connect_error,
             reconnects: 0,
             started: vec![false; n],
             shutting_down: None,
@@ -300,7 +326,7 @@ impl Dispatcher {
                 continue;
             }
             if now >= job.deadline {
-                job.deadline_exceeded();
+                job.deadline_exceeded(self.last_connect_error.get());
                 continue;
             }
             if let Some(reason) = &fail_fast {
@@ -354,7 +380,7 @@ impl Dispatcher {
                 continue;
             }
             if now >= job.deadline {
-                job.deadline_exceeded();
+                job.deadline_exceeded(self.last_connect_error.get());
             } else {
                 self.waiting.push_back(job);
                 break;
@@ -451,7 +477,7 @@ impl Dispatcher {
                 );
                 self.slots[slot] = Some(live);
                 self.settings.plan.on_connected(slot, now);
-                self.last_connect_error = None;
+                self.last_connect_error.set(None);
             }
             Event::ConnectFailed {
                 slot,
@@ -467,7 +493,8 @@ impl Dispatcher {
                 } else {
                     tracing::warn!(%error, slot, "APNs connection attempt failed");
                 }
-                self.last_connect_error = Some(error.to_string());
+                self.last_connect_error
+                    .set(Some(Arc::from(error.to_string())));
                 self.settings
                     .plan
                     .on_connect_failed(slot, now, certificate, fastrand::f64());
@@ -641,7 +668,7 @@ impl Dispatcher {
                 .sum(),
             waiting: self.waiting.len() + self.delayed.len(),
             certificate_rejected: self.settings.plan.rejection().map(|r| r.reason.clone()),
-            last_connect_error: self.last_connect_error.clone(),
+            last_connect_error: self.last_connect_error.get().map(|e| e.to_string()),
             reconnects: self.reconnects,
         }
     }

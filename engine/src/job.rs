@@ -1,5 +1,6 @@
 //! One push travelling through the pool, and the single place where it ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -95,11 +96,13 @@ impl Job {
         }
     }
 
-    pub(crate) fn deadline_exceeded(self) {
+    /// The deadline passed; `connect_error` is the pool's last connection error, if any.
+    pub(crate) fn deadline_exceeded(self, connect_error: Option<Arc<str>>) {
         let e = PushError::DeadlineExceeded {
             deadline: self.deadline_len,
             attempts: self.attempts,
             last: self.last.clone(),
+            connect_error,
         };
         self.finish(Err(e));
     }

@@ -160,7 +160,15 @@ pub enum PushError {
         attempts: u32,
     },
     /// The deadline passed before any answer (for example, no connection could be opened).
-    #[error("deadline of {deadline:?} passed after {attempts} attempt(s){}", last_note(.last))]
+    ///
+    /// Its [`reason`](PushError::reason) is [`EngineCause::DeadlineExceeded`] whatever the
+    /// details; the message adds the last transient failure and the pool's last connection
+    /// error, when there are any.
+    #[error(
+        "deadline of {deadline:?} passed after {attempts} attempt(s){}{}",
+        last_note(.last),
+        connect_note(.connect_error)
+    )]
     DeadlineExceeded {
         /// The push's deadline.
         deadline: Duration,
@@ -169,6 +177,13 @@ pub enum PushError {
         /// The last transient failure seen, if any ([`EngineCause::QueueFull`] when the push
         /// never left the full queue).
         last: Option<Cause>,
+        /// Why the pool's most recent connection attempt failed (DNS, TCP, TLS, HTTP/2), when
+        /// it did: what kept a push that was never sent from being sent, as a rule —
+        /// `cannot reach api.push.apple.com:443: Connection refused (os error 111)`. `None`
+        /// once a connection has opened since, and for a push that ended on an open
+        /// connection (sent and not answered, or waiting there for a free stream). Shared,
+        /// not copied, by the pushes it ends.
+        connect_error: Option<Arc<str>>,
     },
     /// The client was shut down before the push ended.
     #[error("push client shut down")]
@@ -186,6 +201,13 @@ fn timestamp_note(ts: &Option<u64>) -> String {
 fn last_note(last: &Option<Cause>) -> String {
     last.as_ref()
         .map(|r| format!("; last error {r}"))
+        .unwrap_or_default()
+}
+
+fn connect_note(connect_error: &Option<Arc<str>>) -> String {
+    connect_error
+        .as_ref()
+        .map(|e| format!("; last connection error: {e}"))
         .unwrap_or_default()
 }
 
@@ -286,9 +308,26 @@ mod tests {
             deadline: Duration::from_secs(1),
             attempts: 2,
             last: None,
+            connect_error: None,
         };
         assert_eq!(e.reason(), EngineCause::DeadlineExceeded);
         assert_eq!(e.reason().to_string(), "DeadlineExceeded");
+        assert_eq!(e.to_string(), "deadline of 1s passed after 2 attempt(s)");
+        // The connection error is in the message; the stored name stays the same.
+        let e = PushError::DeadlineExceeded {
+            deadline: Duration::from_secs(3),
+            attempts: 1,
+            last: Some(EngineCause::ConnectionLost.into()),
+            connect_error: Some(Arc::from(
+                "cannot reach 127.0.0.1:1: Connection refused (os error 111)",
+            )),
+        };
+        assert_eq!(
+            e.to_string(),
+            "deadline of 3s passed after 1 attempt(s); last error ConnectionLost; last \
+             connection error: cannot reach 127.0.0.1:1: Connection refused (os error 111)"
+        );
+        assert_eq!(e.reason().stored_name(), "engine:deadline_exceeded");
         // The engine's shutdown and APNs's `Shutdown` read alike but are stored apart.
         let apns = PushError::RetriesExhausted {
             last: Reason::Shutdown.into(),

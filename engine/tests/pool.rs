@@ -534,3 +534,57 @@ async fn unreachable_endpoint_ends_in_deadline_and_full_queue_is_reported() {
         Err(PushError::Shutdown)
     ));
 }
+
+/// An endpoint nothing listens on: every connection attempt is refused, so every push ends at
+/// its deadline — and says why no attempt was made, while its stored cause stays the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_with_no_connection_names_the_connection_error() {
+    let pki = TestPki::generate().expect("test PKI");
+    // Bound, then closed: the port refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let client = Client::builder()
+        .certificate(cert(&pki.push))
+        .endpoint(format!("https://127.0.0.1:{port}").parse().unwrap())
+        .web_roots(false)
+        .connections(1)
+        .deadline(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let check = |r: &PushResult| match r {
+        Err(
+            e @ PushError::DeadlineExceeded {
+                attempts: 0,
+                connect_error: Some(why),
+                ..
+            },
+        ) => {
+            assert!(
+                why.contains(&format!("127.0.0.1:{port}")) && why.contains("refused"),
+                "{why}"
+            );
+            let words = e.to_string();
+            let want = format!(
+                "deadline of 700ms passed after 0 attempt(s); last connection error: cannot \
+                 reach https://127.0.0.1:{port}: Connection refused"
+            );
+            assert!(words.starts_with(&want), "{words}");
+            assert_eq!(e.reason().stored_name(), "engine:deadline_exceeded");
+        }
+        other => panic!("expected a deadline naming the refused connection, got {other:?}"),
+    };
+    check(&client.push(DevicePush::new(token(0), "m")).await);
+    for r in push_all(&client, pushes(3)).await {
+        check(&r);
+    }
+    let status = client.status().await.unwrap();
+    assert!(
+        status
+            .last_connect_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused")),
+        "{status:?}"
+    );
+    client.shutdown().await;
+}

@@ -200,3 +200,44 @@ async fn a_pkcs12_certificate_pushes_with_its_password_from_a_file() {
     assert_eq!(mock.accepted_for(&token(2)), 0);
     mock.shutdown().await;
 }
+
+#[test]
+fn a_push_that_never_connects_says_why() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "push.pem", &pki.push.cert_pem);
+    let key = write(dir.path(), "push.key.pem", &pki.push.key_pem);
+    // Bound, then closed: the port refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("https://127.0.0.1:{port}");
+    let out = magicpush(&[
+        "push",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--apns-url",
+        &url,
+        "--token",
+        &token(1),
+        "--magic",
+        "m",
+        "--deadline-s",
+        "1",
+        "--connections",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "the push failed → exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "deadline of 1s passed after 0 attempt(s); last connection error: cannot reach"
+        ) && err.contains(&format!("127.0.0.1:{port}: Connection refused")),
+        "{err}"
+    );
+    // The summary still groups it by its cause's name.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DeadlineExceeded"), "{stdout}");
+}

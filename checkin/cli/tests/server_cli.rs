@@ -544,8 +544,9 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     responder.abort();
 
     let url = server.url.clone();
-    let (list, csv, report, denied) = tokio::task::spawn_blocking(move || {
+    let (list, csv, report, denied, as_tls) = tokio::task::spawn_blocking(move || {
         let base = ["--server", url.as_str(), "--api-key", KEY];
+        let tls_url = url.replacen("http://", "https://", 1);
         let with = |cmd: &[&str]| {
             let mut args = cmd.to_vec();
             args.extend_from_slice(&base);
@@ -559,6 +560,8 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
                 &["devices", "--server", url.as_str(), "--api-key", "wrong"],
                 &[],
             ),
+            // https:// to a server that speaks plain HTTP.
+            run(&["report", "--server", &tls_url, "--api-key", KEY], &[]),
         )
     })
     .await
@@ -635,6 +638,12 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
             "{udid} in {stdout}"
         );
     }
+    assert!(!as_tls.status.success());
+    let said = String::from_utf8_lossy(&as_tls.stderr);
+    assert!(
+        said.contains("does not speak TLS") && said.contains(&format!("use {}", server.url)),
+        "{said}"
+    );
     drop(server);
     mock.shutdown().await;
 }
@@ -769,7 +778,8 @@ async fn tls_server_with_cli_over_https() {
     .await;
 
     let url = server.url.clone();
-    let (ok, no_ca, system) = tokio::task::spawn_blocking(move || {
+    let (ok, no_ca, system, plain) = tokio::task::spawn_blocking(move || {
+        let plain_url = url.replacen("https://", "http://", 1);
         (
             run(
                 &["devices", "--server", &url, "--api-key", KEY],
@@ -783,6 +793,8 @@ async fn tls_server_with_cli_over_https() {
                 &[],
                 &[("SSL_CERT_FILE", &ca)],
             ),
+            // http:// to a server that speaks TLS.
+            run(&["devices", "--server", &plain_url, "--api-key", KEY], &[]),
         )
     })
     .await
@@ -805,6 +817,14 @@ async fn tls_server_with_cli_over_https() {
     );
     assert!(!no_ca.status.success());
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca"));
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        said.contains("answered with TLS")
+            && said.contains(&format!("use {}", server.url))
+            && !said.contains("invalid HTTP version"),
+        "{said}"
+    );
     drop(server);
 
     // With --device-ca, a device without its identity certificate is refused (403).

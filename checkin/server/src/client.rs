@@ -1,7 +1,10 @@
 //! A small admin API client for the CLI: one HTTP/1.1 connection per request (hyper 1 over a
 //! `TcpStream`, TLS with tokio-rustls when the URL is `https://`).
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A failed admin API call.
@@ -30,6 +34,25 @@ pub enum ClientError {
         server: String,
         /// What failed.
         detail: String,
+    },
+    /// An `http://` URL, and the server answered with TLS.
+    #[error(
+        "the server at {server} answered with TLS, not plain HTTP: use {https} \
+         (and --ca PEM if its certificate is from a private CA)"
+    )]
+    ServerSpeaksTls {
+        /// The server URL, as given.
+        server: String,
+        /// The same server with `https://`.
+        https: String,
+    },
+    /// An `https://` URL, and the server answered in plain HTTP.
+    #[error("the server at {server} does not speak TLS (it answered in plain HTTP): use {http}")]
+    ServerSpeaksPlainHttp {
+        /// The server URL, as given.
+        server: String,
+        /// The same server with `http://`.
+        http: String,
     },
     /// No answer within the request timeout.
     #[error("{server} did not answer within {timeout:?}")]
@@ -74,6 +97,8 @@ pub struct AdminClient {
     host: String,
     port: u16,
     authority: String,
+    /// `host:port`, the port given or not, for the other scheme's URL.
+    host_port: String,
     tls: Option<tokio_rustls::TlsConnector>,
     roots: Option<Arc<rustls::RootCertStore>>,
     api_key: Option<String>,
@@ -120,6 +145,7 @@ impl AdminClient {
             .trim_end_matches(']')
             .to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_port = format!("{}:{port}", authority.host());
         let roots = if https {
             // The system's trust store and the public web roots (Mozilla's, bundled, for
             // machines without one), plus a private CA when given.
@@ -154,6 +180,7 @@ impl AdminClient {
             host,
             port,
             authority: authority.to_string(),
+            host_port,
             tls,
             roots,
             api_key: api_key.filter(|k| !k.is_empty()),
@@ -286,6 +313,11 @@ impl AdminClient {
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        let first = FirstByte::default();
+        let tcp = Sniffed {
+            inner: tcp,
+            first: first.clone(),
+        };
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -306,23 +338,127 @@ impl AdminClient {
         let request = builder
             .body(Full::new(payload))
             .map_err(|e| connect_err(format!("cannot build request: {e}")))?;
-        match &self.tls {
+        let result = match &self.tls {
             None => send(TokioIo::new(tcp), request).await,
             Some(connector) => {
                 let name = ServerName::try_from(self.host.clone())
                     .map_err(|e| connect_err(format!("bad TLS server name: {e}")))?;
-                let stream = connector.connect(name, tcp).await.map_err(|e| {
-                    let hint = if e.to_string().contains("UnknownIssuer") {
-                        " (the server's certificate is not from a public CA: give --ca PEM with the CA that signed it)"
-                    } else {
-                        ""
-                    };
-                    connect_err(format!("TLS: {e}{hint}"))
-                })?;
-                send(TokioIo::new(stream), request).await
+                match connector.connect(name, tcp).await {
+                    Ok(stream) => send(TokioIo::new(stream), request).await,
+                    Err(e) => {
+                        let hint = if e.to_string().contains("UnknownIssuer") {
+                            " (the server's certificate is not from a public CA: give --ca PEM with the CA that signed it)"
+                        } else {
+                            ""
+                        };
+                        Err(format!("TLS: {e}{hint}"))
+                    }
+                }
             }
+        };
+        result.map_err(|detail| self.failure(first.get(), detail))
+    }
+
+    /// The error of a failed exchange: the other scheme's, when the server's first byte says
+    /// it speaks it, else [`ClientError::Connect`] with `detail`.
+    fn failure(&self, first: Option<u8>, detail: String) -> ClientError {
+        match (self.tls.is_some(), first) {
+            // Every TLS record starts with its content type: change_cipher_spec, alert,
+            // handshake or application_data. No HTTP/1 answer starts with one of them.
+            (false, Some(0x14..=0x17)) => ClientError::ServerSpeaksTls {
+                server: self.server.clone(),
+                https: format!("https://{}", self.host_port),
+            },
+            // An HTTP server's answer (to a ClientHello it took for a request) is `HTTP/…`.
+            (true, Some(b'H')) => ClientError::ServerSpeaksPlainHttp {
+                server: self.server.clone(),
+                http: format!("http://{}", self.host_port),
+            },
+            _ => ClientError::Connect {
+                server: self.server.clone(),
+                detail,
+            },
         }
-        .map_err(connect_err)
+    }
+}
+
+/// The first byte a connection received, once one has: what tells a TLS server from a plain
+/// HTTP one when an exchange fails.
+#[derive(Clone)]
+struct FirstByte(Arc<AtomicU16>);
+
+impl FirstByte {
+    /// Nothing received yet.
+    const NONE: u16 = u16::MAX;
+
+    fn get(&self) -> Option<u8> {
+        u8::try_from(self.0.load(Ordering::Relaxed)).ok()
+    }
+
+    fn record(&self, byte: u8) {
+        let _ = self.0.compare_exchange(
+            Self::NONE,
+            u16::from(byte),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Default for FirstByte {
+    fn default() -> Self {
+        FirstByte(Arc::new(AtomicU16::new(Self::NONE)))
+    }
+}
+
+/// A stream that records the first byte it reads into [`FirstByte`].
+struct Sniffed<S> {
+    inner: S,
+    first: FirstByte,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(&byte) = buf.filled().get(before) {
+            self.first.record(byte);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -384,4 +520,38 @@ fn decode_json(path: &str, body: &[u8]) -> Result<serde_json::Value, ClientError
         path: path.to_owned(),
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_byte_tells_the_scheme_the_server_speaks() {
+        let plain = AdminClient::new("http://127.0.0.1:8080", None, None).unwrap();
+        let tls = AdminClient::new("https://mdm.example.com/", None, None).unwrap();
+        let why = || "invalid HTTP version parsed".to_owned();
+        // A TLS alert or handshake record to a plain client.
+        for byte in [0x15, 0x16] {
+            let err = plain.failure(Some(byte), why());
+            assert_eq!(
+                err.to_string(),
+                "the server at http://127.0.0.1:8080 answered with TLS, not plain HTTP: use \
+                 https://127.0.0.1:8080 (and --ca PEM if its certificate is from a private CA)"
+            );
+        }
+        // `HTTP/1.1 400` to a TLS client; the port it was talking to stays in the URL.
+        let err = tls.failure(Some(b'H'), "received corrupt message".to_owned());
+        assert_eq!(
+            err.to_string(),
+            "the server at https://mdm.example.com/ does not speak TLS (it answered in plain \
+             HTTP): use http://mdm.example.com:443"
+        );
+        // Anything else keeps its own words.
+        for (client, first) in [(&plain, None), (&plain, Some(b'H')), (&tls, Some(0x15))] {
+            let err = client.failure(first, why());
+            assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+            assert!(err.to_string().ends_with(&why()), "{err}");
+        }
+    }
 }

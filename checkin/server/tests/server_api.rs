@@ -803,6 +803,57 @@ async fn tls_serves_devices_and_admin() {
     assert_eq!(devices.as_array().unwrap().len(), 1);
 }
 
+/// A client given the wrong scheme says so, and which URL to use, instead of a parse error.
+#[tokio::test]
+async fn a_client_with_the_wrong_scheme_is_told_the_right_one() {
+    use magicpush_server::client::{AdminClient, ClientError};
+    let tls = TestServer::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let authority = tls.url.strip_prefix("https://").unwrap().to_owned();
+    let plain_url = format!("http://{authority}");
+    let client = AdminClient::new(&plain_url, Some(API_KEY.into()), None)
+        .unwrap()
+        .with_timeout(WAIT);
+    let err = client.get_json("/v1/devices").await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::ServerSpeaksTls { https, .. } if *https == tls.url),
+        "{err:?}"
+    );
+    let words = err.to_string();
+    assert!(
+        words.contains(&format!("the server at {plain_url} answered with TLS"))
+            && words.contains(&format!("use {}", tls.url))
+            && words.contains("--ca"),
+        "{words}"
+    );
+    assert!(!words.contains("invalid HTTP version"), "{words}");
+
+    let plain = TestServer::start(Options::default()).await;
+    let authority = plain.url.strip_prefix("http://").unwrap().to_owned();
+    let tls_url = format!("https://{authority}");
+    let client = AdminClient::new(&tls_url, Some(API_KEY.into()), None)
+        .unwrap()
+        .with_timeout(WAIT);
+    let err = client.get_json("/v1/devices").await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::ServerSpeaksPlainHttp { http, .. } if *http == plain.url),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "the server at {tls_url} does not speak TLS (it answered in plain HTTP): use {}",
+            plain.url
+        )),
+        "{err}"
+    );
+    // Right schemes still work.
+    assert!(tls.admin.get_json("/v1/devices").await.is_ok());
+    assert!(plain.admin.get_json("/v1/devices").await.is_ok());
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_is_served() {
     use http_body_util::{BodyExt, Full};

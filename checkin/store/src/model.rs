@@ -565,6 +565,7 @@ mod tests {
             deadline: Duration::from_secs(1),
             attempts: 3,
             last: None,
+            connect_error: None,
         });
         assert_eq!(
             PushOutcome::from_result(&late),

@@ -334,7 +334,8 @@ impl Driver {
         }
         if now >= job.deadline {
             self.release();
-            job.deadline_exceeded();
+            // Handed to an open connection: no connection error kept it back.
+            job.deadline_exceeded(None);
             return;
         }
         job.attempts += 1;
@@ -382,13 +383,14 @@ impl Driver {
     /// Ends what is past its deadline: streams still waiting for an answer (h2 cancels them)
     /// and a push held for a free stream.
     fn end_overdue(&mut self, now: Instant, held: &mut Option<Job>) {
+        // These pushes ended on an open connection: no connection error kept them back.
         for job in self.streams.expire(now) {
             self.release();
-            job.deadline_exceeded();
+            job.deadline_exceeded(None);
         }
         if held.as_ref().is_some_and(|j| now >= j.deadline) {
             self.release();
-            held.take().expect("checked above").deadline_exceeded();
+            held.take().expect("checked above").deadline_exceeded(None);
         }
     }
 

@@ -4,7 +4,8 @@
 //! 403 with a one-line reason, a WARN line with the UDID and the reason, and a count in
 //! `magicpush_device_auth_refusals_total{reason}`.
 
-use http::{Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Response, StatusCode};
 
 use super::body::{self, read_limited, Body};
 use super::error::ApiError;
@@ -16,7 +17,8 @@ use magicpush_mdm::{self as mdm, Message};
 pub(super) async fn handle<B>(
     service: &Service,
     endpoint: Endpoint,
-    req: Request<B>,
+    parts: &Parts,
+    body: B,
     limit: usize,
     auth: &DeviceAuth,
 ) -> Response<Body>
@@ -25,13 +27,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     if let DeviceAuth::Required(authenticator) = auth {
-        if let Err(refusal) = authenticator.precheck(req.headers()) {
+        if let Err(refusal) = authenticator.precheck(&parts.headers) {
             return refuse(None, &refusal);
         }
     }
-    let peer = req.extensions().get::<PeerCertificate>().cloned();
-    let (parts, incoming) = req.into_parts();
-    let bytes = match read_limited(&parts.headers, incoming, limit).await {
+    let bytes = match read_limited(&parts.headers, body, limit).await {
         Ok(b) => b,
         Err(err) => return body::text_error(&err),
     };
@@ -39,7 +39,7 @@ where
         DeviceAuth::Off => None,
         DeviceAuth::Required(authenticator) => {
             let now = time::OffsetDateTime::now_utc();
-            let tls = peer.as_ref().map(|p| &*p.0);
+            let tls = parts.extensions.get::<PeerCertificate>().map(|p| &*p.0);
             match authenticator.authenticate(&parts.headers, tls, &bytes, now) {
                 Ok(identity) => Some(identity),
                 Err(refusal) => return refuse(udid_of(&bytes).as_deref(), &refusal),

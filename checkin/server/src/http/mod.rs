@@ -22,6 +22,7 @@ use tower::ServiceExt as _;
 
 pub mod auth;
 pub mod body;
+pub mod early;
 pub mod error;
 pub mod identity;
 pub mod metrics;
@@ -97,10 +98,12 @@ impl App {
         &self.device_auth
     }
 
-    /// Answers one request. Never panics on input; every error becomes a response.
+    /// Answers one request. Never panics on input; every error becomes a response. A
+    /// response given before the whole body was read waits for the rest of it, read and
+    /// discarded within bounds ([`early`]), so that the client reads it.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path().to_owned();
@@ -124,7 +127,7 @@ impl App {
 
     async fn route<B>(&self, method: &Method, path: &str, req: Request<B>) -> Response<Body>
     where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let device_endpoint = match path {
@@ -133,27 +136,42 @@ impl App {
             "/mdm" => Some(Endpoint::Either),
             _ => None,
         };
+        let drain_limit = early::drain_limit(self.body_limit);
+        let (parts, body) = req.into_parts();
+        let mut body = early::Watched::new(body, &parts.headers);
         if let Some(endpoint) = device_endpoint {
-            if method != Method::PUT {
-                return body::text_error(&method_not_allowed("PUT"));
-            }
-            // Boxed, as the routed requests below: inline, the handler's few KB of future
-            // state would be copied whole into the request's task on every spawn.
-            return Box::pin(device::handle(
-                &self.service,
-                endpoint,
-                req,
-                self.body_limit,
-                &self.device_auth,
-            ))
-            .await;
+            let resp = if method != Method::PUT {
+                body::text_error(&method_not_allowed("PUT"))
+            } else {
+                // Boxed, as the routed requests below: inline, the handler's few KB of future
+                // state would be copied whole into the request's task on every spawn.
+                Box::pin(device::handle(
+                    &self.service,
+                    endpoint,
+                    &parts,
+                    &mut body,
+                    self.body_limit,
+                    &self.device_auth,
+                ))
+                .await
+            };
+            early::finish(&mut body, drain_limit).await;
+            return resp;
         }
+        // The router owns the body it is given: lent, it comes back when dropped.
+        let (lent, mut returned) = early::Lent::new(body);
+        let req = Request::from_parts(parts, lent);
         // Boxed: the router's future would otherwise size (and be copied with) every device
         // request's future as well.
-        match Box::pin(self.router.clone().oneshot(req)).await {
+        let resp = match Box::pin(self.router.clone().oneshot(req)).await {
             Ok(resp) => resp.map(Body::routed),
             Err(never) => match never {},
+        };
+        // Dropped with the request, as a rule; a body still held elsewhere is left alone.
+        if let Ok(mut body) = returned.try_recv() {
+            early::finish(&mut body, drain_limit).await;
         }
+        resp
     }
 }
 
