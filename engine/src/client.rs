@@ -1,15 +1,15 @@
 //! The public face of the pool: [`ClientBuilder`] → [`Client`], `push`, `try_push`,
 //! `push_bulk`, certificate replacement, status and shutdown.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::apns::request::{Expiration, InvalidTopic, Priority, RequestTemplate};
 use crate::cause::EngineCause;
@@ -19,6 +19,7 @@ use crate::endpoint::Endpoint;
 use crate::job::{Job, Reply};
 use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
 use crate::pool::backoff::Backoff;
+use crate::pool::budget::Budget;
 use crate::pool::plan::{Plan, RetryPolicy};
 use crate::transport::{client_config, TlsConfigError};
 
@@ -29,6 +30,19 @@ pub enum ClientError {
     /// `certificate(...)` was not called.
     #[error("no push certificate configured")]
     NoCertificate,
+    /// [`Client::add_certificate`] with a topic the client already holds.
+    #[error("the client already holds a push certificate for topic {topic}: replace it instead")]
+    TopicExists {
+        /// The topic.
+        topic: String,
+    },
+    /// [`Client::replace_certificate`] with a topic the client does not hold (and it holds
+    /// several).
+    #[error("the client holds no push certificate for topic {topic}: add it instead")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
     /// An extra trust anchor is not PEM or DER X.509.
     #[error("invalid trust anchor PEM: {0}")]
     TrustAnchorPem(String),
@@ -77,7 +91,7 @@ pub enum TryPushError {
 /// Builds a [`Client`]. Every setter states its default.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    certificate: Option<PushCertificate>,
+    certificates: Vec<PushCertificate>,
     endpoint: Endpoint,
     trust_anchors: Vec<CertificateDer<'static>>,
     web_roots: bool,
@@ -93,12 +107,15 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     reconnect: Backoff,
     rejected_backoff: Backoff,
+    idle_timeout: Duration,
+    max_total_connections: usize,
+    max_total_queued: usize,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
-            certificate: None,
+            certificates: Vec::new(),
             endpoint: Endpoint::Production,
             trust_anchors: Vec::new(),
             web_roots: true,
@@ -114,14 +131,43 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             reconnect: Backoff::RECONNECT,
             rejected_backoff: Backoff::CERTIFICATE_REJECTED,
+            idle_timeout: Duration::from_secs(300),
+            max_total_connections: 1_000,
+            max_total_queued: 1_000_000,
         }
     }
 }
 
 impl ClientBuilder {
-    /// The MDM push certificate, presented as TLS client identity. Required.
+    /// An MDM push certificate, presented as TLS client identity by its topic's pool. Call
+    /// once per topic (a certificate of a topic given before replaces it); more can be added
+    /// later with [`Client::add_certificate`]. With one certificate, pushes need not name
+    /// their topic.
     pub fn certificate(mut self, cert: PushCertificate) -> Self {
-        self.certificate = Some(cert);
+        self.certificates.retain(|c| c.topic() != cert.topic());
+        self.certificates.push(cert);
+        self
+    }
+
+    /// A topic's connections close after this long without a push. Default: 5 minutes.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// The most connections all topics together may open (each topic also at most
+    /// [`connections`](Self::connections)). A topic with work always gets one in turn: idle
+    /// topics' connections close first to make room, then busy topics give back all but
+    /// one. Default: 1,000.
+    pub fn max_total_connections(mut self, n: usize) -> Self {
+        self.max_total_connections = n.max(1);
+        self
+    }
+
+    /// The most pushes waiting to be sent in all topics together (each topic also at most
+    /// [`queue_capacity`](Self::queue_capacity)). Default: 1,000,000.
+    pub fn max_total_queued(mut self, n: usize) -> Self {
+        self.max_total_queued = n.max(1);
         self
     }
 
@@ -154,7 +200,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Number of HTTP/2 connections. Default: 4.
+    /// Most HTTP/2 connections of one topic. Default: 4.
     pub fn connections(mut self, n: usize) -> Self {
         self.connections = n.max(1);
         self
@@ -231,57 +277,29 @@ impl ClientBuilder {
         self
     }
 
-    /// Starts the pool (its tasks run on the current Tokio runtime). Connections open in the
-    /// background; pushes submitted meanwhile wait for them.
+    /// Starts the client (its tasks run on the current Tokio runtime). Nothing connects yet:
+    /// a topic's pool connects at its first push.
     pub fn build(self) -> Result<Client, ClientError> {
         self.validate()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
-        let cert = self.certificate.ok_or(ClientError::NoCertificate)?;
-        let tls = client_config(&cert, &self.trust_anchors, self.web_roots)?;
-        let template = Arc::new(RequestTemplate::new(
-            self.endpoint.authority(),
-            cert.topic(),
-            self.priority,
-            self.expiration,
-        )?);
         crate::metrics::describe();
-        let (intake_tx, intake_rx) = mpsc::channel(self.queue_capacity);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let settings = Settings {
-            endpoint: self.endpoint.clone(),
-            max_streams: self.max_streams,
-            connect_timeout: self.connect_timeout,
-            keepalive: self.keepalive,
-            ping_timeout: self.ping_timeout,
-            retry: self.retry,
-            held_limit: self.queue_capacity,
-            certificate: cert.clone(),
-            plan: Plan::new(self.connections, self.reconnect, self.rejected_backoff),
-        };
-        let last_connect_error = Arc::new(LastConnectError::default());
-        let dispatcher = Dispatcher::new(
-            settings,
-            tls,
-            template,
-            intake_rx,
-            control_rx,
-            last_connect_error.clone(),
-        );
-        handle.spawn(dispatcher.run());
-        Ok(Client {
-            inner: Arc::new(Inner {
-                intake: intake_tx,
-                control: control_tx,
-                last_connect_error,
-                deadline: self.deadline,
-                queue_capacity: self.queue_capacity,
-                endpoint: self.endpoint,
-                trust_anchors: self.trust_anchors,
-                web_roots: self.web_roots,
-                priority: self.priority,
-                expiration: self.expiration,
-            }),
-        })
+        let certificates = self.certificates.clone();
+        let inner = Arc::new(Inner {
+            pools: RwLock::new(Pools::default()),
+            budget: Budget::new(self.max_total_connections),
+            queued: Arc::new(Semaphore::new(self.max_total_queued)),
+            max_total_queued: self.max_total_queued,
+            handle,
+            config: ClientBuilder {
+                certificates: Vec::new(),
+                ..self
+            },
+        });
+        let client = Client { inner };
+        for cert in certificates {
+            client.add_certificate(cert)?;
+        }
+        Ok(client)
     }
 }
 
@@ -300,6 +318,15 @@ impl ClientBuilder {
         }
         if self.queue_capacity > 1 << 24 {
             return bad("queue_capacity", "1 to 16,777,216");
+        }
+        if self.max_total_queued > 1 << 28 {
+            return bad("max_total_queued", "1 to 268,435,456");
+        }
+        if self.max_total_connections > 100_000 {
+            return bad("max_total_connections", "1 to 100,000");
+        }
+        if !within(self.idle_timeout, DAY) {
+            return bad("idle_timeout", "more than 0 and at most 24 h");
         }
         if !within(self.deadline, DAY) {
             return bad("deadline", "more than 0 and at most 24 h");
@@ -337,8 +364,9 @@ impl ClientBuilder {
     }
 }
 
-/// An APNs push client: a pool of HTTP/2 connections behind a bounded queue. Cheap to clone;
-/// the pool stops when the last clone is dropped or [`Client::shutdown`] is called.
+/// An APNs push client: one pool of HTTP/2 connections per push certificate (per topic), each
+/// behind its own bounded queue, sharing one budget of connections. Cheap to clone; the pools
+/// stop when the last clone is dropped or [`Client::shutdown`] is called.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -346,17 +374,30 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    pools: RwLock<Pools>,
+    /// Connections of every topic together.
+    budget: Arc<Budget>,
+    /// Pushes queued in every topic together.
+    queued: Arc<Semaphore>,
+    max_total_queued: usize,
+    handle: tokio::runtime::Handle,
+    /// The settings each topic's pool starts with (its certificate list unused).
+    config: ClientBuilder,
+}
+
+#[derive(Debug, Default)]
+struct Pools {
+    by_topic: HashMap<Arc<str>, Arc<TopicPool>>,
+    shut_down: bool,
+}
+
+/// One topic's pool, as the client reaches it.
+#[derive(Debug)]
+struct TopicPool {
     intake: mpsc::Sender<Job>,
     control: mpsc::UnboundedSender<Control>,
     /// The pool's last connection error, for the pushes that end at the caller's deadline.
     last_connect_error: Arc<LastConnectError>,
-    deadline: Duration,
-    queue_capacity: usize,
-    endpoint: Endpoint,
-    trust_anchors: Vec<CertificateDer<'static>>,
-    web_roots: bool,
-    priority: Priority,
-    expiration: Expiration,
 }
 
 /// Extra time the caller waits beyond the deadline for the pool's own, more precise answer.
@@ -368,48 +409,263 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// Adds a push certificate for a topic the client does not hold yet. Its pool connects at
+    /// its first push.
+    pub fn add_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
+        let topic: Arc<str> = Arc::from(cert.topic());
+        let mut pools = self.write_pools();
+        if pools.shut_down {
+            return Err(ClientError::Shutdown);
+        }
+        if pools.by_topic.contains_key(&topic) {
+            return Err(ClientError::TopicExists {
+                topic: topic.to_string(),
+            });
+        }
+        let pool = self.spawn_pool(cert)?;
+        pools.by_topic.insert(topic, Arc::new(pool));
+        Ok(())
+    }
+
+    fn spawn_pool(&self, cert: PushCertificate) -> Result<TopicPool, ClientError> {
+        let c = &self.inner.config;
+        let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
+        let template = Arc::new(RequestTemplate::new(
+            c.endpoint.authority(),
+            cert.topic(),
+            c.priority,
+            c.expiration,
+        )?);
+        let (intake_tx, intake_rx) = mpsc::channel(c.queue_capacity);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let settings = Settings {
+            endpoint: c.endpoint.clone(),
+            max_streams: c.max_streams,
+            connect_timeout: c.connect_timeout,
+            keepalive: c.keepalive,
+            ping_timeout: c.ping_timeout,
+            retry: c.retry,
+            held_limit: c.queue_capacity,
+            certificate: cert,
+            plan: Plan::new(c.connections, c.reconnect, c.rejected_backoff),
+            budget: Arc::clone(&self.inner.budget),
+            idle_timeout: c.idle_timeout,
+        };
+        let last_connect_error = Arc::new(LastConnectError::default());
+        let dispatcher = Dispatcher::new(
+            settings,
+            tls,
+            template,
+            intake_rx,
+            control_rx,
+            last_connect_error.clone(),
+        );
+        self.inner.handle.spawn(dispatcher.run());
+        Ok(TopicPool {
+            intake: intake_tx,
+            control: control_tx,
+            last_connect_error,
+        })
+    }
+
+    /// Installs a new certificate for its topic (a renewal): new connections present it,
+    /// existing ones finish their streams and close. No push is lost or failed by the swap.
+    /// While the client holds exactly one certificate, a certificate of another topic replaces
+    /// it (the topic changes); with several, the topic must be one the client holds.
+    pub fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
+        let c = &self.inner.config;
+        let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
+        let template = Arc::new(RequestTemplate::new(
+            c.endpoint.authority(),
+            cert.topic(),
+            c.priority,
+            c.expiration,
+        )?);
+        let topic: Arc<str> = Arc::from(cert.topic());
+        let mut pools = self.write_pools();
+        if pools.shut_down {
+            return Err(ClientError::Shutdown);
+        }
+        let pool = match pools.by_topic.get(&topic) {
+            Some(pool) => Arc::clone(pool),
+            None if pools.by_topic.len() == 1 => {
+                let old = pools.by_topic.keys().next().cloned().expect("one topic");
+                let pool = pools.by_topic.remove(&old).expect("present");
+                pools.by_topic.insert(topic, Arc::clone(&pool));
+                pool
+            }
+            None => {
+                return Err(ClientError::UnknownTopic {
+                    topic: topic.to_string(),
+                })
+            }
+        };
+        pool.control
+            .send(Control::ReplaceCertificate {
+                tls,
+                template,
+                certificate: cert,
+            })
+            .map_err(|_| ClientError::Shutdown)
+    }
+
+    /// Removes a topic's certificate: its queued pushes fail at once with
+    /// [`PushError::UnknownTopic`], those in flight finish, its connections close. False if
+    /// the client did not hold that topic.
+    pub fn remove_certificate(&self, topic: &str) -> bool {
+        let Some(pool) = self.write_pools().by_topic.remove(topic) else {
+            return false;
+        };
+        let (done, _) = oneshot::channel();
+        let _ = pool.control.send(Control::Shutdown {
+            done,
+            error: PushError::UnknownTopic {
+                topic: Arc::from(topic),
+            },
+        });
+        true
+    }
+
+    /// The topics the client holds a certificate for, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .read_pools()
+            .by_topic
+            .keys()
+            .map(|t| t.to_string())
+            .collect();
+        topics.sort_unstable();
+        topics
+    }
+
+    fn read_pools(&self) -> std::sync::RwLockReadGuard<'_, Pools> {
+        self.inner
+            .pools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_pools(&self) -> std::sync::RwLockWriteGuard<'_, Pools> {
+        self.inner
+            .pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pool a push goes to: its topic's, or the only one.
+    fn pool_for(&self, push: &DevicePush) -> Result<Arc<TopicPool>, PushError> {
+        let pools = self.read_pools();
+        if pools.shut_down {
+            return Err(PushError::Shutdown);
+        }
+        match &push.topic {
+            Some(topic) => {
+                pools
+                    .by_topic
+                    .get(topic)
+                    .cloned()
+                    .ok_or_else(|| PushError::UnknownTopic {
+                        topic: Arc::clone(topic),
+                    })
+            }
+            None => match pools.by_topic.len() {
+                1 => Ok(pools.by_topic.values().next().cloned().expect("one pool")),
+                0 => Err(PushError::NoCertificate),
+                topics => Err(PushError::TopicRequired { topics }),
+            },
+        }
+    }
+
     /// Pushes one device and waits for its outcome (waiting for queue room first). Always
     /// ends within the deadline (plus a small grace).
     pub async fn push(&self, push: DevicePush) -> PushResult {
+        let pool = self.pool_for(&push)?;
         let now = Instant::now();
-        let (job, rx) = Job::single(push, self.inner.deadline, now);
+        let (mut job, rx) = Job::single(push, self.inner.config.deadline, now);
         let deadline = job.deadline;
-        let permit = match tokio::time::timeout_at(deadline, self.inner.intake.reserve()).await {
+        let full = || PushError::DeadlineExceeded {
+            deadline: self.inner.config.deadline,
+            attempts: 0,
+            last: Some(EngineCause::QueueFull.into()),
+            connect_error: pool.last_connect_error.get(),
+        };
+        let held = match Arc::clone(&self.inner.queued).try_acquire_owned() {
+            Ok(held) => held,
+            Err(_) => {
+                let wait = Arc::clone(&self.inner.queued).acquire_owned();
+                match tokio::time::timeout_at(deadline, wait).await {
+                    Ok(Ok(held)) => held,
+                    Ok(Err(_)) => return Err(PushError::Shutdown),
+                    Err(_) => {
+                        let e = full();
+                        job.finish(Err(e.clone()));
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        job.held = Some(held);
+        let permit = match tokio::time::timeout_at(deadline, pool.intake.reserve()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => {
-                job.finish(Err(PushError::Shutdown));
-                return Err(PushError::Shutdown);
+                // The pool stopped: the client shut down, or the topic was removed.
+                let e = self.pool_gone(&job.push);
+                job.finish(Err(e.clone()));
+                return Err(e);
             }
             Err(_) => {
-                let e = PushError::DeadlineExceeded {
-                    deadline: self.inner.deadline,
-                    attempts: 0,
-                    last: Some(EngineCause::QueueFull.into()),
-                    connect_error: self.inner.last_connect_error.get(),
-                };
+                let e = full();
                 job.finish(Err(e.clone()));
                 return Err(e);
             }
         };
         permit.send(job);
-        self.await_outcome(rx, deadline).await
+        self.await_outcome(rx, deadline, &pool).await
     }
 
-    /// Queues one push without waiting for room; the returned future yields its outcome.
+    /// Why a push's pool no longer takes pushes.
+    fn pool_gone(&self, push: &DevicePush) -> PushError {
+        match (&push.topic, self.read_pools().shut_down) {
+            (Some(topic), false) => PushError::UnknownTopic {
+                topic: Arc::clone(topic),
+            },
+            _ => PushError::Shutdown,
+        }
+    }
+
+    /// Queues one push without waiting for room; the returned future yields its outcome. A
+    /// push for a topic the client does not hold is queued nowhere: its future yields the
+    /// error at once.
     pub fn try_push(
         &self,
         push: DevicePush,
     ) -> Result<impl std::future::Future<Output = PushResult> + Send + 'static, TryPushError> {
-        let (job, rx) = Job::single(push, self.inner.deadline, Instant::now());
+        let pool = match self.pool_for(&push) {
+            Ok(pool) => pool,
+            Err(PushError::Shutdown) => return Err(TryPushError::Shutdown { push }),
+            Err(e) => {
+                return Ok(Either::Now(Some(Err(e))));
+            }
+        };
+        let Ok(held) = Arc::clone(&self.inner.queued).try_acquire_owned() else {
+            return Err(TryPushError::QueueFull {
+                push,
+                capacity: self.inner.max_total_queued,
+            });
+        };
+        let (mut job, rx) = Job::single(push, self.inner.config.deadline, Instant::now());
+        job.held = Some(held);
         let deadline = job.deadline;
-        match self.inner.intake.try_send(job) {
+        match pool.intake.try_send(job) {
             Ok(()) => {
                 let this = self.clone();
-                Ok(async move { this.await_outcome(rx, deadline).await })
+                Ok(Either::Later(Box::pin(async move {
+                    this.await_outcome(rx, deadline, &pool).await
+                })))
             }
             Err(mpsc::error::TrySendError::Full(job)) => Err(TryPushError::QueueFull {
                 push: job.cancel(),
-                capacity: self.inner.queue_capacity,
+                capacity: self.inner.config.queue_capacity,
             }),
             Err(mpsc::error::TrySendError::Closed(job)) => {
                 Err(TryPushError::Shutdown { push: job.cancel() })
@@ -421,20 +677,21 @@ impl Client {
         &self,
         rx: oneshot::Receiver<PushResult>,
         deadline: Instant,
+        pool: &TopicPool,
     ) -> PushResult {
         match tokio::time::timeout_at(deadline + BACKSTOP_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PushError::Shutdown),
             Err(_) => Err(PushError::DeadlineExceeded {
-                deadline: self.inner.deadline,
+                deadline: self.inner.config.deadline,
                 attempts: 0,
                 last: None,
-                connect_error: self.inner.last_connect_error.get(),
+                connect_error: pool.last_connect_error.get(),
             }),
         }
     }
 
-    /// Pushes many devices, yielding each outcome as it completes. At most the queue's
+    /// Pushes many devices, yielding each outcome as it completes. At most the queues'
     /// capacity plus the streams in flight are held at once, so an iterator of a million
     /// pushes is consumed lazily in bounded memory.
     pub fn push_bulk<I>(&self, pushes: I) -> BulkPush<I::IntoIter>
@@ -447,6 +704,7 @@ impl Client {
             source: pushes.into_iter(),
             exhausted: false,
             closed: false,
+            pending: None,
             next_index: 0,
             outstanding: 0,
             results_tx,
@@ -456,43 +714,102 @@ impl Client {
         }
     }
 
-    /// Installs a new certificate (a renewal): new connections present it, existing ones
-    /// finish their streams and close. No push is lost or failed by the swap.
-    pub fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
-        let tls = client_config(&cert, &self.inner.trust_anchors, self.inner.web_roots)?;
-        let template = Arc::new(RequestTemplate::new(
-            self.inner.endpoint.authority(),
-            cert.topic(),
-            self.inner.priority,
-            self.inner.expiration,
-        )?);
-
-        self.inner
-            .control
-            .send(Control::ReplaceCertificate {
-                tls,
-                template,
-                certificate: cert,
-            })
-            .map_err(|_| ClientError::Shutdown)
+    /// A snapshot of every topic's pool together: counts summed; `certificate_rejected` and
+    /// `last_connect_error` are the first topic's (in topic order) that has one.
+    pub async fn status(&self) -> Result<PoolStatus, ClientError> {
+        let pools: Vec<(String, Arc<TopicPool>)> = self.pools_sorted();
+        let mut total = PoolStatus::default();
+        for (_, pool) in pools {
+            let s = Self::pool_status(&pool).await?;
+            total.open_connections += s.open_connections;
+            total.draining_connections += s.draining_connections;
+            total.in_flight += s.in_flight;
+            total.waiting += s.waiting;
+            total.reconnects += s.reconnects;
+            if total.certificate_rejected.is_none() {
+                total.certificate_rejected = s.certificate_rejected;
+            }
+            if total.last_connect_error.is_none() {
+                total.last_connect_error = s.last_connect_error;
+            }
+        }
+        Ok(total)
     }
 
-    /// A snapshot of the pool.
-    pub async fn status(&self) -> Result<PoolStatus, ClientError> {
+    /// A snapshot of each topic's pool.
+    pub async fn topic_statuses(&self) -> Result<BTreeMap<String, PoolStatus>, ClientError> {
+        let mut out = BTreeMap::new();
+        for (topic, pool) in self.pools_sorted() {
+            out.insert(topic, Self::pool_status(&pool).await?);
+        }
+        Ok(out)
+    }
+
+    fn pools_sorted(&self) -> Vec<(String, Arc<TopicPool>)> {
+        let mut pools: Vec<(String, Arc<TopicPool>)> = self
+            .read_pools()
+            .by_topic
+            .iter()
+            .map(|(t, p)| (t.to_string(), Arc::clone(p)))
+            .collect();
+        pools.sort_by(|a, b| a.0.cmp(&b.0));
+        pools
+    }
+
+    async fn pool_status(pool: &TopicPool) -> Result<PoolStatus, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .control
+        pool.control
             .send(Control::Status(tx))
             .map_err(|_| ClientError::Shutdown)?;
         rx.await.map_err(|_| ClientError::Shutdown)
     }
 
     /// Stops taking pushes, fails queued ones with [`PushError::Shutdown`], lets streams in
-    /// flight finish, and closes the connections.
+    /// flight finish, and closes the connections of every topic.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.control.send(Control::Shutdown(tx)).is_ok() {
+        let pools: Vec<Arc<TopicPool>> = {
+            let mut pools = self.write_pools();
+            pools.shut_down = true;
+            pools.by_topic.drain().map(|(_, p)| p).collect()
+        };
+        let mut waits = Vec::with_capacity(pools.len());
+        for pool in pools {
+            let (done, rx) = oneshot::channel();
+            if pool
+                .control
+                .send(Control::Shutdown {
+                    done,
+                    error: PushError::Shutdown,
+                })
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
             let _ = rx.await;
+        }
+    }
+}
+
+/// A future that is ready at once, or one to wait for (what [`Client::try_push`] returns).
+enum Either<F> {
+    Now(Option<PushResult>),
+    Later(F),
+}
+
+impl<F: std::future::Future<Output = PushResult> + Unpin> std::future::Future for Either<F> {
+    type Output = PushResult;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<PushResult> {
+        match self.get_mut() {
+            Either::Now(result) => {
+                std::task::Poll::Ready(result.take().unwrap_or(Err(PushError::Shutdown)))
+            }
+            Either::Later(f) => std::pin::Pin::new(f).poll(cx),
         }
     }
 }
@@ -520,6 +837,8 @@ pub struct BulkPush<I> {
     exhausted: bool,
     /// The client was shut down.
     closed: bool,
+    /// A push taken from the source that waits for room in its topic's queue.
+    pending: Option<(DevicePush, Arc<TopicPool>)>,
     next_index: usize,
     /// Submitted and not yet reported.
     outstanding: usize,
@@ -532,63 +851,101 @@ pub struct BulkPush<I> {
 impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
     /// The next finished push, or `None` when every push has ended.
     pub async fn next(&mut self) -> Option<BulkItem> {
-        let inner = self.client.inner.clone();
         loop {
-            // Submit without waiting while the queue has room; the burst shares one reading
-            // of the clock.
+            // Submit without waiting while the queues have room; the burst shares one
+            // reading of the clock.
             let mut now = None;
-            while !self.exhausted && !self.closed {
-                match inner.intake.try_reserve() {
-                    Ok(permit) => self.submit(permit, *now.get_or_insert_with(Instant::now)),
-                    Err(mpsc::error::TrySendError::Full(())) => break,
-                    Err(mpsc::error::TrySendError::Closed(())) => self.closed = true,
+            while self.pending.is_none() && !self.exhausted && !self.closed {
+                let Some(push) = self.source.next() else {
+                    self.exhausted = true;
+                    break;
+                };
+                match self.client.pool_for(&push) {
+                    Ok(pool) => {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        if let Err(push) = self.try_submit(push, &pool, now) {
+                            self.pending = Some((push, pool));
+                        }
+                    }
+                    Err(PushError::Shutdown) => {
+                        self.closed = true;
+                        self.end_now(push, PushError::Shutdown);
+                    }
+                    // No pool for it: it ends at once, in order with the others.
+                    Err(e) => self.end_now(push, e),
                 }
             }
             if let Ok(item) = self.results.try_recv() {
                 return Some(self.reported(item));
             }
-            if self.closed && !self.exhausted {
+            if self.closed && !self.exhausted && self.pending.is_none() {
                 // Shut down: the rest end as `Shutdown`, one at a time, never queued.
                 match self.source.next() {
-                    Some(push) => {
-                        let index = self.next_index;
-                        self.next_index += 1;
-                        self.summary.sent += 1;
-                        let result = Err(PushError::Shutdown);
-                        count(&mut self.summary, &result);
-                        return Some(BulkItem {
-                            index,
-                            token: push.token,
-                            result,
-                        });
-                    }
+                    Some(push) => self.end_now(push, PushError::Shutdown),
                     None => self.exhausted = true,
                 }
+                continue;
             }
-            if self.exhausted && self.outstanding == 0 {
+            if self.exhausted && self.pending.is_none() && self.outstanding == 0 {
                 self.summary.elapsed = self.started.elapsed();
                 return None;
             }
+            let pending_pool = self.pending.as_ref().map(|(_, pool)| Arc::clone(pool));
+            let queued = Arc::clone(&self.client.inner.queued);
             let step = tokio::select! {
                 biased;
                 Some(item) = self.results.recv(), if self.outstanding > 0 => Step::Done(item),
-                permit = inner.intake.reserve(), if !self.exhausted && !self.closed => {
-                    Step::Room(permit.is_ok())
-                }
+                room = async {
+                    let pool = pending_pool.expect("guarded by the branch's condition");
+                    // Room in both bounds: the client's in total, then the topic's queue.
+                    let held = queued.acquire_owned().await;
+                    let open = pool.intake.reserve().await.is_ok();
+                    drop(held);
+                    open
+                }, if self.pending.is_some() => Step::Room(room),
             };
             match step {
                 Step::Done(item) => return Some(self.reported(item)),
-                // Room again: the loop's top submits.
-                Step::Room(true) => {}
-                Step::Room(false) => self.closed = true,
+                Step::Room(true) => {
+                    let (push, pool) = self.pending.take().expect("pending");
+                    if let Err(push) = self.try_submit(push, &pool, Instant::now()) {
+                        self.pending = Some((push, pool));
+                        // Taken meanwhile by another caller: wait again.
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Step::Room(false) => {
+                    // The topic's pool stopped (removed) or the client shut down.
+                    let (push, _) = self.pending.take().expect("pending");
+                    let e = self.client.pool_gone(&push);
+                    if matches!(e, PushError::Shutdown) {
+                        self.closed = true;
+                    }
+                    self.end_now(push, e);
+                }
             }
         }
     }
 
-    fn submit(&mut self, permit: mpsc::Permit<'_, Job>, now: Instant) {
-        let Some(push) = self.source.next() else {
-            self.exhausted = true;
-            return;
+    /// Queues `push` if both bounds have room now; hands it back if not.
+    fn try_submit(
+        &mut self,
+        push: DevicePush,
+        pool: &TopicPool,
+        now: Instant,
+    ) -> Result<(), DevicePush> {
+        let Ok(held) = Arc::clone(&self.client.inner.queued).try_acquire_owned() else {
+            return Err(push);
+        };
+        let permit = match pool.intake.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(push),
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                drop(held);
+                let e = self.client.pool_gone(&push);
+                self.end_now(push, e);
+                return Ok(());
+            }
         };
         let reply = Reply::Bulk {
             index: self.next_index,
@@ -597,7 +954,23 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         self.next_index += 1;
         self.outstanding += 1;
         self.summary.sent += 1;
-        permit.send(Job::new(push, reply, self.client.inner.deadline, now));
+        let mut job = Job::new(push, reply, self.client.inner.config.deadline, now);
+        job.held = Some(held);
+        permit.send(job);
+        Ok(())
+    }
+
+    /// Ends `push` without queueing it: its outcome is reported like any other.
+    fn end_now(&mut self, push: DevicePush, error: PushError) {
+        let item = BulkItem {
+            index: self.next_index,
+            token: push.token,
+            result: Err(error),
+        };
+        self.next_index += 1;
+        self.outstanding += 1;
+        self.summary.sent += 1;
+        let _ = self.results_tx.send(item);
     }
 
     fn reported(&mut self, item: BulkItem) -> BulkItem {

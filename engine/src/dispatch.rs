@@ -4,13 +4,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 
 use crate::apns::request::RequestTemplate;
 use crate::cause::Cause;
@@ -19,6 +21,7 @@ use crate::endpoint::Endpoint;
 use crate::job::Job;
 use crate::metrics as m;
 use crate::outcome::PushError;
+use crate::pool::budget::{self, Budget, GiveBack, Usage};
 use crate::pool::pick::{pick, SlotLoad};
 use crate::pool::plan::{CloseCause, Plan, Resend, RetryPolicy};
 use crate::transport;
@@ -34,11 +37,15 @@ pub(crate) enum Control {
         certificate: crate::cert::PushCertificate,
     },
     Status(oneshot::Sender<PoolStatus>),
-    Shutdown(oneshot::Sender<()>),
+    /// Stop: fail what is queued with this error, let streams in flight finish, close.
+    Shutdown {
+        done: oneshot::Sender<()>,
+        error: PushError,
+    },
 }
 
 /// A snapshot of the pool for operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStatus {
     /// Connections open and taking pushes.
@@ -94,7 +101,14 @@ pub(crate) struct Settings {
     /// The certificate in use, for the days-left gauge.
     pub certificate: crate::cert::PushCertificate,
     pub plan: Plan,
+    /// The connections of every topic together.
+    pub budget: Arc<Budget>,
+    /// Connections close after this long without work.
+    pub idle_timeout: Duration,
 }
+
+/// A wait in line for a connection of the budget.
+type PermitWait = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 pub(crate) struct Dispatcher {
     settings: Settings,
@@ -123,6 +137,15 @@ pub(crate) struct Dispatcher {
     shutting_down: Option<oneshot::Sender<()>>,
     /// Scratch space for [`Dispatcher::dispatch`], kept to reuse its allocation.
     loads: Vec<SlotLoad>,
+    /// The budget permit of each slot's connection (opening or open).
+    permits: Vec<Option<OwnedSemaphorePermit>>,
+    /// A permit won by waiting in line, for the next connection to start.
+    spare: Option<OwnedSemaphorePermit>,
+    /// Waiting in line: the pool has work and no connection.
+    permit_wait: Option<PermitWait>,
+    /// When the pool last had work.
+    last_busy: Instant,
+    gauges: m::TopicGauges,
 }
 
 /// A connection that takes no new pushes and finishes its streams. Dropping its job sender
@@ -130,15 +153,8 @@ pub(crate) struct Dispatcher {
 struct Draining {
     id: ConnId,
     shared: Arc<crate::conn::ConnShared>,
-}
-
-impl From<Live> for Draining {
-    fn from(live: Live) -> Self {
-        Draining {
-            id: live.id,
-            shared: live.shared,
-        }
-    }
+    /// Its place in the budget, given back when it has closed.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Delayed {
@@ -174,7 +190,13 @@ impl Dispatcher {
         last_connect_error: Arc<LastConnectError>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
+        let mut settings = settings;
         let n = settings.plan.len();
+        // Nothing connects before the first push.
+        for slot in 0..n {
+            settings.plan.park(slot);
+        }
+        let gauges = m::TopicGauges::new(settings.certificate.topic());
         Dispatcher {
             settings,
             tls,
@@ -199,6 +221,11 @@ impl Dispatcher {
             started: vec![false; n],
             shutting_down: None,
             loads: Vec::new(),
+            permits: (0..n).map(|_| None).collect(),
+            spare: None,
+            permit_wait: None,
+            last_busy: Instant::now(),
+            gauges,
         }
     }
 
@@ -211,9 +238,11 @@ impl Dispatcher {
         let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(24 * 3600)));
         loop {
             let now = Instant::now();
+            self.wake_for_work();
             self.start_due_connections(now);
             self.release_delayed(now);
             self.dispatch(now);
+            self.give_back(now);
             if self.shutting_down.is_some() && self.finished_draining() {
                 break;
             }
@@ -226,15 +255,29 @@ impl Dispatcher {
             // Pushes stay in the bounded intake queue (where callers feel back-pressure) until
             // a connection has room for them — or until they can only fail fast.
             let has_room = self.has_room();
+            // A parked pool takes its first push in to know it has work.
+            let parked = self.settings.plan.all_parked() && self.permit_wait.is_none();
             let want_jobs = intake_open
                 && self.shutting_down.is_none()
                 && self.waiting.is_empty()
                 && self.delayed.len() < self.settings.held_limit
-                && (has_room || self.fail_fast_reason(now).is_some());
+                && (has_room || parked || self.fail_fast_reason(now).is_some());
+            let in_line = self.permit_wait.is_some();
+            let permit_wait = self.permit_wait.as_mut();
             tokio::select! {
                 biased;
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(control) = self.control.recv() => self.on_control(control),
+                permit = async move {
+                    match permit_wait {
+                        Some(wait) => wait.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_line => {
+                    self.permit_wait = None;
+                    self.spare = Some(permit);
+                    self.settings.plan.wake();
+                }
                 () = self.capacity.notified(), if !self.waiting.is_empty() || !has_room => {}
                 job = self.intake.recv(), if want_jobs => match job {
                     Some(job) => {
@@ -260,8 +303,28 @@ impl Dispatcher {
                 break;
             }
         }
+        self.gauges.clear();
         if let Some(done) = self.shutting_down.take() {
             let _ = done.send(());
+        }
+    }
+
+    /// Work for a pool with no connection: its slots become due, or, when the budget has no
+    /// connection to spare, it waits in line for one.
+    fn wake_for_work(&mut self) {
+        if self.shutting_down.is_some() || self.permit_wait.is_some() {
+            return;
+        }
+        let plan = &self.settings.plan;
+        if !plan.any_parked() || !self.has_work() {
+            return;
+        }
+        // A pool with no connection wakes for its work; one that gave connections back to a
+        // starving topic takes them again once the budget has room and nobody waits.
+        let budget = &self.settings.budget;
+        let room = budget.starving() == 0 && budget.in_use() < budget.max();
+        if plan.all_parked() || room {
+            self.settings.plan.wake();
         }
     }
 
@@ -270,6 +333,17 @@ impl Dispatcher {
             return;
         }
         for slot in self.settings.plan.take_due(now) {
+            let permit = match self.spare.take() {
+                Some(p) => p,
+                None => match self.settings.budget.try_take() {
+                    Some(p) => p,
+                    None => {
+                        self.settings.plan.park(slot);
+                        continue;
+                    }
+                },
+            };
+            self.permits[slot] = Some(permit);
             if self.started[slot] {
                 self.reconnects += 1;
                 metrics::counter!(m::RECONNECTS).increment(1);
@@ -296,6 +370,77 @@ impl Dispatcher {
                     },
                 };
                 let _ = events.send(event);
+            });
+        }
+        // Work, and not one connection: wait in line for the budget's next free one.
+        if self.permit_wait.is_none()
+            && self.settings.plan.all_parked()
+            && self.permits.iter().all(Option::is_none)
+            && self.has_work()
+        {
+            self.permit_wait = Some(Box::pin(self.settings.budget.wait()));
+        }
+    }
+
+    /// Pushes waiting anywhere in the pool, or in flight.
+    fn has_work(&self) -> bool {
+        !self.waiting.is_empty()
+            || !self.delayed.is_empty()
+            || !self.intake.is_empty()
+            || self
+                .slots
+                .iter()
+                .flatten()
+                .any(|l| l.shared.in_flight.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Gives connections back to the budget as [`budget::decide`] says: all of them after the
+    /// idle time (or at once while another topic waits in line), all but one while another
+    /// topic waits and this one is busy. Connections still opening are left to open first.
+    fn give_back(&mut self, now: Instant) {
+        let busy = self.has_work();
+        if busy {
+            self.last_busy = now;
+        }
+        let open: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect();
+        let usage = Usage {
+            connections: open.len(),
+            busy,
+            idle_for: now.saturating_duration_since(self.last_busy),
+        };
+        let keep = match budget::decide(
+            usage,
+            self.settings.budget.starving(),
+            self.settings.idle_timeout,
+        ) {
+            GiveBack::Nothing => return,
+            GiveBack::All => None,
+            // The busiest connection stays.
+            GiveBack::AllButOne => open.iter().copied().max_by_key(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed))
+            }),
+        };
+        for slot in open {
+            if Some(slot) == keep {
+                continue;
+            }
+            self.retire(slot);
+            self.settings.plan.park(slot);
+        }
+    }
+
+    /// Moves the slot's connection to draining (it takes no new push, finishes its streams
+    /// and closes), with its budget permit.
+    fn retire(&mut self, slot: usize) {
+        if let Some(live) = self.slots[slot].take() {
+            self.draining.push(Draining {
+                id: live.id,
+                shared: live.shared,
+                _permit: self.permits[slot].take(),
             });
         }
     }
@@ -427,6 +572,10 @@ impl Dispatcher {
 
     fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.settings.plan.next_wake();
+        if self.slots.iter().any(Option::is_some) {
+            let idle_end = self.last_busy + self.settings.idle_timeout;
+            wake = Some(wake.map_or(idle_end, |w| w.min(idle_end)));
+        }
         if let Some(Reverse(d)) = self.delayed.peek() {
             wake = Some(wake.map_or(d.at, |w| w.min(d.at)));
         }
@@ -453,6 +602,7 @@ impl Dispatcher {
                 if self.attempts[slot] != attempt || self.shutting_down.is_some() {
                     // Stale (certificate replaced meanwhile) or shutting down: close it.
                     drop(connected);
+                    self.permits[slot] = None;
                     return;
                 }
                 let id = self.next_conn;
@@ -487,6 +637,7 @@ impl Dispatcher {
                 if self.attempts[slot] != attempt {
                     return;
                 }
+                self.permits[slot] = None;
                 let certificate = error.certificate_alert();
                 if certificate.is_some() {
                     tracing::error!(%error, "APNs refused the push certificate; pushes fail fast and reconnects slow down until it is replaced");
@@ -502,8 +653,7 @@ impl Dispatcher {
             }
             Event::GoingAway { id, cause, served } => {
                 if let Some(slot) = self.slot_of(id) {
-                    let live = self.slots[slot].take().expect("slot_of found it");
-                    self.draining.push(Draining::from(live));
+                    self.retire(slot);
                     self.settings
                         .plan
                         .on_closed(slot, now, cause, served, fastrand::f64());
@@ -518,6 +668,7 @@ impl Dispatcher {
             } => {
                 if let Some(slot) = self.slot_of(id) {
                     self.slots[slot] = None;
+                    self.permits[slot] = None;
                     if cause != CloseCause::Retired {
                         tracing::info!(conn = id, ?cause, "APNs connection closed");
                     }
@@ -568,7 +719,7 @@ impl Dispatcher {
     fn sync_rejected(&self) {
         let rejected = self.settings.plan.rejection().is_some();
         self.rejected.store(rejected, Ordering::Relaxed);
-        metrics::gauge!(m::CERT_REJECTED).set(if rejected { 1.0 } else { 0.0 });
+        self.gauges.rejected.set(if rejected { 1.0 } else { 0.0 });
     }
 
     fn retry(&mut self, mut job: Job, reason: Cause, unprocessed: bool, now: Instant) {
@@ -614,6 +765,10 @@ impl Dispatcher {
                 certificate,
             } => {
                 tracing::info!("push certificate replaced; new connections use it, old ones drain");
+                if certificate.topic() != self.settings.certificate.topic() {
+                    self.gauges.clear();
+                    self.gauges = m::TopicGauges::new(certificate.topic());
+                }
                 self.settings.certificate = certificate;
                 self.update_gauges();
                 self.tls = tls;
@@ -621,10 +776,9 @@ impl Dispatcher {
                 self.generation.fetch_add(1, Ordering::Relaxed);
                 for slot in 0..self.slots.len() {
                     // Dropping the job sender retires the connection: it finishes its streams.
-                    if let Some(live) = self.slots[slot].take() {
-                        self.draining.push(Draining::from(live));
-                    }
-                    // Attempts under way with the old certificate are discarded on arrival.
+                    self.retire(slot);
+                    // Attempts under way with the old certificate are discarded on arrival
+                    // (their permits stay taken until then: the budget counts them).
                     self.attempts[slot] = 0;
                 }
                 self.settings.plan.on_certificate_replaced();
@@ -633,23 +787,23 @@ impl Dispatcher {
             Control::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Control::Shutdown(done) => {
+            Control::Shutdown { done, error } => {
                 self.intake.close();
                 while let Ok(job) = self.intake.try_recv() {
-                    job.finish(Err(PushError::Shutdown));
+                    job.finish(Err(error.clone()));
                 }
                 for job in self.waiting.drain(..) {
-                    job.finish(Err(PushError::Shutdown));
+                    job.finish(Err(error.clone()));
                 }
                 for Reverse(d) in self.delayed.drain() {
-                    d.job.finish(Err(PushError::Shutdown));
+                    d.job.finish(Err(error.clone()));
                 }
                 for slot in 0..self.slots.len() {
-                    if let Some(live) = self.slots[slot].take() {
-                        self.draining.push(Draining::from(live));
-                    }
+                    self.retire(slot);
                     self.attempts[slot] = 0;
                 }
+                self.permit_wait = None;
+                self.spare = None;
                 self.shutting_down = Some(done);
             }
         }
@@ -675,16 +829,19 @@ impl Dispatcher {
 
     fn update_gauges(&self) {
         let s = self.status();
-        metrics::gauge!(m::CONNECTIONS).set(s.open_connections as f64);
-        metrics::gauge!(m::IN_FLIGHT).set(s.in_flight as f64);
+        self.gauges.connections.set(s.open_connections as f64);
+        self.gauges.in_flight.set(s.in_flight as f64);
         let queued = self.intake.len() + s.waiting;
-        metrics::gauge!(m::QUEUED).set(queued as f64);
+        self.gauges.queued.set(queued as f64);
         let days_left = self
             .settings
             .certificate
             .info()
             .days_left(time::OffsetDateTime::now_utc());
-        metrics::gauge!(m::CERT_DAYS_LEFT).set(days_left as f64);
+        self.gauges.days_left.set(days_left as f64);
+        let budget = &self.settings.budget;
+        metrics::gauge!(m::CONNECTIONS_TOTAL).set(budget.in_use() as f64);
+        metrics::gauge!(m::CONNECTIONS_BUDGET).set(budget.max() as f64);
     }
 
     fn slot_of(&self, id: ConnId) -> Option<usize> {

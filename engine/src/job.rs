@@ -41,6 +41,8 @@ pub(crate) struct Job {
     pub avoid: Option<usize>,
     /// When the last attempt was sent.
     pub sent_at: Option<Instant>,
+    /// Its place in the client's bound on queued pushes, given back when it ends.
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Job {
@@ -55,6 +57,7 @@ impl Job {
             last: None,
             avoid: None,
             sent_at: None,
+            held: None,
         }
     }
 

@@ -12,7 +12,9 @@ use crate::outcome::PushResult;
 pub const PUSHES: &str = "magicpush_pushes_total";
 /// Submission-to-outcome latency, seconds.
 pub const LATENCY: &str = "magicpush_push_latency_seconds";
-/// Streams sent and not answered.
+/// Streams sent and not answered, by `topic`. The pool's gauges (this one, [`QUEUED`],
+/// [`CONNECTIONS`], [`CERT_DAYS_LEFT`], [`CERT_REJECTED`]) carry the `topic` label: one series
+/// per registered topic.
 pub const IN_FLIGHT: &str = "magicpush_pushes_in_flight";
 /// Pushes accepted by the client and not yet sent.
 pub const QUEUED: &str = "magicpush_pushes_queued";
@@ -26,6 +28,45 @@ pub const RETRIES: &str = "magicpush_push_retries_total";
 pub const CERT_DAYS_LEFT: &str = "magicpush_certificate_days_left";
 /// 1 while APNs refuses the certificate.
 pub const CERT_REJECTED: &str = "magicpush_certificate_rejected";
+/// Connections open or opening, all topics together (unlabelled).
+pub const CONNECTIONS_TOTAL: &str = "magicpush_connections_total_in_use";
+/// The budget of connections for all topics together.
+pub const CONNECTIONS_BUDGET: &str = "magicpush_connections_budget";
+
+/// One topic's pool gauges, registered once per topic.
+pub(crate) struct TopicGauges {
+    pub(crate) connections: metrics::Gauge,
+    pub(crate) in_flight: metrics::Gauge,
+    pub(crate) queued: metrics::Gauge,
+    pub(crate) days_left: metrics::Gauge,
+    pub(crate) rejected: metrics::Gauge,
+}
+
+impl TopicGauges {
+    pub(crate) fn new(topic: &str) -> TopicGauges {
+        let label = || [("topic", topic.to_owned())];
+        TopicGauges {
+            connections: metrics::gauge!(CONNECTIONS, &label()),
+            in_flight: metrics::gauge!(IN_FLIGHT, &label()),
+            queued: metrics::gauge!(QUEUED, &label()),
+            days_left: metrics::gauge!(CERT_DAYS_LEFT, &label()),
+            rejected: metrics::gauge!(CERT_REJECTED, &label()),
+        }
+    }
+
+    /// The topic is gone: its series read zero (an exporter keeps a series once seen).
+    pub(crate) fn clear(&self) {
+        for g in [
+            &self.connections,
+            &self.in_flight,
+            &self.queued,
+            &self.days_left,
+            &self.rejected,
+        ] {
+            g.set(0.0);
+        }
+    }
+}
 
 /// Describes every metric once (idempotent enough to call per client).
 pub fn describe() {
@@ -42,6 +83,14 @@ pub fn describe() {
     metrics::describe_counter!(RETRIES, "Pushes resent after a transient failure");
     metrics::describe_gauge!(CERT_DAYS_LEFT, "Days until the push certificate expires");
     metrics::describe_gauge!(CERT_REJECTED, "1 while APNs refuses the push certificate");
+    metrics::describe_gauge!(
+        CONNECTIONS_TOTAL,
+        "APNs connections open or opening, all topics together"
+    );
+    metrics::describe_gauge!(
+        CONNECTIONS_BUDGET,
+        "Most APNs connections, all topics together"
+    );
 }
 
 /// The handles a delivered push records to, looked up once per connection rather than once

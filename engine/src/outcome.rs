@@ -91,15 +91,25 @@ pub struct DevicePush {
     pub token: DeviceToken,
     /// The `PushMagic` string from the device's TokenUpdate.
     pub magic: String,
+    /// The push certificate's topic to send it with (the topic the device enrolled with).
+    /// `None` while the client holds exactly one certificate: that one.
+    pub topic: Option<Arc<str>>,
 }
 
 impl DevicePush {
-    /// A push for `token` with `magic`.
+    /// A push for `token` with `magic`, on the client's only certificate.
     pub fn new(token: DeviceToken, magic: impl Into<String>) -> Self {
         DevicePush {
             token,
             magic: magic.into(),
+            topic: None,
         }
+    }
+
+    /// This push, sent with the certificate of `topic`.
+    pub fn with_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
     }
 }
 
@@ -192,6 +202,20 @@ pub enum PushError {
     /// one (the check-in server before its first certificate is registered) answers this.
     #[error("no push certificate registered")]
     NoCertificate,
+    /// The push names a topic the client holds no certificate for (never added, or removed
+    /// while the push waited). Nothing was sent.
+    #[error("no push certificate for topic {topic}")]
+    UnknownTopic {
+        /// The topic the push named.
+        topic: Arc<str>,
+    },
+    /// The push names no topic and the client holds several certificates (or none): it
+    /// cannot tell which one to use. Nothing was sent.
+    #[error("the push names no topic and the client holds {topics} push certificates: set DevicePush::topic")]
+    TopicRequired {
+        /// How many topics the client holds.
+        topics: usize,
+    },
 }
 
 fn timestamp_note(ts: &Option<u64>) -> String {
@@ -225,7 +249,9 @@ impl PushError {
             PushError::RetriesExhausted { last, .. } => last.clone(),
             PushError::DeadlineExceeded { .. } => EngineCause::DeadlineExceeded.into(),
             PushError::Shutdown => EngineCause::Shutdown.into(),
-            PushError::NoCertificate => EngineCause::NoCertificate.into(),
+            PushError::NoCertificate
+            | PushError::UnknownTopic { .. }
+            | PushError::TopicRequired { .. } => EngineCause::NoCertificate.into(),
         }
     }
 

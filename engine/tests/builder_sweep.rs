@@ -71,14 +71,19 @@ async fn bad_settings_are_errors_not_panics() {
                 ..RetryPolicy::default()
             }),
         ),
-        ("no certificate", Client::builder()),
+        ("idle_timeout 0", base(&cert).idle_timeout(zero)),
+        ("idle_timeout MAX", base(&cert).idle_timeout(huge)),
+        ("total queued MAX", base(&cert).max_total_queued(usize::MAX)),
+        (
+            "total connections MAX",
+            base(&cert).max_total_connections(usize::MAX),
+        ),
     ];
     for (name, builder) in cases {
         match builder.build() {
             Err(ClientError::InvalidSetting { setting, why }) => {
                 assert!(!why.is_empty(), "{name}: {setting}");
             }
-            Err(ClientError::NoCertificate) => assert_eq!(name, "no certificate"),
             Err(other) => panic!("{name}: unexpected {other}"),
             Ok(client) => {
                 client.shutdown().await;
@@ -92,6 +97,19 @@ async fn bad_settings_are_errors_not_panics() {
         .queue_capacity(0)
         .max_streams_per_connection(0);
     ok.build().unwrap().shutdown().await;
+    // A client without certificates builds: they may be added later. Until then a push
+    // fails at once.
+    let empty = Client::builder().build().unwrap();
+    assert!(empty.topics().is_empty());
+    let push = magicpush_engine::DevicePush::new(
+        magicpush_engine::DeviceToken::from_hex("00ff").unwrap(),
+        "m",
+    );
+    assert!(matches!(
+        empty.push(push).await,
+        Err(magicpush_engine::PushError::NoCertificate)
+    ));
+    empty.shutdown().await;
 }
 
 #[test]

@@ -601,7 +601,7 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
         .collect();
     assert_eq!(days_left.len(), 1, "{metrics}");
     assert!(
-        days_left[0].starts_with("magicpush_certificate_days_left "),
+        days_left[0].starts_with("magicpush_certificate_days_left{topic="),
         "{metrics}"
     );
 

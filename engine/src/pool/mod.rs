@@ -5,6 +5,7 @@
 //! carry the decisions out.
 
 pub mod backoff;
+pub mod budget;
 pub mod pick;
 pub mod plan;
 pub mod refusal;

@@ -37,6 +37,9 @@ pub enum Phase {
     Open(Instant),
     /// Backing off until this instant.
     Waiting(Instant),
+    /// Not wanted: the pool has no work, or no connection to spare in the budget shared
+    /// with other topics. It connects again once [`Plan::wake`] is called.
+    Idle,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +133,32 @@ impl Plan {
             }
         }
         due
+    }
+
+    /// Parks `slot` ([`Phase::Idle`]): its connection was closed for idleness or to make
+    /// room for another topic, or it could not start for lack of room. Its failure count is
+    /// kept, so a parked slot that failed before still backs off when woken.
+    pub fn park(&mut self, slot: usize) {
+        self.slots[slot].phase = Phase::Idle;
+    }
+
+    /// Every parked slot becomes due: the pool has work again.
+    pub fn wake(&mut self) {
+        for s in &mut self.slots {
+            if s.phase == Phase::Idle {
+                s.phase = Phase::Due;
+            }
+        }
+    }
+
+    /// Whether any slot is parked.
+    pub fn any_parked(&self) -> bool {
+        self.slots.iter().any(|s| s.phase == Phase::Idle)
+    }
+
+    /// Whether every slot is parked.
+    pub fn all_parked(&self) -> bool {
+        self.slots.iter().all(|s| s.phase == Phase::Idle)
     }
 
     /// The earliest instant at which [`Plan::take_due`] will return something, if any slot waits.
@@ -290,13 +319,15 @@ impl Plan {
     }
 
     /// A new certificate was installed: forget the rejection and failure counts; every slot
-    /// reconnects at once (the caller drains the old connections).
+    /// that is not parked reconnects at once (the caller drains the old connections).
     pub fn on_certificate_replaced(&mut self) {
         self.rejected = None;
         self.refusals.clear();
         for s in &mut self.slots {
             s.failures = 0;
-            s.phase = Phase::Due;
+            if s.phase != Phase::Idle {
+                s.phase = Phase::Due;
+            }
         }
     }
 

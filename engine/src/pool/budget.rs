@@ -1,0 +1,182 @@
+//! The connection budget shared by every topic of a client, and when a topic gives
+//! connections back to it.
+//!
+//! Every connection, from its first TCP packet to its close (draining included), holds one
+//! permit of the budget, so the client never has more than `max_total_connections` open to
+//! APNs whatever its topics do. Permits are handed out first come, first served. A topic that
+//! has work but not one connection waits in line ("starves"); while any topic starves, the
+//! others give back what they can spare ([`decide`]): an idle topic all its connections, a
+//! busy one all but one. A topic with work therefore always gets a connection in turn, and a
+//! topic nobody pushes to closes its connections after the idle time anyway.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The permits, and how many topics wait for their first connection.
+#[derive(Debug)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    max: usize,
+    starving: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `max` connections.
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            starving: AtomicUsize::new(0),
+        })
+    }
+
+    /// The most connections, all topics together.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open or opening now, all topics together.
+    pub fn in_use(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    /// A permit now, if one is free and no starving topic waits for it.
+    pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        if self.starving() > 0 {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits in line for a permit, counted as starving meanwhile.
+    pub fn wait(self: &Arc<Self>) -> impl std::future::Future<Output = OwnedSemaphorePermit> {
+        let guard = Starving::new(Arc::clone(self));
+        let permits = Arc::clone(&self.permits);
+        async move {
+            let permit = permits
+                .acquire_owned()
+                .await
+                .expect("the budget's semaphore is never closed");
+            drop(guard);
+            permit
+        }
+    }
+
+    /// Topics waiting for their first connection.
+    pub fn starving(&self) -> usize {
+        self.starving.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a topic as starving for as long as it lives (dropped with the wait, however the
+/// wait ends).
+struct Starving(Arc<Budget>);
+
+impl Starving {
+    fn new(budget: Arc<Budget>) -> Starving {
+        budget.starving.fetch_add(1, Ordering::Relaxed);
+        Starving(budget)
+    }
+}
+
+impl Drop for Starving {
+    fn drop(&mut self) {
+        self.0.starving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a topic's pool should give back now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// Nothing.
+    Nothing,
+    /// Every connection (it has no work).
+    All,
+    /// Connections beyond the first (another topic starves).
+    AllButOne,
+}
+
+/// The pool's state as [`decide`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Connections open or opening.
+    pub connections: usize,
+    /// Pushes waiting, being retried or in flight.
+    pub busy: bool,
+    /// Time since the pool last had work.
+    pub idle_for: Duration,
+}
+
+/// Whether a pool gives connections back: all of them once it has been idle for
+/// `idle_timeout`, or at once when idle while another topic starves; all but one when busy
+/// while another topic starves.
+pub fn decide(usage: Usage, starving: usize, idle_timeout: Duration) -> GiveBack {
+    if usage.connections == 0 {
+        return GiveBack::Nothing;
+    }
+    if !usage.busy {
+        if starving > 0 || usage.idle_for >= idle_timeout {
+            return GiveBack::All;
+        }
+        return GiveBack::Nothing;
+    }
+    if starving > 0 && usage.connections > 1 {
+        return GiveBack::AllButOne;
+    }
+    GiveBack::Nothing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(300);
+
+    fn usage(connections: usize, busy: bool, idle_s: u64) -> Usage {
+        Usage {
+            connections,
+            busy,
+            idle_for: Duration::from_secs(idle_s),
+        }
+    }
+
+    #[test]
+    fn an_idle_pool_closes_after_the_idle_time_or_at_once_for_a_starving_topic() {
+        assert_eq!(decide(usage(4, false, 10), 0, IDLE), GiveBack::Nothing);
+        assert_eq!(decide(usage(4, false, 300), 0, IDLE), GiveBack::All);
+        assert_eq!(decide(usage(4, false, 0), 1, IDLE), GiveBack::All);
+        assert_eq!(decide(usage(0, false, 999), 3, IDLE), GiveBack::Nothing);
+    }
+
+    #[test]
+    fn a_busy_pool_keeps_one_connection_whoever_starves() {
+        assert_eq!(decide(usage(4, true, 0), 0, IDLE), GiveBack::Nothing);
+        assert_eq!(decide(usage(4, true, 999), 2, IDLE), GiveBack::AllButOne);
+        assert_eq!(decide(usage(1, true, 999), 2, IDLE), GiveBack::Nothing);
+    }
+
+    #[tokio::test]
+    async fn permits_are_bounded_and_a_starving_topic_goes_first() {
+        let budget = Budget::new(2);
+        let a = budget.try_take().expect("free");
+        let _b = budget.try_take().expect("free");
+        assert!(budget.try_take().is_none());
+        assert_eq!(budget.in_use(), 2);
+        let waiting = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.wait().await }
+        });
+        while budget.starving() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(a);
+        // The freed permit goes to the topic in line, not to a newcomer.
+        assert!(budget.try_take().is_none());
+        let _c = waiting.await.unwrap();
+        assert_eq!(budget.starving(), 0);
+        assert_eq!(budget.in_use(), 2);
+    }
+}
