@@ -471,7 +471,8 @@ impl Client {
     /// Installs a new certificate for its topic (a renewal): new connections present it,
     /// existing ones finish their streams and close. No push is lost or failed by the swap.
     /// While the client holds exactly one certificate, a certificate of another topic replaces
-    /// it (the topic changes); with several, the topic must be one the client holds.
+    /// it (the topic changes); with none, it is added; with several, the topic must be one the
+    /// client holds.
     pub fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
         let c = &self.inner.config;
         let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
@@ -493,6 +494,11 @@ impl Client {
                 let pool = pools.by_topic.remove(&old).expect("present");
                 pools.by_topic.insert(topic, Arc::clone(&pool));
                 pool
+            }
+            None if pools.by_topic.is_empty() => {
+                // Nothing to replace: the certificate is the client's first.
+                drop(pools);
+                return self.add_certificate(cert);
             }
             None => {
                 return Err(ClientError::UnknownTopic {

@@ -12,10 +12,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! One client serves many push certificates, one pool per topic (a platform's customers each
+//! have their own): add them with [`Client::add_certificate`] (or `.certificate()` per topic
+//! on the builder) and name the topic on each push with [`DevicePush::with_topic`]. Pools
+//! connect at their first push, close after an idle time, and share one budget of
+//! connections ([`ClientBuilder::max_total_connections`]).
+//!
 //! # Layout
 //! - [`cert`]: the MDM push certificate: loading (PEM, PKCS#12), parsing, renewal checks.
 //! - [`apns`]: the APNs protocol without I/O: request encoding, response classification, reasons.
-//! - [`pool`]: the pool's decisions without I/O: connection choice, reconnect plan, retries.
+//! - [`pool`]: the pool's decisions without I/O: connection choice, reconnect plan, retries,
+//!   when a topic gives connections back to the shared budget.
 //! - [`outcome`]: what a push is and how it can end; [`cause`]: why it failed, typed — APNs's
 //!   reasons apart from the engine's own outcomes, each with a stable stored name.
 //! - [`sender`]: [`PushSender`], what delivers pushes as a caller sees it (the [`Client`], or a

@@ -33,6 +33,9 @@ pub struct BenchOptions {
     pub external: Option<External>,
     /// Engine (and h2load) runs, one after the other; the median one is reported.
     pub rounds: usize,
+    /// Topics (push certificates) the pushes are spread over, round robin; each topic gets
+    /// `connections / topics` connections (at least one).
+    pub topics: usize,
 }
 
 /// An APNs-like server started elsewhere.
@@ -85,6 +88,10 @@ pub struct BenchReport {
     pub h2load_ratio_vs_bound: Option<f64>,
     /// Every round's figures, in the order they ran (one entry without `--rounds`).
     pub rounds: Vec<Round>,
+    /// Topics the pushes went to.
+    pub topics: usize,
+    /// Connections per topic.
+    pub connections_per_topic: usize,
 }
 
 /// One round of a multi-round run.
@@ -124,6 +131,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let pki;
     let mut mock: Option<MockHandle> = None;
+    if opts.topics > 1 && opts.external.is_some() {
+        bail!("--topics needs the in-process mock (its CA issues the topics' certificates)");
+    }
+    let mut extra = Vec::new();
     let (endpoint, cert, ca_pem, topic) = match &opts.external {
         Some(ext) => {
             let cert = PushCertificate::from_pem_files(&ext.cert, &ext.key)
@@ -151,6 +162,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             ))?;
             let endpoint: Endpoint = handle.url().parse()?;
             mock = Some(handle);
+            if opts.topics > 1 {
+                extra = extra_topics(&pki.ca, opts.topics - 1)?;
+            }
             let cert = PushCertificate::from_pem(
                 pki.push.cert_pem.as_bytes(),
                 pki.push.key_pem.as_bytes(),
@@ -164,10 +178,13 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     };
 
+    // The first topic's certificate is the PKI's; the others were issued by its CA.
+    let mut certs = vec![cert];
+    certs.append(&mut extra);
     let mut rounds = Vec::new();
     let mut reports = Vec::new();
     for _ in 0..opts.rounds.max(1) {
-        let report = measure_round(opts, &engine_rt, &endpoint, &cert, &ca_pem, &topic)?;
+        let report = measure_round(opts, &engine_rt, &endpoint, &certs, &ca_pem, &topic)?;
         rounds.push(Round::from(&report));
         reports.push(report);
     }
@@ -189,7 +206,7 @@ fn measure_round(
     opts: &BenchOptions,
     engine_rt: &tokio::runtime::Runtime,
     endpoint: &Endpoint,
-    cert: &PushCertificate,
+    certs: &[PushCertificate],
     ca_pem: &[u8],
     topic: &str,
 ) -> anyhow::Result<BenchReport> {
@@ -199,9 +216,9 @@ fn measure_round(
     let task = {
         let opts = opts.clone();
         let endpoint = endpoint.clone();
-        let cert = cert.clone();
+        let certs = certs.to_vec();
         let ca_pem = ca_pem.to_vec();
-        engine_rt.spawn(async move { run_engine(&opts, endpoint, cert, &ca_pem).await })
+        engine_rt.spawn(async move { run_engine(&opts, endpoint, certs, &ca_pem).await })
     };
     let mut report = engine_rt.block_on(task)??;
     if let (Some(a), Some(b)) = (cpu_before, engine_cpu_s()) {
@@ -236,29 +253,67 @@ fn token(i: u64) -> DeviceToken {
     DeviceToken::from_bytes(&bytes).expect("32 bytes")
 }
 
+/// `n` push certificates of new topics from `ca`.
+pub fn extra_topics(ca: &magicpush_fixtures::Ca, n: usize) -> anyhow::Result<Vec<PushCertificate>> {
+    let now = time::OffsetDateTime::now_utc();
+    (0..n)
+        .map(|_| {
+            let ck = magicpush_fixtures::push_cert(
+                ca,
+                &uuid::Uuid::new_v4().to_string(),
+                now - time::Duration::days(1),
+                now + time::Duration::days(365),
+                magicpush_fixtures::KeyKind::EcdsaP256,
+            )?;
+            Ok(PushCertificate::from_pem(
+                ck.cert_pem.as_bytes(),
+                ck.key_pem.as_bytes(),
+            )?)
+        })
+        .collect()
+}
+
+/// Connections per topic for `opts`.
+fn per_topic(opts: &BenchOptions) -> usize {
+    (opts.connections / opts.topics.max(1)).max(1)
+}
+
 async fn run_engine(
     opts: &BenchOptions,
     endpoint: Endpoint,
-    cert: PushCertificate,
+    certs: Vec<PushCertificate>,
     ca_pem: &[u8],
 ) -> anyhow::Result<BenchReport> {
-    let in_flight = opts.connections * opts.streams;
-    let queue = in_flight.max(1024);
-    let client = Client::builder()
-        .certificate(cert)
+    let per_topic = per_topic(opts);
+    let total_connections = per_topic * certs.len();
+    let in_flight = total_connections * opts.streams;
+    let queue = (in_flight / certs.len()).max(1024);
+    let topics: Vec<std::sync::Arc<str>> =
+        certs.iter().map(|c| std::sync::Arc::from(c.topic())).collect();
+    let mut builder = Client::builder()
         .endpoint(endpoint)
         .trust_anchor_pem(ca_pem)?
         .web_roots(false)
-        .connections(opts.connections)
+        .connections(per_topic)
+        .max_total_connections(total_connections)
         .max_streams_per_connection(opts.streams)
         .queue_capacity(queue)
-        .deadline(Duration::from_secs(120))
-        .build()?;
-    // Let the connections open so the run measures pushing, not handshakes.
-    let ready_by = Instant::now() + Duration::from_secs(10);
+        .deadline(Duration::from_secs(120));
+    for cert in certs {
+        builder = builder.certificate(cert);
+    }
+    let client = builder.build()?;
+    // Open every topic's connections (a pool connects at its first push) so the run measures
+    // pushing, not handshakes.
+    let warm: Vec<DevicePush> = topics
+        .iter()
+        .map(|t| DevicePush::new(token(u64::MAX), "warm-up").with_topic(t.clone()))
+        .collect();
+    client.push_bulk(warm).finish().await;
+    let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
         let s = client.status().await?;
-        if s.open_connections == opts.connections || Instant::now() > ready_by {
+        if s.open_connections >= total_connections || Instant::now() > ready_by {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -269,8 +324,10 @@ async fn run_engine(
     let mut delivered = 0u64;
     let mut first_error = None;
     let start = Instant::now();
-    let mut bulk =
-        client.push_bulk((0..opts.pushes).map(|i| DevicePush::new(token(i), "bench-magic")));
+    let n = topics.len() as u64;
+    let mut bulk = client.push_bulk((0..opts.pushes).map(|i| {
+        DevicePush::new(token(i), "bench-magic").with_topic(topics[(i % n) as usize].clone())
+    }));
     while let Some(item) = bulk.next().await {
         match item.result {
             Ok(d) => {
@@ -289,9 +346,9 @@ async fn run_engine(
         eprintln!("warning: {failed} pushes failed; first: {e}");
     }
     let peak = crate::rss::peak_rss_mb().unwrap_or(0.0);
-    let max_held = (queue + in_flight) as u64;
+    let max_held = (queue * topics.len() + in_flight) as u64;
     let bound = (!opts.delay.is_zero())
-        .then(|| (opts.connections * opts.streams) as f64 / opts.delay.as_secs_f64());
+        .then(|| (total_connections * opts.streams) as f64 / opts.delay.as_secs_f64());
     // Only delivered pushes count; connections were open before the clock started.
     let rate = delivered as f64 / elapsed;
     Ok(BenchReport {
@@ -319,6 +376,8 @@ async fn run_engine(
         ratio_vs_bound: bound.map(|b| rate / b),
         h2load_ratio_vs_bound: None,
         rounds: Vec::new(),
+        topics: topics.len(),
+        connections_per_topic: per_topic,
     })
 }
 
@@ -452,4 +511,158 @@ time for connect:    20.00ms     50.00ms     30.00ms      8.00ms    60.00%\n";
         assert!(parse_h2load(&bad).is_err());
         assert!(parse_h2load("garbage").is_err());
     }
+}
+
+/// What [`fairness`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FairnessReport {
+    /// Pushes of the busy topic's backlog.
+    pub backlog: u64,
+    pub delay_ms: u64,
+    /// Single pushes of the quiet topic measured in each phase.
+    pub singles_idle: usize,
+    pub singles_loaded: usize,
+    /// Median latency of the quiet topic's single pushes on an idle engine, ms.
+    pub idle_p50_ms: f64,
+    /// The same while the busy topic works through its backlog, ms.
+    pub loaded_p50_ms: f64,
+    /// `loaded_p50_ms / idle_p50_ms`: 1.0 means the backlog costs the quiet topic nothing.
+    pub ratio: f64,
+    /// How long the backlog took, s.
+    pub backlog_s: f64,
+}
+
+/// One topic's single pushes (one every 10 ms) on an idle engine, then while another topic
+/// pushes a backlog of `opts.pushes`: does the backlog hold them back? In-process mock only.
+pub fn fairness(opts: &BenchOptions) -> anyhow::Result<FairnessReport> {
+    if opts.external.is_some() {
+        bail!("the fairness run needs the in-process mock");
+    }
+    let mock_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mock-apns")
+        .enable_all()
+        .build()?;
+    let engine_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads.max(1))
+        .thread_name("engine")
+        .enable_all()
+        .build()?;
+    let pki = TestPki::generate()?;
+    let config = MockConfig {
+        max_streams: opts.streams as u32,
+        delay: opts.delay,
+        ..MockConfig::default()
+    };
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("static address");
+    let mock = mock_rt.block_on(MockApns::start(
+        addr,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        pki.ca.cert_pem(),
+        config,
+    ))?;
+    let endpoint: Endpoint = mock.url().parse()?;
+    let cert = |ck: &magicpush_fixtures::CertKey| {
+        PushCertificate::from_pem(ck.cert_pem.as_bytes(), ck.key_pem.as_bytes())
+    };
+    let (busy, quiet) = (cert(&pki.push)?, cert(&pki.other_topic)?);
+    let ca = pki.ca.cert_pem().as_bytes().to_vec();
+    let opts = opts.clone();
+    let report = engine_rt.block_on(async move {
+        let (busy_topic, quiet_topic): (std::sync::Arc<str>, std::sync::Arc<str>) =
+            (busy.topic().into(), quiet.topic().into());
+        let client = Client::builder()
+            .endpoint(endpoint)
+            .trust_anchor_pem(&ca)?
+            .web_roots(false)
+            .connections(opts.connections)
+            .max_streams_per_connection(opts.streams)
+            .queue_capacity(opts.pushes as usize)
+            .deadline(Duration::from_secs(300))
+            .certificate(busy)
+            .certificate(quiet)
+            .build()?;
+        let single = |i: u64| {
+            let client = client.clone();
+            let topic = quiet_topic.clone();
+            async move {
+                let started = Instant::now();
+                let push = DevicePush::new(token(1 << 40 | i), "quiet").with_topic(topic);
+                client.push(push).await.map(|_| started.elapsed())
+            }
+        };
+        // Warm both topics up.
+        single(0).await?;
+        client
+            .push(DevicePush::new(token(0), "busy").with_topic(busy_topic.clone()))
+            .await?;
+        let singles = |count: usize, stop: Option<tokio::sync::watch::Receiver<bool>>| {
+            let single = &single;
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut running = Vec::new();
+                for i in 0..count {
+                    tick.tick().await;
+                    if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                        break;
+                    }
+                    running.push(tokio::spawn(single(i as u64 + 1)));
+                }
+                let mut latencies = Vec::new();
+                for r in running {
+                    latencies.push(r.await??.as_secs_f64() * 1000.0);
+                }
+                anyhow::Ok(latencies)
+            }
+        };
+        let idle = singles(200, None).await?;
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let backlog = {
+            let client = client.clone();
+            let topic = busy_topic.clone();
+            let n = opts.pushes;
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let summary = client
+                    .push_bulk((0..n).map(|i| {
+                        DevicePush::new(token(i), "busy").with_topic(topic.clone())
+                    }))
+                    .finish()
+                    .await;
+                let _ = done_tx.send(true);
+                (summary, started.elapsed())
+            })
+        };
+        // Let the backlog fill the busy topic's connections first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let loaded = singles(100_000, Some(done_rx)).await?;
+        let (summary, took) = backlog.await?;
+        client.shutdown().await;
+        if summary.delivered != opts.pushes {
+            bail!("the backlog lost pushes: {summary:?}");
+        }
+        let idle_p50 = median(idle.clone());
+        let loaded_p50 = median(loaded.clone());
+        anyhow::Ok(FairnessReport {
+            backlog: opts.pushes,
+            delay_ms: opts.delay.as_millis() as u64,
+            singles_idle: idle.len(),
+            singles_loaded: loaded.len(),
+            idle_p50_ms: idle_p50,
+            loaded_p50_ms: loaded_p50,
+            ratio: loaded_p50 / idle_p50,
+            backlog_s: took.as_secs_f64(),
+        })
+    })?;
+    mock_rt.block_on(mock.shutdown());
+    Ok(report)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

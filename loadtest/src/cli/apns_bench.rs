@@ -42,6 +42,14 @@ pub struct ApnsBenchArgs {
     /// the median ratio; every round is printed too. Damps a noisy machine.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Spread the pushes over this many topics (push certificates from the mock's CA), round
+    /// robin; each topic gets `--connections / --topics` connections, at least one.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Measure fairness instead: one topic's single pushes (one every 10 ms) on an idle
+    /// engine, then while another topic pushes a backlog of --pushes (use --delay-ms 20).
+    #[arg(long, conflicts_with_all = ["compare_h2load", "topics", "apns_url"])]
+    fairness: bool,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -63,7 +71,20 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         compare_h2load: args.compare_h2load,
         external,
         rounds: args.rounds.max(1),
+        topics: args.topics.max(1),
     };
+    if args.fairness {
+        let f = apns::fairness(&opts)?;
+        println!(
+            "fairness: a topic's single pushes, median {:.2} ms idle, {:.2} ms while another \
+             topic pushes {} (in {:.1} s, delay {} ms) → ratio {:.3}",
+            f.idle_p50_ms, f.loaded_p50_ms, f.backlog, f.backlog_s, f.delay_ms, f.ratio
+        );
+        if args.json {
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = apns::run(&opts)?;
     if r.rounds.len() > 1 {
         for (i, round) in r.rounds.iter().enumerate() {
@@ -79,8 +100,8 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         println!("median round:");
     }
     println!(
-        "engine: {} pushes over {}×{} streams, delay {} ms",
-        r.pushes, r.connections, r.streams, r.delay_ms
+        "engine: {} pushes over {} topic(s) × {} connection(s) × {} streams, delay {} ms",
+        r.pushes, r.topics, r.connections_per_topic, r.streams, r.delay_ms
     );
     println!(
         "  delivered {} failed {} in {:.2} s → {:.0} pushes/s",
