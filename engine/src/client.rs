@@ -21,7 +21,7 @@ use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
 use crate::pool::backoff::Backoff;
 use crate::pool::budget::Budget;
 use crate::pool::plan::{Plan, RetryPolicy};
-use crate::transport::{client_config, TlsConfigError};
+use crate::transport::{client_config, InvalidProxy, Proxy, TlsConfigError};
 
 /// The client could not be built or reconfigured.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,9 @@ pub enum ClientError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// The proxy URL is not `http://[user:password@]host[:port]`.
+    #[error(transparent)]
+    Proxy(#[from] InvalidProxy),
     /// The certificate's topic is not a valid header value.
     #[error(transparent)]
     Topic(#[from] InvalidTopic),
@@ -93,6 +96,7 @@ pub enum TryPushError {
 pub struct ClientBuilder {
     certificates: Vec<PushCertificate>,
     endpoint: Endpoint,
+    proxy: Option<Arc<Proxy>>,
     trust_anchors: Vec<CertificateDer<'static>>,
     web_roots: bool,
     connections: usize,
@@ -117,6 +121,7 @@ impl Default for ClientBuilder {
         ClientBuilder {
             certificates: Vec::new(),
             endpoint: Endpoint::Production,
+            proxy: None,
             trust_anchors: Vec::new(),
             web_roots: true,
             connections: 4,
@@ -175,6 +180,19 @@ impl ClientBuilder {
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoint = endpoint;
         self
+    }
+
+    /// Reach APNs through this HTTP proxy: `http://[user:password@]host[:port]` (port 80 when
+    /// absent). Every connection opens a `CONNECT host:port` tunnel to the endpoint and runs
+    /// TLS to APNs inside it, so the proxy sees only the endpoint's name; user and password
+    /// (percent-encoded in the URL) are sent as `Proxy-Authorization: Basic`. `https://`
+    /// proxies (TLS to the proxy itself) are refused. Logs and errors show the URL with its
+    /// password masked. A proxy that refuses the tunnel (a 407 wants credentials) fails the
+    /// connection attempt like any other, with reconnects backing off: its status and reason
+    /// are the pool's last connection error. Default: no proxy.
+    pub fn proxy(mut self, url: &str) -> Result<Self, ClientError> {
+        self.proxy = Some(Arc::new(Proxy::parse(url)?));
+        Ok(self)
     }
 
     /// Trust this CA too (PEM, one or more certificates) — for a mock or a proxy.
@@ -440,6 +458,7 @@ impl Client {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let settings = Settings {
             endpoint: c.endpoint.clone(),
+            proxy: c.proxy.clone(),
             max_streams: c.max_streams,
             connect_timeout: c.connect_timeout,
             keepalive: c.keepalive,

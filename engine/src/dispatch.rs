@@ -91,6 +91,8 @@ impl LastConnectError {
 
 pub(crate) struct Settings {
     pub endpoint: Endpoint,
+    /// The HTTP proxy every connection tunnels through, if any.
+    pub proxy: Option<Arc<transport::Proxy>>,
     pub max_streams: usize,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
@@ -353,11 +355,12 @@ impl Dispatcher {
             self.next_attempt += 1;
             self.attempts[slot] = attempt;
             let endpoint = self.settings.endpoint.clone();
+            let proxy = self.settings.proxy.clone();
             let tls = self.tls.clone();
             let timeout = self.settings.connect_timeout;
             let events = self.events_tx.clone();
             tokio::spawn(async move {
-                let event = match transport::connect(&endpoint, tls, timeout).await {
+                let event = match transport::connect(&endpoint, proxy, tls, timeout).await {
                     Ok(connected) => Event::Connected {
                         slot,
                         attempt,

@@ -57,4 +57,4 @@ pub use outcome::{
     BulkItem, Delivered, DevicePush, DeviceToken, InvalidToken, PushError, PushResult,
 };
 pub use sender::{PushSender, ReplaceError};
-pub use transport::{ConnectError, TlsConfigError};
+pub use transport::{ConnectError, InvalidProxy, ProxyProtocolError, TlsConfigError};

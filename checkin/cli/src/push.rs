@@ -36,6 +36,12 @@ pub(crate) struct PushArgs {
     /// Extra CA (PEM) to trust for the APNs endpoint, e.g. a mock's.
     #[arg(long, env = "MAGICPUSH_APNS_CA")]
     apns_ca: Option<PathBuf>,
+    /// HTTP proxy for the APNs connections, http://[user:password@]host[:port] (port 80 when
+    /// absent): each connection is a CONNECT tunnel with TLS to APNs inside. Give a password
+    /// through MAGICPUSH_APNS_PROXY rather than the command line, which every local user can
+    /// see; logs and errors show it masked.
+    #[arg(long, env = "MAGICPUSH_APNS_PROXY", hide_env_values = true)]
+    apns_proxy: Option<SecretArg>,
     /// One device token, hex.
     #[arg(long, requires = "magic")]
     token: Option<String>,
@@ -91,6 +97,9 @@ async fn send_all(
         .endpoint(args.apns_url.clone())
         .connections(args.connections)
         .deadline(Duration::from_secs(args.deadline_s));
+    if let Some(url) = &args.apns_proxy {
+        builder = builder.proxy(url.expose()).context("--apns-proxy")?;
+    }
     if let Some(ca) = &args.apns_ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         builder = builder

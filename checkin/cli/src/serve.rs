@@ -60,6 +60,12 @@ pub(crate) struct ServeArgs {
     /// CA certificate(s) (PEM) to trust for the APNs server, besides the public roots.
     #[arg(long, env = "MAGICPUSH_APNS_CA")]
     apns_ca: Option<PathBuf>,
+    /// HTTP proxy for the APNs connections, http://[user:password@]host[:port] (port 80 when
+    /// absent): each connection is a CONNECT tunnel with TLS to APNs inside. Give a password
+    /// through MAGICPUSH_APNS_PROXY rather than the command line, which every local user can
+    /// see; logs and errors show it masked.
+    #[arg(long, env = "MAGICPUSH_APNS_PROXY", hide_env_values = true)]
+    apns_proxy: Option<SecretArg>,
     /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off. Prefer
     /// MAGICPUSH_API_KEY or --api-key-file: a command line is visible to every local user.
     #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
@@ -283,6 +289,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.apns_url {
         let endpoint = url.parse().with_context(|| format!("--apns-url {url}"))?;
         builder = builder.endpoint(endpoint);
+    }
+    if let Some(url) = &args.apns_proxy {
+        builder = builder.proxy(url.expose()).context("--apns-proxy")?;
     }
     if let Some(path) = &args.apns_ca {
         let pem = std::fs::read(path)

@@ -241,3 +241,57 @@ fn a_push_that_never_connects_says_why() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("DeadlineExceeded"), "{stdout}");
 }
+
+/// `--apns-proxy` from the environment: every connection goes to the proxy (here a closed
+/// port), and the error names it with its password masked. An https:// proxy is refused
+/// before anything is sent.
+#[test]
+fn the_apns_proxy_comes_from_the_environment_and_is_named_masked() {
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "push.pem", &pki.push.cert_pem);
+    let key = write(dir.path(), "push.key.pem", &pki.push.key_pem);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = closed.local_addr().unwrap();
+    drop(closed);
+    let args = [
+        "push",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        // Nothing listens on port 9 either: reached directly, it would fail differently.
+        "--apns-url",
+        "https://127.0.0.1:9",
+        "--token",
+        &token(1),
+        "--magic",
+        "m",
+        "--deadline-s",
+        "1",
+    ];
+    let run = |proxy_url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_magicpush"))
+            .args(args)
+            .env("MAGICPUSH_APNS_PROXY", proxy_url)
+            .output()
+            .expect("magicpush runs")
+    };
+    let out = run(&format!("http://u:hunter2@{proxy}"));
+    assert_eq!(out.status.code(), Some(2), "the push failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach APNs proxy http://u:****@{proxy}")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let out = run("https://u:hunter2@proxy.example:443");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--apns-proxy") && err.contains("is not supported"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

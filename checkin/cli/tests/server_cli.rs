@@ -995,6 +995,10 @@ fn serve_refuses_bad_settings() {
         (&["--expiry-warn-days", "30,0"], "--expiry-warn-days"),
         (&["--idle-timeout", "0s"], "--idle-timeout"),
         (&["--csr-country", "Japan"], "country"),
+        (
+            &["--apns-proxy", "https://u:pw@proxy:443"],
+            "--apns-proxy: invalid APNs proxy URL \"https://****@proxy:443\"",
+        ),
     ];
     for (flags, needle) in cases {
         let args: Vec<&str> = [

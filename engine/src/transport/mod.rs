@@ -1,11 +1,15 @@
 //! Opening one APNs connection: TCP, TLS with the push certificate as client identity, ALPN
 //! `h2`, the HTTP/2 handshake, and a first PING so the server's SETTINGS (and a TLS 1.3
 //! certificate rejection, which arrives only after the handshake) are known before the
-//! connection takes pushes.
+//! connection takes pushes. Through an HTTP proxy when one is set: TCP to the proxy, a
+//! `CONNECT` tunnel to the endpoint (`proxy`), and the same TLS inside it.
 
 mod prefixed;
+mod proxy;
 mod tls;
 
+pub(crate) use proxy::Proxy;
+pub use proxy::{InvalidProxy, ProxyProtocolError};
 pub(crate) use tls::client_config;
 pub use tls::TlsConfigError;
 
@@ -66,6 +70,49 @@ pub enum ConnectError {
         /// Why.
         source: h2::Error,
     },
+    /// The HTTP proxy could not be reached (DNS or TCP).
+    #[error("cannot reach APNs proxy {proxy} (for {endpoint}): {source}")]
+    ProxyUnreachable {
+        /// The proxy, its password masked.
+        proxy: String,
+        /// The APNs endpoint the tunnel was for.
+        endpoint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP proxy answered `CONNECT` with something other than 2xx. A 407 means it wants
+    /// credentials, or refused those in the proxy URL: reconnects back off as after any
+    /// failed attempt, and will not succeed until the URL changes.
+    #[error(
+        "APNs proxy {proxy} refused a tunnel to {endpoint}: {status}{}{}",
+        proxy::reason_note(.reason),
+        proxy::refusal_note(*.status, *.credentials_sent, .challenges)
+    )]
+    ProxyRefused {
+        /// The proxy, its password masked.
+        proxy: String,
+        /// The APNs endpoint the tunnel was for.
+        endpoint: String,
+        /// The proxy's status code.
+        status: u16,
+        /// Its reason phrase (printable ASCII, shortened).
+        reason: String,
+        /// Whether the proxy URL carried credentials (sent as `Proxy-Authorization: Basic`).
+        credentials_sent: bool,
+        /// The schemes of its `Proxy-Authenticate` challenges, for a 407.
+        challenges: Vec<String>,
+    },
+    /// The HTTP proxy's answer to `CONNECT` was not a usable HTTP response, or the
+    /// connection to it failed before the tunnel opened.
+    #[error("APNs proxy {proxy} did not open a tunnel to {endpoint}: {source}")]
+    ProxyProtocol {
+        /// The proxy, its password masked.
+        proxy: String,
+        /// The APNs endpoint the tunnel was for.
+        endpoint: String,
+        /// What went wrong.
+        source: ProxyProtocolError,
+    },
     /// No answer within the connect timeout.
     #[error("connecting to {endpoint} took longer than {timeout:?}")]
     Timeout {
@@ -110,14 +157,20 @@ fn h2_builder() -> h2::client::Builder {
     b
 }
 
-/// Opens a connection to `endpoint` with `tls` (which carries the push certificate).
+/// Opens a connection to `endpoint` with `tls` (which carries the push certificate), through
+/// `proxy` when there is one. `timeout` bounds all of it, the proxy's answer included.
 pub(crate) async fn connect(
     endpoint: &Endpoint,
+    proxy: Option<Arc<Proxy>>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Connected, ConnectError> {
-    let name = endpoint.to_string();
-    match tokio::time::timeout(timeout, connect_inner(endpoint, tls, &name)).await {
+    let proxy = proxy.as_deref();
+    let name = match proxy {
+        Some(proxy) => format!("{endpoint} via proxy {proxy}"),
+        None => endpoint.to_string(),
+    };
+    match tokio::time::timeout(timeout, connect_inner(endpoint, proxy, tls, &name)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout {
             endpoint: name,
@@ -126,24 +179,35 @@ pub(crate) async fn connect(
     }
 }
 
+/// TCP to the endpoint, or a tunnel to it through the proxy (which may hand over bytes it
+/// already read from the tunnel).
+type Tcp = Prefixed<TcpStream>;
+
 async fn connect_inner(
     endpoint: &Endpoint,
+    proxy: Option<&Proxy>,
     tls: Arc<rustls::ClientConfig>,
     name: &str,
 ) -> Result<Connected, ConnectError> {
-    let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
-        .await
-        .map_err(|source| ConnectError::Unreachable {
-            endpoint: name.to_owned(),
-            source,
-        })?;
-    tcp.set_nodelay(true).ok();
+    let tcp: Tcp = match proxy {
+        Some(proxy) => proxy::open_tunnel(proxy, endpoint).await?,
+        None => {
+            let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
+                .await
+                .map_err(|source| ConnectError::Unreachable {
+                    endpoint: name.to_owned(),
+                    source,
+                })?;
+            tcp.set_nodelay(true).ok();
+            Prefixed::new(Vec::new(), tcp)
+        }
+    };
     let server_name =
         ServerName::try_from(endpoint.host().to_owned()).map_err(|_| ConnectError::Tls {
             endpoint: name.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid server name"),
         })?;
-    let stream: TlsStream<TcpStream> = tokio_rustls::TlsConnector::from(tls)
+    let stream: TlsStream<Tcp> = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
         .map_err(|source| io_to_connect_error(name, source))?;
@@ -193,9 +257,9 @@ const SERVER_PREFACE_WAIT: Duration = Duration::from_secs(2);
 /// first would often see only "broken pipe". A server that stays silent is given the benefit
 /// of the doubt after a short wait.
 async fn await_server_preface(
-    mut stream: TlsStream<TcpStream>,
+    mut stream: TlsStream<Tcp>,
     name: &str,
-) -> Result<Prefixed<TlsStream<TcpStream>>, ConnectError> {
+) -> Result<Prefixed<TlsStream<Tcp>>, ConnectError> {
     let mut first = vec![0u8; 16 * 1024];
     match tokio::time::timeout(SERVER_PREFACE_WAIT, stream.read(&mut first)).await {
         Ok(Ok(0)) => Err(ConnectError::Tls {

@@ -288,8 +288,10 @@ async fn run_engine(
     let total_connections = per_topic * certs.len();
     let in_flight = total_connections * opts.streams;
     let queue = (in_flight / certs.len()).max(1024);
-    let topics: Vec<std::sync::Arc<str>> =
-        certs.iter().map(|c| std::sync::Arc::from(c.topic())).collect();
+    let topics: Vec<std::sync::Arc<str>> = certs
+        .iter()
+        .map(|c| std::sync::Arc::from(c.topic()))
+        .collect();
     let mut builder = Client::builder()
         .endpoint(endpoint)
         .trust_anchor_pem(ca_pem)?
@@ -625,9 +627,9 @@ pub fn fairness(opts: &BenchOptions) -> anyhow::Result<FairnessReport> {
             tokio::spawn(async move {
                 let started = Instant::now();
                 let summary = client
-                    .push_bulk((0..n).map(|i| {
-                        DevicePush::new(token(i), "busy").with_topic(topic.clone())
-                    }))
+                    .push_bulk(
+                        (0..n).map(|i| DevicePush::new(token(i), "busy").with_topic(topic.clone())),
+                    )
                     .finish()
                     .await;
                 let _ = done_tx.send(true);
