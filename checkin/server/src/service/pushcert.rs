@@ -669,7 +669,7 @@ impl Service {
             )));
         }
         self.store.delete_push_cert(info.topic()).await?;
-        self.pusher.remove_certificate();
+        self.pusher.remove_certificate(info.topic());
         *write(&self.pushcert.watch.current) = None;
         self.pushcert.watch.refusals.clear();
         let now = Self::now();
