@@ -700,6 +700,44 @@ async fn push_certificate_details_memo_and_replacement() {
 }
 
 #[tokio::test]
+async fn a_check_in_with_a_topic_the_server_has_no_certificate_for_is_a_403() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = device(1);
+    let foreign = srv.pki.other_topic_name.clone();
+    for message in [
+        plists::authenticate(&dev, &foreign),
+        plists::token_update(&dev, &foreign),
+    ] {
+        let (s, body) = srv.put("/mdm/checkin", &message).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(s, StatusCode::FORBIDDEN, "{text}");
+        assert!(
+            text.contains(&foreign) && text.contains(&srv.topic()),
+            "{text}"
+        );
+    }
+    assert!(
+        srv.store.device(&dev.udid).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // The server's own topic is served.
+    srv.enroll(&dev).await;
+    assert_eq!(srv.state(&dev.udid).await, "never_pushed");
+
+    // With no certificate registered yet, every topic is served (the first registration is
+    // then guarded against the enrolled topics).
+    let bare = TestServer::start(Options {
+        push_cert: false,
+        ..Options::default()
+    })
+    .await;
+    let (s, _) = bare
+        .put("/mdm/checkin", &plists::authenticate(&dev, &foreign))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn topic_change_is_allowed_with_no_enrolled_device() {
     let srv = TestServer::start(Options::default()).await;
     let body = Bytes::from(format!(

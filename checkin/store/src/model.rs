@@ -369,13 +369,18 @@ impl Device {
             && !self.awaiting_token_update
     }
 
-    /// What the engine needs to push this device, if it is pushable and its token is valid hex.
+    /// What the engine needs to push this device, if it is pushable and its token is valid hex:
+    /// its token and PushMagic, on the certificate of the topic it enrolled with.
     pub fn push_target(&self) -> Option<DevicePush> {
         if !self.is_pushable() {
             return None;
         }
         let token = DeviceToken::from_hex(self.token.as_deref()?).ok()?;
-        Some(DevicePush::new(token, self.push_magic.clone()?))
+        let push = DevicePush::new(token, self.push_magic.clone()?);
+        Some(match self.topic.as_deref() {
+            Some(topic) => push.with_topic(topic),
+            None => push,
+        })
     }
 
     /// From the last push attempt to the first report after it, if the device has reported.

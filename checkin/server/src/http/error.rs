@@ -70,7 +70,7 @@ impl From<crate::service::ServiceError> for ApiError {
                 StatusCode::GONE
             }
             E::Unsupported { .. } => StatusCode::BAD_REQUEST,
-            E::Identity { .. } => StatusCode::FORBIDDEN,
+            E::Identity { .. } | E::UnregisteredTopic { .. } => StatusCode::FORBIDDEN,
             E::NoDevice { .. } | E::UnknownCommand { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
             // A state the request cannot change as it is: a push with no certificate to push
             // with, a command UUID in use, a topic change that would orphan enrolled devices.

@@ -92,7 +92,7 @@ impl Service {
         self.metrics.checkin(checkin.message_type());
         match checkin {
             Checkin::Authenticate(msg) => {
-                self.warn_on_foreign_topic(&msg.udid, &msg.topic);
+                self.check_topic(&msg.udid, &msg.topic)?;
                 let previous = match self.store.authenticate(&msg, bind, now).await {
                     Ok(previous) => previous,
                     Err(StoreError::IdentityInUse { udid: other }) => {
@@ -121,7 +121,7 @@ impl Service {
                 }
             }
             Checkin::TokenUpdate(msg) => {
-                self.warn_on_foreign_topic(&msg.udid, &msg.topic);
+                self.check_topic(&msg.udid, &msg.topic)?;
                 let enrollment = self.store.token_update(&msg, now).await?;
                 if enrollment == Enrollment::Enrolled {
                     tracing::info!(udid = %msg.udid, "enrolled");
@@ -220,10 +220,19 @@ impl Service {
 
     /// A device enrolling with another topic than the loaded certificate's will never get a
     /// push: say so loudly, but accept the check-in (the operator may be mid-rotation).
-    fn warn_on_foreign_topic(&self, udid: &str, topic: &str) {
-        if let Some(ours) = self.pushcert.other_topic_than(topic) {
-            tracing::warn!(%udid, device_topic = %topic, server_topic = %ours, "device uses a topic other than the push certificate's; pushes to it will fail");
-            ::metrics::counter!("magicpush_foreign_topic_checkins_total").increment(1);
-        }
+    /// A check-in's topic must be one this server pushes with, once it has a certificate: a
+    /// device enrolled with another topic could never be pushed. Refused with 403 (a 401
+    /// would make the device delete its profile), counted by reason.
+    fn check_topic(&self, udid: &str, topic: &str) -> Result<(), ServiceError> {
+        let Some(registered) = self.pushcert.other_topic_than(topic) else {
+            return Ok(());
+        };
+        ::metrics::counter!("magicpush_checkin_refusals_total", "reason" => "unregistered_topic")
+            .increment(1);
+        Err(ServiceError::UnregisteredTopic {
+            udid: udid.to_owned(),
+            topic: topic.to_owned(),
+            registered,
+        })
     }
 }

@@ -116,6 +116,18 @@ pub enum ServiceError {
     /// An admin request that is not well-formed.
     #[error("{0}")]
     BadRequest(String),
+    /// A check-in names a topic no push certificate of this server has (403, never 401): the
+    /// device enrolled with another server's profile, or before the topic changed. Nothing
+    /// is written. (While no certificate is registered at all, every topic is served.)
+    #[error("device {udid}: topic {topic} has no push certificate on this server (its topic is {registered}); the device's enrollment profile is another server's or predates a topic change: remove it and enroll again")]
+    UnregisteredTopic {
+        /// The device.
+        udid: String,
+        /// The topic the check-in names.
+        topic: String,
+        /// The topic this server pushes with.
+        registered: String,
+    },
     /// The request's device identity does not allow this message (403, never 401).
     #[error("{refusal}")]
     Identity {
