@@ -2,37 +2,15 @@
 //! errors, limits, GOAWAYs, drops, silence and certificate swaps.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::{Client, ClientBuilder, DevicePush, DeviceToken, PushError, PushResult};
 use magicpush_fixtures::{CertKey, TestPki};
-use magicpush_mock_apns::{MockApns, MockConfig, MockHandle, Reason as MockReason};
+use magicpush_mock_apns::{MockConfig, MockHandle, Reason as MockReason};
 
-struct Setup {
-    pki: TestPki,
-    mock: MockHandle,
-}
+mod common;
 
-async fn setup(config: MockConfig) -> Setup {
-    let pki = TestPki::generate().expect("test PKI");
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mock = MockApns::start(
-        addr,
-        &pki.server.cert_pem,
-        &pki.server.key_pem,
-        pki.ca.cert_pem(),
-        config,
-    )
-    .await
-    .expect("mock APNs starts");
-    Setup { pki, mock }
-}
-
-fn cert(ck: &CertKey) -> PushCertificate {
-    PushCertificate::from_pem(ck.cert_pem.as_bytes(), ck.key_pem.as_bytes()).expect("push cert")
-}
+use common::{cert, setup, Setup};
 
 impl Setup {
     fn builder(&self) -> ClientBuilder {

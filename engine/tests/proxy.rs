@@ -7,12 +7,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::{Client, ClientBuilder, DevicePush, DeviceToken, Endpoint, PushError};
 use magicpush_fixtures::TestPki;
-use magicpush_mock_apns::{MockApns, MockConfig, MockHandle};
+use magicpush_mock_apns::MockConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
+
+use common::{cert, setup, Setup};
 
 /// What the test proxy does with a `CONNECT`.
 #[derive(Clone, Copy)]
@@ -120,23 +123,9 @@ fn request_line_and(head: &str, name: &str) -> (String, Vec<String>) {
     (request_line, values)
 }
 
-async fn mock(pki: &TestPki) -> MockHandle {
-    MockApns::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &pki.server.cert_pem,
-        &pki.server.key_pem,
-        pki.ca.cert_pem(),
-        MockConfig::default(),
-    )
-    .await
-    .expect("mock APNs starts")
-}
-
 fn builder(pki: &TestPki, endpoint: Endpoint) -> ClientBuilder {
-    let cert = PushCertificate::from_pem(pki.push.cert_pem.as_bytes(), pki.push.key_pem.as_bytes())
-        .expect("push cert");
     Client::builder()
-        .certificate(cert)
+        .certificate(cert(&pki.push))
         .endpoint(endpoint)
         .trust_anchor_pem(pki.ca.cert_pem().as_bytes())
         .unwrap()
@@ -151,8 +140,7 @@ fn token(i: u8) -> DeviceToken {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_go_through_the_tunnel_to_the_endpoint() {
-    let pki = TestPki::generate().expect("test PKI");
-    let mock = mock(&pki).await;
+    let Setup { pki, mock } = setup(MockConfig::default()).await;
     let proxy = TestProxy::start(Answer::Tunnel).await;
     let client = builder(&pki, mock.url().parse().unwrap())
         .proxy(&format!("http://{}", proxy.addr))
@@ -178,8 +166,7 @@ async fn pushes_go_through_the_tunnel_to_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_in_the_url_reach_the_proxy_as_basic() {
-    let pki = TestPki::generate().expect("test PKI");
-    let mock = mock(&pki).await;
+    let Setup { pki, mock } = setup(MockConfig::default()).await;
     let proxy = TestProxy::start(Answer::Tunnel).await;
     // User `alice`, password `p@ss:w0rd`, percent-encoded.
     let client = builder(&pki, mock.url().parse().unwrap())

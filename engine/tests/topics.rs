@@ -5,41 +5,21 @@
 //! topic's backlog does not hold back another's push.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::{Client, ClientBuilder, DevicePush, DeviceToken, PushError};
 use magicpush_fixtures::{push_cert, CertKey, KeyKind, TestPki};
-use magicpush_mock_apns::{MockApns, MockConfig, MockHandle, Reason as MockReason};
+use magicpush_mock_apns::{MockConfig, Reason as MockReason};
 use time::OffsetDateTime;
 
-struct Setup {
-    pki: TestPki,
-    mock: MockHandle,
-}
+mod common;
 
-async fn setup(config: MockConfig) -> Setup {
-    let pki = TestPki::generate().expect("test PKI");
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mock = MockApns::start(
-        addr,
-        &pki.server.cert_pem,
-        &pki.server.key_pem,
-        pki.ca.cert_pem(),
-        config,
-    )
-    .await
-    .expect("mock APNs starts");
-    Setup { pki, mock }
-}
+use common::{cert, setup, Setup};
 
-fn cert(ck: &CertKey) -> PushCertificate {
-    PushCertificate::from_pem(ck.cert_pem.as_bytes(), ck.key_pem.as_bytes()).expect("push cert")
-}
-
-/// A push certificate of a new topic from the test CA, valid from `from` to `until` days.
+/// A push certificate of a new topic from the test CA, valid from `from_days` to
+/// `until_days` from now.
 fn topic_cert(pki: &TestPki, from_days: i64, until_days: i64) -> CertKey {
     let now = OffsetDateTime::now_utc();
     let uuid = uuid::Uuid::new_v4().to_string();

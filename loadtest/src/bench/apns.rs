@@ -116,8 +116,10 @@ impl From<&BenchReport> for Round {
     }
 }
 
-/// Runs the benchmark on a runtime of its own for the mock and one for the engine.
-pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+/// A runtime for the in-process mock and one for the engine (`opts.threads` workers).
+fn runtimes(
+    opts: &BenchOptions,
+) -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
     let mock_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("mock-apns")
@@ -128,6 +130,35 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .thread_name("engine")
         .enable_all()
         .build()?;
+    Ok((mock_rt, engine_rt))
+}
+
+/// The in-process mock on a loopback port, with `opts`'s stream limit and delay.
+fn start_mock(
+    rt: &tokio::runtime::Runtime,
+    pki: &TestPki,
+    opts: &BenchOptions,
+    client_auth: ClientAuth,
+) -> anyhow::Result<MockHandle> {
+    let config = MockConfig {
+        client_auth,
+        max_streams: opts.streams as u32,
+        delay: opts.delay,
+        ..MockConfig::default()
+    };
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("static address");
+    Ok(rt.block_on(MockApns::start(
+        addr,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        pki.ca.cert_pem(),
+        config,
+    ))?)
+}
+
+/// Runs the benchmark on a runtime of its own for the mock and one for the engine.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let (mock_rt, engine_rt) = runtimes(opts)?;
 
     let pki;
     let mut mock: Option<MockHandle> = None;
@@ -146,20 +177,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
         None => {
             pki = TestPki::generate()?;
-            let config = MockConfig {
-                client_auth: ClientAuth::Optional,
-                max_streams: opts.streams as u32,
-                delay: opts.delay,
-                ..MockConfig::default()
-            };
-            let addr: SocketAddr = "127.0.0.1:0".parse().expect("static address");
-            let handle = mock_rt.block_on(MockApns::start(
-                addr,
-                &pki.server.cert_pem,
-                &pki.server.key_pem,
-                pki.ca.cert_pem(),
-                config,
-            ))?;
+            let handle = start_mock(&mock_rt, &pki, opts, ClientAuth::Optional)?;
             let endpoint: Endpoint = handle.url().parse()?;
             mock = Some(handle);
             if opts.topics > 1 {
@@ -540,30 +558,10 @@ pub fn fairness(opts: &BenchOptions) -> anyhow::Result<FairnessReport> {
     if opts.external.is_some() {
         bail!("the fairness run needs the in-process mock");
     }
-    let mock_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("mock-apns")
-        .enable_all()
-        .build()?;
-    let engine_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.threads.max(1))
-        .thread_name("engine")
-        .enable_all()
-        .build()?;
+    let (mock_rt, engine_rt) = runtimes(opts)?;
     let pki = TestPki::generate()?;
-    let config = MockConfig {
-        max_streams: opts.streams as u32,
-        delay: opts.delay,
-        ..MockConfig::default()
-    };
-    let addr: SocketAddr = "127.0.0.1:0".parse().expect("static address");
-    let mock = mock_rt.block_on(MockApns::start(
-        addr,
-        &pki.server.cert_pem,
-        &pki.server.key_pem,
-        pki.ca.cert_pem(),
-        config,
-    ))?;
+    // Client certificates required: each connection is held to its topic.
+    let mock = start_mock(&mock_rt, &pki, opts, ClientAuth::Required)?;
     let endpoint: Endpoint = mock.url().parse()?;
     let cert = |ck: &magicpush_fixtures::CertKey| {
         PushCertificate::from_pem(ck.cert_pem.as_bytes(), ck.key_pem.as_bytes())
