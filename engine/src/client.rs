@@ -412,10 +412,23 @@ struct Pools {
 /// One topic's pool, as the client reaches it.
 #[derive(Debug)]
 struct TopicPool {
+    /// Its topic, which every push it takes is labelled with.
+    topic: Arc<str>,
     intake: mpsc::Sender<Job>,
     control: mpsc::UnboundedSender<Control>,
     /// The pool's last connection error, for the pushes that end at the caller's deadline.
     last_connect_error: Arc<LastConnectError>,
+}
+
+impl TopicPool {
+    /// `push`, naming this pool's topic (for a push that named none), so that its outcome is
+    /// counted under it.
+    fn label(&self, mut push: DevicePush) -> DevicePush {
+        if push.topic.is_none() {
+            push.topic = Some(Arc::clone(&self.topic));
+        }
+        push
+    }
 }
 
 /// Extra time the caller waits beyond the deadline for the pool's own, more precise answer.
@@ -447,6 +460,7 @@ impl Client {
 
     fn spawn_pool(&self, cert: PushCertificate) -> Result<TopicPool, ClientError> {
         let c = &self.inner.config;
+        let topic: Arc<str> = Arc::from(cert.topic());
         let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
         let template = Arc::new(RequestTemplate::new(
             c.endpoint.authority(),
@@ -481,6 +495,7 @@ impl Client {
         );
         self.inner.handle.spawn(dispatcher.run());
         Ok(TopicPool {
+            topic,
             intake: intake_tx,
             control: control_tx,
             last_connect_error,
@@ -510,7 +525,13 @@ impl Client {
             Some(pool) => Arc::clone(pool),
             None if pools.by_topic.len() == 1 => {
                 let old = pools.by_topic.keys().next().cloned().expect("one topic");
-                let pool = pools.by_topic.remove(&old).expect("present");
+                let old = pools.by_topic.remove(&old).expect("present");
+                let pool = Arc::new(TopicPool {
+                    topic: Arc::clone(&topic),
+                    intake: old.intake.clone(),
+                    control: old.control.clone(),
+                    last_connect_error: Arc::clone(&old.last_connect_error),
+                });
                 pools.by_topic.insert(topic, Arc::clone(&pool));
                 pool
             }
@@ -605,6 +626,7 @@ impl Client {
     /// ends within the deadline (plus a small grace).
     pub async fn push(&self, push: DevicePush) -> PushResult {
         let pool = self.pool_for(&push)?;
+        let push = pool.label(push);
         let now = Instant::now();
         let (mut job, rx) = Job::single(push, self.inner.config.deadline, now);
         let deadline = job.deadline;
@@ -678,6 +700,7 @@ impl Client {
                 capacity: self.inner.max_total_queued,
             });
         };
+        let push = pool.label(push);
         let (mut job, rx) = Job::single(push, self.inner.config.deadline, Instant::now());
         job.held = Some(held);
         let deadline = job.deadline;
@@ -979,7 +1002,12 @@ impl<I: Iterator<Item = DevicePush>> BulkPush<I> {
         self.next_index += 1;
         self.outstanding += 1;
         self.summary.sent += 1;
-        let mut job = Job::new(push, reply, self.client.inner.config.deadline, now);
+        let mut job = Job::new(
+            pool.label(push),
+            reply,
+            self.client.inner.config.deadline,
+            now,
+        );
         job.held = Some(held);
         permit.send(job);
         Ok(())

@@ -348,7 +348,8 @@ impl Dispatcher {
             self.permits[slot] = Some(permit);
             if self.started[slot] {
                 self.reconnects += 1;
-                metrics::counter!(m::RECONNECTS).increment(1);
+                let topic = self.settings.certificate.topic().to_owned();
+                metrics::counter!(m::RECONNECTS, "topic" => topic).increment(1);
             }
             self.started[slot] = true;
             let attempt = self.next_attempt;
@@ -405,11 +406,8 @@ impl Dispatcher {
         if busy {
             self.last_busy = now;
         }
-        let open: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_some())
-            .collect();
         let usage = Usage {
-            connections: open.len(),
+            connections: self.slots.iter().flatten().count(),
             busy,
             idle_for: now.saturating_duration_since(self.last_busy),
         };
@@ -421,14 +419,14 @@ impl Dispatcher {
             GiveBack::Nothing => return,
             GiveBack::All => None,
             // The busiest connection stays.
-            GiveBack::AllButOne => open.iter().copied().max_by_key(|&i| {
+            GiveBack::AllButOne => (0..self.slots.len()).max_by_key(|&i| {
                 self.slots[i]
                     .as_ref()
-                    .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed))
+                    .map_or(0, |l| 1 + l.shared.in_flight.load(Ordering::Relaxed))
             }),
         };
-        for slot in open {
-            if Some(slot) == keep {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_none() || Some(slot) == keep {
                 continue;
             }
             self.retire(slot);
@@ -729,7 +727,8 @@ impl Dispatcher {
         if job.abandoned() {
             return;
         }
-        metrics::counter!(m::RETRIES, "reason" => reason.label()).increment(1);
+        let topic = self.settings.certificate.topic().to_owned();
+        metrics::counter!(m::RETRIES, "reason" => reason.label(), "topic" => topic).increment(1);
         let resend = self.settings.retry.resend(
             job.attempts,
             unprocessed,

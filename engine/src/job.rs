@@ -124,7 +124,11 @@ impl Job {
     }
 
     fn send(&mut self, reply: Reply, result: PushResult) {
-        m::record_outcome(&result, self.submitted.elapsed());
+        m::record_outcome(
+            &result,
+            self.submitted.elapsed(),
+            self.push.topic.as_deref().unwrap_or(""),
+        );
         self.reply_with(reply, result);
     }
 
@@ -180,7 +184,7 @@ mod tests {
             Instant::now(),
         );
         assert!(!job.abandoned());
-        job.delivered("id".into(), Instant::now(), &m::DeliveredMetrics::new());
+        job.delivered("id".into(), Instant::now(), &m::DeliveredMetrics::new("t"));
         let item = rx.try_recv().unwrap();
         assert_eq!(item.index, 7);
         assert_eq!(item.token.as_hex(), "abcd");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::outcome::PushResult;
 
-/// Pushes by `outcome` (`delivered`, `unregistered`, `rejected`, `certificate_rejected`,
+/// Pushes by `topic`, `outcome` (`delivered`, `unregistered`, `rejected`, `certificate_rejected`,
 /// `retries_exhausted`, `deadline_exceeded`, `no_certificate`, `shutdown`) and `reason`
 /// ([`Cause::label`](crate::cause::Cause::label): a fixed set, `other` for any APNs reason
 /// not known).
@@ -20,9 +20,9 @@ pub const IN_FLIGHT: &str = "magicpush_pushes_in_flight";
 pub const QUEUED: &str = "magicpush_pushes_queued";
 /// Open APNs connections.
 pub const CONNECTIONS: &str = "magicpush_connections_open";
-/// Connection attempts after the first, by `cause`.
+/// Connection attempts after the first, by `topic`.
 pub const RECONNECTS: &str = "magicpush_reconnects_total";
-/// Resends, by `reason`.
+/// Resends, by `reason` and `topic`.
 pub const RETRIES: &str = "magicpush_push_retries_total";
 /// Days until the push certificate expires.
 pub const CERT_DAYS_LEFT: &str = "magicpush_certificate_days_left";
@@ -102,10 +102,10 @@ pub(crate) struct DeliveredMetrics {
 }
 
 impl DeliveredMetrics {
-    /// Handles from the recorder installed now.
-    pub(crate) fn new() -> Self {
+    /// Handles from the recorder installed now, for pushes of `topic`.
+    pub(crate) fn new(topic: &str) -> Self {
         DeliveredMetrics {
-            pushes: delivered_counter(),
+            pushes: delivered_counter(topic),
             latency: metrics::histogram!(LATENCY),
         }
     }
@@ -116,15 +116,21 @@ impl DeliveredMetrics {
     }
 }
 
-fn delivered_counter() -> metrics::Counter {
-    metrics::counter!(PUSHES, "outcome" => "delivered", "reason" => "")
+fn delivered_counter(topic: &str) -> metrics::Counter {
+    let labels = [
+        ("outcome", "delivered".to_owned()),
+        ("reason", String::new()),
+        ("topic", topic.to_owned()),
+    ];
+    metrics::counter!(PUSHES, &labels)
 }
 
-pub(crate) fn record_outcome(result: &PushResult, latency: Duration) {
+/// Counts a push's outcome; `topic` is its pool's (empty for a push that never reached one).
+pub(crate) fn record_outcome(result: &PushResult, latency: Duration, topic: &str) {
     use crate::outcome::PushError as E;
     metrics::histogram!(LATENCY).record(latency.as_secs_f64());
     match result {
-        Ok(_) => delivered_counter().increment(1),
+        Ok(_) => delivered_counter(topic).increment(1),
         Err(e) => {
             let outcome = match e {
                 E::Unregistered { .. } => "unregistered",
@@ -132,11 +138,17 @@ pub(crate) fn record_outcome(result: &PushResult, latency: Duration) {
                 E::CertificateRejected { .. } => "certificate_rejected",
                 E::RetriesExhausted { .. } => "retries_exhausted",
                 E::DeadlineExceeded { .. } => "deadline_exceeded",
-                E::NoCertificate => "no_certificate",
-                _ => "shutdown",
+                E::NoCertificate | E::UnknownTopic { .. } | E::TopicRequired { .. } => {
+                    "no_certificate"
+                }
+                E::Shutdown => "shutdown",
             };
-            metrics::counter!(PUSHES, "outcome" => outcome, "reason" => e.reason().label())
-                .increment(1);
+            let labels = [
+                ("outcome", outcome.to_owned()),
+                ("reason", e.reason().label().to_owned()),
+                ("topic", topic.to_owned()),
+            ];
+            metrics::counter!(PUSHES, &labels).increment(1);
         }
     }
 }

@@ -604,6 +604,15 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
         days_left[0].starts_with("magicpush_certificate_days_left{topic="),
         "{metrics}"
     );
+    // Pushes are counted per topic.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("magicpush_pushes_total{")
+                && l.contains("outcome=\"delivered\"")
+                && l.contains(&format!("topic=\"{}\"", pki.topic))),
+        "{metrics}"
+    );
 
     // Nobody answers now: the wait ends with exit 2 and names the silent devices.
     let url = server.url.clone();

@@ -129,7 +129,9 @@ pub(crate) fn spawn(
         answered: Vec::new(),
         served: false,
         headers: config.template.header_cache(),
-        delivered: crate::metrics::DeliveredMetrics::new(),
+        delivered: crate::metrics::DeliveredMetrics::new(
+            config.template.topic().to_str().unwrap_or(""),
+        ),
         freed: false,
         config,
     };
