@@ -147,6 +147,8 @@ pub(crate) struct Dispatcher {
     permit_wait: Option<PermitWait>,
     /// When the pool last had work.
     last_busy: Instant,
+    /// Since when another topic has been waiting for a connection while this pool held some.
+    others_waiting_since: Option<Instant>,
     gauges: m::TopicGauges,
 }
 
@@ -227,6 +229,7 @@ impl Dispatcher {
             spare: None,
             permit_wait: None,
             last_busy: Instant::now(),
+            others_waiting_since: None,
             gauges,
         }
     }
@@ -406,18 +409,26 @@ impl Dispatcher {
         if busy {
             self.last_busy = now;
         }
+        let connections = self.slots.iter().flatten().count();
+        let starving = self.settings.budget.starving();
+        let waiting_since = if starving > 0 && connections > 0 {
+            *self.others_waiting_since.get_or_insert(now)
+        } else {
+            self.others_waiting_since = None;
+            now
+        };
         let usage = Usage {
-            connections: self.slots.iter().flatten().count(),
+            connections,
             busy,
             idle_for: now.saturating_duration_since(self.last_busy),
+            others_waited: now.saturating_duration_since(waiting_since),
         };
-        let keep = match budget::decide(
-            usage,
-            self.settings.budget.starving(),
-            self.settings.idle_timeout,
-        ) {
+        let keep = match budget::decide(usage, starving, self.settings.idle_timeout) {
             GiveBack::Nothing => return,
-            GiveBack::All => None,
+            GiveBack::All => {
+                self.others_waiting_since = None;
+                None
+            }
             // The busiest connection stays.
             GiveBack::AllButOne => (0..self.slots.len()).max_by_key(|&i| {
                 self.slots[i]

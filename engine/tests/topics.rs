@@ -302,3 +302,54 @@ async fn a_backlog_on_one_topic_does_not_hold_back_another() {
     client.shutdown().await;
     s.mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_topic_takes_turns_with_a_waiting_one_when_the_budget_is_one() {
+    let s = setup(MockConfig {
+        delay: Duration::from_millis(5),
+        max_streams: 10,
+        ..MockConfig::default()
+    })
+    .await;
+    let client = Arc::new(
+        s.builder()
+            .connections(1)
+            .max_total_connections(1)
+            .max_streams_per_connection(10)
+            .certificate(cert(&s.pki.push))
+            .certificate(cert(&s.pki.other_topic))
+            .build()
+            .unwrap(),
+    );
+    // About 2,000 pushes/s on one connection: 8,000 keep the only connection busy for ~4 s.
+    const BACKLOG: usize = 8_000;
+    let busy = {
+        let client = Arc::clone(&client);
+        let topic = s.pki.topic.clone();
+        tokio::spawn(async move {
+            let pushes: Vec<DevicePush> = (0..BACKLOG).map(|i| push_for(&topic, i)).collect();
+            client.push_bulk(pushes).finish().await
+        })
+    };
+    while s.mock.stats().accepted < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The other topic waits for the one connection the budget has: it gets it in turn, not
+    // after the whole backlog.
+    let single = client
+        .push(push_for(&s.pki.other_topic_name, BACKLOG))
+        .await;
+    assert!(single.is_ok(), "{single:?}");
+    let done = s.mock.stats().accepted as usize;
+    assert!(
+        done < BACKLOG,
+        "the waiting topic got its turn only after the whole backlog ({done} done)"
+    );
+    let summary = busy.await.unwrap();
+    assert_eq!(summary.delivered as usize, BACKLOG, "{summary:?}");
+    let stats = s.mock.stats();
+    assert_eq!(stats.connections_peak, 1, "{stats}");
+    assert_eq!(stats.rejected_with(MockReason::TopicDisallowed), 0);
+    client.shutdown().await;
+    s.mock.shutdown().await;
+}

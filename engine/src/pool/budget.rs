@@ -6,8 +6,10 @@
 //! APNs whatever its topics do. Permits are handed out first come, first served. A topic that
 //! has work but not one connection waits in line ("starves"); while any topic starves, the
 //! others give back what they can spare ([`decide`]): an idle topic all its connections, a
-//! busy one all but one. A topic with work therefore always gets a connection in turn, and a
-//! topic nobody pushes to closes its connections after the idle time anyway.
+//! busy one all but one, and that one too after a [`TURN`] (it then waits in line behind the
+//! others with its pushes still queued). A topic with work therefore always gets a connection
+//! in turn, however busy the others are, and a topic nobody pushes to closes its connections
+//! after the idle time anyway.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,6 +101,9 @@ pub enum GiveBack {
     AllButOne,
 }
 
+/// How long a busy topic keeps its last connection while another topic waits for one.
+pub const TURN: Duration = Duration::from_secs(1);
+
 /// The pool's state as [`decide`] needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -108,11 +113,14 @@ pub struct Usage {
     pub busy: bool,
     /// Time since the pool last had work.
     pub idle_for: Duration,
+    /// How long another topic has been waiting while this pool held connections (zero when
+    /// none waits).
+    pub others_waited: Duration,
 }
 
 /// Whether a pool gives connections back: all of them once it has been idle for
 /// `idle_timeout`, or at once when idle while another topic starves; all but one when busy
-/// while another topic starves.
+/// while another topic starves, and the last one too once the other has waited a [`TURN`].
 pub fn decide(usage: Usage, starving: usize, idle_timeout: Duration) -> GiveBack {
     if usage.connections == 0 {
         return GiveBack::Nothing;
@@ -123,8 +131,14 @@ pub fn decide(usage: Usage, starving: usize, idle_timeout: Duration) -> GiveBack
         }
         return GiveBack::Nothing;
     }
-    if starving > 0 && usage.connections > 1 {
+    if starving == 0 {
+        return GiveBack::Nothing;
+    }
+    if usage.connections > 1 {
         return GiveBack::AllButOne;
+    }
+    if usage.others_waited >= TURN {
+        return GiveBack::All;
     }
     GiveBack::Nothing
 }
@@ -140,6 +154,7 @@ mod tests {
             connections,
             busy,
             idle_for: Duration::from_secs(idle_s),
+            others_waited: Duration::ZERO,
         }
     }
 
@@ -152,10 +167,18 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_pool_keeps_one_connection_whoever_starves() {
+    fn a_busy_pool_keeps_one_connection_for_a_turn_while_another_waits() {
         assert_eq!(decide(usage(4, true, 0), 0, IDLE), GiveBack::Nothing);
         assert_eq!(decide(usage(4, true, 999), 2, IDLE), GiveBack::AllButOne);
         assert_eq!(decide(usage(1, true, 999), 2, IDLE), GiveBack::Nothing);
+        let waited = |d: Duration| Usage {
+            others_waited: d,
+            ..usage(1, true, 0)
+        };
+        assert_eq!(decide(waited(TURN / 2), 1, IDLE), GiveBack::Nothing);
+        assert_eq!(decide(waited(TURN), 1, IDLE), GiveBack::All);
+        // Nobody waits any more: the turn does not end.
+        assert_eq!(decide(waited(TURN * 9), 0, IDLE), GiveBack::Nothing);
     }
 
     #[tokio::test]
