@@ -161,6 +161,9 @@ struct Driver {
     freed: bool,
 }
 
+/// How long a retired connection may take to close gracefully before it is dropped.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
+
 impl Driver {
     async fn run(mut self, connected: Connected) {
         let Connected {
@@ -258,6 +261,13 @@ impl Driver {
         }
         keepalive.abort();
         drop(send);
+        if cause == CloseCause::Retired {
+            // Retired with nothing in flight: let h2 end the connection as the protocol wants
+            // (GOAWAY, TLS close_notify, FIN) rather than dropping the socket, so that the
+            // server has seen the close before this connection's place in the budget is
+            // given to the next one. Bounded: a server that does not take part is dropped.
+            let _ = tokio::time::timeout(GRACEFUL_CLOSE, &mut connection).await;
+        }
         self.shared.max_streams.store(0, Ordering::Relaxed);
         let mut leftover = Vec::new();
         if let Some(job) = held.take() {
