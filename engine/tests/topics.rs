@@ -60,6 +60,19 @@ fn push_for(topic: &str, i: usize) -> DevicePush {
     DevicePush::new(token(i), format!("magic-{i}")).with_topic(topic)
 }
 
+/// `n` pushes for `topic` in one bulk call, on a task of their own.
+fn backlog(
+    client: &Arc<Client>,
+    topic: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<magicpush_engine::Summary> {
+    let (client, topic) = (Arc::clone(client), topic.to_owned());
+    tokio::spawn(async move {
+        let pushes: Vec<DevicePush> = (0..n).map(|i| push_for(&topic, i)).collect();
+        client.push_bulk(pushes).finish().await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_topic_pushes_on_its_own_certificate() {
     let s = setup(MockConfig::default()).await;
@@ -283,14 +296,7 @@ async fn a_backlog_on_one_topic_does_not_hold_back_another() {
     );
     // 10,000 pushes on one connection of 100 streams at 20 ms each: about 2 s of backlog.
     const BACKLOG: usize = 10_000;
-    let busy = {
-        let client = Arc::clone(&client);
-        let topic = s.pki.topic.clone();
-        tokio::spawn(async move {
-            let pushes: Vec<DevicePush> = (0..BACKLOG).map(|i| push_for(&topic, i)).collect();
-            client.push_bulk(pushes).finish().await
-        })
-    };
+    let busy = backlog(&client, &s.pki.topic, BACKLOG);
     // Let the backlog build up, then push the other topic once.
     while s.mock.stats().accepted < 500 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -330,14 +336,7 @@ async fn a_busy_topic_takes_turns_with_a_waiting_one_when_the_budget_is_one() {
     );
     // About 2,000 pushes/s on one connection: 8,000 keep the only connection busy for ~4 s.
     const BACKLOG: usize = 8_000;
-    let busy = {
-        let client = Arc::clone(&client);
-        let topic = s.pki.topic.clone();
-        tokio::spawn(async move {
-            let pushes: Vec<DevicePush> = (0..BACKLOG).map(|i| push_for(&topic, i)).collect();
-            client.push_bulk(pushes).finish().await
-        })
-    };
+    let busy = backlog(&client, &s.pki.topic, BACKLOG);
     while s.mock.stats().accepted < 200 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
