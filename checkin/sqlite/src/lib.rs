@@ -775,6 +775,32 @@ impl CheckinStore for SqliteStore {
         )
     }
 
+    fn delete_topic_devices<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, u64> {
+        let topic = topic.to_owned();
+        let bindings = Arc::clone(&self.bindings);
+        // The bindings are a cache of the table: emptied, they are read again as needed.
+        let after: writer::AfterCommit<u64> = Box::new(move |_| bindings.clear());
+        self.submit(
+            Undo::BySavepoint,
+            move |c| {
+                for sql in [
+                    "DELETE FROM queue WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
+                    "DELETE FROM users WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
+                    "DELETE FROM results WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
+                ] {
+                    c.execute(sql, [&topic])
+                        .map_err(db_err("delete a topic's devices"))?;
+                }
+                let removed = c
+                    .execute("DELETE FROM devices WHERE topic = ?1", [&topic])
+                    .map_err(db_err("delete a topic's devices"))?;
+                Ok(removed as u64)
+            },
+            Some(after),
+            Admission::Wait,
+        )
+    }
+
     fn delete_all_devices(&self) -> StoreFuture<'_, u64> {
         let bindings = Arc::clone(&self.bindings);
         let after: writer::AfterCommit<u64> = Box::new(move |_| bindings.clear());

@@ -1,4 +1,4 @@
-//! [`PushCertStore`] on SQLite: the push certificates' state in four small tables, written
+//! [`PushCertStore`] on SQLite: the push certificates' state in five small tables, written
 //! through the same writer (and so the same group commits) as the devices. Private keys are
 //! sealed with the secrets key when there is one, bound to their table and row.
 
@@ -193,6 +193,35 @@ impl PushCertStore for SqliteStore {
             }
             .map(drop)
             .map_err(db_err("write Apple ID memo"))
+        })
+    }
+
+    fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT topic, name FROM tenant_names")
+                .map_err(db_err("read tenant names"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err("read tenant names"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read tenant names"))
+        })
+    }
+
+    fn set_tenant_name<'a>(&'a self, topic: &'a str, name: Option<&'a str>) -> StoreFuture<'a, ()> {
+        let (topic, name) = (topic.to_owned(), name.map(str::to_owned));
+        self.write(move |c| {
+            match name {
+                Some(n) => c.execute(
+                    "INSERT INTO tenant_names (topic, name) VALUES (?1, ?2)
+                     ON CONFLICT (topic) DO UPDATE SET name = excluded.name",
+                    params![topic, n],
+                ),
+                None => c.execute("DELETE FROM tenant_names WHERE topic = ?1", [topic]),
+            }
+            .map(drop)
+            .map_err(db_err("write tenant name"))
         })
     }
 

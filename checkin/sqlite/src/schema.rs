@@ -133,6 +133,13 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         PRIMARY KEY (log, seq)
     ) WITHOUT ROWID;",
+    // 6: tenants (one per push certificate topic) have display names; a device's topic is
+    // looked up for one tenant's listings and deletion.
+    "CREATE TABLE tenant_names (
+        topic TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL
+    );
+    CREATE INDEX devices_by_topic ON devices (topic);",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

@@ -180,6 +180,11 @@ pub trait CheckinStore: Send + Sync {
     /// Forgets every device with its queue, results, users and identity binding, and every
     /// command (the new-topic procedure: the devices must re-enroll). The number removed.
     fn delete_all_devices(&self) -> StoreFuture<'_, u64>;
+
+    /// Forgets every device that enrolled with `topic` (one tenant's new-topic procedure),
+    /// with its queue, results, users and identity binding; other topics' devices stay. The
+    /// number removed.
+    fn delete_topic_devices<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, u64>;
 }
 
 /// Identity bindings: which identity certificate a device is bound to (bound at

@@ -45,6 +45,7 @@ struct Inner {
     pushcerts: BTreeMap<String, StoredPushCert>,
     requests: Vec<StoredRequest>,
     memos: BTreeMap<String, String>,
+    tenant_names: BTreeMap<String, String>,
     logs: BTreeMap<PushCertLog, Vec<String>>,
 }
 
@@ -192,6 +193,20 @@ impl PushCertStore for MemoryStore {
         })
     }
 
+    fn tenant_names(&self) -> StoreFuture<'_, BTreeMap<String, String>> {
+        self.run(|s| Ok(s.tenant_names.clone()))
+    }
+
+    fn set_tenant_name<'a>(&'a self, topic: &'a str, name: Option<&'a str>) -> StoreFuture<'a, ()> {
+        self.run(|s| {
+            match name {
+                Some(n) => s.tenant_names.insert(topic.to_owned(), n.to_owned()),
+                None => s.tenant_names.remove(topic),
+            };
+            Ok(())
+        })
+    }
+
     fn pushcert_log(&self, log: PushCertLog) -> StoreFuture<'_, Vec<String>> {
         self.run(move |s| Ok(s.logs.get(&log).cloned().unwrap_or_default()))
     }
@@ -258,6 +273,26 @@ impl CheckinStore for MemoryStore {
             s.users.retain(|(u, _), _| u != udid);
             s.results.retain(|r| r.udid != udid);
             Ok(true)
+        })
+    }
+
+    fn delete_topic_devices<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, u64> {
+        self.run(|s| {
+            let gone: Vec<String> = s
+                .devices
+                .values()
+                .filter(|d| d.topic.as_deref() == Some(topic))
+                .map(|d| d.udid.clone())
+                .collect();
+            for udid in &gone {
+                if let Some(id) = s.devices.remove(udid).and_then(|d| d.identity) {
+                    s.identities.remove(&id.sha256);
+                }
+                s.queues.remove(udid);
+                s.users.retain(|(u, _), _| u != udid);
+                s.results.retain(|r| &r.udid != udid);
+            }
+            Ok(gone.len() as u64)
         })
     }
 

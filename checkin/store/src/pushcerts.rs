@@ -95,6 +95,12 @@ pub trait PushCertStore: Send + Sync {
         apple_id: Option<&'a str>,
     ) -> StoreFuture<'a, ()>;
 
+    /// Every tenant's display name, by topic.
+    fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>>;
+
+    /// Sets (`Some`) or clears (`None`) the display name of the tenant of `topic`.
+    fn set_tenant_name<'a>(&'a self, topic: &'a str, name: Option<&'a str>) -> StoreFuture<'a, ()>;
+
     /// The records of `log`, oldest first.
     fn pushcert_log(&self, log: PushCertLog) -> StoreFuture<'_, Vec<String>>;
 

@@ -61,6 +61,7 @@ macro_rules! store_conformance {
             check_out_drops_the_queue,
             delete_device_removes_everything,
             delete_all_devices_empties_the_store,
+            delete_topic_devices_keeps_other_tenants,
             withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
@@ -71,6 +72,7 @@ macro_rules! store_conformance {
             push_certificates_by_topic,
             pushcert_requests_are_bounded_and_ordered,
             pushcert_memos_and_logs,
+            tenant_names_by_topic,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1570,6 +1572,67 @@ pub async fn pushcert_requests_are_bounded_and_ordered(store: Arc<dyn Store>) {
         .unwrap()
         .iter()
         .all(|r| r.id != "req-03"));
+}
+
+/// Deleting one tenant's devices forgets those enrolled with its topic, with their queues and
+/// identity bindings, and leaves every other tenant's devices as they were.
+pub async fn delete_topic_devices_keeps_other_tenants(store: Arc<dyn Store>) {
+    let other = "com.apple.mgmt.External.other";
+    assert_eq!(store.delete_topic_devices(other).await.unwrap(), 0);
+    for (n, udid) in ["A", "B", "C"].into_iter().enumerate() {
+        let mut auth = authenticate(udid);
+        let mut tu = token_update(udid, n as u8 + 1);
+        if udid != "A" {
+            auth.topic = other.into();
+            tu.topic = other.into();
+        }
+        store
+            .authenticate(&auth, Some(&identity(n as u8 + 1, t(0))), t(0))
+            .await
+            .unwrap();
+        store.token_update(&tu, t(1)).await.unwrap();
+    }
+    let cmd = Command::device_information(&["DeviceName"]);
+    let all = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+    store
+        .enqueue(&cmd, &all, EnqueueMode::Always, t(2))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_topic_devices(other).await.unwrap(), 2);
+    assert_eq!(store.count().await.unwrap(), 1);
+    let topics = store.enrolled_topics().await.unwrap();
+    assert_eq!(topics.get("com.apple.mgmt.External.test"), Some(&1));
+    assert_eq!(topics.get(other), None);
+    assert_eq!(
+        store.queued("A").await.unwrap().len(),
+        1,
+        "A keeps its queue"
+    );
+    assert!(store.identity_hash("A").await.unwrap().is_some());
+    for udid in ["B", "C"] {
+        assert!(store.device(udid).await.unwrap().is_none());
+        assert!(store.queued(udid).await.unwrap().is_empty());
+        assert_eq!(store.identity_hash(udid).await.unwrap(), None);
+    }
+    // B's identity may enroll anew (its binding went with it).
+    let mut again = authenticate("B");
+    again.topic = other.into();
+    store
+        .authenticate(&again, Some(&identity(2, t(3))), t(3))
+        .await
+        .unwrap();
+}
+
+/// Tenants' display names are kept per topic, replaced and cleared.
+pub async fn tenant_names_by_topic(store: Arc<dyn Store>) {
+    assert!(store.tenant_names().await.unwrap().is_empty());
+    store.set_tenant_name("t.a", Some("Acme")).await.unwrap();
+    store.set_tenant_name("t.b", Some("Beta")).await.unwrap();
+    store.set_tenant_name("t.a", Some("Acme KK")).await.unwrap();
+    store.set_tenant_name("t.b", None).await.unwrap();
+    let names = store.tenant_names().await.unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names.get("t.a").map(String::as_str), Some("Acme KK"));
 }
 
 /// Memos are per topic; logs keep their records whole and in order, one log apart from the
