@@ -22,6 +22,9 @@ pub(crate) struct DevicesArgs {
     /// push_failed, never_pushed, no_token).
     #[arg(long)]
     state: Option<String>,
+    /// Only one tenant's devices (those enrolled with this push topic).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
     #[command(subcommand)]
     action: Option<DevicesAction>,
 }
@@ -38,10 +41,10 @@ struct DeleteArgs {
     /// The device to delete.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     udid: Option<String>,
-    /// Delete every device (and their queues).
+    /// Delete every device of one tenant (and their queues).
     #[arg(long, requires = "confirm")]
     all: bool,
-    /// The current push topic, to confirm --all.
+    /// The tenant's push topic, to confirm --all: only devices enrolled with it are deleted.
     #[arg(long, value_name = "TOPIC")]
     confirm: Option<String>,
 }
@@ -69,18 +72,17 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         let answer: serde_json::Value = serde_json::from_slice(&answer)?;
         match answer.get("deleted") {
             Some(serde_json::Value::Number(n)) => println!(
-                "deleted {n} device(s); they must re-enroll (a new push certificate with another topic may now be registered after DELETE /v1/pushcert)"
+                "deleted {n} device(s); they must re-enroll (the tenant's certificate may now be removed with DELETE /v1/pushcert?topic=…, and one with another topic registered)"
             ),
             Some(v) => println!("deleted {}", cell(Some(v))),
             None => println!("{answer}"),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let query = args
-        .state
-        .as_ref()
-        .map(|s| format!("?state={s}"))
-        .unwrap_or_default();
+    let query = query(&[
+        ("state", args.state.as_deref()),
+        ("topic", args.topic.as_deref()),
+    ]);
     if args.csv {
         let text = rt.block_on(client.get_text(&format!("/v1/devices.csv{query}")))?;
         print!("{text}");
@@ -107,8 +109,21 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `?name=value&…` of the parameters given (empty when none is).
+pub(crate) fn query(params: &[(&str, Option<&str>)]) -> String {
+    let pairs: Vec<String> = params
+        .iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", encode((*value)?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -14,6 +14,7 @@ mod remote;
 mod report;
 mod secret_arg;
 mod serve;
+mod topics;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +42,9 @@ enum Command {
     Refresh(refresh::RefreshArgs),
     /// Print the connectivity report of a running server.
     Report(report::ReportArgs),
+    /// List a running server's tenants (one per push certificate topic), add one, or name
+    /// one.
+    Topics(topics::TopicsArgs),
 }
 
 /// Parses the command line, runs the subcommand, and maps errors to a message and exit code.
@@ -63,6 +67,7 @@ where
         Command::Devices(args) => devices::run(args),
         Command::Refresh(args) => refresh::run(args),
         Command::Report(args) => report::run(args),
+        Command::Topics(args) => topics::run(args),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,9 @@ pub(crate) struct RefreshArgs {
     /// Refresh this device (repeatable).
     #[arg(long = "udid", value_name = "UDID")]
     udids: Vec<String>,
+    /// With --all: only one tenant's devices (those enrolled with this push topic).
+    #[arg(long, value_name = "TOPIC", requires = "all")]
+    topic: Option<String>,
     /// How long to wait for devices to answer (e.g. 30s, 5m). The devices that did not
     /// answer are listed (the first 20, then a count) and the exit status is 2.
     #[arg(long, env = "MAGICPUSH_REFRESH_WAIT", default_value = "5m", value_parser = parse_duration)]
@@ -45,7 +48,10 @@ pub(crate) fn run(args: RefreshArgs) -> anyhow::Result<ExitCode> {
 
 async fn refresh(client: AdminClient, args: RefreshArgs) -> anyhow::Result<ExitCode> {
     let request = if args.all {
-        serde_json::json!({ "all": true })
+        match &args.topic {
+            Some(topic) => serde_json::json!({ "all": true, "topic": topic }),
+            None => serde_json::json!({ "all": true }),
+        }
     } else {
         serde_json::json!({ "udids": args.udids })
     };
@@ -86,9 +92,11 @@ async fn refresh(client: AdminClient, args: RefreshArgs) -> anyhow::Result<ExitC
                 .collect()
         })
         .unwrap_or_default();
+    let topic_query = super::devices::query(&[("topic", args.topic.as_deref())]);
+    let connectivity = format!("/v1/connectivity{topic_query}");
     loop {
         let pending = if args.all {
-            let report = client.get_json("/v1/connectivity").await?;
+            let report = client.get_json(&connectivity).await?;
             report["states"]["pending"].as_u64().unwrap_or(0)
         } else {
             let mut n = 0;
@@ -108,11 +116,11 @@ async fn refresh(client: AdminClient, args: RefreshArgs) -> anyhow::Result<ExitC
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bar.finish_and_clear();
-    let report = client.get_json("/v1/connectivity").await?;
+    let report = client.get_json(&connectivity).await?;
     print!("{}", super::report::render(&report));
     let pushed_at = summary["pushed_at"].as_str().unwrap_or_default();
     let silent = if args.all {
-        silent_after_refresh_all(&client, pushed_at).await?
+        silent_after_refresh_all(&client, pushed_at, args.topic.as_deref()).await?
     } else {
         silent_among(&client, &pushed_udids).await?
     };
@@ -171,12 +179,12 @@ async fn silent_among(client: &AdminClient, udids: &[String]) -> anyhow::Result<
 async fn silent_after_refresh_all(
     client: &AdminClient,
     pushed_at: &str,
+    topic: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let mut silent = Vec::new();
     for state in SILENT_STATES {
-        let devices = client
-            .get_json(&format!("/v1/devices?state={state}"))
-            .await?;
+        let query = super::devices::query(&[("state", Some(state)), ("topic", topic)]);
+        let devices = client.get_json(&format!("/v1/devices{query}")).await?;
         for device in devices.as_array().into_iter().flatten() {
             if device["last_push_at"].as_str() == Some(pushed_at) {
                 silent.push(silent_line(device));

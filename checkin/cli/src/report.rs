@@ -12,6 +12,9 @@ pub(crate) struct ReportArgs {
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
+    /// Only one tenant's devices (those enrolled with this push topic).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
 }
 
 /// The states in the order the report lists them.
@@ -27,7 +30,11 @@ pub(crate) const STATES: &[&str] = &[
 
 pub(crate) fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let client = args.remote.client()?;
-    let report = runtime()?.block_on(client.get_json("/v1/connectivity"))?;
+    let path = format!(
+        "/v1/connectivity{}",
+        super::devices::query(&[("topic", args.topic.as_deref())])
+    );
+    let report = runtime()?.block_on(client.get_json(&path))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -2,7 +2,7 @@
 //! API and the scheduled collection. Every flag can also come from a `MAGICPUSH_*` variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,15 @@ use magicpush_server::pushcert::request::{Subject, VendorIdentity};
 
 use super::push_cert::CertFlags;
 use super::secret_arg::SecretArg;
+use magicpush_engine::cert::CertificateInfo;
 use magicpush_server::config::{format_duration, parse_duration};
 use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_server::identity::authenticator::parse_sources;
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_server::push::{EnginePusher, PushSender};
 use magicpush_server::pushcert::legacy;
-use magicpush_server::service::pushcert::{check_topic_at_start, from_stored};
+use magicpush_server::service::pushcert::{check_topics_at_start, from_stored};
+use magicpush_server::service::TenantUpdate;
 use magicpush_server::service::{PushCertSettings, PushCertState, Service, ServiceConfig};
 use magicpush_sqlite::{SqliteOptions, SqliteStore};
 use magicpush_store::{SecretKey, Store};
@@ -39,14 +41,21 @@ pub(crate) struct ServeArgs {
     data_dir: PathBuf,
     /// MDM push certificate: PEM with --key, one PEM file holding the certificate and its
     /// key, or PKCS#12 (.p12, as Keychain exports it; its password from --cert-password-file
-    /// or MAGICPUSH_P12_PASSWORD). Optional: without it (and none installed through the admin
-    /// API) the server starts without pushing — issue a request with POST /v1/pushcert/csr and
-    /// upload Apple's certificate with PUT /v1/pushcert.
+    /// or MAGICPUSH_P12_PASSWORD). Repeat it for several tenants (one certificate per topic).
+    /// Optional: without it (and none installed through the admin API) the server starts
+    /// without pushing — issue a request with POST /v1/pushcert/csr and upload Apple's
+    /// certificate with PUT /v1/pushcert.
     #[arg(long, env = "MAGICPUSH_CERT")]
-    cert: Option<PathBuf>,
-    /// Private key of a PEM push certificate.
+    cert: Vec<PathBuf>,
+    /// Private key of a PEM push certificate. With several --cert, one --key per --cert, in
+    /// the same order (or none, when each --cert holds its key).
     #[arg(long, env = "MAGICPUSH_KEY", requires = "cert")]
-    key: Option<PathBuf>,
+    key: Vec<PathBuf>,
+    /// Directory of tenants' push certificates: `<name>.pem` with `<name>.key` (or a `.pem`
+    /// holding its key), one pair per tenant; the file name becomes the tenant's display
+    /// name when it has none.
+    #[arg(long, env = "MAGICPUSH_CERT_DIR")]
+    cert_dir: Option<PathBuf>,
     /// File holding the password of a PKCS#12 --cert (its first line).
     #[arg(long, env = "MAGICPUSH_CERT_PASSWORD_FILE", requires = "cert")]
     cert_password_file: Option<PathBuf>,
@@ -255,21 +264,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .push_certs()
         .await
         .context("cannot read the push certificate from the store")?;
-    let cert = choose_certificate(&args, now, &stored)?;
-    let info = cert.as_ref().map(|c| c.info().clone());
-    match &info {
-        Some(info) => tracing::info!(
+    let from_flags = certificates_from_flags(&args, now)?;
+    let certs = choose_certificates(from_flags, now, &stored);
+    let infos: Vec<CertificateInfo> = certs.iter().map(|c| c.cert.info().clone()).collect();
+    for info in &infos {
+        tracing::info!(
             subject = %info.subject(),
             topic = %info.topic(),
             not_after = %magicpush_store::rfc3339(info.not_after()),
             days_left = info.days_left(now),
             "push certificate loaded"
-        ),
-        None => tracing::warn!(
+        );
+    }
+    if infos.is_empty() {
+        tracing::warn!(
             "{}; check-ins are served, pushes and refreshes are refused until then",
             magicpush_server::service::pushcert::NO_CERTIFICATE
-        ),
+        );
     }
+    let names: Vec<(String, String)> = certs
+        .iter()
+        .filter_map(|c| Some((c.cert.topic().to_owned(), c.name.clone()?)))
+        .collect();
     let pushcert_settings = pushcert_settings(&args)?;
 
     let client_hints = match &device_auth {
@@ -300,17 +316,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .trust_anchor_pem(&pem)
             .with_context(|| format!("--apns-ca {}", path.display()))?;
     }
-    let pusher =
-        Arc::new(EnginePusher::new(builder, cert).context("cannot start the APNs client")?);
+    let pusher = Arc::new(
+        EnginePusher::new(builder, certs.into_iter().map(|c| c.cert))
+            .context("cannot start the APNs client")?,
+    );
 
     let enrolled = store
         .enrolled_topics()
         .await
         .context("cannot read the enrolled devices' topics")?;
-    if let Some(info) = &info {
-        check_topic_at_start(info.topic(), &enrolled)?;
+    if !infos.is_empty() {
+        let topics: Vec<&str> = infos.iter().map(|i| i.topic()).collect();
+        check_topics_at_start(&topics, &enrolled)?;
         if enrolled.is_empty() {
-            tracing::info!(topic = %info.topic(), "no enrolled device yet: the push certificate's topic is the one devices will enroll with");
+            tracing::info!(topics = %topics.join(", "), "no enrolled device yet: the push certificates' topics are the ones devices will enroll with");
         }
     }
     let notifier = match &args.notify_url {
@@ -323,7 +342,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = Arc::new(Service::new(
         store,
         pusher.clone() as Arc<dyn PushSender>,
-        PushCertState::with_settings(info, pushcert_settings, notifier),
+        PushCertState::with_settings(infos, pushcert_settings, notifier),
         ServiceConfig {
             unreachable_after: args.unreachable_after,
             push_concurrency: args.push_concurrency,
@@ -333,6 +352,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .load_pushcert_state()
         .await
         .context("cannot read the push certificate's state from the store")?;
+    name_tenants(&service, names).await?;
     let api_key = match &args.api_key_file {
         Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
         None => args.api_key.as_ref().map(|k| k.expose().to_owned()),
@@ -532,49 +552,161 @@ fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
 /// The push certificate to start with: the one given by flags, or the one installed through
 /// `PUT /v1/pushcert` (kept in the store), whichever expires later when both exist and have
 /// the same topic. Refuses an expired, not-yet-valid, non-MDM or mismatched one.
-fn choose_certificate(
+/// A certificate to start with, and the name its file gives its tenant (`--cert-dir`).
+struct Loaded {
+    cert: PushCertificate,
+    name: Option<String>,
+}
+
+/// The certificates of `--cert`/`--key` and `--cert-dir`, each usable now, one per topic.
+fn certificates_from_flags(
     args: &ServeArgs,
     now: time::OffsetDateTime,
-    stored: &[magicpush_store::StoredPushCert],
-) -> anyhow::Result<Option<PushCertificate>> {
-    let from_flags = match &args.cert {
-        Some(cert) => Some(super::push_cert::load(&CertFlags {
+) -> anyhow::Result<Vec<(Loaded, String)>> {
+    if !args.key.is_empty() && args.key.len() != args.cert.len() {
+        bail!(
+            "{} --cert but {} --key: give one --key per --cert, in the same order (or none, when each --cert holds its key)",
+            args.cert.len(),
+            args.key.len()
+        );
+    }
+    let mut loaded = Vec::new();
+    for (i, cert) in args.cert.iter().enumerate() {
+        let flags = CertFlags {
             cert,
-            key: args.key.as_deref(),
+            key: args.key.get(i).map(PathBuf::as_path),
             password_file: args.cert_password_file.as_deref(),
             password: args.cert_password.as_ref(),
-        })?),
-        None => None,
-    };
-    // One certificate per server for now: the newest registered.
-    let stored = match stored.iter().max_by_key(|s| s.registered_at) {
-        Some(s) => match from_stored(s) {
-            Ok(c) => Some(c),
+        };
+        let c = super::push_cert::load(&flags)?;
+        loaded.push((
+            Loaded {
+                cert: c,
+                name: None,
+            },
+            format!("--cert {}", cert.display()),
+        ));
+    }
+    if let Some(dir) = &args.cert_dir {
+        for (name, pem, key) in cert_dir_pairs(dir)? {
+            let flags = CertFlags {
+                cert: &pem,
+                key: key.as_deref(),
+                password_file: None,
+                password: None,
+            };
+            let c = super::push_cert::load(&flags)
+                .with_context(|| format!("--cert-dir {}", dir.display()))?;
+            loaded.push((
+                Loaded {
+                    cert: c,
+                    name: Some(name),
+                },
+                format!("{}", pem.display()),
+            ));
+        }
+    }
+    let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+    for (l, source) in &loaded {
+        check_usable(&l.cert, now).with_context(|| source.clone())?;
+        if let Some(first) = seen.insert(l.cert.topic().to_owned(), source) {
+            bail!(
+                "{first} and {source} are both certificates for topic {}: give one certificate per tenant",
+                l.cert.topic()
+            );
+        }
+    }
+    Ok(loaded)
+}
+
+/// The `<name>.pem` files of a `--cert-dir`, with their `<name>.key` when there is one, by
+/// name.
+fn cert_dir_pairs(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf, Option<PathBuf>)>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read --cert-dir {}", dir.display()))?;
+    let mut pairs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read --cert-dir {}", dir.display()))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let key = path.with_extension("key");
+        pairs.push((name, path, key.is_file().then_some(key)));
+    }
+    if pairs.is_empty() {
+        bail!(
+            "--cert-dir {} holds no <name>.pem: put each tenant's certificate there as <name>.pem with its key as <name>.key",
+            dir.display()
+        );
+    }
+    pairs.sort();
+    Ok(pairs)
+}
+
+/// The certificates to start with: every tenant's registered through the admin API (kept in
+/// the store), and those of the flags. For a topic in both, the flag's, unless the store's
+/// is a later renewal of it (installed with `PUT /v1/pushcert`) that has not expired.
+fn choose_certificates(
+    from_flags: Vec<(Loaded, String)>,
+    now: time::OffsetDateTime,
+    stored: &[magicpush_store::StoredPushCert],
+) -> Vec<Loaded> {
+    let mut chosen: std::collections::BTreeMap<String, Loaded> = Default::default();
+    for s in stored {
+        match from_stored(s) {
+            Ok(cert) => {
+                if cert.is_expired(now) {
+                    tracing::warn!(topic = %s.topic, "the stored push certificate of this tenant has EXPIRED: its devices cannot be pushed until it is renewed (PUT /v1/pushcert?topic={})", s.topic);
+                }
+                chosen.insert(s.topic.clone(), Loaded { cert, name: None });
+            }
             Err(err) => {
                 tracing::warn!(topic = %s.topic, "ignoring the stored push certificate: {err}");
-                None
-            }
-        },
-        None => None,
-    };
-    let chosen = match (from_flags, stored) {
-        (Some(flag), Some(stored)) => {
-            let later = stored.info().not_after() > flag.info().not_after();
-            if stored.topic() == flag.topic() && later && !stored.is_expired(now) {
-                tracing::info!(
-                    "using the certificate installed through the admin API, which expires after --cert"
-                );
-                stored
-            } else {
-                flag
             }
         }
-        (Some(flag), None) => flag,
-        (None, Some(stored)) => stored,
-        (None, None) => return Ok(None),
-    };
-    check_usable(&chosen, now)?;
-    Ok(Some(chosen))
+    }
+    for (flag, _) in from_flags {
+        let topic = flag.cert.topic().to_owned();
+        let keep_stored = chosen.get(&topic).is_some_and(|stored| {
+            stored.cert.info().not_after() > flag.cert.info().not_after()
+                && !stored.cert.is_expired(now)
+        });
+        if keep_stored {
+            tracing::info!(%topic, "using the certificate installed through the admin API, which expires after the one given at start");
+            if let Some(stored) = chosen.get_mut(&topic) {
+                stored.name = flag.name;
+            }
+        } else {
+            chosen.insert(topic, flag);
+        }
+    }
+    chosen.into_values().collect()
+}
+
+/// Gives the tenants of `--cert-dir` their file's name, where they have none yet.
+async fn name_tenants(service: &Service, names: Vec<(String, String)>) -> anyhow::Result<()> {
+    for (topic, name) in names {
+        let unnamed = service
+            .pushcert_of(Some(&topic))
+            .map(|v| v.name.is_none())
+            .unwrap_or(false);
+        if unnamed {
+            let update = TenantUpdate {
+                name: Some(name),
+                apple_id: None,
+            };
+            service
+                .set_tenant(&topic, update)
+                .await
+                .with_context(|| format!("cannot name the tenant of topic {topic}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_usable(cert: &PushCertificate, now: time::OffsetDateTime) -> anyhow::Result<()> {

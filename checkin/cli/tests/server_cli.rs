@@ -1064,3 +1064,134 @@ fn an_unreadable_file_names_its_flag_and_the_cause_once() {
         );
     }
 }
+
+/// Tenants from `--cert-dir` (named by their files), plus one added through the API and one
+/// from `--cert`: a restart with the same flags brings every tenant back, names and all; the
+/// CLI lists them (`magicpush topics`) and reports one tenant's devices (`--topic`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_cert_dir_brings_every_tenant_back() {
+    use magicpush_fixtures::{push_cert, KeyKind};
+    let pki = TestPki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("tenants");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::write(certs.join("acme.pem"), &pki.push.cert_pem).unwrap();
+    std::fs::write(certs.join("acme.key"), &pki.push.key_pem).unwrap();
+    // A .pem holding its key needs no .key.
+    let beta = format!("{}{}", pki.other_topic.cert_pem, pki.other_topic.key_pem);
+    std::fs::write(certs.join("beta.pem"), beta).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let third = push_cert(
+        &pki.ca,
+        "33333333-3333-4333-8333-333333333333",
+        now - day,
+        now + day * 300,
+        KeyKind::EcdsaP256,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let paths = [("--data-dir", data.as_path()), ("--cert-dir", &certs)];
+    let args = ["--api-key", KEY, "--apns-url", "https://127.0.0.1:9"];
+
+    let first = serve(&args, &paths);
+    let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
+    let body = Bytes::from(format!("{}{}", third.cert_pem, third.key_pem));
+    let (s, added) = admin
+        .request(
+            Method::POST,
+            "/v1/topics",
+            Some(("application/x-pem-file", body)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&added)
+    );
+    let third_topic = "com.apple.mgmt.External.33333333-3333-4333-8333-333333333333";
+    admin
+        .send_json(
+            Method::PUT,
+            &format!("/v1/topics/{}", pki.topic),
+            &serde_json::json!({"name": "Acme KK", "apple_id": "push@acme.example.jp"}),
+        )
+        .await
+        .unwrap();
+    let dev = device(1);
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::authenticate(&dev, &pki.other_topic_name),
+    )
+    .await;
+    put(
+        &admin,
+        "/mdm/checkin",
+        &plists::token_update(&dev, &pki.other_topic_name),
+    )
+    .await;
+    drop(first);
+
+    let second = serve(&args, &paths);
+    let admin = AdminClient::new(&second.url, Some(KEY.into()), None).unwrap();
+    let topics = admin.get_json("/v1/topics").await.unwrap();
+    let list = topics["topics"].as_array().unwrap();
+    let entry = |t: &str| {
+        list.iter()
+            .find(|e| e["topic"] == t)
+            .unwrap_or_else(|| panic!("{t} missing from {topics}"))
+            .clone()
+    };
+    assert_eq!(list.len(), 3, "{topics}");
+    assert_eq!(entry(&pki.topic)["name"], "Acme KK", "a name set wins");
+    assert_eq!(entry(&pki.topic)["apple_id"], "push@acme.example.jp");
+    assert_eq!(
+        entry(&pki.other_topic_name)["name"],
+        "beta",
+        "from its file"
+    );
+    assert_eq!(entry(&pki.other_topic_name)["devices"]["total"], 1);
+    assert!(entry(third_topic)["name"].is_null());
+
+    let url = second.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&["topics", "--server", &url, "--api-key", KEY], &[])
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Acme KK") && text.contains("3 tenant(s)"),
+        "{text}"
+    );
+    let url = second.url.clone();
+    let beta_topic = pki.other_topic_name.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "report",
+                "--server",
+                &url,
+                "--api-key",
+                KEY,
+                "--topic",
+                &beta_topic,
+                "--json",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["total"], 1, "{report}");
+}

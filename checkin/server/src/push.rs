@@ -20,16 +20,16 @@ pub struct EnginePusher {
 }
 
 impl EnginePusher {
-    /// A pusher with the pool settings of `builder` and its certificates, plus `cert` when
-    /// given. Needs a Tokio runtime.
+    /// A pusher with the pool settings of `builder` and its certificates, plus
+    /// `certificates` (one per topic: a later one replaces an earlier one of its topic).
+    /// Needs a Tokio runtime.
     pub fn new(
         builder: ClientBuilder,
-        cert: Option<PushCertificate>,
+        certificates: impl IntoIterator<Item = PushCertificate>,
     ) -> Result<EnginePusher, magicpush_engine::ClientError> {
-        let builder = match cert {
-            Some(cert) => builder.certificate(cert),
-            None => builder,
-        };
+        let builder = certificates
+            .into_iter()
+            .fold(builder, |b, cert| b.certificate(cert));
         Ok(EnginePusher {
             client: builder.build()?,
         })

@@ -737,8 +737,10 @@ async fn a_check_in_with_a_topic_the_server_has_no_certificate_for_is_a_403() {
     assert_eq!(s, StatusCode::OK);
 }
 
+/// A renewal never becomes another tenant: a certificate with another topic is refused
+/// (E320) even while no device is enrolled, and the refusal says how to add a tenant.
 #[tokio::test]
-async fn topic_change_is_allowed_with_no_enrolled_device() {
+async fn a_renewal_with_another_topic_is_refused_even_without_devices() {
     let srv = TestServer::start(Options::default()).await;
     let body = Bytes::from(format!(
         "{}{}",
@@ -753,10 +755,17 @@ async fn topic_change_is_allowed_with_no_enrolled_device() {
         )
         .await
         .unwrap();
-    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(srv.pusher.certificates_installed(), 1);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    assert!(
+        text.contains("E320") && text.contains("POST /v1/topics"),
+        "{text}"
+    );
+    assert!(text.contains(&srv.pki.other_topic_name), "{text}");
+    assert_eq!(srv.pusher.certificates_installed(), 0);
 }
 
+/// A PKCS#12 file adds a tenant (`POST /v1/topics`) with its password.
 #[tokio::test]
 async fn a_pkcs12_upload_is_registered_with_its_password() {
     let srv = TestServer::start(Options::default()).await;
@@ -776,8 +785,8 @@ async fn a_pkcs12_upload_is_registered_with_its_password() {
         async move {
             admin
                 .request_with(
-                    Method::PUT,
-                    "/v1/pushcert",
+                    Method::POST,
+                    "/v1/topics",
                     Some(("application/x-pkcs12", body)),
                     &headers,
                 )
@@ -797,7 +806,7 @@ async fn a_pkcs12_upload_is_registered_with_its_password() {
 
     let (s, body) = put(Some(magicpush_fixtures::generate::P12_PASSWORD)).await;
     let view: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(s, StatusCode::OK, "{view}");
+    assert_eq!(s, StatusCode::CREATED, "{view}");
     let topic = format!(
         "com.apple.mgmt.External.{}",
         magicpush_fixtures::generate::PUSH_UUID

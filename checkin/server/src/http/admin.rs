@@ -2,27 +2,33 @@
 //! layer over every route ([`super::auth::require`]). Errors are `{"error": "…"}` with a
 //! 4xx/5xx status; a method a route does not take is a 405 that names the ones it does.
 //!
+//! Routes about one tenant take `?topic=T`, which may be left out while one tenant is
+//! registered (with several: 400 naming the parameter; an unknown topic: 404).
+//!
 //! | route | request | answer |
 //! |---|---|---|
-//! | `GET /v1/devices[?state=S]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
+//! | `GET /v1/topics` | | `{"topics": [{"topic", "name", "apple_id", "certificate": {"subject", "serial", "not_after", "days_left", "state"}, "devices": {"total", "states": {state: n}}}], "unassigned": {"total", "states"}, "generated_at"}` |
+//! | `POST /v1/topics` | a certificate as `PUT /v1/pushcert` takes it | 201 the new tenant's certificate details (as `GET /v1/pushcert`); 409 if its topic is a tenant's |
+//! | `PUT /v1/topics/{topic}` | `{"name"?, "apple_id"?}` (empty clears) | the tenant's certificate details with its name and memo |
+//! | `GET /v1/devices[?state=S][&topic=T]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
-//! | `GET /v1/devices.csv[?state=S]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
-//! | `POST /v1/refresh` | `{"all": true}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "pushed_udids"?}` |
+//! | `GET /v1/devices.csv[?state=S][&topic=T]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
+//! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
-//! | `GET /v1/connectivity` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
-//! | `DELETE /v1/devices?all=true&confirm=TOPIC` | | `{"deleted": n, "topic"}`; 409 if TOPIC is not the one in use |
-//! | `GET /v1/pushcert` | | `{"subject", "topic", "apsp", "serial", "issuer", "not_before", "not_after", "days_left", "expired", "environment", "state", "warnings", "apple_id", "pending_requests"}`; 404 "no push certificate registered" |
-//! | `PUT /v1/pushcert` | Apple's certificate alone (PEM or DER), or PEM certificate then PEM key, or (`Content-Type: application/x-pkcs12`) a `.p12` file with its password in `X-Magicpush-P12-Password` (absent: none) | the new details; 422 if no issued request matches a certificate sent alone; 409 on a topic change (E320) while devices are enrolled or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
-//! | `DELETE /v1/pushcert` | | `{"deleted": true}`; 409 while devices are enrolled |
-//! | `PUT /v1/pushcert/memo` | `{"apple_id": "…"}` (empty clears) | the details with the memo |
+//! | `GET /v1/connectivity[?topic=T]` | | `{"states": {state: n}, "latency_ms": {"p50", "p99", "max", "count"}, "total", "unreachable_after_s", "generated_at"}` |
+//! | `DELETE /v1/devices?all=true&confirm=TOPIC` | | `{"deleted": n, "topic"}`: that topic's devices only; 409 if no tenant or device has TOPIC |
+//! | `GET /v1/pushcert[?topic=T]` | | `{"subject", "topic", "name", "apsp", "serial", "issuer", "not_before", "not_after", "days_left", "expired", "environment", "state", "warnings", "apple_id", "pending_requests"}`; 404 "no push certificate registered" |
+//! | `PUT /v1/pushcert[?topic=T]` (renews T; the first certificate while none is registered) | Apple's certificate alone (PEM or DER), or PEM certificate then PEM key, or (`Content-Type: application/x-pkcs12`) a `.p12` file with its password in `X-Magicpush-P12-Password` (absent: none) | the new details; 422 if no issued request matches a certificate sent alone; 409 for another topic (E320: a renewal never adds a tenant) or a renewal that does not expire later; 400 if expired, not valid yet, not MDM, or the key does not match |
+//! | `DELETE /v1/pushcert[?topic=T]` | | `{"deleted": true}`: the tenant is removed; 409 while devices are enrolled with T |
+//! | `PUT /v1/pushcert/memo[?topic=T]` | `{"apple_id": "…"}` (empty clears) | the details with the memo |
 //! | `POST /v1/pushcert/csr` | `{"email"?, "common_name"?, "country"?}` or nothing | 201 `{"id", "file_name", "vendor_signed", "request"}` |
 //! | `GET /v1/pushcert/csr` | | the last pending request's file (`Content-Disposition: attachment; filename="PushCertificate_<VENDOR>_<YYYYMMDDHHMM>.csr"`) |
 //! | `DELETE /v1/pushcert/csr/{id}` | | `{"withdrawn": id}`: the pending key is destroyed |
 //! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
-//! | `GET /v1/pushcert/history` | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
+//! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
 use std::sync::Arc;
 
@@ -40,7 +46,7 @@ use super::body::{self, read_limited};
 use super::error::ApiError;
 use crate::pushcert::request::Subject;
 use crate::service::views::parse_state;
-use crate::service::{CommandRequest, RefreshTarget, Service};
+use crate::service::{CommandRequest, DeviceFilter, RefreshTarget, Service, TenantUpdate};
 use magicpush_mdm::json_values::dict_from_json;
 use magicpush_store::connectivity::ConnState;
 
@@ -122,6 +128,11 @@ pub(super) fn routes(admin: Admin) -> Router {
             only(get(pushcert_history), "GET", "GET"),
         )
         .route("/v1/pushcert/memo", only(put(set_memo), "PUT", "PUT"))
+        .route(
+            "/v1/topics",
+            only(get(topics).post(add_topic), "GET or POST", "GET, POST"),
+        )
+        .route("/v1/topics/{topic}", only(put(set_topic), "PUT", "PUT"))
         .route("/v1", any(no_route))
         .route("/v1/{*rest}", any(no_route))
         .with_state(admin)
@@ -161,14 +172,13 @@ async fn no_route(uri: Uri) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct StateQuery {
     state: Option<String>,
+    topic: Option<String>,
 }
 
 impl StateQuery {
-    fn filter(
-        query: Result<Query<StateQuery>, QueryRejection>,
-    ) -> Result<Option<ConnState>, ApiError> {
-        let Query(StateQuery { state }) = query.map_err(bad_query)?;
-        state
+    fn filter(query: Result<Query<StateQuery>, QueryRejection>) -> Result<DeviceFilter, ApiError> {
+        let Query(StateQuery { state, topic }) = query.map_err(bad_query)?;
+        let state = state
             .map(|name| {
                 parse_state(&name).ok_or_else(|| {
                     ApiError::bad_request(format!(
@@ -177,7 +187,28 @@ impl StateQuery {
                     ))
                 })
             })
-            .transpose()
+            .transpose()?;
+        Ok(DeviceFilter { state, topic })
+    }
+}
+
+/// `?topic=<topic>` on the per-tenant routes: which tenant (may be left out while there is
+/// one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicQuery {
+    topic: Option<String>,
+}
+
+impl TopicQuery {
+    fn topic(query: Result<Query<TopicQuery>, QueryRejection>) -> Result<Option<String>, ApiError> {
+        let Query(TopicQuery { topic }) = query.map_err(bad_query)?;
+        match topic {
+            Some(t) if t.is_empty() => Err(ApiError::bad_request(
+                "?topic= is empty: name a tenant's topic",
+            )),
+            t => Ok(t),
+        }
     }
 }
 
@@ -293,7 +324,15 @@ async fn refresh(
     JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let target = match (request.all, request.udids) {
-        (true, None) => RefreshTarget::All,
+        (true, None) => match request.topic {
+            Some(topic) => RefreshTarget::Tenant(topic),
+            None => RefreshTarget::All,
+        },
+        (false, Some(_)) if request.topic.is_some() => {
+            return Err(ApiError::bad_request(
+                "\"topic\" goes with \"all\": true (a tenant's devices); \"udids\" name devices of any tenant",
+            ))
+        }
         (false, Some(udids)) if !udids.is_empty() => RefreshTarget::Devices(udids),
         (false, Some(_)) => return Err(ApiError::bad_request("udids is empty")),
         (true, Some(_)) => {
@@ -349,12 +388,64 @@ async fn cancel_command(
     }))
 }
 
-async fn connectivity(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(admin.service.connectivity().await?))
+async fn connectivity(
+    State(admin): State<Admin>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let topic = TopicQuery::topic(query)?;
+    Ok(Json(admin.service.connectivity_of(topic.as_deref()).await?))
 }
 
-async fn pushcert(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(admin.service.pushcert()?))
+async fn pushcert(
+    State(admin): State<Admin>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let topic = TopicQuery::topic(query)?;
+    Ok(Json(admin.service.pushcert_of(topic.as_deref())?))
+}
+
+async fn topics(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.topics().await?))
+}
+
+async fn add_topic(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Limited(upload): Limited,
+) -> Result<impl IntoResponse, ApiError> {
+    let view = match pkcs12_password(&headers)? {
+        None => admin.service.add_tenant(&upload).await?,
+        Some(password) => admin.service.add_tenant_pkcs12(&upload, password).await?,
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn set_topic(
+    State(admin): State<Admin>,
+    topic: Result<Path<String>, PathRejection>,
+    JsonBody(update): JsonBody<TenantUpdate>,
+) -> Result<impl IntoResponse, ApiError> {
+    let topic = decoded(topic, "the topic")?;
+    Ok(Json(admin.service.set_tenant(&topic, update).await?))
+}
+
+/// The password of a PKCS#12 upload (`Content-Type: application/x-pkcs12`; the header
+/// absent: `""`), or `None` for a PEM or DER upload.
+fn pkcs12_password(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let is_pkcs12 = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PKCS12_CONTENT_TYPE));
+    if !is_pkcs12 {
+        return Ok(None);
+    }
+    match headers.get(PKCS12_PASSWORD_HEADER) {
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::bad_request("the X-Magicpush-P12-Password header is not visible ASCII")
+        }),
+        None => Ok(Some("")),
+    }
 }
 
 /// The media type of a PKCS#12 upload to `PUT /v1/pushcert`.
@@ -366,28 +457,20 @@ const PKCS12_PASSWORD_HEADER: &str = "x-magicpush-p12-password";
 async fn replace_pushcert(
     State(admin): State<Admin>,
     headers: HeaderMap,
+    query: Result<Query<TopicQuery>, QueryRejection>,
     Limited(upload): Limited,
 ) -> Result<impl IntoResponse, ApiError> {
-    let is_pkcs12 = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PKCS12_CONTENT_TYPE));
-    if !is_pkcs12 {
-        return Ok(Json(admin.service.replace_pushcert(&upload).await?));
-    }
-    let password = match headers.get(PKCS12_PASSWORD_HEADER) {
-        Some(v) => v.to_str().map_err(|_| {
-            ApiError::bad_request("the X-Magicpush-P12-Password header is not visible ASCII")
-        })?,
-        None => "",
-    };
-    Ok(Json(
-        admin
-            .service
-            .replace_pushcert_pkcs12(&upload, password)
-            .await?,
-    ))
+    let topic = TopicQuery::topic(query)?;
+    let topic = topic.as_deref();
+    let service = &admin.service;
+    Ok(Json(match pkcs12_password(&headers)? {
+        None => service.replace_pushcert_of(topic, &upload).await?,
+        Some(password) => {
+            service
+                .replace_pushcert_pkcs12_of(topic, &upload, password)
+                .await?
+        }
+    }))
 }
 
 #[derive(Serialize)]
@@ -395,8 +478,12 @@ struct DeletedPushCert {
     deleted: bool,
 }
 
-async fn delete_pushcert(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
-    admin.service.delete_pushcert().await?;
+async fn delete_pushcert(
+    State(admin): State<Admin>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let topic = TopicQuery::topic(query)?;
+    admin.service.delete_pushcert_of(topic.as_deref()).await?;
     Ok(Json(DeletedPushCert { deleted: true }))
 }
 
@@ -452,15 +539,28 @@ async fn pending_requests(State(admin): State<Admin>) -> impl IntoResponse {
     Json(admin.service.pushcert_requests())
 }
 
-async fn pushcert_history(State(admin): State<Admin>) -> impl IntoResponse {
-    Json(admin.service.pushcert_history())
+async fn pushcert_history(
+    State(admin): State<Admin>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(match TopicQuery::topic(query)? {
+        Some(topic) => admin.service.pushcert_history_of(&topic),
+        None => admin.service.pushcert_history(),
+    }))
 }
 
 async fn set_memo(
     State(admin): State<Admin>,
+    query: Result<Query<TopicQuery>, QueryRejection>,
     JsonBody(memo): JsonBody<MemoRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(admin.service.set_pushcert_memo(memo.apple_id).await?))
+    let topic = TopicQuery::topic(query)?;
+    Ok(Json(
+        admin
+            .service
+            .set_pushcert_memo_of(topic.as_deref(), memo.apple_id)
+            .await?,
+    ))
 }
 
 /// The request body, read whole under the body limit (413 past it, 408 when it comes too
@@ -509,6 +609,8 @@ struct RefreshRequest {
     #[serde(default)]
     all: bool,
     udids: Option<Vec<String>>,
+    /// With `all`: one tenant's devices.
+    topic: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -71,12 +71,17 @@ impl From<crate::service::ServiceError> for ApiError {
             }
             E::Unsupported { .. } => StatusCode::BAD_REQUEST,
             E::Identity { .. } | E::UnregisteredTopic { .. } => StatusCode::FORBIDDEN,
-            E::NoDevice { .. } | E::UnknownCommand { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::TopicRequired { .. } => StatusCode::BAD_REQUEST,
+            E::NoDevice { .. }
+            | E::UnknownCommand { .. }
+            | E::UnknownTenant { .. }
+            | E::NotFound(_) => StatusCode::NOT_FOUND,
             // A state the request cannot change as it is: a push with no certificate to push
             // with, a command UUID in use, a topic change that would orphan enrolled devices.
             E::NoCertificate { .. }
             | E::DuplicateCommand { .. }
             | E::TopicChange { .. }
+            | E::TenantExists { .. }
             | E::Conflict(_) => StatusCode::CONFLICT,
             E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {

@@ -16,8 +16,9 @@ use magicpush_store::rfc3339;
 /// The default `--expiry-warn-days`.
 pub const DEFAULT_THRESHOLDS: &str = "60,30,14,7,3,1";
 
-/// Events kept.
-pub const EVENTS_LIMIT: usize = 500;
+/// Events kept, all tenants': every threshold of a few thousand certificates in use (events
+/// of certificates no longer in use are dropped as new ones are added).
+pub const EVENTS_LIMIT: usize = 20_000;
 
 /// Warning thresholds in days before expiry, largest first, each at least 1.
 #[derive(Debug, Clone, PartialEq, Eq)]

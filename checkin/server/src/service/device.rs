@@ -218,21 +218,21 @@ impl Service {
         Ok(())
     }
 
-    /// A device enrolling with another topic than the loaded certificate's will never get a
-    /// push: say so loudly, but accept the check-in (the operator may be mid-rotation).
-    /// A check-in's topic must be one this server pushes with, once it has a certificate: a
-    /// device enrolled with another topic could never be pushed. Refused with 403 (a 401
-    /// would make the device delete its profile), counted by reason.
+    /// A check-in's topic must be a tenant's, once any certificate is registered: a device
+    /// enrolled with another topic could never be pushed. Refused with 403 (a 401 would make
+    /// the device delete its profile), counted by reason. While no certificate is registered
+    /// at all, every topic is served.
     fn check_topic(&self, udid: &str, topic: &str) -> Result<(), ServiceError> {
-        let Some(registered) = self.pushcert.other_topic_than(topic) else {
+        let watch = self.pushcert.watch();
+        if watch.serves(topic) {
             return Ok(());
-        };
+        }
         ::metrics::counter!("magicpush_checkin_refusals_total", "reason" => "unregistered_topic")
             .increment(1);
         Err(ServiceError::UnregisteredTopic {
             udid: udid.to_owned(),
             topic: topic.to_owned(),
-            registered,
+            registered: super::tenants::some_topics(&watch.topics()),
         })
     }
 }

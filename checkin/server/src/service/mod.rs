@@ -4,8 +4,10 @@
 //! - `device`: check-ins and command reports → store writes, the next queued command.
 //! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
 //!   and the scheduled collection.
-//! - [`pushcert`]: the push certificate's details and state, its Apple ID memo, hot
-//!   replacement, removal, history, expiry warnings.
+//! - [`tenants`]: the customers served, one per push certificate topic: their listing with
+//!   device counts, names and memos.
+//! - [`pushcert`]: each tenant's push certificate: details and state, adding a tenant, hot
+//!   renewal (E320), removal, history, expiry warnings.
 //! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
@@ -28,13 +30,15 @@ mod metrics;
 pub mod pushcert;
 pub mod pushcert_request;
 pub mod refresh;
+pub mod tenants;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};
-pub use pushcert::{PushCertSettings, PushCertState, PushCertView};
+pub use pushcert::PushCertView;
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
-pub use views::{ConnectivityReport, DeviceCommands, DeviceView};
+pub use tenants::{PushCertSettings, PushCertState, TenantList, TenantSummary, TenantUpdate};
+pub use views::{ConnectivityReport, DeviceCommands, DeviceFilter, DeviceView};
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -100,18 +104,42 @@ pub enum ServiceError {
         /// The file names of the requests issued and waiting, oldest first.
         waiting: Vec<String>,
     },
-    /// E320: the uploaded certificate has another topic than the one in use, while devices
-    /// are enrolled with that topic (they would never be reached again).
-    #[error("{refusal} ({enrolled} device(s) are enrolled with topic {current})")]
+    /// E320: a renewal whose certificate has another topic than the tenant's. A renewal
+    /// never changes a tenant's topic: its devices accept pushes for their own topic only.
+    #[error("{}", topic_change_message(refusal, current, new, *enrolled, *other_tenant))]
     TopicChange {
-        /// The topic in use.
+        /// The tenant's topic.
         current: String,
         /// The uploaded certificate's topic.
         new: String,
-        /// Devices enrolled with the topic in use.
+        /// Devices enrolled with the tenant's topic.
         enrolled: u64,
+        /// Whether the uploaded certificate's topic is another tenant's.
+        other_tenant: bool,
         /// The renewal check's refusal, which says how to renew instead.
         refusal: Box<magicpush_engine::cert::RenewalError>,
+    },
+    /// A per-tenant request named a topic no tenant has (404).
+    #[error("no tenant has topic {topic}{}", if known.is_empty() { String::new() } else { format!(" (the tenants: {known})") })]
+    UnknownTenant {
+        /// The topic named.
+        topic: String,
+        /// Some of the tenants' topics.
+        known: String,
+    },
+    /// A per-tenant request named no topic while several tenants are registered (400).
+    #[error("{count} tenants are registered ({topics}): name one with ?topic=<topic>")]
+    TopicRequired {
+        /// How many.
+        count: usize,
+        /// Some of their topics.
+        topics: String,
+    },
+    /// `POST /v1/topics` with the certificate of a tenant already registered (409).
+    #[error("topic {topic} is already a tenant's: to renew its certificate use PUT /v1/pushcert?topic={topic}")]
+    TenantExists {
+        /// The topic.
+        topic: String,
     },
     /// An admin request that is not well-formed.
     #[error("{0}")]
@@ -119,13 +147,13 @@ pub enum ServiceError {
     /// A check-in names a topic no push certificate of this server has (403, never 401): the
     /// device enrolled with another server's profile, or before the topic changed. Nothing
     /// is written. (While no certificate is registered at all, every topic is served.)
-    #[error("device {udid}: topic {topic} has no push certificate on this server (its topic is {registered}); the device's enrollment profile is another server's or predates a topic change: remove it and enroll again")]
+    #[error("device {udid}: topic {topic} has no push certificate on this server (its topics: {registered}); the device's enrollment profile is another server's or predates a topic change: remove it and enroll again")]
     UnregisteredTopic {
         /// The device.
         udid: String,
         /// The topic the check-in names.
         topic: String,
-        /// The topic this server pushes with.
+        /// Some of the topics this server pushes with.
         registered: String,
     },
     /// The request's device identity does not allow this message (403, never 401).
@@ -156,6 +184,22 @@ pub enum ServiceError {
     /// shutting down): the text sent so far is not the whole listing.
     #[error("the device listing stopped before its end")]
     ListingCut,
+}
+
+/// The E320 refusal of a renewal with another topic, and what to do instead.
+fn topic_change_message(
+    refusal: &magicpush_engine::cert::RenewalError,
+    current: &str,
+    new: &str,
+    enrolled: u64,
+    other_tenant: bool,
+) -> String {
+    let instead = if other_tenant {
+        format!("the certificate is tenant {new}'s: renew that tenant with PUT /v1/pushcert?topic={new}")
+    } else {
+        format!("if it is a new customer's certificate, add it as a tenant with POST /v1/topics; to move tenant {current} to topic {new}, its devices must re-enroll: delete them (DELETE /v1/devices?all=true&confirm={current}) and the tenant (DELETE /v1/pushcert?topic={current}) first")
+    };
+    format!("{refusal} ({enrolled} device(s) are enrolled with topic {current}; {instead})")
 }
 
 impl From<StoreError> for ServiceError {

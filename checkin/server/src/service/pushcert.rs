@@ -1,35 +1,34 @@
-//! The push certificate as the admin sees it: its details and state, the Apple ID memo (the
-//! seed's note of which Apple ID renews it), hot replacement with the E320 topic check,
-//! removal for the new-topic procedure, the history, the expiry watch and APNs's refusals.
-//! The request side (CSR issue, pending keys) is in `pushcert_request`.
+//! Each tenant's push certificate as the admin sees it: its details and state, the Apple ID
+//! memo (the seed's note of which Apple ID renews it), adding a tenant, hot renewal with the
+//! E320 topic check, removal for the new-topic procedure, the history, the expiry watch and
+//! APNs's refusals. The tenants themselves are in `tenants`; the request side (CSR issue,
+//! pending keys) is in `pushcert_request`.
 //!
 //! All of it is kept in the store ([`magicpush_store::PushCertStore`]), keyed by topic where a
-//! topic applies: the certificate and its key in use (so a restart uses what
-//! `PUT /v1/pushcert` installed), the Apple ID memo of each topic, the history of registered certificates, the expiry
-//! warnings announced, the keys of issued requests. [`Service::load_pushcert_state`] reads it
+//! topic applies: the certificates and their keys in use (so a restart uses what
+//! `PUT /v1/pushcert` and `POST /v1/topics` installed), each topic's Apple ID memo and name,
+//! the history of registered certificates, the expiry warnings announced, the keys of issued
+//! requests. [`Service::load_pushcert_state`] reads it
 //! at start; every change is written through before it is answered. Data directories that
 //! kept these in files are migrated at start (`crate::pushcert::legacy`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
-use magicpush_engine::{PushError, PushResult};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::notify::Notifier;
-use crate::pushcert::expiry::{self, names, CertEvent, CertState, Thresholds};
-use crate::pushcert::history::{self, HistoryEntry, HISTORY_LIMIT};
-use crate::pushcert::journal::Journal;
-use crate::pushcert::pending::{PendingRequest, PendingRequests};
-use crate::pushcert::request::{self, Subject, VendorIdentity};
+use crate::pushcert::expiry::{self, names, CertEvent, CertState};
+use crate::pushcert::history::{self, HistoryEntry};
+use crate::pushcert::pending::PendingRequest;
+use crate::pushcert::request;
 use magicpush_mdm::Secret;
-use magicpush_store::{rfc3339, PushCertLog, StoredPushCert};
+use magicpush_store::{rfc3339, StoredPushCert};
 
+use super::tenants::{read, some_topics, write, Tenant};
 use super::{Service, ServiceError};
 
 /// What `GET /v1/pushcert` and `/healthz` say when no certificate is registered.
@@ -40,8 +39,10 @@ pub const NO_CERTIFICATE: &str = "no push certificate registered: issue a reques
 pub struct PushCertView {
     /// Subject DN, OpenSSL style.
     pub subject: String,
-    /// The APNs topic (UID attribute).
+    /// The APNs topic (UID attribute): the tenant.
     pub topic: String,
+    /// The tenant's display name, if set.
+    pub name: Option<String>,
     /// The id in `CN=APSP:…`, what the portal lists.
     pub apsp: Option<String>,
     /// Serial number, hex.
@@ -68,255 +69,6 @@ pub struct PushCertView {
     pub pending_requests: Vec<PendingRequest>,
 }
 
-/// Settings of the certificate's life: warning thresholds, request defaults, the vendor.
-#[derive(Debug, Default)]
-pub struct PushCertSettings {
-    /// `--expiry-warn-days`.
-    pub thresholds: Thresholds,
-    /// `--csr-email`, `--csr-cn`, `--csr-country`: the request's subject when the body names
-    /// none.
-    pub csr_subject: Subject,
-    /// `--vendor-cert`/`--vendor-key`: requests are vendor-signed.
-    pub vendor: Option<Arc<VendorIdentity>>,
-    /// `--vendor-name` (else the vendor certificate's; else `MAGICPUSH`).
-    pub vendor_name: Option<String>,
-}
-
-/// APNs's refusal of the certificate in use, seen from push outcomes.
-#[derive(Debug, Default)]
-pub(crate) struct Refusals {
-    any: AtomicBool,
-    detail: Mutex<Option<(String, OffsetDateTime)>>,
-}
-
-impl Refusals {
-    fn detail(&self) -> Option<String> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        lock(&self.detail)
-            .as_ref()
-            .map(|(d, at)| format!("{d}, since {}", rfc3339(*at)))
-    }
-
-    fn clear(&self) -> bool {
-        if !self.any.swap(false, Ordering::AcqRel) {
-            return false;
-        }
-        lock(&self.detail).take().is_some()
-    }
-}
-
-/// What push tasks share with the certificate state: the refusal flag, the certificate's
-/// facts for the webhook, the webhook.
-#[derive(Debug, Default)]
-pub(crate) struct CertWatch {
-    current: RwLock<Option<CertificateInfo>>,
-    refusals: Refusals,
-    notifier: Option<Notifier>,
-}
-
-impl CertWatch {
-    /// Notes a push outcome: a certificate refusal marks the certificate `rejected` (once,
-    /// logged and announced); a delivery clears it.
-    pub(crate) fn observe(&self, result: &PushResult) {
-        match result {
-            Ok(_) => {
-                if self.refusals.any.load(Ordering::Acquire) && self.refusals.clear() {
-                    tracing::info!("APNs accepts the push certificate again");
-                }
-            }
-            Err(PushError::CertificateRejected { detail, .. }) => {
-                let now = Service::now();
-                let first = {
-                    let mut slot = lock(&self.refusals.detail);
-                    let first = slot.is_none();
-                    if first {
-                        *slot = Some((detail.clone(), now));
-                    }
-                    self.refusals.any.store(true, Ordering::Release);
-                    first
-                };
-                if first {
-                    tracing::warn!("APNs refused the push certificate: {detail}");
-                    if let Some(info) = read(&self.current).as_ref() {
-                        let event = CertEvent::new(names::REJECTED, info, now);
-                        self.announce(&event, Some(detail));
-                    }
-                }
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Sends an event to the webhook, if one is configured.
-    pub(crate) fn announce(&self, event: &CertEvent, reason: Option<&str>) {
-        let Some(notifier) = &self.notifier else {
-            return;
-        };
-        let mut body = serde_json::json!({
-            "event": event.event,
-            "topic": event.topic,
-            "serial": event.serial,
-            "days_left": event.days_left,
-            "not_after": event.not_after,
-            "at": event.at,
-        });
-        if let Some(t) = event.threshold_days {
-            body["threshold_days"] = t.into();
-        }
-        if let Some(r) = reason {
-            body["reason"] = r.into();
-        }
-        notifier.send(&body);
-    }
-
-    pub(crate) fn notifier(&self) -> Option<&Notifier> {
-        self.notifier.as_ref()
-    }
-
-    pub(crate) fn current(&self) -> Option<CertificateInfo> {
-        read(&self.current).clone()
-    }
-}
-
-/// The certificate in use and everything about its life, as read from the store at start
-/// ([`Service::load_pushcert_state`]) and written through on every change.
-#[derive(Debug)]
-pub struct PushCertState {
-    watch: Arc<CertWatch>,
-    /// The Apple ID memo of the certificate in use (without one: the memo noted meanwhile).
-    memo: RwLock<Option<String>>,
-    settings: PushCertSettings,
-    pub(crate) pending: PendingRequests,
-    history: Journal<HistoryEntry>,
-    events: Journal<CertEvent>,
-    /// Held through each change (check, store, engine, state), so that two uploads at once
-    /// end as one of them entirely, never as a mix.
-    pub(crate) updates: tokio::sync::Mutex<()>,
-}
-
-impl PushCertState {
-    /// The state for the certificate the pusher was built with (`None`: none registered yet),
-    /// empty until [`Service::load_pushcert_state`] reads the rest from the store.
-    pub fn new(current: Option<CertificateInfo>) -> Self {
-        Self::with_settings(current, PushCertSettings::default(), None)
-    }
-
-    /// [`PushCertState::new`] with settings and an optional webhook.
-    pub fn with_settings(
-        current: Option<CertificateInfo>,
-        settings: PushCertSettings,
-        notifier: Option<Notifier>,
-    ) -> Self {
-        PushCertState {
-            watch: Arc::new(CertWatch {
-                current: RwLock::new(current),
-                refusals: Refusals::default(),
-                notifier,
-            }),
-            memo: RwLock::new(None),
-            events: Journal::new(PushCertLog::Events, expiry::EVENTS_LIMIT),
-            pending: PendingRequests::default(),
-            history: Journal::new(PushCertLog::History, HISTORY_LIMIT),
-            settings,
-            updates: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The topic the memo is kept under: the certificate's, or `""` without one.
-    fn memo_topic(&self) -> String {
-        self.topic().unwrap_or_default()
-    }
-
-    /// The topic of the current certificate.
-    pub fn topic(&self) -> Option<String> {
-        read(&self.watch.current)
-            .as_ref()
-            .map(|c| c.topic().to_owned())
-    }
-
-    /// The current certificate's topic, if there is a certificate and its topic is not
-    /// `topic` (a check-in's): no allocation when they match, as on every check-in.
-    pub fn other_topic_than(&self, topic: &str) -> Option<String> {
-        read(&self.watch.current)
-            .as_ref()
-            .map(|c| c.topic())
-            .filter(|ours| *ours != topic)
-            .map(str::to_owned)
-    }
-
-    /// The current certificate's facts.
-    pub fn info(&self) -> Option<CertificateInfo> {
-        self.watch.current()
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &PushCertSettings {
-        &self.settings
-    }
-
-    pub(crate) fn watch(&self) -> &Arc<CertWatch> {
-        &self.watch
-    }
-
-    /// The state of the certificate in use at `now`, `None` without one.
-    pub fn state(&self, now: OffsetDateTime) -> Option<CertState> {
-        let info = self.info()?;
-        Some(expiry::state(
-            &info,
-            now,
-            &self.settings.thresholds,
-            self.watch.refusals.detail().is_some(),
-        ))
-    }
-
-    fn view(&self, now: OffsetDateTime) -> Result<PushCertView, ServiceError> {
-        let info = self
-            .info()
-            .ok_or_else(|| ServiceError::NotFound(self.missing_message()))?;
-        let rejected = self.watch.refusals.detail();
-        let apple_id = read(&self.memo).clone();
-        let thresholds = &self.settings.thresholds;
-        Ok(PushCertView {
-            subject: info.subject().to_owned(),
-            topic: info.topic().to_owned(),
-            apsp: info.apsp_uuid().map(str::to_owned),
-            serial: info.serial().to_owned(),
-            issuer: info.issuer().to_owned(),
-            not_before: rfc3339(info.not_before()),
-            not_after: rfc3339(info.not_after()),
-            days_left: info.days_left(now),
-            expired: info.is_expired(now),
-            environment: info.environment().as_str(),
-            state: expiry::state(&info, now, thresholds, rejected.is_some()),
-            warnings: expiry::warnings(
-                &info,
-                now,
-                thresholds,
-                rejected.as_deref(),
-                apple_id.as_deref(),
-            ),
-            apple_id,
-            pending_requests: self.pending.list(),
-        })
-    }
-
-    /// "No certificate", with the pending requests if any.
-    pub fn missing_message(&self) -> String {
-        no_certificate_message(&self.waiting_requests())
-    }
-
-    /// The file names of the requests issued and waiting for Apple's certificate.
-    pub(crate) fn waiting_requests(&self) -> Vec<String> {
-        self.pending
-            .list()
-            .into_iter()
-            .map(|p| p.file_name)
-            .collect()
-    }
-}
-
 /// [`NO_CERTIFICATE`], with the requests issued and waiting (their file names) if any.
 pub(crate) fn no_certificate_message(waiting: &[String]) -> String {
     if waiting.is_empty() {
@@ -327,19 +79,6 @@ pub(crate) fn no_certificate_message(waiting: &[String]) -> String {
             waiting.join(", ")
         )
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // The guarded values are replaced whole; a poisoned lock still holds a consistent value.
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An upload: the certificate (PEM or DER, perhaps with its chain), with or without its key.
@@ -366,18 +105,96 @@ fn parse_upload(bytes: &[u8]) -> Result<(Vec<CertificateDer<'static>>, bool), Se
     }
 }
 
+/// How a certificate is being registered.
+#[derive(Debug, Clone, Copy)]
+enum Registration<'a> {
+    /// `POST /v1/topics`: a new tenant, named by the certificate's topic.
+    Add,
+    /// `PUT /v1/pushcert[?topic=]`: the renewal of a tenant's certificate (or, while no
+    /// certificate is registered at all, the first one).
+    Renew(Option<&'a str>),
+}
+
 impl Service {
-    /// `GET /v1/pushcert`.
+    /// The tenant `topic` names; without a topic, the only one. 404 for an unknown topic or
+    /// none registered, 400 when several are registered and none is named.
+    pub(crate) fn tenant(&self, topic: Option<&str>) -> Result<Arc<Tenant>, ServiceError> {
+        let watch = self.pushcert.watch();
+        if let Some(topic) = topic {
+            return watch
+                .tenant(topic)
+                .ok_or_else(|| ServiceError::UnknownTenant {
+                    topic: topic.to_owned(),
+                    known: some_topics(&watch.topics()),
+                });
+        }
+        match watch.len() {
+            0 => Err(ServiceError::NotFound(self.pushcert.missing_message())),
+            1 => watch
+                .only()
+                .ok_or_else(|| ServiceError::NotFound(self.pushcert.missing_message())),
+            count => Err(ServiceError::TopicRequired {
+                count,
+                topics: some_topics(&watch.topics()),
+            }),
+        }
+    }
+
+    fn view(&self, tenant: &Tenant, now: OffsetDateTime) -> PushCertView {
+        let info = tenant.info();
+        let rejected = tenant.refusals.detail();
+        let apple_id = read(&tenant.memo).clone();
+        let thresholds = &self.pushcert.settings.thresholds;
+        PushCertView {
+            subject: info.subject().to_owned(),
+            topic: info.topic().to_owned(),
+            name: read(&tenant.name).clone(),
+            apsp: info.apsp_uuid().map(str::to_owned),
+            serial: info.serial().to_owned(),
+            issuer: info.issuer().to_owned(),
+            not_before: rfc3339(info.not_before()),
+            not_after: rfc3339(info.not_after()),
+            days_left: info.days_left(now),
+            expired: info.is_expired(now),
+            environment: info.environment().as_str(),
+            state: expiry::state(&info, now, thresholds, rejected.is_some()),
+            warnings: expiry::warnings(
+                &info,
+                now,
+                thresholds,
+                rejected.as_deref(),
+                apple_id.as_deref(),
+            ),
+            apple_id,
+            pending_requests: self.pushcert.pending.list(),
+        }
+    }
+
+    /// `GET /v1/pushcert` while one tenant is registered.
     pub fn pushcert(&self) -> Result<PushCertView, ServiceError> {
-        self.pushcert_at(Self::now())
+        self.pushcert_of(None)
     }
 
-    /// `GET /v1/pushcert` as it reads at `now`.
+    /// `GET /v1/pushcert[?topic=]`.
+    pub fn pushcert_of(&self, topic: Option<&str>) -> Result<PushCertView, ServiceError> {
+        self.pushcert_of_at(topic, Self::now())
+    }
+
+    /// `GET /v1/pushcert` as it reads at `now`, while one tenant is registered.
     pub fn pushcert_at(&self, now: OffsetDateTime) -> Result<PushCertView, ServiceError> {
-        self.pushcert.view(now)
+        self.pushcert_of_at(None, now)
     }
 
-    /// The certificate state for `/healthz`: `missing` without one.
+    /// `GET /v1/pushcert[?topic=]` as it reads at `now`.
+    pub fn pushcert_of_at(
+        &self,
+        topic: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<PushCertView, ServiceError> {
+        Ok(self.view(&*self.tenant(topic)?, now))
+    }
+
+    /// The certificates' state for `/healthz`: the worst tenant's, `missing` without one.
     pub fn pushcert_state(&self) -> &'static str {
         self.pushcert
             .state(Self::now())
@@ -385,9 +202,9 @@ impl Service {
             .unwrap_or("missing")
     }
 
-    /// Refuses to push without a registered certificate.
+    /// Refuses to push without any registered certificate.
     pub(crate) fn require_pushcert(&self) -> Result<(), ServiceError> {
-        if self.pushcert.info().is_none() {
+        if self.pushcert.watch().len() == 0 {
             return Err(ServiceError::NoCertificate {
                 waiting: self.pushcert.waiting_requests(),
             });
@@ -395,9 +212,18 @@ impl Service {
         Ok(())
     }
 
-    /// `GET /v1/pushcert/history`: every certificate registered, oldest first.
+    /// `GET /v1/pushcert/history`: every certificate registered, every tenant's, oldest
+    /// first.
     pub fn pushcert_history(&self) -> Vec<HistoryEntry> {
         self.pushcert.history.records()
+    }
+
+    /// `GET /v1/pushcert/history?topic=`: the certificates `topic` registered (also after its
+    /// tenant was removed), oldest first.
+    pub fn pushcert_history_of(&self, topic: &str) -> Vec<HistoryEntry> {
+        let mut entries = self.pushcert.history.records();
+        entries.retain(|e| e.topic == topic);
+        entries
     }
 
     /// The expiry events announced so far, oldest first.
@@ -405,111 +231,203 @@ impl Service {
         self.pushcert.events.records()
     }
 
-    /// Reads the push certificates' state from the store (the memo, the history, the events,
-    /// the pending requests) and records the certificate in use in the history if it is new
-    /// there. Once, at start, before the service answers.
+    /// Reads the tenants' state from the store (memos, names, the history, the events, the
+    /// pending requests) and records the certificates in use in the history where they are
+    /// new there. Once, at start, before the service answers.
     pub async fn load_pushcert_state(&self) -> Result<(), ServiceError> {
         let state = &self.pushcert;
         state.pending.load(&*self.store).await?;
         state.history.load(&*self.store).await?;
         state.events.load(&*self.store).await?;
-        let memo = self.store.pushcert_memo(&state.memo_topic()).await?;
-        *write(&state.memo) = memo.clone();
-        if let Some(info) = state.info() {
-            let now = Self::now();
-            if let Err(e) = state
-                .history
-                .update(&*self.store, |h| history::register(h, &info, memo, now))
-                .await
-            {
-                tracing::warn!("cannot record the push certificate in its history: {e}");
-            }
+        *write(&state.noted_memo) = self.store.pushcert_memo("").await?;
+        let names = self.store.tenant_names().await?;
+        let tenants = state.watch().all();
+        let mut in_use = Vec::with_capacity(tenants.len());
+        for tenant in &tenants {
+            let topic = tenant.topic();
+            let memo = self.store.pushcert_memo(&topic).await?;
+            *write(&tenant.memo) = memo.clone();
+            *write(&tenant.name) = names.get(&topic).cloned();
+            in_use.push((tenant.info(), memo));
+        }
+        if in_use.is_empty() {
+            return Ok(());
+        }
+        let now = Self::now();
+        if let Err(e) = state
+            .history
+            .update(&*self.store, |h| {
+                for (info, memo) in in_use {
+                    history::register(h, &info, memo, now);
+                }
+            })
+            .await
+        {
+            tracing::warn!("cannot record the push certificates in their history: {e}");
         }
         Ok(())
     }
 
-    /// `PUT /v1/pushcert/memo`: sets (or, with an empty string, clears) the Apple ID memo of
-    /// the certificate in use (without one, the memo the next certificate registered takes
-    /// if its topic has none).
+    /// `PUT /v1/pushcert/memo` while one tenant (or none) is registered.
     pub async fn set_pushcert_memo(&self, apple_id: String) -> Result<PushCertView, ServiceError> {
+        self.set_pushcert_memo_of(None, apple_id).await
+    }
+
+    /// `PUT /v1/pushcert/memo[?topic=]`: sets (or, with an empty string, clears) the Apple ID
+    /// memo of a tenant. While no tenant is registered, it is noted for the first one (and
+    /// the answer is 404 "no push certificate", as for `GET`).
+    pub async fn set_pushcert_memo_of(
+        &self,
+        topic: Option<&str>,
+        apple_id: String,
+    ) -> Result<PushCertView, ServiceError> {
         let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
         let _one_at_a_time = self.pushcert.updates.lock().await;
+        if topic.is_none() && self.pushcert.watch().len() == 0 {
+            self.store
+                .set_pushcert_memo("", apple_id.as_deref())
+                .await?;
+            *write(&self.pushcert.noted_memo) = apple_id;
+            return Err(ServiceError::NotFound(self.pushcert.missing_message()));
+        }
+        let tenant = self.tenant(topic)?;
+        self.write_memo(&tenant, apple_id).await?;
+        self.pushcert_of(Some(&tenant.topic()))
+    }
+
+    /// Keeps a tenant's memo (the caller holds `updates`).
+    pub(crate) async fn write_memo(
+        &self,
+        tenant: &Tenant,
+        apple_id: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let topic = tenant.topic();
         self.store
-            .set_pushcert_memo(&self.pushcert.memo_topic(), apple_id.as_deref())
+            .set_pushcert_memo(&topic, apple_id.as_deref())
             .await?;
         let memo = apple_id.clone();
         if let Err(e) = self
             .pushcert
             .history
-            .update(&*self.store, |h| history::set_memo(h, memo))
+            .update(&*self.store, |h| history::set_memo(h, &topic, memo))
             .await
         {
             tracing::warn!("cannot record the memo in the certificate history: {e}");
         }
-        *write(&self.pushcert.memo) = apple_id;
-        self.pushcert()
+        *write(&tenant.memo) = apple_id;
+        Ok(())
     }
 
-    /// The memo of `topic`, the certificate about to be registered: its own, or else the memo
-    /// noted while no certificate was registered (which then moves to `topic`). A new topic
-    /// (the new-topic procedure, after the Apple ID was lost) starts without the old one's.
+    /// The memo of `topic`, a tenant about to be added: its own, or else the memo noted
+    /// while no certificate was registered (which then moves to `topic`). A new topic (the
+    /// new-topic procedure, after the Apple ID was lost) starts without the old one's.
     async fn memo_for(&self, topic: &str) -> Result<Option<String>, ServiceError> {
         if let Some(memo) = self.store.pushcert_memo(topic).await? {
             return Ok(Some(memo));
+        }
+        if self.pushcert.watch().len() > 0 {
+            return Ok(None);
         }
         let Some(noted) = self.store.pushcert_memo("").await? else {
             return Ok(None);
         };
         self.store.set_pushcert_memo(topic, Some(&noted)).await?;
         self.store.set_pushcert_memo("", None).await?;
+        *write(&self.pushcert.noted_memo) = None;
         Ok(Some(noted))
     }
 
-    /// `PUT /v1/pushcert`: Apple's certificate alone (PEM or DER; matched by public key to the
-    /// key of an issued request) or the PEM certificate followed by its PEM key. Refuses an
-    /// expired or not-yet-valid certificate, a mismatched key, a certificate no issued request
-    /// matches (422), and — while devices are enrolled — a different topic (E320). On success
-    /// the pusher uses the new certificate for the next pushes, the bundle is saved for
-    /// restarts, the history records it and the used request is retired.
+    /// `PUT /v1/pushcert` while one tenant (or none) is registered.
     pub async fn replace_pushcert(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
-        let (chain, has_key) = parse_upload(upload)?;
-        let (new, used_request) = if has_key {
-            let new = PushCertificate::from_pem_bundle(upload)
-                .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
-            (new, None)
-        } else {
-            self.match_pending_key(chain)?
-        };
-        self.install_pushcert(new, used_request).await
+        self.replace_pushcert_of(None, upload).await
     }
 
-    /// [`Service::replace_pushcert`] with a PKCS#12 file (certificate and key, as Keychain
-    /// exports them) and its password (`""` for none).
+    /// `PUT /v1/pushcert[?topic=]`: renews a tenant's certificate with Apple's certificate
+    /// alone (PEM or DER; matched by public key to the key of an issued request) or the PEM
+    /// certificate followed by its PEM key. Refuses an expired or not-yet-valid certificate,
+    /// a mismatched key, a certificate no issued request matches (422), one that does not
+    /// expire later, and one with another topic (E320: a renewal never becomes a new tenant;
+    /// `POST /v1/topics` adds one). While no certificate is registered at all, it registers
+    /// the first. On success the pusher uses the new certificate for the next pushes, the
+    /// store keeps it for restarts, the history records it and the used request is retired.
+    pub async fn replace_pushcert_of(
+        &self,
+        topic: Option<&str>,
+        upload: &[u8],
+    ) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let (new, used_request) = self.read_upload(upload)?;
+        self.install_pushcert(new, used_request, Registration::Renew(topic))
+            .await
+    }
+
+    /// [`Service::replace_pushcert`] with a PKCS#12 file.
     pub async fn replace_pushcert_pkcs12(
         &self,
         der: &[u8],
         password: &str,
     ) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
-        let new = PushCertificate::from_pkcs12(der, password).map_err(|e| match e.root() {
-            cert::CertError::WrongPassword if password.is_empty() => ServiceError::BadRequest(
-                "push certificate refused: the PKCS#12 file is protected by a password; send it in the X-Magicpush-P12-Password header".into(),
-            ),
-            cert::CertError::WrongPassword => ServiceError::BadRequest(
-                "push certificate refused: wrong PKCS#12 password (X-Magicpush-P12-Password)".into(),
-            ),
-            _ => ServiceError::BadRequest(format!("push certificate refused: {e}")),
-        })?;
-        self.install_pushcert(new, None).await
+        self.replace_pushcert_pkcs12_of(None, der, password).await
     }
 
-    /// Registers `new` (checked here: validity, E320, enrolled topics), retiring the pending
-    /// request it was issued for. The caller holds `updates`.
+    /// [`Service::replace_pushcert_of`] with a PKCS#12 file (certificate and key, as Keychain
+    /// exports them) and its password (`""` for none).
+    pub async fn replace_pushcert_pkcs12_of(
+        &self,
+        topic: Option<&str>,
+        der: &[u8],
+        password: &str,
+    ) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let new = read_pkcs12(der, password)?;
+        self.install_pushcert(new, None, Registration::Renew(topic))
+            .await
+    }
+
+    /// `POST /v1/topics`: adds the tenant of the uploaded certificate (as `PUT /v1/pushcert`
+    /// takes it: alone, matched to an issued request, or followed by its key). 409 when its
+    /// topic is a tenant's already: that is a renewal.
+    pub async fn add_tenant(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let (new, used_request) = self.read_upload(upload)?;
+        self.install_pushcert(new, used_request, Registration::Add)
+            .await
+    }
+
+    /// [`Service::add_tenant`] with a PKCS#12 file and its password.
+    pub async fn add_tenant_pkcs12(
+        &self,
+        der: &[u8],
+        password: &str,
+    ) -> Result<PushCertView, ServiceError> {
+        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let new = read_pkcs12(der, password)?;
+        self.install_pushcert(new, None, Registration::Add).await
+    }
+
+    /// The certificate of an upload, with the pending request it answers (if sent alone).
+    fn read_upload(
+        &self,
+        upload: &[u8],
+    ) -> Result<(PushCertificate, Option<String>), ServiceError> {
+        let (chain, has_key) = parse_upload(upload)?;
+        if has_key {
+            let new = PushCertificate::from_pem_bundle(upload)
+                .map_err(|e| ServiceError::BadRequest(format!("push certificate refused: {e}")))?;
+            Ok((new, None))
+        } else {
+            self.match_pending_key(chain)
+        }
+    }
+
+    /// Registers `new` (checked here: validity, the tenant it renews or adds, E320, the
+    /// enrolled topics), retiring the pending request it was issued for. The caller holds
+    /// `updates`.
     async fn install_pushcert(
         &self,
         new: PushCertificate,
         used_request: Option<String>,
+        how: Registration<'_>,
     ) -> Result<PushCertView, ServiceError> {
         let now = Self::now();
         let new_info = new.info().clone();
@@ -525,62 +443,45 @@ impl Service {
                 rfc3339(new_info.not_before())
             )));
         }
-        let previous = self.pushcert.info();
-        if let Some(current) = &previous {
-            if let Err(err) = cert::check_renewal(current, &new_info, now) {
-                if current.topic() == new_info.topic() {
-                    return Err(ServiceError::Conflict(err.to_string()));
-                }
-                let enrolled: u64 = self.store.enrolled_topics().await?.values().sum();
-                if enrolled > 0 {
-                    return Err(ServiceError::TopicChange {
-                        current: current.topic().to_owned(),
-                        new: new_info.topic().to_owned(),
-                        enrolled,
-                        refusal: Box::new(err),
-                    });
-                }
-                tracing::warn!(
-                    "push certificate topic changes from {} to {} with no enrolled device",
-                    current.topic(),
-                    new_info.topic()
-                );
-            }
-        } else {
-            // No certificate in use (a first registration, or after DELETE): devices still
-            // enrolled with another topic would be orphaned.
-            let enrolled = self.store.enrolled_topics().await?;
-            if let Err(e) = check_topic_at_start(new_info.topic(), &enrolled) {
-                return Err(ServiceError::Conflict(e.to_string()));
-            }
-        }
+        let topic = new_info.topic().to_owned();
+        let renewed = self.tenant_renewed(&new_info, how, now).await?;
         let (chain_pem, key_pem) = stored_parts(&new);
         let stored = StoredPushCert {
-            topic: new_info.topic().to_owned(),
+            topic: topic.clone(),
             chain_pem,
             key_pem: Secret::new(key_pem.into_bytes()),
             registered_at: now,
         };
         self.store.put_push_cert(&stored).await?;
-        if let Some(old) = previous.as_ref().filter(|p| p.topic() != new_info.topic()) {
-            self.store.delete_push_cert(old.topic()).await?;
-        }
-        let apple_id = if previous.as_ref().map(|p| p.topic()) == Some(new_info.topic()) {
-            read(&self.pushcert.memo).clone()
-        } else {
-            self.memo_for(new_info.topic()).await?
+        let apple_id = match &renewed {
+            Some(tenant) => read(&tenant.memo).clone(),
+            None => self.memo_for(&topic).await?,
         };
-        self.pusher.replace_certificate(new).map_err(|e| {
+        let engine = match &renewed {
+            Some(_) => self.pusher.replace_certificate(new),
+            None => self.pusher.add_certificate(new),
+        };
+        engine.map_err(|e| {
             ServiceError::Persist(format!(
                 "{e}; the certificate was stored and will be used after a restart"
             ))
         })?;
-        tracing::info!(subject = %new_info.subject(), serial = %new_info.serial(), not_after = %rfc3339(new_info.not_after()), "push certificate registered");
-        *write(&self.pushcert.watch.current) = Some(new_info.clone());
-        if self.pushcert.watch.refusals.clear() {
-            tracing::info!("the refused push certificate was replaced");
-        }
-        *write(&self.pushcert.memo) = apple_id.clone();
+        tracing::info!(topic = %topic, subject = %new_info.subject(), serial = %new_info.serial(), not_after = %rfc3339(new_info.not_after()), "push certificate registered");
+        let tenant = match renewed.clone() {
+            Some(tenant) => {
+                tenant.renew(new_info.clone());
+                if tenant.refusals.clear() {
+                    tracing::info!(topic = %topic, "the refused push certificate was replaced");
+                }
+                tenant
+            }
+            None => {
+                let tenant = Arc::new(Tenant::new(new_info.clone()));
+                *write(&tenant.memo) = apple_id.clone();
+                self.pushcert.watch().insert(Arc::clone(&tenant));
+                tenant
+            }
+        };
         if let Err(e) = self
             .pushcert
             .history
@@ -596,13 +497,77 @@ impl Service {
                 tracing::warn!(request = %id, "cannot retire the used request: {e}");
             }
         }
-        if previous.is_some() {
+        if renewed.is_some() {
             self.pushcert
-                .watch
+                .watch()
                 .announce(&CertEvent::new(names::RENEWED, &new_info, now), None);
         }
-        self.check_pushcert_expiry(now).await;
-        self.pushcert()
+        self.check_tenant_expiry(&tenant, now).await;
+        Ok(self.view(&tenant, now))
+    }
+
+    /// The tenant `new` renews (`None`: it adds one), or why it may not be registered as
+    /// `how` asks.
+    async fn tenant_renewed(
+        &self,
+        new: &CertificateInfo,
+        how: Registration<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Arc<Tenant>>, ServiceError> {
+        let watch = self.pushcert.watch();
+        let first = watch.len() == 0;
+        let topic = match how {
+            Registration::Add => {
+                if watch.tenant(new.topic()).is_some() {
+                    return Err(ServiceError::TenantExists {
+                        topic: new.topic().to_owned(),
+                    });
+                }
+                None
+            }
+            Registration::Renew(topic) if first => {
+                if let Some(named) = topic.filter(|t| *t != new.topic()) {
+                    return Err(ServiceError::UnknownTenant {
+                        topic: named.to_owned(),
+                        known: String::new(),
+                    });
+                }
+                None
+            }
+            Registration::Renew(topic) => Some(self.tenant(topic)?),
+        };
+        let Some(current) = topic else {
+            if first {
+                // The first registration: devices still enrolled with another topic would be
+                // orphaned.
+                let enrolled = self.store.enrolled_topics().await?;
+                if let Err(e) = check_topic_at_start(new.topic(), &enrolled) {
+                    return Err(ServiceError::Conflict(e.to_string()));
+                }
+            }
+            return Ok(None);
+        };
+        let current_info = current.info();
+        let Err(refusal) = cert::check_renewal(&current_info, new, now) else {
+            return Ok(Some(current));
+        };
+        if current_info.topic() == new.topic() {
+            return Err(ServiceError::Conflict(refusal.to_string()));
+        }
+        let enrolled = self
+            .store
+            .enrolled_topics()
+            .await?
+            .get(current_info.topic())
+            .copied()
+            .unwrap_or(0);
+        Err(ServiceError::TopicChange {
+            current: current_info.topic().to_owned(),
+            new: new.topic().to_owned(),
+            enrolled,
+            other_tenant: watch.tenant(new.topic()).is_some(),
+            refusal: Box::new(refusal),
+        })
     }
 
     /// The certificate of an upload without key, with the pending key whose public key it
@@ -653,77 +618,103 @@ impl Service {
         )))
     }
 
-    /// `DELETE /v1/pushcert`: stops using the certificate — only while no device is enrolled
-    /// (the new-topic procedure: delete the devices first).
+    /// `DELETE /v1/pushcert` while one tenant is registered.
     pub async fn delete_pushcert(&self) -> Result<(), ServiceError> {
+        self.delete_pushcert_of(None).await
+    }
+
+    /// `DELETE /v1/pushcert[?topic=]`: removes a tenant and its certificate — only while no
+    /// device is enrolled with its topic (the new-topic procedure: delete its devices first).
+    pub async fn delete_pushcert_of(&self, topic: Option<&str>) -> Result<(), ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
-        let Some(info) = self.pushcert.info() else {
-            return Err(ServiceError::NotFound(NO_CERTIFICATE.into()));
-        };
-        let enrolled: u64 = self.store.enrolled_topics().await?.values().sum();
+        let tenant = self.tenant(topic)?;
+        let info = tenant.info();
+        let topic = info.topic();
+        let enrolled = self
+            .store
+            .enrolled_topics()
+            .await?
+            .get(topic)
+            .copied()
+            .unwrap_or(0);
         if enrolled > 0 {
             return Err(ServiceError::Conflict(format!(
-                "{enrolled} device(s) are enrolled with topic {}: removing its certificate would orphan them. For a new topic (the Apple ID is lost), delete every device first: DELETE /v1/devices?all=true&confirm={}",
-                info.topic(),
-                info.topic()
+                "{enrolled} device(s) are enrolled with topic {topic}: removing its certificate would orphan them. For a new topic (the Apple ID is lost), delete the tenant's devices first: DELETE /v1/devices?all=true&confirm={topic}"
             )));
         }
-        self.store.delete_push_cert(info.topic()).await?;
-        self.pusher.remove_certificate(info.topic());
-        *write(&self.pushcert.watch.current) = None;
-        self.pushcert.watch.refusals.clear();
+        self.store.delete_push_cert(topic).await?;
+        self.store.set_tenant_name(topic, None).await?;
+        self.pusher.remove_certificate(topic);
+        self.pushcert.watch().remove(topic);
         let now = Self::now();
-        *write(&self.pushcert.memo) = self.store.pushcert_memo("").await?;
         if let Err(e) = self
             .pushcert
             .history
-            .update(&*self.store, |h| history::end_current(h, now))
+            .update(&*self.store, |h| history::end_current(h, topic, now))
             .await
         {
             tracing::warn!("cannot record the removal in the certificate history: {e}");
         }
-        tracing::warn!(topic = %info.topic(), serial = %info.serial(), "push certificate removed through the admin API");
+        tracing::warn!(topic = %topic, serial = %info.serial(), "push certificate removed through the admin API");
         Ok(())
     }
 
-    /// Announces what is due for the certificate in use at `now` (an expiry threshold crossed,
-    /// the expiry itself) — logged at WARN, stored, sent to the webhook — and updates the
-    /// gauges. The events announced now.
+    /// Announces what is due for every tenant's certificate at `now` (an expiry threshold
+    /// crossed, the expiry itself) — logged at WARN, stored, sent to the webhook — and
+    /// updates the gauges. The events announced now.
     pub async fn check_pushcert_expiry(&self, now: OffsetDateTime) -> Vec<CertEvent> {
-        let Some(info) = self.pushcert.info() else {
-            return Vec::new();
-        };
-        ::metrics::gauge!("magicpush_pushcert_not_after_timestamp_seconds")
+        let mut announced = Vec::new();
+        for tenant in self.pushcert.watch().all() {
+            announced.extend(self.check_tenant_expiry(&tenant, now).await);
+        }
+        announced
+    }
+
+    /// [`Service::check_pushcert_expiry`] for one tenant.
+    async fn check_tenant_expiry(&self, tenant: &Tenant, now: OffsetDateTime) -> Option<CertEvent> {
+        let info = tenant.info();
+        ::metrics::gauge!("magicpush_pushcert_not_after_timestamp_seconds", "topic" => info.topic().to_owned())
             .set(info.not_after().unix_timestamp() as f64);
         // Days left are the engine's gauge (`magicpush_certificate_days_left`), kept current
         // by the pool; the expiry instant above lets alerts compute them too.
         let recorded = self.pushcert.events.records();
-        let Some(event) = expiry::due(&info, now, &self.pushcert.settings.thresholds, &recorded)
-        else {
-            return Vec::new();
-        };
+        let event = expiry::due(&info, now, &self.pushcert.settings.thresholds, &recorded)?;
+        let in_use: std::collections::HashSet<String> = self
+            .pushcert
+            .watch()
+            .all()
+            .iter()
+            .map(|t| t.info().serial().to_owned())
+            .collect();
         if let Err(e) = self
             .pushcert
             .events
-            .update(&*self.store, |r| r.push(event.clone()))
+            .update(&*self.store, |r| {
+                if r.len() >= expiry::EVENTS_LIMIT {
+                    // Full: the events of certificates no longer in use go first.
+                    r.retain(|e| in_use.contains(&e.serial));
+                }
+                r.push(event.clone())
+            })
             .await
         {
             // Announced anyway; it may be announced again after a restart.
             tracing::warn!("cannot store the push certificate event: {e}");
         }
-        let apple = read(&self.pushcert.memo)
+        let apple = read(&tenant.memo)
             .clone()
             .unwrap_or_else(|| "the Apple ID that created it".into());
+        let topic = info.topic();
         if event.event == names::EXPIRED {
-            tracing::warn!(topic = %info.topic(), serial = %info.serial(), not_after = %event.not_after, "the push certificate has EXPIRED: no device can be pushed; renew it in the Apple Push Certificates Portal with {apple} and upload it with PUT /v1/pushcert");
+            tracing::warn!(topic = %topic, serial = %info.serial(), not_after = %event.not_after, "the push certificate has EXPIRED: no device of this tenant can be pushed; renew it in the Apple Push Certificates Portal with {apple} and upload it with PUT /v1/pushcert?topic={topic}");
         } else {
-            tracing::warn!(topic = %info.topic(), serial = %info.serial(), days_left = event.days_left, not_after = %event.not_after, "the push certificate expires in {} day(s): renew it in the Apple Push Certificates Portal (\"Renew\", {apple}) and upload it with PUT /v1/pushcert", event.days_left);
+            tracing::warn!(topic = %topic, serial = %info.serial(), days_left = event.days_left, not_after = %event.not_after, "the push certificate expires in {} day(s): renew it in the Apple Push Certificates Portal (\"Renew\", {apple}) and upload it with PUT /v1/pushcert?topic={topic}", event.days_left);
         }
-        self.pushcert.watch.announce(&event, None);
-        vec![event]
+        self.pushcert.watch().announce(&event, None);
+        Some(event)
     }
 
-    /// Checks the certificate's expiry now and then every `every`, until aborted.
+    /// Checks the certificates' expiry now and then every `every`, until aborted.
     pub fn spawn_pushcert_watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let service = Arc::clone(self);
         tokio::spawn(async move {
@@ -735,6 +726,19 @@ impl Service {
             }
         })
     }
+}
+
+/// A PKCS#12 upload's certificate and key.
+fn read_pkcs12(der: &[u8], password: &str) -> Result<PushCertificate, ServiceError> {
+    PushCertificate::from_pkcs12(der, password).map_err(|e| match e.root() {
+        cert::CertError::WrongPassword if password.is_empty() => ServiceError::BadRequest(
+            "push certificate refused: the PKCS#12 file is protected by a password; send it in the X-Magicpush-P12-Password header".into(),
+        ),
+        cert::CertError::WrongPassword => ServiceError::BadRequest(
+            "push certificate refused: wrong PKCS#12 password (X-Magicpush-P12-Password)".into(),
+        ),
+        _ => ServiceError::BadRequest(format!("push certificate refused: {e}")),
+    })
 }
 
 /// The certificate chain and its key, PEM, as the store keeps them.
@@ -764,15 +768,15 @@ pub fn from_stored(stored: &StoredPushCert) -> Result<PushCertificate, cert::Cer
 /// devices use would orphan them (they accept pushes for their own topic only).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "E320: the push certificate's topic {topic} is not the topic of the {count} enrolled \
-     device(s) in this data directory ({others}). Starting with it would orphan them: they \
-     accept pushes only for their own topic. Start with the registered certificate or its \
+    "E320: {count} enrolled device(s) in this data directory have a topic no push \
+     certificate given has ({others}; the certificates' topics: {topic}). Starting without \
+     theirs would orphan them: they accept pushes only for their own topic. Start with the registered certificate or its \
      renewal (\"Renew\" in the Apple Push Certificates Portal with the same Apple ID keeps \
      the topic). If that Apple ID is lost, the devices must re-enroll under the new topic: \
      remove them first (or start with a new, empty --data-dir) and re-enroll them."
 )]
 pub struct TopicAtStart {
-    /// The certificate's topic.
+    /// The certificates' topics.
     pub topic: String,
     /// Enrolled devices with another topic.
     pub count: u64,
@@ -786,12 +790,24 @@ pub fn check_topic_at_start(
     topic: &str,
     enrolled: &std::collections::BTreeMap<String, u64>,
 ) -> Result<(), TopicAtStart> {
-    let others: Vec<(&String, &u64)> = enrolled.iter().filter(|(t, _)| *t != topic).collect();
+    check_topics_at_start(&[topic], enrolled)
+}
+
+/// Whether the certificates for `topics` (every tenant's) may serve the devices enrolled as
+/// `enrolled`: yes when none is enrolled with a topic none of them has.
+pub fn check_topics_at_start(
+    topics: &[&str],
+    enrolled: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), TopicAtStart> {
+    let others: Vec<(&String, &u64)> = enrolled
+        .iter()
+        .filter(|(t, _)| !topics.contains(&t.as_str()))
+        .collect();
     if others.is_empty() {
         return Ok(());
     }
     Err(TopicAtStart {
-        topic: topic.to_owned(),
+        topic: topics.join(", "),
         count: others.iter().map(|(_, n)| **n).sum(),
         others: others
             .iter()

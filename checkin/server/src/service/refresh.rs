@@ -22,8 +22,10 @@ use super::{Service, ServiceError};
 /// Which devices to refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshTarget {
-    /// Every pushable device.
+    /// Every pushable device of every tenant.
     All,
+    /// Every pushable device of one tenant (those enrolled with its topic).
+    Tenant(String),
     /// These devices.
     Devices(Vec<String>),
 }
@@ -125,12 +127,20 @@ impl Service {
     /// store error part-way fails the refresh; the pages before it stay queued and pushed.
     pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
         self.require_pushcert()?;
+        let tenant = match &target {
+            RefreshTarget::Tenant(topic) => Some(self.tenant(Some(topic))?),
+            _ => None,
+        };
         let command = Command::device_information(DEVICE_INFORMATION_QUERIES);
+        let cert = match &tenant {
+            Some(t) => Some(t.info()),
+            None => self.pushcert.info(),
+        };
         let completion = self
             .pushcert
             .watch()
             .notifier()
-            .map(|n| Completion::new(n.clone(), &command.uuid, self.pushcert.info()));
+            .map(|n| Completion::new(n.clone(), &command.uuid, cert));
         let now = magicpush_store::truncate_ms(Self::now());
         let mut run = RefreshRun {
             summary: RefreshSummary {
@@ -146,6 +156,15 @@ impl Service {
             RefreshTarget::All => {
                 let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
                 while let Some(page) = pages.next().await? {
+                    self.refresh_chunk(&mut run, page).await?;
+                }
+            }
+            RefreshTarget::Tenant(topic) => {
+                // The tenant's devices are found among all: a page read may hold few of them,
+                // and is never held whole.
+                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
+                while let Some(mut page) = pages.next().await? {
+                    page.retain(|d| d.topic.as_deref() == Some(topic.as_str()));
                     self.refresh_chunk(&mut run, page).await?;
                 }
             }
@@ -195,7 +214,13 @@ impl Service {
     ) -> Result<(), ServiceError> {
         run.summary.requested += devices.len();
         let mut chunk: Vec<(String, DevicePush)> = Vec::with_capacity(devices.len());
+        let watch = self.pushcert.watch();
         for device in devices {
+            if !watch.serves(device.topic.as_deref().unwrap_or_default()) {
+                // Enrolled with a topic no tenant has: no certificate can push it.
+                run.skip("unregistered_topic");
+                continue;
+            }
             match (skip_reason(&device), device.push_target()) {
                 (None, Some(push)) => chunk.push((device.udid, push)),
                 (Some(why), _) => run.skip(why),
@@ -332,25 +357,29 @@ impl Service {
     }
 
     /// `DELETE /v1/devices?all=true&confirm=<topic>`: the new-topic procedure's first step
-    /// (a lost Apple ID): forgets every device and every queue. `confirm` must be the topic
-    /// of the certificate in use, or — without one — the topic the devices enrolled with.
+    /// (a lost Apple ID) for one tenant: forgets every device enrolled with `confirm`, with
+    /// their queues; other tenants' devices stay. `confirm` must be a tenant's topic or one
+    /// devices enrolled with.
     pub async fn delete_all_devices(&self, confirm: &str) -> Result<u64, ServiceError> {
-        let expected = match self.pushcert.topic() {
-            Some(topic) => vec![topic],
-            None => self.store.enrolled_topics().await?.into_keys().collect(),
-        };
-        if !expected.iter().any(|t| t == confirm) {
-            let what = if expected.is_empty() {
+        let mut known = self.pushcert.watch().topics();
+        known.extend(self.store.enrolled_topics().await?.into_keys());
+        known.sort();
+        known.dedup();
+        if !known.iter().any(|t| t == confirm) {
+            let what = if known.is_empty() {
                 "no topic is in use".to_owned()
             } else {
-                format!("the topic in use is {}", expected.join(", "))
+                format!(
+                    "the topics in use are {}",
+                    super::tenants::some_topics(&known)
+                )
             };
             return Err(ServiceError::Conflict(format!(
-                "confirm={confirm} does not match: {what}. Deleting every device means every device must re-enroll; confirm with the current topic"
+                "confirm={confirm} does not match: {what}. Deleting a tenant's devices means they must all re-enroll; confirm with that tenant's topic"
             )));
         }
-        let deleted = self.store.delete_all_devices().await?;
-        tracing::warn!(deleted, topic = %confirm, "every device deleted through the admin API: they must re-enroll");
+        let deleted = self.store.delete_topic_devices(confirm).await?;
+        tracing::warn!(deleted, topic = %confirm, "every device of a topic deleted through the admin API: they must re-enroll");
         Ok(deleted)
     }
 
@@ -395,12 +424,13 @@ impl Service {
                     }
                 };
                 let done = done.clone();
+                let topic = push.topic.clone();
                 let sending = pusher.push(push);
                 let (watch, completion) = (Arc::clone(&watch), completion.clone());
                 tokio::spawn(async move {
                     let result = sending.await;
                     drop(permit);
-                    watch.observe(&result);
+                    watch.observe(topic.as_deref(), &result);
                     if let Some(c) = &completion {
                         c.count(&result);
                     }
@@ -659,9 +689,17 @@ mod tests {
     use magicpush_testkit::conformance::{authenticate, t, token_update};
     use magicpush_testkit::{FakeOutcome, FakePusher};
 
+    /// A push certificate for the topic the conformance devices enroll with.
     fn push_certificate() -> magicpush_engine::cert::CertificateInfo {
-        let pki = magicpush_fixtures::TestPki::generate().unwrap();
-        magicpush_engine::cert::CertificateInfo::from_pem(pki.push.cert_pem.as_bytes()).unwrap()
+        use magicpush_fixtures::{push_cert, Ca, KeyKind};
+        let ca = Ca::new("test", KeyKind::EcdsaP256).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let cert = push_cert(&ca, "test", now - day, now + 300 * day, KeyKind::EcdsaP256).unwrap();
+        let info = magicpush_engine::cert::CertificateInfo::from_pem(cert.cert_pem.as_bytes());
+        let info = info.unwrap();
+        assert_eq!(info.topic(), authenticate("X").topic);
+        info
     }
 
     /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not

@@ -26,19 +26,57 @@ pub const CSV_HEADER: [&str; 9] = [
     "Last seen",
 ];
 
+/// Which devices a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Only those in this state.
+    pub state: Option<ConnState>,
+    /// Only those enrolled with this topic (one tenant's).
+    pub topic: Option<String>,
+}
+
+impl DeviceFilter {
+    /// Whether `device`, in `state` now, is shown.
+    fn shows(&self, device: &Device, state: impl FnOnce() -> ConnState) -> bool {
+        if let Some(topic) = &self.topic {
+            if device.topic.as_deref() != Some(topic.as_str()) {
+                return false;
+            }
+        }
+        self.state.is_none_or(|s| s == state())
+    }
+}
+
+impl From<Option<ConnState>> for DeviceFilter {
+    fn from(state: Option<ConnState>) -> Self {
+        DeviceFilter { state, topic: None }
+    }
+}
+
 impl Service {
+    /// A listing's topic must be a tenant's (once any is registered): a typo should not read
+    /// as a tenant without devices.
+    fn check_listing_topic(&self, topic: Option<&str>) -> Result<(), ServiceError> {
+        match topic {
+            Some(t) if self.pushcert.watch().len() > 0 => self.tenant(Some(t)).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     /// Every device (or those in `only` state) as a JSON array, in text: the store's fields
     /// plus `state` and `push_latency_ms`. Streamed a page of devices at a time
     /// ([`Listing`]): a large fleet costs a page of devices and of text, not the whole list
     /// (built whole, a million devices took 2.8 GB).
     pub async fn devices_json(
         self: &Arc<Self>,
-        only: Option<ConnState>,
+        only: impl Into<DeviceFilter>,
     ) -> Result<Listing, ServiceError> {
+        let only = only.into();
+        self.check_listing_topic(only.topic.as_deref())?;
         let now = Self::now();
         let mut first = true;
         let render: Render = Box::new(move |service, d, out| {
-            if only.is_some_and(|s| service.state(d, now) != s) {
+            if !only.shows(d, || service.state(d, now)) {
                 return;
             }
             if !first {
@@ -87,15 +125,17 @@ impl Service {
     /// state. Streamed like [`Service::devices_json`].
     pub async fn devices_csv(
         self: &Arc<Self>,
-        only: Option<ConnState>,
+        only: impl Into<DeviceFilter>,
     ) -> Result<Listing, ServiceError> {
+        let only = only.into();
+        self.check_listing_topic(only.topic.as_deref())?;
         let now = Self::now();
         let mut head = String::new();
         csv::write_record(&mut head, &CSV_HEADER);
         let mut line = String::new();
         let render: Render = Box::new(move |service, d, out| {
             let state = service.state(d, now);
-            if only.is_some_and(|s| s != state) {
+            if !only.shows(d, || state) {
                 return;
             }
             let time = |t: Option<time::OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
@@ -130,11 +170,22 @@ impl Service {
 
     /// The connectivity report of every device.
     pub async fn connectivity(&self) -> Result<ConnectivityReport, ServiceError> {
+        self.connectivity_of(None).await
+    }
+
+    /// The connectivity report of every device, or (`topic`) one tenant's.
+    pub async fn connectivity_of(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<ConnectivityReport, ServiceError> {
+        self.check_listing_topic(topic)?;
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
         let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
         while let Some(page) = pages.next().await? {
-            page.iter().for_each(|d| tally.add(d));
+            page.iter()
+                .filter(|d| topic.is_none_or(|t| d.topic.as_deref() == Some(t)))
+                .for_each(|d| tally.add(d));
         }
         Ok(ConnectivityReport {
             total: tally.total(),
