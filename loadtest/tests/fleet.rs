@@ -55,6 +55,13 @@ async fn two_thousand_devices_none_lost_counts_exact() {
         report.server_peak_rss_mb.is_some_and(|mb| mb > 0.0),
         "{table}"
     );
+    // One tenant: its topic got every push the mock accepted, on the server's connections.
+    assert_eq!((report.topics, report.topics_exact), (1, 1), "{table}");
+    assert!(report.topic_count_errors.is_empty(), "{table}");
+    assert_eq!(report.topic_disallowed, 0, "{table}");
+    assert_eq!(report.register_s, 0.0, "{table}");
+    assert!(report.apns_connections_peak >= 1, "{table}");
+    assert!(report.apns_connection_budget.is_some(), "{table}");
     assert!(report.passed(), "{table}");
     // The floor was measured first, on the same workload: a trivial stand-in is faster.
     let floor = report.floor_s.expect("a floor with baseline");
@@ -66,6 +73,33 @@ async fn two_thousand_devices_none_lost_counts_exact() {
         progress.reported.load(std::sync::atomic::Ordering::Relaxed),
         1840
     );
+}
+
+/// Three tenants: the server starts with the first's certificate, the others are registered
+/// through `POST /v1/topics`; each device is pushed on its own tenant's topic and every
+/// tenant's count is exact (the floors, run first, push on the three topics too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the server's POST /v1/topics (multi-tenant registration)"]
+async fn three_tenants_each_pushed_on_its_own_topic() {
+    let mut config = FleetConfig::new(300, exe());
+    config.offline_fraction = 0.1;
+    config.unregistered_fraction = 0.05;
+    config.connections = 32;
+    config.wait = Duration::from_secs(45);
+    config.baseline = true;
+    config.topics = 3;
+    let report = fleet::run(&config, Arc::new(Progress::default()))
+        .await
+        .expect("the fleet runs");
+    let table = report.table();
+    assert_eq!((report.topics, report.topics_exact), (3, 3), "{table}");
+    assert!(report.topic_count_errors.is_empty(), "{table}");
+    assert_eq!(report.topic_disallowed, 0, "{table}");
+    assert!(report.register_s > 0.0, "{table}");
+    // Each tenant has its own certificate, hence its own connection.
+    assert!(report.apns_connections_peak >= 3, "{table}");
+    assert_eq!(report.enrolled, 300, "{table}");
+    assert!(report.passed(), "{table}");
 }
 
 /// The command line: `--json` prints one object on its last line, and the exit status says
@@ -106,6 +140,12 @@ fn cli_json_is_one_object_on_the_last_line() {
         "phases",
         "server_peak_rss_mb",
         "loadgen_peak_rss_mb",
+        "topics",
+        "register_s",
+        "apns_connections_peak",
+        "apns_connection_budget",
+        "topics_exact",
+        "topic_disallowed",
     ] {
         assert!(v.get(key).is_some(), "{key} missing in {last}");
     }

@@ -7,8 +7,8 @@
 //!   decisions where Apple is silent are documented there).
 //! - Faults: stream limit (also changed on live connections), delay, 429/503 rates, refused
 //!   streams, GOAWAY every N requests, abrupt drops, freezing, 403 certificate rejection.
-//! - Counting: pushes accepted per token, answers by reason, connections, peak concurrent
-//!   streams and limit violations per connection ([`MockStats`]).
+//! - Counting: pushes accepted per token and per topic, answers by reason, connections, peak
+//!   concurrent streams and limit violations per connection ([`MockStats`]).
 //!
 //! It shares no code with the engine: it judges the engine.
 //!
@@ -233,6 +233,17 @@ impl MockHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> MockStats {
         stats::snapshot(&self.shared)
+    }
+
+    /// Pushes answered 200 so far: one atomic load, for polling (a [`stats`](Self::stats)
+    /// snapshot copies every connection's figures).
+    pub fn accepted_total(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Error answers with `reason` so far: one atomic load, for polling.
+    pub fn rejected_count(&self, reason: Reason) -> u64 {
+        self.shared.by_reason[reason as usize].load(Ordering::Relaxed)
     }
 
     /// How many pushes to `token` were accepted.

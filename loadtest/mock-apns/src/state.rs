@@ -149,6 +149,8 @@ pub(crate) struct Shared {
     pub(crate) unregistered: ShardedMap<u64>,
     pub(crate) foreign: ShardedMap<()>,
     pub(crate) accepted_by_token: ShardedMap<u64>,
+    /// Accepted pushes by `apns-topic` (the connection certificate's topic when it has one).
+    pub(crate) accepted_by_topic: ShardedMap<u64>,
 
     pub(crate) accepted: AtomicU64,
     pub(crate) by_reason: Box<[AtomicU64]>,
@@ -192,6 +194,7 @@ impl Shared {
             unregistered: ShardedMap::new(),
             foreign: ShardedMap::new(),
             accepted_by_token: ShardedMap::new(),
+            accepted_by_topic: ShardedMap::new(),
             accepted: AtomicU64::new(0),
             by_reason: Reason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             resets_injected: AtomicU64::new(0),
@@ -264,6 +267,7 @@ impl Shared {
         } else {
             self.accepted_by_token.update(token, 0, |n| *n += 1);
         }
+        self.accepted_by_topic.update(topic, 0, |n| *n += 1);
         if self.has_subscriber.load(Ordering::Relaxed) {
             let sub = self.subscriber.read().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = sub.as_ref() {

@@ -22,6 +22,8 @@ pub struct MockStats {
     pub requests: u64,
     /// Pushes answered 200.
     pub accepted: u64,
+    /// Pushes answered 200, by `apns-topic`.
+    pub accepted_by_topic: BTreeMap<String, u64>,
     /// Error answers by reason.
     pub rejected: BTreeMap<Reason, u64>,
     /// Streams refused at random (`reset_rate`).
@@ -140,6 +142,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MockStats {
         handshake_failures: shared.handshake_failures.load(Ordering::Relaxed),
         requests: connections.iter().map(|c| c.requests).sum(),
         accepted: shared.accepted.load(Ordering::Relaxed),
+        accepted_by_topic: shared.accepted_by_topic.snapshot().into_iter().collect(),
         rejected,
         resets_injected: shared.resets_injected.load(Ordering::Relaxed),
         refused_over_limit: shared.refused_over_limit.load(Ordering::Relaxed),

@@ -296,6 +296,14 @@ async fn topic_must_be_the_certificates() {
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.reason());
     let stats = mock.stats();
     assert_eq!((stats.connections_open, stats.connections_peak), (2, 2));
+    // Counted per topic: the refused push to the wrong topic is not.
+    assert_eq!(
+        stats.accepted_by_topic,
+        [(pki.topic.clone(), 1), (pki.other_topic_name.clone(), 1)].into()
+    );
+    assert_eq!(stats.rejected_with(Reason::TopicDisallowed), 1);
+    assert_eq!(mock.rejected_count(Reason::TopicDisallowed), 1);
+    assert_eq!(mock.accepted_total(), 2);
     drop((other, mine));
     let third = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
     assert_eq!(push(&third, TOKEN, &pki.topic).await.status, StatusCode::OK);

@@ -39,8 +39,9 @@ pub struct FleetArgs {
     /// Admin API key of --server.
     #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Directory with ca.pem, server.pem, server.key.pem, push.pem, push.key.pem (written
-    /// there if missing). Default: a fresh set in a temporary directory.
+    /// Directory with ca.pem, ca.key.pem, server.pem, server.key.pem, push.pem, push.key.pem
+    /// (written there if missing; ca.key.pem is needed for --topics above 1). Default: a
+    /// fresh set in a temporary directory.
     #[arg(long)]
     pki_dir: Option<PathBuf>,
     /// Address of the mock APNs (port 0: any free port).
@@ -68,6 +69,11 @@ pub struct FleetArgs {
     /// `floor_s`, `wall_s`, `wall_over_floor`. Always on with --json.
     #[arg(long)]
     baseline: bool,
+    /// Tenants: push certificates with a topic each (the first is the server's --cert, the
+    /// others fresh P-256 ones from the same CA, registered through the admin API's
+    /// POST /v1/topics before enrollment); device i enrolls with topic i % T.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    topics: u32,
     /// Print one JSON object (last line) instead of progress bars and a table.
     #[arg(long)]
     json: bool,
@@ -109,6 +115,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     config.push_concurrency = args.push_concurrency.max(1);
     config.device_auth = args.device_auth;
     config.baseline = args.baseline || args.json;
+    config.topics = args.topics as usize;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -145,7 +152,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
             if report.passed() {
                 "PASS"
             } else {
-                "FAIL: lost devices, wrong state counts or failed requests"
+                "FAIL: lost devices, wrong state or per-topic counts, or failed requests"
             }
         );
     }

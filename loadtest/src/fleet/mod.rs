@@ -8,6 +8,7 @@
 //! - `conn`: a keep-alive HTTP/1.1 connection to the device endpoints.
 //! - [`server`]: the server under test as a child process (`serve-child`).
 //! - [`pki`]: the certificates, fresh or from a directory.
+//! - [`tenants`]: the tenants (`--topics`), the devices spread over them, their registration.
 //! - [`report`]: the figures, the count check and the table.
 //! - this module: the phases.
 
@@ -18,6 +19,7 @@ pub mod report;
 pub mod server;
 pub mod signer;
 pub mod standin;
+pub mod tenants;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +41,7 @@ use pki::FleetPki;
 use report::{FleetReport, Injected, LatencyMs, Phases};
 use server::{ServeSettings, ServerProcess};
 use signer::DeviceSigner;
+use tenants::{tenant_of, Tenant};
 
 /// Where the server under test comes from.
 #[derive(Debug, Clone)]
@@ -91,6 +94,10 @@ pub struct FleetConfig {
     /// First run the identical workload against the trivial MDM stand-in ([`standin`]) and
     /// report the floor it sets (`floor_s`, `wall_over_floor`).
     pub baseline: bool,
+    /// Tenants: push certificates with a topic each, the devices spread over them round
+    /// robin. The server starts with the first; the others are registered through
+    /// `POST /v1/topics`.
+    pub topics: usize,
 }
 
 /// How the fleet's devices authenticate.
@@ -123,6 +130,7 @@ impl FleetConfig {
             push_concurrency: 256,
             device_auth: FleetDeviceAuth::Signature,
             baseline: false,
+            topics: 1,
         }
     }
 }
@@ -159,6 +167,14 @@ pub enum FleetError {
     Admin {
         /// Which call.
         what: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// A tenant (`--topics`) could not be registered with `POST /v1/topics`.
+    #[error("admin API POST /v1/topics, tenant {topic}: {detail}")]
+    Register {
+        /// The tenant's topic.
+        topic: String,
         /// What happened.
         detail: String,
     },
@@ -291,6 +307,9 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     if config.devices == 0 {
         return Err(FleetError::Config("--devices must be at least 1".into()));
     }
+    if config.topics == 0 {
+        return Err(FleetError::Config("--topics must be at least 1".into()));
+    }
     let started = Instant::now();
     progress.set_phase(Phase::Setup);
 
@@ -324,11 +343,21 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         .clone()
         .unwrap_or_else(|| scratch.path().join("pki"));
     let pki = FleetPki::load_or_create(&pki_dir)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let certs_started = Instant::now();
+    let tenants: Arc<[Tenant]> = {
+        let (pki, count) = (pki.clone(), config.topics);
+        tokio::task::spawn_blocking(move || pki.tenants(count, threads))
+            .await
+            .map_err(|e| FleetError::Pki(e.to_string()))??
+            .into()
+    };
+    let tenant_certs_s = certs_started.elapsed().as_secs_f64();
+    let topics: Arc<[String]> = tenants.iter().map(|t| t.topic.clone()).collect();
     let signers: Option<Arc<Vec<DeviceSigner>>> = match config.device_auth {
         FleetDeviceAuth::None => None,
         FleetDeviceAuth::Signature => {
             let (pki, devices) = (pki.clone(), devices.clone());
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             let issued =
                 tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
                     .await
@@ -343,6 +372,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
             &devices,
             signers.as_ref(),
             &pki,
+            &tenants,
             &progress,
             injected,
             verify,
@@ -398,15 +428,19 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         .with_timeout(Duration::from_secs(60));
     let setup_s = started.elapsed().as_secs_f64();
 
+    // --- the other tenants, through the admin API (not timed with the job) ---
+    let register_s = tenants::register(&admin, &tenants[1..])
+        .await?
+        .as_secs_f64();
+
     // --- enroll ---
     progress.set_phase(Phase::Enroll);
     let failures = Arc::new(Failures::default());
-    let topic: Arc<str> = Arc::from(pki.topic.as_str());
     let enroll_started = Instant::now();
     let enrolled_flags = enroll(
         &devices,
         signers.as_ref(),
-        &topic,
+        &topics,
         &target,
         config.connections,
         &progress,
@@ -437,6 +471,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         PushPhase {
             devices: &devices,
             signers: signers.as_ref(),
+            topics: &topics,
             target: &target,
             config,
             admin: &admin,
@@ -494,6 +529,17 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
 
     let server_peak_rss_mb = server.as_ref().and_then(ServerProcess::peak_rss_mb);
     let loadgen_peak_rss_mb = crate::rss::peak_rss_mb();
+    let apns_connection_budget = connection_budget(&admin).await;
+    let mock_stats = mock.stats();
+    let by_topic = report::topic_counts(
+        &topics,
+        &tenants::accepted_by_tenant(
+            devices.iter().map(|d| d.role),
+            &enrolled_flags,
+            topics.len(),
+        ),
+        &mock_stats.accepted_by_topic,
+    );
     if let Some(server) = server {
         tokio::task::spawn_blocking(move || server.stop())
             .await
@@ -512,6 +558,14 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     Ok(FleetReport {
         devices: devices.len() as u64,
         device_auth: config.device_auth,
+        topics: topics.len() as u64,
+        tenant_certs_s: round3(tenant_certs_s),
+        register_s: round3(register_s),
+        apns_connections_peak: mock_stats.connections_peak,
+        apns_connection_budget,
+        topics_exact: by_topic.exact,
+        topic_count_errors: by_topic.wrong,
+        topic_disallowed: mock_stats.rejected_with(Reason::TopicDisallowed),
         wall_s: round3(wall_s),
         floor_s: floor.as_ref().map(|f| round3(f.floor_s)),
         wall_over_floor: floor.as_ref().map(|f| round3(wall_s / f.floor_s.max(1e-9))),
@@ -584,6 +638,8 @@ async fn start_mock(
 struct PushPhase<'a> {
     devices: &'a Arc<Vec<SimDevice>>,
     signers: Option<&'a Arc<Vec<DeviceSigner>>>,
+    /// The tenants' topics: device `i` is pushed on `topics[tenant_of(i)]`.
+    topics: &'a Arc<[String]>,
     target: &'a Target,
     config: &'a FleetConfig,
     admin: &'a AdminClient,
@@ -619,6 +675,7 @@ async fn push_phase(
     let reports = Reports::start(
         p.devices.clone(),
         p.signers.cloned(),
+        p.topics.clone(),
         p.target,
         p.config.connections,
         p.config.delay,
@@ -666,11 +723,13 @@ struct Floor {
 /// The floor: the identical device workload (same devices, requests and signatures, a mock
 /// APNs configured the same) against the trivial MDM stand-in; with `verify`, one that
 /// verifies every signature.
+#[allow(clippy::too_many_arguments)]
 async fn run_floor(
     config: &FleetConfig,
     devices: &Arc<Vec<SimDevice>>,
     signers: Option<&Arc<Vec<DeviceSigner>>>,
     pki: &FleetPki,
+    tenants: &[Tenant],
     progress: &Arc<Progress>,
     injected: Injected,
     verify: Option<Arc<magicpush_server::identity::DeviceAuthenticator>>,
@@ -680,17 +739,21 @@ async fn run_floor(
     let floor_err = |e: String| FleetError::Server {
         detail: format!("stand-in: {e}"),
     };
-    let cert = magicpush_engine::cert::PushCertificate::from_pem_files(
-        pki.path(pki::PUSH_CERT_FILE),
-        pki.path(pki::PUSH_KEY_FILE),
-    )
-    .map_err(|e| floor_err(e.to_string()))?;
     let endpoint = mock
         .url()
         .parse()
         .map_err(|e: magicpush_engine::InvalidEndpoint| floor_err(e.to_string()))?;
-    let client = magicpush_engine::Client::builder()
-        .certificate(cert)
+    // Every tenant's certificate, as the server has them once they are registered.
+    let mut builder = magicpush_engine::Client::builder();
+    for t in tenants {
+        let cert = magicpush_engine::cert::PushCertificate::from_pem(
+            t.cert_pem.as_bytes(),
+            t.key_pem.as_bytes(),
+        )
+        .map_err(|e| floor_err(format!("{}: {e}", t.topic)))?;
+        builder = builder.certificate(cert);
+    }
+    let client = builder
         .endpoint(endpoint)
         .trust_anchor_pem(pki.ca_pem.as_bytes())
         .and_then(|b| b.build())
@@ -702,14 +765,14 @@ async fn run_floor(
     let admin = AdminClient::new(&standin.url(), None, None)
         .map_err(|e| admin_err("stand-in client", e))?;
     let failures = Arc::new(Failures::default());
-    let topic: Arc<str> = Arc::from(pki.topic.as_str());
+    let topics: Arc<[String]> = tenants.iter().map(|t| t.topic.clone()).collect();
 
     progress.set_phase(Phase::Enroll);
     let enroll_started = Instant::now();
     let enrolled = enroll(
         devices,
         signers,
-        &topic,
+        &topics,
         &target,
         config.connections,
         progress,
@@ -723,6 +786,7 @@ async fn run_floor(
         PushPhase {
             devices,
             signers,
+            topics: &topics,
             target: &target,
             config,
             admin: &admin,
@@ -776,15 +840,17 @@ fn admin_err(what: &'static str, e: impl std::fmt::Display) -> FleetError {
     }
 }
 
-/// Pushes the mock answered: accepted, or 410 for an unregistered token.
+/// Pushes the mock answered: accepted, or 410 for an unregistered token. Polled: two atomic
+/// loads, not a snapshot of every connection.
 fn judged_pushes(mock: &MockHandle) -> u64 {
-    let stats = mock.stats();
-    stats.accepted
-        + stats
-            .rejected
-            .get(&Reason::Unregistered)
-            .copied()
-            .unwrap_or(0)
+    mock.accepted_total() + mock.rejected_count(Reason::Unregistered)
+}
+
+/// The server's connection budget for all topics together, from its `/metrics`
+/// (`magicpush_connections_budget`); `None` when it does not show one.
+async fn connection_budget(admin: &AdminClient) -> Option<u64> {
+    let text = admin.get_text("/metrics").await.ok()?;
+    report::prometheus_value(&text, "magicpush_connections_budget").map(|v| v as u64)
 }
 
 /// Authenticate + TokenUpdate for every device over `connections` keep-alive connections.
@@ -792,7 +858,7 @@ fn judged_pushes(mock: &MockHandle) -> u64 {
 async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
     signers: Option<&Arc<Vec<DeviceSigner>>>,
-    topic: &Arc<str>,
+    topics: &Arc<[String]>,
     target: &Target,
     connections: usize,
     progress: &Arc<Progress>,
@@ -804,7 +870,7 @@ async fn enroll(
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let devices = devices.clone();
-        let topic = topic.clone();
+        let topics = topics.clone();
         let mut conn = target.conn();
         let progress = progress.clone();
         let failures = failures.clone();
@@ -813,7 +879,8 @@ async fn enroll(
         tasks.spawn(async move {
             for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
                 let signer = signers.as_ref().map(|s| &s[i]);
-                match enroll_one(&mut conn, d, signer, &topic).await {
+                let topic = &topics[tenant_of(i, topics.len())];
+                match enroll_one(&mut conn, d, signer, topic).await {
                     Ok(()) => enrolled[i].store(true, Ordering::Relaxed),
                     Err(why) => failures.record(format!("enroll {}: {why}", d.udid)),
                 }
@@ -877,6 +944,7 @@ impl Reports {
     fn start(
         devices: Arc<Vec<SimDevice>>,
         signers: Option<Arc<Vec<DeviceSigner>>>,
+        topics: Arc<[String]>,
         target: &Target,
         connections: usize,
         delay: Duration,
@@ -906,6 +974,13 @@ impl Reports {
                     let d = &devices[index];
                     if push.magic != d.push_magic {
                         failures.record(format!("{}: push magic {:?}", d.udid, push.magic));
+                    }
+                    let topic = &topics[tenant_of(index, topics.len())];
+                    if push.topic != *topic {
+                        failures.record(format!(
+                            "{}: pushed on {}, enrolled with {topic}",
+                            d.udid, push.topic
+                        ));
                     }
                     // A device is woken once; a repeated push finds it already answering.
                     if std::mem::replace(&mut woken[index], true) {

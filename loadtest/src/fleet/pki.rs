@@ -1,22 +1,26 @@
 //! The fleet's certificates: a CA, the mock APNs' server certificate and the MDM push
 //! certificate, generated fresh or read from a directory, and written as PEM files the server
-//! process reads.
+//! process reads; and the push certificates of the other tenants (`--topics`), issued by the
+//! same CA at every run.
 
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use magicpush_fixtures::{device_identity_cert, Ca, KeyKind, TestPki};
+use magicpush_fixtures::{device_identity_cert, push_cert, Ca, KeyKind, TestPki};
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use rustls_pki_types::CertificateDer;
 
 use super::device::SimDevice;
 use super::signer::DeviceSigner;
+use super::tenants::Tenant;
 
 use super::FleetError;
 
 /// File names, the same as the committed fixtures' `certs/` directory uses.
 pub const CA_FILE: &str = "ca.pem";
+/// The CA's key: it issues the other tenants' push certificates (`--topics`).
+pub const CA_KEY_FILE: &str = "ca.key.pem";
 /// The mock APNs' TLS certificate.
 pub const SERVER_CERT_FILE: &str = "server.pem";
 /// Its key.
@@ -35,6 +39,9 @@ pub const DEVICE_CA_KEY_FILE: &str = "device-ca.key.pem";
 pub struct FleetPki {
     /// Issues the server and push certificates; the mock trusts push certificates it signed.
     pub ca_pem: String,
+    /// That CA with its key, when the set has it (a directory written before the key was
+    /// kept has not): needed for more than one tenant.
+    pub push_ca: Option<Arc<Ca>>,
     /// Mock APNs TLS certificate (`localhost`, `127.0.0.1`).
     pub server_cert_pem: String,
     /// Its key.
@@ -61,6 +68,7 @@ impl FleetPki {
         let pki = TestPki::generate().map_err(|e| FleetError::Pki(format!("{e:#}")))?;
         let device_ca = Ca::new("magicpush fleet device CA", KeyKind::EcdsaP256)
             .map_err(|e| FleetError::Pki(format!("{e:#}")))?;
+        let push_ca_key = pki.ca.key_pem().to_owned();
         let set = FleetPki {
             ca_pem: pki.ca.cert_pem().to_owned(),
             server_cert_pem: pki.server.cert_pem,
@@ -70,10 +78,12 @@ impl FleetPki {
             topic: pki.topic,
             device_ca: Arc::new(device_ca),
             dir: dir.to_owned(),
+            push_ca: Some(Arc::new(pki.ca)),
         };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         for (name, text) in [
             (CA_FILE, &set.ca_pem),
+            (CA_KEY_FILE, &push_ca_key),
             (SERVER_CERT_FILE, &set.server_cert_pem),
             (SERVER_KEY_FILE, &set.server_key_pem),
             (PUSH_CERT_FILE, &set.push_cert_pem),
@@ -115,9 +125,19 @@ impl FleetPki {
             Ca::from_pem(&read(DEVICE_CA_FILE)?, &read(DEVICE_CA_KEY_FILE)?).map_err(|e| {
                 FleetError::Pki(format!("{}: {e:#}", dir.join(DEVICE_CA_FILE).display()))
             })?;
+        let ca_pem = read(CA_FILE)?;
+        let push_ca = if dir.join(CA_KEY_FILE).exists() {
+            let ca = Ca::from_pem(&ca_pem, &read(CA_KEY_FILE)?).map_err(|e| {
+                FleetError::Pki(format!("{}: {e:#}", dir.join(CA_KEY_FILE).display()))
+            })?;
+            Some(Arc::new(ca))
+        } else {
+            None
+        };
         Ok(FleetPki {
             device_ca: Arc::new(device_ca),
-            ca_pem: read(CA_FILE)?,
+            push_ca,
+            ca_pem,
             server_cert_pem: read(SERVER_CERT_FILE)?,
             server_key_pem: read(SERVER_KEY_FILE)?,
             topic: push.topic().to_owned(),
@@ -137,6 +157,51 @@ impl FleetPki {
         issue_identities(&self.device_ca, devices, threads)
     }
 
+    /// The fleet's `count` tenants: the first is this set's push certificate (the server's
+    /// `--cert`), the others fresh push certificates (P-256, a topic of a random UUID each)
+    /// from the same CA, issued on `threads` threads; not written to the directory.
+    pub fn tenants(&self, count: usize, threads: usize) -> Result<Vec<Tenant>, FleetError> {
+        let first = Tenant {
+            topic: self.topic.clone(),
+            cert_pem: self.push_cert_pem.clone(),
+            key_pem: self.push_key_pem.clone(),
+        };
+        if count <= 1 {
+            return Ok(vec![first]);
+        }
+        let ca = self.push_ca.as_deref().ok_or_else(|| {
+            FleetError::Pki(format!(
+                "{} has no {CA_KEY_FILE} to issue the other tenants' push certificates; \
+                 use a fresh --pki-dir for --topics above 1",
+                self.dir.display()
+            ))
+        })?;
+        let others = count - 1;
+        let chunk = others.div_ceil(threads.max(1)).max(1);
+        let mut out = Vec::with_capacity(count);
+        out.push(first);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..others)
+                .step_by(chunk)
+                .map(|start| {
+                    let n = chunk.min(others - start);
+                    scope.spawn(move || {
+                        (0..n)
+                            .map(|_| tenant_cert(ca))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| FleetError::Pki("issuing push certificates panicked".into()))??;
+                out.extend(part);
+            }
+            Ok(out)
+        })
+    }
+
     /// Path of one of the files above.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -150,6 +215,20 @@ impl std::fmt::Debug for FleetPki {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+/// A push certificate for a new topic from `ca`, valid from a day ago for a year.
+fn tenant_cert(ca: &Ca) -> Result<Tenant, FleetError> {
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let ck = push_cert(ca, &uuid, now - day, now + day * 365, KeyKind::EcdsaP256)
+        .map_err(|e| FleetError::Pki(format!("push certificate {uuid}: {e:#}")))?;
+    Ok(Tenant {
+        topic: format!("{}{uuid}", magicpush_fixtures::MDM_TOPIC_PREFIX),
+        cert_pem: ck.cert_pem,
+        key_pem: ck.key_pem,
+    })
 }
 
 /// See [`FleetPki::issue_identities`].
@@ -208,4 +287,45 @@ pub fn signature_verifies(
 ) -> bool {
     auth.authenticate(headers, None, body, time::OffsetDateTime::now_utc())
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_are_the_push_certificate_then_fresh_topics_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = FleetPki::load_or_create(dir.path()).unwrap();
+        let one = pki.tenants(1, 2).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].topic, pki.topic);
+
+        let tenants = pki.tenants(5, 2).unwrap();
+        assert_eq!(tenants.len(), 5);
+        assert_eq!(tenants[0].cert_pem, pki.push_cert_pem);
+        let mut topics: Vec<&str> = tenants.iter().map(|t| t.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        assert_eq!(topics.len(), 5, "distinct topics");
+        for t in &tenants {
+            let cert = magicpush_engine::cert::PushCertificate::from_pem(
+                t.cert_pem.as_bytes(),
+                t.key_pem.as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(cert.topic(), t.topic);
+            assert!(t.topic.starts_with(magicpush_fixtures::MDM_TOPIC_PREFIX));
+        }
+
+        // The same directory read back can issue more (it kept the CA key); one without the
+        // key serves one tenant only.
+        let again = FleetPki::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.tenants(2, 1).unwrap()[0].topic, pki.topic);
+        std::fs::remove_file(dir.path().join(CA_KEY_FILE)).unwrap();
+        let old = FleetPki::load_or_create(dir.path()).unwrap();
+        assert_eq!(old.tenants(1, 1).unwrap().len(), 1);
+        let err = old.tenants(2, 1).unwrap_err().to_string();
+        assert!(err.contains(CA_KEY_FILE), "{err}");
+    }
 }

@@ -1,5 +1,5 @@
 //! The fleet run's result: figures, the check of the server's state counts against the
-//! injected fractions, and the final table. No I/O.
+//! injected fractions and of the pushes each tenant's devices got, and the final table. No I/O.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,6 +46,74 @@ pub fn counts_match(states: &BTreeMap<String, u64>, injected: Injected) -> bool 
         && get("pending") + get("unreachable") == injected.offline
         && get("unregistered") == injected.unregistered
         && other == 0
+}
+
+/// A topic whose pushes the mock accepted are not the ones its tenant's devices require.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicCount {
+    /// The topic (a tenant's, or one the fleet does not know).
+    pub topic: String,
+    /// Pushes its devices require (online and offline, enrolled).
+    pub expected: u64,
+    /// Pushes the mock accepted for it.
+    pub accepted: u64,
+}
+
+/// Per-tenant exactness of the accepted pushes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicCheck {
+    /// Tenants whose count is exact.
+    pub exact: u64,
+    /// The first few topics whose count is not (tenants, then unknown topics).
+    pub wrong: Vec<TopicCount>,
+}
+
+/// How many wrong topics a report lists.
+const TOPIC_SAMPLES: usize = 8;
+
+/// Compares the mock's accepted pushes by topic with what each tenant requires: tenant `i`
+/// (topic `topics[i]`) `expected[i]`; a topic of no tenant must have none.
+pub fn topic_counts(
+    topics: &[String],
+    expected: &[u64],
+    accepted: &BTreeMap<String, u64>,
+) -> TopicCheck {
+    let mut check = TopicCheck::default();
+    let got = |t: &str| accepted.get(t).copied().unwrap_or(0);
+    let tenants = topics
+        .iter()
+        .zip(expected)
+        .map(|(t, e)| (t.as_str(), *e, got(t)));
+    let unknown = accepted
+        .iter()
+        .filter(|(t, _)| !topics.contains(t))
+        .map(|(t, n)| (t.as_str(), 0, *n));
+    for (topic, expected, accepted) in tenants.chain(unknown) {
+        if expected == accepted {
+            check.exact += 1;
+        } else if check.wrong.len() < TOPIC_SAMPLES {
+            check.wrong.push(TopicCount {
+                topic: topic.to_owned(),
+                expected,
+                accepted,
+            });
+        }
+    }
+    check
+}
+
+/// The value of the unlabelled (or first labelled) sample `name` in a Prometheus text
+/// exposition.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = match rest.chars().next()? {
+            ' ' | '\t' => rest,
+            '{' => &rest[rest.find('}')? + 1..],
+            _ => return None,
+        };
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Latency figures in milliseconds.
@@ -108,6 +176,27 @@ pub struct FleetReport {
     pub devices: u64,
     /// How they authenticated.
     pub device_auth: super::FleetDeviceAuth,
+    /// Tenants (`--topics`): push certificates with a topic each, the devices spread over
+    /// them round robin.
+    pub topics: u64,
+    /// Issuing the push certificates of tenants 2.. (part of setup), in seconds.
+    pub tenant_certs_s: f64,
+    /// Registering tenants 2.. through `POST /v1/topics`, after setup and before enrollment
+    /// (in no other phase), in seconds.
+    pub register_s: f64,
+    /// The most connections the mock APNs had open at once during the server's run.
+    pub apns_connections_peak: u64,
+    /// The server's APNs connection budget for all topics together (its `/metrics`
+    /// `magicpush_connections_budget`; None: not shown).
+    pub apns_connection_budget: Option<u64>,
+    /// Tenants whose accepted pushes (the mock's count for their topic) are exactly those
+    /// of their enrolled online and offline devices.
+    pub topics_exact: u64,
+    /// The first few topics whose count is not exact (expected and accepted).
+    pub topic_count_errors: Vec<TopicCount>,
+    /// Pushes the mock refused because their topic was not their connection certificate's
+    /// (400 TopicDisallowed).
+    pub topic_disallowed: u64,
     /// Enrollment through refresh until the server's report settled (phases
     /// enroll + push_report + settle), in seconds.
     pub wall_s: f64,
@@ -174,9 +263,16 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
-    /// Whether the run met its correctness bar: nothing lost, exact counts, no failed request.
+    /// Whether the run met its correctness bar: nothing lost, exact counts (server states,
+    /// and pushes per tenant), no push to a wrong topic, no failed request.
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.counts_match && self.misplaced == 0 && self.errors == 0
+        self.lost == 0
+            && self.counts_match
+            && self.misplaced == 0
+            && self.errors == 0
+            && self.topic_count_errors.is_empty()
+            && self.topics_exact == self.topics
+            && self.topic_disallowed == 0
     }
 
     /// A human-readable table of the figures.
@@ -192,6 +288,20 @@ impl FleetReport {
                 "{} online, {} offline, {} unregistered",
                 self.injected.online, self.injected.offline, self.injected.unregistered
             ),
+        );
+        row(
+            "topics",
+            if self.topics > 1 {
+                format!(
+                    "{} (certificates {:.2} s; {} registered through POST /v1/topics in {:.2} s)",
+                    self.topics,
+                    self.tenant_certs_s,
+                    self.topics - 1,
+                    self.register_s
+                )
+            } else {
+                self.topics.to_string()
+            },
         );
         if let (Some(floor), Some(ratio)) = (self.floor_s, self.wall_over_floor) {
             row(
@@ -233,6 +343,31 @@ impl FleetReport {
             format!(
                 "{:.0} pushes/s ({} pushes in {:.2} s)",
                 self.push_per_s, self.pushes, self.push_s
+            ),
+        );
+        row(
+            "pushes per topic",
+            format!(
+                "{} of {} topics exact, {} refused for a wrong topic",
+                self.topics_exact, self.topics, self.topic_disallowed
+            ),
+        );
+        for t in &self.topic_count_errors {
+            row(
+                "topic count wrong",
+                format!(
+                    "{}: {} accepted, {} expected",
+                    t.topic, t.accepted, t.expected
+                ),
+            );
+        }
+        row(
+            "APNs connections",
+            format!(
+                "{} open at most at once (server budget {})",
+                self.apns_connections_peak,
+                self.apns_connection_budget
+                    .map_or("n/a".to_string(), |b| b.to_string())
             ),
         );
         row(
@@ -324,6 +459,172 @@ mod tests {
             inj
         ));
         assert!(!counts_match(&states(&[]), inj));
+    }
+
+    #[test]
+    fn topic_counts_exact_per_tenant_and_none_elsewhere() {
+        let topics: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let accepted = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> { states(pairs) };
+        let check = topic_counts(&topics, &[2, 1, 0], &accepted(&[("a", 2), ("b", 1)]));
+        assert_eq!(
+            check,
+            TopicCheck {
+                exact: 3,
+                wrong: vec![]
+            }
+        );
+        // A short tenant, and a topic of no tenant.
+        let check = topic_counts(
+            &topics,
+            &[2, 1, 0],
+            &accepted(&[("a", 2), ("b", 0), ("x", 4)]),
+        );
+        assert_eq!(check.exact, 2);
+        assert_eq!(
+            check.wrong,
+            [
+                TopicCount {
+                    topic: "b".into(),
+                    expected: 1,
+                    accepted: 0
+                },
+                TopicCount {
+                    topic: "x".into(),
+                    expected: 0,
+                    accepted: 4
+                }
+            ]
+        );
+        // The list is capped; the exact count is not.
+        let many: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        let check = topic_counts(&many, &[1; 20], &BTreeMap::new());
+        assert_eq!((check.exact, check.wrong.len()), (0, TOPIC_SAMPLES));
+    }
+
+    #[test]
+    fn prometheus_values_by_name() {
+        let text = "# HELP magicpush_connections_budget Most APNs connections\n\
+                    # TYPE magicpush_connections_budget gauge\n\
+                    magicpush_connections_budget_extra 7\n\
+                    magicpush_connections_budget 1000\n\
+                    magicpush_connections{topic=\"a b\"} 3 1700000000\n";
+        assert_eq!(
+            prometheus_value(text, "magicpush_connections_budget"),
+            Some(1000.0)
+        );
+        assert_eq!(prometheus_value(text, "magicpush_connections"), Some(3.0));
+        assert_eq!(prometheus_value(text, "magicpush_nothing"), None);
+        assert_eq!(prometheus_value("", "x"), None);
+    }
+
+    /// A passing report of `topics` tenants, 10 devices.
+    fn report(topics: u64) -> FleetReport {
+        let injected = Injected {
+            online: 10,
+            offline: 0,
+            unregistered: 0,
+        };
+        FleetReport {
+            devices: 10,
+            device_auth: super::super::FleetDeviceAuth::Signature,
+            topics,
+            tenant_certs_s: 0.1,
+            register_s: 0.25,
+            apns_connections_peak: 4,
+            apns_connection_budget: Some(1000),
+            topics_exact: topics,
+            topic_count_errors: Vec::new(),
+            topic_disallowed: 0,
+            wall_s: 1.0,
+            floor_s: None,
+            wall_over_floor: None,
+            floor: None,
+            floor_verifying_s: None,
+            wall_over_verifying_floor: None,
+            floor_verifying: None,
+            total_s: 2.0,
+            states: states(&[("responded", 10)]),
+            expected: expected_states(injected),
+            injected,
+            counts_match: true,
+            lost: 0,
+            misplaced: 0,
+            enrolled: 10,
+            enroll_per_s: 10.0,
+            checkins_per_s: 20.0,
+            pushes: 10,
+            push_per_s: 10.0,
+            push_s: 1.0,
+            reported: 10,
+            latency_ms: LatencyMs::default(),
+            server_latency_ms: serde_json::Value::Null,
+            phases: Phases::default(),
+            server_peak_rss_mb: None,
+            server_job_peak_rss_mb: None,
+            loadgen_peak_rss_mb: None,
+            errors: 0,
+            error_samples: Vec::new(),
+        }
+    }
+
+    fn line<'a>(table: &'a str, key: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} row in\n{table}"))
+    }
+
+    #[test]
+    fn table_shows_topics_registration_and_connections() {
+        let one = report(1).table();
+        assert_eq!(line(&one, "topics").split_whitespace().last(), Some("1"));
+        assert!(line(&one, "pushes per topic")
+            .ends_with("1 of 1 topics exact, 0 refused for a wrong topic"));
+        assert!(
+            line(&one, "APNs connections").ends_with("4 open at most at once (server budget 1000)")
+        );
+
+        let mut many = report(3);
+        many.apns_connection_budget = None;
+        let t = many.table();
+        assert!(
+            line(&t, "topics").ends_with(
+                "3 (certificates 0.10 s; 2 registered through POST /v1/topics in 0.25 s)"
+            ),
+            "{t}"
+        );
+        assert!(line(&t, "APNs connections").ends_with("(server budget n/a)"));
+        assert!(!t.contains("topic count wrong"));
+        let json = serde_json::to_value(&many).unwrap();
+        for key in [
+            "topics",
+            "tenant_certs_s",
+            "register_s",
+            "apns_connections_peak",
+            "apns_connection_budget",
+            "topics_exact",
+            "topic_count_errors",
+            "topic_disallowed",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_topic_count_or_a_disallowed_push_fails_the_run() {
+        assert!(report(3).passed());
+        let mut short = report(3);
+        short.topics_exact = 2;
+        short.topic_count_errors = vec![TopicCount {
+            topic: "b".into(),
+            expected: 4,
+            accepted: 3,
+        }];
+        assert!(!short.passed());
+        assert!(line(&short.table(), "topic count wrong").ends_with("b: 3 accepted, 4 expected"));
+        let mut disallowed = report(3);
+        disallowed.topic_disallowed = 1;
+        assert!(!disallowed.passed());
     }
 
     #[test]

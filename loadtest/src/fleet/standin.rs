@@ -1,11 +1,12 @@
 //! The trivial MDM stand-in: the floor a fleet run is measured against (`fleet --baseline`).
 //!
 //! It takes the identical device traffic and does the least an MDM server can and still let
-//! the job finish: every check-in is answered 200 (TokenUpdates leave their token and push
-//! magic in memory, the only thing it keeps, since it must push them), `POST /v1/refresh`
-//! pushes every token through the same engine to the same mock APNs, each `Idle` report gets
-//! one canned DeviceInformation command, and every other report an empty 200. No store, no
-//! queue, no connectivity report. Started with an authenticator, it also verifies every
+//! the job finish: every check-in is answered 200 (TokenUpdates leave their token, push
+//! magic and topic in memory, the only thing it keeps, since it must push them),
+//! `POST /v1/refresh` pushes every token on its topic through the same engine (with every
+//! tenant's certificate) to the same mock APNs, each `Idle` report gets one canned
+//! DeviceInformation command, and every other report an empty 200. No store, no queue, no
+//! connectivity report. Started with an authenticator, it also verifies every
 //! device request's `Mdm-Signature` first (403 if it does not verify), as a magicpush server
 //! does: the floor of a signed run's own work (`floor_verifying_s`).
 
@@ -79,8 +80,8 @@ impl StandIn {
 }
 
 struct State {
-    /// UDID → (token, push magic), from TokenUpdate.
-    tokens: DashMap<String, (DeviceToken, String)>,
+    /// UDID → (token, push magic, topic), from TokenUpdate.
+    tokens: DashMap<String, (DeviceToken, String, Arc<str>)>,
     client: Client,
     push_concurrency: usize,
     /// Verify each device request's `Mdm-Signature` with this.
@@ -126,7 +127,7 @@ impl State {
         }
     }
 
-    /// A TokenUpdate's token and magic are kept; every other check-in is just answered.
+    /// A TokenUpdate's token, magic and topic are kept; every other check-in is just answered.
     fn checkin(&self, body: &[u8]) {
         if !contains(body, b"<string>TokenUpdate</string>") {
             return;
@@ -136,13 +137,14 @@ impl State {
         };
         let udid = dict.get("UDID").and_then(plist::Value::as_string);
         let magic = dict.get("PushMagic").and_then(plist::Value::as_string);
+        let topic = dict.get("Topic").and_then(plist::Value::as_string);
         let token = dict
             .get("Token")
             .and_then(plist::Value::as_data)
             .and_then(|t| DeviceToken::from_bytes(t).ok());
-        if let (Some(udid), Some(magic), Some(token)) = (udid, magic, token) {
+        if let (Some(udid), Some(magic), Some(token), Some(topic)) = (udid, magic, token, topic) {
             self.tokens
-                .insert(udid.to_owned(), (token, magic.to_owned()));
+                .insert(udid.to_owned(), (token, magic.to_owned(), topic.into()));
         }
     }
 
@@ -151,7 +153,10 @@ impl State {
         let pushes: Vec<DevicePush> = self
             .tokens
             .iter()
-            .map(|e| DevicePush::new(e.value().0.clone(), e.value().1.clone()))
+            .map(|e| {
+                let (token, magic, topic) = e.value();
+                DevicePush::new(token.clone(), magic.clone()).with_topic(topic.clone())
+            })
             .collect();
         let n = pushes.len();
         let client = self.client.clone();
