@@ -21,7 +21,7 @@ use crate::outcome::{BulkItem, DevicePush, PushError, PushResult};
 use crate::pool::backoff::Backoff;
 use crate::pool::budget::Budget;
 use crate::pool::plan::{Plan, RetryPolicy};
-use crate::transport::{client_config, InvalidProxy, Proxy, TlsConfigError};
+use crate::transport::{client_config, root_store, InvalidProxy, Proxy, TlsConfigError};
 
 /// The client could not be built or reconfigured.
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +218,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Most HTTP/2 connections of one topic. Default: 4.
+    /// Most HTTP/2 connections of one topic. Default: 4. They open one at a time as the load
+    /// asks: one at a topic's first push, another whenever the open ones carry half the
+    /// streams they may (and the budget has room with no topic waiting).
     pub fn connections(mut self, n: usize) -> Self {
         self.connections = n.max(1);
         self
@@ -302,6 +304,7 @@ impl ClientBuilder {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         crate::metrics::describe();
         let certificates = self.certificates.clone();
+        let roots = root_store(&self.trust_anchors, self.web_roots)?;
         let inner = Arc::new(Inner {
             pools: RwLock::new(Pools::default()),
             budget: Budget::new(self.max_total_connections),
@@ -312,6 +315,7 @@ impl ClientBuilder {
                 certificates: Vec::new(),
                 ..self
             },
+            roots,
         });
         let client = Client { inner };
         for cert in certificates {
@@ -401,6 +405,8 @@ struct Inner {
     handle: tokio::runtime::Handle,
     /// The settings each topic's pool starts with (its certificate list unused).
     config: ClientBuilder,
+    /// The trust anchors every topic's TLS configuration shares.
+    roots: Arc<rustls::RootCertStore>,
 }
 
 #[derive(Debug, Default)]
@@ -461,7 +467,7 @@ impl Client {
     fn spawn_pool(&self, cert: PushCertificate) -> Result<TopicPool, ClientError> {
         let c = &self.inner.config;
         let topic: Arc<str> = Arc::from(cert.topic());
-        let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
+        let tls = client_config(&cert, &self.inner.roots)?;
         let template = Arc::new(RequestTemplate::new(
             c.endpoint.authority(),
             cert.topic(),
@@ -509,7 +515,7 @@ impl Client {
     /// client holds.
     pub fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ClientError> {
         let c = &self.inner.config;
-        let tls = client_config(&cert, &c.trust_anchors, c.web_roots)?;
+        let tls = client_config(&cert, &self.inner.roots)?;
         let template = Arc::new(RequestTemplate::new(
             c.endpoint.authority(),
             cert.topic(),

@@ -159,6 +159,9 @@ struct Draining {
     shared: Arc<crate::conn::ConnShared>,
     /// Its place in the budget, given back when it has closed.
     _permit: Option<OwnedSemaphorePermit>,
+    /// Leave to close for a starving topic, held until the permit is free (declared after
+    /// it: fields drop in order).
+    _promise: Option<budget::Promise>,
 }
 
 struct Delayed {
@@ -243,7 +246,7 @@ impl Dispatcher {
         let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(24 * 3600)));
         loop {
             let now = Instant::now();
-            self.wake_for_work();
+            self.wake_for_work(now);
             self.start_due_connections(now);
             self.release_delayed(now);
             self.dispatch(now);
@@ -281,7 +284,7 @@ impl Dispatcher {
                 }, if in_line => {
                     self.permit_wait = None;
                     self.spare = Some(permit);
-                    self.settings.plan.wake();
+                    self.settings.plan.wake_one();
                 }
                 () = self.capacity.notified(), if !self.waiting.is_empty() || !has_room => {}
                 job = self.intake.recv(), if want_jobs => match job {
@@ -314,23 +317,43 @@ impl Dispatcher {
         }
     }
 
-    /// Work for a pool with no connection: its slots become due, or, when the budget has no
-    /// connection to spare, it waits in line for one.
-    fn wake_for_work(&mut self) {
+    /// Work for a pool with no connection: one slot becomes due (or, when the budget has no
+    /// connection to spare, the pool waits in line for one). Work that keeps every open
+    /// connection busy opens one more, while the budget has room and no topic waits; so
+    /// does a lone connection's certificate refusal, which needs a second opinion.
+    fn wake_for_work(&mut self, now: Instant) {
         if self.shutting_down.is_some() || self.permit_wait.is_some() {
             return;
         }
         let plan = &self.settings.plan;
-        if !plan.any_parked() || !self.has_work() {
+        if !plan.any_parked() {
             return;
         }
-        // A pool with no connection wakes for its work; one that gave connections back to a
-        // starving topic takes them again once the budget has room and nobody waits.
+        let open = self.slots.iter().flatten().count();
+        let second_opinion = open == 1 && plan.suspect(now).is_some();
+        if !second_opinion && !self.has_work() {
+            return;
+        }
+        if plan.all_parked() {
+            self.settings.plan.wake_one();
+            return;
+        }
         let budget = &self.settings.budget;
         let room = budget.starving() == 0 && budget.in_use() < budget.max();
-        if plan.all_parked() || room {
-            self.settings.plan.wake();
+        if room && plan.settled() && (second_opinion || self.busy_enough_to_grow()) {
+            self.settings.plan.wake_one();
         }
+    }
+
+    /// Whether the open connections carry at least half the streams they may: another one
+    /// would spread the load (and its CPU) further.
+    fn busy_enough_to_grow(&self) -> bool {
+        let (mut in_flight, mut streams) = (0usize, 0usize);
+        for live in self.slots.iter().flatten() {
+            in_flight += live.shared.in_flight.load(Ordering::Acquire);
+            streams += live.shared.max_streams.load(Ordering::Acquire);
+        }
+        streams > 0 && in_flight * 2 >= streams
     }
 
     fn start_due_connections(&mut self, now: Instant) {
@@ -425,10 +448,7 @@ impl Dispatcher {
         };
         let keep = match budget::decide(usage, starving, self.settings.idle_timeout) {
             GiveBack::Nothing => return,
-            GiveBack::All => {
-                self.others_waiting_since = None;
-                None
-            }
+            GiveBack::All => None,
             // The busiest connection stays.
             GiveBack::AllButOne => (0..self.slots.len()).max_by_key(|&i| {
                 self.slots[i]
@@ -436,23 +456,43 @@ impl Dispatcher {
                     .map_or(0, |l| 1 + l.shared.in_flight.load(Ordering::Relaxed))
             }),
         };
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].is_none() || Some(slot) == keep {
-                continue;
-            }
-            self.retire(slot);
+        // The least busy go first.
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some() && Some(i) != keep)
+            .collect();
+        order.sort_by_key(|&i| {
+            self.slots[i]
+                .as_ref()
+                .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed))
+        });
+        for slot in order {
+            // For a starving topic, one connection closes per topic waiting, not one in
+            // every pool; after the idle time, every connection closes.
+            let promise = if starving > 0 {
+                match self.settings.budget.promise() {
+                    Some(p) => Some(p),
+                    None => break,
+                }
+            } else {
+                None
+            };
+            self.retire(slot, promise);
             self.settings.plan.park(slot);
+        }
+        if self.slots.iter().all(Option::is_none) {
+            self.others_waiting_since = None;
         }
     }
 
     /// Moves the slot's connection to draining (it takes no new push, finishes its streams
     /// and closes), with its budget permit.
-    fn retire(&mut self, slot: usize) {
+    fn retire(&mut self, slot: usize, promise: Option<budget::Promise>) {
         if let Some(live) = self.slots[slot].take() {
             self.draining.push(Draining {
                 id: live.id,
                 shared: live.shared,
                 _permit: self.permits[slot].take(),
+                _promise: promise,
             });
         }
     }
@@ -665,7 +705,7 @@ impl Dispatcher {
             }
             Event::GoingAway { id, cause, served } => {
                 if let Some(slot) = self.slot_of(id) {
-                    self.retire(slot);
+                    self.retire(slot, None);
                     self.settings
                         .plan
                         .on_closed(slot, now, cause, served, fastrand::f64());
@@ -789,7 +829,7 @@ impl Dispatcher {
                 self.generation.fetch_add(1, Ordering::Relaxed);
                 for slot in 0..self.slots.len() {
                     // Dropping the job sender retires the connection: it finishes its streams.
-                    self.retire(slot);
+                    self.retire(slot, None);
                     // Attempts under way with the old certificate are discarded on arrival
                     // (their permits stay taken until then: the budget counts them).
                     self.attempts[slot] = 0;
@@ -812,7 +852,7 @@ impl Dispatcher {
                     d.job.finish(Err(error.clone()));
                 }
                 for slot in 0..self.slots.len() {
-                    self.retire(slot);
+                    self.retire(slot, None);
                     self.attempts[slot] = 0;
                 }
                 self.permit_wait = None;

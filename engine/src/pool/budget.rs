@@ -5,11 +5,16 @@
 //! permit of the budget, so the client never has more than `max_total_connections` open to
 //! APNs whatever its topics do. Permits are handed out first come, first served. A topic that
 //! has work but not one connection waits in line ("starves"); while any topic starves, the
-//! others give back what they can spare ([`decide`]): an idle topic all its connections, a
-//! busy one all but one, and that one too after a [`TURN`] (it then waits in line behind the
-//! others with its pushes still queued). A topic with work therefore always gets a connection
-//! in turn, however busy the others are, and a topic nobody pushes to closes its connections
-//! after the idle time anyway.
+//! others give back what they can spare ([`decide`]): connections beyond their first at once,
+//! and the last one once the topic has been idle for an [`IDLE_GRACE`] or the other has
+//! waited a [`TURN`] (a busy topic then waits in line behind the others with its pushes still
+//! queued). A topic with work therefore always gets a connection in turn, however busy the
+//! others are, and a topic nobody pushes to closes its connections after the idle time
+//! anyway.
+//!
+//! Only as many connections are given back as topics starve ([`Budget::promise`]): when a
+//! topic waits, one connection closes for it, not one in every other topic — each close and
+//! reopen costs a TLS handshake on both sides.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +28,8 @@ pub struct Budget {
     permits: Arc<Semaphore>,
     max: usize,
     starving: AtomicUsize,
+    /// Connections closing for a starving topic, their permits not yet free.
+    releasing: AtomicUsize,
 }
 
 impl Budget {
@@ -32,6 +39,7 @@ impl Budget {
             permits: Arc::new(Semaphore::new(max)),
             max,
             starving: AtomicUsize::new(0),
+            releasing: AtomicUsize::new(0),
         })
     }
 
@@ -71,6 +79,37 @@ impl Budget {
     pub fn starving(&self) -> usize {
         self.starving.load(Ordering::Relaxed)
     }
+
+    /// Leave to close a connection for a starving topic: granted while fewer connections
+    /// are closing for them than topics starve. Held until the connection's permit is free.
+    pub fn promise(self: &Arc<Self>) -> Option<Promise> {
+        let mut closing = self.releasing.load(Ordering::Acquire);
+        loop {
+            if closing >= self.starving() {
+                return None;
+            }
+            match self.releasing.compare_exchange_weak(
+                closing,
+                closing + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Promise(Arc::clone(self))),
+                Err(now) => closing = now,
+            }
+        }
+    }
+}
+
+/// A connection closing for a starving topic ([`Budget::promise`]); drop it once the
+/// connection's permit is free.
+#[derive(Debug)]
+pub struct Promise(Arc<Budget>);
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        self.0.releasing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a topic as starving for as long as it lives (dropped with the wait, however the
@@ -104,6 +143,11 @@ pub enum GiveBack {
 /// How long a busy topic keeps its last connection while another topic waits for one.
 pub const TURN: Duration = Duration::from_secs(1);
 
+/// How long a topic without work keeps its last connection while another topic waits for
+/// one: a topic whose pushes come a few milliseconds apart is not idle between them, and
+/// closing its connection for each gap would cost a handshake per push.
+pub const IDLE_GRACE: Duration = Duration::from_millis(100);
+
 /// The pool's state as [`decide`] needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -119,26 +163,24 @@ pub struct Usage {
 }
 
 /// Whether a pool gives connections back: all of them once it has been idle for
-/// `idle_timeout`, or at once when idle while another topic starves; all but one when busy
-/// while another topic starves, and the last one too once the other has waited a [`TURN`].
+/// `idle_timeout`; while another topic starves, all but one at once, and the last one too
+/// once the pool has been idle for an [`IDLE_GRACE`] or the other has waited a [`TURN`].
 pub fn decide(usage: Usage, starving: usize, idle_timeout: Duration) -> GiveBack {
     if usage.connections == 0 {
         return GiveBack::Nothing;
     }
-    if !usage.busy {
-        if starving > 0 || usage.idle_for >= idle_timeout {
+    if starving == 0 {
+        if !usage.busy && usage.idle_for >= idle_timeout {
             return GiveBack::All;
         }
         return GiveBack::Nothing;
     }
-    if starving == 0 {
-        return GiveBack::Nothing;
+    let idle = !usage.busy && usage.idle_for >= IDLE_GRACE.min(idle_timeout);
+    if idle || usage.others_waited >= TURN {
+        return GiveBack::All;
     }
     if usage.connections > 1 {
         return GiveBack::AllButOne;
-    }
-    if usage.others_waited >= TURN {
-        return GiveBack::All;
     }
     GiveBack::Nothing
 }
@@ -159,11 +201,38 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_pool_closes_after_the_idle_time_or_at_once_for_a_starving_topic() {
+    fn an_idle_pool_closes_after_the_idle_time_or_after_a_grace_for_a_starving_topic() {
         assert_eq!(decide(usage(4, false, 10), 0, IDLE), GiveBack::Nothing);
         assert_eq!(decide(usage(4, false, 300), 0, IDLE), GiveBack::All);
-        assert_eq!(decide(usage(4, false, 0), 1, IDLE), GiveBack::All);
+        assert_eq!(decide(usage(4, false, 1), 1, IDLE), GiveBack::All);
         assert_eq!(decide(usage(0, false, 999), 3, IDLE), GiveBack::Nothing);
+        // Between two pushes a few milliseconds apart: the extra connections go, the last
+        // one stays.
+        let between = Usage {
+            idle_for: IDLE_GRACE / 4,
+            ..usage(4, false, 0)
+        };
+        assert_eq!(decide(between, 1, IDLE), GiveBack::AllButOne);
+        let between = Usage {
+            connections: 1,
+            ..between
+        };
+        assert_eq!(decide(between, 1, IDLE), GiveBack::Nothing);
+    }
+
+    #[test]
+    fn only_as_many_connections_close_as_topics_starve() {
+        let budget = Budget::new(4);
+        assert!(budget.promise().is_none(), "nobody starves");
+        budget.starving.fetch_add(2, Ordering::Relaxed);
+        let first = budget.promise().expect("one starves");
+        let second = budget.promise().expect("two starve");
+        assert!(budget.promise().is_none(), "two are closing already");
+        drop(first);
+        let third = budget.promise().expect("one closed; one is still owed");
+        drop((second, third));
+        budget.starving.fetch_sub(2, Ordering::Relaxed);
+        assert!(budget.promise().is_none());
     }
 
     #[test]

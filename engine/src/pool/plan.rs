@@ -38,7 +38,7 @@ pub enum Phase {
     /// Backing off until this instant.
     Waiting(Instant),
     /// Not wanted: the pool has no work, or no connection to spare in the budget shared
-    /// with other topics. It connects again once [`Plan::wake`] is called.
+    /// with other topics. It connects again once [`Plan::wake_one`] is called.
     Idle,
 }
 
@@ -142,13 +142,21 @@ impl Plan {
         self.slots[slot].phase = Phase::Idle;
     }
 
-    /// Every parked slot becomes due: the pool has work again.
-    pub fn wake(&mut self) {
-        for s in &mut self.slots {
-            if s.phase == Phase::Idle {
-                s.phase = Phase::Due;
-            }
+    /// The first parked slot becomes due: the pool has work and no connection, or all of its
+    /// connections are busy. A pool opens its connections one at a time, as its load asks
+    /// for them, not all at once: with many topics sharing one budget, a topic's idle extra
+    /// connections would be another topic's first.
+    pub fn wake_one(&mut self) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.phase == Phase::Idle) {
+            s.phase = Phase::Due;
         }
+    }
+
+    /// Whether every slot is open or parked: none is due, connecting or backing off.
+    pub fn settled(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| matches!(s.phase, Phase::Open(_) | Phase::Idle))
     }
 
     /// Whether any slot is parked.
@@ -681,5 +689,22 @@ mod tests {
             policy.decide(1, true, deadline, deadline, 0.0),
             RetryDecision::GiveUp
         );
+    }
+
+    #[test]
+    fn parked_slots_wake_one_at_a_time() {
+        let now = Instant::now();
+        let mut p = plan(3);
+        for slot in 0..3 {
+            p.park(slot);
+        }
+        assert!(p.all_parked() && p.settled());
+        p.wake_one();
+        assert!(!p.settled(), "one is due");
+        assert_eq!(p.take_due(now), vec![0]);
+        p.on_connected(0, now);
+        assert!(p.settled() && p.any_parked());
+        p.wake_one();
+        assert_eq!(p.take_due(now), vec![1]);
     }
 }

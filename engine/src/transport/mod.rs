@@ -10,8 +10,8 @@ mod tls;
 
 pub(crate) use proxy::Proxy;
 pub use proxy::{InvalidProxy, ProxyProtocolError};
-pub(crate) use tls::client_config;
 pub use tls::TlsConfigError;
+pub(crate) use tls::{client_config, root_store};
 
 use std::sync::Arc;
 use std::time::Duration;

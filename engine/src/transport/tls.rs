@@ -22,13 +22,13 @@ pub enum TlsConfigError {
     Setup(rustls::Error),
 }
 
-/// A client configuration that presents `cert` and trusts `extra_anchors`, plus the public
-/// web roots when `web_roots` is set (Apple's gateways chain to one of them).
-pub(crate) fn client_config(
-    cert: &PushCertificate,
+/// The trust anchors: `extra_anchors`, plus the public web roots when `web_roots` is set
+/// (Apple's gateways chain to one of them). Built once per client and shared by every
+/// topic's configuration: the web roots alone are about 150 parsed anchors.
+pub(crate) fn root_store(
     extra_anchors: &[CertificateDer<'static>],
     web_roots: bool,
-) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+) -> Result<Arc<RootCertStore>, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     if web_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -38,11 +38,19 @@ pub(crate) fn client_config(
             .add(anchor.clone())
             .map_err(TlsConfigError::TrustAnchor)?;
     }
+    Ok(Arc::new(roots))
+}
+
+/// A client configuration that presents `cert` and trusts `roots`.
+pub(crate) fn client_config(
+    cert: &PushCertificate,
+    roots: &Arc<RootCertStore>,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsConfigError::Setup)?
-        .with_root_certificates(roots)
+        .with_root_certificates(Arc::clone(roots))
         .with_client_auth_cert(cert.cert_chain(), cert.private_key())
         .map_err(TlsConfigError::ClientIdentity)?;
     config.alpn_protocols = vec![b"h2".to_vec()];

@@ -323,15 +323,25 @@ async fn run_engine(
         builder = builder.certificate(cert);
     }
     let client = builder.build()?;
-    // Open every topic's connections (a pool connects at its first push) so the run measures
-    // pushing, not handshakes.
-    let warm: Vec<DevicePush> = topics
-        .iter()
-        .map(|t| DevicePush::new(token(u64::MAX), "warm-up").with_topic(t.clone()))
-        .collect();
-    client.push_bulk(warm).finish().await;
-    let ready_by = Instant::now() + Duration::from_secs(30);
+    // Open every topic's connections so the run measures pushing, not handshakes. A pool
+    // connects at its first push and opens more as its load asks: a topic with several
+    // connections gets bursts that fill them until they are all open.
+    let burst = if per_topic > 1 {
+        per_topic * opts.streams
+    } else {
+        1
+    };
+    let ready_by = Instant::now() + Duration::from_secs(10);
     loop {
+        let warm: Vec<DevicePush> = topics
+            .iter()
+            .flat_map(|t| {
+                (0..burst).map(|i| {
+                    DevicePush::new(token(u64::MAX - i as u64), "warm-up").with_topic(t.clone())
+                })
+            })
+            .collect();
+        client.push_bulk(warm).finish().await;
         let s = client.status().await?;
         if s.open_connections >= total_connections || Instant::now() > ready_by {
             break;
