@@ -79,7 +79,6 @@ async fn two_thousand_devices_none_lost_counts_exact() {
 /// through `POST /v1/topics`; each device is pushed on its own tenant's topic and every
 /// tenant's count is exact (the floors, run first, push on the three topics too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's POST /v1/topics (multi-tenant registration)"]
 async fn three_tenants_each_pushed_on_its_own_topic() {
     let mut config = FleetConfig::new(300, exe());
     config.offline_fraction = 0.1;

@@ -75,6 +75,17 @@ pub(crate) struct ServeArgs {
     /// see; logs and errors show it masked.
     #[arg(long, env = "MAGICPUSH_APNS_PROXY", hide_env_values = true)]
     apns_proxy: Option<SecretArg>,
+    /// Most APNs connections of one tenant (topic).
+    #[arg(long, env = "MAGICPUSH_APNS_CONNECTIONS", default_value_t = 4)]
+    apns_connections: usize,
+    /// Most APNs connections of all tenants together: a tenant with pushes to send always
+    /// gets one in turn (idle tenants' connections close first to make room).
+    #[arg(
+        long,
+        env = "MAGICPUSH_APNS_MAX_TOTAL_CONNECTIONS",
+        default_value_t = 1000
+    )]
+    apns_max_total_connections: usize,
     /// Admin API key (`Authorization: Bearer <key>`). Without it the admin API is off. Prefer
     /// MAGICPUSH_API_KEY or --api-key-file: a command line is visible to every local user.
     #[arg(long, env = "MAGICPUSH_API_KEY", hide_env_values = true)]
@@ -301,7 +312,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let mut builder = Client::builder();
+    if args.apns_connections == 0 || args.apns_max_total_connections == 0 {
+        bail!("--apns-connections and --apns-max-total-connections must be at least 1");
+    }
+    let mut builder = Client::builder()
+        .connections(args.apns_connections)
+        .max_total_connections(args.apns_max_total_connections);
     if let Some(url) = &args.apns_url {
         let endpoint = url.parse().with_context(|| format!("--apns-url {url}"))?;
         builder = builder.endpoint(endpoint);

@@ -64,6 +64,12 @@ pub(crate) fn run(args: TopicsArgs) -> anyhow::Result<ExitCode> {
             let mut body = std::fs::read(&add.cert)
                 .with_context(|| format!("cannot read {}", add.cert.display()))?;
             if let Some(key) = &add.key {
+                if !body.trim_ascii_start().starts_with(b"-----BEGIN ") {
+                    anyhow::bail!(
+                        "{} is not PEM: with --key, give the certificate as PEM (openssl x509 -inform DER -in CERT -out CERT.pem)",
+                        add.cert.display()
+                    );
+                }
                 body.push(b'\n');
                 body.extend(
                     std::fs::read(key)

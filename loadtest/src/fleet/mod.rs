@@ -562,6 +562,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         tenant_certs_s: round3(tenant_certs_s),
         register_s: round3(register_s),
         apns_connections_peak: mock_stats.connections_peak,
+        apns_connections_opened: mock_stats.connections_opened,
         apns_connection_budget,
         topics_exact: by_topic.exact,
         topic_count_errors: by_topic.wrong,

@@ -186,6 +186,9 @@ pub struct FleetReport {
     pub register_s: f64,
     /// The most connections the mock APNs had open at once during the server's run.
     pub apns_connections_peak: u64,
+    /// Connections the mock APNs accepted during the server's run (more than the peak:
+    /// connections were closed and opened again, each a TLS handshake).
+    pub apns_connections_opened: u64,
     /// The server's APNs connection budget for all topics together (its `/metrics`
     /// `magicpush_connections_budget`; None: not shown).
     pub apns_connection_budget: Option<u64>,
@@ -364,8 +367,9 @@ impl FleetReport {
         row(
             "APNs connections",
             format!(
-                "{} open at most at once (server budget {})",
+                "{} open at most at once, {} opened (server budget {})",
                 self.apns_connections_peak,
+                self.apns_connections_opened,
                 self.apns_connection_budget
                     .map_or("n/a".to_string(), |b| b.to_string())
             ),
@@ -531,6 +535,7 @@ mod tests {
             tenant_certs_s: 0.1,
             register_s: 0.25,
             apns_connections_peak: 4,
+            apns_connections_opened: 4,
             apns_connection_budget: Some(1000),
             topics_exact: topics,
             topic_count_errors: Vec::new(),

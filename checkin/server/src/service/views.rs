@@ -54,13 +54,22 @@ impl From<Option<ConnState>> for DeviceFilter {
 }
 
 impl Service {
-    /// A listing's topic must be a tenant's (once any is registered): a typo should not read
-    /// as a tenant without devices.
-    fn check_listing_topic(&self, topic: Option<&str>) -> Result<(), ServiceError> {
-        match topic {
-            Some(t) if self.pushcert.watch().len() > 0 => self.tenant(Some(t)).map(drop),
-            _ => Ok(()),
+    /// A listing's topic must be a tenant's or one devices enrolled with (those of a tenant
+    /// since removed, or enrolled before any certificate): a typo should not read as a
+    /// tenant without devices.
+    async fn check_listing_topic(&self, topic: Option<&str>) -> Result<(), ServiceError> {
+        let Some(topic) = topic else { return Ok(()) };
+        let watch = self.pushcert.watch();
+        if watch.len() == 0 || watch.tenant(topic).is_some() {
+            return Ok(());
         }
+        if self.store.enrolled_topics().await?.contains_key(topic) {
+            return Ok(());
+        }
+        Err(ServiceError::UnknownTenant {
+            topic: topic.to_owned(),
+            known: super::tenants::some_topics(&watch.topics()),
+        })
     }
 
     /// Every device (or those in `only` state) as a JSON array, in text: the store's fields
@@ -72,7 +81,7 @@ impl Service {
         only: impl Into<DeviceFilter>,
     ) -> Result<Listing, ServiceError> {
         let only = only.into();
-        self.check_listing_topic(only.topic.as_deref())?;
+        self.check_listing_topic(only.topic.as_deref()).await?;
         let now = Self::now();
         let mut first = true;
         let render: Render = Box::new(move |service, d, out| {
@@ -128,7 +137,7 @@ impl Service {
         only: impl Into<DeviceFilter>,
     ) -> Result<Listing, ServiceError> {
         let only = only.into();
-        self.check_listing_topic(only.topic.as_deref())?;
+        self.check_listing_topic(only.topic.as_deref()).await?;
         let now = Self::now();
         let mut head = String::new();
         csv::write_record(&mut head, &CSV_HEADER);
@@ -178,7 +187,7 @@ impl Service {
         &self,
         topic: Option<&str>,
     ) -> Result<ConnectivityReport, ServiceError> {
-        self.check_listing_topic(topic)?;
+        self.check_listing_topic(topic).await?;
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
         let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
