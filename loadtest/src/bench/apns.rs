@@ -92,6 +92,8 @@ pub struct BenchReport {
     pub topics: usize,
     /// Connections per topic.
     pub connections_per_topic: usize,
+    /// Connections open when the clock started (all topics).
+    pub connections_open_at_start: Option<usize>,
 }
 
 /// One round of a multi-round run.
@@ -331,8 +333,8 @@ async fn run_engine(
     } else {
         1
     };
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    loop {
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    let open_at_start = loop {
         let warm: Vec<DevicePush> = topics
             .iter()
             .flat_map(|t| {
@@ -344,10 +346,10 @@ async fn run_engine(
         client.push_bulk(warm).finish().await;
         let s = client.status().await?;
         if s.open_connections >= total_connections || Instant::now() > ready_by {
-            break;
+            break s.open_connections;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     let rss_before = crate::rss::rss_mb().unwrap_or(0.0);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
     let mut failed = 0u64;
@@ -408,6 +410,7 @@ async fn run_engine(
         rounds: Vec::new(),
         topics: topics.len(),
         connections_per_topic: per_topic,
+        connections_open_at_start: Some(open_at_start),
     })
 }
 
