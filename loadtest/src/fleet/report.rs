@@ -585,9 +585,8 @@ mod tests {
         assert_eq!(line(&one, "topics").split_whitespace().last(), Some("1"));
         assert!(line(&one, "pushes per topic")
             .ends_with("1 of 1 topics exact, 0 refused for a wrong topic"));
-        assert!(
-            line(&one, "APNs connections").ends_with("4 open at most at once (server budget 1000)")
-        );
+        assert!(line(&one, "APNs connections")
+            .ends_with("4 open at most at once, 4 opened (server budget 1000)"));
 
         let mut many = report(3);
         many.apns_connection_budget = None;
@@ -606,6 +605,7 @@ mod tests {
             "tenant_certs_s",
             "register_s",
             "apns_connections_peak",
+            "apns_connections_opened",
             "apns_connection_budget",
             "topics_exact",
             "topic_count_errors",
