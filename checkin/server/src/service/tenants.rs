@@ -540,8 +540,24 @@ mod tests {
 
     #[test]
     fn no_tenant_serves_every_topic_and_one_serves_its_own() {
+        use magicpush_fixtures::{push_cert, Ca, KeyKind};
         let watch = CertWatch::default();
         assert!(watch.serves("t.any"));
         assert!(watch.only().is_none());
+        let ca = Ca::new("test", KeyKind::EcdsaP256).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let cert = push_cert(&ca, "a", now - day, now + day, KeyKind::EcdsaP256).unwrap();
+        let info = CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap();
+        watch.insert(Arc::new(Tenant::new(info)));
+        assert!(watch.serves("com.apple.mgmt.External.a"));
+        assert!(
+            !watch.serves("t.any"),
+            "once a tenant exists, other topics are refused"
+        );
+        assert_eq!(watch.topics(), vec!["com.apple.mgmt.External.a".to_owned()]);
+        assert!(watch.only().is_some());
+        assert!(watch.remove("com.apple.mgmt.External.a").is_some());
+        assert!(watch.serves("t.any"));
     }
 }
