@@ -708,7 +708,7 @@ fn choose_certificates(
 async fn name_tenants(service: &Service, names: Vec<(String, String)>) -> anyhow::Result<()> {
     for (topic, name) in names {
         let unnamed = service
-            .pushcert_of(Some(&topic))
+            .pushcert(Some(&topic))
             .map(|v| v.name.is_none())
             .unwrap_or(false);
         if unnamed {

@@ -392,7 +392,7 @@ async fn expiry_thresholds_warn_once_each_with_a_signed_retried_webhook() {
         for e in service.check_pushcert_expiry(now).await {
             announced.push((e.event, e.threshold_days));
         }
-        let view = service.pushcert_at(now).unwrap();
+        let view = service.pushcert_at(None, now).unwrap();
         if view.days_left > 60 {
             assert_eq!(view.state.as_str(), "valid", "day {day}");
         } else if !view.expired {
@@ -418,7 +418,7 @@ async fn expiry_thresholds_warn_once_each_with_a_signed_retried_webhook() {
     // Stored: a restart on the same store does not announce them again.
     let again = PushCertState::with_settings(
         service
-            .pushcert_at(start)
+            .pushcert_at(None, start)
             .ok()
             .map(|_| CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap()),
         PushCertSettings {
@@ -528,7 +528,10 @@ async fn vendor_signed_requests_verify_and_carry_the_pending_key() {
         now + time::Duration::days(365),
     )
     .unwrap();
-    let view = service.replace_pushcert(cert.as_bytes()).await.unwrap();
+    let view = service
+        .replace_pushcert(None, cert.as_bytes())
+        .await
+        .unwrap();
     assert_eq!(
         view.topic,
         "com.apple.mgmt.External.6F2B0E1A-1111-4222-8333-944455556666"

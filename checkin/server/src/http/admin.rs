@@ -393,7 +393,7 @@ async fn connectivity(
     query: Result<Query<TopicQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let topic = TopicQuery::topic(query)?;
-    Ok(Json(admin.service.connectivity_of(topic.as_deref()).await?))
+    Ok(Json(admin.service.connectivity(topic.as_deref()).await?))
 }
 
 async fn pushcert(
@@ -401,7 +401,7 @@ async fn pushcert(
     query: Result<Query<TopicQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let topic = TopicQuery::topic(query)?;
-    Ok(Json(admin.service.pushcert_of(topic.as_deref())?))
+    Ok(Json(admin.service.pushcert(topic.as_deref())?))
 }
 
 async fn topics(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
@@ -464,10 +464,10 @@ async fn replace_pushcert(
     let topic = topic.as_deref();
     let service = &admin.service;
     Ok(Json(match pkcs12_password(&headers)? {
-        None => service.replace_pushcert_of(topic, &upload).await?,
+        None => service.replace_pushcert(topic, &upload).await?,
         Some(password) => {
             service
-                .replace_pushcert_pkcs12_of(topic, &upload, password)
+                .replace_pushcert_pkcs12(topic, &upload, password)
                 .await?
         }
     }))
@@ -483,7 +483,7 @@ async fn delete_pushcert(
     query: Result<Query<TopicQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let topic = TopicQuery::topic(query)?;
-    admin.service.delete_pushcert_of(topic.as_deref()).await?;
+    admin.service.delete_pushcert(topic.as_deref()).await?;
     Ok(Json(DeletedPushCert { deleted: true }))
 }
 
@@ -543,10 +543,8 @@ async fn pushcert_history(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(match TopicQuery::topic(query)? {
-        Some(topic) => admin.service.pushcert_history_of(&topic),
-        None => admin.service.pushcert_history(),
-    }))
+    let topic = TopicQuery::topic(query)?;
+    Ok(Json(admin.service.pushcert_history(topic.as_deref())))
 }
 
 async fn set_memo(
@@ -558,7 +556,7 @@ async fn set_memo(
     Ok(Json(
         admin
             .service
-            .set_pushcert_memo_of(topic.as_deref(), memo.apple_id)
+            .set_pushcert_memo(topic.as_deref(), memo.apple_id)
             .await?,
     ))
 }

@@ -232,7 +232,7 @@ impl Service {
         Err(ServiceError::UnregisteredTopic {
             udid: udid.to_owned(),
             topic: topic.to_owned(),
-            registered: super::tenants::some_topics(&watch.topics()),
+            registered: watch.some_topics(),
         })
     }
 }

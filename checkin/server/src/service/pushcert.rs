@@ -28,7 +28,7 @@ use crate::pushcert::request;
 use magicpush_mdm::Secret;
 use magicpush_store::{rfc3339, StoredPushCert};
 
-use super::tenants::{read, some_topics, write, Tenant};
+use super::tenants::{read, write, Tenant};
 use super::{Service, ServiceError};
 
 /// What `GET /v1/pushcert` and `/healthz` say when no certificate is registered.
@@ -125,7 +125,7 @@ impl Service {
                 .tenant(topic)
                 .ok_or_else(|| ServiceError::UnknownTenant {
                     topic: topic.to_owned(),
-                    known: some_topics(&watch.topics()),
+                    known: watch.some_topics(),
                 });
         }
         match watch.len() {
@@ -135,7 +135,7 @@ impl Service {
                 .ok_or_else(|| ServiceError::NotFound(self.pushcert.missing_message())),
             count => Err(ServiceError::TopicRequired {
                 count,
-                topics: some_topics(&watch.topics()),
+                topics: watch.some_topics(),
             }),
         }
     }
@@ -170,23 +170,13 @@ impl Service {
         }
     }
 
-    /// `GET /v1/pushcert` while one tenant is registered.
-    pub fn pushcert(&self) -> Result<PushCertView, ServiceError> {
-        self.pushcert_of(None)
-    }
-
     /// `GET /v1/pushcert[?topic=]`.
-    pub fn pushcert_of(&self, topic: Option<&str>) -> Result<PushCertView, ServiceError> {
-        self.pushcert_of_at(topic, Self::now())
-    }
-
-    /// `GET /v1/pushcert` as it reads at `now`, while one tenant is registered.
-    pub fn pushcert_at(&self, now: OffsetDateTime) -> Result<PushCertView, ServiceError> {
-        self.pushcert_of_at(None, now)
+    pub fn pushcert(&self, topic: Option<&str>) -> Result<PushCertView, ServiceError> {
+        self.pushcert_at(topic, Self::now())
     }
 
     /// `GET /v1/pushcert[?topic=]` as it reads at `now`.
-    pub fn pushcert_of_at(
+    pub fn pushcert_at(
         &self,
         topic: Option<&str>,
         now: OffsetDateTime,
@@ -212,17 +202,13 @@ impl Service {
         Ok(())
     }
 
-    /// `GET /v1/pushcert/history`: every certificate registered, every tenant's, oldest
-    /// first.
-    pub fn pushcert_history(&self) -> Vec<HistoryEntry> {
-        self.pushcert.history.records()
-    }
-
-    /// `GET /v1/pushcert/history?topic=`: the certificates `topic` registered (also after its
-    /// tenant was removed), oldest first.
-    pub fn pushcert_history_of(&self, topic: &str) -> Vec<HistoryEntry> {
+    /// `GET /v1/pushcert/history[?topic=]`: every certificate registered, oldest first:
+    /// every tenant's, or those `topic` registered (also after its tenant was removed).
+    pub fn pushcert_history(&self, topic: Option<&str>) -> Vec<HistoryEntry> {
         let mut entries = self.pushcert.history.records();
-        entries.retain(|e| e.topic == topic);
+        if let Some(topic) = topic {
+            entries.retain(|e| e.topic == topic);
+        }
         entries
     }
 
@@ -268,15 +254,10 @@ impl Service {
         Ok(())
     }
 
-    /// `PUT /v1/pushcert/memo` while one tenant (or none) is registered.
-    pub async fn set_pushcert_memo(&self, apple_id: String) -> Result<PushCertView, ServiceError> {
-        self.set_pushcert_memo_of(None, apple_id).await
-    }
-
     /// `PUT /v1/pushcert/memo[?topic=]`: sets (or, with an empty string, clears) the Apple ID
     /// memo of a tenant. While no tenant is registered, it is noted for the first one (and
     /// the answer is 404 "no push certificate", as for `GET`).
-    pub async fn set_pushcert_memo_of(
+    pub async fn set_pushcert_memo(
         &self,
         topic: Option<&str>,
         apple_id: String,
@@ -292,7 +273,7 @@ impl Service {
         }
         let tenant = self.tenant(topic)?;
         self.write_memo(&tenant, apple_id).await?;
-        self.pushcert_of(Some(&tenant.topic()))
+        self.pushcert(Some(&tenant.topic()))
     }
 
     /// Keeps a tenant's memo (the caller holds `updates`).
@@ -337,11 +318,6 @@ impl Service {
         Ok(Some(noted))
     }
 
-    /// `PUT /v1/pushcert` while one tenant (or none) is registered.
-    pub async fn replace_pushcert(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
-        self.replace_pushcert_of(None, upload).await
-    }
-
     /// `PUT /v1/pushcert[?topic=]`: renews a tenant's certificate with Apple's certificate
     /// alone (PEM or DER; matched by public key to the key of an issued request) or the PEM
     /// certificate followed by its PEM key. Refuses an expired or not-yet-valid certificate,
@@ -350,7 +326,7 @@ impl Service {
     /// `POST /v1/topics` adds one). While no certificate is registered at all, it registers
     /// the first. On success the pusher uses the new certificate for the next pushes, the
     /// store keeps it for restarts, the history records it and the used request is retired.
-    pub async fn replace_pushcert_of(
+    pub async fn replace_pushcert(
         &self,
         topic: Option<&str>,
         upload: &[u8],
@@ -361,18 +337,9 @@ impl Service {
             .await
     }
 
-    /// [`Service::replace_pushcert`] with a PKCS#12 file.
-    pub async fn replace_pushcert_pkcs12(
-        &self,
-        der: &[u8],
-        password: &str,
-    ) -> Result<PushCertView, ServiceError> {
-        self.replace_pushcert_pkcs12_of(None, der, password).await
-    }
-
-    /// [`Service::replace_pushcert_of`] with a PKCS#12 file (certificate and key, as Keychain
+    /// [`Service::replace_pushcert`] with a PKCS#12 file (certificate and key, as Keychain
     /// exports them) and its password (`""` for none).
-    pub async fn replace_pushcert_pkcs12_of(
+    pub async fn replace_pushcert_pkcs12(
         &self,
         topic: Option<&str>,
         der: &[u8],
@@ -470,7 +437,7 @@ impl Service {
         let tenant = match renewed.clone() {
             Some(tenant) => {
                 tenant.renew(new_info.clone());
-                if tenant.refusals.clear() {
+                if self.pushcert.watch().clear_refusal(&tenant) {
                     tracing::info!(topic = %topic, "the refused push certificate was replaced");
                 }
                 tenant
@@ -502,7 +469,8 @@ impl Service {
                 .watch()
                 .announce(&CertEvent::new(names::RENEWED, &new_info, now), None);
         }
-        self.check_tenant_expiry(&tenant, now).await;
+        let recorded = self.pushcert.events.records();
+        self.check_tenant_expiry(&tenant, now, &recorded).await;
         Ok(self.view(&tenant, now))
     }
 
@@ -618,14 +586,9 @@ impl Service {
         )))
     }
 
-    /// `DELETE /v1/pushcert` while one tenant is registered.
-    pub async fn delete_pushcert(&self) -> Result<(), ServiceError> {
-        self.delete_pushcert_of(None).await
-    }
-
     /// `DELETE /v1/pushcert[?topic=]`: removes a tenant and its certificate — only while no
     /// device is enrolled with its topic (the new-topic procedure: delete its devices first).
-    pub async fn delete_pushcert_of(&self, topic: Option<&str>) -> Result<(), ServiceError> {
+    pub async fn delete_pushcert(&self, topic: Option<&str>) -> Result<(), ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
         let tenant = self.tenant(topic)?;
         let info = tenant.info();
@@ -663,22 +626,29 @@ impl Service {
     /// crossed, the expiry itself) — logged at WARN, stored, sent to the webhook — and
     /// updates the gauges. The events announced now.
     pub async fn check_pushcert_expiry(&self, now: OffsetDateTime) -> Vec<CertEvent> {
+        // Read once for every tenant: each tenant's events are its own certificate's.
+        let recorded = self.pushcert.events.records();
         let mut announced = Vec::new();
         for tenant in self.pushcert.watch().all() {
-            announced.extend(self.check_tenant_expiry(&tenant, now).await);
+            announced.extend(self.check_tenant_expiry(&tenant, now, &recorded).await);
         }
         announced
     }
 
     /// [`Service::check_pushcert_expiry`] for one tenant.
-    async fn check_tenant_expiry(&self, tenant: &Tenant, now: OffsetDateTime) -> Option<CertEvent> {
+    /// `recorded` are the events announced so far.
+    async fn check_tenant_expiry(
+        &self,
+        tenant: &Tenant,
+        now: OffsetDateTime,
+        recorded: &[CertEvent],
+    ) -> Option<CertEvent> {
         let info = tenant.info();
         ::metrics::gauge!("magicpush_pushcert_not_after_timestamp_seconds", "topic" => info.topic().to_owned())
             .set(info.not_after().unix_timestamp() as f64);
         // Days left are the engine's gauge (`magicpush_certificate_days_left`), kept current
         // by the pool; the expiry instant above lets alerts compute them too.
-        let recorded = self.pushcert.events.records();
-        let event = expiry::due(&info, now, &self.pushcert.settings.thresholds, &recorded)?;
+        let event = expiry::due(&info, now, &self.pushcert.settings.thresholds, recorded)?;
         let in_use: std::collections::HashSet<String> = self
             .pushcert
             .watch()

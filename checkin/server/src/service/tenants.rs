@@ -8,7 +8,7 @@
 //! every change through before it is answered).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use magicpush_engine::cert::CertificateInfo;
@@ -130,6 +130,9 @@ impl Tenant {
 #[derive(Debug, Default)]
 pub(crate) struct CertWatch {
     tenants: RwLock<BTreeMap<String, Arc<Tenant>>>,
+    /// Tenants whose certificate APNs refuses now: while none is, a delivery has nothing to
+    /// clear and needs no lookup.
+    refused: AtomicUsize,
     notifier: Option<Notifier>,
 }
 
@@ -147,6 +150,11 @@ impl CertWatch {
     /// The topics, sorted.
     pub(crate) fn topics(&self) -> Vec<String> {
         read(&self.tenants).keys().cloned().collect()
+    }
+
+    /// A few of the topics for a message ([`some_topics`]), without copying them all.
+    pub(crate) fn some_topics(&self) -> String {
+        some_topics(read(&self.tenants).keys())
     }
 
     /// How many tenants there are.
@@ -175,13 +183,29 @@ impl CertWatch {
     }
 
     pub(crate) fn remove(&self, topic: &str) -> Option<Arc<Tenant>> {
-        write(&self.tenants).remove(topic)
+        let tenant = write(&self.tenants).remove(topic)?;
+        self.clear_refusal(&tenant);
+        Some(tenant)
+    }
+
+    /// Forgets APNs's refusal of `tenant`'s certificate (a new one is in place); true if
+    /// there was one.
+    pub(crate) fn clear_refusal(&self, tenant: &Tenant) -> bool {
+        let cleared = tenant.refusals.clear();
+        if cleared {
+            self.refused.fetch_sub(1, Ordering::AcqRel);
+        }
+        cleared
     }
 
     /// Notes a push outcome for its tenant: a certificate refusal marks the certificate
     /// `rejected` (once, logged and announced); a delivery clears it. `topic` is the push's
     /// (`None`: the only tenant's).
     pub(crate) fn observe(&self, topic: Option<&str>, result: &PushResult) {
+        let refusal = matches!(result, Err(PushError::CertificateRejected { .. }));
+        if !refusal && self.refused.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let tenant = match topic {
             Some(t) => self.tenant(t),
             None => self.only(),
@@ -189,13 +213,14 @@ impl CertWatch {
         let Some(tenant) = tenant else { return };
         match result {
             Ok(_) => {
-                if tenant.refusals.any.load(Ordering::Acquire) && tenant.refusals.clear() {
+                if tenant.refusals.any.load(Ordering::Acquire) && self.clear_refusal(&tenant) {
                     tracing::info!(topic = %tenant.topic(), "APNs accepts the push certificate again");
                 }
             }
             Err(PushError::CertificateRejected { detail, .. }) => {
                 let now = Service::now();
                 if tenant.refusals.note(detail, now) {
+                    self.refused.fetch_add(1, Ordering::AcqRel);
                     let info = tenant.info();
                     tracing::warn!(topic = %info.topic(), "APNs refused the push certificate: {detail}");
                     let event = CertEvent::new(names::REJECTED, &info, now);
@@ -271,6 +296,7 @@ impl PushCertState {
         PushCertState {
             watch: Arc::new(CertWatch {
                 tenants: RwLock::new(tenants),
+                refused: AtomicUsize::new(0),
                 notifier,
             }),
             noted_memo: RwLock::new(None),
@@ -471,7 +497,7 @@ impl Service {
             let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
             self.write_memo(&tenant, apple_id).await?;
         }
-        self.pushcert_of(Some(topic))
+        self.pushcert(Some(topic))
     }
 }
 
@@ -492,16 +518,24 @@ fn validate_name(name: Option<&str>) -> Result<(), ServiceError> {
 }
 
 /// A few topics for a message, and how many more there are.
-pub(crate) fn some_topics(topics: &[String]) -> String {
+pub(crate) fn some_topics<I>(topics: I) -> String
+where
+    I: IntoIterator,
+    I::IntoIter: ExactSizeIterator,
+    I::Item: AsRef<str>,
+{
     const SHOWN: usize = 5;
-    let mut text = topics
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if topics.len() > SHOWN {
-        text.push_str(&format!(" and {} more", topics.len() - SHOWN));
+    let topics = topics.into_iter();
+    let more = topics.len().saturating_sub(SHOWN);
+    let mut text = String::new();
+    for (i, topic) in topics.take(SHOWN).enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(topic.as_ref());
+    }
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
     }
     text
 }
@@ -528,6 +562,50 @@ mod tests {
         let topics: Vec<String> = (0..7).map(|i| format!("t.{i}")).collect();
         assert_eq!(some_topics(&topics[..2]), "t.0, t.1");
         assert_eq!(some_topics(&topics), "t.0, t.1, t.2, t.3, t.4 and 2 more");
+    }
+
+    fn tenant(ca: &magicpush_fixtures::Ca, uuid: &str) -> Arc<Tenant> {
+        use magicpush_fixtures::{push_cert, KeyKind};
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let cert = push_cert(ca, uuid, now - day, now + day, KeyKind::EcdsaP256).unwrap();
+        Arc::new(Tenant::new(
+            CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_refusal_marks_its_own_tenant_and_a_delivery_clears_it() {
+        use magicpush_engine::{Delivered, Reason};
+        let ca =
+            magicpush_fixtures::Ca::new("test", magicpush_fixtures::KeyKind::EcdsaP256).unwrap();
+        let watch = CertWatch::default();
+        let (a, b) = (tenant(&ca, "a"), tenant(&ca, "b"));
+        watch.insert(Arc::clone(&a));
+        watch.insert(Arc::clone(&b));
+        let refused: PushResult = Err(PushError::CertificateRejected {
+            reason: Reason::new("BadCertificate").into(),
+            detail: "403 BadCertificate".into(),
+        });
+        watch.observe(Some("com.apple.mgmt.External.a"), &refused);
+        assert!(a.refusals.detail().is_some());
+        assert!(b.refusals.detail().is_none(), "B's certificate is not A's");
+        // B's delivery clears nothing of A's.
+        let delivered: PushResult = Ok(Delivered {
+            apns_id: "00000000-0000-0000-0000-000000000000".into(),
+            latency: std::time::Duration::from_millis(1),
+            attempts: 1,
+        });
+        watch.observe(Some("com.apple.mgmt.External.b"), &delivered);
+        assert!(a.refusals.detail().is_some());
+        watch.observe(Some("com.apple.mgmt.External.a"), &delivered);
+        assert!(a.refusals.detail().is_none());
+        assert_eq!(watch.refused.load(Ordering::Relaxed), 0);
+        // A tenant removed while refused leaves no refusal counted.
+        watch.observe(Some("com.apple.mgmt.External.b"), &refused);
+        assert_eq!(watch.refused.load(Ordering::Relaxed), 1);
+        watch.remove("com.apple.mgmt.External.b");
+        assert_eq!(watch.refused.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Service {
         }
         Err(ServiceError::UnknownTenant {
             topic: topic.to_owned(),
-            known: super::tenants::some_topics(&watch.topics()),
+            known: watch.some_topics(),
         })
     }
 
@@ -177,13 +177,8 @@ impl Service {
         self.listing(head.into_bytes(), b"", render).await
     }
 
-    /// The connectivity report of every device.
-    pub async fn connectivity(&self) -> Result<ConnectivityReport, ServiceError> {
-        self.connectivity_of(None).await
-    }
-
     /// The connectivity report of every device, or (`topic`) one tenant's.
-    pub async fn connectivity_of(
+    pub async fn connectivity(
         &self,
         topic: Option<&str>,
     ) -> Result<ConnectivityReport, ServiceError> {
@@ -387,7 +382,7 @@ mod tests {
         let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), n + 1, "a header and a line per device");
 
-        let report = serde_json::to_value(service.connectivity().await.unwrap()).unwrap();
+        let report = serde_json::to_value(service.connectivity(None).await.unwrap()).unwrap();
         assert_eq!(report["total"], n);
         let counted: u64 = report["states"]
             .as_object()
