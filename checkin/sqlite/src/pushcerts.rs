@@ -181,19 +181,7 @@ impl PushCertStore for SqliteStore {
         topic: &'a str,
         apple_id: Option<&'a str>,
     ) -> StoreFuture<'a, ()> {
-        let (topic, apple_id) = (topic.to_owned(), apple_id.map(str::to_owned));
-        self.write(move |c| {
-            match apple_id {
-                Some(a) => c.execute(
-                    "INSERT INTO pushcert_memos (topic, apple_id) VALUES (?1, ?2)
-                     ON CONFLICT (topic) DO UPDATE SET apple_id = excluded.apple_id",
-                    params![topic, a],
-                ),
-                None => c.execute("DELETE FROM pushcert_memos WHERE topic = ?1", [topic]),
-            }
-            .map(drop)
-            .map_err(db_err("write Apple ID memo"))
-        })
+        self.set_by_topic(TopicText::MEMO, topic, apple_id)
     }
 
     fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
@@ -210,19 +198,7 @@ impl PushCertStore for SqliteStore {
     }
 
     fn set_tenant_name<'a>(&'a self, topic: &'a str, name: Option<&'a str>) -> StoreFuture<'a, ()> {
-        let (topic, name) = (topic.to_owned(), name.map(str::to_owned));
-        self.write(move |c| {
-            match name {
-                Some(n) => c.execute(
-                    "INSERT INTO tenant_names (topic, name) VALUES (?1, ?2)
-                     ON CONFLICT (topic) DO UPDATE SET name = excluded.name",
-                    params![topic, n],
-                ),
-                None => c.execute("DELETE FROM tenant_names WHERE topic = ?1", [topic]),
-            }
-            .map(drop)
-            .map_err(db_err("write tenant name"))
-        })
+        self.set_by_topic(TopicText::NAME, topic, name)
     }
 
     fn pushcert_log(&self, log: PushCertLog) -> StoreFuture<'_, Vec<String>> {
@@ -248,6 +224,48 @@ impl PushCertStore for SqliteStore {
                     .map_err(db_err("write push certificate log"))?;
             }
             Ok(())
+        })
+    }
+}
+
+/// A text kept per topic: its table's upsert and delete, and what a failure was doing.
+struct TopicText {
+    upsert: &'static str,
+    delete: &'static str,
+    op: &'static str,
+}
+
+impl TopicText {
+    const MEMO: TopicText = TopicText {
+        upsert: "INSERT INTO pushcert_memos (topic, apple_id) VALUES (?1, ?2)
+                 ON CONFLICT (topic) DO UPDATE SET apple_id = excluded.apple_id",
+        delete: "DELETE FROM pushcert_memos WHERE topic = ?1",
+        op: "write Apple ID memo",
+    };
+    const NAME: TopicText = TopicText {
+        upsert: "INSERT INTO tenant_names (topic, name) VALUES (?1, ?2)
+                 ON CONFLICT (topic) DO UPDATE SET name = excluded.name",
+        delete: "DELETE FROM tenant_names WHERE topic = ?1",
+        op: "write tenant name",
+    };
+}
+
+impl SqliteStore {
+    /// Sets (`Some`) or clears (`None`) the text `what` keeps for `topic`.
+    fn set_by_topic<'a>(
+        &'a self,
+        what: TopicText,
+        topic: &str,
+        text: Option<&str>,
+    ) -> StoreFuture<'a, ()> {
+        let (topic, text) = (topic.to_owned(), text.map(str::to_owned));
+        self.write(move |c| {
+            match text {
+                Some(t) => c.execute(what.upsert, params![topic, t]),
+                None => c.execute(what.delete, [topic]),
+            }
+            .map(drop)
+            .map_err(db_err(what.op))
         })
     }
 }
