@@ -161,9 +161,9 @@ impl ClientBuilder {
     }
 
     /// The most connections all topics together may open (each topic also at most
-    /// [`connections`](Self::connections)). A topic with work always gets one in turn: idle
-    /// topics' connections close first to make room, then busy topics give back all but
-    /// one. Default: 1,000.
+    /// [`connections`](Self::connections)). A topic with work always gets one in turn: while
+    /// it waits, as many connections close as topics wait, other topics' extra connections
+    /// first, then a last one idle for 100 ms or held for a 1 s turn. Default: 1,000.
     pub fn max_total_connections(mut self, n: usize) -> Self {
         self.max_total_connections = n.max(1);
         self

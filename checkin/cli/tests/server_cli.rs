@@ -1096,30 +1096,54 @@ async fn a_restart_with_a_cert_dir_brings_every_tenant_back() {
 
     let first = serve(&args, &paths);
     let admin = AdminClient::new(&first.url, Some(KEY.into()), None).unwrap();
-    let body = Bytes::from(format!("{}{}", third.cert_pem, third.key_pem));
-    let (s, added) = admin
-        .request(
-            Method::POST,
-            "/v1/topics",
-            Some(("application/x-pem-file", body)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        s,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&added)
+    // The third tenant is added, and the first named, from the command line.
+    let (third_cert, third_key) = write_pair(dir.path(), "third", &third.cert_pem, &third.key_pem);
+    let cli = |args: Vec<String>| {
+        let url = first.url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all = vec!["topics".to_owned(), "--server".into(), url];
+                all.extend(["--api-key".into(), KEY.into()]);
+                all.extend(args);
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                run(&all, &[])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = cli(vec![
+        "add".into(),
+        third_cert.display().to_string(),
+        "--key".into(),
+        third_key.display().to_string(),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let third_topic = "com.apple.mgmt.External.33333333-3333-4333-8333-333333333333";
-    admin
-        .send_json(
-            Method::PUT,
-            &format!("/v1/topics/{}", pki.topic),
-            &serde_json::json!({"name": "Acme KK", "apple_id": "push@acme.example.jp"}),
-        )
-        .await
-        .unwrap();
+    assert!(
+        text.contains(&format!("tenant {third_topic} added")),
+        "{text}"
+    );
+    let out = cli(vec![
+        "set".into(),
+        pki.topic.clone(),
+        "--name".into(),
+        "Acme KK".into(),
+        "--apple-id".into(),
+        "push@acme.example.jp".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dev = device(1);
     put(
         &admin,
