@@ -265,11 +265,15 @@ impl Dispatcher {
             let has_room = self.has_room();
             // A parked pool takes its first push in to know it has work.
             let parked = self.settings.plan.all_parked() && self.permit_wait.is_none();
+            // With room on a connection, or pushes that can only fail fast, pushes are taken
+            // in a batch at a time; a parked pool takes only the one that tells it has work,
+            // and the rest stay in the bounded queue.
+            let batch = has_room || self.fail_fast_reason(now).is_some();
             let want_jobs = intake_open
                 && self.shutting_down.is_none()
                 && self.waiting.is_empty()
                 && self.delayed.len() < self.settings.held_limit
-                && (has_room || parked || self.fail_fast_reason(now).is_some());
+                && (batch || parked);
             let in_line = self.permit_wait.is_some();
             let permit_wait = self.permit_wait.as_mut();
             tokio::select! {
@@ -291,7 +295,7 @@ impl Dispatcher {
                     Some(job) => {
                         self.waiting.push_back(job);
                         // Take a batch while we are here: one wake-up, many pushes.
-                        while self.waiting.len() < DISPATCH_BATCH {
+                        while batch && self.waiting.len() < DISPATCH_BATCH {
                             match self.intake.try_recv() {
                                 Ok(job) => self.waiting.push_back(job),
                                 Err(_) => break,

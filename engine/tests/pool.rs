@@ -504,13 +504,19 @@ async fn unreachable_endpoint_ends_in_deadline_and_full_queue_is_reported() {
         .unwrap();
     let mut futures = Vec::new();
     let mut full = 0;
-    for i in 0..10 {
+    for i in 0..100 {
         match client.try_push(DevicePush::new(token(i), "m")) {
             Ok(f) => futures.push(f),
             Err(_) => full += 1,
         }
     }
-    assert!(full >= 6, "the queue holds 4 (saw {full} refused)");
+    // The queue holds 4; the pool, waking up to connect, may have taken one or two out of it
+    // by then (how many depends on when its task runs), never a batch.
+    assert!(
+        (1..=8).contains(&futures.len()),
+        "the queue holds 4 ({} taken, {full} refused)",
+        futures.len()
+    );
     let seen: HashSet<String> = futures_util::future::join_all(futures)
         .await
         .into_iter()
