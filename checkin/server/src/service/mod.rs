@@ -31,6 +31,7 @@ pub mod pushcert;
 pub mod pushcert_request;
 pub mod refresh;
 pub mod tenants;
+mod topic_groups;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};

@@ -17,6 +17,7 @@ use magicpush_mdm::{Command, DEVICE_INFORMATION_QUERIES};
 use magicpush_store::{Device, EnqueueMode, PushOutcome, Store};
 
 use super::listing::Pages;
+use super::topic_groups::TopicGroups;
 use super::{Service, ServiceError};
 
 /// Which devices to refresh.
@@ -63,11 +64,36 @@ struct RefreshRun {
     now: OffsetDateTime,
     /// Held until every chunk is queued, so that `refresh.completed` cannot fire early.
     completion: Option<Arc<Completion>>,
+    /// The pushes not yet handed to the engine, by topic.
+    groups: TopicGroups<(String, DevicePush)>,
+    launcher: Launcher,
 }
 
 impl RefreshRun {
     fn skip(&mut self, why: &'static str) {
         *self.summary.skipped.entry(why).or_default() += 1;
+    }
+
+    /// Hands the pushes gathered so far to the engine (the walk has ended, or failed).
+    fn launch_all(&mut self) {
+        for group in self.groups.drain() {
+            self.launcher.launch(group);
+        }
+    }
+}
+
+/// Where a refresh or a command hands its pushes: one task sends them in the order they come,
+/// group after group (see [`Service::launcher`]).
+struct Launcher {
+    groups: mpsc::UnboundedSender<Vec<(String, DevicePush)>>,
+}
+
+impl Launcher {
+    fn launch(&self, group: Vec<(String, DevicePush)>) {
+        if !group.is_empty() {
+            // The launching task ends only once every sender is gone.
+            let _ = self.groups.send(group);
+        }
     }
 }
 
@@ -122,9 +148,11 @@ impl Service {
     /// recorded; the pushes proceed in the background.
     ///
     /// A refresh of every device walks the store a page ([`REFRESH_CHUNK`] devices) at a
-    /// time, so that a large fleet is never held in memory whole: each page is filtered,
-    /// queued and marked in one write, and its pushes start, before the next page is read. A
-    /// store error part-way fails the refresh; the pages before it stay queued and pushed.
+    /// time, so that a large fleet is never read whole: each page is filtered, queued and
+    /// marked in one write before the next page is read. Its pushes are gathered by topic
+    /// ([`TopicGroups`]) and start as a tenant's group fills, so that each tenant's APNs
+    /// connection carries its pushes together. A store error part-way fails the refresh; the
+    /// pages before it stay queued and pushed.
     pub async fn refresh(&self, target: RefreshTarget) -> Result<RefreshSummary, ServiceError> {
         self.require_pushcert()?;
         let tenant = match &target {
@@ -142,6 +170,7 @@ impl Service {
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, cert));
         let now = magicpush_store::truncate_ms(Self::now());
+        let launcher = self.launcher(completion.clone(), now);
         let mut run = RefreshRun {
             summary: RefreshSummary {
                 command_uuid: command.uuid.clone(),
@@ -151,12 +180,37 @@ impl Service {
             command,
             now,
             completion,
+            groups: TopicGroups::new(PUSH_GROUP, PUSH_GROUPS_HELD),
+            launcher,
         };
+        let walked = self.walk(&mut run, target).await;
+        // The pushes of the pages queued before a failure go out too.
+        run.launch_all();
+        walked?;
+        // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
+        let RefreshRun {
+            summary,
+            completion,
+            ..
+        } = run;
+        drop(completion);
+        ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
+        tracing::info!(
+            pushing = summary.pushing,
+            enqueued = summary.enqueued,
+            already_queued = summary.already_queued,
+            "refresh started"
+        );
+        Ok(summary)
+    }
+
+    /// Queues and marks the target's devices chunk by chunk, gathering their pushes.
+    async fn walk(&self, run: &mut RefreshRun, target: RefreshTarget) -> Result<(), ServiceError> {
         match target {
             RefreshTarget::All => {
                 let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
                 while let Some(page) = pages.next().await? {
-                    self.refresh_chunk(&mut run, page).await?;
+                    self.refresh_chunk(run, page).await?;
                 }
             }
             RefreshTarget::Tenant(topic) => {
@@ -165,7 +219,7 @@ impl Service {
                 let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
                 while let Some(mut page) = pages.next().await? {
                     page.retain(|d| d.topic.as_deref() == Some(topic.as_str()));
-                    self.refresh_chunk(&mut run, page).await?;
+                    self.refresh_chunk(run, page).await?;
                 }
             }
             RefreshTarget::Devices(mut udids) => {
@@ -183,25 +237,11 @@ impl Service {
                             }
                         }
                     }
-                    self.refresh_chunk(&mut run, found).await?;
+                    self.refresh_chunk(run, found).await?;
                 }
             }
         }
-        // The refresh's own hold: `refresh.completed` waits for every chunk to be queued.
-        let RefreshRun {
-            summary,
-            completion,
-            ..
-        } = run;
-        drop(completion);
-        ::metrics::counter!("magicpush_refresh_pushes_total").increment(summary.pushing as u64);
-        tracing::info!(
-            pushing = summary.pushing,
-            enqueued = summary.enqueued,
-            already_queued = summary.already_queued,
-            "refresh started"
-        );
-        Ok(summary)
+        Ok(())
     }
 
     /// One chunk of a refresh: skips the devices that cannot be pushed, queues the command
@@ -247,7 +287,11 @@ impl Service {
         if let Some(pushed) = &mut run.summary.pushed_udids {
             pushed.extend(chunk.iter().map(|(u, _)| u.clone()));
         }
-        self.push_in_background(chunk, run.completion.clone(), run.now);
+        for (udid, push) in chunk {
+            for group in run.groups.add(push.topic.clone(), (udid, push)) {
+                run.launcher.launch(group);
+            }
+        }
         Ok(())
     }
 
@@ -325,7 +369,9 @@ impl Service {
             unknown: outcome.unknown,
             pushing: pushes.len(),
         };
-        self.push_in_background(pushes, None, now);
+        if !pushes.is_empty() {
+            self.launcher(None, now).launch(pushes);
+        }
         Ok(summary)
     }
 
@@ -383,19 +429,17 @@ impl Service {
         Ok(deleted)
     }
 
-    /// Pushes each device, at most `push_concurrency` at once, recording every outcome.
-    /// Outcomes are recorded in batches (see [`record_outcomes`]), not one write each. The
-    /// attempts were marked at `attempted_at`: those never sent (the server stops first) are
-    /// taken back at the end, so they read `never_pushed`, not `unreachable`.
-    fn push_in_background(
+    /// Starts the tasks that push and record: each group handed to the [`Launcher`] is
+    /// pushed in order after the ones before it, at most `push_concurrency` pushes of the
+    /// service at once, and every outcome is recorded in batches (see [`record_outcomes`]),
+    /// not one write each. The attempts were marked at `attempted_at`: those never sent (the
+    /// server stops first) are taken back at the end, so they read `never_pushed`, not
+    /// `unreachable`.
+    fn launcher(
         &self,
-        pushes: Vec<(String, DevicePush)>,
         completion: Option<Arc<Completion>>,
         attempted_at: OffsetDateTime,
-    ) {
-        if pushes.is_empty() {
-            return;
-        }
+    ) -> Launcher {
         let watch = Arc::clone(self.pushcert.watch());
         let pusher = self.pusher.clone();
         let slots = self.push_slots.clone();
@@ -407,50 +451,60 @@ impl Service {
             attempted_at,
             tracker.start(),
         ));
+        let (groups_tx, mut groups) = mpsc::unbounded_channel::<Vec<(String, DevicePush)>>();
         tokio::spawn(async move {
-            let mut pushes = pushes.into_iter();
-            while let Some((udid, push)) = pushes.next() {
-                let permit = match slots.clone().acquire_owned().await {
-                    Ok(p) if !tracker.is_stopping() => p,
-                    _ => {
-                        // Stopping: this push and the rest are not sent.
+            while let Some(group) = groups.recv().await {
+                let mut pushes = group.into_iter();
+                while let Some((udid, push)) = pushes.next() {
+                    let permit = match tracker.is_stopping() {
+                        false => slots.clone().acquire_owned().await.ok(),
+                        true => None,
+                    };
+                    let permit = match permit {
+                        Some(p) if !tracker.is_stopping() => p,
+                        _ => {
+                            // Stopping: this push and the rest are not sent.
+                            let unsent =
+                                std::iter::once(udid).chain(pushes.by_ref().map(|(u, _)| u));
+                            for udid in unsent {
+                                if let Some(c) = &completion {
+                                    c.interrupted.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let _ = done.send(Recorded::Unsent(udid));
+                            }
+                            break;
+                        }
+                    };
+                    let done = done.clone();
+                    let topic = push.topic.clone();
+                    let sending = pusher.push(push);
+                    let (watch, completion) = (Arc::clone(&watch), completion.clone());
+                    tokio::spawn(async move {
+                        let result = sending.await;
+                        drop(permit);
+                        watch.observe(topic.as_deref(), &result);
                         if let Some(c) = &completion {
-                            c.interrupted.fetch_add(1, Ordering::Relaxed);
+                            c.count(&result);
                         }
-                        for udid in std::iter::once(udid).chain(pushes.map(|(u, _)| u)) {
+                        if matches!(result, Err(PushError::Shutdown)) {
+                            // The server is stopping: nothing is known of this push; it is
+                            // taken back rather than left to look unanswered.
                             let _ = done.send(Recorded::Unsent(udid));
+                            return;
                         }
-                        return;
-                    }
-                };
-                let done = done.clone();
-                let topic = push.topic.clone();
-                let sending = pusher.push(push);
-                let (watch, completion) = (Arc::clone(&watch), completion.clone());
-                tokio::spawn(async move {
-                    let result = sending.await;
-                    drop(permit);
-                    watch.observe(topic.as_deref(), &result);
-                    if let Some(c) = &completion {
-                        c.count(&result);
-                    }
-                    if matches!(result, Err(PushError::Shutdown)) {
-                        // The server is stopping: nothing is known of this push; it is taken
-                        // back rather than left to look unanswered.
-                        let _ = done.send(Recorded::Unsent(udid));
-                        return;
-                    }
-                    let outcome = PushOutcome::from_result(&result);
-                    ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
-                        .increment(1);
-                    if let Err(err) = &result {
-                        tracing::info!(%udid, "push failed: {err}");
-                    }
-                    // The recorder outlives every sender; a send fails only if it panicked.
-                    let _ = done.send(Recorded::Outcome(udid, outcome));
-                });
+                        let outcome = PushOutcome::from_result(&result);
+                        ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
+                            .increment(1);
+                        if let Err(err) = &result {
+                            tracing::info!(%udid, "push failed: {err}");
+                        }
+                        // The recorder outlives every sender; a send fails only if it panicked.
+                        let _ = done.send(Recorded::Outcome(udid, outcome));
+                    });
+                }
             }
         });
+        Launcher { groups: groups_tx }
     }
 
     /// Stops launching pushes (shutdown): pushes not yet sent are taken back, pushes in
@@ -548,6 +602,13 @@ impl Drop for Completion {
 
 /// Devices whose command and push attempt a refresh records in one store write.
 const REFRESH_CHUNK: usize = 2_000;
+
+/// A tenant's pushes handed to the engine together (see [`TopicGroups`]): as many as the
+/// server's default push concurrency, so that one group can fill it.
+const PUSH_GROUP: usize = 256;
+
+/// Most pushes a refresh gathers by topic before it lets every group go.
+const PUSH_GROUPS_HELD: usize = 65_536;
 
 /// Most push outcomes recorded in one store write.
 const OUTCOME_BATCH: usize = 256;
@@ -700,6 +761,56 @@ mod tests {
         let info = info.unwrap();
         assert_eq!(info.topic(), authenticate("X").topic);
         info
+    }
+
+    /// A push certificate for `com.apple.mgmt.External.<uid>`.
+    fn tenant_certificate(uid: &str) -> magicpush_engine::cert::CertificateInfo {
+        use magicpush_fixtures::{push_cert, Ca, KeyKind};
+        let ca = Ca::new("test", KeyKind::EcdsaP256).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let cert = push_cert(&ca, uid, now - day, now + 300 * day, KeyKind::EcdsaP256).unwrap();
+        magicpush_engine::cert::CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap()
+    }
+
+    /// Devices walked in UDID order belong to three tenants in turn; their pushes reach the
+    /// engine gathered by tenant, so that each tenant's connection carries them together.
+    #[tokio::test]
+    async fn a_refresh_of_every_tenant_pushes_each_tenants_devices_together() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let tenants = ["a", "b", "c"].map(tenant_certificate);
+        let n = 3 * 200;
+        let mut udids = Vec::new();
+        for i in 0..n {
+            let udid = format!("D{i:05}");
+            let topic = tenants[i % 3].topic().to_owned();
+            let mut auth = authenticate(&udid);
+            auth.topic = topic.clone();
+            store.authenticate(&auth, None, t(0)).await.unwrap();
+            let mut token = token_update(&udid, 1);
+            token.topic = topic;
+            store.token_update(&token, t(0)).await.unwrap();
+            udids.push(udid);
+        }
+        let pusher = FakePusher::new();
+        let service = Service::new(
+            Arc::clone(&store),
+            pusher.clone(),
+            PushCertState::new(tenants.clone()),
+            ServiceConfig::default(),
+        );
+        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        assert_eq!(summary.pushing, n);
+        outcomes_recorded(&*store, &udids).await;
+        let sent: Vec<String> = pusher
+            .sent()
+            .iter()
+            .map(|p| p.topic.as_deref().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(sent.len(), n);
+        // Fewer than a group each: every tenant's pushes go out in one run.
+        let runs = 1 + sent.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(runs, 3, "pushes by topic, in order: {sent:?}");
     }
 
     /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not
