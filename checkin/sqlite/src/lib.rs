@@ -25,7 +25,8 @@ use self::rows::{
     load_identity_hash, queued_from_row, require_device, result_from_row, save_device,
     update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
     upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_DEVICES_AFTER,
-    SELECT_DEVICES_FIRST, SELECT_NEXT_QUEUED, SELECT_QUEUED,
+    SELECT_DEVICES_FIRST, SELECT_NEXT_QUEUED, SELECT_QUEUED, SELECT_TOPIC_DEVICES_AFTER,
+    SELECT_TOPIC_DEVICES_FIRST,
 };
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -1281,6 +1282,31 @@ impl ListingStore for SqliteStore {
             let rows = match &after {
                 Some(after) => stmt.query_map(params![after, limit], device_from_row),
                 None => stmt.query_map(params![limit], device_from_row),
+            }
+            .map_err(db_err("read devices"))?;
+            Self::collect_devices(rows, key.as_deref())
+        })
+    }
+
+    fn topic_devices_page<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        let key = self.secrets.clone();
+        let topic = topic.to_owned();
+        let after = after.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let sql = match after {
+                Some(_) => &*SELECT_TOPIC_DEVICES_AFTER,
+                None => &*SELECT_TOPIC_DEVICES_FIRST,
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
+            let rows = match &after {
+                Some(after) => stmt.query_map(params![topic, after, limit], device_from_row),
+                None => stmt.query_map(params![topic, limit], device_from_row),
             }
             .map_err(db_err("read devices"))?;
             Self::collect_devices(rows, key.as_deref())

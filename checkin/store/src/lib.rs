@@ -331,6 +331,16 @@ pub trait ListingStore: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'a, Vec<Device>>;
 
+    /// One page of the devices that enrolled with `topic` (one tenant's): as
+    /// [`ListingStore::devices_page`], but only those whose [`Device::topic`] is `topic`, found
+    /// through an index rather than among every device.
+    fn topic_devices_page<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>>;
+
     /// One device.
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>>;
 

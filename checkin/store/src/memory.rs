@@ -692,6 +692,24 @@ impl ListingStore for MemoryStore {
         })
     }
 
+    fn topic_devices_page<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.run(move |s| {
+            Ok(s.devices
+                .range::<str, _>((from, Bound::Unbounded))
+                .filter(|(_, d)| d.topic.as_deref() == Some(topic))
+                .take(limit)
+                .map(|(_, d)| (**d).clone())
+                .collect())
+        })
+    }
+
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         self.run(|s| Ok(s.devices.get(udid).map(|d| (**d).clone())))
     }

@@ -62,6 +62,7 @@ macro_rules! store_conformance {
             delete_device_removes_everything,
             delete_all_devices_empties_the_store,
             delete_topic_devices_keeps_other_tenants,
+            topic_pages_hold_one_tenants_devices,
             withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
@@ -1576,6 +1577,58 @@ pub async fn pushcert_requests_are_bounded_and_ordered(store: Arc<dyn Store>) {
 
 /// Deleting one tenant's devices forgets those enrolled with its topic, with their queues and
 /// identity bindings, and leaves every other tenant's devices as they were.
+/// [`ListingStore::topic_devices_page`]: one topic's devices in UDID order, page by page,
+/// none of another topic's (even between them), none twice.
+pub async fn topic_pages_hold_one_tenants_devices(store: Arc<dyn Store>) {
+    let other = "com.apple.mgmt.External.other";
+    let mine = authenticate("X").topic;
+    let mut expected = Vec::new();
+    for i in 0..11u8 {
+        let udid = format!("D{i:02}");
+        let mut auth = authenticate(&udid);
+        if i % 3 == 1 {
+            auth.topic = other.into();
+        } else {
+            expected.push(udid.clone());
+        }
+        store.authenticate(&auth, None, t(0)).await.unwrap();
+    }
+    assert!(store
+        .topic_devices_page("com.apple.mgmt.External.none", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .topic_devices_page(&mine, None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .topic_devices_page(&mine, after.as_deref(), 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        assert!(page
+            .iter()
+            .all(|d| d.topic.as_deref() == Some(mine.as_str())));
+        let Some(last) = page.last() else { break };
+        after = Some(last.udid.clone());
+        walked.extend(page.into_iter().map(|d| d.udid));
+    }
+    assert_eq!(walked, expected);
+    let theirs = store.topic_devices_page(other, None, 100).await.unwrap();
+    let theirs: Vec<String> = theirs.into_iter().map(|d| d.udid).collect();
+    assert_eq!(theirs, ["D01", "D04", "D07", "D10"]);
+    let rest = store
+        .topic_devices_page(other, Some("D04"), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+}
+
 pub async fn delete_topic_devices_keeps_other_tenants(store: Arc<dyn Store>) {
     let other = "com.apple.mgmt.External.other";
     assert_eq!(store.delete_topic_devices(other).await.unwrap(), 0);

@@ -25,10 +25,12 @@ use super::{Service, ServiceError};
 /// Devices read from the store at a time.
 pub(crate) const PAGE: usize = 1_000;
 
-/// Walks every device in UDID order, a page at a time.
+/// Walks every device (or one topic's) in UDID order, a page at a time.
 pub(crate) struct Pages {
     store: Arc<dyn Store>,
     size: usize,
+    /// Only the devices that enrolled with this topic.
+    topic: Option<String>,
     after: Option<String>,
     done: bool,
 }
@@ -39,9 +41,17 @@ impl Pages {
         Pages {
             store,
             size: size.max(1),
+            topic: None,
             after: None,
             done: false,
         }
+    }
+
+    /// Only the devices that enrolled with `topic` (`None`: every device), read through the
+    /// store's topic index.
+    pub(crate) fn of_topic(mut self, topic: Option<&str>) -> Self {
+        self.topic = topic.map(str::to_owned);
+        self
     }
 
     /// The next page, or `None` after the last. Pages are separate reads, not one snapshot:
@@ -50,10 +60,15 @@ impl Pages {
         if self.done {
             return Ok(None);
         }
-        let page = self
-            .store
-            .devices_page(self.after.as_deref(), self.size)
-            .await?;
+        let after = self.after.as_deref();
+        let page = match &self.topic {
+            Some(topic) => {
+                self.store
+                    .topic_devices_page(topic, after, self.size)
+                    .await?
+            }
+            None => self.store.devices_page(after, self.size).await?,
+        };
         match page.last() {
             Some(last) if page.len() == self.size => self.after = Some(last.udid.clone()),
             // A short page is the last one: no read to learn that the next is empty.
@@ -124,15 +139,16 @@ impl Listing {
 pub(crate) type Render = Box<dyn FnMut(&Service, &Device, &mut Vec<u8>) + Send>;
 
 impl Service {
-    /// `head`, every device as `render` writes it, then `tail`: read and rendered a page at a
-    /// time by a task of its own. Fails only if the first page cannot be read.
+    /// `head`, every device (or `topic`'s) as `render` writes it, then `tail`: read and
+    /// rendered a page at a time by a task of its own. Fails only if the first page cannot be read.
     pub(crate) async fn listing(
         self: &Arc<Self>,
+        topic: Option<&str>,
         head: Vec<u8>,
         tail: &'static [u8],
         mut render: Render,
     ) -> Result<Listing, ServiceError> {
-        let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
+        let mut pages = Pages::new(Arc::clone(&self.store), PAGE).of_topic(topic);
         let mut text = head;
         if let Some(page) = pages.next().await? {
             page.iter().for_each(|d| render(self, d, &mut text));

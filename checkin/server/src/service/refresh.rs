@@ -214,11 +214,9 @@ impl Service {
                 }
             }
             RefreshTarget::Tenant(topic) => {
-                // The tenant's devices are found among all: a page read may hold few of them,
-                // and is never held whole.
-                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
-                while let Some(mut page) = pages.next().await? {
-                    page.retain(|d| d.topic.as_deref() == Some(topic.as_str()));
+                let mut pages =
+                    Pages::new(Arc::clone(&self.store), REFRESH_CHUNK).of_topic(Some(&topic));
+                while let Some(page) = pages.next().await? {
                     self.refresh_chunk(run, page).await?;
                 }
             }

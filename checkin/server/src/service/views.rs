@@ -82,6 +82,7 @@ impl Service {
     ) -> Result<Listing, ServiceError> {
         let only = only.into();
         self.check_listing_topic(only.topic.as_deref()).await?;
+        let topic = only.topic.clone();
         let now = Self::now();
         let mut first = true;
         let render: Render = Box::new(move |service, d, out| {
@@ -95,7 +96,8 @@ impl Service {
             // Writing a device into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, &service.device_view(d, now));
         });
-        self.listing(b"[".to_vec(), b"]", render).await
+        self.listing(topic.as_deref(), b"[".to_vec(), b"]", render)
+            .await
     }
 
     /// One device; [`ServiceError::NoDevice`] if unknown.
@@ -138,6 +140,7 @@ impl Service {
     ) -> Result<Listing, ServiceError> {
         let only = only.into();
         self.check_listing_topic(only.topic.as_deref()).await?;
+        let topic = only.topic.clone();
         let now = Self::now();
         let mut head = String::new();
         csv::write_record(&mut head, &CSV_HEADER);
@@ -174,7 +177,8 @@ impl Service {
             );
             out.extend_from_slice(line.as_bytes());
         });
-        self.listing(head.into_bytes(), b"", render).await
+        self.listing(topic.as_deref(), head.into_bytes(), b"", render)
+            .await
     }
 
     /// The connectivity report of every device, or (`topic`) one tenant's.
@@ -185,11 +189,9 @@ impl Service {
         self.check_listing_topic(topic).await?;
         let now = Self::now();
         let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
-        let mut pages = Pages::new(Arc::clone(&self.store), PAGE);
+        let mut pages = Pages::new(Arc::clone(&self.store), PAGE).of_topic(topic);
         while let Some(page) = pages.next().await? {
-            page.iter()
-                .filter(|d| topic.is_none_or(|t| d.topic.as_deref() == Some(t)))
-                .for_each(|d| tally.add(d));
+            page.iter().for_each(|d| tally.add(d));
         }
         Ok(ConnectivityReport {
             total: tally.total(),
