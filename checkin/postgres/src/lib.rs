@@ -83,19 +83,38 @@ pub(crate) fn pg_err(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> 
                         .map(|c| format!(" (constraint {c})"))
                         .unwrap_or_default()
             }
-            None => e.to_string(),
+            None => with_causes(&e),
         };
         StoreError::Database { op, detail }
     }
+}
+
+/// An error's message followed by its causes' (the driver's own message leaves out why a
+/// connection or a TLS handshake failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A pool error (no connection to be had) as the store reports it.
 pub(crate) fn pool_err(
     op: &'static str,
 ) -> impl FnOnce(deadpool_postgres::PoolError) -> StoreError {
-    move |e| StoreError::Database {
-        op,
-        detail: e.to_string(),
+    move |e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(op)(e),
+        e => StoreError::Database {
+            op,
+            detail: with_causes(&e),
+        },
     }
 }
 

@@ -293,3 +293,76 @@ async fn a_full_queue_sheds_device_writes() {
     assert_eq!(store.count().await.unwrap(), 200 - shed.len());
     store.health().await.unwrap();
 }
+
+/// The store over TLS as `sslmode` asks: `require` encrypts, `verify-ca` and `verify-full`
+/// check the server's certificate against `sslrootcert` (and refuse a server the system's
+/// roots do not know). Needs a server with TLS (`.ci/postgres.sh` makes one when `openssl`
+/// is there); without, says so and passes, except under CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_as_the_url_asks() {
+    let Some(url) = test_url() else { return };
+    let client = admin(&url).await;
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let ca: String = client
+        .query_one("SHOW ssl_ca_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if ssl != "on" || ca.is_empty() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the test server has no TLS (ssl = {ssl}, ssl_ca_file = {ca:?}): .ci/postgres.sh \
+             gives it TLS when openssl is installed"
+        );
+        eprintln!("skipped: the test server has no TLS with a CA file (.ci/postgres.sh makes one)");
+        return;
+    }
+    let schema = Schema::new(&url).await;
+    // The URL as given asks for no TLS; each case replaces its sslmode.
+    let base = schema
+        .url()
+        .replace("sslmode=disable&", "")
+        .replace("sslmode=disable", "");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let with = |app: &str, tls: &str| format!("{base}{sep}application_name={app}&{tls}");
+    let root = format!("sslrootcert={ca}");
+    for tls in [
+        "sslmode=require".to_owned(),
+        format!("sslmode=verify-ca&{root}"),
+        format!("sslmode=verify-full&{root}"),
+    ] {
+        // Its own application name: the sessions counted below are this store's.
+        let app = format!("tls_{}", fastrand::u32(..));
+        let store = PostgresStore::open(&with(&app, &tls), key())
+            .await
+            .unwrap_or_else(|e| panic!("{tls}: {e}"));
+        store
+            .authenticate(&authenticate("A"), None, t(0))
+            .await
+            .unwrap_or_else(|e| panic!("{tls}: {e}"));
+        assert!(store.device("A").await.unwrap().is_some(), "{tls}");
+        let (tls_sessions, plain): (i64, i64) = {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                     FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                     WHERE a.application_name = $1",
+                    &[&app],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert!(tls_sessions > 0, "{tls}: no TLS session");
+        assert_eq!(plain, 0, "{tls}: a session in the clear");
+        drop(store);
+    }
+    // The test CA is in no system store: verifying against the system's roots fails.
+    let err = PostgresStore::open(&with("tls_refused", "sslmode=verify-full"), key())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Database { op: "connect", detail } if detail.contains("certificate")),
+        "{err:?}"
+    );
+}
