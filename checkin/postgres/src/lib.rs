@@ -52,11 +52,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
 use self::rows::{
-    device_from_row, drop_queue, exec, get, insert_result, load_device, next_queued,
-    push_attempt_values, push_outcome_values, query, query_opt, queued_from_row, require_device,
-    result_from_row, save_device, update_for_report, upsert_for_authenticate,
-    upsert_for_token_update, upsert_user, user_from_row, Param, PUSH_ATTEMPT, PUSH_OUTCOME,
-    SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_FIRST, SELECT_QUEUED,
+    device_from_row, drop_queue, exec, get, load_device, next_queued, push_attempt_values,
+    push_outcome_values, query, query_opt, queued_from_row, require_device, result_from_row,
+    save_device, upsert_for_token_update, upsert_user, user_from_row, Param, PUSH_ATTEMPT,
+    PUSH_OUTCOME, SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_FIRST, SELECT_QUEUED,
 };
 use self::writer::{AfterCommit, Counters, Job, PendingWrite, WorkFuture};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -439,10 +438,7 @@ impl CheckinStore for PostgresStore {
         let (msg, identity, at) = (msg.clone(), identity.cloned(), truncate_ms(at));
         self.device_write(move |c| {
             Box::pin(async move {
-                let previous = upsert_for_authenticate(c, &msg, identity.as_ref(), at).await?;
-                // A new enrollment: nothing queued for the old one may reach it.
-                drop_queue(c, &msg.udid).await?;
-                Ok(previous)
+                rows::authenticate_and_drop_queue(c, &msg, identity.as_ref(), at).await
             })
         })
     }
@@ -806,82 +802,7 @@ impl QueueStore for PostgresStore {
             raw: plist::Dictionary::new(),
         };
         self.device_write(move |c| {
-            Box::pin(async move {
-                const OP: &str = "record result";
-                let (closed_push, info_updated) = update_for_report(c, &report, at).await?;
-                let at_ms = to_ms(at);
-                exec(
-                    c,
-                    "drop expired commands",
-                    "DELETE FROM queue WHERE udid = $1 AND EXISTS
-                       (SELECT 1 FROM commands
-                        WHERE commands.uuid = queue.uuid AND commands.expires_at IS NOT NULL
-                          AND commands.expires_at <= $2)",
-                    &[&udid, &at_ms],
-                )
-                .await?;
-                let mut out = ReportOutcome {
-                    closed_push,
-                    info_updated,
-                    ..ReportOutcome::default()
-                };
-                let Some(uuid) = command_uuid else {
-                    out.next_command =
-                        Some(next_queued(c, &udid, status != Status::Idle, at).await?);
-                    return Ok(out);
-                };
-                // One statement finds the queued command and ends or marks it; the queue row
-                // carries the RequestType, so only a command not queued is looked up.
-                let queued = if status.is_final() {
-                    query_opt(
-                        c,
-                        OP,
-                        "DELETE FROM queue WHERE udid = $1 AND uuid = $2 RETURNING request_type",
-                        &[&udid, &uuid],
-                    )
-                    .await?
-                } else if status == Status::NotNow {
-                    query_opt(
-                        c,
-                        OP,
-                        "UPDATE queue SET not_now_at = $3 WHERE udid = $1 AND uuid = $2
-                         RETURNING request_type",
-                        &[&udid, &uuid, &at_ms],
-                    )
-                    .await?
-                } else {
-                    None
-                };
-                if let Some(row) = queued {
-                    out.known_command = true;
-                    out.dequeued = status.is_final();
-                    out.request_type = Some(get(&row, 0, OP)?);
-                } else {
-                    let row = query_opt(
-                        c,
-                        OP,
-                        "SELECT request_type FROM commands WHERE uuid = $1",
-                        &[&uuid],
-                    )
-                    .await?;
-                    out.request_type = row.map(|r| get(&r, 0, OP)).transpose()?;
-                }
-                insert_result(
-                    c,
-                    &CommandResult {
-                        udid: udid.clone(),
-                        command_uuid: uuid,
-                        request_type: out.request_type.clone(),
-                        status,
-                        error_chain,
-                        raw: raw.unwrap_or_default(),
-                        at,
-                    },
-                )
-                .await?;
-                out.next_command = Some(next_queued(c, &udid, status != Status::Idle, at).await?);
-                Ok(out)
-            })
+            Box::pin(async move { rows::record_report(c, &report, error_chain, raw, at).await })
         })
     }
 

@@ -14,8 +14,8 @@ use magicpush_store::logic;
 use magicpush_store::writes::{self, DeviceWrite, Dialect};
 use magicpush_store::{from_ms, to_ms};
 use magicpush_store::{
-    BoundIdentity, CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, StoreError, User,
-    RESULTS_KEPT_PER_DEVICE,
+    BoundIdentity, CommandResult, Device, Enrollment, PushOutcome, QueuedCommand, ReportOutcome,
+    StoreError, User, RESULTS_KEPT_PER_DEVICE,
 };
 
 use crate::pg_err;
@@ -32,6 +32,15 @@ pub(crate) async fn exec(
 ) -> Result<u64, StoreError> {
     let stmt = c.prepare_cached(sql).await.map_err(pg_err(op))?;
     c.execute(&stmt, params).await.map_err(pg_err(op))
+}
+
+/// `sql` prepared (once per connection), for statements sent together (pipelined).
+pub(crate) async fn prepare(
+    c: &ClientWrapper,
+    op: &'static str,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    c.prepare_cached(sql).await.map_err(pg_err(op))
 }
 
 /// Runs `sql` and returns its rows.
@@ -118,7 +127,7 @@ pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
 
 /// A declared write's statement in PostgreSQL's dialect, rendered at first use.
 pub(crate) struct Statement {
-    write: &'static DeviceWrite,
+    pub(crate) write: &'static DeviceWrite,
     sql: LazyLock<String>,
     /// The same write for many devices at once (`$1`: an array of UDIDs), for writes that
     /// change existing devices only; `RETURNING udid` names those it changed.
@@ -157,6 +166,16 @@ pub(crate) fn many_sql(write: &DeviceWrite) -> Option<String> {
 }
 
 impl Statement {
+    /// The statement, prepared on this connection, for pipelining; bind
+    /// [`DeviceWrite::values`] of the write.
+    pub(crate) async fn prepare(
+        &self,
+        c: &ClientWrapper,
+        op: &'static str,
+    ) -> Result<tokio_postgres::Statement, StoreError> {
+        prepare(c, op, &self.sql).await
+    }
+
     /// Merges `fresh` (the rule's result on a fresh device) into the stored row: the rows
     /// changed (0: an update of an unknown device).
     pub(crate) async fn run(
@@ -307,9 +326,6 @@ pub(crate) async fn save_device(c: &ClientWrapper, d: &Device) -> Result<(), Sto
     SAVE.run(c, "write device", d).await.map(drop)
 }
 
-/// The device an identity certificate is bound to (through the partial unique index).
-pub(crate) const SELECT_BY_IDENTITY: &str = "SELECT udid FROM devices WHERE identity_sha256 = $1";
-
 /// The identity hash bound to `udid` (`None`: no binding or no device).
 pub(crate) async fn load_identity_hash(
     c: &ClientWrapper,
@@ -330,35 +346,53 @@ pub(crate) async fn load_identity_hash(
 }
 
 /// `logic::authenticate` on the stored row without reading it, as `writes::AUTHENTICATE`
-/// declares. With an identity, first reads the device's binding (to return it) and the
-/// device the certificate is bound to: a certificate of another device is refused before
-/// anything is written (a failed statement would abort the whole transaction).
-pub(crate) async fn upsert_for_authenticate(
+/// declares, and the old enrollment's queue dropped, in one round trip (the two statements
+/// pipelined). With an identity, one read first: the device's binding (to return it) and the
+/// device the certificate is bound to, so that a certificate of another device is refused
+/// before anything is written (a failed statement would abort the whole transaction).
+pub(crate) async fn authenticate_and_drop_queue(
     c: &ClientWrapper,
     msg: &Authenticate,
     identity: Option<&BoundIdentity>,
     at: OffsetDateTime,
 ) -> Result<Option<[u8; 32]>, StoreError> {
-    let previous = match identity {
-        Some(id) => {
-            let sha = id.sha256.as_slice();
-            let owner = query_opt(c, "read device", SELECT_BY_IDENTITY, &[&sha]).await?;
-            if let Some(owner) = owner {
-                let owner: String = get(&owner, 0, "read device")?;
-                if owner != msg.udid {
-                    return Err(StoreError::IdentityInUse { udid: owner });
-                }
+    const OP: &str = "read device";
+    let mut previous = None;
+    if let Some(id) = identity {
+        let sha = id.sha256.as_slice();
+        let rows = query(
+            c,
+            OP,
+            "SELECT udid, identity_sha256 FROM devices WHERE udid = $1 OR identity_sha256 = $2",
+            &[&msg.udid, &sha],
+        )
+        .await?;
+        for row in &rows {
+            let udid: String = get(row, 0, OP)?;
+            if udid == msg.udid {
+                previous = hash_column(&udid, "identity_sha256", get(row, 1, OP)?)?;
+            } else {
+                return Err(StoreError::IdentityInUse { udid });
             }
-            load_identity_hash(c, &msg.udid).await?
         }
-        None => None,
-    };
+    }
     let mut d = Device::new(msg.udid.as_str());
     logic::authenticate(&mut d, msg, at);
     if let Some(id) = identity {
         logic::bind_identity(&mut d, id);
     }
-    match AUTHENTICATE.run(c, "write device", &d).await {
+    let upsert = AUTHENTICATE.prepare(c, "write device").await?;
+    let drop = prepare(c, "drop queue", DROP_QUEUE).await?;
+    let values = AUTHENTICATE.write.values(&d);
+    let binds: Vec<Bind<'_>> = values.iter().map(Bind).collect();
+    let params: Vec<Param<'_>> = binds.iter().map(|b| b as Param<'_>).collect();
+    let written = tokio::try_join!(
+        biased;
+        async { c.execute(&upsert, &params).await.map_err(pg_err("write device")) },
+        // A new enrollment: nothing queued for the old one may reach it.
+        async { c.execute(&drop, &[&msg.udid]).await.map_err(pg_err("drop queue")) },
+    );
+    match written {
         Ok(_) => Ok(previous),
         // Another node bound the certificate between the check and the write.
         Err(StoreError::Database { detail, .. })
@@ -371,6 +405,8 @@ pub(crate) async fn upsert_for_authenticate(
         Err(e) => Err(e),
     }
 }
+
+const DROP_QUEUE: &str = "DELETE FROM queue WHERE udid = $1";
 
 /// Drops every command queued for the device.
 pub(crate) async fn drop_queue(c: &ClientWrapper, udid: &str) -> Result<(), StoreError> {
@@ -422,41 +458,167 @@ pub(crate) async fn upsert_for_token_update(
     Ok(enrollment)
 }
 
-/// `logic::report` on the stored row, reading only the columns it decides on
-/// (`writes::REPORT_READS`). Returns (closed the open push, updated the device facts).
-pub(crate) async fn update_for_report(
+/// A command report, as `QueueStore::record_report` describes it, in two round trips of
+/// pipelined statements:
+/// 1. the columns `logic::report` decides on (`writes::REPORT_READS`), the device's expired
+///    commands dropped, and the reported command ended (a final status) or marked (NotNow);
+/// 2. the device written as `writes::REPORT` (or `REPORT_WITH_INFO`, when the report carries
+///    device facts) declares, the result recorded with its RequestType and the oldest
+///    results pruned, and the device's next command read.
+///
+/// Statements are sent in order and run in order: each sees what the ones before it did.
+/// `report` holds what the rule reads (no raw dictionary, no error chain); `raw` is the
+/// report as XML, for a result.
+pub(crate) async fn record_report(
     c: &ClientWrapper,
     report: &Report,
+    error_chain: Vec<ErrorChainItem>,
+    raw: Option<Vec<u8>>,
     at: OffsetDateTime,
-) -> Result<(bool, bool), StoreError> {
-    const OP: &str = "read device";
-    let mut d = Device::new(report.udid.as_str());
-    let row = query_opt(
-        c,
-        OP,
-        "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
-         FROM devices WHERE udid = $1",
-        &[&report.udid],
-    )
-    .await?;
-    let Some(row) = row else {
-        return Err(StoreError::UnknownDevice {
-            udid: report.udid.clone(),
-        });
+) -> Result<ReportOutcome, StoreError> {
+    const OP: &str = "record result";
+    let udid = report.udid.as_str();
+    let status = report.status;
+    let at_ms = to_ms(at);
+    let read = prepare(c, "read device", REPORT_READ).await?;
+    let expire = prepare(c, "drop expired commands", DROP_EXPIRED).await?;
+    let uuid = report
+        .command_uuid
+        .as_deref()
+        .filter(|_| status != Status::Idle);
+    let end = match uuid {
+        Some(_) if status.is_final() => Some(prepare(c, OP, DEQUEUE).await?),
+        Some(_) if status == Status::NotNow => Some(prepare(c, OP, MARK_NOT_NOW).await?),
+        _ => None,
     };
-    d.last_seen_at = opt_ts(&row, 0, OP)?;
-    d.last_report_at = opt_ts(&row, 1, OP)?;
-    d.last_push_at = opt_ts(&row, 2, OP)?;
-    d.first_report_after_push_at = opt_ts(&row, 3, OP)?;
-    let (closed, info_updated) = logic::report(&mut d, report, at);
-    let statement = if info_updated {
+    let uuid_param = uuid.unwrap_or_default();
+    let (row, _, ended) = tokio::try_join!(
+        biased;
+        async { c.query_opt(&read, &[&udid]).await.map_err(pg_err("read device")) },
+        async {
+            c.execute(&expire, &[&udid, &at_ms])
+                .await
+                .map_err(pg_err("drop expired commands"))
+        },
+        async {
+            match &end {
+                Some(stmt) if status == Status::NotNow => c
+                    .query_opt(stmt, &[&udid, &uuid_param, &at_ms])
+                    .await
+                    .map_err(pg_err(OP)),
+                Some(stmt) => c
+                    .query_opt(stmt, &[&udid, &uuid_param])
+                    .await
+                    .map_err(pg_err(OP)),
+                None => Ok(None),
+            }
+        },
+    )?;
+    // An unknown device: what the statements beside the read did is undone with the write.
+    let Some(row) = row else {
+        return Err(StoreError::UnknownDevice { udid: udid.into() });
+    };
+    let mut d = Device::new(udid);
+    d.last_seen_at = opt_ts(&row, 0, "read device")?;
+    d.last_report_at = opt_ts(&row, 1, "read device")?;
+    d.last_push_at = opt_ts(&row, 2, "read device")?;
+    d.first_report_after_push_at = opt_ts(&row, 3, "read device")?;
+    // `d.info` starts empty, so after the merge it holds exactly the facts the report sent,
+    // which `writes::REPORT_WITH_INFO` overlays on the stored ones.
+    let (closed_push, info_updated) = logic::report(&mut d, report, at);
+    let write = if info_updated {
         &REPORT_WITH_INFO
     } else {
         &REPORT
     };
-    statement.run(c, "write device", &d).await?;
-    Ok((closed, info_updated))
+    let update = write.prepare(c, "write device").await?;
+    let values = write.write.values(&d);
+    let binds: Vec<Bind<'_>> = values.iter().map(Bind).collect();
+    let params: Vec<Param<'_>> = binds.iter().map(|b| b as Param<'_>).collect();
+    let next = prepare(c, "read queue", &SELECT_NEXT_QUEUED).await?;
+    let skip_not_now = status != Status::Idle;
+    let mut out = ReportOutcome {
+        closed_push,
+        info_updated,
+        ..ReportOutcome::default()
+    };
+    let Some(uuid) = uuid else {
+        let (_, next) = tokio::try_join!(
+            biased;
+            async { c.execute(&update, &params).await.map_err(pg_err("write device")) },
+            async {
+                c.query_opt(&next, &[&udid, &skip_not_now, &at_ms])
+                    .await
+                    .map_err(pg_err("read queue"))
+            },
+        )?;
+        out.next_command = Some(next.map(|r| queued_from_row(&r)).transpose()?);
+        return Ok(out);
+    };
+    // The queue row carried the RequestType; a command not queued is looked up in the insert.
+    let queued_type: Option<String> = ended.map(|r| get(&r, 0, OP)).transpose()?;
+    if queued_type.is_some() {
+        out.known_command = true;
+        out.dequeued = status.is_final();
+    }
+    let chain = serde_json::to_string(&error_chain).map_err(|e| StoreError::Corrupt {
+        what: format!("error chain not serialisable: {e}"),
+    })?;
+    let raw = raw.unwrap_or_default();
+    let kept = RESULTS_KEPT_PER_DEVICE as i64;
+    let insert = prepare(c, "write result", INSERT_RESULT).await?;
+    let prune = prepare(c, "prune results", PRUNE_RESULTS).await?;
+    let (_, inserted, _, next) = tokio::try_join!(
+        biased;
+        async { c.execute(&update, &params).await.map_err(pg_err("write device")) },
+        async {
+            c.query_one(
+                &insert,
+                &[&udid, &uuid, &queued_type, &status.as_str(), &chain, &raw, &at_ms],
+            )
+            .await
+            .map_err(pg_err("write result"))
+        },
+        async { c.execute(&prune, &[&udid, &kept]).await.map_err(pg_err("prune results")) },
+        async {
+            c.query_opt(&next, &[&udid, &skip_not_now, &at_ms])
+                .await
+                .map_err(pg_err("read queue"))
+        },
+    )?;
+    out.request_type = get(&inserted, 0, "write result")?;
+    out.next_command = Some(next.map(|r| queued_from_row(&r)).transpose()?);
+    Ok(out)
 }
+
+const REPORT_READ: &str =
+    "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
+     FROM devices WHERE udid = $1";
+
+/// Drops the device's queued commands that expired by `$2` (unsent). Each of the device's
+/// few queued rows looks its command up by key.
+pub(crate) const DROP_EXPIRED: &str = "DELETE FROM queue WHERE udid = $1 AND EXISTS
+       (SELECT 1 FROM commands
+        WHERE commands.uuid = queue.uuid AND commands.expires_at IS NOT NULL
+          AND commands.expires_at <= $2)";
+
+pub(crate) const DEQUEUE: &str =
+    "DELETE FROM queue WHERE udid = $1 AND uuid = $2 RETURNING request_type";
+
+pub(crate) const MARK_NOT_NOW: &str =
+    "UPDATE queue SET not_now_at = $3 WHERE udid = $1 AND uuid = $2 RETURNING request_type";
+
+/// A result, with the RequestType of its command: `$3` when the queue row gave it, else the
+/// stored command's (if any).
+pub(crate) const INSERT_RESULT: &str =
+    "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
+     VALUES ($1, $2, COALESCE($3, (SELECT request_type FROM commands WHERE uuid = $2)),
+             $4, $5, $6, $7)
+     RETURNING request_type";
+
+/// Keeps the device's newest [`RESULTS_KEPT_PER_DEVICE`] (`$2`) results.
+pub(crate) const PRUNE_RESULTS: &str = "DELETE FROM results WHERE udid = $1 AND id <= (
+     SELECT id FROM results WHERE udid = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)";
 
 /// The fresh device a push attempt at `at` leaves (the same for every device).
 pub(crate) fn push_attempt_values(at: OffsetDateTime) -> Device {
@@ -540,40 +702,6 @@ pub(crate) fn result_from_row(row: &Row) -> Result<CommandResult, StoreError> {
         raw: get(row, 5, OP)?,
         at: from_ms(get(row, 6, OP)?),
     })
-}
-
-/// Records a result and prunes the device's oldest beyond [`RESULTS_KEPT_PER_DEVICE`].
-pub(crate) async fn insert_result(c: &ClientWrapper, r: &CommandResult) -> Result<(), StoreError> {
-    let chain = serde_json::to_string(&r.error_chain).map_err(|e| StoreError::Corrupt {
-        what: format!("error chain not serialisable: {e}"),
-    })?;
-    let at = to_ms(r.at);
-    exec(
-        c,
-        "write result",
-        "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &r.udid,
-            &r.command_uuid,
-            &r.request_type,
-            &r.status.as_str(),
-            &chain,
-            &r.raw,
-            &at,
-        ],
-    )
-    .await?;
-    let kept = RESULTS_KEPT_PER_DEVICE as i64;
-    exec(
-        c,
-        "prune results",
-        "DELETE FROM results WHERE udid = $1 AND id <= (
-             SELECT id FROM results WHERE udid = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        &[&r.udid, &kept],
-    )
-    .await
-    .map(drop)
 }
 
 pub(crate) fn user_from_row(row: &Row) -> Result<User, StoreError> {

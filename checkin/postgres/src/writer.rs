@@ -232,20 +232,35 @@ pub(crate) async fn apply_batch(
         let state = rollback(c).await;
         return (Err(crate::pg_err("begin")(e)), state);
     }
-    let n = batch.len();
-    let mut committed = Ok(());
-    for (i, job) in batch.iter_mut().enumerate() {
-        let ok = job.apply(c).await;
-        let last = i + 1 == n;
-        if let Err(e) = c.batch_execute(between(ok, last)).await {
-            committed = Err(crate::pg_err(if last { "commit" } else { "savepoint" })(e));
-            break;
-        }
+    // Whether the write before succeeded; its savepoint is still open.
+    let mut before: Option<bool> = None;
+    for job in batch.iter_mut() {
+        let ok = match before {
+            None => job.apply(c).await,
+            Some(ok) => {
+                // The statement closing the write before and opening this one's savepoint is
+                // sent first, and this write's first statements behind it, in one round trip.
+                // Should it fail, the transaction is aborted: this write fails too and the
+                // batch rolls back whole.
+                let (switched, applied) = tokio::join!(
+                    biased;
+                    c.batch_execute(between(ok, false)),
+                    job.apply(c),
+                );
+                if let Err(e) = switched {
+                    let failed = Err(crate::pg_err("savepoint")(e));
+                    return (failed, rollback(c).await);
+                }
+                applied
+            }
+        };
+        before = Some(ok);
     }
-    if committed.is_err() {
-        return (committed, rollback(c).await);
+    if let Err(e) = c.batch_execute(between(before.unwrap_or(true), true)).await {
+        let failed = Err(crate::pg_err("commit")(e));
+        return (failed, rollback(c).await);
     }
-    (committed, ConnState::Clean)
+    (Ok(()), ConnState::Clean)
 }
 
 async fn rollback(c: &ClientWrapper) -> ConnState {
