@@ -9,7 +9,11 @@
 //!
 //! - **Durability**: a write's future resolves `Ok` only after its transaction's `COMMIT`
 //!   returned; with the server's defaults (`fsync`, `synchronous_commit = on`) that commit is
-//!   on disk. An acknowledged write is never lost.
+//!   on disk. An acknowledged write is never lost. A write that fails was not acknowledged:
+//!   it was rolled back, except when the connection is lost during the `COMMIT` itself,
+//!   whose outcome no client can know: that write may or may not have landed.
+//! - **Connections**: the writer and the readers reconnect by themselves when the server
+//!   ends their sessions; the writer never reuses a connection left in an unknown state.
 //! - **Group commit**: one writer task owns a connection; every write waiting when it starts a
 //!   transaction (up to [`PostgresOptions::max_batch`]) joins it, each in its own savepoint,
 //!   so a failing write is undone alone and the others commit. Concurrent check-ins share one

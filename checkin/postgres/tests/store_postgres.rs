@@ -366,3 +366,64 @@ async fn tls_as_the_url_asks() {
         "{err:?}"
     );
 }
+
+/// The server ends the store's sessions (a restart, a failover, an administrator): the store
+/// connects again by itself. A write in flight when its connection dies fails (it was not
+/// acknowledged); the writes after it land, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_after_its_sessions_are_killed() {
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url).await;
+    let app = format!("killed_{}", fastrand::u32(..));
+    let store = PostgresStore::open(&format!("{}&application_name={app}", schema.url()), key())
+        .await
+        .unwrap();
+    store
+        .authenticate(&authenticate("A"), None, t(0))
+        .await
+        .unwrap();
+    assert!(store.device("A").await.unwrap().is_some());
+    let client = admin(&url).await;
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) k",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        killed >= 2,
+        "the writer's and a reader's sessions: {killed}"
+    );
+    // The driver hears of the end of each session shortly; a write may fail meanwhile.
+    let mut landed = false;
+    for attempt in 0..20 {
+        match store
+            .token_update(&token_update("A", 1), t(1 + attempt))
+            .await
+        {
+            Ok(_) => {
+                landed = true;
+                break;
+            }
+            Err(StoreError::Database { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(landed, "no write landed after the sessions were killed");
+    for i in 0..5 {
+        let udid = format!("B{i}");
+        store
+            .authenticate(&authenticate(&udid), None, t(30))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count().await.unwrap(), 6);
+    let a = store.device("A").await.unwrap().unwrap();
+    assert!(a.enrolled_at.is_some(), "the token update is there");
+    store.health().await.unwrap();
+}
