@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cert;
 mod devices;
 mod lock;
+mod migrate;
 mod push;
 mod push_cert;
 mod refresh;
@@ -36,6 +37,9 @@ enum Command {
     Push(push::PushArgs),
     /// Run the MDM check-in server (device endpoints, admin API, scheduled collection).
     Serve(Box<serve::ServeArgs>),
+    /// Bring a PostgreSQL database's schema up to this version's (what `serve
+    /// --database-url` does at start), and nothing else.
+    Migrate(migrate::MigrateArgs),
     /// List devices and their connectivity state from a running server.
     Devices(devices::DevicesArgs),
     /// Collect device information now (push and wait for the devices to answer).
@@ -64,6 +68,7 @@ where
         Command::Cert(cmd) => cert::run(cmd),
         Command::Push(args) => push::run(args),
         Command::Serve(args) => serve::run(*args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Refresh(args) => refresh::run(args),
         Command::Report(args) => report::run(args),
@@ -99,6 +104,20 @@ mod tests {
             vec!["magicpush", "devices", "--api-key", "SEKRET-1"],
             vec![
                 "magicpush",
+                "serve",
+                "--database-url",
+                "postgres://u:SEKRET-1@db/mp",
+                "--secrets-key-file",
+                "k",
+            ],
+            vec![
+                "magicpush",
+                "migrate",
+                "--database-url",
+                "postgres://u:SEKRET-1@db/mp",
+            ],
+            vec![
+                "magicpush",
                 "cert",
                 "inspect",
                 "x.p12",
@@ -111,6 +130,26 @@ mod tests {
             assert!(!text.contains("SEKRET"), "{text}");
             assert!(text.contains("redacted"), "{text}");
         }
+    }
+
+    /// The store is SQLite in --data-dir or PostgreSQL at --database-url: one of them, not
+    /// both.
+    #[test]
+    fn one_store_location() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(drop);
+        assert!(parse(&["magicpush", "serve", "--data-dir", "d"]).is_ok());
+        assert!(parse(&["magicpush", "serve", "--database-url", "postgres://db/mp"]).is_ok());
+        let neither = parse(&["magicpush", "serve"]).unwrap_err().to_string();
+        assert!(neither.contains("--data-dir"), "{neither}");
+        let both = parse(&[
+            "magicpush",
+            "serve",
+            "--data-dir",
+            "d",
+            "--database-url",
+            "postgres://db/mp",
+        ]);
+        assert!(both.is_err());
     }
 
     /// A key file and a key in the environment together are not an error: the file wins

@@ -18,6 +18,7 @@ use magicpush_server::pushcert::request::{Subject, VendorIdentity};
 use super::push_cert::CertFlags;
 use super::secret_arg::SecretArg;
 use magicpush_engine::cert::CertificateInfo;
+use magicpush_postgres::PostgresStore;
 use magicpush_server::config::{format_duration, parse_duration};
 use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_server::identity::authenticator::parse_sources;
@@ -36,9 +37,21 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "MAGICPUSH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory for the device database and server state (created if missing).
-    #[arg(long, env = "MAGICPUSH_DATA_DIR")]
-    data_dir: PathBuf,
+    /// Directory for the device database and server state (created if missing). Not with
+    /// --database-url, which keeps everything in PostgreSQL.
+    #[arg(
+        long,
+        env = "MAGICPUSH_DATA_DIR",
+        required_unless_present = "database_url",
+        conflicts_with = "database_url"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Keep the devices, queues, results and push certificates in PostgreSQL instead of
+    /// SQLite in --data-dir (`postgres://user:password@host/db?sslmode=verify-full`): several
+    /// servers can share one database. Needs --secrets-key-file. The schema is migrated at
+    /// start (`magicpush migrate --database-url` does it alone).
+    #[arg(long, env = "MAGICPUSH_DATABASE_URL")]
+    database_url: Option<SecretArg>,
     /// MDM push certificate: PEM with --key, one PEM file holding the certificate and its
     /// key, or PKCS#12 (.p12, as Keychain exports it; its password from --cert-password-file
     /// or MAGICPUSH_P12_PASSWORD). Repeat it for several tenants (one certificate per topic).
@@ -179,7 +192,8 @@ pub(crate) struct ServeArgs {
     push_concurrency: usize,
     /// Key (32 bytes: raw, 64 hex digits or base64; `openssl rand -hex 32`) that encrypts the
     /// escrowed UnlockTokens and BootstrapTokens and the push certificates' private keys in the
-    /// database. Once used, the database cannot be opened without it.
+    /// database. Once used, the database cannot be opened without it. Required with
+    /// --database-url.
     #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
     /// Open connections at most; more are closed as soon as they are accepted.
@@ -232,14 +246,24 @@ fn init_tracing() {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Install the Prometheus recorder before anything records (the engine does at build).
     http::metrics::handle();
-    magicpush_store::private::private_dir(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })?;
-    // Held until `serve` returns: a second server on this directory refuses to start.
-    let _lock = super::lock::DataDirLock::acquire(&args.data_dir)?;
+    if args.database_url.is_some() && args.secrets_key_file.is_none() {
+        bail!(
+            "--database-url needs --secrets-key-file: with PostgreSQL the escrowed tokens and the \
+             push certificates' private keys are always encrypted (make a key with \
+             `openssl rand -hex 32 > secrets.key`, and keep it: the database cannot be read \
+             without it)"
+        );
+    }
+    // Held until `serve` returns: a second server on this directory refuses to start. (Several
+    // servers on one PostgreSQL database is what --database-url is for.)
+    let _lock = match &args.data_dir {
+        Some(dir) => {
+            magicpush_store::private::private_dir(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            Some(super::lock::DataDirLock::acquire(dir)?)
+        }
+        None => None,
+    };
     magicpush_server::config::check_windows(args.collect_every, args.unreachable_after)
         .map_err(anyhow::Error::msg)?;
     if args.push_concurrency == 0 {
@@ -254,23 +278,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
         None => None,
     };
-    let options = SqliteOptions {
-        secrets_key,
-        ..SqliteOptions::default()
+    let store: Arc<dyn Store> = match (&args.database_url, &args.data_dir, secrets_key) {
+        (Some(url), _, Some(key)) => {
+            let store = PostgresStore::open(url.expose(), key)
+                .await
+                .context("cannot open the device store in PostgreSQL (--database-url)")?;
+            tracing::info!("device store: PostgreSQL");
+            Arc::new(store)
+        }
+        (None, Some(dir), secrets_key) => {
+            let options = SqliteOptions {
+                secrets_key,
+                ..SqliteOptions::default()
+            };
+            let store = SqliteStore::open_with(dir, options)
+                .with_context(|| format!("cannot open the device store in {}", dir.display()))?;
+            let store: Arc<dyn Store> = Arc::new(store);
+            let backups = legacy::migrate(dir, &*store, now)
+                .await
+                .context("cannot move the push certificate's files into the store")?;
+            for backup in &backups {
+                tracing::info!(backup = %backup.display(), "moved into the store; the file is kept as a backup");
+            }
+            store
+        }
+        // clap requires one of --data-dir and --database-url, and the key is checked above.
+        _ => bail!("give --data-dir or --database-url (with --secrets-key-file)"),
     };
-    let store = SqliteStore::open_with(&args.data_dir, options).with_context(|| {
-        format!(
-            "cannot open the device store in {}",
-            args.data_dir.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let backups = legacy::migrate(&args.data_dir, &*store, now)
-        .await
-        .context("cannot move the push certificate's files into the store")?;
-    for backup in &backups {
-        tracing::info!(backup = %backup.display(), "moved into the store; the file is kept as a backup");
-    }
     let stored = store
         .push_certs()
         .await

@@ -89,7 +89,8 @@ pub enum StoreError {
     /// The database was written by a newer magicpush (schema version `found` > `supported`).
     #[error("database schema version {found} is newer than this build supports ({supported}); upgrade magicpush")]
     SchemaTooNew {
-        /// `PRAGMA user_version` found.
+        /// The version found (SQLite's `PRAGMA user_version`, PostgreSQL's
+        /// `schema_migrations`).
         found: i64,
         /// Highest version this build knows.
         supported: i64,

@@ -1,0 +1,148 @@
+//! `magicpush serve --database-url` and `magicpush migrate`: the PostgreSQL store from the
+//! command line. The database comes from `MAGICPUSH_TEST_DATABASE_URL` (see
+//! `checkin/postgres`); each test works in a fresh schema. Without the variable the tests
+//! that need a server say so and pass, except under `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
+const URL_VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
+
+fn test_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{URL_VAR} is not set: CI runs the PostgreSQL tests (.ci/postgres.sh starts a server)")
+        }
+        _ => {
+            eprintln!("skipped: {URL_VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
+            None
+        }
+    }
+}
+
+/// A fresh schema on the test server: the URL whose sessions use it. Dropped at the end.
+struct Schema {
+    url: String,
+    name: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Schema {
+    fn new(url: &str) -> Schema {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = format!("cli_{:016x}", fastrand::u64(..));
+        runtime.block_on(sql(url, &format!("CREATE SCHEMA {name}")));
+        Schema {
+            url: url.to_owned(),
+            name,
+            runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.url, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        self.runtime.block_on(sql(&self.url, &drop_schema));
+    }
+}
+
+async fn sql(url: &str, statement: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {URL_VAR}: {e}"));
+    tokio::spawn(conn);
+    client.batch_execute(statement).await.expect(statement);
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MAGICPUSH_DATA_DIR")
+        .env_remove("MAGICPUSH_DATABASE_URL")
+        .env_remove("MAGICPUSH_SECRETS_KEY_FILE")
+        .output()
+        .expect("run magicpush")
+}
+
+/// PostgreSQL keeps the secrets sealed: `serve` refuses to start without the key, naming
+/// the flag, before it connects anywhere.
+#[test]
+fn serve_on_postgres_needs_a_secrets_key() {
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-device-auth",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:9/none",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without a key: {stderr}");
+    assert!(stderr.contains("--secrets-key-file"), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
+
+/// `migrate` applies the schema once; `serve --database-url` starts on it and serves.
+#[test]
+fn migrate_then_serve_on_postgres() {
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url);
+    let db = schema.url();
+    let first = run(&["migrate", "--database-url", &db]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("1 migration applied"), "{stdout}");
+    let again = run(&["migrate", "--database-url", &db]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("0 migrations applied"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "22".repeat(32)).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ])
+        .args(["--database-url", &db])
+        .arg("--secrets-key-file")
+        .arg(&key)
+        .env_remove("MAGICPUSH_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let listening = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let url = listening.expect("serve --database-url printed its address");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+}
