@@ -60,6 +60,7 @@ use self::rows::{
     push_outcome_values, query, query_opt, queued_from_row, require_device, result_from_row,
     save_device, upsert_for_token_update, upsert_user, user_from_row, Param, PUSH_ATTEMPT,
     PUSH_OUTCOME, SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_FIRST, SELECT_QUEUED,
+    SELECT_TOPIC_DEVICES_AFTER, SELECT_TOPIC_DEVICES_FIRST,
 };
 use self::writer::{AfterCommit, Counters, Job, PendingWrite, WorkFuture};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -1016,6 +1017,31 @@ impl ListingStore for PostgresStore {
                     query(&c, "read devices", &SELECT_DEVICES_AFTER, &[&after, &limit]).await?
                 }
                 None => query(&c, "read devices", &SELECT_DEVICES_FIRST, &[&limit]).await?,
+            };
+            rows.iter()
+                .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
+                .collect()
+        })
+    }
+
+    fn topic_devices_page<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let c = self.reader().await?;
+            let rows = match after {
+                Some(after) => {
+                    let params: &[Param<'_>] = &[&topic, &after, &limit];
+                    query(&c, "read devices", &SELECT_TOPIC_DEVICES_AFTER, params).await?
+                }
+                None => {
+                    let params: &[Param<'_>] = &[&topic, &limit];
+                    query(&c, "read devices", &SELECT_TOPIC_DEVICES_FIRST, params).await?
+                }
             };
             rows.iter()
                 .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))

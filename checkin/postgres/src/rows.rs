@@ -125,6 +125,22 @@ pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
 pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE udid > $1 ORDER BY udid LIMIT $2", *SELECT_DEVICES));
 
+/// The first page of topic `$1`'s devices (`$2`: the page size), through `devices_by_topic`.
+pub(crate) static SELECT_TOPIC_DEVICES_FIRST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE topic = $1 ORDER BY udid LIMIT $2",
+        *SELECT_DEVICES
+    )
+});
+
+/// The page of topic `$1`'s devices after UDID `$2` (`$3`: the page size).
+pub(crate) static SELECT_TOPIC_DEVICES_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE topic = $1 AND udid > $2 ORDER BY udid LIMIT $3",
+        *SELECT_DEVICES
+    )
+});
+
 /// A declared write's statement in PostgreSQL's dialect, rendered at first use.
 pub(crate) struct Statement {
     pub(crate) write: &'static DeviceWrite,

@@ -40,7 +40,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
         WHERE identity_sha256 IS NOT NULL;
     -- One tenant's devices (listing, deletion).
-    CREATE INDEX devices_by_topic ON devices (topic);
+    CREATE INDEX devices_by_topic ON devices (topic, udid);
     CREATE TABLE users (
         udid text NOT NULL REFERENCES devices (udid),
         user_id text NOT NULL,
