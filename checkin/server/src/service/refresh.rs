@@ -82,18 +82,99 @@ impl RefreshRun {
     }
 }
 
-/// Where a refresh or a command hands its pushes: one task sends them in the order they come,
-/// group after group (see [`Service::launcher`]).
-struct Launcher {
-    groups: mpsc::UnboundedSender<Vec<(String, DevicePush)>>,
+/// Where a refresh or a command hands its pushes (see [`Service::launcher`]).
+struct Launcher(Arc<Launching>);
+
+/// What sending a group of pushes needs.
+struct Launching {
+    watch: Arc<super::tenants::CertWatch>,
+    pusher: Arc<dyn magicpush_engine::PushSender>,
+    /// The service's push slots (`push_concurrency` of them).
+    slots: Arc<tokio::sync::Semaphore>,
+    concurrency: usize,
+    tracker: Arc<PushTracker>,
+    /// To the recorder, which ends once every sender is gone.
+    done: mpsc::UnboundedSender<Recorded>,
+    completion: Option<Arc<Completion>>,
 }
 
 impl Launcher {
+    /// Sends `group` in a task of its own: its pushes take their push slots together, so
+    /// that they reach the engine one after another (one topic's share a connection's
+    /// writes) rather than each behind every other waiting push.
     fn launch(&self, group: Vec<(String, DevicePush)>) {
         if !group.is_empty() {
-            // The launching task ends only once every sender is gone.
-            let _ = self.groups.send(group);
+            tokio::spawn(Arc::clone(&self.0).send(group));
         }
+    }
+}
+
+impl Launching {
+    async fn send(self: Arc<Self>, group: Vec<(String, DevicePush)>) {
+        let mut pushes = group.into_iter().peekable();
+        while pushes.peek().is_some() {
+            let batch: Vec<_> = pushes.by_ref().take(self.concurrency).collect();
+            let permits = match self.tracker.is_stopping() {
+                false => {
+                    let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                    Arc::clone(&self.slots).acquire_many_owned(n).await.ok()
+                }
+                true => None,
+            };
+            let mut permits = match permits {
+                Some(p) if !self.tracker.is_stopping() => p,
+                _ => {
+                    // Stopping: these pushes and the rest are not sent.
+                    let unsent = batch.into_iter().chain(pushes.by_ref());
+                    for (udid, _) in unsent {
+                        if let Some(c) = &self.completion {
+                            c.interrupted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = self.done.send(Recorded::Unsent(udid));
+                    }
+                    return;
+                }
+            };
+            for (udid, push) in batch {
+                let permit = permits.split(1);
+                self.start(udid, push, permit);
+            }
+        }
+    }
+
+    /// Hands one push to the engine and records how it ends; `permit` is its push slot.
+    fn start(
+        &self,
+        udid: String,
+        push: DevicePush,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let done = self.done.clone();
+        let topic = push.topic.clone();
+        let sending = self.pusher.push(push);
+        let (watch, completion) = (Arc::clone(&self.watch), self.completion.clone());
+        tokio::spawn(async move {
+            let result = sending.await;
+            drop(permit);
+            watch.observe(topic.as_deref(), &result);
+            if let Some(c) = &completion {
+                c.count(&result);
+            }
+            if matches!(result, Err(PushError::Shutdown)) {
+                // The server is stopping: nothing is known of this push; it is taken back
+                // rather than left to look unanswered.
+                let _ = done.send(Recorded::Unsent(udid));
+                return;
+            }
+            let outcome = PushOutcome::from_result(&result);
+            ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
+                .increment(1);
+            if let Err(err) = &result {
+                tracing::info!(%udid, "push failed: {err}");
+            }
+            // The recorder outlives every sender; a send fails only if it panicked.
+            let _ = done.send(Recorded::Outcome(udid, outcome));
+        });
     }
 }
 
@@ -427,9 +508,9 @@ impl Service {
         Ok(deleted)
     }
 
-    /// Starts the tasks that push and record: each group handed to the [`Launcher`] is
-    /// pushed in order after the ones before it, at most `push_concurrency` pushes of the
-    /// service at once, and every outcome is recorded in batches (see [`record_outcomes`]),
+    /// Starts the task that records push outcomes and returns the [`Launcher`] that pushes:
+    /// each group it is handed goes to the engine together, within the service's
+    /// `push_concurrency`, and every outcome is recorded in batches (see [`record_outcomes`]),
     /// not one write each. The attempts were marked at `attempted_at`: those never sent (the
     /// server stops first) are taken back at the end, so they read `never_pushed`, not
     /// `unreachable`.
@@ -438,9 +519,6 @@ impl Service {
         completion: Option<Arc<Completion>>,
         attempted_at: OffsetDateTime,
     ) -> Launcher {
-        let watch = Arc::clone(self.pushcert.watch());
-        let pusher = self.pusher.clone();
-        let slots = self.push_slots.clone();
         let tracker = Arc::clone(&self.pushes);
         let (done, outcomes) = mpsc::unbounded_channel();
         tokio::spawn(record_outcomes(
@@ -449,60 +527,15 @@ impl Service {
             attempted_at,
             tracker.start(),
         ));
-        let (groups_tx, mut groups) = mpsc::unbounded_channel::<Vec<(String, DevicePush)>>();
-        tokio::spawn(async move {
-            while let Some(group) = groups.recv().await {
-                let mut pushes = group.into_iter();
-                while let Some((udid, push)) = pushes.next() {
-                    let permit = match tracker.is_stopping() {
-                        false => slots.clone().acquire_owned().await.ok(),
-                        true => None,
-                    };
-                    let permit = match permit {
-                        Some(p) if !tracker.is_stopping() => p,
-                        _ => {
-                            // Stopping: this push and the rest are not sent.
-                            let unsent =
-                                std::iter::once(udid).chain(pushes.by_ref().map(|(u, _)| u));
-                            for udid in unsent {
-                                if let Some(c) = &completion {
-                                    c.interrupted.fetch_add(1, Ordering::Relaxed);
-                                }
-                                let _ = done.send(Recorded::Unsent(udid));
-                            }
-                            break;
-                        }
-                    };
-                    let done = done.clone();
-                    let topic = push.topic.clone();
-                    let sending = pusher.push(push);
-                    let (watch, completion) = (Arc::clone(&watch), completion.clone());
-                    tokio::spawn(async move {
-                        let result = sending.await;
-                        drop(permit);
-                        watch.observe(topic.as_deref(), &result);
-                        if let Some(c) = &completion {
-                            c.count(&result);
-                        }
-                        if matches!(result, Err(PushError::Shutdown)) {
-                            // The server is stopping: nothing is known of this push; it is
-                            // taken back rather than left to look unanswered.
-                            let _ = done.send(Recorded::Unsent(udid));
-                            return;
-                        }
-                        let outcome = PushOutcome::from_result(&result);
-                        ::metrics::counter!("magicpush_push_outcomes_total", "outcome" => outcome.kind())
-                            .increment(1);
-                        if let Err(err) = &result {
-                            tracing::info!(%udid, "push failed: {err}");
-                        }
-                        // The recorder outlives every sender; a send fails only if it panicked.
-                        let _ = done.send(Recorded::Outcome(udid, outcome));
-                    });
-                }
-            }
-        });
-        Launcher { groups: groups_tx }
+        Launcher(Arc::new(Launching {
+            watch: Arc::clone(self.pushcert.watch()),
+            pusher: self.pusher.clone(),
+            slots: self.push_slots.clone(),
+            concurrency: self.config.push_concurrency.max(1),
+            tracker,
+            done,
+            completion,
+        }))
     }
 
     /// Stops launching pushes (shutdown): pushes not yet sent are taken back, pushes in
@@ -601,12 +634,14 @@ impl Drop for Completion {
 /// Devices whose command and push attempt a refresh records in one store write.
 const REFRESH_CHUNK: usize = 2_000;
 
-/// A tenant's pushes handed to the engine together (see [`TopicGroups`]): as many as the
-/// server's default push concurrency, so that one group can fill it.
-const PUSH_GROUP: usize = 256;
+/// A tenant's pushes handed to the engine together (see [`TopicGroups`]): enough that they
+/// share their connection's writes; few enough that each connection's HTTP/2 stream table
+/// (which keeps the size it once reached) stays small with a thousand tenants.
+const PUSH_GROUP: usize = 64;
 
-/// Most pushes a refresh gathers by topic before it lets every group go.
-const PUSH_GROUPS_HELD: usize = 65_536;
+/// Most pushes a refresh gathers by topic before it lets every group go: the first pushes
+/// start after this many devices are queued and marked, not after the whole fleet.
+const PUSH_GROUPS_HELD: usize = 16_384;
 
 /// Most push outcomes recorded in one store write.
 const OUTCOME_BATCH: usize = 256;
@@ -772,7 +807,8 @@ mod tests {
     }
 
     /// Devices walked in UDID order belong to three tenants in turn; their pushes reach the
-    /// engine gathered by tenant, so that each tenant's connection carries them together.
+    /// engine gathered by tenant, a group at a time, so that each tenant's connection carries
+    /// them together.
     #[tokio::test]
     async fn a_refresh_of_every_tenant_pushes_each_tenants_devices_together() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -806,9 +842,11 @@ mod tests {
             .map(|p| p.topic.as_deref().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(sent.len(), n);
-        // Fewer than a group each: every tenant's pushes go out in one run.
+        // Each group goes out in one run: a tenant's 200 pushes in 4 runs (groups of 64 and
+        // the rest), not one run per push as the walk interleaves them.
         let runs = 1 + sent.windows(2).filter(|w| w[0] != w[1]).count();
-        assert_eq!(runs, 3, "pushes by topic, in order: {sent:?}");
+        let groups = 3 * (n / 3).div_ceil(PUSH_GROUP);
+        assert!(runs <= groups, "{runs} runs of one topic, at most {groups} expected: {sent:?}");
     }
 
     /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not

@@ -4,8 +4,8 @@
 //! different tenants. Pushed in that order, every push would travel alone on its tenant's
 //! APNs connection: one write, one read and a few wake-ups each, on both ends. Gathered by
 //! topic, a tenant's pushes reach its connection together and share them. The groups are
-//! bounded: a group is let go once it holds [`TopicGroups::group`] pushes, and every group
-//! once all of them together hold [`TopicGroups::held`].
+//! bounded: a group is let go once it holds `group` pushes, and every group once all of them
+//! together hold `held` ([`TopicGroups::new`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
