@@ -10,7 +10,46 @@ fn options(device_auth: BenchDeviceAuth, compare_device_auth: bool) -> CheckinBe
         device_auth,
         compare_device_auth,
         identity_key: IdentityKey::P256,
+        database_url: None,
     }
+}
+
+/// The test database (`MAGICPUSH_TEST_DATABASE_URL`); `None` after saying so outside CI, a
+/// failure under `CI=true`.
+fn test_database() -> Option<String> {
+    const VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
+    match std::env::var(VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "{VAR} is not set: CI runs the PostgreSQL tests (.ci/postgres.sh starts a server)"
+            )
+        }
+        _ => {
+            eprintln!("skipped: {VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
+            None
+        }
+    }
+}
+
+#[test]
+fn with_a_database_url_the_server_is_also_measured_on_postgresql() {
+    let Some(url) = test_database() else { return };
+    let r = checkin::run(&CheckinBenchOptions {
+        database_url: Some(url),
+        ..options(BenchDeviceAuth::Signature, true)
+    })
+    .unwrap();
+    let pg = r.postgres.as_ref().expect("the PostgreSQL run");
+    assert_eq!(pg.checkins, 80);
+    assert!(pg.writes_per_commit.is_some_and(|w| w >= 1.0));
+    assert_eq!(
+        r.ratio_postgres_vs_sqlite,
+        Some(pg.checkins_per_s / r.durable.checkins_per_s)
+    );
+    let other = r.other_device_auth.as_ref().unwrap();
+    assert_eq!(other.postgres.as_ref().map(|m| m.checkins), Some(80));
+    assert!(other.ratio_postgres_vs_sqlite.is_some());
 }
 
 #[test]

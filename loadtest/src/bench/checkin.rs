@@ -38,6 +38,8 @@ pub struct CheckinBenchOptions {
     pub compare_device_auth: bool,
     /// The devices' key type.
     pub identity_key: IdentityKey,
+    /// Also run the server on PostgreSQL at this URL, in a schema of its own.
+    pub database_url: Option<String>,
 }
 
 /// The key type of the simulated devices' identities.
@@ -70,7 +72,7 @@ pub struct ModeResult {
     pub checkins: u64,
     pub elapsed_s: f64,
     pub checkins_per_s: f64,
-    /// Writes per SQLite commit: how well group commit batched (durable mode only).
+    /// Writes per commit: how well group commit batched (SQLite and PostgreSQL modes).
     pub writes_per_commit: Option<f64>,
 }
 
@@ -85,7 +87,12 @@ pub struct CheckinBenchReport {
     pub identity_key: IdentityKey,
     pub trivial: ModeResult,
     pub memory: ModeResult,
+    /// The durable SQLite store.
     pub durable: ModeResult,
+    /// With `--database-url`: the same server on the PostgreSQL store.
+    pub postgres: Option<ModeResult>,
+    /// PostgreSQL / SQLite (`durable`) check-ins per second.
+    pub ratio_postgres_vs_sqlite: Option<f64>,
     /// durable / trivial check-ins per second.
     pub ratio_durable_vs_trivial: f64,
     /// durable / memory check-ins per second.
@@ -117,6 +124,9 @@ pub struct OtherAuth {
     pub device_auth: BenchDeviceAuth,
     pub memory: ModeResult,
     pub durable: ModeResult,
+    pub postgres: Option<ModeResult>,
+    /// PostgreSQL / SQLite check-ins per second with this device authentication.
+    pub ratio_postgres_vs_sqlite: Option<f64>,
     /// Check-ins/s with signatures over without, durable store.
     pub durable_signature_over_none: f64,
     /// Check-ins/s with signatures over without, in-memory store.
@@ -170,13 +180,13 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
             }
             None => None,
         };
-        let (memory, durable) = store_runs(main, opts).await?;
+        let (memory, durable, postgres) = store_runs(main, opts).await?;
         let other_device_auth = if opts.compare_device_auth {
             let (other, auth) = match opts.device_auth {
                 BenchDeviceAuth::Signature => (&unsigned, BenchDeviceAuth::None),
                 BenchDeviceAuth::None => (&signed, BenchDeviceAuth::Signature),
             };
-            let (o_memory, o_durable) = store_runs(other, opts).await?;
+            let (o_memory, o_durable, o_postgres) = store_runs(other, opts).await?;
             let (sig, none) = match auth {
                 BenchDeviceAuth::None => ((&memory, &durable), (&o_memory, &o_durable)),
                 BenchDeviceAuth::Signature => ((&o_memory, &o_durable), (&memory, &durable)),
@@ -185,8 +195,12 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
                 device_auth: auth,
                 durable_signature_over_none: sig.1.checkins_per_s / none.1.checkins_per_s,
                 memory_signature_over_none: sig.0.checkins_per_s / none.0.checkins_per_s,
+                ratio_postgres_vs_sqlite: o_postgres
+                    .as_ref()
+                    .map(|p| p.checkins_per_s / o_durable.checkins_per_s),
                 memory: o_memory,
                 durable: o_durable,
+                postgres: o_postgres,
             })
         } else {
             None
@@ -210,9 +224,13 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
             identity_key: opts.identity_key,
             ratio_durable_vs_trivial: durable.checkins_per_s / trivial.checkins_per_s,
             ratio_durable_vs_memory: durable.checkins_per_s / memory.checkins_per_s,
+            ratio_postgres_vs_sqlite: postgres
+                .as_ref()
+                .map(|p| p.checkins_per_s / durable.checkins_per_s),
             trivial,
             memory,
             durable,
+            postgres,
             other_device_auth,
             verify_us_per_checkin,
             trivial_verifying,
@@ -221,11 +239,12 @@ pub fn run(opts: &CheckinBenchOptions) -> anyhow::Result<CheckinBenchReport> {
     })
 }
 
-/// The in-memory and the durable server, one after the other, for `work`.
+/// The in-memory, the SQLite and (with a database URL) the PostgreSQL server, one after the
+/// other, for `work`.
 async fn store_runs(
     work: &Workload,
     opts: &CheckinBenchOptions,
-) -> anyhow::Result<(ModeResult, ModeResult)> {
+) -> anyhow::Result<(ModeResult, ModeResult, Option<ModeResult>)> {
     let memory = {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let (addr, handle) = magicpush_server(store, work).await?;
@@ -244,7 +263,57 @@ async fn store_runs(
         r.writes_per_commit = Some(stats.writes as f64 / stats.commits.max(1) as f64);
         r
     };
-    Ok((memory, durable))
+    let postgres = match &opts.database_url {
+        Some(url) => Some(postgres_run(url, work, opts).await?),
+        None => None,
+    };
+    Ok((memory, durable, postgres))
+}
+
+/// The server on PostgreSQL at `url`, in a fresh schema dropped after the run. The store seals
+/// its secrets (PostgreSQL requires a secrets key), which the SQLite run does not: a few
+/// microseconds of AES per TokenUpdate.
+async fn postgres_run(
+    url: &str,
+    work: &Workload,
+    opts: &CheckinBenchOptions,
+) -> anyhow::Result<ModeResult> {
+    let schema = format!("bench_{:016x}", fastrand::u64(..));
+    let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to --database-url (the bench connects without TLS)")?;
+    let conn = tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .context("creating the bench's schema")?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let in_schema = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    let mut key = [0u8; 32];
+    key.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    let key = Arc::new(magicpush_postgres::SecretKey::from_bytes(&key).context("secrets key")?);
+    let run = async {
+        let pg = Arc::new(
+            magicpush_postgres::PostgresStore::open(&in_schema, key)
+                .await
+                .context("opening PostgreSQL")?,
+        );
+        let store: Arc<dyn Store> = pg.clone();
+        let (addr, handle) = magicpush_server(store, work).await?;
+        let mut r = drive("postgres", addr, work, opts).await?;
+        handle.shutdown().await;
+        let stats = pg.commit_stats();
+        r.writes_per_commit = Some(stats.writes as f64 / stats.commits.max(1) as f64);
+        anyhow::Ok(r)
+    };
+    let result = run.await;
+    let dropped = admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+    conn.abort();
+    let r = result?;
+    dropped.context("dropping the bench's schema")?;
+    Ok(r)
 }
 
 /// The same check-ins signed (when asked) and unsigned.
@@ -506,6 +575,7 @@ mod tests {
             device_auth: BenchDeviceAuth::Signature,
             compare_device_auth: false,
             identity_key: IdentityKey::P256,
+            database_url: None,
         };
         let devices = generate(opts.devices, 0.0, 0.0, 7);
         let (ours, _) = workloads(&devices, true, opts.identity_key).unwrap();

@@ -24,6 +24,10 @@ pub struct CheckinBenchArgs {
     /// certificate each: the server's work is the same).
     #[arg(long, value_enum, default_value = "p256")]
     identity_key: IdentityKey,
+    /// Also run the server on PostgreSQL at this URL (in a schema of its own, dropped after),
+    /// beside SQLite: `postgres://user@127.0.0.1:5432/db`. The bench connects without TLS.
+    #[arg(long, env = "MAGICPUSH_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -36,20 +40,23 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
         device_auth: args.device_auth,
         compare_device_auth: args.compare_device_auth,
         identity_key: args.identity_key,
+        database_url: args.database_url,
     })?;
     println!(
         "{} devices, {} check-ins each mode, {} connections, device auth {:?} ({:?} identities)",
         r.devices, r.durable.checkins, r.concurrency, r.device_auth, r.identity_key
     );
-    let mut modes = vec![&r.trivial, &r.memory, &r.durable];
+    let mut modes: Vec<(&checkin::ModeResult, BenchDeviceAuth)> = vec![
+        (&r.trivial, r.device_auth),
+        (&r.memory, r.device_auth),
+        (&r.durable, r.device_auth),
+    ];
+    modes.extend(r.postgres.iter().map(|m| (m, r.device_auth)));
     if let Some(o) = &r.other_device_auth {
-        modes.extend([&o.memory, &o.durable]);
+        modes.extend([(&o.memory, o.device_auth), (&o.durable, o.device_auth)]);
+        modes.extend(o.postgres.iter().map(|m| (m, o.device_auth)));
     }
-    for (i, m) in modes.into_iter().enumerate() {
-        let auth = match (&r.other_device_auth, i >= 3) {
-            (Some(o), true) => o.device_auth,
-            _ => r.device_auth,
-        };
+    for (m, auth) in modes {
         print!("  {:<8} {:<9}", m.mode, format!("{auth:?}").to_lowercase());
         print!(
             " {:>9.0} check-ins/s  ({:.2} s)",
@@ -64,6 +71,17 @@ pub fn run(args: CheckinBenchArgs) -> anyhow::Result<ExitCode> {
         "durable / trivial 200 = {:.3}   durable / in-memory = {:.3}",
         r.ratio_durable_vs_trivial, r.ratio_durable_vs_memory
     );
+    if let Some(ratio) = r.ratio_postgres_vs_sqlite {
+        print!("PostgreSQL / SQLite = {ratio:.3}");
+        match r
+            .other_device_auth
+            .as_ref()
+            .and_then(|o| o.ratio_postgres_vs_sqlite)
+        {
+            Some(other) => println!("   (other device auth: {other:.3})"),
+            None => println!(),
+        }
+    }
     if let Some(o) = &r.other_device_auth {
         println!(
             "signature / none: durable = {:.3}   in-memory = {:.3}",
