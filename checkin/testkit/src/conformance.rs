@@ -1577,8 +1577,9 @@ pub async fn pushcert_requests_are_bounded_and_ordered(store: Arc<dyn Store>) {
 
 /// Deleting one tenant's devices forgets those enrolled with its topic, with their queues and
 /// identity bindings, and leaves every other tenant's devices as they were.
-/// [`ListingStore::topic_devices_page`](magicpush_store::ListingStore::topic_devices_page): one topic's devices in UDID order, page by page,
-/// none of another topic's (even between them), none twice.
+/// [`ListingStore::topic_devices_page`](magicpush_store::ListingStore::topic_devices_page):
+/// one topic's devices in UDID order, page by page, none of another topic's (even between
+/// them), none twice.
 pub async fn topic_pages_hold_one_tenants_devices(store: Arc<dyn Store>) {
     let other = "com.apple.mgmt.External.other";
     let mine = authenticate("X").topic;
