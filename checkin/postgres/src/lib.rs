@@ -22,7 +22,9 @@
 //!   queue is bounded: a device's write finding it full fails at once with
 //!   [`StoreError::Overloaded`]; the server's own writes wait for room.
 //! - **Reads** go through a connection pool (deadpool-postgres) and see every acknowledged
-//!   write.
+//!   write. The identity lookup of every authenticated request is read from the database
+//!   (another node may have rebound the device), the lookups of concurrent requests in one
+//!   query (see the `identity` module).
 //! - **Secrets**: a [`SecretKey`] is mandatory. Unlock and bootstrap tokens and the push
 //!   certificates' private keys (in use and pending) are sealed with it before they leave
 //!   the process; the database keeps a check value, so another key is refused at open.
@@ -39,6 +41,7 @@
 //! except under `CI=true`, where they fail. `.ci/postgres.sh start DIR PORT` starts a
 //! throwaway cluster and prints the URL.
 
+mod identity;
 mod pushcerts;
 mod rows;
 mod schema;
@@ -175,6 +178,8 @@ pub struct PostgresStore {
     counters: Arc<Counters>,
     queue_capacity: usize,
     secrets: Arc<SecretKey>,
+    /// Identity lookups, gathered into one query at a time.
+    identities: identity::IdentityReads,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -261,6 +266,7 @@ impl PostgresStore {
             Arc::clone(&counters),
         ));
         Ok(PostgresStore {
+            identities: identity::IdentityReads::start(pool.clone()),
             pool,
             writes: tx,
             writer,
@@ -628,10 +634,7 @@ impl IdentityStore for PostgresStore {
     /// Read from the database every time: another node may have bound the device to another
     /// certificate since (an in-process cache could not hear of it). One index lookup.
     fn identity_hash<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<[u8; 32]>> {
-        Box::pin(async move {
-            let c = self.reader().await?;
-            rows::load_identity_hash(&c, udid).await
-        })
+        Box::pin(self.identities.get(udid))
     }
 }
 

@@ -342,25 +342,6 @@ pub(crate) async fn save_device(c: &ClientWrapper, d: &Device) -> Result<(), Sto
     SAVE.run(c, "write device", d).await.map(drop)
 }
 
-/// The identity hash bound to `udid` (`None`: no binding or no device).
-pub(crate) async fn load_identity_hash(
-    c: &ClientWrapper,
-    udid: &str,
-) -> Result<Option<[u8; 32]>, StoreError> {
-    let row = query_opt(
-        c,
-        "read device",
-        "SELECT identity_sha256 FROM devices WHERE udid = $1",
-        &[&udid],
-    )
-    .await?;
-    let value = match row {
-        Some(row) => get::<Option<Vec<u8>>>(&row, 0, "read device")?,
-        None => None,
-    };
-    hash_column(udid, "identity_sha256", value)
-}
-
 /// `logic::authenticate` on the stored row without reading it, as `writes::AUTHENTICATE`
 /// declares, and the old enrollment's queue dropped, in one round trip (the two statements
 /// pipelined). With an identity, one read first: the device's binding (to return it) and the
