@@ -21,6 +21,10 @@
 //!   statements (`udid = ANY($1)`, one multi-row `INSERT … SELECT FROM unnest`). The writer's
 //!   queue is bounded: a device's write finding it full fails at once with
 //!   [`StoreError::Overloaded`]; the server's own writes wait for room.
+//! - **Several nodes**: each node's transaction locks the rows of the devices it writes
+//!   (`FOR UPDATE`, in UDID order, see `writer`), so one device's writes on two nodes run one
+//!   after the other; a final report arriving twice (on two nodes, or re-sent) is recorded
+//!   once and dequeues its command once. `tests/nodes.rs` races reports on two stores.
 //! - **Reads** go through a connection pool (deadpool-postgres) and see every acknowledged
 //!   write.
 //! - **Secrets**: a [`SecretKey`] is mandatory. Unlock and bootstrap tokens and the push
@@ -288,17 +292,17 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Wait)
+        self.submit(work, None, Admission::Wait, None)
     }
 
-    /// Queues a device's write: refused with [`StoreError::Overloaded`] when the queue is
-    /// full.
-    fn device_write<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    /// Queues a write of device `udid` (its row is locked for the transaction, see
+    /// [`writer`]'s docs): refused with [`StoreError::Overloaded`] when the queue is full.
+    fn device_write<T, F>(&self, udid: String, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Shed)
+        self.submit(work, None, Admission::Shed, Some(udid))
     }
 
     fn submit<T, F>(
@@ -306,12 +310,13 @@ impl PostgresStore {
         work: F,
         after_commit: Option<AfterCommit<T>>,
         admission: Admission,
+        device: Option<String>,
     ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        let (job, rx) = Job::submit(work, after_commit);
+        let (job, rx) = Job::submit(work, after_commit, device);
         let tx = self.writes.clone();
         let counters = Arc::clone(&self.counters);
         counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +446,7 @@ impl CheckinStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<[u8; 32]>> {
         let (msg, identity, at) = (msg.clone(), identity.cloned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(msg.udid.clone(), move |c| {
             Box::pin(async move {
                 rows::authenticate_and_drop_queue(c, &msg, identity.as_ref(), at).await
             })
@@ -460,7 +465,7 @@ impl CheckinStore for PostgresStore {
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             }
         }
-        self.device_write(move |c| {
+        self.device_write(msg.udid.clone(), move |c| {
             Box::pin(async move {
                 let Some(user) = &msg.user else {
                     return upsert_for_token_update(c, &msg, at).await;
@@ -490,7 +495,7 @@ impl CheckinStore for PostgresStore {
 
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 logic::check_out(&mut d, at);
@@ -515,7 +520,7 @@ impl CheckinStore for PostgresStore {
             Ok(t) => t,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 d.bootstrap_token = token;
@@ -547,7 +552,7 @@ impl CheckinStore for PostgresStore {
 
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 apply_contact(&mut d, at);
@@ -806,7 +811,7 @@ impl QueueStore for PostgresStore {
             device_info: report.device_info.clone(),
             raw: plist::Dictionary::new(),
         };
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move { rows::record_report(c, &report, error_chain, raw, at).await })
         })
     }

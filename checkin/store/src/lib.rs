@@ -238,7 +238,11 @@ pub trait QueueStore: Send + Sync {
     ///   proof of contact and gives the push→report latency;
     /// - for every status but Idle, appends a [`CommandResult`] (status, error chain, the raw
     ///   report as XML), also for a CommandUUID the store does not know; only the newest
-    ///   [`RESULTS_KEPT_PER_DEVICE`] are kept;
+    ///   [`RESULTS_KEPT_PER_DEVICE`] are kept. A final report (Acknowledged / Error /
+    ///   CommandFormatError) repeated for a command that is no longer queued for the device,
+    ///   when the device already has a result of that status for it, is the same answer
+    ///   again (a device re-sending it, or one report reaching two nodes): no second result
+    ///   is appended, and the outcome is that of a command not queued;
     /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
     ///   NotNow keeps it and marks it (see [`QueueStore::next_command`]);
     /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets
