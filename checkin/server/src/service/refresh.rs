@@ -846,7 +846,10 @@ mod tests {
         // the rest), not one run per push as the walk interleaves them.
         let runs = 1 + sent.windows(2).filter(|w| w[0] != w[1]).count();
         let groups = 3 * (n / 3).div_ceil(PUSH_GROUP);
-        assert!(runs <= groups, "{runs} runs of one topic, at most {groups} expected: {sent:?}");
+        assert!(
+            runs <= groups,
+            "{runs} runs of one topic, at most {groups} expected: {sent:?}"
+        );
     }
 
     /// A refresh stopped at shutdown: the push in flight ends and is recorded, the pushes not
