@@ -14,6 +14,10 @@
 //!   whose outcome no client can know: that write may or may not have landed.
 //! - **Connections**: the writer and the readers reconnect by themselves when the server
 //!   ends their sessions; the writer never reuses a connection left in an unknown state.
+//!   While the server cannot be reached (refused or lost connections, a server shutting down
+//!   or starting) operations fail with [`StoreError::Unavailable`], which the HTTP server
+//!   answers 503 with `Retry-After`; the same store serves again once it is back
+//!   (`tests/outage.rs` cuts a TCP forwarder between the store and the server).
 //! - **Group commit**: one writer task owns a connection; every write waiting when it starts a
 //!   transaction (up to [`PostgresOptions::max_batch`]) joins it, each in its own savepoint,
 //!   so a failing write is undone alone and the others commit. Concurrent check-ins share one
@@ -79,9 +83,41 @@ pub use self::schema::SCHEMA_VERSION;
 pub use self::tls::TlsMode;
 pub use magicpush_store::SecretKey;
 
+/// Whether a driver error means the database cannot be reached: no server answered, the
+/// connection was lost, or the server is shutting down or starting (SQLSTATE classes 08 and
+/// 57P0x) — as opposed to a statement the server refused.
+pub(crate) fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        // No server error: the connection failed or closed (an I/O error, a closed
+        // session), unless the driver itself refused a value.
+        None => e.is_closed() || e.as_db_error().is_none() && has_io_cause(e),
+    }
+}
+
+fn has_io_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// A driver error as the store reports it, naming the operation.
 pub(crate) fn pg_err(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| {
+        if is_unreachable(&e) {
+            return StoreError::Unavailable {
+                op,
+                detail: with_causes(&e),
+            };
+        }
         // The server's own message (`ERROR: …`) says more than the driver's "db error".
         let detail = match e.as_db_error() {
             Some(db) => {
@@ -119,6 +155,11 @@ pub(crate) fn pool_err(
 ) -> impl FnOnce(deadpool_postgres::PoolError) -> StoreError {
     move |e| match e {
         deadpool_postgres::PoolError::Backend(e) => pg_err(op)(e),
+        // No connection made (or free) in time: the server does not answer.
+        e @ deadpool_postgres::PoolError::Timeout(_) => StoreError::Unavailable {
+            op,
+            detail: with_causes(&e),
+        },
         e => StoreError::Database {
             op,
             detail: with_causes(&e),

@@ -107,6 +107,16 @@ pub enum StoreError {
     /// The secrets key does not fit the database (missing, or another key).
     #[error("{0}")]
     SecretsKey(String),
+    /// The database cannot be reached now (connection refused or lost, the server shutting
+    /// down or starting): the operation failed and a write was not acknowledged. The store
+    /// reconnects by itself; the caller should retry shortly.
+    #[error("database unreachable during {op}: {detail}")]
+    Unavailable {
+        /// The operation (`connect`, `commit`, `read devices`, …).
+        op: &'static str,
+        /// Why (the driver's message).
+        detail: String,
+    },
     /// The writer's queue is full: this write was not queued (nothing of it was written).
     /// The caller should retry shortly.
     #[error("the store is overloaded ({queued} writes waiting); retry shortly")]
