@@ -9,88 +9,16 @@
 //! `MAGICPUSH_TEST_DATABASE_URL`, failing under `CI=true` (see `tests/common`).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use magicpush_postgres::{PostgresOptions, PostgresStore};
 use magicpush_store::{Store, StoreError};
 use magicpush_testkit::conformance::{authenticate, t};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use magicpush_testkit::forward::{redirect_url, Forwarder};
 
 mod common;
 use common::{admin, key, test_url, Schema};
-
-/// Forwards 127.0.0.1:`port` to the database server until cut.
-struct Forwarder {
-    port: u16,
-    target: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Forwarder {
-    async fn start(target: SocketAddr) -> Forwarder {
-        let listener = listen(0).await;
-        let port = listener.local_addr().expect("local addr").port();
-        let task = Some(tokio::spawn(forward(listener, target)));
-        Forwarder { port, target, task }
-    }
-
-    /// The database becomes unreachable: no listener, every connection through it dropped.
-    async fn cut(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// The database answers again, on the same port.
-    async fn restore(&mut self) {
-        let listener = listen(self.port).await;
-        self.task = Some(tokio::spawn(forward(listener, self.target)));
-    }
-}
-
-async fn listen(port: u16) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .expect("bind the forwarder");
-    socket.listen(64).expect("listen")
-}
-
-/// Accepts and copies both ways. Aborting this task drops the listener and, with the
-/// `JoinSet`, every connection it holds.
-async fn forward(listener: TcpListener, target: SocketAddr) {
-    let mut conns = JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
-        };
-        conns.spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
-/// The `host:port` of a `postgres://user@host:port/db?…` URL, and the URL with another
-/// authority.
-fn authority(url: &str) -> (String, String, String) {
-    let at = url
-        .find('@')
-        .map_or_else(|| url.find("://").unwrap() + 3, |i| i + 1);
-    let end = at + url[at..].find('/').expect("a database name after the host");
-    (
-        url[..at].to_owned(),
-        url[at..end].to_owned(),
-        url[end..].to_owned(),
-    )
-}
 
 fn is_unavailable<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Unavailable { .. }))
@@ -116,14 +44,14 @@ where
 async fn the_database_going_away_and_back_loses_no_acknowledged_write() {
     let Some(url) = test_url() else { return };
     let schema = Schema::new(&url).await;
-    let (head, host, tail) = authority(&schema.url());
+    let (_, host) = redirect_url(&schema.url(), 0).expect("a postgres:// URL");
     let target = tokio::net::lookup_host(&host)
         .await
         .expect("resolve the test server")
         .next()
         .expect("an address");
-    let mut fwd = Forwarder::start(target).await;
-    let via = format!("{head}127.0.0.1:{}{tail}", fwd.port);
+    let mut fwd = Forwarder::start(target).await.expect("start the forwarder");
+    let (via, _) = redirect_url(&schema.url(), fwd.port()).expect("a postgres:// URL");
     let store: Arc<dyn Store> = Arc::new(
         PostgresStore::open_with(&via, key(), PostgresOptions::default())
             .await
@@ -184,7 +112,7 @@ async fn the_database_going_away_and_back_loses_no_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = acked.lock().unwrap().len();
 
-    fwd.restore().await;
+    fwd.restore().expect("restore the forwarder");
     // The same store serves again by itself.
     let back = eventually(Duration::from_secs(20), || async {
         store.authenticate(&authenticate("AFTER"), None, t(0)).await
