@@ -98,11 +98,27 @@ pub(crate) fn is_unreachable(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether an I/O error of the network is behind `e`: refused, reset, timed out, no route.
+/// Not a TLS handshake's failure (a certificate refused is a setting to fix, not an outage).
 fn has_io_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
     let mut cause = e.source();
     while let Some(c) = cause {
-        if c.is::<std::io::Error>() {
-            return true;
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+                    | K::TimedOut
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::NetworkDown
+            );
         }
         cause = c.source();
     }
