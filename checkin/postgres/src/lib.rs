@@ -26,7 +26,7 @@
 //!   queue is bounded: a device's write finding it full fails at once with
 //!   [`StoreError::Overloaded`]; the server's own writes wait for room.
 //! - **Several nodes**: each node's transaction locks the rows of the devices it writes
-//!   (`FOR UPDATE`, in UDID order, see `writer`), so one device's writes on two nodes run one
+//!   (`FOR NO KEY UPDATE`, in UDID order, see `writer`), so one device's writes on two nodes run one
 //!   after the other; a final report arriving twice (on two nodes, or re-sent) is recorded
 //!   once and dequeues its command once. `tests/nodes.rs` races reports on two stores.
 //! - **Reads** go through a connection pool (deadpool-postgres) and see every acknowledged
@@ -349,7 +349,17 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Wait, None)
+        self.submit(work, None, Admission::Wait, Vec::new())
+    }
+
+    /// [`PostgresStore::write`] of devices `udids`: their rows are locked for the
+    /// transaction, in order, before any write of it runs (see [`writer`]'s docs).
+    fn write_devices<T, F>(&self, udids: Vec<String>, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+    {
+        self.submit(work, None, Admission::Wait, udids)
     }
 
     /// Queues a write of device `udid` (its row is locked for the transaction, see
@@ -359,7 +369,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Shed, Some(udid))
+        self.submit(work, None, Admission::Shed, vec![udid])
     }
 
     fn submit<T, F>(
@@ -367,13 +377,13 @@ impl PostgresStore {
         work: F,
         after_commit: Option<AfterCommit<T>>,
         admission: Admission,
-        device: Option<String>,
+        devices: Vec<String>,
     ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        let (job, rx) = Job::submit(work, after_commit, device);
+        let (job, rx) = Job::submit(work, after_commit, devices);
         let tx = self.writes.clone();
         let counters = Arc::clone(&self.counters);
         counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -635,7 +645,7 @@ impl CheckinStore for PostgresStore {
 
     fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool> {
         let udid = udid.to_owned();
-        self.write(move |c| {
+        self.write_devices(vec![udid.clone()], move |c| {
             Box::pin(async move {
                 const OP: &str = "delete device";
                 for sql in [
@@ -771,7 +781,7 @@ impl QueueStore for PostgresStore {
         let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at_ms = to_ms(truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 const OP: &str = "enqueue";
                 let inserted = query_opt(
@@ -913,7 +923,7 @@ impl PushStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (udids, at) = (udids.to_vec(), truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 if udids.is_empty() {
                     return Ok(());
@@ -933,7 +943,7 @@ impl PushStore for PostgresStore {
         attempted_at: OffsetDateTime,
     ) -> StoreFuture<'a, u64> {
         let (udids, at_ms) = (udids.to_vec(), to_ms(truncate_ms(attempted_at)));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 exec(
                     c,
@@ -960,7 +970,7 @@ impl PushStore for PostgresStore {
         let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at = truncate_ms(at);
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 let at_ms = to_ms(at);
                 exec(
@@ -1000,7 +1010,7 @@ impl PushStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (udid, outcome, at) = (udid.to_owned(), outcome.clone(), truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(vec![udid.clone()], move |c| {
             Box::pin(async move {
                 let changed = PUSH_OUTCOME
                     .run_many(
@@ -1042,7 +1052,8 @@ impl PushStore for PostgresStore {
                 None => groups.push((outcome.clone(), vec![udid.clone()])),
             }
         }
-        self.write(move |c| {
+        let locked: Vec<String> = groups.iter().flat_map(|(_, u)| u.iter().cloned()).collect();
+        self.write_devices(locked, move |c| {
             Box::pin(async move {
                 for (outcome, udids) in &groups {
                     let names: Vec<&str> = udids.iter().map(String::as_str).collect();

@@ -620,7 +620,7 @@ pub(crate) async fn record_report(
 /// the lock (see `writer`), this keeps the write correct on its own.
 const REPORT_READ: &str =
     "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
-     FROM devices WHERE udid = $1 FOR UPDATE";
+     FROM devices WHERE udid = $1 FOR NO KEY UPDATE";
 
 /// Drops the device's queued commands that expired by `$2` (unsent). Each of the device's
 /// few queued rows looks its command up by key.

@@ -8,14 +8,15 @@
 //!
 //! Several nodes write to one database, each with its own writer: a device's report may reach
 //! two nodes at once (a load balancer spreading one device's requests, a report re-sent after
-//! a timeout). So each transaction first locks the rows of the devices its device writes are
-//! for (`SELECT … FOR UPDATE`, in UDID order, pipelined with the `BEGIN`): a device's writes
-//! on two nodes run one after the other, the second seeing what the first committed (at read
-//! committed each statement sees the commits before it), and two transactions locking the
-//! same devices lock them in the same order, so they cannot deadlock over them. Should the
-//! lock still meet a deadlock or a serialisation failure (a server write locking devices in
-//! another order), nothing has been applied yet: the transaction is rolled back and begun
-//! again.
+//! a timeout). So each transaction first locks the rows of the devices its device writes
+//! and server writes are for (`SELECT … FOR NO KEY UPDATE`, in UDID order, pipelined with
+//! the `BEGIN`): a device's writes on two nodes run one after the other, the second seeing
+//! what the first committed (at read committed each statement sees the commits before it),
+//! and two transactions locking the same devices lock them in the same order, so they cannot
+//! deadlock over them. (`NO KEY`: rows of other tables naming the device, such as queue
+//! rows, may still be inserted meanwhile; a write that deletes a device takes the stronger
+//! lock itself.) Should the lock still meet a deadlock or a serialisation failure, nothing
+//! has been applied yet: the transaction is rolled back and begun again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,8 +45,8 @@ pub(crate) trait PendingWrite: Send {
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
     /// Answers the waiter once the batch's commit is known.
     fn complete(self: Box<Self>, commit: &Result<(), StoreError>);
-    /// The device whose row the transaction locks before this write runs, if any.
-    fn device(&self) -> Option<&str>;
+    /// The devices whose rows the transaction locks before this write runs.
+    fn devices(&self) -> &[String];
 }
 
 /// Runs once a write's transaction committed, before its waiter hears of it.
@@ -56,7 +57,7 @@ pub(crate) struct Job<T, F> {
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     after_commit: Option<AfterCommit<T>>,
-    device: Option<String>,
+    devices: Vec<String>,
 }
 
 impl<T, F> Job<T, F>
@@ -67,7 +68,7 @@ where
     pub(crate) fn submit(
         work: F,
         after_commit: Option<AfterCommit<T>>,
-        device: Option<String>,
+        devices: Vec<String>,
     ) -> (
         Box<dyn PendingWrite>,
         oneshot::Receiver<Result<T, StoreError>>,
@@ -78,7 +79,7 @@ where
             result: None,
             reply,
             after_commit,
-            device,
+            devices,
         };
         (Box::new(job), rx)
     }
@@ -121,8 +122,8 @@ where
         let _ = self.reply.send(answer);
     }
 
-    fn device(&self) -> Option<&str> {
-        self.device.as_deref()
+    fn devices(&self) -> &[String] {
+        &self.devices
     }
 }
 
@@ -248,7 +249,10 @@ pub(crate) async fn apply_batch(
     c: &ClientWrapper,
     batch: &mut [Box<dyn PendingWrite>],
 ) -> (Result<(), StoreError>, ConnState) {
-    let mut devices: Vec<&str> = batch.iter().filter_map(|j| j.device()).collect();
+    let mut devices: Vec<&str> = batch
+        .iter()
+        .flat_map(|j| j.devices().iter().map(String::as_str))
+        .collect();
     devices.sort_unstable();
     devices.dedup();
     let mut attempt = 1;
@@ -305,7 +309,7 @@ const BEGIN_ATTEMPTS: u32 = 5;
 /// Locks the devices' rows in UDID order (the database's); a device not stored yet has no
 /// row to lock (its first write creates it, and `ON CONFLICT` settles creations racing).
 pub(crate) const LOCK_DEVICES: &str =
-    "SELECT udid FROM devices WHERE udid = ANY($1::text[]) ORDER BY udid FOR UPDATE";
+    "SELECT udid FROM devices WHERE udid = ANY($1::text[]) ORDER BY udid FOR NO KEY UPDATE";
 
 /// Opens the transaction, locks `devices` and opens the first write's savepoint, in one
 /// round trip.

@@ -292,3 +292,67 @@ async fn a_not_now_on_two_nodes_keeps_the_command_queued() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_on_one_node_and_reports_on_the_other_all_land() {
+    let Some((nodes, schema)) = two_nodes().await else {
+        return;
+    };
+    // A refresh's writes (chunks of devices queued and marked, their push outcomes) on one
+    // node while the same devices answer, in another order, on the other: every write lands
+    // (none fails on a deadlock) and each answer is recorded once.
+    let devices: Vec<String> = (0..32).map(|i| format!("MIX-{i:02}")).collect();
+    let mut heads = Vec::new();
+    for udid in &devices {
+        enroll(&*nodes[0], udid, t(0)).await;
+        heads.push(enqueue(&*nodes[0], udid, "ProfileList").await.uuid);
+    }
+    let refresh = {
+        let node = Arc::clone(&nodes[0]);
+        let devices = devices.clone();
+        tokio::spawn(async move {
+            for round in 0..6 {
+                let command = Command::new("DeviceInformation", Dictionary::new());
+                let mut chunk = devices.clone();
+                fastrand::shuffle(&mut chunk);
+                for part in chunk.chunks(8) {
+                    node.queue_and_mark_pushes(&command, part, t(10 + round))
+                        .await
+                        .expect("queue and mark");
+                }
+                let mut outcomes: Vec<(String, magicpush_store::PushOutcome)> = chunk
+                    .iter()
+                    .map(|u| (u.clone(), magicpush_store::PushOutcome::Accepted))
+                    .collect();
+                fastrand::shuffle(&mut outcomes);
+                node.record_push_outcomes(&outcomes, t(10 + round))
+                    .await
+                    .expect("push outcomes");
+            }
+        })
+    };
+    let mut answers = Vec::new();
+    for (udid, uuid) in devices.iter().zip(&heads) {
+        let node = Arc::clone(&nodes[1]);
+        let r = report(udid, Status::Acknowledged, Some(uuid), Dictionary::new());
+        answers.push(tokio::spawn(async move {
+            node.record_report(&r, t(11)).await.expect("report")
+        }));
+    }
+    for a in answers {
+        assert!(a.await.expect("task").dequeued);
+    }
+    refresh.await.expect("refresh");
+    for (udid, uuid) in devices.iter().zip(&heads) {
+        assert_eq!(
+            result_rows(&schema, udid, uuid, Status::Acknowledged).await,
+            1
+        );
+        let queued = nodes[1].queued(udid).await.unwrap();
+        assert!(queued.iter().all(|c| &c.uuid != uuid), "{udid}: {queued:?}");
+        assert!(
+            !queued.is_empty(),
+            "{udid}: the refresh's command is queued"
+        );
+    }
+}
