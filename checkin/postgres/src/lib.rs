@@ -14,6 +14,10 @@
 //!   whose outcome no client can know: that write may or may not have landed.
 //! - **Connections**: the writer and the readers reconnect by themselves when the server
 //!   ends their sessions; the writer never reuses a connection left in an unknown state.
+//!   While the server cannot be reached (refused or lost connections, a server shutting down
+//!   or starting) operations fail with [`StoreError::Unavailable`], which the HTTP server
+//!   answers 503 with `Retry-After`; the same store serves again once it is back
+//!   (`tests/outage.rs` cuts a TCP forwarder between the store and the server).
 //! - **Group commit**: one writer task owns a connection; every write waiting when it starts a
 //!   transaction (up to [`PostgresOptions::max_batch`]) joins it, each in its own savepoint,
 //!   so a failing write is undone alone and the others commit. Concurrent check-ins share one
@@ -21,6 +25,10 @@
 //!   statements (`udid = ANY($1)`, one multi-row `INSERT … SELECT FROM unnest`). The writer's
 //!   queue is bounded: a device's write finding it full fails at once with
 //!   [`StoreError::Overloaded`]; the server's own writes wait for room.
+//! - **Several nodes**: each node's transaction locks the rows of the devices it writes
+//!   (`FOR NO KEY UPDATE`, in UDID order, see `writer`), so one device's writes on two nodes run one
+//!   after the other; a final report arriving twice (on two nodes, or re-sent) is recorded
+//!   once and dequeues its command once. `tests/nodes.rs` races reports on two stores.
 //! - **Reads** go through a connection pool (deadpool-postgres) and see every acknowledged
 //!   write. The identity lookup of every authenticated request is read from the database
 //!   (another node may have rebound the device), the lookups of concurrent requests in one
@@ -78,9 +86,57 @@ pub use self::schema::SCHEMA_VERSION;
 pub use self::tls::TlsMode;
 pub use magicpush_store::SecretKey;
 
+/// Whether a driver error means the database cannot be reached: no server answered, the
+/// connection was lost, or the server is shutting down or starting (SQLSTATE classes 08 and
+/// 57P0x) — as opposed to a statement the server refused.
+pub(crate) fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        // No server error: the connection failed or closed (an I/O error, a closed
+        // session), unless the driver itself refused a value.
+        None => e.is_closed() || e.as_db_error().is_none() && has_io_cause(e),
+    }
+}
+
+/// Whether an I/O error of the network is behind `e`: refused, reset, timed out, no route.
+/// Not a TLS handshake's failure (a certificate refused is a setting to fix, not an outage).
+fn has_io_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+                    | K::TimedOut
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::NetworkDown
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// A driver error as the store reports it, naming the operation.
 pub(crate) fn pg_err(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| {
+        if is_unreachable(&e) {
+            return StoreError::Unavailable {
+                op,
+                detail: with_causes(&e),
+            };
+        }
         // The server's own message (`ERROR: …`) says more than the driver's "db error".
         let detail = match e.as_db_error() {
             Some(db) => {
@@ -118,6 +174,11 @@ pub(crate) fn pool_err(
 ) -> impl FnOnce(deadpool_postgres::PoolError) -> StoreError {
     move |e| match e {
         deadpool_postgres::PoolError::Backend(e) => pg_err(op)(e),
+        // No connection made (or free) in time: the server does not answer.
+        e @ deadpool_postgres::PoolError::Timeout(_) => StoreError::Unavailable {
+            op,
+            detail: with_causes(&e),
+        },
         e => StoreError::Database {
             op,
             detail: with_causes(&e),
@@ -294,17 +355,27 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Wait)
+        self.submit(work, None, Admission::Wait, Vec::new())
     }
 
-    /// Queues a device's write: refused with [`StoreError::Overloaded`] when the queue is
-    /// full.
-    fn device_write<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    /// [`PostgresStore::write`] of devices `udids`: their rows are locked for the
+    /// transaction, in order, before any write of it runs (see [`writer`]'s docs).
+    fn write_devices<T, F>(&self, udids: Vec<String>, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Shed)
+        self.submit(work, None, Admission::Wait, udids)
+    }
+
+    /// Queues a write of device `udid` (its row is locked for the transaction, see
+    /// [`writer`]'s docs): refused with [`StoreError::Overloaded`] when the queue is full.
+    fn device_write<T, F>(&self, udid: String, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+    {
+        self.submit(work, None, Admission::Shed, vec![udid])
     }
 
     fn submit<T, F>(
@@ -312,12 +383,13 @@ impl PostgresStore {
         work: F,
         after_commit: Option<AfterCommit<T>>,
         admission: Admission,
+        devices: Vec<String>,
     ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        let (job, rx) = Job::submit(work, after_commit);
+        let (job, rx) = Job::submit(work, after_commit, devices);
         let tx = self.writes.clone();
         let counters = Arc::clone(&self.counters);
         counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +519,7 @@ impl CheckinStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<[u8; 32]>> {
         let (msg, identity, at) = (msg.clone(), identity.cloned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(msg.udid.clone(), move |c| {
             Box::pin(async move {
                 rows::authenticate_and_drop_queue(c, &msg, identity.as_ref(), at).await
             })
@@ -466,7 +538,7 @@ impl CheckinStore for PostgresStore {
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             }
         }
-        self.device_write(move |c| {
+        self.device_write(msg.udid.clone(), move |c| {
             Box::pin(async move {
                 let Some(user) = &msg.user else {
                     return upsert_for_token_update(c, &msg, at).await;
@@ -496,7 +568,7 @@ impl CheckinStore for PostgresStore {
 
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 logic::check_out(&mut d, at);
@@ -521,7 +593,7 @@ impl CheckinStore for PostgresStore {
             Ok(t) => t,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 d.bootstrap_token = token;
@@ -553,7 +625,7 @@ impl CheckinStore for PostgresStore {
 
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 apply_contact(&mut d, at);
@@ -579,7 +651,7 @@ impl CheckinStore for PostgresStore {
 
     fn delete_device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, bool> {
         let udid = udid.to_owned();
-        self.write(move |c| {
+        self.write_devices(vec![udid.clone()], move |c| {
             Box::pin(async move {
                 const OP: &str = "delete device";
                 for sql in [
@@ -712,7 +784,7 @@ impl QueueStore for PostgresStore {
         let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at_ms = to_ms(truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 const OP: &str = "enqueue";
                 let inserted = query_opt(
@@ -809,7 +881,7 @@ impl QueueStore for PostgresStore {
             device_info: report.device_info.clone(),
             raw: plist::Dictionary::new(),
         };
-        self.device_write(move |c| {
+        self.device_write(udid.clone(), move |c| {
             Box::pin(async move { rows::record_report(c, &report, error_chain, raw, at).await })
         })
     }
@@ -854,7 +926,7 @@ impl PushStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (udids, at) = (udids.to_vec(), truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 if udids.is_empty() {
                     return Ok(());
@@ -874,7 +946,7 @@ impl PushStore for PostgresStore {
         attempted_at: OffsetDateTime,
     ) -> StoreFuture<'a, u64> {
         let (udids, at_ms) = (udids.to_vec(), to_ms(truncate_ms(attempted_at)));
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 exec(
                     c,
@@ -901,7 +973,7 @@ impl PushStore for PostgresStore {
         let expires_at = command.expires_at.map(to_ms);
         let udids: Vec<String> = dedup(udids).into_iter().cloned().collect();
         let at = truncate_ms(at);
-        self.write(move |c| {
+        self.write_devices(udids.clone(), move |c| {
             Box::pin(async move {
                 let at_ms = to_ms(at);
                 exec(
@@ -941,7 +1013,7 @@ impl PushStore for PostgresStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, ()> {
         let (udid, outcome, at) = (udid.to_owned(), outcome.clone(), truncate_ms(at));
-        self.write(move |c| {
+        self.write_devices(vec![udid.clone()], move |c| {
             Box::pin(async move {
                 let changed = PUSH_OUTCOME
                     .run_many(
@@ -983,7 +1055,8 @@ impl PushStore for PostgresStore {
                 None => groups.push((outcome.clone(), vec![udid.clone()])),
             }
         }
-        self.write(move |c| {
+        let locked: Vec<String> = groups.iter().flat_map(|(_, u)| u.iter().cloned()).collect();
+        self.write_devices(locked, move |c| {
             Box::pin(async move {
                 for (outcome, udids) in &groups {
                     let names: Vec<&str> = udids.iter().map(String::as_str).collect();

@@ -571,7 +571,16 @@ pub(crate) async fn record_report(
         async {
             c.query_one(
                 &insert,
-                &[&udid, &uuid, &queued_type, &status.as_str(), &chain, &raw, &at_ms],
+                &[
+                    &udid,
+                    &uuid,
+                    &queued_type,
+                    &status.as_str(),
+                    &chain,
+                    &raw,
+                    &at_ms,
+                    &status.is_final(),
+                ],
             )
             .await
             .map_err(pg_err("write result"))
@@ -588,9 +597,11 @@ pub(crate) async fn record_report(
     Ok(out)
 }
 
+/// The columns the rule reads, with the device's row locked: the transaction already holds
+/// the lock (see `writer`), this keeps the write correct on its own.
 const REPORT_READ: &str =
     "SELECT last_seen_at, last_report_at, last_push_at, first_report_after_push_at
-     FROM devices WHERE udid = $1";
+     FROM devices WHERE udid = $1 FOR NO KEY UPDATE";
 
 /// Drops the device's queued commands that expired by `$2` (unsent). Each of the device's
 /// few queued rows looks its command up by key.
@@ -606,12 +617,19 @@ pub(crate) const MARK_NOT_NOW: &str =
     "UPDATE queue SET not_now_at = $3 WHERE udid = $1 AND uuid = $2 RETURNING request_type";
 
 /// A result, with the RequestType of its command: `$3` when the queue row gave it, else the
-/// stored command's (if any).
-pub(crate) const INSERT_RESULT: &str =
-    "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
-     VALUES ($1, $2, COALESCE($3, (SELECT request_type FROM commands WHERE uuid = $2)),
-             $4, $5, $6, $7)
-     RETURNING request_type";
+/// stored command's (if any); returns that RequestType. A final answer (`$8`) for a command
+/// not queued (`$3` null) that the device already has a result of this status for is the
+/// same answer again: it is not inserted (`QueueStore::record_report`).
+pub(crate) const INSERT_RESULT: &str = "WITH kind AS (
+       SELECT COALESCE($3::text, (SELECT request_type FROM commands WHERE uuid = $2))
+         AS request_type),
+     inserted AS (
+       INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
+       SELECT $1, $2, kind.request_type, $4, $5, $6, $7 FROM kind
+       WHERE $3::text IS NOT NULL OR NOT $8::boolean OR NOT EXISTS
+         (SELECT 1 FROM results WHERE udid = $1 AND uuid = $2 AND status = $4)
+       RETURNING 1)
+     SELECT request_type FROM kind";
 
 /// Keeps the device's newest [`RESULTS_KEPT_PER_DEVICE`] (`$2`) results.
 pub(crate) const PRUNE_RESULTS: &str = "DELETE FROM results WHERE udid = $1 AND id <= (

@@ -5,6 +5,18 @@
 //! savepoint: a write that fails is rolled back to it and the others commit. The savepoint
 //! costs no round trip of its own: the statement that ends one write's savepoint also opens
 //! the next one's (`RELEASE w; SAVEPOINT w`), and the last write's ends with the `COMMIT`.
+//!
+//! Several nodes write to one database, each with its own writer: a device's report may reach
+//! two nodes at once (a load balancer spreading one device's requests, a report re-sent after
+//! a timeout). So each transaction first locks the rows of the devices its device writes
+//! and server writes are for (`SELECT … FOR NO KEY UPDATE`, in UDID order, pipelined with
+//! the `BEGIN`): a device's writes on two nodes run one after the other, the second seeing
+//! what the first committed (at read committed each statement sees the commits before it),
+//! and two transactions locking the same devices lock them in the same order, so they cannot
+//! deadlock over them. (`NO KEY`: rows of other tables naming the device, such as queue
+//! rows, may still be inserted meanwhile; a write that deletes a device takes the stronger
+//! lock itself.) Should the lock still meet a deadlock or a serialisation failure, nothing
+//! has been applied yet: the transaction is rolled back and begun again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use magicpush_store::StoreError;
 
 use crate::pool_err;
+use crate::rows::Param;
 
 /// What a write's work returns: a future borrowing the writer's connection.
 pub(crate) type WorkFuture<'c, T> =
@@ -32,6 +45,8 @@ pub(crate) trait PendingWrite: Send {
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
     /// Answers the waiter once the batch's commit is known.
     fn complete(self: Box<Self>, commit: &Result<(), StoreError>);
+    /// The devices whose rows the transaction locks before this write runs.
+    fn devices(&self) -> &[String];
 }
 
 /// Runs once a write's transaction committed, before its waiter hears of it.
@@ -42,6 +57,7 @@ pub(crate) struct Job<T, F> {
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     after_commit: Option<AfterCommit<T>>,
+    devices: Vec<String>,
 }
 
 impl<T, F> Job<T, F>
@@ -52,6 +68,7 @@ where
     pub(crate) fn submit(
         work: F,
         after_commit: Option<AfterCommit<T>>,
+        devices: Vec<String>,
     ) -> (
         Box<dyn PendingWrite>,
         oneshot::Receiver<Result<T, StoreError>>,
@@ -62,6 +79,7 @@ where
             result: None,
             reply,
             after_commit,
+            devices,
         };
         (Box::new(job), rx)
     }
@@ -102,6 +120,10 @@ where
         };
         // The waiter may have gone (request cancelled); the write is committed anyway.
         let _ = self.reply.send(answer);
+    }
+
+    fn devices(&self) -> &[String] {
+        &self.devices
     }
 }
 
@@ -227,10 +249,28 @@ pub(crate) async fn apply_batch(
     c: &ClientWrapper,
     batch: &mut [Box<dyn PendingWrite>],
 ) -> (Result<(), StoreError>, ConnState) {
-    if let Err(e) = c.batch_execute("BEGIN; SAVEPOINT w").await {
-        // BEGIN failed (a broken connection): nothing was written.
-        let state = rollback(c).await;
-        return (Err(crate::pg_err("begin")(e)), state);
+    let mut devices: Vec<&str> = batch
+        .iter()
+        .flat_map(|j| j.devices().iter().map(String::as_str))
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let mut attempt = 1;
+    loop {
+        match begin(c, &devices).await {
+            Ok(()) => break,
+            Err(e) => {
+                // Nothing was written: a deadlock or serialisation failure over the locks is
+                // retried; anything else (a broken connection) fails the batch.
+                let state = rollback(c).await;
+                if attempt < BEGIN_ATTEMPTS && state == ConnState::Clean && is_retryable(&e) {
+                    tracing::debug!(error = %e, attempt, "store lock retried");
+                    attempt += 1;
+                    continue;
+                }
+                return (Err(crate::pg_err("begin")(e)), state);
+            }
+        }
     }
     // Whether the write before succeeded; its savepoint is still open.
     let mut before: Option<bool> = None;
@@ -261,6 +301,41 @@ pub(crate) async fn apply_batch(
         return (failed, rollback(c).await);
     }
     (Ok(()), ConnState::Clean)
+}
+
+/// Times a batch's `BEGIN` and its device locks are tried before the batch fails.
+const BEGIN_ATTEMPTS: u32 = 5;
+
+/// Locks the devices' rows in UDID order (the database's); a device not stored yet has no
+/// row to lock (its first write creates it, and `ON CONFLICT` settles creations racing).
+pub(crate) const LOCK_DEVICES: &str =
+    "SELECT udid FROM devices WHERE udid = ANY($1::text[]) ORDER BY udid FOR NO KEY UPDATE";
+
+/// Opens the transaction, locks `devices` and opens the first write's savepoint, in one
+/// round trip.
+async fn begin(c: &ClientWrapper, devices: &[&str]) -> Result<(), tokio_postgres::Error> {
+    if devices.is_empty() {
+        return c.batch_execute("BEGIN; SAVEPOINT w").await;
+    }
+    let lock = c.prepare_cached(LOCK_DEVICES).await?;
+    let params: [Param<'_>; 1] = [&devices];
+    let (began, locked, saved) = tokio::join!(
+        biased;
+        c.batch_execute("BEGIN"),
+        c.query(&lock, &params),
+        c.batch_execute("SAVEPOINT w"),
+    );
+    began?;
+    locked?;
+    saved
+}
+
+/// A deadlock or a serialisation failure: the transaction may succeed when run again.
+pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 async fn rollback(c: &ClientWrapper) -> ConnState {

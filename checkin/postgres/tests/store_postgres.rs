@@ -408,7 +408,8 @@ async fn the_store_reconnects_after_its_sessions_are_killed() {
                 landed = true;
                 break;
             }
-            Err(StoreError::Database { .. }) => {
+            // A killed session is the database going away for that connection.
+            Err(StoreError::Unavailable { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e:?}"),

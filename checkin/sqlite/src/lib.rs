@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use self::rows::{
-    device_exists, device_from_row, drop_queue, has_queue, insert_result, load_device,
+    device_exists, device_from_row, drop_queue, has_queue, has_result, insert_result, load_device,
     load_identity_hash, queued_from_row, require_device, result_from_row, save_device,
     update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
     upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_DEVICES_AFTER,
@@ -1100,6 +1100,11 @@ impl QueueStore for SqliteStore {
                 out.request_type = Some(request_type);
             } else {
                 out.request_type = stored_request_type(c, &uuid)?;
+                if status.is_final() && has_result(c, &udid, &uuid, status)? {
+                    // The same final answer again: recorded once.
+                    out.next_command = Some(next_queued(c, &udid, true, at)?);
+                    return Ok(out);
+                }
             }
             insert_result(
                 c,

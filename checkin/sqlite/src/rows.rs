@@ -481,6 +481,20 @@ pub(crate) fn result_from_row(
     }))
 }
 
+/// Whether the device has a result of `status` for command `uuid` (among those kept).
+pub(crate) fn has_result(
+    conn: &Connection,
+    udid: &str,
+    uuid: &str,
+    status: Status,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM results WHERE udid = ?1 AND uuid = ?2 AND status = ?3 LIMIT 1",
+    )
+    .and_then(|mut s| s.exists(params![udid, uuid, status.as_str()]))
+    .map_err(db_err("read results"))
+}
+
 pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), StoreError> {
     let chain = serde_json::to_string(&r.error_chain).map_err(|e| StoreError::Corrupt {
         what: format!("error chain not serialisable: {e}"),

@@ -107,6 +107,16 @@ pub enum StoreError {
     /// The secrets key does not fit the database (missing, or another key).
     #[error("{0}")]
     SecretsKey(String),
+    /// The database cannot be reached now (connection refused or lost, the server shutting
+    /// down or starting): the operation failed and a write was not acknowledged. The store
+    /// reconnects by itself; the caller should retry shortly.
+    #[error("database unreachable during {op}: {detail}")]
+    Unavailable {
+        /// The operation (`connect`, `commit`, `read devices`, …).
+        op: &'static str,
+        /// Why (the driver's message).
+        detail: String,
+    },
     /// The writer's queue is full: this write was not queued (nothing of it was written).
     /// The caller should retry shortly.
     #[error("the store is overloaded ({queued} writes waiting); retry shortly")]
@@ -238,7 +248,11 @@ pub trait QueueStore: Send + Sync {
     ///   proof of contact and gives the push→report latency;
     /// - for every status but Idle, appends a [`CommandResult`] (status, error chain, the raw
     ///   report as XML), also for a CommandUUID the store does not know; only the newest
-    ///   [`RESULTS_KEPT_PER_DEVICE`] are kept;
+    ///   [`RESULTS_KEPT_PER_DEVICE`] are kept. A final report (Acknowledged / Error /
+    ///   CommandFormatError) repeated for a command that is no longer queued for the device,
+    ///   when the device already has a result of that status for it, is the same answer
+    ///   again (a device re-sending it, or one report reaching two nodes): no second result
+    ///   is appended, and the outcome is that of a command not queued;
     /// - Acknowledged / Error / CommandFormatError remove the command from the device's queue;
     ///   NotNow keeps it and marks it (see [`QueueStore::next_command`]);
     /// - an Acknowledged report carrying `QueryResponses` overlays the device facts and sets

@@ -529,6 +529,14 @@ impl QueueStore for MemoryStore {
                 }
             }
             out.request_type = s.commands.get(uuid).map(|c| c.request_type.clone());
+            if report.status.is_final() && !out.known_command {
+                let repeat = s.results.iter().any(|r| {
+                    r.udid == report.udid && &r.command_uuid == uuid && r.status == report.status
+                });
+                if repeat {
+                    return Ok(out);
+                }
+            }
             s.results.push(CommandResult {
                 udid: report.udid.clone(),
                 command_uuid: uuid.clone(),

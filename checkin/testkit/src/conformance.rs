@@ -46,6 +46,7 @@ macro_rules! store_conformance {
             not_now_stays_queued_and_is_skipped_in_session,
             device_information_updates_device,
             result_for_unknown_command_is_recorded,
+            a_repeated_final_report_is_recorded_once,
             old_results_are_pruned,
             push_bookkeeping_and_latency,
             push_outcomes_batch,
@@ -144,7 +145,8 @@ fn query_responses(name: &str, os: &str) -> Dictionary {
     d
 }
 
-async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
+/// Authenticates and enrolls `udid` (a device-channel TokenUpdate) at `at`.
+pub async fn enroll(store: &dyn Store, udid: &str, at: OffsetDateTime) {
     store
         .authenticate(&authenticate(udid), None, at)
         .await
@@ -671,6 +673,61 @@ pub async fn result_for_unknown_command_is_recorded(store: Arc<dyn Store>) {
     let idle = report("A", Status::Idle, None, Dictionary::new());
     store.record_report(&idle, t(2)).await.unwrap();
     assert_eq!(store.results("A").await.unwrap().len(), 1);
+}
+
+/// The same final answer twice (re-sent by the device, or one report reaching two nodes)
+/// is one result; another status, or a NotNow, is a result of its own.
+pub async fn a_repeated_final_report_is_recorded_once(store: Arc<dyn Store>) {
+    enroll(&*store, "A", t(0)).await;
+    let a = Command::new("ProfileList", Dictionary::new());
+    let b = Command::new("CertificateList", Dictionary::new());
+    let one = ["A".to_string()];
+    for c in [&a, &b] {
+        store
+            .enqueue(c, &one, EnqueueMode::Always, t(1))
+            .await
+            .unwrap();
+    }
+    let ack = report("A", Status::Acknowledged, Some(&a.uuid), Dictionary::new());
+    let first = store.record_report(&ack, t(2)).await.unwrap();
+    assert!(first.known_command && first.dequeued);
+    let again = store.record_report(&ack, t(3)).await.unwrap();
+    assert!(!again.known_command && !again.dequeued, "{again:?}");
+    assert_eq!(again.request_type.as_deref(), Some("ProfileList"));
+    if let Some(next) = &again.next_command {
+        assert_eq!(
+            next.as_ref().map(|c| c.uuid.as_str()),
+            Some(b.uuid.as_str())
+        );
+    }
+    let results = store.results("A").await.unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].at, t(2), "the first answer is the one kept");
+    assert_eq!(
+        store
+            .next_command("A", false, t(4))
+            .await
+            .unwrap()
+            .map(|c| c.uuid),
+        Some(b.uuid.clone()),
+        "never handed out again"
+    );
+    // A command the store never queued: its first answer is recorded, the repeat is not.
+    let unknown = report("A", Status::Error, Some("NOT-QUEUED"), Dictionary::new());
+    store.record_report(&unknown, t(5)).await.unwrap();
+    store.record_report(&unknown, t(6)).await.unwrap();
+    assert_eq!(store.results("A").await.unwrap().len(), 2);
+    // Another status for the same command is another answer.
+    let err = report("A", Status::Error, Some(&a.uuid), Dictionary::new());
+    store.record_report(&err, t(7)).await.unwrap();
+    assert_eq!(store.results("A").await.unwrap().len(), 3);
+    // NotNow keeps the command queued: each one is recorded, as before.
+    let nn = report("A", Status::NotNow, Some(&b.uuid), Dictionary::new());
+    store.record_report(&nn, t(8)).await.unwrap();
+    let out = store.record_report(&nn, t(9)).await.unwrap();
+    assert!(out.known_command && !out.dequeued);
+    assert_eq!(store.results("A").await.unwrap().len(), 5);
+    assert_eq!(store.queued("A").await.unwrap().len(), 1);
 }
 
 #[allow(missing_docs)]

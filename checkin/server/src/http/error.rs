@@ -58,6 +58,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` (seconds) while the database does not answer.
+pub const UNAVAILABLE_RETRY_AFTER: u32 = 5;
+
 impl From<crate::service::ServiceError> for ApiError {
     /// The one place service errors become statuses. Device endpoints never see 401.
     fn from(err: crate::service::ServiceError) -> Self {
@@ -84,9 +87,9 @@ impl From<crate::service::ServiceError> for ApiError {
             | E::TenantExists { .. }
             | E::Conflict(_) => StatusCode::CONFLICT,
             E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Store(StoreError::Closed | StoreError::Overloaded { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            E::Store(
+                StoreError::Closed | StoreError::Overloaded { .. } | StoreError::Unavailable { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             E::Store(_) | E::Persist(_) | E::ListingCut => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let overloaded = matches!(&err, E::Store(StoreError::Overloaded { .. }));
@@ -99,6 +102,9 @@ impl From<crate::service::ServiceError> for ApiError {
                 E::Store(StoreError::Closed) => {
                     "storage unavailable: the store is closed (the server is stopping)"
                 }
+                E::Store(StoreError::Unavailable { .. }) => {
+                    "storage unavailable: the database does not answer; retry shortly"
+                }
                 E::Store(_) => "storage unavailable",
                 E::Persist(_) => "cannot save the server's state in its data directory",
                 _ => "internal error",
@@ -108,6 +114,10 @@ impl From<crate::service::ServiceError> for ApiError {
                 format!("{what} (request id {id}: the server's log has the detail)"),
             );
             api.request_id = Some(id);
+            if matches!(&err, E::Store(StoreError::Unavailable { .. })) {
+                // The store reconnects by itself: the device tries again.
+                api.retry_after = Some(UNAVAILABLE_RETRY_AFTER);
+            }
             return api;
         }
         let mut api = ApiError::new(status, err.to_string());

@@ -227,6 +227,9 @@ struct HealthView<'a> {
     status: &'static str,
     device_auth: &'a str,
     push_certificate: &'static str,
+    /// Whether the store's database answers: `ok`, `unreachable` (cannot connect), or
+    /// `error` (another failure, in `error`).
+    database: &'static str,
     /// Why the server is unavailable.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -236,19 +239,29 @@ async fn healthz(
     axum::extract::State(health): axum::extract::State<Health>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let (status, error) = match health.service.health().await {
-        Ok(()) => (StatusCode::OK, None),
+    let (status, database, error) = match health.service.health().await {
+        Ok(()) => (StatusCode::OK, "ok", None),
         // Logged with its detail under a request id; the public answer says what failed,
         // not SQLite's words.
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(ApiError::from(err).message),
-        ),
+        Err(err) => {
+            let database = match &err {
+                crate::service::ServiceError::Store(magicpush_store::StoreError::Unavailable {
+                    ..
+                }) => "unreachable",
+                _ => "error",
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                database,
+                Some(ApiError::from(err).message),
+            )
+        }
     };
     let view = HealthView {
         status: if error.is_none() { "ok" } else { "unavailable" },
         device_auth: &health.device_auth,
         push_certificate: health.service.pushcert_state(),
+        database,
         error,
     };
     (status, axum::Json(view)).into_response()
@@ -456,6 +469,31 @@ mod tests {
             body["error"],
             crate::service::pushcert::NO_CERTIFICATE,
             "{body}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_503_with_retry_after() {
+        let err = ApiError::from(crate::service::ServiceError::from(
+            StoreError::Unavailable {
+                op: "commit",
+                detail: "error connecting to server: Connection refused (os error 111)".into(),
+            },
+        ));
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            err.message.contains("database does not answer"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("refused"), "{}", err.message);
+        let resp = body::text_error(&err);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers()
+                .get(http::header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"5"[..])
         );
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Options {
     /// Start with the test PKI's push certificate (else with none, as on the manual's first
     /// page).
     pub push_cert: bool,
+    /// This store instead of the memory or SQLite one (a PostgreSQL store).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             secrets_key: false,
             listener: ListenerSettings::default(),
             push_cert: true,
+            store: None,
         }
     }
 }
@@ -81,7 +84,9 @@ impl TestServer {
     pub(crate) async fn start(opts: Options) -> TestServer {
         let pki = TestPki::generate().expect("test PKI");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = if opts.sqlite {
+        let store: Arc<dyn Store> = if let Some(store) = opts.store.clone() {
+            store
+        } else if opts.sqlite {
             let options = SqliteOptions {
                 secrets_key: opts
                     .secrets_key
