@@ -195,8 +195,14 @@ pub struct PostgresOptions {
     /// Writes waiting for the writer at most; when full, a device's write is refused at once
     /// ([`StoreError::Overloaded`]) and the server's own writes wait. Default 8192.
     pub max_queued_writes: usize,
-    /// Connections for reads (the writer has one more of its own). Default 8.
+    /// Connections for reads (the writers have theirs besides). Default 8.
     pub max_readers: usize,
+    /// Writers, each with its connection and its own group commits. A device's writes all go
+    /// to one writer (chosen by its UDID), so they keep their order; writes of different
+    /// devices commit side by side. Each write is a few round trips in its writer's
+    /// transaction, so one writer is bound by the database's latency rather than its work.
+    /// Default 4.
+    pub writers: usize,
 }
 
 impl Default for PostgresOptions {
@@ -205,7 +211,22 @@ impl Default for PostgresOptions {
             max_batch: 256,
             max_queued_writes: 8192,
             max_readers: 8,
+            writers: 4,
         }
+    }
+}
+
+/// The writer of a write that touches `devices`: the first device's (by a hash of its UDID),
+/// so that one device's writes keep their order; the first writer for writes of no device.
+fn writer_for(devices: &[String], writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    match devices.first() {
+        Some(udid) if writers > 1 => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            udid.hash(&mut h);
+            (h.finish() % writers as u64) as usize
+        }
+        _ => 0,
     }
 }
 
@@ -234,8 +255,9 @@ pub struct CommitStats {
 /// finish the writes already queued, then stop.
 pub struct PostgresStore {
     pool: Pool,
-    writes: mpsc::Sender<Box<dyn PendingWrite>>,
-    writer: tokio::task::JoinHandle<()>,
+    /// Each writer's queue.
+    writes: Vec<mpsc::Sender<Box<dyn PendingWrite>>>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
     counters: Arc<Counters>,
     queue_capacity: usize,
     secrets: Arc<SecretKey>,
@@ -304,7 +326,8 @@ impl PostgresStore {
             _ => Manager::from_config(config, parsed.connector()?, manager_config),
         };
         let pool = Pool::builder(manager)
-            .max_size(options.max_readers.max(1) + 1)
+            // The readers, the writers and the identity lookups' one.
+            .max_size(options.max_readers.max(1) + options.writers.max(1) + 1)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(30)))
             .create_timeout(Some(Duration::from_secs(10)))
@@ -318,19 +341,24 @@ impl PostgresStore {
             check_secrets(&c, &secrets_key).await?;
         }
         let capacity = options.max_queued_writes.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
+        let n = options.writers.max(1);
         let counters = Arc::new(Counters::default());
-        let writer = tokio::spawn(writer::run(
-            pool.clone(),
-            rx,
-            options.max_batch.max(1),
-            Arc::clone(&counters),
-        ));
+        let (mut writes, mut writers) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel((capacity / n).max(1));
+            writes.push(tx);
+            writers.push(tokio::spawn(writer::run(
+                pool.clone(),
+                rx,
+                options.max_batch.max(1),
+                Arc::clone(&counters),
+            )));
+        }
         Ok(PostgresStore {
             identities: identity::IdentityReads::start(pool.clone()),
             pool,
-            writes: tx,
-            writer,
+            writes,
+            writers,
             counters,
             queue_capacity: capacity,
             secrets: secrets_key,
@@ -389,8 +417,8 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
+        let tx = self.writes[writer_for(&devices, self.writes.len())].clone();
         let (job, rx) = Job::submit(work, after_commit, devices);
-        let tx = self.writes.clone();
         let counters = Arc::clone(&self.counters);
         counters.queued.fetch_add(1, Ordering::Relaxed);
         let unsent = || counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -449,7 +477,7 @@ impl PostgresStore {
     }
 
     fn writer_health(&self) -> Result<(), StoreError> {
-        if self.writer.is_finished() {
+        if self.writers.iter().any(|w| w.is_finished()) {
             return Err(StoreError::Closed);
         }
         let queued = self.counters.queued.load(Ordering::Relaxed);
