@@ -14,27 +14,11 @@ fn options(device_auth: BenchDeviceAuth, compare_device_auth: bool) -> CheckinBe
     }
 }
 
-/// The test database (`MAGICPUSH_TEST_DATABASE_URL`); `None` after saying so outside CI, a
-/// failure under `CI=true`.
-fn test_database() -> Option<String> {
-    const VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
-    match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "{VAR} is not set: CI runs the PostgreSQL tests (.ci/postgres.sh starts a server)"
-            )
-        }
-        _ => {
-            eprintln!("skipped: {VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
-            None
-        }
-    }
-}
-
 #[test]
 fn with_a_database_url_the_server_is_also_measured_on_postgresql() {
-    let Some(url) = test_database() else { return };
+    let Some(url) = magicpush_testkit::database::test_database_url() else {
+        return;
+    };
     let r = checkin::run(&CheckinBenchOptions {
         database_url: Some(url),
         ..options(BenchDeviceAuth::Signature, true)

@@ -8,20 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
-const URL_VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
-
-fn test_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{URL_VAR} is not set: CI runs the PostgreSQL tests (.ci/postgres.sh starts a server)")
-        }
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
-            None
-        }
-    }
-}
+use magicpush_testkit::database::{test_database_url as test_url, URL_VAR};
 
 /// A fresh schema on the test server: the URL whose sessions use it. Dropped at the end.
 struct Schema {

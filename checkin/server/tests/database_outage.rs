@@ -19,20 +19,7 @@ use plist::Dictionary;
 use server_common::{Options, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const URL_VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
-
-fn test_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{URL_VAR} is not set: CI runs the PostgreSQL tests")
-        }
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
-            None
-        }
-    }
-}
+use magicpush_testkit::database::test_database_url as test_url;
 
 /// A device request over a fresh connection: the status and the response's head (headers
 /// lower-cased), read raw so the headers can be checked.

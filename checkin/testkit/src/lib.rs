@@ -5,6 +5,7 @@
 //! TCP [`forward::Forwarder`] to cut a database away in tests.
 
 pub mod conformance;
+pub mod database;
 pub mod differential;
 pub mod forward;
 pub mod pusher;

@@ -7,21 +7,7 @@ use std::sync::Arc;
 use magicpush_postgres::SecretKey;
 use tokio_postgres::NoTls;
 
-pub const URL_VAR: &str = "MAGICPUSH_TEST_DATABASE_URL";
-
-/// The test server's URL; `None` (after saying so) when there is none outside CI.
-pub fn test_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{URL_VAR} is not set: CI runs the PostgreSQL tests (.ci/postgres.sh starts a server)")
-        }
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (.ci/postgres.sh start DIR PORT prints one)");
-            None
-        }
-    }
-}
+pub use magicpush_testkit::database::{test_database_url as test_url, URL_VAR};
 
 /// `url` with its sessions' `search_path` set to `schema`.
 pub fn in_schema(url: &str, schema: &str) -> String {
