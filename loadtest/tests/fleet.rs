@@ -1,12 +1,14 @@
 //! A 2,000-device smoke of `magicpush-loadtest fleet`: the real server (a child process with
 //! its SQLite store), the mock APNs, devices that enroll over HTTP and answer their pushes,
-//! some offline and some unregistered.
+//! some offline and some unregistered. Also two nodes on one PostgreSQL database
+//! (`MAGICPUSH_TEST_DATABASE_URL`; skipped without one, except under `CI=true`).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use magicpush_loadtest::fleet::nodes::StoreKind;
 use magicpush_loadtest::fleet::{self, FleetConfig, Progress};
 
 fn exe() -> PathBuf {
@@ -145,9 +147,25 @@ fn cli_json_is_one_object_on_the_last_line() {
         "apns_connection_budget",
         "topics_exact",
         "topic_disallowed",
+        "store",
+        "nodes",
+        "refresh_node",
+        "database_schema",
     ] {
         assert!(v.get(key).is_some(), "{key} missing in {last}");
     }
+    // One node on SQLite, which got every device request: 2 check-ins per device, Idle and
+    // Acknowledged per online device.
+    assert_eq!(v["store"], "sqlite", "{last}");
+    assert_eq!(v["refresh_node"], 0, "{last}");
+    assert!(v["database_schema"].is_null(), "{last}");
+    let nodes = v["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{last}");
+    assert_eq!(nodes[0]["requests"], 2 * 200 + 2 * 170, "{last}");
+    assert!(nodes[0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
     // The devices sign (the default): the floor that verifies ran too, and the wall is
     // given over it.
     let floor = v["floor_s"].as_f64().expect("floor_s");
@@ -170,7 +188,7 @@ fn cli_json_is_one_object_on_the_last_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_reach_apns_fails_the_run() {
     use magicpush_loadtest::fleet::pki::{self, FleetPki};
-    use magicpush_loadtest::fleet::server::{ServeSettings, ServerProcess};
+    use magicpush_loadtest::fleet::server::{NodeStore, ServeSettings, ServerProcess};
     use magicpush_loadtest::fleet::ServerMode;
 
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +200,9 @@ async fn a_server_that_cannot_reach_apns_fails_the_run() {
         .unwrap();
     let settings = ServeSettings {
         exe: exe(),
-        data_dir: dir.path().join("data"),
+        store: NodeStore::Sqlite {
+            data_dir: dir.path().join("data"),
+        },
         cert: pki.path(pki::PUSH_CERT_FILE),
         key: pki.path(pki::PUSH_KEY_FILE),
         apns_url: format!("https://{dead}"),
@@ -229,4 +249,90 @@ async fn a_server_that_cannot_reach_apns_fails_the_run() {
     tokio::task::spawn_blocking(move || server.stop())
         .await
         .unwrap();
+}
+
+/// Two nodes on one PostgreSQL database: each device request goes to either (a seeded choice
+/// per request, so one device's Idle and Acknowledged may land on different nodes), the
+/// tenants are registered through the first before the second starts, the refresh runs on the
+/// second, and the counts are exact. The run's schema is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgresql_database_counts_exact() {
+    let Some(url) = magicpush_testkit::database::test_database_url() else {
+        return;
+    };
+    let mut config = FleetConfig::new(300, exe());
+    config.nodes = 2;
+    config.database_url = Some(url.clone());
+    config.offline_fraction = 0.1;
+    config.unregistered_fraction = 0.05;
+    config.topics = 2;
+    config.connections = 32;
+    config.wait = Duration::from_secs(45);
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        fleet::run(&config, Arc::new(Progress::default())),
+    )
+    .await
+    .expect("the fleet finishes in time")
+    .expect("the fleet runs");
+    let table = report.table();
+
+    assert_eq!(report.store, Some(StoreKind::Postgres), "{table}");
+    assert_eq!(report.nodes.len(), 2, "{table}");
+    assert_eq!(report.refresh_node, 1, "{table}");
+    assert_eq!(report.enrolled, 300, "{table}");
+    assert_eq!(report.errors, 0, "{table}");
+    assert_eq!(report.lost, 0, "{table}");
+    assert_eq!(report.misplaced, 0, "{table}");
+    assert!(report.counts_match, "{table}");
+    assert_eq!(report.injected.online, 255, "{table}");
+    assert_eq!(report.states["responded"], 255, "{table}");
+    assert_eq!(report.states["unregistered"], 15, "{table}");
+    assert_eq!(
+        report.states["pending"] + report.states["unreachable"],
+        30,
+        "{table}"
+    );
+    assert_eq!(report.reported, 255, "{table}");
+    assert_eq!((report.topics, report.topics_exact), (2, 2), "{table}");
+    assert_eq!(report.topic_disallowed, 0, "{table}");
+    // Every request counted once, on one node or the other, and both nodes got a fair share
+    // (each request is a coin toss: 1,110 of them).
+    let requests: Vec<u64> = report.nodes.iter().map(|n| n.requests).collect();
+    assert_eq!(requests.iter().sum::<u64>(), 2 * 300 + 2 * 255, "{table}");
+    assert!(requests.iter().all(|r| *r > 400), "{table}");
+    assert!(
+        report.nodes.iter().all(|n| n.peak_rss_mb.is_some()),
+        "{table}"
+    );
+    assert!(report.passed(), "{table}");
+
+    // The run's schema was dropped.
+    let schema = report.database_schema.clone().expect("a schema");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let conn = tokio::spawn(conn);
+    let left = client
+        .query("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .expect("query");
+    assert!(left.is_empty(), "schema {schema} is still there");
+    conn.abort();
+}
+
+/// Several nodes need a shared database: the error names the flag, before anything starts.
+#[test]
+fn several_nodes_without_a_database_are_refused() {
+    let out = Command::new(exe())
+        .args(["fleet", "--devices", "10", "--nodes", "2"])
+        .env_remove("MAGICPUSH_FLEET_DATABASE_URL")
+        .output()
+        .expect("run magicpush-loadtest fleet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--nodes 2 needs --database-url"),
+        "{stderr}"
+    );
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use crate::fleet::conn::{DeviceConn, CHECKIN_TYPE};
 use crate::fleet::device::{generate, SimDevice};
 use crate::fleet::pki::{self, FleetPki};
-use crate::fleet::server::{ServeSettings, ServerProcess};
+use crate::fleet::server::{NodeStore, ServeSettings, ServerProcess};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -90,7 +90,9 @@ async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     let pki = FleetPki::load_or_create(&scratch.path().join("pki"))?;
     let settings = ServeSettings {
         exe: opts.exe.clone(),
-        data_dir: scratch.path().join("data"),
+        store: NodeStore::Sqlite {
+            data_dir: scratch.path().join("data"),
+        },
         cert: pki.path(pki::PUSH_CERT_FILE),
         key: pki.path(pki::PUSH_KEY_FILE),
         // Pushes are not part of this benchmark: nothing listens there.

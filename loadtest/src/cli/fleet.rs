@@ -74,6 +74,24 @@ pub struct FleetArgs {
     /// POST /v1/topics before enrollment); device i enrolls with topic i % T.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     topics: u32,
+    /// Server processes (nodes) to start, all on --database-url; each device request
+    /// (Authenticate, TokenUpdate, each report after the push) goes to a node chosen at random
+    /// with --seed, and the refresh is started through one of them. More than 1 needs
+    /// --database-url.
+    #[arg(long, default_value_t = 1, conflicts_with = "server")]
+    nodes: usize,
+    /// Run the nodes on PostgreSQL at this URL instead of SQLite: in a schema of the run's own
+    /// (created, and dropped at the end), with a fresh secrets key shared by the nodes. The
+    /// fleet creates the schema over plain TCP (sslmode=disable or prefer; a loopback
+    /// server). Not MAGICPUSH_DATABASE_URL, so that a server's own database is never loaded
+    /// by accident.
+    #[arg(
+        long,
+        env = "MAGICPUSH_FLEET_DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "server"
+    )]
+    database_url: Option<String>,
     /// Print one JSON object (last line) instead of progress bars and a table.
     #[arg(long)]
     json: bool,
@@ -116,6 +134,8 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     config.device_auth = args.device_auth;
     config.baseline = args.baseline || args.json;
     config.topics = args.topics as usize;
+    config.nodes = args.nodes;
+    config.database_url = args.database_url;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -145,7 +165,12 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("fleet: {} devices", report.devices);
+        println!(
+            "fleet: {} devices, {} node(s) on {}",
+            report.devices,
+            report.nodes.len(),
+            report.store.map_or("--server", |s| s.as_str())
+        );
         print!("{}", report.table());
         println!(
             "{}",

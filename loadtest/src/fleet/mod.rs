@@ -7,13 +7,17 @@
 //! - `xml`: the plist writer and the reader for the server's command answers.
 //! - `conn`: a keep-alive HTTP/1.1 connection to the device endpoints.
 //! - [`server`]: the server under test as a child process (`serve-child`).
+//! - [`nodes`]: the server nodes of a run (`--nodes`) and which node each request goes to.
+//! - [`database`]: a run's own PostgreSQL schema (`--database-url`).
 //! - [`pki`]: the certificates, fresh or from a directory.
 //! - [`tenants`]: the tenants (`--topics`), the devices spread over them, their registration.
 //! - [`report`]: the figures, the count check and the table.
 //! - this module: the phases.
 
 pub(crate) mod conn;
+pub mod database;
 pub mod device;
+pub mod nodes;
 pub mod pki;
 pub mod report;
 pub mod server;
@@ -35,19 +39,21 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::mock_apns::{AcceptedPush, MockApns, MockConfig, MockError, MockHandle, Reason};
-use conn::{DeviceConn, CHECKIN_TYPE, REPORT_TYPE};
+use conn::{CHECKIN_TYPE, REPORT_TYPE};
 use device::{Role, SimDevice};
+use nodes::{NodeConns, NodePlan, NodeRoutes, NodeSet, FIRST_REPORT};
 use pki::FleetPki;
-use report::{FleetReport, Injected, LatencyMs, Phases};
-use server::{ServeSettings, ServerProcess};
+use report::{FleetReport, Injected, LatencyMs, NodeReport, Phases};
+use server::{NodeStore, ServeSettings};
 use signer::DeviceSigner;
 use tenants::{tenant_of, Tenant};
 
 /// Where the server under test comes from.
 #[derive(Debug, Clone)]
 pub enum ServerMode {
-    /// Start one as a child process of `exe` (a program with the `serve-child` subcommand),
-    /// with an SQLite store in a temporary directory.
+    /// Start [`FleetConfig::nodes`] child processes of `exe` (a program with the
+    /// `serve-child` subcommand): on SQLite in a temporary directory, or on PostgreSQL at
+    /// [`FleetConfig::database_url`].
     Spawn {
         /// Normally `std::env::current_exe()`.
         exe: PathBuf,
@@ -98,6 +104,13 @@ pub struct FleetConfig {
     /// robin. The server starts with the first; the others are registered through
     /// `POST /v1/topics`.
     pub topics: usize,
+    /// Server processes to start (spawned mode), all on [`FleetConfig::database_url`]; each
+    /// device request goes to one of them, chosen with the seed. More than one needs a
+    /// database.
+    pub nodes: usize,
+    /// PostgreSQL for the spawned nodes (a schema of the run's own, dropped at the end);
+    /// `None`: one node on SQLite.
+    pub database_url: Option<String>,
 }
 
 /// How the fleet's devices authenticate.
@@ -131,6 +144,8 @@ impl FleetConfig {
             device_auth: FleetDeviceAuth::Signature,
             baseline: false,
             topics: 1,
+            nodes: 1,
+            database_url: None,
         }
     }
 }
@@ -175,6 +190,23 @@ pub enum FleetError {
     Register {
         /// The tenant's topic.
         topic: String,
+        /// What happened.
+        detail: String,
+    },
+    /// `--nodes` above 1 without a database: SQLite holds one server's devices.
+    #[error(
+        "fleet: --nodes {nodes} needs --database-url (or MAGICPUSH_FLEET_DATABASE_URL): several \
+         nodes share one PostgreSQL database; SQLite serves a single node"
+    )]
+    NodesNeedDatabase {
+        /// The nodes asked for.
+        nodes: usize,
+    },
+    /// The run's PostgreSQL schema could not be created or dropped.
+    #[error("fleet database (--database-url): {what}: {detail}")]
+    Database {
+        /// What was being done.
+        what: &'static str,
         /// What happened.
         detail: String,
     },
@@ -269,37 +301,6 @@ impl Failures {
     }
 }
 
-/// What the device side needs to reach the server.
-#[derive(Debug, Clone)]
-struct Target {
-    addr: SocketAddr,
-    authority: String,
-}
-
-impl Target {
-    async fn resolve(url: &str) -> Result<Target, FleetError> {
-        let authority = url
-            .trim_end_matches('/')
-            .strip_prefix("http://")
-            .ok_or_else(|| {
-                FleetError::Config(format!(
-                    "the device traffic needs a plain http:// server URL, not {url}"
-                ))
-            })?
-            .to_owned();
-        let addr = tokio::net::lookup_host(authority.as_str())
-            .await
-            .map_err(|e| FleetError::Config(format!("cannot resolve {authority}: {e}")))?
-            .next()
-            .ok_or_else(|| FleetError::Config(format!("{authority} resolves to nothing")))?;
-        Ok(Target { addr, authority })
-    }
-
-    fn conn(&self) -> DeviceConn {
-        DeviceConn::new(self.addr, &self.authority, Duration::from_secs(30))
-    }
-}
-
 /// Runs the whole fleet and returns its figures. Errors mean the run could not be carried out;
 /// a run that finishes with lost devices or wrong counts returns a report that does not
 /// [pass](FleetReport::passed).
@@ -309,6 +310,17 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     }
     if config.topics == 0 {
         return Err(FleetError::Config("--topics must be at least 1".into()));
+    }
+    match &config.server {
+        ServerMode::Spawn { .. } => nodes::check(config.nodes, config.database_url.as_deref())?,
+        ServerMode::Existing { .. } if config.nodes != 1 || config.database_url.is_some() => {
+            return Err(FleetError::Config(
+                "--server is one running server: --nodes and --database-url are for the nodes \
+                 the fleet starts"
+                    .into(),
+            ))
+        }
+        ServerMode::Existing { .. } => {}
     }
     let started = Instant::now();
     progress.set_phase(Phase::Setup);
@@ -395,216 +407,286 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     progress.start_run();
 
     let (mock, accepted_rx) = start_mock(config, &devices, &pki).await?;
-
-    let (server, url, api_key) = match &config.server {
-        ServerMode::Spawn { exe } => {
-            let api_key = uuid::Uuid::new_v4().simple().to_string();
-            let settings = ServeSettings {
+    let plan = match &config.server {
+        ServerMode::Spawn { exe } => NodePlan::Spawn {
+            settings: Box::new(ServeSettings {
                 exe: exe.clone(),
-                data_dir: scratch.path().join("data"),
+                store: NodeStore::Sqlite {
+                    data_dir: scratch.path().join("data"),
+                },
                 cert: pki.path(pki::PUSH_CERT_FILE),
                 key: pki.path(pki::PUSH_KEY_FILE),
                 apns_url: mock.url(),
                 apns_ca: pki.path(pki::CA_FILE),
-                api_key: api_key.clone(),
+                api_key: uuid::Uuid::new_v4().simple().to_string(),
                 unreachable_after: config.unreachable_after,
                 push_concurrency: config.push_concurrency,
                 log_filter: None,
                 device_ca: signers.as_ref().map(|_| pki.path(pki::DEVICE_CA_FILE)),
-            };
-            let process = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
-                .await
-                .map_err(|e| FleetError::Server {
-                    detail: e.to_string(),
-                })??;
-            let url = process.url().to_owned();
-            (Some(process), url, api_key)
-        }
-        ServerMode::Existing { url, api_key } => (None, url.clone(), api_key.clone()),
-    };
-    let target = Target::resolve(&url).await?;
-    let admin = AdminClient::new(&url, Some(api_key), None)
-        .map_err(|e| admin_err("client", e))?
-        .with_timeout(Duration::from_secs(60));
-    let setup_s = started.elapsed().as_secs_f64();
-
-    // --- the other tenants, through the admin API (not timed with the job) ---
-    let register_s = tenants::register(&admin, &tenants[1..])
-        .await?
-        .as_secs_f64();
-
-    // --- enroll ---
-    progress.set_phase(Phase::Enroll);
-    let failures = Arc::new(Failures::default());
-    let enroll_started = Instant::now();
-    let enrolled_flags = enroll(
-        &devices,
-        signers.as_ref(),
-        &topics,
-        &target,
-        config.connections,
-        &progress,
-        &failures,
-    )
-    .await;
-    let enroll_s = enroll_started.elapsed().as_secs_f64();
-    // Only enrolled devices can be pushed: a failed enrollment must not make the push phase
-    // wait for a push that cannot come (the run fails on the enrollment error anyway).
-    let enrolled_with = |want: &[Role]| {
-        devices
-            .iter()
-            .zip(&enrolled_flags)
-            .filter(|(d, e)| **e && want.contains(&d.role))
-            .count() as u64
-    };
-    let enrolled = enrolled_with(&[Role::Online, Role::Offline, Role::Unregistered]);
-    let expected_reports = enrolled_with(&[Role::Online]);
-    let expected_pushes = enrolled;
-    progress.online.store(expected_reports, Ordering::Relaxed);
-    progress.pushable.store(
-        enrolled_with(&[Role::Online, Role::Offline]),
-        Ordering::Relaxed,
-    );
-
-    // --- refresh, pushes, reports ---
-    let phase = push_phase(
-        PushPhase {
-            devices: &devices,
-            signers: signers.as_ref(),
-            topics: &topics,
-            target: &target,
-            config,
-            admin: &admin,
-            mock: &mock,
-            progress: &progress,
-            failures: &failures,
-            expected_pushes,
-            expected_reports,
+            }),
+            nodes: config.nodes,
+            database_url: config.database_url.as_deref(),
+            scratch: scratch.path(),
         },
-        accepted_rx,
-    )
-    .await?;
-    let deadline = phase.deadline;
-    if phase.summary["pushing"].as_u64() != Some(expected_pushes) {
-        failures.record(format!(
-            "refresh pushes {} devices, expected {expected_pushes}: {}",
-            phase.summary["pushing"], phase.summary
-        ));
-    }
-    let (push_s, push_report_s, answered) = (phase.push_s, phase.push_report_s, phase.answered);
-    let pushes = judged_pushes(&mock);
-
-    // --- settle: the server's own report ---
-    progress.set_phase(Phase::Settle);
-    let settle_started = Instant::now();
-    let (states, connectivity) = loop {
-        let report = admin
-            .get_json("/v1/connectivity")
-            .await
-            .map_err(|e| admin_err("GET /v1/connectivity", e))?;
-        let states: BTreeMap<String, u64> = report["states"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if report::counts_match(&states, injected) || Instant::now() >= deadline {
-            break (states, report);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ServerMode::Existing { url, api_key } => NodePlan::Existing { url, api_key },
     };
-    let settle_s = settle_started.elapsed().as_secs_f64();
-    let wall_s = enroll_s + push_report_s + settle_s;
-
-    // Before the device list: listing every device is an admin request, not the job.
-    let server_job_peak_rss_mb = server.as_ref().and_then(ServerProcess::peak_rss_mb);
-
-    // --- verify: who is lost ---
-    progress.set_phase(Phase::Verify);
-    let verify_started = Instant::now();
-    let (lost, misplaced) = verify(&admin, &devices, &answered.reported).await?;
-    let verify_s = verify_started.elapsed().as_secs_f64();
-
-    let server_peak_rss_mb = server.as_ref().and_then(ServerProcess::peak_rss_mb);
-    let loadgen_peak_rss_mb = crate::rss::peak_rss_mb();
-    let apns_connection_budget = connection_budget(&admin).await;
-    let mock_stats = mock.stats();
-    let by_topic = report::topic_counts(
-        &topics,
-        &tenants::accepted_by_tenant(
-            devices.iter().map(|d| d.role),
-            &enrolled_flags,
-            topics.len(),
-        ),
-        &mock_stats.accepted_by_topic,
-    );
-    if let Some(server) = server {
-        tokio::task::spawn_blocking(move || server.stop())
-            .await
-            .map_err(|e| FleetError::Server {
-                detail: e.to_string(),
-            })?;
-    }
+    // The nodes, and the other tenants registered through the first (not timed with the job:
+    // `register_s`, apart from `setup_s`).
+    let (nodes, register) = NodeSet::start(plan, &tenants[1..]).await?;
+    let setup_s = (started.elapsed() - register).as_secs_f64();
+    let run = ServerRun {
+        config,
+        devices: &devices,
+        signers: signers.as_ref(),
+        topics: &topics,
+        progress: &progress,
+        injected,
+        nodes: &nodes,
+        mock: &mock,
+        started,
+        setup_s,
+    };
+    let outcome = run.measure(accepted_rx).await;
+    let stopped = nodes.stop().await;
     mock.shutdown().await;
     progress.set_phase(Phase::Done);
+    let measured = outcome?;
+    stopped?;
 
-    let error_samples = failures
-        .samples
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
     Ok(FleetReport {
-        devices: devices.len() as u64,
-        device_auth: config.device_auth,
-        topics: topics.len() as u64,
         tenant_certs_s: round3(tenant_certs_s),
-        register_s: round3(register_s),
-        apns_connections_peak: mock_stats.connections_peak,
-        apns_connections_opened: mock_stats.connections_opened,
-        apns_connection_budget,
-        topics_exact: by_topic.exact,
-        topic_count_errors: by_topic.wrong,
-        topic_disallowed: mock_stats.rejected_with(Reason::TopicDisallowed),
-        wall_s: round3(wall_s),
+        register_s: round3(register.as_secs_f64()),
         floor_s: floor.as_ref().map(|f| round3(f.floor_s)),
-        wall_over_floor: floor.as_ref().map(|f| round3(wall_s / f.floor_s.max(1e-9))),
+        wall_over_floor: floor
+            .as_ref()
+            .map(|f| round3(measured.wall_s / f.floor_s.max(1e-9))),
         floor: floor.map(|f| f.phases),
         floor_verifying_s: floor_verifying.as_ref().map(|f| round3(f.floor_s)),
         wall_over_verifying_floor: floor_verifying
             .as_ref()
-            .map(|f| round3(wall_s / f.floor_s.max(1e-9))),
+            .map(|f| round3(measured.wall_s / f.floor_s.max(1e-9))),
         floor_verifying: floor_verifying.map(|f| f.phases),
         total_s: round3(started.elapsed().as_secs_f64()),
-        counts_match: report::counts_match(&states, injected),
-        states,
-        expected: report::expected_states(injected),
-        injected,
-        lost,
-        misplaced,
-        enrolled,
-        enroll_per_s: round1(enrolled as f64 / enroll_s),
-        checkins_per_s: round1(2.0 * enrolled as f64 / enroll_s),
-        pushes,
-        push_per_s: round1(pushes as f64 / push_s.max(1e-9)),
-        push_s: round3(push_s),
-        reported: answered.reported.iter().filter(|r| **r).count() as u64,
-        latency_ms: LatencyMs::from_micros(&answered.latency_us),
-        server_latency_ms: connectivity["latency_ms"].clone(),
-        phases: Phases {
-            setup_s: round3(setup_s),
-            enroll_s: round3(enroll_s),
-            push_report_s: round3(push_report_s),
-            settle_s: round3(settle_s),
-            verify_s: round3(verify_s),
-        },
-        server_peak_rss_mb: server_peak_rss_mb.map(round1),
-        server_job_peak_rss_mb: server_job_peak_rss_mb.map(round1),
-        loadgen_peak_rss_mb: loadgen_peak_rss_mb.map(round1),
-        errors: failures.count.load(Ordering::Relaxed),
-        error_samples,
+        ..measured
     })
+}
+
+/// The run against the server nodes, once they are up: what [`ServerRun::measure`] needs.
+struct ServerRun<'a> {
+    config: &'a FleetConfig,
+    devices: &'a Arc<Vec<SimDevice>>,
+    signers: Option<&'a Arc<Vec<DeviceSigner>>>,
+    topics: &'a Arc<[String]>,
+    progress: &'a Arc<Progress>,
+    injected: Injected,
+    nodes: &'a NodeSet,
+    mock: &'a MockHandle,
+    /// When the run started (certificates, floors and setup included).
+    started: Instant,
+    setup_s: f64,
+}
+
+impl ServerRun<'_> {
+    /// Enroll (each request to a node of the seeded choice), refresh through one node, let
+    /// the devices report (each request to a node of its own), wait for the counts, verify.
+    /// The report's floor and total fields are the caller's.
+    async fn measure(
+        &self,
+        accepted_rx: mpsc::UnboundedReceiver<AcceptedPush>,
+    ) -> Result<FleetReport, FleetError> {
+        let (config, devices, progress, injected, mock) = (
+            self.config,
+            self.devices,
+            self.progress,
+            self.injected,
+            self.mock,
+        );
+        let routes = NodeRoutes::resolve(self.nodes.urls(), config.seed).await?;
+        let refresh_node = self.nodes.refresh_node();
+        let admin = self.nodes.admin(refresh_node)?;
+
+        // --- enroll ---
+        progress.set_phase(Phase::Enroll);
+        let failures = Arc::new(Failures::default());
+        let enroll_started = Instant::now();
+        let enrolled_flags = enroll(
+            devices,
+            self.signers,
+            self.topics,
+            &routes,
+            config.connections,
+            progress,
+            &failures,
+        )
+        .await;
+        let enroll_s = enroll_started.elapsed().as_secs_f64();
+        // Only enrolled devices can be pushed: a failed enrollment must not make the push
+        // phase wait for a push that cannot come (the run fails on the enrollment error).
+        let enrolled_with = |want: &[Role]| {
+            devices
+                .iter()
+                .zip(&enrolled_flags)
+                .filter(|(d, e)| **e && want.contains(&d.role))
+                .count() as u64
+        };
+        let enrolled = enrolled_with(&[Role::Online, Role::Offline, Role::Unregistered]);
+        let expected_reports = enrolled_with(&[Role::Online]);
+        let expected_pushes = enrolled;
+        progress.online.store(expected_reports, Ordering::Relaxed);
+        progress.pushable.store(
+            enrolled_with(&[Role::Online, Role::Offline]),
+            Ordering::Relaxed,
+        );
+
+        // --- refresh (through one node), pushes, reports (to any) ---
+        let phase = push_phase(
+            PushPhase {
+                devices,
+                signers: self.signers,
+                topics: self.topics,
+                routes: &routes,
+                config,
+                admin: &admin,
+                mock,
+                progress,
+                failures: &failures,
+                expected_pushes,
+                expected_reports,
+            },
+            accepted_rx,
+        )
+        .await?;
+        let deadline = phase.deadline;
+        if phase.summary["pushing"].as_u64() != Some(expected_pushes) {
+            failures.record(format!(
+                "refresh pushes {} devices, expected {expected_pushes}: {}",
+                phase.summary["pushing"], phase.summary
+            ));
+        }
+        let (push_s, push_report_s, answered) = (phase.push_s, phase.push_report_s, phase.answered);
+        let pushes = judged_pushes(mock);
+
+        // --- settle: the server's own report ---
+        progress.set_phase(Phase::Settle);
+        let settle_started = Instant::now();
+        let (states, connectivity) = loop {
+            let report = admin
+                .get_json("/v1/connectivity")
+                .await
+                .map_err(|e| admin_err("GET /v1/connectivity", e))?;
+            let states: BTreeMap<String, u64> = report["states"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if report::counts_match(&states, injected) || Instant::now() >= deadline {
+                break (states, report);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let settle_s = settle_started.elapsed().as_secs_f64();
+        let wall_s = enroll_s + push_report_s + settle_s;
+
+        // Before the device list: listing every device is an admin request, not the job.
+        let job_rss = self.nodes.peak_rss_mb();
+
+        // --- verify: who is lost ---
+        progress.set_phase(Phase::Verify);
+        let verify_started = Instant::now();
+        let (lost, misplaced) = verify(&admin, devices, &answered.reported).await?;
+        let verify_s = verify_started.elapsed().as_secs_f64();
+
+        let rss = self.nodes.peak_rss_mb();
+        let loadgen_peak_rss_mb = crate::rss::peak_rss_mb();
+        let apns_connection_budget = connection_budget(&admin).await;
+        let mock_stats = mock.stats();
+        let topics = self.topics;
+        let by_topic = report::topic_counts(
+            topics,
+            &tenants::accepted_by_tenant(
+                devices.iter().map(|d| d.role),
+                &enrolled_flags,
+                topics.len(),
+            ),
+            &mock_stats.accepted_by_topic,
+        );
+        let requests = routes.requests();
+        let node_reports: Vec<NodeReport> = self
+            .nodes
+            .urls()
+            .iter()
+            .enumerate()
+            .map(|(i, url)| NodeReport {
+                url: url.clone(),
+                requests: requests.get(i).copied().unwrap_or(0),
+                peak_rss_mb: rss.get(i).copied().flatten().map(round1),
+                job_peak_rss_mb: job_rss.get(i).copied().flatten().map(round1),
+            })
+            .collect();
+        // The largest node's, as one server's figure is compared.
+        let largest = |v: &[Option<f64>]| v.iter().flatten().copied().reduce(f64::max);
+
+        let error_samples = failures
+            .samples
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        Ok(FleetReport {
+            devices: devices.len() as u64,
+            device_auth: config.device_auth,
+            topics: topics.len() as u64,
+            tenant_certs_s: 0.0,
+            register_s: 0.0,
+            apns_connections_peak: mock_stats.connections_peak,
+            apns_connections_opened: mock_stats.connections_opened,
+            apns_connection_budget,
+            topics_exact: by_topic.exact,
+            topic_count_errors: by_topic.wrong,
+            topic_disallowed: mock_stats.rejected_with(Reason::TopicDisallowed),
+            wall_s: round3(wall_s),
+            floor_s: None,
+            wall_over_floor: None,
+            floor: None,
+            floor_verifying_s: None,
+            wall_over_verifying_floor: None,
+            floor_verifying: None,
+            total_s: round3(self.started.elapsed().as_secs_f64()),
+            counts_match: report::counts_match(&states, injected),
+            states,
+            expected: report::expected_states(injected),
+            injected,
+            lost,
+            misplaced,
+            enrolled,
+            enroll_per_s: round1(enrolled as f64 / enroll_s),
+            checkins_per_s: round1(2.0 * enrolled as f64 / enroll_s),
+            pushes,
+            push_per_s: round1(pushes as f64 / push_s.max(1e-9)),
+            push_s: round3(push_s),
+            reported: answered.reported.iter().filter(|r| **r).count() as u64,
+            latency_ms: LatencyMs::from_micros(&answered.latency_us),
+            server_latency_ms: connectivity["latency_ms"].clone(),
+            phases: Phases {
+                setup_s: round3(self.setup_s),
+                enroll_s: round3(enroll_s),
+                push_report_s: round3(push_report_s),
+                settle_s: round3(settle_s),
+                verify_s: round3(verify_s),
+            },
+            server_peak_rss_mb: largest(&rss).map(round1),
+            server_job_peak_rss_mb: largest(&job_rss).map(round1),
+            loadgen_peak_rss_mb: loadgen_peak_rss_mb.map(round1),
+            errors: failures.count.load(Ordering::Relaxed),
+            error_samples,
+            store: self.nodes.store(),
+            database_schema: self.nodes.schema().map(str::to_owned),
+            refresh_node,
+            nodes: node_reports,
+        })
+    }
 }
 
 /// The mock APNs of a run: 410 for the unregistered devices' tokens, every accepted push
@@ -641,7 +723,8 @@ struct PushPhase<'a> {
     signers: Option<&'a Arc<Vec<DeviceSigner>>>,
     /// The tenants' topics: device `i` is pushed on `topics[tenant_of(i)]`.
     topics: &'a Arc<[String]>,
-    target: &'a Target,
+    /// The nodes the devices send their requests to.
+    routes: &'a Arc<NodeRoutes>,
     config: &'a FleetConfig,
     admin: &'a AdminClient,
     mock: &'a MockHandle,
@@ -677,7 +760,7 @@ async fn push_phase(
         p.devices.clone(),
         p.signers.cloned(),
         p.topics.clone(),
-        p.target,
+        p.routes,
         p.config.connections,
         p.config.delay,
         accepted,
@@ -762,7 +845,7 @@ async fn run_floor(
     let standin = standin::StandIn::start(client.clone(), config.push_concurrency, verify)
         .await
         .map_err(|e| floor_err(e.to_string()))?;
-    let target = Target::resolve(&standin.url()).await?;
+    let routes = NodeRoutes::resolve(&[standin.url()], config.seed).await?;
     let admin = AdminClient::new(&standin.url(), None, None)
         .map_err(|e| admin_err("stand-in client", e))?;
     let failures = Arc::new(Failures::default());
@@ -774,7 +857,7 @@ async fn run_floor(
         devices,
         signers,
         &topics,
-        &target,
+        &routes,
         config.connections,
         progress,
         &failures,
@@ -788,7 +871,7 @@ async fn run_floor(
             devices,
             signers,
             topics: &topics,
-            target: &target,
+            routes: &routes,
             config,
             admin: &admin,
             mock: &mock,
@@ -854,13 +937,14 @@ async fn connection_budget(admin: &AdminClient) -> Option<u64> {
     report::prometheus_value(&text, "magicpush_connections_budget").map(|v| v as u64)
 }
 
-/// Authenticate + TokenUpdate for every device over `connections` keep-alive connections.
+/// Authenticate + TokenUpdate for every device by `connections` workers, each with a
+/// keep-alive connection to every node (each request to the node `routes` chooses).
 /// Returns, per device, whether both check-ins were answered 200.
 async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
     signers: Option<&Arc<Vec<DeviceSigner>>>,
     topics: &Arc<[String]>,
-    target: &Target,
+    routes: &Arc<NodeRoutes>,
     connections: usize,
     progress: &Arc<Progress>,
     failures: &Arc<Failures>,
@@ -872,7 +956,7 @@ async fn enroll(
     for w in 0..workers {
         let devices = devices.clone();
         let topics = topics.clone();
-        let mut conn = target.conn();
+        let mut conn = routes.conns();
         let progress = progress.clone();
         let failures = failures.clone();
         let enrolled = enrolled.clone();
@@ -881,7 +965,7 @@ async fn enroll(
             for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
                 let signer = signers.as_ref().map(|s| &s[i]);
                 let topic = &topics[tenant_of(i, topics.len())];
-                match enroll_one(&mut conn, d, signer, topic).await {
+                match enroll_one(&mut conn, i, d, signer, topic).await {
                     Ok(()) => enrolled[i].store(true, Ordering::Relaxed),
                     Err(why) => failures.record(format!("enroll {}: {why}", d.udid)),
                 }
@@ -893,19 +977,28 @@ async fn enroll(
     enrolled.iter().map(|e| e.load(Ordering::Relaxed)).collect()
 }
 
+/// Device `index`'s Authenticate (request 0) and TokenUpdate (request 1).
 async fn enroll_one(
-    conn: &mut DeviceConn,
+    conn: &mut NodeConns,
+    index: usize,
     d: &SimDevice,
     signer: Option<&DeviceSigner>,
     topic: &str,
 ) -> Result<(), String> {
-    for (what, body) in [
-        ("Authenticate", d.authenticate(topic)),
-        ("TokenUpdate", d.token_update(topic)),
+    for (request, what, body) in [
+        (0, "Authenticate", d.authenticate(topic)),
+        (1, "TokenUpdate", d.token_update(topic)),
     ] {
         let signature = signer.map(|s| s.sign(&body));
         let (status, answer) = conn
-            .put("/mdm/checkin", CHECKIN_TYPE, body, signature)
+            .put(
+                index,
+                request,
+                "/mdm/checkin",
+                CHECKIN_TYPE,
+                body,
+                signature,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if status != StatusCode::OK {
@@ -946,7 +1039,7 @@ impl Reports {
         devices: Arc<Vec<SimDevice>>,
         signers: Option<Arc<Vec<DeviceSigner>>>,
         topics: Arc<[String]>,
-        target: &Target,
+        routes: &Arc<NodeRoutes>,
         connections: usize,
         delay: Duration,
         mut accepted: mpsc::UnboundedReceiver<AcceptedPush>,
@@ -954,6 +1047,8 @@ impl Reports {
         failures: Arc<Failures>,
     ) -> Reports {
         let (wake_tx, wake_rx) = mpsc::unbounded_channel::<Wake>();
+        // A push finds its device by its token, whichever node sent it: all the nodes push
+        // to the one mock APNs, whose accepted pushes all come here.
         let by_token: HashMap<String, usize> = devices
             .iter()
             .enumerate()
@@ -1006,7 +1101,7 @@ impl Reports {
         for _ in 0..connections.max(1) {
             let queue = queue.clone();
             let devices = devices.clone();
-            let mut conn = target.conn();
+            let mut conn = routes.conns();
             let progress = progress.clone();
             let failures = failures.clone();
             let reported = reported.clone();
@@ -1021,7 +1116,7 @@ impl Reports {
                     }
                     let d = &devices[wake.index];
                     let signer = signers.as_ref().map(|s| &s[wake.index]);
-                    match report_one(&mut conn, d, signer).await {
+                    match report_one(&mut conn, wake.index, d, signer).await {
                         Ok(()) => {
                             let us = wake.pushed_at.elapsed().as_micros() as u64;
                             let _ = latency.record(us.max(1));
@@ -1067,10 +1162,13 @@ fn latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// What a woken device does: Idle, then acknowledge each command it is given until the server
-/// answers with an empty body.
+/// What woken device `index` does: Idle, then acknowledge each command it is given until the
+/// server answers with an empty body. Each of these requests goes to the node the routes
+/// choose for it (requests [`FIRST_REPORT`]..), so with several nodes an Idle and the
+/// Acknowledged after it may reach different nodes, as behind a load balancer.
 async fn report_one(
-    conn: &mut DeviceConn,
+    conn: &mut NodeConns,
+    index: usize,
     d: &SimDevice,
     signer: Option<&DeviceSigner>,
 ) -> Result<(), String> {
@@ -1078,8 +1176,9 @@ async fn report_one(
     let mut body = d.idle();
     for round in 0..=MAX_COMMANDS {
         let signature = signer.map(|s| s.sign(&body));
+        let request = FIRST_REPORT + round as u32;
         let (status, answer) = conn
-            .put("/mdm/server", REPORT_TYPE, body, signature)
+            .put(index, request, "/mdm/server", REPORT_TYPE, body, signature)
             .await
             .map_err(|e| e.to_string())?;
         if status != StatusCode::OK {

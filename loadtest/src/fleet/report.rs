@@ -169,6 +169,19 @@ pub struct FloorPhases {
     pub push_report_s: f64,
 }
 
+/// One server node of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeReport {
+    /// Its base URL.
+    pub url: String,
+    /// Device requests sent to it (check-ins and reports; retries not counted).
+    pub requests: u64,
+    /// Its peak resident memory over the whole run (None: not measured, e.g. `--server`).
+    pub peak_rss_mb: Option<f64>,
+    /// Its peak resident memory before the final device list.
+    pub job_peak_rss_mb: Option<f64>,
+}
+
 /// Everything a fleet run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
@@ -263,6 +276,15 @@ pub struct FleetReport {
     pub errors: u64,
     /// The first few failures, for the operator.
     pub error_samples: Vec<String>,
+    /// The spawned nodes' store (`sqlite` or `postgres`; None: `--server`, not known).
+    pub store: Option<super::nodes::StoreKind>,
+    /// The run's PostgreSQL schema (dropped at the end), with `--database-url`.
+    pub database_schema: Option<String>,
+    /// Index in `nodes` of the node the refresh was started on and the counts read from.
+    pub refresh_node: usize,
+    /// The server nodes, in start order, with the device requests each got. With several,
+    /// `server_peak_rss_mb` and `server_job_peak_rss_mb` are the largest node's.
+    pub nodes: Vec<NodeReport>,
 }
 
 impl FleetReport {
@@ -285,6 +307,33 @@ impl FleetReport {
             let _ = writeln!(t, "  {k:<28} {v}");
         };
         row("devices", self.devices.to_string());
+        row(
+            "server nodes",
+            format!(
+                "{} on {}{}; refresh through node {}",
+                self.nodes.len(),
+                self.store
+                    .map_or("an unknown store (--server)", |s| s.as_str()),
+                self.database_schema
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" (schema {s}, dropped)")),
+                self.refresh_node + 1
+            ),
+        );
+        let total: u64 = self.nodes.iter().map(|n| n.requests).sum();
+        for (i, n) in self.nodes.iter().enumerate() {
+            row(
+                &format!("node {}", i + 1),
+                format!(
+                    "{}: {} device requests ({:.1} %), peak RSS {}",
+                    n.url,
+                    n.requests,
+                    100.0 * n.requests as f64 / total.max(1) as f64,
+                    n.peak_rss_mb
+                        .map_or("n/a".to_string(), |v| format!("{v:.1} MB"))
+                ),
+            );
+        }
         row(
             "injected",
             format!(
@@ -569,6 +618,15 @@ mod tests {
             loadgen_peak_rss_mb: None,
             errors: 0,
             error_samples: Vec::new(),
+            store: Some(super::super::nodes::StoreKind::Sqlite),
+            database_schema: None,
+            refresh_node: 0,
+            nodes: vec![NodeReport {
+                url: "http://127.0.0.1:1".into(),
+                requests: 30,
+                peak_rss_mb: Some(20.0),
+                job_peak_rss_mb: Some(19.0),
+            }],
         }
     }
 
@@ -610,6 +668,53 @@ mod tests {
             "topics_exact",
             "topic_count_errors",
             "topic_disallowed",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+    }
+
+    #[test]
+    fn table_and_json_name_the_nodes_and_the_store() {
+        let one = report(1);
+        let t = one.table();
+        assert!(
+            line(&t, "server nodes").ends_with("1 on sqlite; refresh through node 1"),
+            "{t}"
+        );
+        assert!(line(&t, "node 1").contains("http://127.0.0.1:1: 30 device requests (100.0 %)"));
+
+        let mut three = report(1);
+        three.store = Some(super::super::nodes::StoreKind::Postgres);
+        three.database_schema = Some("fleet_00ff".into());
+        three.refresh_node = 2;
+        three.nodes = (1..=3)
+            .map(|i| NodeReport {
+                url: format!("http://127.0.0.1:{i}"),
+                requests: 10 * i,
+                peak_rss_mb: None,
+                job_peak_rss_mb: None,
+            })
+            .collect();
+        let t = three.table();
+        assert!(
+            line(&t, "server nodes")
+                .ends_with("3 on postgres (schema fleet_00ff, dropped); refresh through node 3"),
+            "{t}"
+        );
+        assert!(line(&t, "node 3").ends_with("30 device requests (50.0 %), peak RSS n/a"));
+        let json = serde_json::to_value(&three).unwrap();
+        assert_eq!(json["store"], "postgres");
+        assert_eq!(json["refresh_node"], 2);
+        assert_eq!(json["database_schema"], "fleet_00ff");
+        assert_eq!(json["nodes"][1]["requests"], 20);
+        assert_eq!(json["nodes"][0]["url"], "http://127.0.0.1:1");
+        // The keys other tools read are still there.
+        for key in [
+            "devices",
+            "wall_s",
+            "lost",
+            "counts_match",
+            "server_peak_rss_mb",
         ] {
             assert!(json.get(key).is_some(), "{key} in {json}");
         }

@@ -19,8 +19,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeSettings {
     /// Program that understands `serve-child` (normally `magicpush-loadtest` itself).
     pub exe: PathBuf,
-    /// Data directory (device database).
-    pub data_dir: PathBuf,
+    /// Where the server keeps its devices.
+    pub store: NodeStore,
     /// Push certificate and key (PEM files).
     pub cert: PathBuf,
     /// Push key.
@@ -43,6 +43,42 @@ pub struct ServeSettings {
     pub device_ca: Option<PathBuf>,
 }
 
+/// Where a started server keeps its devices.
+#[derive(Clone)]
+pub enum NodeStore {
+    /// SQLite in this data directory (one server per directory: it is locked).
+    Sqlite {
+        /// `--data-dir`.
+        data_dir: PathBuf,
+    },
+    /// PostgreSQL, which several servers (nodes) can share.
+    Postgres {
+        /// Given to the child in `MAGICPUSH_DATABASE_URL`, not on its command line, which
+        /// every local user can read (the URL may hold a password).
+        url: String,
+        /// `--secrets-key-file` (required with PostgreSQL; one key for all the nodes).
+        secrets_key_file: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for NodeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeStore::Sqlite { data_dir } => f
+                .debug_struct("Sqlite")
+                .field("data_dir", data_dir)
+                .finish(),
+            // Not the URL: it may hold a password.
+            NodeStore::Postgres {
+                secrets_key_file, ..
+            } => f
+                .debug_struct("Postgres")
+                .field("secrets_key_file", secrets_key_file)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// A running server child. Stops it when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -58,8 +94,6 @@ impl ServerProcess {
         cmd.arg("serve-child")
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&settings.data_dir)
             .arg("--cert")
             .arg(&settings.cert)
             .arg("--key")
@@ -78,6 +112,12 @@ impl ServerProcess {
             Some(ca) => cmd.arg("--device-ca").arg(ca),
             None => cmd.arg("--insecure-no-device-auth"),
         };
+        match &settings.store {
+            NodeStore::Sqlite { data_dir } => cmd.arg("--data-dir").arg(data_dir),
+            NodeStore::Postgres {
+                secrets_key_file, ..
+            } => cmd.arg("--secrets-key-file").arg(secrets_key_file),
+        };
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -86,6 +126,9 @@ impl ServerProcess {
             if name.to_string_lossy().starts_with("MAGICPUSH_") {
                 cmd.env_remove(name);
             }
+        }
+        if let NodeStore::Postgres { url, .. } = &settings.store {
+            cmd.env("MAGICPUSH_DATABASE_URL", url);
         }
         if std::env::var_os("RUST_LOG").is_none() {
             let filter = settings
