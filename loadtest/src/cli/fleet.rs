@@ -76,8 +76,8 @@ pub struct FleetArgs {
     topics: u32,
     /// Server processes (nodes) to start, all on --database-url; each device request
     /// (Authenticate, TokenUpdate, each report after the push) goes to a node chosen at random
-    /// with --seed, and the refresh is started through one of them. More than 1 needs
-    /// --database-url.
+    /// with --seed; the refresh is started, and the counts read, through the last node
+    /// started. More than 1 needs --database-url.
     #[arg(long, default_value_t = 1, conflicts_with = "server")]
     nodes: usize,
     /// Run the nodes on PostgreSQL at this URL instead of SQLite: in a schema of the run's own
