@@ -193,6 +193,17 @@ impl PushCertStore for PostgresStore {
         self.set_by_topic(TopicText::MEMO, topic, apple_id)
     }
 
+    fn pushcert_memos(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
+        Box::pin(async move {
+            const OP: &str = "read Apple ID memos";
+            let c = self.reader().await?;
+            let rows = query(&c, OP, "SELECT topic, apple_id FROM pushcert_memos", &[]).await?;
+            rows.iter()
+                .map(|r| Ok((get(r, 0, OP)?, get(r, 1, OP)?)))
+                .collect()
+        })
+    }
+
     fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
         Box::pin(async move {
             const OP: &str = "read tenant names";
