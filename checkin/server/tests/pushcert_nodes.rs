@@ -289,3 +289,47 @@ async fn a_node_whose_listening_session_was_terminated_still_converges() {
     drop((a, b));
     schema.drop_it().await;
 }
+
+/// An admin's requests spread over nodes by a load balancer: the request issued on A, Apple's
+/// certificate for it uploaded on B at once (before any notification could arrive). B
+/// catches up with the store before deciding, so it finds A's pending key; A then sees the
+/// tenant and the request retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_issued_on_one_node_is_answered_on_the_other() {
+    use magicpush_server::pushcert::request::{self, Subject};
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url).await;
+    let pki = TestPki::generate().unwrap();
+    let (a, b) = (node(&schema.url).await, node(&schema.url).await);
+    let subject = Subject {
+        email: Some("it@example.co.jp".into()),
+        common_name: Some("Example KK".into()),
+        country: Some("JP".into()),
+    };
+    let issued = a.service.issue_pushcert_request(subject).await.unwrap();
+    let csr = request::read_csr(issued.request.as_bytes()).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let apple = magicpush_fixtures::push_cert_for_csr(
+        &pki.ca,
+        &csr,
+        "node-b-answer",
+        now - time::Duration::days(1),
+        now + time::Duration::days(365),
+    )
+    .unwrap();
+    let view = b.service.add_tenant(apple.as_bytes()).await.unwrap();
+    assert!(
+        b.service.pushcert_requests().is_empty(),
+        "the request is retired"
+    );
+    converges("B's tenant in A's engine", WITHIN, || async {
+        a.pusher.certificates().get(&view.topic) == Some(&view.serial)
+    })
+    .await;
+    converges("the retired request on A", WITHIN, || async {
+        a.service.pushcert_requests().is_empty()
+    })
+    .await;
+    drop((a, b));
+    schema.drop_it().await;
+}

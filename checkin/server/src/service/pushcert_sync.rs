@@ -6,12 +6,13 @@
 //! tenant dropped), then re-reads the memos, names, pending requests, history and events.
 //! [`Service::spawn_pushcert_sync`] runs it on every change the store's feed reports
 //! ([`magicpush_store::PushCertStore::pushcert_changes`], PostgreSQL's `LISTEN`/`NOTIFY`),
-//! within a second of the other node's commit, and every few seconds besides in case the
-//! feed missed one. A store without a feed (memory, SQLite) is one node's alone: nothing to
+//! within a second of the other node's commit, and on a timer besides (30 s in `serve`) in
+//! case the feed missed one. A store without a feed (memory, SQLite) is one node's alone: nothing to
 //! run.
 //!
-//! Each node serializes its own changes (the `updates` lock) and writes every change through
-//! before answering, so changes made one after the other on different nodes all land. Two
+//! Each node serializes its own changes (the `updates` lock), catches up with the store
+//! before deciding one (`Service::pushcert_update`) and writes it through before answering,
+//! so changes made one after the other on different nodes all land. Two
 //! admin requests changing the same tenant on two nodes in the same instant are not ordered
 //! against each other: the last write to the store wins, and both nodes converge on it.
 
@@ -113,6 +114,25 @@ impl Service {
     /// changed in the engine, by topic. Nothing changes here when a read fails.
     pub async fn sync_pushcerts(&self) -> Result<SyncPlan, ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
+        self.sync_locked().await
+    }
+
+    /// Takes the `updates` lock for an admin change. On a store other nodes share, their
+    /// changes are put in place first, so that the change is decided on the state as stored
+    /// (a request issued on another node a moment ago, a tenant it has just added) rather
+    /// than on the state as last heard.
+    pub(crate) async fn pushcert_update(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, ServiceError> {
+        let guard = self.pushcert.updates.lock().await;
+        if self.store.pushcert_changes().is_some() {
+            self.sync_locked().await?;
+        }
+        Ok(guard)
+    }
+
+    /// [`Service::sync_pushcerts`]; the caller holds `updates`.
+    async fn sync_locked(&self) -> Result<SyncPlan, ServiceError> {
         let now = Self::now();
         let stored_certs = self.store.push_certs().await?;
         let memos = self.store.pushcert_memos().await?;

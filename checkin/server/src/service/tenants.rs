@@ -504,7 +504,7 @@ impl Service {
             .map(|n| Some(n.trim().to_owned()).filter(|n| !n.is_empty()))
             .map(|n| validate_name(n.as_deref()).map(|()| n))
             .transpose()?;
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let tenant = self.tenant(Some(topic))?;
         if let Some(name) = name {
             self.store.set_tenant_name(topic, name.as_deref()).await?;
