@@ -13,7 +13,9 @@
 //!   again once it listens: notifications sent meanwhile were lost, so the node re-reads.
 //!   A session that stops answering is found by a ping every [`PING_EVERY`]. An outage is
 //!   logged once when it starts and once when it ends, never per retry.
-//! - **Seen by operators** as `application_name` `<the URL's, or magicpush>/pushcert-listener`.
+//! - **Seen by operators** as `application_name` `<the URL's, or magicpush>/pushcert-listener`
+//!   in `pg_stat_activity`, and as the gauge `magicpush_pushcert_listener_up` (1 while
+//!   listening).
 //!
 //! [`PushCertStore::pushcert_changes`]: magicpush_store::PushCertStore::pushcert_changes
 
@@ -33,6 +35,9 @@ pub(crate) const CHANNEL: &str = "magicpush_pushcerts";
 /// [`Origin`]; `current_schema()` is the schema the write went to (NULL without one: "").
 pub(crate) const NOTIFY_SQL: &str =
     "SELECT pg_notify('magicpush_pushcerts', COALESCE(current_schema(), '') || ' ' || $1)";
+
+/// The gauge: 1 while the listening session listens.
+const UP: &str = "magicpush_pushcert_listener_up";
 
 /// Appended to the session's application name.
 const NAME_SUFFIX: &str = "/pushcert-listener";
@@ -146,6 +151,7 @@ async fn run(url: DatabaseUrl, origin: Origin, changes: watch::Sender<u64>) {
     let mut outage: Option<(Instant, Duration)> = None;
     loop {
         let mut listening = |schema: &str| {
+            metrics::gauge!(UP).set(1.0);
             changes.send_modify(|n| *n = n.wrapping_add(1));
             match outage.take() {
                 Some((since, _)) => tracing::info!(
@@ -157,6 +163,7 @@ async fn run(url: DatabaseUrl, origin: Origin, changes: watch::Sender<u64>) {
             }
         };
         let ended = session(&url, &origin, &changes, &mut listening).await;
+        metrics::gauge!(UP).set(0.0);
         let delay = match &mut outage {
             None => {
                 tracing::warn!(

@@ -137,20 +137,19 @@ impl Service {
         let stored_certs = self.store.push_certs().await?;
         let memos = self.store.pushcert_memos().await?;
         let names = self.store.tenant_names().await?;
-        let mut certs: BTreeMap<String, PushCertificate> = BTreeMap::new();
+        // Only the certificates are read here (cheap); the keys of those that change are
+        // read below, as the engine needs them.
         let mut stored = BTreeMap::new();
         for s in &stored_certs {
-            match from_stored(s) {
-                Ok(cert) => {
-                    stored.insert(s.topic.clone(), Some(CertFacts::of(cert.info())));
-                    certs.insert(s.topic.clone(), cert);
-                }
+            let facts = match CertificateInfo::from_pem(s.chain_pem.as_bytes()) {
+                Ok(info) => Some(CertFacts::of(&info)),
                 Err(e) => {
                     // `serve` warned at start; another node's upload was checked there.
                     tracing::debug!(topic = %s.topic, "a stored push certificate does not read: {e}");
-                    stored.insert(s.topic.clone(), None);
+                    None
                 }
-            }
+            };
+            stored.insert(s.topic.clone(), facts);
         }
         let watch = self.pushcert.watch();
         let given = &self.pushcert.given_at_start;
@@ -168,6 +167,20 @@ impl Service {
             })
             .collect();
         let mut plan = reconcile(&in_use, &stored, now);
+        let mut certs: BTreeMap<String, PushCertificate> = BTreeMap::new();
+        for s in &stored_certs {
+            if !plan.added.contains(&s.topic) && !plan.renewed.contains(&s.topic) {
+                continue;
+            }
+            match from_stored(s) {
+                Ok(cert) => {
+                    certs.insert(s.topic.clone(), cert);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %s.topic, "cannot use the push certificate another node stored: {e}")
+                }
+            }
+        }
         plan.added.retain(|topic| {
             let Some(cert) = certs.remove(topic) else {
                 return false;
