@@ -81,6 +81,11 @@ impl Drop for Node {
 }
 
 async fn node(url: &str) -> Node {
+    node_with(url, FALLBACK).await
+}
+
+/// A node re-reading the store every `fallback` besides the feed's changes.
+async fn node_with(url: &str, fallback: Duration) -> Node {
     let key = Arc::new(SecretKey::from_bytes(&[5; 32]).unwrap());
     let store: Arc<dyn Store> = Arc::new(PostgresStore::open(url, key).await.expect("open"));
     let pusher = FakePusher::new();
@@ -92,7 +97,7 @@ async fn node(url: &str) -> Node {
     ));
     service.load_pushcert_state().await.expect("load");
     let sync = service
-        .spawn_pushcert_sync(FALLBACK)
+        .spawn_pushcert_sync(fallback)
         .expect("PostgreSQL has a change feed");
     Node {
         service,
@@ -332,4 +337,55 @@ async fn a_request_issued_on_one_node_is_answered_on_the_other() {
     .await;
     drop((a, b));
     schema.drop_it().await;
+}
+
+/// A change no notification announced (written by hand in SQL, or sent while a node's
+/// listener was away and missed) is picked up by the periodic re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_re_read_finds_what_no_notification_announced() {
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url).await;
+    let pki = TestPki::generate().unwrap();
+    let a = node(&schema.url).await;
+    let b = node_with(&schema.url, Duration::from_millis(300)).await;
+    a.service.add_tenant(&bundle(&pki.push)).await.unwrap();
+    let topic = pki.topic.clone();
+    converges("the tenant on B", WITHIN, || async {
+        b.pusher.certificates().contains_key(&topic)
+    })
+    .await;
+    schema
+        .admin
+        .execute(
+            &format!(
+                "INSERT INTO {}.tenant_names (topic, name) VALUES ($1, 'Named in SQL')",
+                schema.name
+            ),
+            &[&topic],
+        )
+        .await
+        .unwrap();
+    converges("the name on B", Duration::from_secs(3), || async {
+        b.service.pushcert(Some(&topic)).unwrap().name.as_deref() == Some("Named in SQL")
+    })
+    .await;
+    assert_eq!(
+        a.service.pushcert(Some(&topic)).unwrap().name,
+        None,
+        "A re-reads every 30 s: not yet"
+    );
+    drop((a, b));
+    schema.drop_it().await;
+}
+
+/// A store no other node writes (memory, SQLite) has no feed: no task to run.
+#[tokio::test]
+async fn a_single_node_store_needs_no_sync() {
+    let service = Arc::new(Service::new(
+        Arc::new(magicpush_store::MemoryStore::new()),
+        FakePusher::new() as Arc<dyn PushSender>,
+        PushCertState::new(None),
+        ServiceConfig::default(),
+    ));
+    assert!(service.spawn_pushcert_sync(FALLBACK).is_none());
 }

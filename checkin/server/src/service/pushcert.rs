@@ -9,7 +9,8 @@
 //! `PUT /v1/pushcert` and `POST /v1/topics` installed), each topic's Apple ID memo and name,
 //! the history of registered certificates, the expiry warnings announced, the keys of issued
 //! requests. [`Service::load_pushcert_state`] reads it
-//! at start; every change is written through before it is answered. Data directories that
+//! at start; every change is written through before it is answered. What other nodes sharing
+//! the store change is put in place by `super::pushcert_sync`. Data directories that
 //! kept these in files are migrated at start (`crate::pushcert::legacy`).
 
 use std::sync::Arc;
