@@ -141,3 +141,52 @@ async fn a_terminated_listener_listens_again_and_says_so() {
     a.put_push_cert(&cert("t.a")).await.unwrap();
     assert!(moves(&mut on_b, WITHIN).await, "listening again");
 }
+
+/// The listening session is made as the store's others are: over TLS when the URL asks for
+/// it, the server's certificate verified. Needs a server with TLS (`.ci/postgres.sh` makes
+/// one when `openssl` is there); without, says so and passes, except under CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_speaks_tls_when_the_url_asks() {
+    let Some(url) = test_url() else { return };
+    let client = admin(&url).await;
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let ca: String = client
+        .query_one("SHOW ssl_ca_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if ssl != "on" || ca.is_empty() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the test server has no TLS (ssl = {ssl}, ssl_ca_file = {ca:?})"
+        );
+        eprintln!("skipped: the test server has no TLS with a CA file (.ci/postgres.sh makes one)");
+        return;
+    }
+    let schema = Schema::new(&url).await;
+    let base = schema
+        .url()
+        .replace("sslmode=disable&", "")
+        .replace("sslmode=disable", "");
+    let name = format!("feedtls_{:08x}", fastrand::u32(..));
+    let tls_url = format!("{base}&application_name={name}&sslmode=verify-full&sslrootcert={ca}");
+    let plain = PostgresStore::open(&schema.url(), key()).await.unwrap();
+    let secure = PostgresStore::open(&tls_url, key()).await.unwrap();
+    let mut changes = listening(&secure).await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = $1",
+            &[&format!("{name}/pushcert-listener")],
+        )
+        .await
+        .unwrap();
+    let (tls_sessions, all): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (tls_sessions, all),
+        (1, 1),
+        "one listening session, over TLS"
+    );
+    plain.put_push_cert(&cert("t.a")).await.unwrap();
+    assert!(moves(&mut changes, WITHIN).await);
+}
