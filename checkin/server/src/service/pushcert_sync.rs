@@ -111,7 +111,8 @@ impl Service {
     /// Re-reads the push certificates' state from the store and puts what other nodes
     /// changed in place here: the engine's certificates and the tenants (see [`reconcile`]),
     /// their memos and names, the pending requests, the history and the events. What
-    /// changed in the engine, by topic. Nothing changes here when a read fails.
+    /// changed in the engine, by topic. The engine and the tenants change only once every read
+    /// succeeded.
     pub async fn sync_pushcerts(&self) -> Result<SyncPlan, ServiceError> {
         let _one_at_a_time = self.pushcert.updates.lock().await;
         self.sync_locked().await
@@ -137,6 +138,11 @@ impl Service {
         let stored_certs = self.store.push_certs().await?;
         let memos = self.store.pushcert_memos().await?;
         let names = self.store.tenant_names().await?;
+        // Each replaces its list whole once read; the engine changes only once all are read.
+        let state = &self.pushcert;
+        state.pending.load(&*self.store).await?;
+        state.history.load(&*self.store).await?;
+        state.events.load(&*self.store).await?;
         // Only the certificates are read here (cheap); the keys of those that change are
         // read below, as the engine needs them.
         let mut stored = BTreeMap::new();
@@ -219,10 +225,6 @@ impl Service {
             *write(&tenant.name) = names.get(&topic).cloned();
         }
         *write(&self.pushcert.noted_memo) = memos.get("").cloned();
-        let state = &self.pushcert;
-        state.pending.load(&*self.store).await?;
-        state.history.load(&*self.store).await?;
-        state.events.load(&*self.store).await?;
         Ok(plan)
     }
 

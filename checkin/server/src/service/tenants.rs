@@ -259,7 +259,8 @@ impl CertWatch {
 }
 
 /// The tenants and everything about their certificates' life, as read from the store at
-/// start ([`Service::load_pushcert_state`]) and written through on every change.
+/// start ([`Service::load_pushcert_state`]), written through on every change, and read again
+/// when another node sharing the store changed it ([`Service::sync_pushcerts`]).
 #[derive(Debug)]
 pub struct PushCertState {
     pub(crate) watch: Arc<CertWatch>,
