@@ -207,12 +207,10 @@ async fn session(
     let name = format!("{name}{NAME_SUFFIX}");
     config.application_name(&name);
     let (events, mut received) = mpsc::unbounded_channel();
-    let client = match url.mode {
+    // The driver ends with the session, even one whose network hangs.
+    let (client, _driver) = match url.mode {
         TlsMode::Off => match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(drive(conn, events));
-                client
-            }
+            Ok((client, conn)) => (client, AbortOnDrop(tokio::spawn(drive(conn, events)))),
             Err(e) => return crate::pg_err("connect")(e).into(),
         },
         _ => {
@@ -221,10 +219,7 @@ async fn session(
                 Err(e) => return e.into(),
             };
             match config.connect(tls).await {
-                Ok((client, conn)) => {
-                    tokio::spawn(drive(conn, events));
-                    client
-                }
+                Ok((client, conn)) => (client, AbortOnDrop(tokio::spawn(drive(conn, events)))),
                 Err(e) => return crate::pg_err("connect")(e).into(),
             }
         }
@@ -261,6 +256,15 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
