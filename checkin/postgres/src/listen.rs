@@ -168,8 +168,7 @@ async fn run(url: DatabaseUrl, origin: Origin, changes: watch::Sender<u64>) {
             None => {
                 tracing::warn!(
                     "push certificate changes from other nodes are not heard ({ended}); \
-                     retrying, and re-reading every {}s meanwhile",
-                    PING_EVERY.as_secs()
+                     retrying (meanwhile the server's periodic re-read picks them up)"
                 );
                 let delay = retry_delay(None);
                 outage = Some((Instant::now(), delay));
