@@ -52,6 +52,11 @@ pub(crate) struct ServeArgs {
     /// start (`magicpush migrate --database-url` does it alone).
     #[arg(long, env = "MAGICPUSH_DATABASE_URL")]
     database_url: Option<SecretArg>,
+    /// With --database-url: how often the push certificates are re-read from the database
+    /// besides when another node announces a change (a fallback, should an announcement be
+    /// missed while the connection listening for them was down).
+    #[arg(long, env = "MAGICPUSH_PUSHCERT_SYNC_EVERY", default_value = "30s", value_parser = parse_duration)]
+    pushcert_sync_every: Duration,
     /// MDM push certificate: PEM with --key, one PEM file holding the certificate and its
     /// key, or PKCS#12 (.p12, as Keychain exports it; its password from --cert-password-file
     /// or MAGICPUSH_P12_PASSWORD). Repeat it for several tenants (one certificate per topic).
@@ -312,6 +317,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let from_flags = certificates_from_flags(&args, now)?;
     let certs = choose_certificates(from_flags, now, &stored);
     let infos: Vec<CertificateInfo> = certs.iter().map(|c| c.cert.info().clone()).collect();
+    let given_at_start = given_at_start(&infos, &stored);
     for info in &infos {
         tracing::info!(
             subject = %info.subject(),
@@ -392,7 +398,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = Arc::new(Service::new(
         store,
         pusher.clone() as Arc<dyn PushSender>,
-        PushCertState::with_settings(infos, pushcert_settings, notifier),
+        PushCertState::with_settings(infos, pushcert_settings, notifier)
+            .given_at_start(given_at_start),
         ServiceConfig {
             unreachable_after: args.unreachable_after,
             push_concurrency: args.push_concurrency,
@@ -426,6 +433,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout for supervisors and tests (the port may have been 0).
     println!("listening on {}", server.url());
     let watch = service.spawn_pushcert_watch(PUSHCERT_CHECK_EVERY);
+    // Other nodes on the database register, renew and remove certificates too.
+    let pushcert_sync = service.spawn_pushcert_sync(args.pushcert_sync_every);
     let collector = args.collect_every.map(|every| {
         tracing::info!(every = %format_duration(every), "scheduled device information collection on");
         service.spawn_collector(every)
@@ -437,6 +446,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         c.abort();
     }
     watch.abort();
+    if let Some(sync) = pushcert_sync {
+        sync.abort();
+    }
     server.shutdown().await;
     // Pushes not yet sent are taken back; those in flight get up to 10 s to end, then the
     // pool stops (ending the rest) and their outcomes get 5 s more to be written.
@@ -736,6 +748,28 @@ fn choose_certificates(
         }
     }
     chosen.into_values().collect()
+}
+
+/// The certificates started with that the store does not keep (given by the flags), as
+/// topic → serial: another node's changes in the store must not undo them.
+fn given_at_start(
+    infos: &[CertificateInfo],
+    stored: &[magicpush_store::StoredPushCert],
+) -> Vec<(String, String)> {
+    let stored_serials: std::collections::BTreeMap<&str, String> = stored
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.topic.as_str(),
+                from_stored(s).ok()?.info().serial().to_owned(),
+            ))
+        })
+        .collect();
+    infos
+        .iter()
+        .filter(|i| stored_serials.get(i.topic()).map(String::as_str) != Some(i.serial()))
+        .map(|i| (i.topic().to_owned(), i.serial().to_owned()))
+        .collect()
 }
 
 /// Gives the tenants of `--cert-dir` their file's name, where they have none yet.

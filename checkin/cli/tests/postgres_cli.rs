@@ -133,3 +133,120 @@ fn migrate_then_serve_on_postgres() {
     let url = listening.expect("serve --database-url printed its address");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 }
+
+/// A `serve --database-url` node of a test: killed when dropped.
+struct Node {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on `db` with the admin key `api_key` and `extra` arguments.
+fn serve_node(db: &str, key: &std::path::Path, api_key: &str, extra: &[&str]) -> Node {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+            "--api-key",
+            api_key,
+        ])
+        .args(["--database-url", db])
+        .arg("--secrets-key-file")
+        .arg(key)
+        .args(extra)
+        .env_remove("MAGICPUSH_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let mut node = Node {
+        child,
+        url: String::new(),
+    };
+    // Dropped (and so killed) if it never says where it listens.
+    node.url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve --database-url printed its address");
+    node
+}
+
+/// Two `serve` processes on one database: a tenant added through node A's admin API is
+/// listed by node B within a second, and B keeps the certificate it was started with
+/// (`--cert`, not in the database) while it follows A's changes.
+#[test]
+fn a_tenant_added_on_one_node_is_served_by_the_other() {
+    use magicpush_server::client::AdminClient;
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url);
+    let db = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "33".repeat(32)).unwrap();
+    let pki = magicpush_fixtures::TestPki::generate().unwrap();
+    let cert = dir.path().join("push.pem");
+    std::fs::write(&cert, format!("{}{}", pki.push.cert_pem, pki.push.key_pem)).unwrap();
+    const KEY: &str = "node-test-admin-key-0123456789";
+    let a = serve_node(&db, &key, KEY, &[]);
+    let cert_arg = cert.to_string_lossy().into_owned();
+    let b = serve_node(&db, &key, KEY, &["--cert", &cert_arg]);
+    let (on_a, on_b) = (
+        AdminClient::new(&a.url, Some(KEY.into()), None).unwrap(),
+        AdminClient::new(&b.url, Some(KEY.into()), None).unwrap(),
+    );
+    let bundle = format!("{}{}", pki.other_topic.cert_pem, pki.other_topic.key_pem);
+    let topics = |v: &serde_json::Value| -> Vec<String> {
+        v["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["topic"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    schema.runtime.block_on(async {
+        let (status, body) = on_a
+            .request(
+                http::Method::POST,
+                "/v1/topics",
+                Some(("application/x-pem-file", bytes::Bytes::from(bundle))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let added = std::time::Instant::now();
+        let mut want = vec![pki.other_topic_name.clone(), pki.topic.clone()];
+        want.sort();
+        loop {
+            let listed = topics(&on_b.get_json("/v1/topics").await.unwrap());
+            if listed == want {
+                break;
+            }
+            assert!(
+                added.elapsed() < Duration::from_secs(1),
+                "node B lists {listed:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A never had B's --cert: it lists its own tenant only.
+        let listed = topics(&on_a.get_json("/v1/topics").await.unwrap());
+        assert_eq!(listed, vec![pki.other_topic_name.clone()]);
+    });
+    drop((a, b));
+}

@@ -29,6 +29,8 @@
 //!   (`FOR NO KEY UPDATE`, in UDID order, see `writer`), so one device's writes on two nodes run one
 //!   after the other; a final report arriving twice (on two nodes, or re-sent) is recorded
 //!   once and dequeues its command once. `tests/nodes.rs` races reports on two stores.
+//!   Push certificate writes notify the other nodes (`LISTEN`/`NOTIFY`, see `listen`):
+//!   [`PushCertStore::pushcert_changes`] is their feed.
 //! - **Reads** go through a connection pool (deadpool-postgres) and see every acknowledged
 //!   write. The identity lookup of every authenticated request is read from the database
 //!   (another node may have rebound the device), the lookups of concurrent requests in one
@@ -50,6 +52,7 @@
 //! throwaway cluster and prints the URL.
 
 mod identity;
+mod listen;
 mod pushcerts;
 mod rows;
 mod schema;
@@ -154,7 +157,7 @@ pub(crate) fn pg_err(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> 
 
 /// An error's message followed by its causes' (the driver's own message leaves out why a
 /// connection or a TLS handshake failed).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -263,6 +266,15 @@ pub struct PostgresStore {
     secrets: Arc<SecretKey>,
     /// Identity lookups, gathered into one query at a time.
     identities: identity::IdentityReads,
+    /// Where the database is, for the listening session.
+    url: tls::DatabaseUrl,
+    /// This store's name in its push certificate notifications.
+    origin: listen::Origin,
+    /// The runtime the store was opened in (the listener runs there).
+    runtime: tokio::runtime::Handle,
+    /// Started by the first [`PushCertStore::pushcert_changes`] (a store nobody asks for
+    /// them holds no listening session).
+    listener: std::sync::OnceLock<listen::Listener>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -362,6 +374,10 @@ impl PostgresStore {
             counters,
             queue_capacity: capacity,
             secrets: secrets_key,
+            url: parsed,
+            origin: listen::new_origin(),
+            runtime: tokio::runtime::Handle::current(),
+            listener: std::sync::OnceLock::new(),
         })
     }
 

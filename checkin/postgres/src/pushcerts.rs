@@ -1,14 +1,31 @@
 //! [`PushCertStore`] on PostgreSQL: the push certificates' state in five small tables,
 //! written through the same writer (and so the same group commits) as the devices. Private
-//! keys are sealed with the secrets key, bound to their table and row.
+//! keys are sealed with the secrets key, bound to their table and row. Every write also
+//! notifies the other nodes in its transaction (`listen`), which
+//! [`PushCertStore::pushcert_changes`] hands to the server.
 
+use deadpool_postgres::ClientWrapper;
 use magicpush_store::pushcerts::{
     PushCertLog, PushCertStore, StoredPushCert, StoredRequest, MAX_PENDING_REQUESTS,
 };
-use magicpush_store::{from_ms, to_ms, StoreFuture};
+use magicpush_store::{from_ms, to_ms, PushCertChanges, StoreError, StoreFuture};
 
+use crate::listen::{self, Listener, Origin};
 use crate::rows::{exec, get, query, query_opt};
 use crate::PostgresStore;
+
+/// Tells the other nodes that the push certificates' state changed, in the write's own
+/// transaction: the notification is sent only if it commits (see [`listen`]).
+async fn announce(c: &ClientWrapper, origin: &str) -> Result<(), StoreError> {
+    exec(
+        c,
+        "announce a push certificate change",
+        listen::NOTIFY_SQL,
+        &[&origin],
+    )
+    .await
+    .map(drop)
+}
 
 /// The secret columns' names, for sealing (the SQLite store's names: a key sealed for one
 /// cannot be read as another).
@@ -53,6 +70,7 @@ impl PushCertStore for PostgresStore {
             cert.chain_pem.clone(),
             to_ms(cert.registered_at),
         );
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
                 exec(
@@ -64,24 +82,28 @@ impl PushCertStore for PostgresStore {
                        key = excluded.key, registered_at = excluded.registered_at",
                     &[&topic, &chain, &sealed, &at],
                 )
-                .await
-                .map(drop)
+                .await?;
+                announce(c, &origin).await
             })
         })
     }
 
     fn delete_push_cert<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, bool> {
         let topic = topic.to_owned();
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
-                exec(
+                let n = exec(
                     c,
                     "delete push certificate",
                     "DELETE FROM pushcert_certificates WHERE topic = $1",
                     &[&topic],
                 )
-                .await
-                .map(|n| n > 0)
+                .await?;
+                if n > 0 {
+                    announce(c, &origin).await?;
+                }
+                Ok(n > 0)
             })
         })
     }
@@ -122,6 +144,7 @@ impl PushCertStore for PostgresStore {
             to_ms(request.created_at),
             request.facts.clone(),
         );
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
                 const OP: &str = "write push certificate request";
@@ -149,6 +172,7 @@ impl PushCertStore for PostgresStore {
                     &[&id, &at, &facts, &sealed],
                 )
                 .await?;
+                announce(c, &origin).await?;
                 Ok(true)
             })
         })
@@ -156,16 +180,20 @@ impl PushCertStore for PostgresStore {
 
     fn remove_pushcert_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         let id = id.to_owned();
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
-                exec(
+                let n = exec(
                     c,
                     "delete push certificate request",
                     "DELETE FROM pushcert_requests WHERE id = $1",
                     &[&id],
                 )
-                .await
-                .map(|n| n > 0)
+                .await?;
+                if n > 0 {
+                    announce(c, &origin).await?;
+                }
+                Ok(n > 0)
             })
         })
     }
@@ -191,6 +219,17 @@ impl PushCertStore for PostgresStore {
         apple_id: Option<&'a str>,
     ) -> StoreFuture<'a, ()> {
         self.set_by_topic(TopicText::MEMO, topic, apple_id)
+    }
+
+    fn pushcert_memos(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
+        Box::pin(async move {
+            const OP: &str = "read Apple ID memos";
+            let c = self.reader().await?;
+            let rows = query(&c, OP, "SELECT topic, apple_id FROM pushcert_memos", &[]).await?;
+            rows.iter()
+                .map(|r| Ok((get(r, 0, OP)?, get(r, 1, OP)?)))
+                .collect()
+        })
     }
 
     fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
@@ -229,6 +268,7 @@ impl PushCertStore for PostgresStore {
         records: &'a [String],
     ) -> StoreFuture<'a, ()> {
         let records = records.to_vec();
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
                 const OP: &str = "write push certificate log";
@@ -246,9 +286,16 @@ impl PushCertStore for PostgresStore {
                     )
                     .await?;
                 }
-                Ok(())
+                announce(c, &origin).await
             })
         })
+    }
+
+    fn pushcert_changes(&self) -> Option<PushCertChanges> {
+        let listener = self.listener.get_or_init(|| {
+            Listener::start(self.url.clone(), Origin::clone(&self.origin), &self.runtime)
+        });
+        Some(listener.subscribe())
     }
 }
 
@@ -283,13 +330,14 @@ impl PostgresStore {
         text: Option<&str>,
     ) -> StoreFuture<'a, ()> {
         let (topic, text) = (topic.to_owned(), text.map(str::to_owned));
+        let origin = self.origin.clone();
         self.write(move |c| {
             Box::pin(async move {
                 match text {
                     Some(t) => exec(c, what.op, what.upsert, &[&topic, &t]).await,
                     None => exec(c, what.op, what.delete, &[&topic]).await,
-                }
-                .map(drop)
+                }?;
+                announce(c, &origin).await
             })
         })
     }

@@ -184,6 +184,19 @@ impl PushCertStore for SqliteStore {
         self.set_by_topic(TopicText::MEMO, topic, apple_id)
     }
 
+    fn pushcert_memos(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT topic, apple_id FROM pushcert_memos")
+                .map_err(db_err("read Apple ID memos"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err("read Apple ID memos"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read Apple ID memos"))
+        })
+    }
+
     fn tenant_names(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>> {
         self.read(|c| {
             let mut stmt = c

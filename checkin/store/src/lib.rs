@@ -37,7 +37,8 @@ pub use model::{
     EnqueueMode, EnqueueOutcome, Enrollment, PushOutcome, QueuedCommand, ReportOutcome, User,
 };
 pub use pushcerts::{
-    PushCertLog, PushCertStore, StoredPushCert, StoredRequest, MAX_PENDING_REQUESTS,
+    PushCertChanges, PushCertLog, PushCertStore, StoredPushCert, StoredRequest,
+    MAX_PENDING_REQUESTS,
 };
 pub use secrets::SecretKey;
 

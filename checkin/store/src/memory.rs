@@ -193,6 +193,10 @@ impl PushCertStore for MemoryStore {
         })
     }
 
+    fn pushcert_memos(&self) -> StoreFuture<'_, BTreeMap<String, String>> {
+        self.run(|s| Ok(s.memos.clone()))
+    }
+
     fn tenant_names(&self) -> StoreFuture<'_, BTreeMap<String, String>> {
         self.run(|s| Ok(s.tenant_names.clone()))
     }

@@ -88,6 +88,10 @@ pub trait PushCertStore: Send + Sync {
     /// The Apple ID memo of `topic` (`""`: the memo noted while no certificate is registered).
     fn pushcert_memo<'a>(&'a self, topic: &'a str) -> StoreFuture<'a, Option<String>>;
 
+    /// Every memo kept, by topic (the memo noted without a certificate under `""`): one read
+    /// for every tenant, when another node may have changed them.
+    fn pushcert_memos(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, String>>;
+
     /// Sets (`Some`) or clears (`None`) the memo of `topic`.
     fn set_pushcert_memo<'a>(
         &'a self,
@@ -110,4 +114,19 @@ pub trait PushCertStore: Send + Sync {
         log: PushCertLog,
         records: &'a [String],
     ) -> StoreFuture<'a, ()>;
+
+    /// The feed of changes other processes make to this state, for a store that several
+    /// server nodes share: a counter that moves on after every write another node committed
+    /// here, and also whenever the feed itself was cut and restored (changes may have been
+    /// missed meanwhile), so that a node re-reads the state when it moves. A receiver sees
+    /// the latest value only: a burst of changes may show as one step.
+    ///
+    /// `None` (the default): no other process writes this store (memory, SQLite in its
+    /// locked data directory), so what a node wrote itself is all there is.
+    fn pushcert_changes(&self) -> Option<PushCertChanges> {
+        None
+    }
 }
+
+/// See [`PushCertStore::pushcert_changes`].
+pub type PushCertChanges = tokio::sync::watch::Receiver<u64>;

@@ -1769,6 +1769,12 @@ pub async fn pushcert_memos_and_logs(store: Arc<dyn Store>) {
     );
     store.set_pushcert_memo("t.b", None).await.unwrap();
     assert_eq!(store.pushcert_memo("t.b").await.unwrap(), None);
+    let all = store.pushcert_memos().await.unwrap();
+    assert_eq!(
+        all.into_iter().collect::<Vec<_>>(),
+        vec![("t.a".to_owned(), "a2@example.jp".to_owned())],
+        "every memo at once"
+    );
 
     let history: Vec<String> = (0..5).map(|i| format!("{{\"h\":{i}}}")).collect();
     store

@@ -18,7 +18,7 @@ pub enum FakeOutcome {
 }
 
 /// A scripted [`PushSender`] for tests: accepts every push unless told otherwise per token,
-/// and records what it was asked to send.
+/// and records what it was asked to send and the certificates it holds.
 #[derive(Default)]
 pub struct FakePusher {
     inner: Mutex<FakeState>,
@@ -29,6 +29,8 @@ struct FakeState {
     outcomes: HashMap<String, FakeOutcome>,
     sent: Vec<DevicePush>,
     certificates_installed: usize,
+    /// The serial (hex) of the certificate held for each topic.
+    held: std::collections::BTreeMap<String, String>,
 }
 
 impl FakePusher {
@@ -49,9 +51,29 @@ impl FakePusher {
         self.state().sent.clone()
     }
 
-    /// How many times [`PushSender::replace_certificate`] was called.
+    /// How many certificates were installed ([`PushSender::replace_certificate`] and
+    /// [`PushSender::add_certificate`] calls).
     pub fn certificates_installed(&self) -> usize {
         self.state().certificates_installed
+    }
+
+    /// The certificates held, as topic → serial number (hex, as
+    /// [`magicpush_engine::cert::CertificateInfo::serial`] gives it).
+    pub fn certificates(&self) -> std::collections::BTreeMap<String, String> {
+        self.state().held.clone()
+    }
+
+    fn hold(&self, cert: &PushCertificate, replace: bool) {
+        let info = cert.info();
+        let mut state = self.state();
+        state.certificates_installed += 1;
+        // As the engine does: while exactly one is held, another topic's replaces it.
+        if replace && state.held.len() == 1 && !state.held.contains_key(info.topic()) {
+            state.held.clear();
+        }
+        state
+            .held
+            .insert(info.topic().to_owned(), info.serial().to_owned());
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -88,8 +110,17 @@ impl PushSender for FakePusher {
         })
     }
 
-    fn replace_certificate(&self, _cert: PushCertificate) -> Result<(), ReplaceError> {
-        self.state().certificates_installed += 1;
+    fn replace_certificate(&self, cert: PushCertificate) -> Result<(), ReplaceError> {
+        self.hold(&cert, true);
         Ok(())
+    }
+
+    fn add_certificate(&self, cert: PushCertificate) -> Result<(), ReplaceError> {
+        self.hold(&cert, false);
+        Ok(())
+    }
+
+    fn remove_certificate(&self, topic: &str) {
+        self.state().held.remove(topic);
     }
 }

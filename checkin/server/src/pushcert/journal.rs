@@ -1,6 +1,7 @@
 //! A bounded list of records kept in the store as one of its push certificate logs
-//! ([`PushCertLog`]): the certificate history and the expiry events. Read once at start, held
-//! in memory for the admin API's reads, and written through to the store on each change.
+//! ([`PushCertLog`]): the certificate history and the expiry events. Read at start (and again
+//! when another node changed it), held in memory for the admin API's reads, and written
+//! through to the store on each change.
 
 use std::sync::Mutex;
 
@@ -34,6 +35,13 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
     /// Reads the log from `store`. A record that does not parse (written by a newer build, or
     /// edited by hand) is skipped with a warning and stays in the store until the next change.
     pub async fn load<S: PushCertStore + ?Sized>(&self, store: &S) -> Result<(), StoreError> {
+        let records = self.read(store).await?;
+        *self.lock() = records;
+        Ok(())
+    }
+
+    /// The records kept in `store` (those that parse).
+    async fn read<S: PushCertStore + ?Sized>(&self, store: &S) -> Result<Vec<T>, StoreError> {
         let stored = store.pushcert_log(self.log).await?;
         let mut records = Vec::with_capacity(stored.len());
         for text in stored {
@@ -46,8 +54,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
                 ),
             }
         }
-        *self.lock() = records;
-        Ok(())
+        Ok(records)
     }
 
     /// A copy of the records, oldest first.
@@ -57,13 +64,19 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
 
     /// Changes the records with `change` and writes them to `store`; the oldest go beyond the
     /// limit. When the write fails nothing changes and the error is returned.
+    ///
+    /// The change applies to the records as stored now, not as last read: another node
+    /// sharing the store may have added some since, and they are kept. Two nodes changing
+    /// the log at the same instant may still race (each writes the log whole): the later
+    /// write keeps its change and may lose the other's, which is rare (these logs change on
+    /// an admin's registration or a daily expiry check) and bounded to that one record.
     pub async fn update<S: PushCertStore + ?Sized>(
         &self,
         store: &S,
         change: impl FnOnce(&mut Vec<T>),
     ) -> Result<(), StoreError> {
         let _one_at_a_time = self.writing.lock().await;
-        let mut records = self.records();
+        let mut records = self.read(store).await?;
         change(&mut records);
         let excess = records.len().saturating_sub(self.limit);
         records.drain(..excess);
@@ -99,6 +112,21 @@ mod tests {
         let again: Journal<u32> = Journal::new(PushCertLog::Events, 3);
         again.load(&store).await.unwrap();
         assert_eq!(again.records(), vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_change_keeps_what_another_node_stored_meanwhile() {
+        let store = MemoryStore::new();
+        let (here, there): (Journal<u32>, Journal<u32>) = (
+            Journal::new(PushCertLog::History, 10),
+            Journal::new(PushCertLog::History, 10),
+        );
+        here.update(&store, |r| r.push(1)).await.unwrap();
+        there.update(&store, |r| r.push(2)).await.unwrap();
+        here.update(&store, |r| r.push(3)).await.unwrap();
+        assert_eq!(here.records(), vec![1, 2, 3]);
+        there.load(&store).await.unwrap();
+        assert_eq!(there.records(), vec![1, 2, 3]);
     }
 
     #[tokio::test]

@@ -50,7 +50,9 @@ struct Entry {
     key_pkcs8: Vec<u8>,
 }
 
-/// The pending requests: read from the store at start, kept in memory, written through.
+/// The pending requests: read from the store at start (and again when another node changed
+/// them), kept in memory, written through. Each is its own row in the store, so two nodes
+/// issuing or retiring requests never undo each other's.
 #[derive(Default)]
 pub struct PendingRequests {
     entries: Mutex<Vec<Entry>>,
@@ -120,7 +122,11 @@ impl PendingRequests {
         if !store.add_pushcert_request(&stored).await? {
             return Err(PendingError::Full);
         }
-        self.lock().push(Entry { request, key_pkcs8 });
+        // Read back: another node sharing the store may have issued or retired some.
+        if let Err(e) = self.load(store).await {
+            tracing::debug!("cannot read the pending requests back: {e}");
+            self.lock().push(Entry { request, key_pkcs8 });
+        }
         Ok(())
     }
 
@@ -151,17 +157,15 @@ impl PendingRequests {
     }
 
     /// Forgets a request and destroys its key; false when there is none with this id.
+    /// Asks the store, not this list: another node sharing the store may have issued it.
     pub async fn retire<S: PushCertStore + ?Sized>(
         &self,
         store: &S,
         id: &str,
     ) -> Result<bool, StoreError> {
-        if !self.lock().iter().any(|e| e.request.id == id) {
-            return Ok(false);
-        }
-        store.remove_pushcert_request(id).await?;
+        let removed = store.remove_pushcert_request(id).await?;
         self.lock().retain(|e| e.request.id != id);
-        Ok(true)
+        Ok(removed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {

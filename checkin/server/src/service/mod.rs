@@ -9,6 +9,8 @@
 //! - [`pushcert`]: each tenant's push certificate: details and state, adding a tenant, hot
 //!   renewal (E320), removal, history, expiry warnings.
 //! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
+//! - [`pushcert_sync`]: several nodes on one store: what another node changed in the push
+//!   certificates reaches this node's engine.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub mod listing;
 mod metrics;
 pub mod pushcert;
 pub mod pushcert_request;
+pub mod pushcert_sync;
 pub mod refresh;
 pub mod tenants;
 mod topic_groups;

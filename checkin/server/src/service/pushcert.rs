@@ -9,7 +9,8 @@
 //! `PUT /v1/pushcert` and `POST /v1/topics` installed), each topic's Apple ID memo and name,
 //! the history of registered certificates, the expiry warnings announced, the keys of issued
 //! requests. [`Service::load_pushcert_state`] reads it
-//! at start; every change is written through before it is answered. Data directories that
+//! at start; every change is written through before it is answered. What other nodes sharing
+//! the store change is put in place by `super::pushcert_sync`. Data directories that
 //! kept these in files are migrated at start (`crate::pushcert::legacy`).
 
 use std::sync::Arc;
@@ -263,7 +264,7 @@ impl Service {
         apple_id: String,
     ) -> Result<PushCertView, ServiceError> {
         let apple_id = Some(apple_id.trim().to_owned()).filter(|s| !s.is_empty());
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         if topic.is_none() && self.pushcert.watch().len() == 0 {
             self.store
                 .set_pushcert_memo("", apple_id.as_deref())
@@ -331,7 +332,7 @@ impl Service {
         topic: Option<&str>,
         upload: &[u8],
     ) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let (new, used_request) = self.read_upload(upload)?;
         self.install_pushcert(new, used_request, Registration::Renew(topic))
             .await
@@ -345,7 +346,7 @@ impl Service {
         der: &[u8],
         password: &str,
     ) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let new = read_pkcs12(der, password)?;
         self.install_pushcert(new, None, Registration::Renew(topic))
             .await
@@ -355,7 +356,7 @@ impl Service {
     /// takes it: alone, matched to an issued request, or followed by its key). 409 when its
     /// topic is a tenant's already: that is a renewal.
     pub async fn add_tenant(&self, upload: &[u8]) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let (new, used_request) = self.read_upload(upload)?;
         self.install_pushcert(new, used_request, Registration::Add)
             .await
@@ -367,7 +368,7 @@ impl Service {
         der: &[u8],
         password: &str,
     ) -> Result<PushCertView, ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let new = read_pkcs12(der, password)?;
         self.install_pushcert(new, None, Registration::Add).await
     }
@@ -589,7 +590,7 @@ impl Service {
     /// `DELETE /v1/pushcert[?topic=]`: removes a tenant and its certificate — only while no
     /// device is enrolled with its topic (the new-topic procedure: delete its devices first).
     pub async fn delete_pushcert(&self, topic: Option<&str>) -> Result<(), ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let tenant = self.tenant(topic)?;
         let info = tenant.info();
         let topic = info.topic();

@@ -48,7 +48,7 @@ impl Service {
         subject
             .validate()
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         // Checked before the key is made (a fraction of a second of CPU); `add` checks again.
         if self.pushcert.pending.is_full() {
             return Err(ServiceError::Conflict(
@@ -111,7 +111,7 @@ impl Service {
 
     /// `DELETE /v1/pushcert/csr/{id}`: withdraws a pending request and destroys its key.
     pub async fn withdraw_pushcert_request(&self, id: &str) -> Result<(), ServiceError> {
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         match self.pushcert.pending.retire(&*self.store, id).await {
             Ok(true) => {
                 tracing::warn!(request = %id, "pending push certificate request withdrawn; its key is destroyed");

@@ -259,7 +259,8 @@ impl CertWatch {
 }
 
 /// The tenants and everything about their certificates' life, as read from the store at
-/// start ([`Service::load_pushcert_state`]) and written through on every change.
+/// start ([`Service::load_pushcert_state`]), written through on every change, and read again
+/// when another node sharing the store changed it ([`Service::sync_pushcerts`]).
 #[derive(Debug)]
 pub struct PushCertState {
     pub(crate) watch: Arc<CertWatch>,
@@ -272,8 +273,13 @@ pub struct PushCertState {
     /// The expiry events announced, all tenants' (each names its topic and serial).
     pub(crate) events: Journal<CertEvent>,
     /// Held through each change (check, store, engine, state), so that two uploads at once
-    /// end as one of them entirely, never as a mix.
+    /// end as one of them entirely, never as a mix; and through each re-read of what other
+    /// nodes changed (`pushcert_sync`).
     pub(crate) updates: tokio::sync::Mutex<()>,
+    /// The certificates given at start that the store does not keep (`serve --cert-dir`,
+    /// `--push-cert`), topic → serial: while a tenant uses its own, re-reading the store
+    /// neither removes it nor puts back an older stored one (see `pushcert_sync`).
+    pub(crate) given_at_start: BTreeMap<String, String>,
 }
 
 impl PushCertState {
@@ -305,7 +311,19 @@ impl PushCertState {
             history: Journal::new(PushCertLog::History, HISTORY_LIMIT),
             settings,
             updates: tokio::sync::Mutex::new(()),
+            given_at_start: BTreeMap::new(),
         }
+    }
+
+    /// Notes which of the certificates started with were given at start and are not the
+    /// ones the store keeps (`serve --cert-dir`), so that another node's changes in the
+    /// store do not undo them. `certificates`: their topics and serials.
+    pub fn given_at_start(
+        mut self,
+        certificates: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        self.given_at_start = certificates.into_iter().collect();
+        self
     }
 
     /// The topic of the only tenant (`None` with none or several).
@@ -487,7 +505,7 @@ impl Service {
             .map(|n| Some(n.trim().to_owned()).filter(|n| !n.is_empty()))
             .map(|n| validate_name(n.as_deref()).map(|()| n))
             .transpose()?;
-        let _one_at_a_time = self.pushcert.updates.lock().await;
+        let _one_at_a_time = self.pushcert_update().await?;
         let tenant = self.tenant(Some(topic))?;
         if let Some(name) = name {
             self.store.set_tenant_name(topic, name.as_deref()).await?;
