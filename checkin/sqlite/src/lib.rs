@@ -388,7 +388,12 @@ pub struct SqliteStore {
     /// writer has not put a value first) and by the writer after each commit that changes a
     /// binding, in commit order: it never holds a value older than the database's.
     bindings: Arc<DashMap<String, Option<[u8; 32]>>>,
+    /// Nodes, schedules and refresh runs, in memory: one process serves a data directory
+    /// (its lock refuses a second), so they concern only this process.
+    cluster: magicpush_store::cluster::ClusterMemory,
 }
+
+magicpush_store::cluster_in_memory!(SqliteStore);
 
 /// How well group commit is batching: `writes / commits` is the mean batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -471,6 +476,7 @@ impl SqliteStore {
             queue_capacity: options.max_queued_writes.max(1),
             secrets: options.secrets_key.clone(),
             bindings: Arc::new(DashMap::new()),
+            cluster: Default::default(),
         })
     }
 
