@@ -9,6 +9,8 @@
 //! - [`pushcert`]: each tenant's push certificate: details and state, adding a tenant, hot
 //!   renewal (E320), removal, history, expiry warnings.
 //! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
+//! - [`nodes`]: this server as a node among several on one store: heartbeats, the sweep of
+//!   dead nodes' refresh runs, the scheduled collection's claim, `GET /v1/nodes`.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub mod csv;
 mod device;
 pub mod listing;
 mod metrics;
+pub mod nodes;
 pub mod pushcert;
 pub mod pushcert_request;
 pub mod refresh;
@@ -35,6 +38,7 @@ mod topic_groups;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};
+pub use nodes::{NodeSettings, NodesView};
 pub use pushcert::PushCertView;
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
@@ -49,6 +53,8 @@ pub struct ServiceConfig {
     pub unreachable_after: Duration,
     /// Pushes in flight at once from refreshes. Default 256.
     pub push_concurrency: usize,
+    /// This node's name, heartbeat and the window after which other nodes are dead.
+    pub node: NodeSettings,
 }
 
 impl Default for ServiceConfig {
@@ -56,6 +62,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             unreachable_after: Duration::from_secs(300),
             push_concurrency: 256,
+            node: NodeSettings::default(),
         }
     }
 }
@@ -222,6 +229,7 @@ pub struct Service {
     push_slots: Arc<Semaphore>,
     pushes: Arc<refresh::PushTracker>,
     metrics: metrics::DeviceMetrics,
+    node: nodes::ThisNode,
 }
 
 impl std::fmt::Debug for Service {
@@ -242,7 +250,9 @@ impl Service {
         config: ServiceConfig,
     ) -> Self {
         let push_slots = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
+        let node = nodes::ThisNode::new(config.node.clone(), Self::now());
         Service {
+            node,
             store,
             pusher,
             pushcert,

@@ -50,6 +50,9 @@ pub struct RefreshSummary {
     /// When the pushes were marked (RFC 3339): every device this refresh pushes has this
     /// `last_push_at`, until a later push.
     pub pushed_at: String,
+    /// The run's id in the store (its progress is in `GET /v1/nodes`'s `refreshes`, from
+    /// any node).
+    pub run_id: String,
     /// The devices being pushed (only for a refresh of listed devices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed_udids: Option<Vec<String>>,
@@ -62,6 +65,8 @@ struct RefreshRun {
     command: Command,
     /// When the push attempts are marked (the same for every chunk).
     now: OffsetDateTime,
+    /// Its run in the store.
+    run_id: String,
     /// Held until every chunk is queued, so that `refresh.completed` cannot fire early.
     completion: Option<Arc<Completion>>,
     /// The pushes not yet handed to the engine, by topic.
@@ -250,16 +255,18 @@ impl Service {
             .watch()
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, cert));
-        let now = magicpush_store::truncate_ms(Self::now());
-        let launcher = self.launcher(completion.clone(), now);
+        let (run_id, now) = self.begin_run().await?;
+        let launcher = self.launcher(completion.clone(), now, Some(run_id.clone()));
         let mut run = RefreshRun {
             summary: RefreshSummary {
                 command_uuid: command.uuid.clone(),
                 pushed_at: magicpush_store::rfc3339(now),
+                run_id: run_id.clone(),
                 ..RefreshSummary::default()
             },
             command,
             now,
+            run_id,
             completion,
             groups: TopicGroups::new(PUSH_GROUP, PUSH_GROUPS_HELD),
             launcher,
@@ -350,6 +357,11 @@ impl Service {
             return Ok(());
         }
         let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
+        // Listed with the run before they are marked: whatever a death leaves marked is
+        // listed, for the sweep.
+        self.store
+            .add_refresh_run_devices(&run.run_id, &udids)
+            .await?;
         let queued = self
             .store
             .queue_and_mark_pushes(&run.command, &udids, run.now)
@@ -449,7 +461,7 @@ impl Service {
             pushing: pushes.len(),
         };
         if !pushes.is_empty() {
-            self.launcher(None, now).launch(pushes);
+            self.launcher(None, now, None).launch(pushes);
         }
         Ok(summary)
     }
@@ -513,11 +525,12 @@ impl Service {
     /// `push_concurrency`, and every outcome is recorded in batches (see [`record_outcomes`]),
     /// not one write each. The attempts were marked at `attempted_at`: those never sent (the
     /// server stops first) are taken back at the end, so they read `never_pushed`, not
-    /// `unreachable`.
+    /// `unreachable`. A refresh's `run` is finished in the store then.
     fn launcher(
         &self,
         completion: Option<Arc<Completion>>,
         attempted_at: OffsetDateTime,
+        run: Option<String>,
     ) -> Launcher {
         let tracker = Arc::clone(&self.pushes);
         let (done, outcomes) = mpsc::unbounded_channel();
@@ -525,6 +538,7 @@ impl Service {
             self.store.clone(),
             outcomes,
             attempted_at,
+            run,
             tracker.start(),
         ));
         Launcher(Arc::new(Launching {
@@ -549,24 +563,6 @@ impl Service {
     /// Waits up to `wait` for every background push's outcome to be written.
     pub async fn pushes_settled(&self, wait: Duration) -> bool {
         self.pushes.settled(wait).await
-    }
-
-    /// Runs "refresh all" every `every` (first run one period after start) until the task is
-    /// aborted.
-    pub fn spawn_collector(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + every;
-            let mut ticks = tokio::time::interval_at(start, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match service.refresh(RefreshTarget::All).await {
-                    Ok(s) => tracing::info!(pushing = s.pushing, "scheduled collection started"),
-                    Err(err) => tracing::warn!("scheduled collection failed: {err}"),
-                }
-            }
-        })
     }
 }
 
@@ -735,11 +731,13 @@ async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
 
 /// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
 /// while the previous write was committing goes into the next one. Ends when every sender is
-/// gone and the channel is drained, taking back the attempts of the pushes never sent.
+/// gone and the channel is drained, taking back the attempts of the pushes never sent, then
+/// finishing the refresh's `run` in the store.
 async fn record_outcomes(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::UnboundedReceiver<Recorded>,
     attempted_at: OffsetDateTime,
+    run: Option<String>,
     _running: RecorderGuard,
 ) {
     let mut received = Vec::with_capacity(OUTCOME_BATCH);
@@ -768,6 +766,9 @@ async fn record_outcomes(
                 "cannot take back the attempts of pushes not sent: {err}"
             ),
         }
+    }
+    if let Some(run) = run {
+        super::nodes::finish_run(&*store, &run).await;
     }
 }
 
