@@ -14,7 +14,7 @@
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S][&topic=T]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
-//! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "pushed_udids"?}` |
+//! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "run_id", "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
