@@ -1,11 +1,14 @@
-//! A node dies in the middle of a refresh (its runtime dropped: no task of it runs again,
-//! nothing is taken back or finished, its heartbeat stops, as after `kill -9`), and another
-//! node on the same PostgreSQL database takes its refresh back: the devices it had not
-//! pushed read `never_pushed` (no state claims a push that was not sent), the push it had
-//! answered keeps its outcome, and the next refresh, from the live node, pushes them.
+//! Several nodes on one PostgreSQL database, as services in one test process.
 //!
-//! Needs `MAGICPUSH_TEST_DATABASE_URL` (a fresh schema per test); without it the test says
-//! so and passes, except under `CI=true`.
+//! - A node dies in the middle of a refresh (its runtime dropped: no task of it runs again,
+//!   nothing is taken back or finished, its heartbeat stops, as after `kill -9`), and another
+//!   node takes its refresh back: the devices it had not pushed read `never_pushed` (no state
+//!   claims a push that was not sent), the push it had answered keeps its outcome, and the
+//!   next refresh, from the live node, pushes them.
+//! - Two nodes run the scheduled collection: it runs once a period, on one of them.
+//!
+//! Needs `MAGICPUSH_TEST_DATABASE_URL` (a fresh schema per test); without it the tests say
+//! so and pass, except under `CI=true`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +200,59 @@ fn a_refresh_cut_by_a_nodes_death_is_taken_back_and_pushed_by_another_node() {
         assert_eq!(runs[0].id, again.run_id);
         assert_eq!(runs[0].state, RunState::Finished);
         assert_eq!(runs[1].state, RunState::Abandoned);
+        drop_schema(&url, &schema_name).await;
+    });
+}
+
+/// Two nodes, each with the collector on, every 400 ms: over about 2.2 s the collection
+/// runs at most five times (the first period starts at the first claim; a loaded machine
+/// may miss one), never twice in a period.
+#[test]
+fn two_nodes_collect_once_a_period_between_them() {
+    let Some(url) = test_url() else { return };
+    let rt = runtime();
+    rt.block_on(async {
+        let (db, schema_name) = schema(&url).await;
+        let every = Duration::from_millis(400);
+        let mut nodes = Vec::new();
+        for name in ["a", "b"] {
+            let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&db, key()).await.unwrap());
+            if name == "a" {
+                store
+                    .authenticate(&authenticate("COLLECTED"), None, t(0))
+                    .await
+                    .unwrap();
+                store
+                    .token_update(&token_update("COLLECTED", 1), t(1))
+                    .await
+                    .unwrap();
+            }
+            let n = node(name, FakePusher::new(), Arc::clone(&store));
+            let tasks = [n.spawn_heartbeat(), n.spawn_collector(every)];
+            nodes.push((n, store, tasks));
+        }
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        for (_, _, tasks) in &nodes {
+            for task in tasks {
+                task.abort();
+            }
+        }
+        let runs = nodes[0].1.refresh_runs(100).await.unwrap();
+        assert!(
+            (3..=5).contains(&runs.len()),
+            "{} collections in 2.2 s every 400 ms: {runs:?}",
+            runs.len()
+        );
+        let mut starts: Vec<_> = runs.iter().map(|r| r.started_at).collect();
+        starts.sort();
+        // Claims are a period apart; a run starts a little after its claim (a heartbeat
+        // and its row first), so the starts are compared with some slack.
+        for pair in starts.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= every * 3 / 4,
+                "two collections within a period: {starts:?}"
+            );
+        }
         drop_schema(&url, &schema_name).await;
     });
 }
