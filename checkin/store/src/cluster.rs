@@ -196,9 +196,10 @@ pub trait ClusterStore: Send + Sync {
     ) -> StoreFuture<'_, Vec<RefreshRunRecord>>;
 }
 
-/// [`ClusterStore`] kept in memory, for stores with one node: the memory store, and the
-/// SQLite store (one process per data directory, so heartbeats, claims and runs concern only
-/// the running process: nothing of them needs to outlive it).
+/// [`ClusterStore`] kept in memory, for stores with one node: all of it for the memory
+/// store; the heartbeats and claims for the SQLite store (one process per data directory, so
+/// they concern only the running process), which keeps its refresh runs in the database so
+/// that the next process can take back those of one killed mid-refresh.
 #[derive(Debug, Default)]
 pub struct ClusterMemory {
     inner: Mutex<ClusterState>,
@@ -239,6 +240,15 @@ impl ClusterMemory {
         let before = s.nodes.len();
         s.nodes.retain(|_, n| n.last_heartbeat_at >= silent_since);
         (before - s.nodes.len()) as u64
+    }
+
+    /// Whether node `node_id` is dead at `dead_before`: not recorded, or its last heartbeat
+    /// is older.
+    pub fn is_dead(&self, node_id: &str, dead_before: OffsetDateTime) -> bool {
+        self.lock()
+            .nodes
+            .get(node_id)
+            .is_none_or(|n| n.last_heartbeat_at < dead_before)
     }
 
     /// [`ClusterStore::claim_schedule`].
