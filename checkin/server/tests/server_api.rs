@@ -1501,6 +1501,7 @@ async fn the_nodes_route_lists_this_node_and_its_refresh() {
     let run = &view["refreshes"][0];
     assert_eq!(run["id"], run_id.as_str(), "{view}");
     assert_eq!(run["state"], "finished", "{view}");
+    assert_eq!(run["node"], srv.service.node_name(), "{view}");
     assert_eq!(run["devices"], 1, "{view}");
     assert_eq!(run["pushed_at"], summary["pushed_at"], "{view}");
     assert!(view["generated_at"].is_string(), "{view}");

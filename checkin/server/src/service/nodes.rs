@@ -138,6 +138,9 @@ pub struct RunView {
     pub id: String,
     /// The node that runs (ran) it.
     pub node_id: String,
+    /// That node's name, while it is listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// `running`, `finished` or `abandoned` (its node died; its unanswered attempts were
     /// taken back).
     pub state: RunState,
@@ -159,6 +162,7 @@ impl From<RefreshRunRecord> for RunView {
         RunView {
             id: r.id,
             node_id: r.node_id,
+            node: None,
             state: r.state,
             devices: r.devices,
             withdrawn: r.withdrawn,
@@ -249,7 +253,7 @@ impl Service {
     pub async fn nodes(&self) -> Result<NodesView, ServiceError> {
         let now = Self::now();
         let dead_after = self.node.settings.dead_after;
-        let nodes = self
+        let nodes: Vec<NodeView> = self
             .store
             .nodes()
             .await?
@@ -264,10 +268,23 @@ impl Service {
                 last_heartbeat_at: rfc3339(n.last_heartbeat_at),
             })
             .collect();
-        let refreshes = self.store.refresh_runs(RUNS_SHOWN).await?;
+        let refreshes = self
+            .store
+            .refresh_runs(RUNS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let mut view = RunView::from(r);
+                view.node = nodes
+                    .iter()
+                    .find(|n| n.id == view.node_id)
+                    .map(|n| n.name.clone());
+                view
+            })
+            .collect();
         Ok(NodesView {
             nodes,
-            refreshes: refreshes.into_iter().map(RunView::from).collect(),
+            refreshes,
             generated_at: rfc3339(now),
         })
     }
