@@ -36,7 +36,7 @@ fn schedule_lock(job: &str) -> i64 {
 }
 
 const RUN_COLUMNS: &str =
-    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn";
+    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered";
 
 fn node_from_row(r: &Row) -> Result<Node, StoreError> {
     const OP: &str = "read nodes";
@@ -65,6 +65,7 @@ fn run_from_row(r: &Row) -> Result<RefreshRunRecord, StoreError> {
         })?,
         devices: count(6)?,
         withdrawn: count(7)?,
+        answered: count(8)?,
     })
 }
 
@@ -254,6 +255,27 @@ impl ClusterStore for PostgresStore {
                  UPDATE refresh_runs SET devices = devices + (SELECT count(*) FROM added)
                  WHERE id = $1",
                 &[&run_id, &udids],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn add_refresh_run_progress<'a>(
+        &'a self,
+        run_id: &'a str,
+        answered: u64,
+        withdrawn: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let c = self.reader().await?;
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            exec(
+                &c,
+                "record a refresh run's progress",
+                "UPDATE refresh_runs SET answered = answered + $2, withdrawn = withdrawn + $3
+                 WHERE id = $1",
+                &[&run_id, &count(answered), &count(withdrawn)],
             )
             .await
             .map(drop)

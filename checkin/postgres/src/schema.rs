@@ -125,6 +125,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         finished_at bigint,
         state text NOT NULL,
         devices bigint NOT NULL DEFAULT 0,
+        answered bigint NOT NULL DEFAULT 0,
         withdrawn bigint NOT NULL DEFAULT 0
     );
     -- The sweep's question: which runs are still running.

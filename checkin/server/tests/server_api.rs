@@ -1503,6 +1503,8 @@ async fn the_nodes_route_lists_this_node_and_its_refresh() {
     assert_eq!(run["state"], "finished", "{view}");
     assert_eq!(run["node"], srv.service.node_name(), "{view}");
     assert_eq!(run["devices"], 1, "{view}");
+    assert_eq!(run["answered"], 1, "{view}");
+    assert_eq!(run["withdrawn"], 0, "{view}");
     assert_eq!(run["pushed_at"], summary["pushed_at"], "{view}");
     assert!(view["generated_at"].is_string(), "{view}");
     let (status, _) = srv

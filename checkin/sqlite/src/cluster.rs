@@ -17,7 +17,7 @@ use magicpush_store::{from_ms, to_ms, truncate_ms, PushStore, StoreError, StoreF
 use crate::{db_err, SqliteStore};
 
 const RUN_COLUMNS: &str =
-    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn";
+    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RefreshRunRecord, StoreError>> {
     let state: String = r.get(5)?;
@@ -36,6 +36,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RefreshRunRecord, StoreE
         state: parsed,
         devices: count(6)?,
         withdrawn: count(7)?,
+        answered: count(8)?,
     }))
 }
 
@@ -206,6 +207,26 @@ impl ClusterStore for SqliteStore {
             c.prepare_cached("UPDATE refresh_runs SET devices = devices + ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![run_id, added]))
                 .map_err(db_err(OP))?;
+            Ok(())
+        })
+    }
+
+    fn add_refresh_run_progress<'a>(
+        &'a self,
+        run_id: &'a str,
+        answered: u64,
+        withdrawn: u64,
+    ) -> StoreFuture<'a, ()> {
+        let run_id = run_id.to_owned();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (answered, withdrawn) = (count(answered), count(withdrawn));
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE refresh_runs SET answered = answered + ?2, withdrawn = withdrawn + ?3
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![run_id, answered, withdrawn]))
+            .map_err(db_err("record a refresh run's progress"))?;
             Ok(())
         })
     }

@@ -151,6 +151,7 @@ const MIGRATIONS: &[&str] = &[
         finished_at INTEGER,
         state TEXT NOT NULL,
         devices INTEGER NOT NULL DEFAULT 0,
+        answered INTEGER NOT NULL DEFAULT 0,
         withdrawn INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX refresh_runs_by_start ON refresh_runs (started_at);

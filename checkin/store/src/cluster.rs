@@ -120,7 +120,10 @@ pub struct RefreshRunRecord {
     pub state: RunState,
     /// Devices it marked so far.
     pub devices: u64,
-    /// Push attempts a sweep took back (abandoned runs).
+    /// Pushes whose outcome is written so far.
+    pub answered: u64,
+    /// Push attempts taken back: not sent before a shutdown, or left unanswered by a dead
+    /// node (the sweep).
     pub withdrawn: u64,
 }
 
@@ -136,6 +139,7 @@ impl RefreshRunRecord {
             finished_at: None,
             state: RunState::Running,
             devices: 0,
+            answered: 0,
             withdrawn: 0,
         }
     }
@@ -175,6 +179,15 @@ pub trait ClusterStore: Send + Sync {
         &'a self,
         run_id: &'a str,
         udids: &'a [String],
+    ) -> StoreFuture<'a, ()>;
+
+    /// Adds to a run's progress: `answered` more pushes have their outcome written,
+    /// `withdrawn` more attempts were taken back.
+    fn add_refresh_run_progress<'a>(
+        &'a self,
+        run_id: &'a str,
+        answered: u64,
+        withdrawn: u64,
     ) -> StoreFuture<'a, ()>;
 
     /// The run ended (every push has its outcome written or was taken back): `finished` at
@@ -288,6 +301,14 @@ impl ClusterMemory {
             .entry(run_id.to_owned())
             .or_default()
             .extend(udids.iter().cloned());
+    }
+
+    /// [`ClusterStore::add_refresh_run_progress`].
+    pub fn add_progress(&self, run_id: &str, answered: u64, withdrawn: u64) {
+        if let Some(run) = self.lock().runs.iter_mut().find(|r| r.id == run_id) {
+            run.answered += answered;
+            run.withdrawn += withdrawn;
+        }
     }
 
     /// [`ClusterStore::finish_refresh_run`].
@@ -419,6 +440,16 @@ macro_rules! cluster_in_memory {
                 udids: &'a [String],
             ) -> $crate::StoreFuture<'a, ()> {
                 self.cluster.add_run_devices(run_id, udids);
+                Box::pin(std::future::ready(Ok(())))
+            }
+
+            fn add_refresh_run_progress<'a>(
+                &'a self,
+                run_id: &'a str,
+                answered: u64,
+                withdrawn: u64,
+            ) -> $crate::StoreFuture<'a, ()> {
+                self.cluster.add_progress(run_id, answered, withdrawn);
                 Box::pin(std::future::ready(Ok(())))
             }
 

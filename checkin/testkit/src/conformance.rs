@@ -1945,6 +1945,10 @@ pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
         "swept once"
     );
 
+    store
+        .add_refresh_run_progress(&live.id, 1, 0)
+        .await
+        .unwrap();
     store.finish_refresh_run(&live.id, t(70)).await.unwrap();
     store.finish_refresh_run(&dead.id, t(71)).await.unwrap();
     let runs = store.refresh_runs(10).await.unwrap();
@@ -1959,6 +1963,9 @@ pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
             ("run-dead", RunState::Abandoned, Some(t(60))),
         ]
     );
-    assert_eq!(runs[0].devices, 1);
+    assert_eq!(
+        (runs[0].devices, runs[0].answered, runs[0].withdrawn),
+        (1, 1, 0)
+    );
     assert_eq!(store.refresh_runs(1).await.unwrap().len(), 1);
 }

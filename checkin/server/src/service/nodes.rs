@@ -146,6 +146,8 @@ pub struct RunView {
     pub state: RunState,
     /// Devices it marked for a push.
     pub devices: u64,
+    /// Pushes whose outcome is written.
+    pub answered: u64,
     /// Attempts taken back after its node died.
     pub withdrawn: u64,
     /// The `last_push_at` of its pushes (RFC 3339).
@@ -165,6 +167,7 @@ impl From<RefreshRunRecord> for RunView {
             node: None,
             state: r.state,
             devices: r.devices,
+            answered: r.answered,
             withdrawn: r.withdrawn,
             pushed_at: rfc3339(r.attempted_at),
             started_at: rfc3339(r.started_at),
@@ -328,6 +331,22 @@ impl Service {
 
 /// Milliseconds a refresh tries for its attempt time before giving up.
 const BEGIN_TRIES: usize = 100;
+
+/// Adds to `run`'s progress in the store; a failure is only logged (the progress is for
+/// display; the devices' own rows are what counts).
+pub(crate) async fn add_progress(
+    store: &dyn magicpush_store::Store,
+    run: &str,
+    answered: u64,
+    withdrawn: u64,
+) {
+    if let Err(err) = store
+        .add_refresh_run_progress(run, answered, withdrawn)
+        .await
+    {
+        tracing::info!(%run, "refresh run progress not recorded: {err}");
+    }
+}
 
 /// Marks `run` finished (every push has its outcome written or was taken back), trying a
 /// few times; a run left `running` is swept once this node dies, which takes back only

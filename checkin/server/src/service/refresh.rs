@@ -702,12 +702,12 @@ impl PushTracker {
 }
 
 /// Tries to write outcomes a few times (an overloaded store sheds writes); counts and logs
-/// what could not be written.
-async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
+/// what could not be written. True if they were written.
+async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) -> bool {
     let mut wait = Duration::from_millis(100);
     for attempt in 1..=4 {
         match store.record_push_outcomes(batch, Service::now()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(err) if attempt < 4 => {
                 tracing::info!(
                     devices = batch.len(),
@@ -727,6 +727,7 @@ async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
             }
         }
     }
+    false
 }
 
 /// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
@@ -751,16 +752,25 @@ async fn record_outcomes(
             }
         }
         if !batch.is_empty() {
-            write_outcomes(&*store, &batch).await;
+            if write_outcomes(&*store, &batch).await {
+                if let Some(run) = &run {
+                    super::nodes::add_progress(&*store, run, batch.len() as u64, 0).await;
+                }
+            }
             batch.clear();
         }
     }
     if !unsent.is_empty() {
         match store.withdraw_push_attempts(&unsent, attempted_at).await {
-            Ok(n) => tracing::info!(
-                withdrawn = n,
-                "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
-            ),
+            Ok(n) => {
+                tracing::info!(
+                    withdrawn = n,
+                    "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
+                );
+                if let Some(run) = &run {
+                    super::nodes::add_progress(&*store, run, 0, n).await;
+                }
+            }
             Err(err) => tracing::warn!(
                 devices = unsent.len(),
                 "cannot take back the attempts of pushes not sent: {err}"
