@@ -2,8 +2,8 @@
 //! between the HTTP edge ([`crate::http`]) and the [`Store`].
 //!
 //! - `device`: check-ins and command reports → store writes, the next queued command.
-//! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
-//!   and the scheduled collection.
+//! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes, its run in
+//!   the store) and commands.
 //! - [`tenants`]: the customers served, one per push certificate topic: their listing with
 //!   device counts, names and memos.
 //! - [`pushcert`]: each tenant's push certificate: details and state, adding a tenant, hot

@@ -1,6 +1,8 @@
 //! Refresh: enqueue DeviceInformation (unless one is already queued), mark the push attempts,
 //! then push in the background with bounded concurrency and record each outcome. Also ad-hoc
-//! commands and the scheduled collection.
+//! commands. Each refresh is a run in the store (see [`super::nodes`]): its devices are listed
+//! before they are marked, and its outcome recorder finishes it, so that another node can
+//! take back the refresh of a node that died.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
