@@ -279,3 +279,27 @@ async fn a_node_killed_mid_refresh_is_taken_back_by_another_node() {
     mock.shutdown().await;
     sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
 }
+
+/// A dead-after window shorter than two heartbeats would declare live nodes dead: `serve`
+/// refuses it, naming both flags.
+#[test]
+fn serve_refuses_a_dead_after_window_shorter_than_two_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-device-auth",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--heartbeat-every", "5s", "--node-dead-after", "6s"])
+        .env_remove("MAGICPUSH_DATABASE_URL")
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(stderr.contains("--node-dead-after"), "{stderr}");
+    assert!(stderr.contains("--heartbeat-every"), "{stderr}");
+}
