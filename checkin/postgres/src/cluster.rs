@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use magicpush_store::cluster::{
-    schedule_decision, ClusterStore, Node, RefreshRunRecord, RunState, ScheduleDecision, RUNS_KEPT,
-    SWEEP_CHUNK,
+    schedule_decision, ClusterStore, Node, RefreshRunRecord, RunKind, RunState, ScheduleDecision,
+    RUNS_KEPT, SWEEP_CHUNK,
 };
 use magicpush_store::prelude::*;
 use magicpush_store::{from_ms, to_ms, truncate_ms, StoreError, StoreFuture};
@@ -36,7 +36,7 @@ fn schedule_lock(job: &str) -> i64 {
 }
 
 const RUN_COLUMNS: &str =
-    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered";
+    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered, kind";
 
 fn node_from_row(r: &Row) -> Result<Node, StoreError> {
     const OP: &str = "read nodes";
@@ -66,6 +66,12 @@ fn run_from_row(r: &Row) -> Result<RefreshRunRecord, StoreError> {
         devices: count(6)?,
         withdrawn: count(7)?,
         answered: count(8)?,
+        kind: {
+            let kind: String = get(r, 9, OP)?;
+            RunKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                what: format!("refresh_runs.kind {kind:?}"),
+            })?
+        },
     })
 }
 
@@ -211,13 +217,15 @@ impl ClusterStore for PostgresStore {
                 &c,
                 "begin a refresh run",
                 "INSERT INTO refresh_runs
-                     (id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn)
-                 VALUES ($1, $2, $3, $4, NULL, 'running', 0, 0) ON CONFLICT DO NOTHING",
+                     (id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn,
+                      kind)
+                 VALUES ($1, $2, $3, $4, NULL, 'running', 0, 0, $5) ON CONFLICT DO NOTHING",
                 &[
                     &run.id,
                     &run.node_id,
                     &to_ms(run.attempted_at),
                     &to_ms(run.started_at),
+                    &run.kind.as_str(),
                 ],
             )
             .await?;

@@ -118,6 +118,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE refresh_runs (
         id text PRIMARY KEY,
         node_id text NOT NULL,
+        kind text NOT NULL DEFAULT 'refresh',
         -- The last_push_at its marks carry: no two runs share one, so a device's attempt
         -- is told to be a run's by its time alone.
         attempted_at bigint NOT NULL UNIQUE,

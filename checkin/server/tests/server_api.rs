@@ -1514,3 +1514,34 @@ async fn the_nodes_route_lists_this_node_and_its_refresh() {
         .unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A command sent with a push is a run too (`kind` `command`), finished once its pushes are
+/// answered: a node dying while pushing it leaves nothing a sweep cannot take back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_with_a_push_is_a_run() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = plists::Device::iphone();
+    srv.enroll(&dev).await;
+    let sent = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "ProfileList", "push": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent["pushing"], 1, "{sent}");
+    assert!(srv.service.pushes_settled(WAIT).await);
+    let view = srv.admin.get_json("/v1/nodes").await.unwrap();
+    let run = &view["refreshes"][0];
+    assert_eq!(run["kind"], "command", "{view}");
+    assert_eq!(run["state"], "finished", "{view}");
+    assert_eq!(
+        (run["devices"].as_u64(), run["answered"].as_u64()),
+        (Some(1), Some(1)),
+        "{view}"
+    );
+    let device = srv.device_json(&dev.udid).await;
+    assert_eq!(device["last_push_at"], run["pushed_at"], "{device}");
+}

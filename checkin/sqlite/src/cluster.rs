@@ -10,14 +10,14 @@ use rusqlite::{params, Connection, Row};
 use time::OffsetDateTime;
 
 use magicpush_store::cluster::{
-    ClusterStore, Node, RefreshRunRecord, RunState, RUNS_KEPT, SWEEP_CHUNK,
+    ClusterStore, Node, RefreshRunRecord, RunKind, RunState, RUNS_KEPT, SWEEP_CHUNK,
 };
 use magicpush_store::{from_ms, to_ms, truncate_ms, PushStore, StoreError, StoreFuture};
 
 use crate::{db_err, SqliteStore};
 
 const RUN_COLUMNS: &str =
-    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered";
+    "id, node_id, attempted_at, started_at, finished_at, state, devices, withdrawn, answered, kind";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RefreshRunRecord, StoreError>> {
     let state: String = r.get(5)?;
@@ -25,6 +25,12 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RefreshRunRecord, StoreE
     let Some(parsed) = RunState::parse(&state) else {
         return Ok(Err(StoreError::Corrupt {
             what: format!("refresh_runs.state {state:?}"),
+        }));
+    };
+    let kind: String = r.get(9)?;
+    let Some(kind) = RunKind::parse(&kind) else {
+        return Ok(Err(StoreError::Corrupt {
+            what: format!("refresh_runs.kind {kind:?}"),
         }));
     };
     Ok(Ok(RefreshRunRecord {
@@ -37,6 +43,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RefreshRunRecord, StoreE
         devices: count(6)?,
         withdrawn: count(7)?,
         answered: count(8)?,
+        kind,
     }))
 }
 
@@ -160,15 +167,16 @@ impl ClusterStore for SqliteStore {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO refresh_runs
                          (id, node_id, attempted_at, started_at, finished_at, state, devices,
-                          withdrawn)
-                     VALUES (?1, ?2, ?3, ?4, NULL, 'running', 0, 0)",
+                          withdrawn, kind)
+                     VALUES (?1, ?2, ?3, ?4, NULL, 'running', 0, 0, ?5)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
                         run.id,
                         run.node_id,
                         to_ms(run.attempted_at),
-                        to_ms(run.started_at)
+                        to_ms(run.started_at),
+                        run.kind.as_str()
                     ])
                 })
                 .map_err(db_err(OP))?;

@@ -146,6 +146,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE refresh_runs (
         id TEXT PRIMARY KEY NOT NULL,
         node_id TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'refresh',
         attempted_at INTEGER NOT NULL UNIQUE,
         started_at INTEGER NOT NULL,
         finished_at INTEGER,

@@ -103,13 +103,42 @@ impl RunState {
     }
 }
 
-/// One refresh as the store records it.
+/// What a run pushes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// A refresh (`POST /v1/refresh`, the scheduled collection).
+    Refresh,
+    /// A command sent with a push (`POST /v1/commands`).
+    Command,
+}
+
+impl RunKind {
+    /// The stored (and API) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Refresh => "refresh",
+            RunKind::Command => "command",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<RunKind> {
+        [RunKind::Refresh, RunKind::Command]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One refresh (or a command's pushes) as the store records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRunRecord {
     /// Random id.
     pub id: String,
     /// The node running it.
     pub node_id: String,
+    /// What it pushes for.
+    pub kind: RunKind,
     /// The `last_push_at` its marks carry (unique among runs).
     pub attempted_at: OffsetDateTime,
     /// When it began.
@@ -128,12 +157,13 @@ pub struct RefreshRunRecord {
 }
 
 impl RefreshRunRecord {
-    /// A run beginning now on `node_id`, marking at `attempted_at`.
+    /// A refresh run beginning now on `node_id`, marking at `attempted_at`.
     pub fn begin(id: String, node_id: String, attempted_at: OffsetDateTime) -> Self {
         let attempted_at = truncate_ms(attempted_at);
         RefreshRunRecord {
             id,
             node_id,
+            kind: RunKind::Refresh,
             attempted_at,
             started_at: attempted_at,
             finished_at: None,
@@ -520,6 +550,14 @@ mod tests {
         assert!(is_alive(t(0), t(29_999), window));
         assert!(!is_alive(t(0), t(30_000), window));
         assert!(is_alive(t(1_000), t(0), window), "a clock ahead");
+    }
+
+    #[test]
+    fn run_kinds_have_stable_names() {
+        for k in [RunKind::Refresh, RunKind::Command] {
+            assert_eq!(RunKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(RunKind::parse("other"), None);
     }
 
     #[test]

@@ -1873,7 +1873,7 @@ pub async fn cluster_heartbeats_and_schedules(store: Arc<dyn Store>) {
 /// (`never_pushed`), not those answered (an outcome, a report), not one a later push
 /// replaced, and not a live node's run.
 pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
-    use magicpush_store::cluster::{RefreshRunRecord, RunState};
+    use magicpush_store::cluster::{RefreshRunRecord, RunKind, RunState};
     let udids: Vec<String> = ["A", "B", "C", "D", "E"].map(String::from).to_vec();
     for udid in &udids {
         enroll(&*store, udid, t(1)).await;
@@ -1887,7 +1887,8 @@ pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
         !store.begin_refresh_run(&taken).await.unwrap(),
         "two runs never mark at the same time"
     );
-    let live = RefreshRunRecord::begin("run-live".into(), "live".into(), t(21));
+    let mut live = RefreshRunRecord::begin("run-live".into(), "live".into(), t(21));
+    live.kind = RunKind::Command;
     assert!(store.begin_refresh_run(&live).await.unwrap());
 
     let command = Command::device_information(&["DeviceName"]);
@@ -1966,6 +1967,10 @@ pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
     assert_eq!(
         (runs[0].devices, runs[0].answered, runs[0].withdrawn),
         (1, 1, 0)
+    );
+    assert_eq!(
+        (runs[0].kind, runs[1].kind),
+        (RunKind::Command, RunKind::Refresh)
     );
     assert_eq!(store.refresh_runs(1).await.unwrap().len(), 1);
 }

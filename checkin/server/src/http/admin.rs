@@ -28,7 +28,7 @@
 //! | `GET /v1/pushcert/csr` | | the last pending request's file (`Content-Disposition: attachment; filename="PushCertificate_<VENDOR>_<YYYYMMDDHHMM>.csr"`) |
 //! | `DELETE /v1/pushcert/csr/{id}` | | `{"withdrawn": id}`: the pending key is destroyed |
 //! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
-//! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
+//! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use magicpush_store::cluster::{is_alive, Node, RefreshRunRecord, RunState};
+use magicpush_store::cluster::{is_alive, Node, RefreshRunRecord, RunKind, RunState};
 use magicpush_store::rfc3339;
 
 use super::refresh::RefreshTarget;
@@ -131,11 +131,13 @@ pub struct NodeView {
     pub alive: bool,
 }
 
-/// One refresh run.
+/// One refresh run (or a command's pushes).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView {
     /// Its id.
     pub id: String,
+    /// `refresh`, or `command` (a command sent with a push).
+    pub kind: RunKind,
     /// The node that runs (ran) it.
     pub node_id: String,
     /// That node's name, while it is listed.
@@ -163,6 +165,7 @@ impl From<RefreshRunRecord> for RunView {
     fn from(r: RefreshRunRecord) -> Self {
         RunView {
             id: r.id,
+            kind: r.kind,
             node_id: r.node_id,
             node: None,
             state: r.state,
@@ -217,17 +220,21 @@ impl Service {
         Ok(swept)
     }
 
-    /// Records a refresh run beginning on this node; its id and the attempt time its marks
+    /// Records a run of `kind` beginning on this node; its id and the attempt time its marks
     /// carry: now, or the next free millisecond (no two runs share one). The heartbeat goes
     /// first, so that no node sees a run whose node is not listed (dead).
-    pub(crate) async fn begin_run(&self) -> Result<(String, OffsetDateTime), ServiceError> {
+    pub(crate) async fn begin_run(
+        &self,
+        kind: RunKind,
+    ) -> Result<(String, OffsetDateTime), ServiceError> {
         let mut at = magicpush_store::truncate_ms(Self::now());
         self.heartbeat(at).await?;
         for _ in 0..BEGIN_TRIES {
             let id = uuid::Uuid::new_v4().to_string();
-            let run = RefreshRunRecord::begin(id, self.node_id().to_owned(), at);
+            let mut run = RefreshRunRecord::begin(id, self.node_id().to_owned(), at);
+            run.kind = kind;
             if self.store.begin_refresh_run(&run).await? {
-                tracing::info!(run = %run.id, node = %self.node_name(), "refresh run begins");
+                tracing::info!(run = %run.id, kind = kind.as_str(), node = %self.node_name(), "push run begins");
                 return Ok((run.id, at));
             }
             at += time::Duration::milliseconds(1);

@@ -257,7 +257,9 @@ impl Service {
             .watch()
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, cert));
-        let (run_id, now) = self.begin_run().await?;
+        let (run_id, now) = self
+            .begin_run(magicpush_store::cluster::RunKind::Refresh)
+            .await?;
         let launcher = self.launcher(completion.clone(), now, Some(run_id.clone()));
         let mut run = RefreshRun {
             summary: RefreshSummary {
@@ -445,6 +447,7 @@ impl Service {
             self.require_pushcert()?;
         }
         let mut pushes = Vec::new();
+        let mut run = None;
         if request.push {
             for udid in &outcome.queued {
                 if let Some(p) = self.store.device(udid).await?.and_then(|d| d.push_target()) {
@@ -453,7 +456,13 @@ impl Service {
             }
             let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
             if !udids.is_empty() {
-                self.store.record_push_attempts(&udids, now).await?;
+                // A run as a refresh's: what a node's death leaves marked is taken back.
+                let (id, at) = self
+                    .begin_run(magicpush_store::cluster::RunKind::Command)
+                    .await?;
+                self.store.add_refresh_run_devices(&id, &udids).await?;
+                self.store.record_push_attempts(&udids, at).await?;
+                run = Some((id, at));
             }
         }
         let summary = CommandSummary {
@@ -462,8 +471,8 @@ impl Service {
             unknown: outcome.unknown,
             pushing: pushes.len(),
         };
-        if !pushes.is_empty() {
-            self.launcher(None, now, None).launch(pushes);
+        if let Some((id, at)) = run {
+            self.launcher(None, at, Some(id)).launch(pushes);
         }
         Ok(summary)
     }
