@@ -209,6 +209,10 @@ async fn a_node_killed_mid_refresh_is_taken_back_by_another_node() {
 
     let b = node("b", &db, &args, &paths);
     let b_admin = AdminClient::new(&b.url, Some(KEY.into()), None).unwrap();
+    let health = b_admin.get_json("/healthz").await.unwrap();
+    assert_eq!(health["node"], "b", "{health}");
+    assert_eq!(health["database"], "ok", "{health}");
+    assert!(health["node_id"].is_string(), "{health}");
     until(
         Duration::from_secs(20),
         "node a's run abandoned",
