@@ -27,7 +27,9 @@ use magicpush_server::push::{EnginePusher, PushSender};
 use magicpush_server::pushcert::legacy;
 use magicpush_server::service::pushcert::{check_topics_at_start, from_stored};
 use magicpush_server::service::TenantUpdate;
-use magicpush_server::service::{PushCertSettings, PushCertState, Service, ServiceConfig};
+use magicpush_server::service::{
+    NodeSettings, PushCertSettings, PushCertState, Service, ServiceConfig,
+};
 use magicpush_sqlite::{SqliteOptions, SqliteStore};
 use magicpush_store::{SecretKey, Store};
 
@@ -152,6 +154,18 @@ pub(crate) struct ServeArgs {
     /// Collect device information from every device this often (e.g. 24h).
     #[arg(long, env = "MAGICPUSH_COLLECT_EVERY", value_parser = parse_duration)]
     collect_every: Option<Duration>,
+    /// This server's name among the nodes on one database (`GET /v1/nodes`, `/healthz`);
+    /// default: the host name.
+    #[arg(long, env = "MAGICPUSH_NODE_NAME")]
+    node_name: Option<String>,
+    /// How often this node records its heartbeat in the store and sweeps the refreshes of
+    /// dead nodes.
+    #[arg(long, env = "MAGICPUSH_HEARTBEAT_EVERY", default_value = "5s", value_parser = parse_duration)]
+    heartbeat_every: Duration,
+    /// A node without a heartbeat for this long is dead: another node takes back the pushes
+    /// its refresh left unanswered (at least twice --heartbeat-every).
+    #[arg(long, env = "MAGICPUSH_NODE_DEAD_AFTER", default_value = "30s", value_parser = parse_duration)]
+    node_dead_after: Duration,
     /// A pushed device that has not answered after this long is `unreachable`.
     #[arg(long, env = "MAGICPUSH_UNREACHABLE_AFTER", default_value = "5m", value_parser = parse_duration)]
     unreachable_after: Duration,
@@ -271,6 +285,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     magicpush_server::config::check_windows(args.collect_every, args.unreachable_after)
         .map_err(anyhow::Error::msg)?;
+    let node = NodeSettings {
+        name: args.node_name.clone().unwrap_or_else(host_name),
+        heartbeat_every: args.heartbeat_every,
+        dead_after: args.node_dead_after,
+    };
+    node.check()
+        .map_err(|e| anyhow::anyhow!("--heartbeat-every/--node-dead-after: {e}"))?;
     if args.push_concurrency == 0 {
         bail!("--push-concurrency must be at least 1");
     }
@@ -403,6 +424,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceConfig {
             unreachable_after: args.unreachable_after,
             push_concurrency: args.push_concurrency,
+            node,
         },
     ));
     service
@@ -432,6 +454,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(url = %server.url(), "magicpush check-in server listening");
     // One line on stdout for supervisors and tests (the port may have been 0).
     println!("listening on {}", server.url());
+    service.set_node_url(&server.url());
+    tracing::info!(node = %service.node_name(), node_id = %service.node_id(), "node started");
+    let heartbeat = service.spawn_heartbeat();
     let watch = service.spawn_pushcert_watch(PUSHCERT_CHECK_EVERY);
     // Other nodes on the database register, renew and remove certificates too.
     let pushcert_sync = service.spawn_pushcert_sync(args.pushcert_sync_every);
@@ -459,8 +484,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !service.pushes_settled(Duration::from_secs(5)).await {
         tracing::warn!("some push outcomes were not written before exit");
     }
+    heartbeat.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The host's name (the default node name), `magicpush` if it cannot be read.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "magicpush".into())
 }
 
 /// How often the push certificate's expiry is checked (thresholds are in days).

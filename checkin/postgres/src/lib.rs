@@ -51,6 +51,7 @@
 //! except under `CI=true`, where they fail. `.ci/postgres.sh start DIR PORT` starts a
 //! throwaway cluster and prints the URL.
 
+mod cluster;
 mod identity;
 mod listen;
 mod pushcerts;

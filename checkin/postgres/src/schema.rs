@@ -100,6 +100,45 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (log, seq)
     );
     CREATE TABLE tenant_names (topic text PRIMARY KEY, name text NOT NULL);",
+    // 2: several nodes (see cluster.rs): their heartbeats, the scheduled jobs' last runs, and
+    // each refresh's run with the devices it marked until it ends.
+    "CREATE TABLE nodes (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        version text NOT NULL,
+        url text NOT NULL,
+        started_at bigint NOT NULL,
+        last_heartbeat_at bigint NOT NULL
+    );
+    CREATE TABLE schedules (
+        job text PRIMARY KEY,
+        last_run_at bigint NOT NULL,
+        node_id text NOT NULL
+    );
+    CREATE TABLE refresh_runs (
+        id text PRIMARY KEY,
+        node_id text NOT NULL,
+        kind text NOT NULL DEFAULT 'refresh',
+        -- The last_push_at its marks carry: no two runs share one, so a device's attempt
+        -- is told to be a run's by its time alone.
+        attempted_at bigint NOT NULL UNIQUE,
+        started_at bigint NOT NULL,
+        finished_at bigint,
+        state text NOT NULL,
+        devices bigint NOT NULL DEFAULT 0,
+        answered bigint NOT NULL DEFAULT 0,
+        withdrawn bigint NOT NULL DEFAULT 0
+    );
+    -- The sweep's question: which runs are still running.
+    CREATE INDEX refresh_runs_running ON refresh_runs (node_id) WHERE finished_at IS NULL;
+    CREATE INDEX refresh_runs_by_start ON refresh_runs (started_at);
+    -- A running run's devices (dropped when it ends): the sweep reads one run's by its key,
+    -- never the devices table whole.
+    CREATE TABLE refresh_run_devices (
+        run_id text NOT NULL,
+        udid text NOT NULL,
+        PRIMARY KEY (run_id, udid)
+    );",
 ];
 
 /// The schema version this build writes.

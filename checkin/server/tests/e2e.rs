@@ -131,6 +131,7 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
         ServiceConfig {
             unreachable_after: Duration::from_secs(4),
             push_concurrency: 16,
+            ..ServiceConfig::default()
         },
     ));
     service.load_pushcert_state().await.unwrap();

@@ -1466,3 +1466,82 @@ async fn the_device_list_is_streamed_whole_in_pages() {
         "the last chunk ends the body"
     );
 }
+
+/// One node (the memory store): `/healthz` names it, `GET /v1/nodes` lists it alive once it
+/// heartbeated, with the refresh it ran, finished when every push has its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_route_lists_this_node_and_its_refresh() {
+    let srv = TestServer::start(Options::default()).await;
+    let health = srv.anon.get_json("/healthz").await.unwrap();
+    assert_eq!(health["node"], srv.service.node_name(), "{health}");
+    assert_eq!(health["node_id"], srv.service.node_id(), "{health}");
+    let dev = plists::Device::iphone();
+    srv.enroll(&dev).await;
+    let summary = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
+        .await
+        .unwrap();
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+    srv.wait_state(&dev.udid, "pending", WAIT).await;
+    assert!(srv.service.pushes_settled(WAIT).await);
+    let view = srv.admin.get_json("/v1/nodes").await.unwrap();
+    let nodes = view["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{view}");
+    assert_eq!(nodes[0]["id"], srv.service.node_id(), "{view}");
+    assert_eq!(nodes[0]["alive"], true, "{view}");
+    assert_eq!(nodes[0]["version"], env!("CARGO_PKG_VERSION"), "{view}");
+    for key in ["name", "url", "started_at", "last_heartbeat_at"] {
+        assert!(nodes[0][key].is_string(), "{key}: {view}");
+    }
+    let run = &view["refreshes"][0];
+    assert_eq!(run["id"], run_id.as_str(), "{view}");
+    assert_eq!(run["state"], "finished", "{view}");
+    assert_eq!(run["node"], srv.service.node_name(), "{view}");
+    assert_eq!(run["devices"], 1, "{view}");
+    assert_eq!(run["answered"], 1, "{view}");
+    assert_eq!(run["withdrawn"], 0, "{view}");
+    assert_eq!(run["pushed_at"], summary["pushed_at"], "{view}");
+    assert!(view["generated_at"].is_string(), "{view}");
+    let (status, _) = srv
+        .anon
+        .request(Method::GET, "/v1/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A command sent with a push is a run too (`kind` `command`), finished once its pushes are
+/// answered: a node dying while pushing it leaves nothing a sweep cannot take back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_with_a_push_is_a_run() {
+    let srv = TestServer::start(Options::default()).await;
+    let dev = plists::Device::iphone();
+    srv.enroll(&dev).await;
+    let sent = srv
+        .admin
+        .send_json(
+            Method::POST,
+            "/v1/commands",
+            &serde_json::json!({"udids": [dev.udid], "request_type": "ProfileList", "push": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent["pushing"], 1, "{sent}");
+    assert!(srv.service.pushes_settled(WAIT).await);
+    let view = srv.admin.get_json("/v1/nodes").await.unwrap();
+    let run = &view["refreshes"][0];
+    assert_eq!(run["kind"], "command", "{view}");
+    assert_eq!(run["state"], "finished", "{view}");
+    assert_eq!(
+        (run["devices"].as_u64(), run["answered"].as_u64()),
+        (Some(1), Some(1)),
+        "{view}"
+    );
+    let device = srv.device_json(&dev.udid).await;
+    assert_eq!(device["last_push_at"], run["pushed_at"], "{device}");
+}

@@ -6,6 +6,7 @@
 //! crash. A check-in is answered 200 only after it is durable, so every commit syncs the WAL
 //! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
 
+mod cluster;
 mod pushcerts;
 mod rows;
 mod schema;
@@ -388,6 +389,10 @@ pub struct SqliteStore {
     /// writer has not put a value first) and by the writer after each commit that changes a
     /// binding, in commit order: it never holds a value older than the database's.
     bindings: Arc<DashMap<String, Option<[u8; 32]>>>,
+    /// Nodes and scheduled jobs, in memory: one process serves a data directory (its lock
+    /// refuses a second), so they concern only this process. Refresh runs are in the
+    /// database (see `cluster.rs`).
+    cluster: magicpush_store::cluster::ClusterMemory,
 }
 
 /// How well group commit is batching: `writes / commits` is the mean batch size.
@@ -471,6 +476,7 @@ impl SqliteStore {
             queue_capacity: options.max_queued_writes.max(1),
             secrets: options.secrets_key.clone(),
             bindings: Arc::new(DashMap::new()),
+            cluster: Default::default(),
         })
     }
 

@@ -140,6 +140,27 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL
     );
     CREATE INDEX devices_by_topic ON devices (topic);",
+    // 7: refresh runs and the devices each marked until it ends, so that a refresh cut short
+    // by the process's death (kill -9) is taken back by the next process (see
+    // magicpush_store::cluster).
+    "CREATE TABLE refresh_runs (
+        id TEXT PRIMARY KEY NOT NULL,
+        node_id TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'refresh',
+        attempted_at INTEGER NOT NULL UNIQUE,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        state TEXT NOT NULL,
+        devices INTEGER NOT NULL DEFAULT 0,
+        answered INTEGER NOT NULL DEFAULT 0,
+        withdrawn INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_runs_by_start ON refresh_runs (started_at);
+    CREATE TABLE refresh_run_devices (
+        run_id TEXT NOT NULL,
+        udid TEXT NOT NULL,
+        PRIMARY KEY (run_id, udid)
+    ) WITHOUT ROWID;",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

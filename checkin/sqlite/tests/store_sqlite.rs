@@ -101,7 +101,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -225,7 +225,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     // Version 5: the engine's text for a push's reason became its stored name.
     let reason: String = conn
         .query_row(
@@ -678,4 +678,54 @@ async fn secrets_are_encrypted_at_rest_with_a_key() {
         .to_string();
     assert!(err.contains("not the key"), "{err}");
     assert!(SqliteStore::open_with(&dir, with(1)).is_ok());
+}
+
+/// A process killed mid-refresh leaves its run and the devices it marked in the database;
+/// the next process on the directory (a new node) sweeps them at once (the old node is not
+/// one it has heard of): the unanswered attempts are taken back, the answered one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_cut_by_the_process_death_is_taken_back_after_a_restart() {
+    use magicpush_store::cluster::{RefreshRunRecord, RunState};
+    use magicpush_testkit::conformance::{enroll, node};
+    let dir = tempfile::tempdir().unwrap();
+    let udids: Vec<String> = ["R1", "R2", "R3"].map(String::from).to_vec();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for udid in &udids {
+            enroll(&store, udid, t(1)).await;
+        }
+        store.heartbeat(&node("old", t(10))).await.unwrap();
+        let run = RefreshRunRecord::begin("run-old".into(), "old".into(), t(20));
+        assert!(store.begin_refresh_run(&run).await.unwrap());
+        store
+            .add_refresh_run_devices(&run.id, &udids)
+            .await
+            .unwrap();
+        let command = Command::device_information(&["DeviceName"]);
+        store
+            .queue_and_mark_pushes(&command, &udids, t(20))
+            .await
+            .unwrap();
+        store
+            .record_push_outcome("R1", &PushOutcome::Accepted, t(21))
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.heartbeat(&node("new", t(30))).await.unwrap();
+    let swept = store.sweep_dead_runs(t(25), t(31)).await.unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!(
+        (swept[0].state, swept[0].devices, swept[0].withdrawn),
+        (RunState::Abandoned, 3, 2)
+    );
+    let r1 = store.device("R1").await.unwrap().unwrap();
+    assert_eq!(r1.push_outcome, Some(PushOutcome::Accepted));
+    for udid in ["R2", "R3"] {
+        let d = store.device(udid).await.unwrap().unwrap();
+        assert_eq!(d.last_push_at, None, "{udid}");
+    }
+    let runs = store.refresh_runs(5).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Abandoned);
 }

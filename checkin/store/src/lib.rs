@@ -14,6 +14,7 @@
 //! Times are inputs (`at`), never read from a clock inside the store, and kept to the
 //! millisecond ([`truncate_ms`]). A device's `last_seen_at` only moves forward.
 
+pub mod cluster;
 pub mod columns;
 pub mod connectivity;
 pub mod logic;
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 
 use magicpush_mdm::{Authenticate, Command, Report, Secret, TokenUpdate};
 
+pub use cluster::ClusterStore;
 pub use memory::{dedup, MemoryStore};
 pub use model::{
     apply_contact, from_ms, rfc3339, to_ms, truncate_ms, BoundIdentity, CommandResult, Device,
@@ -46,7 +48,8 @@ pub use secrets::SecretKey;
 /// (`use magicpush_store::prelude::*`); through `dyn Store` they need no import.
 pub mod prelude {
     pub use crate::{
-        CheckinStore, IdentityStore, ListingStore, PushCertStore, PushStore, QueueStore, Store,
+        CheckinStore, ClusterStore, IdentityStore, ListingStore, PushCertStore, PushStore,
+        QueueStore, Store,
     };
 }
 
@@ -382,7 +385,14 @@ pub trait ListingStore: Send + Sync {
 ///   reports them); every other write on an unknown device fails with
 ///   [`StoreError::UnknownDevice`]; reads return `None`/empty.
 pub trait Store:
-    CheckinStore + IdentityStore + QueueStore + PushStore + ListingStore + PushCertStore + 'static
+    CheckinStore
+    + IdentityStore
+    + QueueStore
+    + PushStore
+    + ListingStore
+    + PushCertStore
+    + ClusterStore
+    + 'static
 {
     /// Whether the store can take writes and answer reads now: `Err` when its writer has
     /// stopped or stalled, or a read fails. What `/healthz` reports.

@@ -110,7 +110,11 @@ impl Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Nodes, schedules and refresh runs (one node: in memory like the rest).
+    cluster: crate::cluster::ClusterMemory,
 }
+
+crate::cluster_in_memory!(MemoryStore);
 
 impl MemoryStore {
     /// An empty store.

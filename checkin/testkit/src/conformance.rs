@@ -75,6 +75,8 @@ macro_rules! store_conformance {
             pushcert_requests_are_bounded_and_ordered,
             pushcert_memos_and_logs,
             tenant_names_by_topic,
+            cluster_heartbeats_and_schedules,
+            cluster_sweep_takes_back_a_dead_nodes_run,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1821,4 +1823,160 @@ pub async fn refresh_chunks_keep_the_command_expiry(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A node of the cluster cases, heartbeating at `at`.
+pub fn node(id: &str, at: OffsetDateTime) -> magicpush_store::cluster::Node {
+    magicpush_store::cluster::Node {
+        id: id.into(),
+        name: format!("node-{id}"),
+        version: "0.0.0-test".into(),
+        url: format!("http://{id}.test:8080"),
+        started_at: t(0),
+        last_heartbeat_at: at,
+    }
+}
+
+/// Heartbeats are listed (a later one replaces the row), silent nodes pruned; a scheduled
+/// job starts its period at its first claim and runs once a period.
+pub async fn cluster_heartbeats_and_schedules(store: Arc<dyn Store>) {
+    store.heartbeat(&node("a", t(1))).await.unwrap();
+    store.heartbeat(&node("b", t(2))).await.unwrap();
+    store.heartbeat(&node("a", t(3))).await.unwrap();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes, vec![node("a", t(3)), node("b", t(2))]);
+    assert_eq!(store.prune_nodes(t(3)).await.unwrap(), 1);
+    assert_eq!(store.nodes().await.unwrap(), vec![node("a", t(3))]);
+
+    let every = Duration::from_secs(60);
+    assert!(!store
+        .claim_schedule("collect", "a", t(0), every)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_schedule("collect", "a", t(59), every)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_schedule("collect", "a", t(60), every)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_schedule("collect", "a", t(61), every)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_schedule("collect", "a", t(125), every)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_schedule("other", "a", t(125), every)
+        .await
+        .unwrap());
+}
+
+/// A run whose node is dead is swept: the attempts it left unanswered are taken back
+/// (`never_pushed`), not those answered (an outcome, a report), not one a later push
+/// replaced, and not a live node's run.
+pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
+    use magicpush_store::cluster::{RefreshRunRecord, RunKind, RunState};
+    let udids: Vec<String> = ["A", "B", "C", "D", "E"].map(String::from).to_vec();
+    for udid in &udids {
+        enroll(&*store, udid, t(1)).await;
+    }
+    store.heartbeat(&node("dead", t(10))).await.unwrap();
+    store.heartbeat(&node("live", t(100))).await.unwrap();
+    let dead = RefreshRunRecord::begin("run-dead".into(), "dead".into(), t(20));
+    assert!(store.begin_refresh_run(&dead).await.unwrap());
+    let taken = RefreshRunRecord::begin("run-other".into(), "live".into(), t(20));
+    assert!(
+        !store.begin_refresh_run(&taken).await.unwrap(),
+        "two runs never mark at the same time"
+    );
+    let mut live = RefreshRunRecord::begin("run-live".into(), "live".into(), t(21));
+    live.kind = RunKind::Command;
+    assert!(store.begin_refresh_run(&live).await.unwrap());
+
+    let command = Command::device_information(&["DeviceName"]);
+    store
+        .add_refresh_run_devices(&dead.id, &udids[..4])
+        .await
+        .unwrap();
+    store
+        .queue_and_mark_pushes(&command, &udids[..4], t(20))
+        .await
+        .unwrap();
+    store
+        .add_refresh_run_devices(&live.id, &udids[4..])
+        .await
+        .unwrap();
+    store
+        .queue_and_mark_pushes(&command, &udids[4..], t(21))
+        .await
+        .unwrap();
+    // A: its push answered; B: reported; D: pushed again since; C: nothing.
+    store
+        .record_push_outcome("A", &PushOutcome::Accepted, t(22))
+        .await
+        .unwrap();
+    store
+        .record_report(&report("B", Status::Idle, None, Dictionary::new()), t(23))
+        .await
+        .unwrap();
+    store
+        .record_push_attempts(&udids[3..4], t(24))
+        .await
+        .unwrap();
+
+    let swept = store.sweep_dead_runs(t(50), t(60)).await.unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!(swept[0].id, dead.id);
+    assert_eq!(swept[0].state, RunState::Abandoned);
+    assert_eq!((swept[0].devices, swept[0].withdrawn), (4, 1));
+    assert_eq!(swept[0].finished_at, Some(t(60)));
+    let d = |udid: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.device(udid).await.unwrap().unwrap() }
+    };
+    assert_eq!(d("A").await.push_outcome, Some(PushOutcome::Accepted));
+    assert_eq!(d("B").await.last_push_at, Some(t(20)));
+    assert_eq!(d("C").await.last_push_at, None, "taken back: never_pushed");
+    assert_eq!(d("D").await.last_push_at, Some(t(24)));
+    assert_eq!(d("E").await.last_push_at, Some(t(21)), "the live node's");
+    assert!(
+        store
+            .sweep_dead_runs(t(50), t(61))
+            .await
+            .unwrap()
+            .is_empty(),
+        "swept once"
+    );
+
+    store
+        .add_refresh_run_progress(&live.id, 1, 0)
+        .await
+        .unwrap();
+    store.finish_refresh_run(&live.id, t(70)).await.unwrap();
+    store.finish_refresh_run(&dead.id, t(71)).await.unwrap();
+    let runs = store.refresh_runs(10).await.unwrap();
+    let states: Vec<(&str, RunState, Option<OffsetDateTime>)> = runs
+        .iter()
+        .map(|r| (r.id.as_str(), r.state, r.finished_at))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("run-live", RunState::Finished, Some(t(70))),
+            ("run-dead", RunState::Abandoned, Some(t(60))),
+        ]
+    );
+    assert_eq!(
+        (runs[0].devices, runs[0].answered, runs[0].withdrawn),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        (runs[0].kind, runs[1].kind),
+        (RunKind::Command, RunKind::Refresh)
+    );
+    assert_eq!(store.refresh_runs(1).await.unwrap().len(), 1);
 }

@@ -14,7 +14,7 @@
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S][&topic=T]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
-//! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "pushed_udids"?}` |
+//! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "run_id", "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
 //! | `DELETE /v1/devices/{udid}` | | `{"deleted": udid}`; 404 if unknown |
@@ -28,6 +28,7 @@
 //! | `GET /v1/pushcert/csr` | | the last pending request's file (`Content-Disposition: attachment; filename="PushCertificate_<VENDOR>_<YYYYMMDDHHMM>.csr"`) |
 //! | `DELETE /v1/pushcert/csr/{id}` | | `{"withdrawn": id}`: the pending key is destroyed |
 //! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
+//! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub(super) fn routes(admin: Admin) -> Router {
             only(axum::routing::delete(cancel_command), "DELETE", "DELETE"),
         )
         .route("/v1/connectivity", only(get(connectivity), "GET", "GET"))
+        .route("/v1/nodes", only(get(nodes), "GET", "GET"))
         .route(
             "/v1/pushcert",
             only(
@@ -394,6 +396,10 @@ async fn connectivity(
 ) -> Result<impl IntoResponse, ApiError> {
     let topic = TopicQuery::topic(query)?;
     Ok(Json(admin.service.connectivity(topic.as_deref()).await?))
+}
+
+async fn nodes(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.nodes().await?))
 }
 
 async fn pushcert(

@@ -225,6 +225,9 @@ struct Health {
 #[derive(Serialize)]
 struct HealthView<'a> {
     status: &'static str,
+    /// This node's name (`--node-name`) and its id (fresh at each start).
+    node: &'a str,
+    node_id: &'a str,
     device_auth: &'a str,
     push_certificate: &'static str,
     /// Whether the store's database answers: `ok`, `unreachable` (cannot connect), or
@@ -259,6 +262,8 @@ async fn healthz(
     };
     let view = HealthView {
         status: if error.is_none() { "ok" } else { "unavailable" },
+        node: health.service.node_name(),
+        node_id: health.service.node_id(),
         device_auth: &health.device_auth,
         push_certificate: health.service.pushcert_state(),
         database,

@@ -2,8 +2,8 @@
 //! between the HTTP edge ([`crate::http`]) and the [`Store`].
 //!
 //! - `device`: check-ins and command reports → store writes, the next queued command.
-//! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes), commands,
-//!   and the scheduled collection.
+//! - [`refresh`]: "refresh" (enqueue DeviceInformation, push, record outcomes, its run in
+//!   the store) and commands.
 //! - [`tenants`]: the customers served, one per push certificate topic: their listing with
 //!   device counts, names and memos.
 //! - [`pushcert`]: each tenant's push certificate: details and state, adding a tenant, hot
@@ -11,6 +11,8 @@
 //! - [`pushcert_request`]: issuing push certificate requests (CSR, vendor-signed).
 //! - [`pushcert_sync`]: several nodes on one store: what another node changed in the push
 //!   certificates reaches this node's engine.
+//! - [`nodes`]: this server as a node among several on one store: heartbeats, the sweep of
+//!   dead nodes' refresh runs, the scheduled collection's claim, `GET /v1/nodes`.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub mod csv;
 mod device;
 pub mod listing;
 mod metrics;
+pub mod nodes;
 pub mod pushcert;
 pub mod pushcert_request;
 pub mod pushcert_sync;
@@ -38,6 +41,7 @@ mod topic_groups;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};
+pub use nodes::{NodeSettings, NodesView};
 pub use pushcert::PushCertView;
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
@@ -52,6 +56,8 @@ pub struct ServiceConfig {
     pub unreachable_after: Duration,
     /// Pushes in flight at once from refreshes. Default 256.
     pub push_concurrency: usize,
+    /// This node's name, heartbeat and the window after which other nodes are dead.
+    pub node: NodeSettings,
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +65,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             unreachable_after: Duration::from_secs(300),
             push_concurrency: 256,
+            node: NodeSettings::default(),
         }
     }
 }
@@ -225,6 +232,7 @@ pub struct Service {
     push_slots: Arc<Semaphore>,
     pushes: Arc<refresh::PushTracker>,
     metrics: metrics::DeviceMetrics,
+    node: nodes::ThisNode,
 }
 
 impl std::fmt::Debug for Service {
@@ -245,7 +253,9 @@ impl Service {
         config: ServiceConfig,
     ) -> Self {
         let push_slots = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
+        let node = nodes::ThisNode::new(config.node.clone(), Self::now());
         Service {
+            node,
             store,
             pusher,
             pushcert,

@@ -1,6 +1,8 @@
 //! Refresh: enqueue DeviceInformation (unless one is already queued), mark the push attempts,
 //! then push in the background with bounded concurrency and record each outcome. Also ad-hoc
-//! commands and the scheduled collection.
+//! commands. Each refresh is a run in the store (see [`super::nodes`]): its devices are listed
+//! before they are marked, and its outcome recorder finishes it, so that another node can
+//! take back the refresh of a node that died.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +52,9 @@ pub struct RefreshSummary {
     /// When the pushes were marked (RFC 3339): every device this refresh pushes has this
     /// `last_push_at`, until a later push.
     pub pushed_at: String,
+    /// The run's id in the store (its progress is in `GET /v1/nodes`'s `refreshes`, from
+    /// any node).
+    pub run_id: String,
     /// The devices being pushed (only for a refresh of listed devices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed_udids: Option<Vec<String>>,
@@ -62,6 +67,8 @@ struct RefreshRun {
     command: Command,
     /// When the push attempts are marked (the same for every chunk).
     now: OffsetDateTime,
+    /// Its run in the store.
+    run_id: String,
     /// Held until every chunk is queued, so that `refresh.completed` cannot fire early.
     completion: Option<Arc<Completion>>,
     /// The pushes not yet handed to the engine, by topic.
@@ -250,16 +257,20 @@ impl Service {
             .watch()
             .notifier()
             .map(|n| Completion::new(n.clone(), &command.uuid, cert));
-        let now = magicpush_store::truncate_ms(Self::now());
-        let launcher = self.launcher(completion.clone(), now);
+        let (run_id, now) = self
+            .begin_run(magicpush_store::cluster::RunKind::Refresh)
+            .await?;
+        let launcher = self.launcher(completion.clone(), now, Some(run_id.clone()));
         let mut run = RefreshRun {
             summary: RefreshSummary {
                 command_uuid: command.uuid.clone(),
                 pushed_at: magicpush_store::rfc3339(now),
+                run_id: run_id.clone(),
                 ..RefreshSummary::default()
             },
             command,
             now,
+            run_id,
             completion,
             groups: TopicGroups::new(PUSH_GROUP, PUSH_GROUPS_HELD),
             launcher,
@@ -350,6 +361,11 @@ impl Service {
             return Ok(());
         }
         let udids: Vec<String> = chunk.iter().map(|(u, _)| u.clone()).collect();
+        // Listed with the run before they are marked: whatever a death leaves marked is
+        // listed, for the sweep.
+        self.store
+            .add_refresh_run_devices(&run.run_id, &udids)
+            .await?;
         let queued = self
             .store
             .queue_and_mark_pushes(&run.command, &udids, run.now)
@@ -431,6 +447,7 @@ impl Service {
             self.require_pushcert()?;
         }
         let mut pushes = Vec::new();
+        let mut run = None;
         if request.push {
             for udid in &outcome.queued {
                 if let Some(p) = self.store.device(udid).await?.and_then(|d| d.push_target()) {
@@ -439,7 +456,13 @@ impl Service {
             }
             let udids: Vec<String> = pushes.iter().map(|(u, _)| u.clone()).collect();
             if !udids.is_empty() {
-                self.store.record_push_attempts(&udids, now).await?;
+                // A run as a refresh's: what a node's death leaves marked is taken back.
+                let (id, at) = self
+                    .begin_run(magicpush_store::cluster::RunKind::Command)
+                    .await?;
+                self.store.add_refresh_run_devices(&id, &udids).await?;
+                self.store.record_push_attempts(&udids, at).await?;
+                run = Some((id, at));
             }
         }
         let summary = CommandSummary {
@@ -448,8 +471,8 @@ impl Service {
             unknown: outcome.unknown,
             pushing: pushes.len(),
         };
-        if !pushes.is_empty() {
-            self.launcher(None, now).launch(pushes);
+        if let Some((id, at)) = run {
+            self.launcher(None, at, Some(id)).launch(pushes);
         }
         Ok(summary)
     }
@@ -513,11 +536,12 @@ impl Service {
     /// `push_concurrency`, and every outcome is recorded in batches (see [`record_outcomes`]),
     /// not one write each. The attempts were marked at `attempted_at`: those never sent (the
     /// server stops first) are taken back at the end, so they read `never_pushed`, not
-    /// `unreachable`.
+    /// `unreachable`. A refresh's `run` is finished in the store then.
     fn launcher(
         &self,
         completion: Option<Arc<Completion>>,
         attempted_at: OffsetDateTime,
+        run: Option<String>,
     ) -> Launcher {
         let tracker = Arc::clone(&self.pushes);
         let (done, outcomes) = mpsc::unbounded_channel();
@@ -525,6 +549,7 @@ impl Service {
             self.store.clone(),
             outcomes,
             attempted_at,
+            run,
             tracker.start(),
         ));
         Launcher(Arc::new(Launching {
@@ -549,24 +574,6 @@ impl Service {
     /// Waits up to `wait` for every background push's outcome to be written.
     pub async fn pushes_settled(&self, wait: Duration) -> bool {
         self.pushes.settled(wait).await
-    }
-
-    /// Runs "refresh all" every `every` (first run one period after start) until the task is
-    /// aborted.
-    pub fn spawn_collector(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + every;
-            let mut ticks = tokio::time::interval_at(start, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match service.refresh(RefreshTarget::All).await {
-                    Ok(s) => tracing::info!(pushing = s.pushing, "scheduled collection started"),
-                    Err(err) => tracing::warn!("scheduled collection failed: {err}"),
-                }
-            }
-        })
     }
 }
 
@@ -706,12 +713,12 @@ impl PushTracker {
 }
 
 /// Tries to write outcomes a few times (an overloaded store sheds writes); counts and logs
-/// what could not be written.
-async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
+/// what could not be written. True if they were written.
+async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) -> bool {
     let mut wait = Duration::from_millis(100);
     for attempt in 1..=4 {
         match store.record_push_outcomes(batch, Service::now()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(err) if attempt < 4 => {
                 tracing::info!(
                     devices = batch.len(),
@@ -731,15 +738,18 @@ async fn write_outcomes(store: &dyn Store, batch: &[(String, PushOutcome)]) {
             }
         }
     }
+    false
 }
 
 /// Records push outcomes as they arrive, up to [`OUTCOME_BATCH`] per write: whatever arrived
 /// while the previous write was committing goes into the next one. Ends when every sender is
-/// gone and the channel is drained, taking back the attempts of the pushes never sent.
+/// gone and the channel is drained, taking back the attempts of the pushes never sent, then
+/// finishing the refresh's `run` in the store.
 async fn record_outcomes(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::UnboundedReceiver<Recorded>,
     attempted_at: OffsetDateTime,
+    run: Option<String>,
     _running: RecorderGuard,
 ) {
     let mut received = Vec::with_capacity(OUTCOME_BATCH);
@@ -753,21 +763,33 @@ async fn record_outcomes(
             }
         }
         if !batch.is_empty() {
-            write_outcomes(&*store, &batch).await;
+            if write_outcomes(&*store, &batch).await {
+                if let Some(run) = &run {
+                    super::nodes::add_progress(&*store, run, batch.len() as u64, 0).await;
+                }
+            }
             batch.clear();
         }
     }
     if !unsent.is_empty() {
         match store.withdraw_push_attempts(&unsent, attempted_at).await {
-            Ok(n) => tracing::info!(
-                withdrawn = n,
-                "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
-            ),
+            Ok(n) => {
+                tracing::info!(
+                    withdrawn = n,
+                    "pushes not sent before shutdown: their attempts are taken back (never_pushed)"
+                );
+                if let Some(run) = &run {
+                    super::nodes::add_progress(&*store, run, 0, n).await;
+                }
+            }
             Err(err) => tracing::warn!(
                 devices = unsent.len(),
                 "cannot take back the attempts of pushes not sent: {err}"
             ),
         }
+    }
+    if let Some(run) = run {
+        super::nodes::finish_run(&*store, &run).await;
     }
 }
 

@@ -108,6 +108,7 @@ impl TestServer {
             ServiceConfig {
                 unreachable_after: opts.unreachable_after,
                 push_concurrency: 8,
+                ..ServiceConfig::default()
             },
         ));
         service
