@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use magicpush_engine::pool::backoff::Backoff;
+use magicpush_engine::pool::plan::RetryPolicy;
 use magicpush_engine::{Client, ClientBuilder, DevicePush, DeviceToken, PushError, PushResult};
 use magicpush_fixtures::{CertKey, TestPki};
 use magicpush_mock_apns::{MockConfig, MockHandle, Reason as MockReason};
@@ -366,7 +368,17 @@ async fn refused_streams_429_and_503_are_retried() {
         ..MockConfig::default()
     };
     let s = setup(config).await;
-    let client = s.builder().build().unwrap();
+    // About one attempt in four is refused: with the default 8 attempts one push in 500
+    // would run out now and then (0.27^8 × 500 ≈ 1 %). The rule tested is that refusals are
+    // retried, so each push may try until it gets through, quickly.
+    let retry = RetryPolicy {
+        backoff: Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        },
+        max_attempts: 40,
+    };
+    let client = s.builder().retry_policy(retry).build().unwrap();
     let results = push_all(&client, pushes(500)).await;
     assert_all_delivered(&results);
     let retried = results
