@@ -91,10 +91,10 @@ pub(crate) struct NodeSet {
 impl NodeSet {
     /// Starts the nodes and registers `tenants` (`--topics` 2..) through the first. With
     /// several nodes the first starts alone, the tenants are registered through it, and then
-    /// the others start: a node's engine loads the push certificates from the database at
-    /// start only (cross-node certificate sync is not on main yet), so every node must start
-    /// after the registrations to push on every tenant's topic. Returns the registrations'
-    /// wall time. On failure whatever started is stopped and the schema dropped.
+    /// the others start, reading every tenant from the database at start. (A node already
+    /// running would get them within a second through the database's notifications; starting
+    /// the others after keeps the run from depending on that timing.) Returns the
+    /// registrations' wall time. On failure whatever started is stopped and the schema dropped.
     pub(crate) async fn start(
         plan: NodePlan<'_>,
         tenants: &[Tenant],
