@@ -10,10 +10,11 @@
 //! | `GET /v1/topics` | | `{"topics": [{"topic", "name", "apple_id", "certificate": {"subject", "serial", "not_after", "days_left", "state"}, "devices": {"total", "states": {state: n}}}], "unassigned": {"total", "states"}, "generated_at"}` |
 //! | `POST /v1/topics` | a certificate as `PUT /v1/pushcert` takes it | 201 the new tenant's certificate details (as `GET /v1/pushcert`); 409 if its topic is a tenant's |
 //! | `PUT /v1/topics/{topic}` | `{"name"?, "apple_id"?}` (empty clears) | the tenant's certificate details with its name and memo |
-//! | `GET /v1/devices[?state=S][&topic=T]` | | `[{"udid", "state", "push_latency_ms", device fields…}]` |
+//! | `GET /v1/devices[?state=S][&topic=T][&q=Q]` | | `[{"udid", "state", "push_latency_ms", device fields…}]`, streamed; `q` (1–128 characters, trimmed): only devices whose UDID, serial number or name holds it, ignoring case |
+//! | `GET /v1/devices?limit=N[&cursor=C][&state=S][&topic=T][&q=Q]` | | one page, in UDID order: `{"devices": [as above], "next_cursor": C \| null, "generated_at"}`; `limit` 1–1000; pass `next_cursor` back as `cursor` until it is `null`. A request examines at most max(10 × N, 5000) devices, so a page may be short or empty with a cursor: keep going. A bad `limit`, `cursor` or `q` (or `cursor` without `limit`): 400 |
 //! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
-//! | `GET /v1/devices.csv[?state=S][&topic=T]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
+//! | `GET /v1/devices.csv[?state=S][&topic=T][&q=Q]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
 //! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "run_id", "pushed_udids"?}` |
 //! | `POST /v1/commands` | `{"udids": […], "request_type": "…", "params": {…}?, "push": true?, "command_uuid": "…"?, "expires_in": "24h"? \| "expires_at": "<RFC 3339>"?}` — `params` values may be `{"$data": "<base64>"}` or `{"$date": "<RFC 3339>"}`; or a plist body (the command dictionary) with `?udid=…&udid=…[&push=false]`. `ClearPasscode` gets the device's stored UnlockToken (one device per command) | 201 `{"command_uuid", "queued", "unknown", "pushing"}` |
 //! | `DELETE /v1/commands/{uuid}` | | `{"command_uuid", "cancelled": n}` (taken off n queues); 404 if unknown |
@@ -47,7 +48,10 @@ use super::body::{self, read_limited};
 use super::error::ApiError;
 use crate::pushcert::request::Subject;
 use crate::service::views::parse_state;
-use crate::service::{CommandRequest, DeviceFilter, RefreshTarget, Service, TenantUpdate};
+use crate::service::{
+    CommandRequest, Cursor, DeviceFilter, PageLimit, PagingError, RefreshTarget, Search, Service,
+    ServiceError, TenantUpdate,
+};
 use magicpush_mdm::json_values::dict_from_json;
 use magicpush_store::connectivity::ConnState;
 
@@ -169,20 +173,36 @@ async fn no_route(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
-/// `?state=<name>` on the device list and export.
+/// The device list's and export's query: `state`, `topic` and `q` filter; `limit` and
+/// `cursor` page the list (see [`crate::service::paging`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StateQuery {
+struct DeviceQuery {
     state: Option<String>,
     topic: Option<String>,
+    q: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
-impl StateQuery {
-    fn filter(query: Result<Query<StateQuery>, QueryRejection>) -> Result<DeviceFilter, ApiError> {
-        let Query(StateQuery { state, topic }) = query.map_err(bad_query)?;
-        let state = state
+/// A paged request's page size and start.
+struct Paging {
+    limit: PageLimit,
+    cursor: Option<Cursor>,
+}
+
+impl DeviceQuery {
+    fn parse(query: Result<Query<DeviceQuery>, QueryRejection>) -> Result<Self, ApiError> {
+        query.map(|Query(q)| q).map_err(bad_query)
+    }
+
+    /// The filter: `state`, `topic` and `q`.
+    fn filter(&self) -> Result<DeviceFilter, ApiError> {
+        let state = self
+            .state
+            .as_deref()
             .map(|name| {
-                parse_state(&name).ok_or_else(|| {
+                parse_state(name).ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "unknown state {name:?}; one of: {}",
                         ConnState::ALL.map(|s| s.as_str()).join(", ")
@@ -190,7 +210,34 @@ impl StateQuery {
                 })
             })
             .transpose()?;
-        Ok(DeviceFilter { state, topic })
+        let search = self
+            .q
+            .as_deref()
+            .map(Search::parse)
+            .transpose()
+            .map_err(ServiceError::from)?;
+        Ok(DeviceFilter {
+            state,
+            topic: self.topic.clone(),
+            search,
+        })
+    }
+
+    /// `limit` and `cursor`; `None` without `limit` (a cursor alone is a 400).
+    fn paging(&self) -> Result<Option<Paging>, ApiError> {
+        let Some(limit) = self.limit.as_deref() else {
+            if self.cursor.is_some() {
+                return Err(ServiceError::from(PagingError::NeedsLimit { param: "cursor" }).into());
+            }
+            return Ok(None);
+        };
+        let paging = || -> Result<Paging, PagingError> {
+            Ok(Paging {
+                limit: PageLimit::parse(limit)?,
+                cursor: self.cursor.as_deref().map(Cursor::decode).transpose()?,
+            })
+        };
+        paging().map(Some).map_err(|e| ServiceError::from(e).into())
     }
 }
 
@@ -227,9 +274,14 @@ fn decoded(param: Result<Path<String>, PathRejection>, what: &str) -> Result<Str
 
 async fn list_devices(
     State(admin): State<Admin>,
-    query: Result<Query<StateQuery>, QueryRejection>,
+    query: Result<Query<DeviceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let filter = StateQuery::filter(query)?;
+    let query = DeviceQuery::parse(query)?;
+    let filter = query.filter()?;
+    if let Some(Paging { limit, cursor }) = query.paging()? {
+        let page = admin.service.devices_page(filter, limit, cursor).await?;
+        return Ok(Json(page).into_response());
+    }
     let json = admin.service.devices_json(filter).await?;
     Ok(listing(body::streamed(
         StatusCode::OK,
@@ -240,9 +292,15 @@ async fn list_devices(
 
 async fn export_devices(
     State(admin): State<Admin>,
-    query: Result<Query<StateQuery>, QueryRejection>,
+    query: Result<Query<DeviceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let filter = StateQuery::filter(query)?;
+    let query = DeviceQuery::parse(query)?;
+    if query.limit.is_some() || query.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "devices.csv exports every device the filter shows: it takes state, topic and q, not limit or cursor",
+        ));
+    }
+    let filter = query.filter()?;
     let csv = admin.service.devices_csv(filter).await?;
     let mut resp = body::streamed(StatusCode::OK, "text/csv; charset=utf-8", csv);
     resp.headers_mut().insert(

@@ -67,7 +67,9 @@ impl From<crate::service::ServiceError> for ApiError {
         use crate::service::ServiceError as E;
         use magicpush_store::StoreError;
         let status = match &err {
-            E::Decode(_) | E::BadRequest(_) | E::UnknownDevice { .. } => StatusCode::BAD_REQUEST,
+            E::Decode(_) | E::BadRequest(_) | E::Paging(_) | E::UnknownDevice { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             // Apple: a 410 to UserAuthenticate tells the device not to set up the user channel.
             E::Unsupported { message_type } if message_type == "UserAuthenticate" => {
                 StatusCode::GONE

@@ -14,6 +14,7 @@
 //! - [`nodes`]: this server as a node among several on one store: heartbeats, the sweep of
 //!   dead nodes' refresh runs, the scheduled collection's claim, `GET /v1/nodes`.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
+//! - [`paging`], [`search`]: one page of the device list after a cursor, and its search.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,21 +33,25 @@ mod device;
 pub mod listing;
 mod metrics;
 pub mod nodes;
+pub mod paging;
 pub mod pushcert;
 pub mod pushcert_request;
 pub mod pushcert_sync;
 pub mod refresh;
+pub mod search;
 pub mod tenants;
 mod topic_groups;
 pub mod views;
 
 pub use device::{DeviceReply, Endpoint};
 pub use nodes::{NodeSettings, NodesView};
+pub use paging::{Cursor, PageLimit, PagingError};
 pub use pushcert::PushCertView;
 pub use pushcert_request::IssuedRequest;
 pub use refresh::{CommandRequest, RefreshSummary, RefreshTarget};
+pub use search::Search;
 pub use tenants::{PushCertSettings, PushCertState, TenantList, TenantSummary, TenantUpdate};
-pub use views::{ConnectivityReport, DeviceCommands, DeviceFilter, DeviceView};
+pub use views::{ConnectivityReport, DeviceCommands, DeviceFilter, DevicePage, DeviceView};
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -155,6 +160,9 @@ pub enum ServiceError {
     /// An admin request that is not well-formed.
     #[error("{0}")]
     BadRequest(String),
+    /// A device list page asked for with a bad `limit`, `cursor` or `q` (400).
+    #[error("{0}")]
+    Paging(#[from] PagingError),
     /// A check-in names a topic no push certificate of this server has (403, never 401): the
     /// device enrolled with another server's profile, or before the topic changed. Nothing
     /// is written. (While no certificate is registered at all, every topic is served.)

@@ -11,6 +11,8 @@ use magicpush_store::connectivity::{self, ConnState, Report};
 use magicpush_store::{rfc3339, CommandResult, Device, QueuedCommand};
 
 use super::listing::{Listing, Pages, Render, PAGE};
+use super::paging::{Cursor, PageAssembly, PageLimit};
+use super::search::Search;
 use super::{Service, ServiceError};
 
 /// The CSV export's header (and column order).
@@ -33,6 +35,8 @@ pub struct DeviceFilter {
     pub state: Option<ConnState>,
     /// Only those enrolled with this topic (one tenant's).
     pub topic: Option<String>,
+    /// Only those whose UDID, serial number or name holds this text.
+    pub search: Option<Search>,
 }
 
 impl DeviceFilter {
@@ -43,13 +47,19 @@ impl DeviceFilter {
                 return false;
             }
         }
+        if self.search.as_ref().is_some_and(|q| !q.matches(device)) {
+            return false;
+        }
         self.state.is_none_or(|s| s == state())
     }
 }
 
 impl From<Option<ConnState>> for DeviceFilter {
     fn from(state: Option<ConnState>) -> Self {
-        DeviceFilter { state, topic: None }
+        DeviceFilter {
+            state,
+            ..DeviceFilter::default()
+        }
     }
 }
 
@@ -98,6 +108,46 @@ impl Service {
         });
         self.listing(topic.as_deref(), b"[".to_vec(), b"]", render)
             .await
+    }
+
+    /// One page of the device list: at most `limit` devices `only` shows, in UDID order,
+    /// after `cursor` (from the first without one). A request examines at most
+    /// [`super::paging::scan_bound`] devices, so its cost does not grow with the fleet
+    /// whatever the filter matches; the page may then be short, or empty, with a cursor.
+    pub async fn devices_page(
+        &self,
+        only: DeviceFilter,
+        limit: PageLimit,
+        cursor: Option<Cursor>,
+    ) -> Result<DevicePage, ServiceError> {
+        self.check_listing_topic(only.topic.as_deref()).await?;
+        let now = Self::now();
+        let mut assembly = PageAssembly::new(limit, cursor);
+        while let Some(read) = assembly.next_read() {
+            let devices = match only.topic.as_deref() {
+                Some(topic) => {
+                    self.store
+                        .topic_devices_page(topic, read.after, read.count)
+                        .await?
+                }
+                None => self.store.devices_page(read.after, read.count).await?,
+            };
+            assembly.take(devices, |d| only.shows(d, || self.state(d, now)));
+        }
+        let page = assembly.finish();
+        Ok(DevicePage {
+            devices: page
+                .devices
+                .into_iter()
+                .map(|device| DeviceView {
+                    state: self.state(&device, now).as_str(),
+                    push_latency_ms: push_latency_ms(&device),
+                    device,
+                })
+                .collect(),
+            next_cursor: page.next.map(|c| c.encode()),
+            generated_at: rfc3339(now),
+        })
     }
 
     /// One device; [`ServiceError::NoDevice`] if unknown.
@@ -236,6 +286,19 @@ fn push_latency_ms(device: &Device) -> Option<u64> {
     device
         .push_latency()
         .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One page of the device list (`GET /v1/devices?limit=N`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePage {
+    /// The devices shown, in UDID order, as the whole list shows them.
+    pub devices: Vec<DeviceView>,
+    /// Pass as `cursor` for the next page; `null` once the list has been read to its end.
+    /// A short or empty page with a cursor is not the end: the request stopped at its
+    /// scan bound.
+    pub next_cursor: Option<String>,
+    /// When the states were computed, RFC 3339.
+    pub generated_at: String,
 }
 
 /// A device's queued commands and recorded results.
