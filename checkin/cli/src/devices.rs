@@ -1,4 +1,5 @@
-//! `magicpush devices [--csv | --json]`: the device list from a running server;
+//! `magicpush devices [--csv | --json] [--search Q] [--limit N [--cursor C]]`: the device
+//! list from a running server, whole or a page at a time;
 //! `magicpush devices delete UDID` and `magicpush devices delete --all --confirm TOPIC` (the
 //! new-topic procedure).
 
@@ -25,6 +26,16 @@ pub(crate) struct DevicesArgs {
     /// Only one tenant's devices (those enrolled with this push topic).
     #[arg(long, value_name = "TOPIC")]
     topic: Option<String>,
+    /// Only devices whose UDID, serial number or name holds this text (ignoring case).
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    /// One page of at most N devices (1 to 1000) instead of the whole list; the next page's
+    /// cursor is printed after it.
+    #[arg(long, value_name = "N", conflicts_with = "csv")]
+    limit: Option<u32>,
+    /// With --limit: the page after this cursor (a previous page's "next cursor").
+    #[arg(long, requires = "limit")]
+    cursor: Option<String>,
     #[command(subcommand)]
     action: Option<DevicesAction>,
 }
@@ -79,9 +90,13 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let limit = args.limit.map(|n| n.to_string());
     let query = query(&[
         ("state", args.state.as_deref()),
         ("topic", args.topic.as_deref()),
+        ("q", args.search.as_deref()),
+        ("limit", limit.as_deref()),
+        ("cursor", args.cursor.as_deref()),
     ]);
     if args.csv {
         let text = rt.block_on(client.get_text(&format!("/v1/devices.csv{query}")))?;
@@ -93,7 +108,11 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&devices)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // A page (with --limit) is an object around the list and the next page's cursor.
+    let next_cursor = args.limit.map(|_| devices.get("next_cursor").cloned());
     let rows: Vec<Vec<String>> = devices
+        .get("devices")
+        .unwrap_or(&devices)
         .as_array()
         .map(|list| {
             list.iter()
@@ -106,6 +125,16 @@ pub(crate) fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         table(COLUMNS.iter().map(|(h, _)| *h).collect(), &rows)
     );
     println!("{} device(s)", rows.len());
+    match next_cursor {
+        Some(Some(serde_json::Value::String(cursor))) => {
+            println!(
+                "next page: --limit {} --cursor {cursor}",
+                limit.unwrap_or_default()
+            )
+        }
+        Some(_) => println!("(the last page)"),
+        None => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
