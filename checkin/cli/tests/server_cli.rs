@@ -544,7 +544,7 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
     responder.abort();
 
     let url = server.url.clone();
-    let (list, csv, report, denied, as_tls) = tokio::task::spawn_blocking(move || {
+    let (list, csv, report, denied, as_tls, page) = tokio::task::spawn_blocking(move || {
         let base = ["--server", url.as_str(), "--api-key", KEY];
         let tls_url = url.replacen("http://", "https://", 1);
         let with = |cmd: &[&str]| {
@@ -562,6 +562,7 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
             ),
             // https:// to a server that speaks plain HTTP.
             run(&["report", "--server", &tls_url, "--api-key", KEY], &[]),
+            with(&["devices", "--search", "cliserial2", "--limit", "5"]),
         )
     })
     .await
@@ -576,6 +577,12 @@ async fn devices_report_and_refresh_commands_against_a_running_server() {
         list.contains("responded") && list.contains("2 device(s)"),
         "{list}"
     );
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("CLISERIAL2") && page.contains("1 device(s)"),
+        "{page}"
+    );
+    assert!(page.contains("(the last page)"), "{page}");
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(
         csv.starts_with("UDID,Device name,Model,OS version,Serial number,"),
