@@ -10,24 +10,40 @@ use serde_json::Value;
 use server_common::*;
 
 /// `n` devices `PAGE-0000`…: every other one enrolled (`never_pushed`, the rest `no_token`),
-/// every tenth named `Kiosk <i>`.
-async fn fleet(n: usize) -> (TestServer, Vec<String>) {
-    let srv = TestServer::start(Options::default()).await;
+/// every tenth named `Kiosk <i>`; in the memory store, or (`sqlite`) the durable one.
+async fn fleet_in(n: usize, sqlite: bool) -> (TestServer, Vec<String>) {
+    let srv = TestServer::start(Options {
+        sqlite,
+        ..Options::default()
+    })
+    .await;
     let udids: Vec<String> = (0..n).map(|i| format!("PAGE-{i:04}")).collect();
+    // Concurrent, so that SQLite's group commit takes them in a few commits.
+    let mut writes = tokio::task::JoinSet::new();
     for (i, udid) in udids.iter().enumerate() {
-        let mut msg = authenticate(udid);
-        if i % 10 == 0 {
-            msg.info.device_name = Some(format!("Kiosk {i}"));
-        }
-        srv.store.authenticate(&msg, None, t(0)).await.unwrap();
-        if i % 2 == 0 {
-            srv.store
-                .token_update(&token_update(udid, 1), t(0))
-                .await
-                .unwrap();
-        }
+        let (store, udid) = (srv.store.clone(), udid.clone());
+        writes.spawn(async move {
+            let mut msg = authenticate(&udid);
+            if i % 10 == 0 {
+                msg.info.device_name = Some(format!("Kiosk {i}"));
+            }
+            store.authenticate(&msg, None, t(0)).await.unwrap();
+            if i % 2 == 0 {
+                store
+                    .token_update(&token_update(&udid, 1), t(0))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(written) = writes.join_next().await {
+        written.unwrap();
     }
     (srv, udids)
+}
+
+async fn fleet(n: usize) -> (TestServer, Vec<String>) {
+    fleet_in(n, false).await
 }
 
 async fn get(srv: &TestServer, path: &str) -> (StatusCode, Value) {
@@ -65,13 +81,26 @@ async fn walk(srv: &TestServer, query: &str) -> (Vec<String>, Vec<usize>) {
     }
 }
 
+/// In the memory store and in SQLite: the pages hold the fleet, and each is full but the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_seven_hold_every_device_once_in_udid_order() {
-    let (srv, udids) = fleet(300).await;
-    let (listed, sizes) = walk(&srv, "limit=7").await;
-    assert_eq!(listed, udids, "every device once, in UDID order");
-    assert_eq!(sizes.len(), 300usize.div_ceil(7), "{sizes:?}");
-    assert!(sizes.iter().all(|&n| (1..=7).contains(&n)), "{sizes:?}");
+    for sqlite in [false, true] {
+        let (srv, udids) = fleet_in(300, sqlite).await;
+        let (listed, sizes) = walk(&srv, "limit=7").await;
+        assert_eq!(
+            listed, udids,
+            "every device once, in UDID order (sqlite: {sqlite})"
+        );
+        assert_eq!(sizes.len(), 300usize.div_ceil(7), "{sizes:?}");
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&n| n == 7),
+            "{sizes:?}"
+        );
+
+        let (listed, _) = walk(&srv, "limit=7&state=never_pushed&q=kiosk").await;
+        let enrolled_kiosks: Vec<String> = udids.iter().step_by(10).cloned().collect();
+        assert_eq!(listed, enrolled_kiosks, "sqlite: {sqlite}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
