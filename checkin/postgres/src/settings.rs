@@ -1,12 +1,14 @@
 //! [`SettingsStore`] on PostgreSQL: the `settings` key/value table (schema migration 3),
-//! shared by every node on the database; each node re-reads it on its heartbeat.
+//! shared by every node on the database. A write notifies the other nodes on the push
+//! certificates' channel (`listen`), so their feed moves on and they re-read the settings
+//! within a second; each node also re-reads them on its heartbeat, in case it missed one.
 
 use time::OffsetDateTime;
 
 use magicpush_store::{to_ms, SettingsStore, StoreFuture, StoredSettings};
 
 use crate::rows::{get, query};
-use crate::{pg_err, PostgresStore};
+use crate::{listen, pg_err, PostgresStore};
 
 impl SettingsStore for PostgresStore {
     fn settings(&self) -> StoreFuture<'_, StoredSettings> {
@@ -41,6 +43,11 @@ impl SettingsStore for PostgresStore {
                 .await
                 .map_err(pg_err(OP))?;
             }
+            // Delivered only if the write commits.
+            let origin: &str = &self.origin;
+            tx.execute(listen::NOTIFY_SQL, &[&origin])
+                .await
+                .map_err(pg_err("announce a settings change"))?;
             tx.commit().await.map_err(pg_err(OP))
         })
     }

@@ -4,7 +4,8 @@
 //! A `PUT` is checked as `serve` checks its flags, stored, then applied here at once: the
 //! collection task is restarted with its new period (or stopped), and the next connectivity
 //! state computed uses the new window. Other nodes on the same database re-read the stored
-//! settings on each heartbeat ([`Service::reload_settings`]) and apply a change then.
+//! settings ([`Service::reload_settings`]) when the store's change feed moves (PostgreSQL
+//! notifies on a settings write: within a second) and on each heartbeat besides.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
