@@ -25,6 +25,9 @@ pub(crate) struct LiveSettings {
     start: StartSettings,
     effective: RwLock<Effective>,
     collector: Mutex<Option<Collector>>,
+    /// The stored settings last refused here (another node's flags let them pass, not this
+    /// one's): logged once, not at every re-read.
+    refused: Mutex<Option<Effective>>,
 }
 
 /// The running collection task and its period.
@@ -41,6 +44,7 @@ impl LiveSettings {
             start,
             effective: RwLock::new(resolve(&start, &StoredSettings::default())),
             collector: Mutex::new(None),
+            refused: Mutex::new(None),
         }
     }
 
@@ -122,7 +126,14 @@ impl Service {
             return Ok(());
         }
         if let Err(err) = effective.check() {
-            tracing::warn!("the stored settings are not applied on this node: {err}");
+            let mut refused = self
+                .settings
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if refused.replace(effective) != Some(effective) {
+                tracing::warn!("the stored settings are not applied on this node (its flags differ from the node that stored them): {err}");
+            }
             return Ok(());
         }
         tracing::info!(
