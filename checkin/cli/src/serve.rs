@@ -495,10 +495,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// flag), saying which flags a stored setting overrides; this starts the scheduled
 /// collection if it is on.
 async fn load_settings(service: &Arc<Service>) -> anyhow::Result<()> {
-    let stored = service
-        .load_settings()
-        .await
-        .context("the settings stored through PUT /v1/settings cannot be used with these flags")?;
+    let stored = service.load_settings().await.context(
+        "cannot apply the run-time settings (those stored through PUT /v1/settings win over \
+             --collect-every and --unreachable-after)",
+    )?;
     for o in magicpush_server::settings::overrides(service.start_settings(), &stored) {
         tracing::warn!("{o}");
     }
