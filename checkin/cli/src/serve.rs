@@ -19,7 +19,7 @@ use super::push_cert::CertFlags;
 use super::secret_arg::SecretArg;
 use magicpush_engine::cert::CertificateInfo;
 use magicpush_postgres::PostgresStore;
-use magicpush_server::config::{format_duration, parse_duration};
+use magicpush_server::config::parse_duration;
 use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
 use magicpush_server::identity::authenticator::parse_sources;
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
@@ -151,7 +151,8 @@ pub(crate) struct ServeArgs {
     /// it wins over --notify-secret / MAGICPUSH_NOTIFY_SECRET.
     #[arg(long, env = "MAGICPUSH_NOTIFY_SECRET_FILE")]
     notify_secret_file: Option<PathBuf>,
-    /// Collect device information from every device this often (e.g. 24h).
+    /// Collect device information from every device this often (e.g. 24h). A setting stored
+    /// through PUT /v1/settings wins.
     #[arg(long, env = "MAGICPUSH_COLLECT_EVERY", value_parser = parse_duration)]
     collect_every: Option<Duration>,
     /// This server's name among the nodes on one database (`GET /v1/nodes`, `/healthz`);
@@ -166,9 +167,10 @@ pub(crate) struct ServeArgs {
     /// its refresh left unanswered (at least twice --heartbeat-every).
     #[arg(long, env = "MAGICPUSH_NODE_DEAD_AFTER", default_value = "30s", value_parser = parse_duration)]
     node_dead_after: Duration,
-    /// A pushed device that has not answered after this long is `unreachable`.
-    #[arg(long, env = "MAGICPUSH_UNREACHABLE_AFTER", default_value = "5m", value_parser = parse_duration)]
-    unreachable_after: Duration,
+    /// A pushed device that has not answered after this long is `unreachable` [default: 5m].
+    /// A setting stored through PUT /v1/settings wins.
+    #[arg(long, env = "MAGICPUSH_UNREACHABLE_AFTER", value_parser = parse_duration)]
+    unreachable_after: Option<Duration>,
     /// TLS certificate chain (PEM) for the server itself; plain HTTP without it.
     #[arg(long, env = "MAGICPUSH_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -283,8 +285,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    magicpush_server::config::check_windows(args.collect_every, args.unreachable_after)
-        .map_err(anyhow::Error::msg)?;
+    magicpush_server::config::check_windows(
+        args.collect_every,
+        args.unreachable_after
+            .unwrap_or(magicpush_server::settings::DEFAULT_UNREACHABLE_AFTER),
+    )
+    .map_err(anyhow::Error::msg)?;
     let node = NodeSettings {
         name: args.node_name.clone().unwrap_or_else(host_name),
         heartbeat_every: args.heartbeat_every,
@@ -423,6 +429,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .given_at_start(given_at_start),
         ServiceConfig {
             unreachable_after: args.unreachable_after,
+            collect_every: args.collect_every,
             push_concurrency: args.push_concurrency,
             node,
         },
@@ -432,6 +439,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot read the push certificate's state from the store")?;
     name_tenants(&service, names).await?;
+    load_settings(&service).await?;
     let api_key = match &args.api_key_file {
         Some(path) => Some(super::remote::read_key_file(path, "--api-key-file")?),
         None => args.api_key.as_ref().map(|k| k.expose().to_owned()),
@@ -460,16 +468,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let watch = service.spawn_pushcert_watch(PUSHCERT_CHECK_EVERY);
     // Other nodes on the database register, renew and remove certificates too.
     let pushcert_sync = service.spawn_pushcert_sync(args.pushcert_sync_every);
-    let collector = args.collect_every.map(|every| {
-        tracing::info!(every = %format_duration(every), "scheduled device information collection on");
-        service.spawn_collector(every)
-    });
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
-    if let Some(c) = collector {
-        c.abort();
-    }
+    service.stop_collector();
     watch.abort();
     if let Some(sync) = pushcert_sync {
         sync.abort();
@@ -486,6 +488,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     heartbeat.abort();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies the settings in force (a setting stored through `PUT /v1/settings` wins over its
+/// flag), saying which flags a stored setting overrides; this starts the scheduled
+/// collection if it is on.
+async fn load_settings(service: &Arc<Service>) -> anyhow::Result<()> {
+    let stored = service.load_settings().await.context(
+        "cannot apply the run-time settings (those stored through PUT /v1/settings win over \
+             --collect-every and --unreachable-after)",
+    )?;
+    for o in magicpush_server::settings::overrides(service.start_settings(), &stored) {
+        tracing::warn!("{o}");
+    }
     Ok(())
 }
 

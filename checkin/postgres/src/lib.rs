@@ -57,6 +57,7 @@ mod listen;
 mod pushcerts;
 mod rows;
 mod schema;
+mod settings;
 mod tls;
 mod writer;
 

@@ -1,5 +1,6 @@
 //! The feed of push certificate changes between nodes ([`PushCertStore::pushcert_changes`]):
-//! every write of the push certificates' state sends a notification on [`CHANNEL`] in its own
+//! every write of the push certificates' state (and of the run-time settings, which ride
+//! along) sends a notification on [`CHANNEL`] in its own
 //! transaction (so it is delivered only if it commits), and each store listens on a session
 //! of its own.
 //!

@@ -139,6 +139,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         udid text NOT NULL,
         PRIMARY KEY (run_id, udid)
     );",
+    // 3: run-time settings changed through PUT /v1/settings (magicpush_store::settings),
+    // shared by every node; durations in milliseconds, a NULL collect_every is off.
+    "CREATE TABLE settings (
+        key text PRIMARY KEY,
+        value_ms bigint,
+        updated_at bigint NOT NULL
+    )",
 ];
 
 /// The schema version this build writes.

@@ -21,3 +21,4 @@ pub mod notify;
 pub mod push;
 pub mod pushcert;
 pub mod service;
+pub mod settings;

@@ -129,7 +129,7 @@ async fn enroll_refresh_report_with_mock_apns_and_sqlite() {
         Arc::new(client.clone()) as Arc<dyn PushSender>,
         PushCertState::new(Some(info)),
         ServiceConfig {
-            unreachable_after: Duration::from_secs(4),
+            unreachable_after: Some(Duration::from_secs(4)),
             push_concurrency: 16,
             ..ServiceConfig::default()
         },

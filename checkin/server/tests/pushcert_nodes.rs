@@ -389,3 +389,28 @@ async fn a_single_node_store_needs_no_sync() {
     ));
     assert!(service.spawn_pushcert_sync(FALLBACK).is_none());
 }
+
+/// The run-time settings ride on the same feed: a `PUT /v1/settings` on A is in force on B
+/// within a second (long before B's heartbeat, which is not even running here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_change_on_one_node_is_in_force_on_the_other_within_a_second() {
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url).await;
+    let (a, b) = (node(&schema.url).await, node(&schema.url).await);
+    assert_eq!(b.service.unreachable_after(), Duration::from_secs(300));
+    let change = serde_json::json!({"unreachable_after": "7m", "collect_every": "1h"});
+    a.service.put_settings(&change).await.unwrap();
+    converges("A's settings on B", WITHIN, || async {
+        let view = b.service.settings_view();
+        view.unreachable_after_s == 420 && view.collecting
+    })
+    .await;
+    assert_eq!(
+        b.service.settings_view().collect_every.as_deref(),
+        Some("1h")
+    );
+    a.service.stop_collector();
+    b.service.stop_collector();
+    drop((a, b));
+    schema.drop_it().await;
+}

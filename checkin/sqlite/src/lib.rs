@@ -10,6 +10,7 @@ mod cluster;
 mod pushcerts;
 mod rows;
 mod schema;
+mod settings;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -161,6 +161,13 @@ const MIGRATIONS: &[&str] = &[
         udid TEXT NOT NULL,
         PRIMARY KEY (run_id, udid)
     ) WITHOUT ROWID;",
+    // 8: run-time settings changed through PUT /v1/settings (magicpush_store::settings),
+    // durations in milliseconds; a NULL collect_every is the collection turned off.
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY NOT NULL,
+        value_ms INTEGER,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

@@ -23,6 +23,7 @@ mod model;
 pub mod private;
 pub mod pushcerts;
 pub mod secrets;
+pub mod settings;
 pub mod writes;
 
 use std::future::Future;
@@ -43,13 +44,14 @@ pub use pushcerts::{
     MAX_PENDING_REQUESTS,
 };
 pub use secrets::SecretKey;
+pub use settings::{SettingsStore, StoredSettings};
 
 /// Every role trait of the store, for code that calls them on a concrete store
 /// (`use magicpush_store::prelude::*`); through `dyn Store` they need no import.
 pub mod prelude {
     pub use crate::{
         CheckinStore, ClusterStore, IdentityStore, ListingStore, PushCertStore, PushStore,
-        QueueStore, Store,
+        QueueStore, SettingsStore, Store,
     };
 }
 
@@ -392,6 +394,7 @@ pub trait Store:
     + ListingStore
     + PushCertStore
     + ClusterStore
+    + SettingsStore
     + 'static
 {
     /// Whether the store can take writes and answer reads now: `Err` when its writer has

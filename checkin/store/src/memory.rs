@@ -112,6 +112,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Nodes, schedules and refresh runs (one node: in memory like the rest).
     cluster: crate::cluster::ClusterMemory,
+    /// What `PUT /v1/settings` stored.
+    settings: Mutex<crate::StoredSettings>,
 }
 
 crate::cluster_in_memory!(MemoryStore);
@@ -134,6 +136,23 @@ impl MemoryStore {
     ) -> StoreFuture<'a, T> {
         let result = f(&mut self.lock());
         Box::pin(std::future::ready(result))
+    }
+}
+
+impl crate::SettingsStore for MemoryStore {
+    fn settings(&self) -> StoreFuture<'_, crate::StoredSettings> {
+        let stored = *self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn put_settings<'a>(
+        &'a self,
+        change: &'a crate::StoredSettings,
+        _at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let mut stored = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        *stored = stored.merged(change);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

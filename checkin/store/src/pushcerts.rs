@@ -115,9 +115,9 @@ pub trait PushCertStore: Send + Sync {
         records: &'a [String],
     ) -> StoreFuture<'a, ()>;
 
-    /// The feed of changes other processes make to this state, for a store that several
-    /// server nodes share: a counter that moves on after every write another node committed
-    /// here, and also whenever the feed itself was cut and restored (changes may have been
+    /// The feed of changes other processes make to this state (and to the run-time settings,
+    /// [`crate::SettingsStore`]), for a store that several server nodes share: a counter
+    /// that moves on after every write another node committed here, and also whenever the feed itself was cut and restored (changes may have been
     /// missed meanwhile), so that a node re-reads the state when it moves. A receiver sees
     /// the latest value only: a burst of changes may show as one step.
     ///

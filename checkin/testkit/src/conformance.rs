@@ -77,6 +77,7 @@ macro_rules! store_conformance {
             tenant_names_by_topic,
             cluster_heartbeats_and_schedules,
             cluster_sweep_takes_back_a_dead_nodes_run,
+            settings_are_stored_and_merged,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1979,4 +1980,36 @@ pub async fn cluster_sweep_takes_back_a_dead_nodes_run(store: Arc<dyn Store>) {
         (RunKind::Command, RunKind::Refresh)
     );
     assert_eq!(store.refresh_runs(1).await.unwrap().len(), 1);
+}
+
+/// Run-time settings: nothing stored reads empty; a write stores only the settings it holds
+/// (an earlier one is kept), to the millisecond; a collection turned off reads back as off,
+/// not as never set.
+pub async fn settings_are_stored_and_merged(store: Arc<dyn Store>) {
+    use magicpush_store::StoredSettings;
+    assert_eq!(store.settings().await.unwrap(), StoredSettings::default());
+    let first = StoredSettings {
+        collect_every: Some(Some(Duration::from_secs(24 * 3600))),
+        unreachable_after: Some(Duration::from_millis(300_250)),
+    };
+    store.put_settings(&first, t(0)).await.unwrap();
+    assert_eq!(store.settings().await.unwrap(), first);
+    let off = StoredSettings {
+        collect_every: Some(None),
+        unreachable_after: None,
+    };
+    store.put_settings(&off, t(1_000)).await.unwrap();
+    assert_eq!(
+        store.settings().await.unwrap(),
+        StoredSettings {
+            collect_every: Some(None),
+            unreachable_after: Some(Duration::from_millis(300_250)),
+        }
+    );
+    let back_on = StoredSettings {
+        collect_every: Some(Some(Duration::from_secs(3600))),
+        unreachable_after: Some(Duration::from_secs(600)),
+    };
+    store.put_settings(&back_on, t(2_000)).await.unwrap();
+    assert_eq!(store.settings().await.unwrap(), back_on);
 }

@@ -30,6 +30,7 @@
 //! | `DELETE /v1/pushcert/csr/{id}` | | `{"withdrawn": id}`: the pending key is destroyed |
 //! | `GET /v1/pushcert/requests` | | `[{"id", "file_name", "created_at", "vendor_signed", "subject", "public_key_sha256"}]` |
 //! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
+//! | `GET\|PUT /v1/settings` | PUT: any of `{"collect_every": "24h" \| "off" \| null \| seconds, "unreachable_after": "10m" \| seconds}` | `{"collect_every": "1d" \| null, "collect_every_s", "unreachable_after", "unreachable_after_s", "source": {"collect_every", "unreachable_after"} ("stored" \| "flag" \| "default"), "collecting"}`; 400 with the reason (checked as `serve` checks its flags); stored (wins over the flags at the next start), in force on this node at once, on the others within a second (PostgreSQL `NOTIFY`; each heartbeat re-reads too) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
 
 use std::sync::Arc;
@@ -105,6 +106,10 @@ pub(super) fn routes(admin: Admin) -> Router {
         )
         .route("/v1/connectivity", only(get(connectivity), "GET", "GET"))
         .route("/v1/nodes", only(get(nodes), "GET", "GET"))
+        .route(
+            "/v1/settings",
+            only(get(settings).put(put_settings), "GET or PUT", "GET, PUT"),
+        )
         .route(
             "/v1/pushcert",
             only(
@@ -458,6 +463,17 @@ async fn connectivity(
 
 async fn nodes(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(admin.service.nodes().await?))
+}
+
+async fn settings(State(admin): State<Admin>) -> Json<crate::settings::SettingsView> {
+    Json(admin.service.settings_view())
+}
+
+async fn put_settings(
+    State(admin): State<Admin>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.service.put_settings(&body).await?))
 }
 
 async fn pushcert(

@@ -13,6 +13,8 @@
 //!   certificates reaches this node's engine.
 //! - [`nodes`]: this server as a node among several on one store: heartbeats, the sweep of
 //!   dead nodes' refresh runs, the scheduled collection's claim, `GET /v1/nodes`.
+//! - `settings`: the run-time settings (`GET|PUT /v1/settings`) on this node: the
+//!   collection task they run, the unreachable window, changes made on other nodes.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 //! - [`paging`], [`search`]: one page of the device list after a cursor, and its search.
 
@@ -39,6 +41,7 @@ pub mod pushcert_request;
 pub mod pushcert_sync;
 pub mod refresh;
 pub mod search;
+mod settings;
 pub mod tenants;
 mod topic_groups;
 pub mod views;
@@ -56,9 +59,13 @@ pub use views::{ConnectivityReport, DeviceCommands, DeviceFilter, DevicePage, De
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// A device that has not reported this long after an accepted push is `unreachable`.
-    /// Default 5 minutes.
-    pub unreachable_after: Duration,
+    /// `--unreachable-after`: a device that has not reported this long after an accepted
+    /// push is `unreachable`. `None`: 5 minutes. A stored setting wins
+    /// ([`crate::settings::resolve`]).
+    pub unreachable_after: Option<Duration>,
+    /// `--collect-every`: the scheduled collection's period; `None`: off. A stored setting
+    /// wins. The collection starts with [`Service::load_settings`].
+    pub collect_every: Option<Duration>,
     /// Pushes in flight at once from refreshes. Default 256.
     pub push_concurrency: usize,
     /// This node's name, heartbeat and the window after which other nodes are dead.
@@ -68,7 +75,8 @@ pub struct ServiceConfig {
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
-            unreachable_after: Duration::from_secs(300),
+            unreachable_after: None,
+            collect_every: None,
             push_concurrency: 256,
             node: NodeSettings::default(),
         }
@@ -241,6 +249,7 @@ pub struct Service {
     pushes: Arc<refresh::PushTracker>,
     metrics: metrics::DeviceMetrics,
     node: nodes::ThisNode,
+    settings: settings::LiveSettings,
 }
 
 impl std::fmt::Debug for Service {
@@ -262,8 +271,13 @@ impl Service {
     ) -> Self {
         let push_slots = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
         let node = nodes::ThisNode::new(config.node.clone(), Self::now());
+        let start = crate::settings::StartSettings {
+            collect_every: config.collect_every,
+            unreachable_after: config.unreachable_after,
+        };
         Service {
             node,
+            settings: settings::LiveSettings::new(start),
             store,
             pusher,
             pushcert,

@@ -244,7 +244,8 @@ impl Service {
         )))
     }
 
-    /// Runs [`Service::node_tick`] now and every heartbeat interval until aborted.
+    /// Runs [`Service::node_tick`] now and every heartbeat interval until aborted, and
+    /// re-reads the stored settings each time ([`Service::reload_settings`]).
     pub fn spawn_heartbeat(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let service = Arc::clone(self);
         tokio::spawn(async move {
@@ -254,6 +255,10 @@ impl Service {
                 ticks.tick().await;
                 if let Err(err) = service.node_tick().await {
                     tracing::warn!("node heartbeat failed: {err}");
+                }
+                // Settings changed through another node's PUT /v1/settings reach this one.
+                if let Err(err) = service.reload_settings().await {
+                    tracing::warn!("cannot re-read the stored settings: {err}");
                 }
             }
         })

@@ -230,7 +230,8 @@ impl Service {
 
     /// Keeps this node in step with the others sharing its store: runs
     /// [`Service::sync_pushcerts`] on every change the store's feed reports (a burst as one)
-    /// and every `every` besides (a change the feed missed, while it was cut). `None` when
+    /// and every `every` besides (a change the feed missed, while it was cut); the stored
+    /// settings are re-read then too ([`Service::reload_settings`]). `None` when
     /// the store has no feed: no other node writes it. A failed re-read (the database away)
     /// is logged and tried again at the next change or tick; the task runs until aborted.
     pub fn spawn_pushcert_sync(
@@ -257,6 +258,10 @@ impl Service {
                         changes.borrow_and_update();
                     }
                     _ = ticks.tick() => {}
+                }
+                // The feed carries settings changes too (PUT /v1/settings on another node).
+                if let Err(e) = service.reload_settings().await {
+                    tracing::debug!("re-reading the stored settings failed: {e}");
                 }
                 match service.sync_pushcerts().await {
                     Ok(_) if failing => {

@@ -238,7 +238,8 @@ impl Service {
     ) -> Result<ConnectivityReport, ServiceError> {
         self.check_listing_topic(topic).await?;
         let now = Self::now();
-        let mut tally = connectivity::Tally::new(now, self.config.unreachable_after);
+        let window = self.unreachable_after();
+        let mut tally = connectivity::Tally::new(now, window);
         let mut pages = Pages::new(Arc::clone(&self.store), PAGE).of_topic(topic);
         while let Some(page) = pages.next().await? {
             page.iter().for_each(|d| tally.add(d));
@@ -246,14 +247,14 @@ impl Service {
         Ok(ConnectivityReport {
             total: tally.total(),
             report: tally.finish(),
-            unreachable_after_s: self.config.unreachable_after.as_secs(),
+            unreachable_after_s: window.as_secs(),
             generated_at: rfc3339(now),
         })
     }
 
     /// The device's connectivity state now.
     pub fn state(&self, device: &Device, now: time::OffsetDateTime) -> ConnState {
-        connectivity::state(device, now, self.config.unreachable_after)
+        connectivity::state(device, now, self.unreachable_after())
     }
 
     fn device_view<'a>(

@@ -106,7 +106,7 @@ impl TestServer {
             pusher.clone() as Arc<dyn PushSender>,
             PushCertState::new(info),
             ServiceConfig {
-                unreachable_after: opts.unreachable_after,
+                unreachable_after: Some(opts.unreachable_after),
                 push_concurrency: 8,
                 ..ServiceConfig::default()
             },
