@@ -32,6 +32,7 @@ pub mod tls;
 
 mod admin;
 mod device;
+pub mod ui;
 
 pub use auth::AdminKey;
 pub use body::{Body, DEFAULT_BODY_LIMIT};
@@ -183,6 +184,7 @@ fn router(
     body_limit: usize,
     device_auth: &DeviceAuth,
 ) -> Router {
+    let console = admin_key.is_enabled();
     let admin = admin::routes(admin::Admin {
         service: Arc::clone(service),
         limit: body_limit,
@@ -195,7 +197,7 @@ fn router(
         service: Arc::clone(service),
         device_auth: device_auth.describe().into(),
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/healthz",
             get(healthz).fallback(|| async { text_error(&method_not_allowed("GET"), "GET, HEAD") }),
@@ -207,11 +209,17 @@ fn router(
                 .fallback(|| async { text_error(&method_not_allowed("GET"), "GET") }),
         )
         .with_state(health)
-        .merge(admin)
-        .fallback(|uri: Uri| async move {
-            let path = uri.path();
-            text_error(&ApiError::not_found(format!("no route for {path}")), "")
-        })
+        .merge(admin);
+    // The console is served with the admin API it calls, and only then.
+    let router = if console {
+        router.merge(ui::routes())
+    } else {
+        router
+    };
+    router.fallback(|uri: Uri| async move {
+        let path = uri.path();
+        text_error(&ApiError::not_found(format!("no route for {path}")), "")
+    })
 }
 
 /// What `/healthz` reads.

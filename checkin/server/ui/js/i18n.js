@@ -1,0 +1,445 @@
+// The console's words in Japanese and English, and dates in the reader's time zone.
+// The language: the reader's own choice (the switch on every page, kept in localStorage),
+// else the one the server picked from Accept-Language (<html lang>).
+
+const STORE_KEY = "magicpush.lang";
+
+export const LANGS = ["ja", "en"];
+
+const en = {
+  "app.title": "magicpush console",
+  "nav.dashboard": "Dashboard",
+  "nav.devices": "Devices",
+  "nav.certificate": "Push certificate",
+  "nav.settings": "Settings",
+  "nav.signout": "Sign out",
+  "nav.lang": "日本語",
+  "nav.lang.label": "Language",
+  "nav.main": "Main",
+  "tenant.label": "Tenant",
+  "tenant.all": "All tenants",
+  "signin.title": "Sign in",
+  "signin.key": "Admin API key",
+  "signin.submit": "Sign in",
+  "signin.help": "The key the server was started with (--api-key-file or MAGICPUSH_API_KEY).",
+  "signin.wrong": "Wrong API key.",
+  "signin.limited": "Too many failed sign-ins. Try again in {s} s.",
+  "signin.out": "You are signed out.",
+  "signin.expired": "Your session ended. Sign in again.",
+  "state.responded": "Updated",
+  "state.pending": "Updating",
+  "state.unreachable": "No response",
+  "state.unregistered": "MDM profile removed",
+  "state.push_failed": "Push failed",
+  "state.never_pushed": "Not refreshed yet",
+  "state.no_token": "No push token",
+  "state.all": "All states",
+  "cert.state.valid": "Valid",
+  "cert.state.expiring": "Expiring soon",
+  "cert.state.expired": "Expired",
+  "cert.state.rejected": "Rejected by APNs",
+  "cert.state.missing": "Not registered",
+  "dash.title": "Dashboard",
+  "dash.tenants": "Tenants",
+  "dash.devices": "Devices",
+  "dash.total": "Total",
+  "dash.refresh.last": "Last refresh",
+  "dash.refresh.none": "No refresh yet.",
+  "dash.schedule": "Scheduled collection",
+  "dash.schedule.on": "On, every {every}",
+  "dash.schedule.off": "Off",
+  "dash.nodes": "Nodes",
+  "dash.unassigned": "Devices of no tenant",
+  "card.topic": "Topic",
+  "card.subject": "Subject DN",
+  "card.expires": "Expires",
+  "card.days_left": "{n} days left",
+  "card.expired_ago": "expired",
+  "card.name": "Name",
+  "card.apple_id": "Apple ID",
+  "card.none": "—",
+  "run.state.running": "running",
+  "run.state.finished": "finished",
+  "run.state.abandoned": "abandoned",
+  "run.progress": "{answered} of {devices} devices answered",
+  "run.started": "Started {at} on {node}",
+  "run.window": "Waiting until {at} (the unreachable window).",
+  "run.done": "Every device answered.",
+  "run.window_over": "The window is over: devices that did not answer are unreachable.",
+  "devices.title": "Devices",
+  "devices.search": "Search (UDID, serial, name)",
+  "devices.state": "State",
+  "devices.apply": "Search",
+  "devices.refresh": "Refresh to latest",
+  "devices.refresh.selected": "Refresh selected ({n})",
+  "devices.csv": "Download CSV",
+  "devices.next": "Next page",
+  "devices.prev": "First page",
+  "devices.empty": "No device matches.",
+  "devices.short_page": "This page is short: the server stops after a bounded number of devices. Use “Next page” to keep looking.",
+  "devices.select": "Select {udid}",
+  "devices.select_all": "Select every device on this page",
+  "col.state": "State",
+  "col.name": "Device name",
+  "col.model": "Model",
+  "col.os": "OS",
+  "col.serial": "Serial",
+  "col.collected": "Collected at",
+  "col.enrolled": "Enrolled at",
+  "col.last_seen": "Last seen",
+  "col.udid": "UDID",
+  "refresh.sent": "Refresh sent: {pushing} pushed, {skipped} skipped.",
+  "device.title": "Device",
+  "device.back": "Back to the devices",
+  "device.identity": "Identity",
+  "device.queue": "Queued commands",
+  "device.results": "Latest results",
+  "device.queue.empty": "Nothing queued.",
+  "device.results.empty": "No result yet.",
+  "device.send": "Send a command",
+  "device.command": "Command",
+  "device.lock.message": "Message on the lock screen (optional)",
+  "device.lock.phone": "Phone number on the lock screen (optional)",
+  "device.erase.confirm": "Type the serial number {serial} to confirm the erase",
+  "device.erase.warning": "EraseDevice wipes the device. It cannot be undone.",
+  "device.send.submit": "Send and push",
+  "device.sent": "Command {uuid} queued and pushed.",
+  "device.confirm_mismatch": "The confirmation does not match the serial number.",
+  "field.udid": "UDID",
+  "field.topic": "Topic",
+  "field.product": "Product",
+  "field.build": "Build",
+  "field.imei": "IMEI",
+  "field.phone": "Phone number",
+  "field.token_updated": "Token updated at",
+  "field.last_push": "Last push",
+  "field.push_outcome": "Push outcome",
+  "field.identity_subject": "Identity certificate",
+  "field.identity_expires": "Identity expires",
+  "field.status": "Status",
+  "field.type": "Type",
+  "field.at": "At",
+  "field.queued_at": "Queued at",
+  "cert.title": "Push certificate",
+  "cert.current": "Registered certificate",
+  "cert.ids": "Identify it in the Apple Push Certificates Portal",
+  "cert.ids.help": "In the portal's list, the certificate to renew is the one whose APSP part, serial number and expiry date all match these.",
+  "cert.apsp": "APSP (in Subject DN)",
+  "cert.serial": "Serial number",
+  "cert.expiry_portal": "Expiration date",
+  "cert.issuer": "Issuer",
+  "cert.environment": "Environment",
+  "cert.warnings": "Warnings",
+  "cert.memo": "Apple ID memo",
+  "cert.memo.help": "The Apple ID that created this certificate: only it can renew it. Prefer a group address.",
+  "cert.memo.save": "Save memo",
+  "cert.memo.saved": "Memo saved.",
+  "cert.name": "Display name",
+  "cert.name.save": "Save name",
+  "cert.request": "1. Issue a certificate request (CSR)",
+  "cert.request.cn": "Common name (company)",
+  "cert.request.email": "Email",
+  "cert.request.country": "Country (2 letters)",
+  "cert.request.submit": "Issue CSR",
+  "cert.request.issued": "Request {file} issued.",
+  "cert.request.download": "Download {file}",
+  "cert.pending": "Pending requests",
+  "cert.pending.none": "No request is waiting for Apple's certificate.",
+  "cert.withdraw": "Withdraw",
+  "cert.upload": "2. Upload Apple's certificate (.pem)",
+  "cert.upload.help": "Upload the .pem the portal gave for the request above (or a renewal of the registered certificate). It is matched to its pending request.",
+  "cert.upload.file": "Certificate file",
+  "cert.upload.submit": "Upload and renew",
+  "cert.upload.done": "Certificate registered: expires {date}.",
+  "cert.add": "Add a tenant",
+  "cert.add.help": "A new customer's certificate (another topic) is added as a tenant, never as a renewal.",
+  "cert.add.submit": "Upload and add tenant",
+  "cert.add.done": "Tenant {topic} added.",
+  "cert.history": "History",
+  "cert.history.registered": "Registered",
+  "cert.history.replaced": "Replaced",
+  "cert.none": "No push certificate is registered yet. Issue a request, then upload Apple's certificate.",
+  "e320.title": "E320: this certificate has another topic",
+  "e320.registered": "Registered topic",
+  "e320.new": "Topic of the uploaded certificate",
+  "e320.what": "It was not made by renewing the registered certificate. In the Apple Push Certificates Portal, sign in with the Apple ID that created the registered one, find it by its APSP, serial number and expiry date, and choose “Renew” (not “Create a Certificate”). If it is a new customer's certificate, add it as a tenant instead.",
+  "settings.title": "Settings",
+  "settings.collect": "Scheduled device information collection",
+  "settings.collect.on": "On",
+  "settings.collect.off": "Off",
+  "settings.every": "Collection interval",
+  "settings.every.help": "For example 24h (recommended: daily), 12h, 1d.",
+  "settings.unreachable": "Unreachable after",
+  "settings.unreachable.help": "A pushed device that has not answered within this window is shown as unreachable (e.g. 5m, 10m).",
+  "settings.source": "From: {source}",
+  "settings.source.stored": "stored setting",
+  "settings.source.flag": "start flag",
+  "settings.source.default": "default",
+  "settings.save": "Save settings",
+  "settings.saved": "Settings saved and in force.",
+  "common.loading": "Loading…",
+  "common.error": "Error: {msg}",
+  "common.yes": "Yes",
+  "common.no": "No",
+  "common.never": "never",
+};
+
+const ja = {
+  "app.title": "magicpush 管理コンソール",
+  "nav.dashboard": "ダッシュボード",
+  "nav.devices": "デバイス一覧",
+  "nav.certificate": "MDM証明書",
+  "nav.settings": "設定",
+  "nav.signout": "サインアウト",
+  "nav.lang": "English",
+  "nav.lang.label": "言語",
+  "nav.main": "メイン",
+  "tenant.label": "テナント",
+  "tenant.all": "すべてのテナント",
+  "signin.title": "サインイン",
+  "signin.key": "管理APIキー",
+  "signin.submit": "サインイン",
+  "signin.help": "サーバー起動時に指定したキー（--api-key-file または MAGICPUSH_API_KEY）。",
+  "signin.wrong": "APIキーが違います。",
+  "signin.limited": "サインインの失敗が多すぎます。{s} 秒後に再試行してください。",
+  "signin.out": "サインアウトしました。",
+  "signin.expired": "セッションが終了しました。もう一度サインインしてください。",
+  "state.responded": "更新成功",
+  "state.pending": "更新中",
+  "state.unreachable": "応答なし",
+  "state.unregistered": "MDMプロファイル削除済",
+  "state.push_failed": "プッシュ失敗",
+  "state.never_pushed": "未更新",
+  "state.no_token": "トークン未登録",
+  "state.all": "すべての状態",
+  "cert.state.valid": "有効",
+  "cert.state.expiring": "期限間近",
+  "cert.state.expired": "期限切れ",
+  "cert.state.rejected": "APNsが拒否",
+  "cert.state.missing": "未登録",
+  "dash.title": "ダッシュボード",
+  "dash.tenants": "テナント",
+  "dash.devices": "デバイス",
+  "dash.total": "合計",
+  "dash.refresh.last": "最新の更新",
+  "dash.refresh.none": "まだ更新していません。",
+  "dash.schedule": "デバイス情報自動収集",
+  "dash.schedule.on": "あり（間隔 {every}）",
+  "dash.schedule.off": "なし",
+  "dash.nodes": "ノード",
+  "dash.unassigned": "テナントのないデバイス",
+  "card.topic": "トピック",
+  "card.subject": "Subject DN",
+  "card.expires": "有効期限",
+  "card.days_left": "残り {n} 日",
+  "card.expired_ago": "期限切れ",
+  "card.name": "名前",
+  "card.apple_id": "Apple ID",
+  "card.none": "—",
+  "run.state.running": "実行中",
+  "run.state.finished": "完了",
+  "run.state.abandoned": "中断",
+  "run.progress": "{devices} 台中 {answered} 台が応答",
+  "run.started": "{at} に {node} で開始",
+  "run.window": "{at} まで待ちます（応答なしと判定するまでの時間）。",
+  "run.done": "すべてのデバイスが応答しました。",
+  "run.window_over": "待ち時間が終わりました。応答のないデバイスは「応答なし」です。",
+  "devices.title": "デバイス一覧",
+  "devices.search": "検索（UDID、シリアル、デバイス名）",
+  "devices.state": "状態",
+  "devices.apply": "検索",
+  "devices.refresh": "最新情報に更新",
+  "devices.refresh.selected": "選択したデバイスを更新（{n} 台）",
+  "devices.csv": "CSVダウンロード",
+  "devices.next": "次のページ",
+  "devices.prev": "最初のページ",
+  "devices.empty": "該当するデバイスはありません。",
+  "devices.short_page": "このページは途中までです（サーバーは一度に調べる台数に上限があります）。「次のページ」で続きを探してください。",
+  "devices.select": "{udid} を選択",
+  "devices.select_all": "このページのデバイスをすべて選択",
+  "col.state": "状態",
+  "col.name": "デバイス名",
+  "col.model": "モデル名",
+  "col.os": "OS",
+  "col.serial": "シリアル",
+  "col.collected": "収集日時",
+  "col.enrolled": "登録日時",
+  "col.last_seen": "最終接続",
+  "col.udid": "UDID",
+  "refresh.sent": "更新を送信しました：プッシュ {pushing} 台、対象外 {skipped} 台。",
+  "device.title": "デバイス",
+  "device.back": "デバイス一覧に戻る",
+  "device.identity": "識別情報",
+  "device.queue": "待機中のコマンド",
+  "device.results": "最近の結果",
+  "device.queue.empty": "待機中のコマンドはありません。",
+  "device.results.empty": "結果はまだありません。",
+  "device.send": "コマンドを送信",
+  "device.command": "コマンド",
+  "device.lock.message": "ロック画面のメッセージ（任意）",
+  "device.lock.phone": "ロック画面の電話番号（任意）",
+  "device.erase.confirm": "確認のためシリアル番号 {serial} を入力してください",
+  "device.erase.warning": "EraseDevice はデバイスを初期化します。元に戻せません。",
+  "device.send.submit": "送信してプッシュ",
+  "device.sent": "コマンド {uuid} を登録し、プッシュしました。",
+  "device.confirm_mismatch": "入力がシリアル番号と一致しません。",
+  "field.udid": "UDID",
+  "field.topic": "トピック",
+  "field.product": "製品",
+  "field.build": "ビルド",
+  "field.imei": "IMEI",
+  "field.phone": "電話番号",
+  "field.token_updated": "トークン更新日時",
+  "field.last_push": "最終プッシュ",
+  "field.push_outcome": "プッシュ結果",
+  "field.identity_subject": "デバイス証明書",
+  "field.identity_expires": "デバイス証明書の有効期限",
+  "field.status": "ステータス",
+  "field.type": "種類",
+  "field.at": "日時",
+  "field.queued_at": "登録日時",
+  "cert.title": "MDM証明書",
+  "cert.current": "登録済みの証明書",
+  "cert.ids": "Apple Push Certificates Portal での確認",
+  "cert.ids.help": "ポータルの一覧で、APSP・シリアル番号・有効期限がすべて一致する証明書が更新対象です。",
+  "cert.apsp": "APSP（Subject DN 内）",
+  "cert.serial": "シリアル番号",
+  "cert.expiry_portal": "有効期限",
+  "cert.issuer": "発行者",
+  "cert.environment": "環境",
+  "cert.warnings": "警告",
+  "cert.memo": "Apple ID メモ",
+  "cert.memo.help": "この証明書を作成した Apple ID（更新できるのはこの ID だけです）。グループメールアドレスを推奨します。",
+  "cert.memo.save": "メモを保存",
+  "cert.memo.saved": "メモを保存しました。",
+  "cert.name": "表示名",
+  "cert.name.save": "名前を保存",
+  "cert.request": "1. CSR発行",
+  "cert.request.cn": "コモンネーム（会社名）",
+  "cert.request.email": "メールアドレス",
+  "cert.request.country": "国（2文字）",
+  "cert.request.submit": "CSR発行",
+  "cert.request.issued": "{file} を発行しました。",
+  "cert.request.download": "{file} をダウンロード",
+  "cert.pending": "発行済みのリクエスト",
+  "cert.pending.none": "Apple の証明書を待っているリクエストはありません。",
+  "cert.withdraw": "取り下げ",
+  "cert.upload": "2. Apple の証明書（.pem）をアップロード",
+  "cert.upload.help": "上のリクエストに対してポータルが発行した .pem（または登録済み証明書の更新）をアップロードします。発行済みのリクエストと照合されます。",
+  "cert.upload.file": "証明書ファイル",
+  "cert.upload.submit": "アップロードして更新",
+  "cert.upload.done": "証明書を登録しました：有効期限 {date}。",
+  "cert.add": "テナントを追加",
+  "cert.add.help": "新しい顧客の証明書（別のトピック）は、更新ではなくテナントとして追加します。",
+  "cert.add.submit": "アップロードしてテナントを追加",
+  "cert.add.done": "テナント {topic} を追加しました。",
+  "cert.history": "履歴",
+  "cert.history.registered": "登録日時",
+  "cert.history.replaced": "置換日時",
+  "cert.none": "MDM証明書はまだ登録されていません。CSRを発行し、Apple の証明書をアップロードしてください。",
+  "e320.title": "E320：証明書のトピックが一致しません",
+  "e320.registered": "登録済みのトピック",
+  "e320.new": "アップロードした証明書のトピック",
+  "e320.what": "この証明書は登録済みの証明書を更新（Renew）して作られたものではありません。Apple Push Certificates Portal に登録済み証明書を作成した Apple ID でサインインし、APSP・シリアル番号・有効期限で対象を確認して「Renew」を選んでください（「Create a Certificate」ではありません）。新しい顧客の証明書であれば、テナントとして追加してください。",
+  "settings.title": "設定",
+  "settings.collect": "デバイス情報自動収集",
+  "settings.collect.on": "あり",
+  "settings.collect.off": "なし",
+  "settings.every": "自動収集間隔",
+  "settings.every.help": "例：24h（推奨：毎日）、12h、1d。",
+  "settings.unreachable": "応答なしと判定するまでの時間",
+  "settings.unreachable.help": "プッシュ後この時間内に応答しないデバイスは「応答なし」になります（例：5m、10m）。",
+  "settings.source": "設定元：{source}",
+  "settings.source.stored": "保存された設定",
+  "settings.source.flag": "起動時のフラグ",
+  "settings.source.default": "既定値",
+  "settings.save": "設定を保存",
+  "settings.saved": "設定を保存し、反映しました。",
+  "common.loading": "読み込み中…",
+  "common.error": "エラー：{msg}",
+  "common.yes": "はい",
+  "common.no": "いいえ",
+  "common.never": "なし",
+};
+
+const DICTS = { en, ja };
+
+function pick(candidates) {
+  for (const c of candidates) {
+    const base = String(c || "").toLowerCase().split("-")[0];
+    if (LANGS.includes(base)) return base;
+  }
+  return "en";
+}
+
+let lang = pick([readStored(), document.documentElement.lang]);
+
+function readStored() {
+  try {
+    return localStorage.getItem(STORE_KEY);
+  } catch {
+    return null;
+  }
+}
+
+export function currentLang() {
+  return lang;
+}
+
+export function setLang(next) {
+  lang = pick([next]);
+  try {
+    localStorage.setItem(STORE_KEY, lang);
+  } catch {
+    // Private windows may refuse storage: the choice then lasts for this page.
+  }
+  document.documentElement.lang = lang;
+}
+
+/** The text for `key` in the current language, `{name}` replaced from `vars`. */
+export function t(key, vars = {}) {
+  const text = DICTS[lang][key] ?? en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+/** Every key of both dictionaries (the tests check they match). */
+export function dictionaryKeys() {
+  return { en: Object.keys(en), ja: Object.keys(ja) };
+}
+
+const dateTime = () =>
+  new Intl.DateTimeFormat(lang === "ja" ? "ja-JP" : "en-US", {
+    dateStyle: "medium",
+    timeStyle: "short",
+  });
+
+/** An RFC 3339 time in the reader's time zone and language; "—" for none. */
+export function formatDateTime(value) {
+  if (!value) return "—";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : dateTime().format(d);
+}
+
+/**
+ * A date as the Apple Push Certificates Portal shows it ("Mar 13, 2025"), in English whatever
+ * the language, so that it can be compared with the portal's list word for word.
+ */
+export function formatPortalDate(value) {
+  if (!value) return "—";
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  return new Intl.DateTimeFormat("en-US", {
+    month: "short",
+    day: "numeric",
+    year: "numeric",
+    timeZone: "UTC",
+  }).format(d);
+}
+
+/** A date alone, in the reader's language and zone. */
+export function formatDate(value) {
+  if (!value) return "—";
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  return new Intl.DateTimeFormat(lang === "ja" ? "ja-JP" : "en-US", { dateStyle: "long" }).format(d);
+}
