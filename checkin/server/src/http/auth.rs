@@ -1,8 +1,11 @@
-//! The admin API's bearer key, compared in constant time.
+//! The admin API's authentication: the bearer key, compared in constant time, or a browser
+//! session's cookie (with its CSRF token for a request that changes something; see
+//! [`super::session`]).
 
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::session::web::Console;
 
 /// The configured admin key, or none (admin API off).
 #[derive(Clone, Default)]
@@ -29,6 +32,14 @@ impl AdminKey {
         self.0.is_some()
     }
 
+    /// Whether `presented` is the key (constant time but for the length); false with none
+    /// configured.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|key| bool::from(presented.ct_eq(key)))
+    }
+
     /// Checks an `Authorization` header value. The comparison of the secret bytes takes the
     /// same time wherever they differ (only the key's length can leak).
     pub fn check(&self, authorization: Option<&http::HeaderValue>) -> Result<(), ApiError> {
@@ -47,15 +58,33 @@ impl AdminKey {
     }
 }
 
-/// The layer over the admin routes: a request without the key is answered here (404 with no
-/// key configured, 401 with a wrong or missing one), never routed.
+/// The layer over the admin routes: a request without the key or a session is answered here
+/// (404 with no key configured, 401 with a wrong or missing one), never routed.
+///
+/// `Authorization: Bearer <key>` is checked as it always was, whether or not a cookie comes
+/// with it. Without it, a `magicpush_session` cookie authenticates the request if its session
+/// is alive (401 `not signed in` otherwise); a method other than GET, HEAD and OPTIONS then
+/// also needs the session's CSRF token in `X-CSRF-Token` (403 otherwise).
 pub(super) async fn require(
-    axum::extract::State(key): axum::extract::State<std::sync::Arc<AdminKey>>,
+    axum::extract::State(console): axum::extract::State<std::sync::Arc<Console>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match key.check(req.headers().get(http::header::AUTHORIZATION)) {
+    let key = console.key();
+    let authorization = req.headers().get(http::header::AUTHORIZATION);
+    let by_cookie = key.is_enabled()
+        && authorization.is_none()
+        && super::session::cookie_token(req.headers()).is_some();
+    let checked = if by_cookie {
+        console
+            .authenticate(req.method(), req.headers(), std::time::Instant::now())
+            .map(drop)
+            .map_err(ApiError::from)
+    } else {
+        key.check(authorization)
+    };
+    match checked {
         Ok(()) => next.run(req).await,
         Err(err) => err.into_response(),
     }
@@ -100,5 +129,8 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert!(!AdminKey::new(Some("")).is_enabled());
+        assert!(key.matches(b"s3cret"));
+        assert!(!key.matches(b"s3cre") && !key.matches(b"s3creT") && !key.matches(b""));
+        assert!(!off.matches(b""));
     }
 }

@@ -10,7 +10,8 @@
 //! |---|---|---|
 //! | `PUT /mdm/checkin`, `PUT /mdm/server`, `PUT /mdm` | devices | check-ins, command reports (plist) |
 //! | `GET /healthz`, `GET /metrics` | anyone | liveness, Prometheus text |
-//! | `/v1/…` | `Authorization: Bearer <key>` | the admin API (JSON, CSV) |
+//! | `/v1/…` | `Authorization: Bearer <key>`, or a session cookie (and `X-CSRF-Token`) | the admin API (JSON, CSV) |
+//! | `POST\|GET\|DELETE /v1/session` | the key once, then the cookie | browser sign-in ([`session`]) |
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub mod server;
+pub mod session;
 pub mod timing;
 pub mod tls;
 
@@ -38,7 +40,8 @@ pub use auth::AdminKey;
 pub use body::{Body, DEFAULT_BODY_LIMIT};
 pub use error::ApiError;
 pub use identity::{DeviceAuth, PeerCertificate};
-pub use server::{spawn, ListenerSettings, ServerHandle};
+pub use server::{spawn, ConnInfo, ListenerSettings, ServerHandle};
+pub use session::SessionSettings;
 
 use crate::service::{Endpoint, Service};
 
@@ -48,6 +51,8 @@ pub struct App {
     body_limit: usize,
     device_auth: DeviceAuth,
     metrics: metrics::RequestMetrics,
+    /// The admin key and the browser sessions it was exchanged for.
+    console: Arc<session::web::Console>,
     /// Every route but the device endpoints'.
     router: Router,
 }
@@ -63,14 +68,28 @@ impl App {
         device_auth: DeviceAuth,
     ) -> Self {
         metrics::handle();
-        let router = router(&service, admin_key, body_limit, &device_auth);
+        let console = Arc::new(session::web::Console::new(admin_key, body_limit));
+        let router = router(&service, &console, body_limit, &device_auth);
         App {
             service,
             body_limit,
             device_auth,
             metrics: metrics::RequestMetrics::new(),
+            console,
             router,
         }
+    }
+
+    /// The same app with these browser session lifetimes (`--session-ttl`,
+    /// `--session-idle`; default 12 h and 30 min).
+    pub fn with_sessions(self, settings: SessionSettings) -> Self {
+        self.console.configure(settings);
+        self
+    }
+
+    /// The browser session lifetimes in force.
+    pub fn session_settings(&self) -> SessionSettings {
+        self.console.settings()
     }
 
     /// An app on `store` that pushes through `pusher`, with no push certificate, no admin key
@@ -180,7 +199,7 @@ impl App {
 /// text errors), and the admin API behind its key (JSON errors).
 fn router(
     service: &Arc<Service>,
-    admin_key: AdminKey,
+    console: &Arc<session::web::Console>,
     body_limit: usize,
     device_auth: &DeviceAuth,
 ) -> Router {
@@ -190,9 +209,11 @@ fn router(
         limit: body_limit,
     })
     .layer(axum::middleware::from_fn_with_state(
-        Arc::new(admin_key),
+        Arc::clone(console),
         auth::require,
-    ));
+    ))
+    // Sign-in takes the key in its body: outside the bearer layer.
+    .merge(session::web::routes(Arc::clone(console)));
     let health = Health {
         service: Arc::clone(service),
         device_auth: device_auth.describe().into(),

@@ -66,6 +66,16 @@ impl Default for ListenerSettings {
     }
 }
 
+/// The connection a request came on, in its extensions: the peer's address (as accepted: a
+/// proxy's `X-Forwarded-For` is not read) and whether it is TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// True when the listener speaks TLS.
+    pub tls: bool,
+}
+
 /// A running server. Dropping it does not stop the server; call [`ServerHandle::shutdown`].
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -243,7 +253,8 @@ async fn accept_loop(
                 match tls {
                     None => {
                         let io = TokioIo::new(stream);
-                        serve_connection(io, app, &settings, stop, None, accepted).await
+                        let conn = ConnInfo { peer, tls: false };
+                        serve_connection(io, app, &settings, stop, None, conn, accepted).await
                     }
                     Some(acceptor) => {
                         match tokio::time::timeout(
@@ -260,7 +271,9 @@ async fn accept_loop(
                                     .and_then(|chain| chain.first())
                                     .map(|der| PeerCertificate(Arc::from(der.as_ref())));
                                 let io = TokioIo::new(tls_stream);
-                                serve_connection(io, app, &settings, stop, identity, accepted).await
+                                let conn = ConnInfo { peer, tls: true };
+                                serve_connection(io, app, &settings, stop, identity, conn, accepted)
+                                    .await
                             }
                             Ok(Err(err)) => {
                                 tracing::debug!(%peer, "TLS handshake failed: {err}")
@@ -288,6 +301,7 @@ async fn serve_connection<I>(
     settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
     identity: Option<PeerCertificate>,
+    conn: ConnInfo,
     accepted: tokio::time::Instant,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -299,6 +313,7 @@ async fn serve_connection<I>(
         let app = app.clone();
         let guard = in_flight.request();
         let mut req = req.map(|b| PacedBody::new(b, body_policy));
+        req.extensions_mut().insert(conn);
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }

@@ -1,0 +1,304 @@
+//! The `/v1/session` routes, and the state they share with the admin layer
+//! ([`super::super::auth::require`]): the key, the table of sessions, the limiter.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::limit::{Client, Limits, Scope, SignInLimiter};
+use super::{
+    clear_cookie, cookie_token, is_safe, random_secret, set_cookie, SessionRefused,
+    SessionSettings, SessionView, Sessions, CSRF_HEADER, MAX_SESSIONS,
+};
+use crate::http::auth::AdminKey;
+use crate::http::body::read_limited;
+use crate::http::error::ApiError;
+use crate::http::server::ConnInfo;
+
+/// The admin key, the sessions it was exchanged for, and the failed sign-ins.
+pub(crate) struct Console {
+    key: AdminKey,
+    body_limit: usize,
+    sessions: Mutex<Sessions>,
+    limiter: Mutex<SignInLimiter>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing held under these locks can be left half-changed by a panic that matters.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn gauge(len: usize) {
+    ::metrics::gauge!("magicpush_admin_sessions").set(len as f64);
+}
+
+fn signins(outcome: &'static str) {
+    ::metrics::counter!("magicpush_admin_signins_total", "outcome" => outcome).increment(1);
+}
+
+impl Console {
+    /// No session yet; the default lifetimes.
+    pub(crate) fn new(key: AdminKey, body_limit: usize) -> Self {
+        Console {
+            key,
+            body_limit,
+            sessions: Mutex::new(Sessions::new(SessionSettings::default(), MAX_SESSIONS)),
+            limiter: Mutex::new(SignInLimiter::new(Limits::default())),
+        }
+    }
+
+    /// The admin key.
+    pub(crate) fn key(&self) -> &AdminKey {
+        &self.key
+    }
+
+    /// Sets the sessions' lifetimes.
+    pub(crate) fn configure(&self, settings: SessionSettings) {
+        lock(&self.sessions).set_settings(settings);
+    }
+
+    /// The lifetimes in force.
+    pub(crate) fn settings(&self) -> SessionSettings {
+        lock(&self.sessions).settings()
+    }
+
+    /// Authenticates a request by its cookie: a live session, and for a method that changes
+    /// something the session's CSRF token in `X-CSRF-Token`. The session's idle timeout
+    /// restarts.
+    pub(crate) fn authenticate(
+        &self,
+        method: &Method,
+        headers: &http::HeaderMap,
+        now: Instant,
+    ) -> Result<SessionView, SessionRefused> {
+        let token = cookie_token(headers).ok_or(SessionRefused::NotSignedIn)?;
+        let mut sessions = lock(&self.sessions);
+        let result = if is_safe(method) {
+            sessions
+                .touch(token, now)
+                .ok_or(SessionRefused::NotSignedIn)
+        } else {
+            let csrf = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes);
+            sessions.touch_with_csrf(token, csrf, now)
+        };
+        gauge(sessions.len());
+        result
+    }
+}
+
+impl From<SessionRefused> for ApiError {
+    fn from(refused: SessionRefused) -> Self {
+        let status = match refused {
+            SessionRefused::NotSignedIn => StatusCode::UNAUTHORIZED,
+            SessionRefused::Csrf => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, refused.to_string())
+    }
+}
+
+/// `POST|GET|DELETE /v1/session`, outside the bearer layer.
+pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
+    let not_allowed = |method: Method, uri: Uri| async move {
+        let mut resp = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} not allowed on {}; use POST, GET or DELETE",
+                uri.path()
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
+        no_store(resp)
+    };
+    Router::new()
+        .route(
+            "/v1/session",
+            post(sign_in)
+                .get(current)
+                .delete(sign_out)
+                .head(not_allowed)
+                .fallback(not_allowed),
+        )
+        .with_state(console)
+}
+
+/// `POST /v1/session`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    api_key: String,
+}
+
+/// A session as the console reads it.
+#[derive(Serialize)]
+struct View {
+    csrf_token: String,
+    expires_at: String,
+    idle_timeout_s: u64,
+}
+
+impl From<SessionView> for View {
+    fn from(v: SessionView) -> Self {
+        View {
+            csrf_token: v.csrf_token,
+            expires_at: rfc3339(v.expires_at),
+            idle_timeout_s: v.idle_timeout_s,
+        }
+    }
+}
+
+/// UTC, to the second.
+fn rfc3339(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The answer with `Cache-Control: no-store`: nothing of a session is cached.
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn error(err: ApiError) -> Response {
+    no_store(err.into_response())
+}
+
+fn with_cookie(mut resp: Response, cookie: String) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    no_store(resp)
+}
+
+/// The peer's address for the log.
+fn peer(ip: Option<std::net::IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// The connection the request came on (none when the app is driven directly, in tests).
+fn connection(req: &Request) -> (Option<std::net::IpAddr>, bool) {
+    let conn = req.extensions().get::<ConnInfo>();
+    (conn.map(|c| c.peer.ip()), conn.is_some_and(|c| c.tls))
+}
+
+async fn sign_in(State(console): State<Arc<Console>>, req: Request) -> Response {
+    if !console.key.is_enabled() {
+        return error(ApiError::admin_disabled());
+    }
+    let (ip, tls) = connection(&req);
+    let client = Client::of(ip);
+    let (parts, body) = req.into_parts();
+    let parsed = read_limited(&parts.headers, body, console.body_limit)
+        .await
+        .and_then(|bytes| {
+            serde_json::from_slice::<SignIn>(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid JSON body: {e}; expected {{\"api_key\": \"…\"}}"
+                ))
+            })
+        });
+    let presented = match parsed {
+        Ok(p) => p,
+        Err(err) => {
+            signins("bad_request");
+            return error(err);
+        }
+    };
+    let now = Instant::now();
+    let verdict = {
+        let mut limiter = lock(&console.limiter);
+        limiter.check(client, now).map(|()| {
+            let right = console.key.matches(presented.api_key.as_bytes());
+            if !right {
+                limiter.failed(client, now);
+            }
+            right
+        })
+    };
+    match verdict {
+        Err(limited) => {
+            signins("limited");
+            if limited.first {
+                let scope = match limited.scope {
+                    Scope::Address => "this address",
+                    Scope::Global => "all addresses together",
+                };
+                tracing::warn!(
+                    peer = %client,
+                    retry_after_s = limited.retry_after_s,
+                    "admin sign-in refused: too many failed sign-ins from {scope}"
+                );
+            }
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed sign-ins; try again in {} s",
+                    limited.retry_after_s
+                ),
+            );
+            err.retry_after = Some(u32::try_from(limited.retry_after_s).unwrap_or(u32::MAX));
+            error(err)
+        }
+        Ok(false) => {
+            signins("wrong_key");
+            tracing::info!(peer = %peer(ip), "admin sign-in with a wrong API key");
+            error(ApiError::unauthorized("wrong API key"))
+        }
+        Ok(true) => {
+            signins("ok");
+            let issued = {
+                let mut sessions = lock(&console.sessions);
+                let issued =
+                    sessions.insert(&random_secret(), &random_secret(), now, SystemTime::now());
+                gauge(sessions.len());
+                issued
+            };
+            if issued.evicted {
+                tracing::info!("{MAX_SESSIONS} admin sessions live: the oldest was ended");
+            }
+            tracing::info!(peer = %peer(ip), "admin signed in (browser session)");
+            let cookie = set_cookie(&issued.token, issued.max_age, tls);
+            let resp = (StatusCode::CREATED, Json(View::from(issued.view))).into_response();
+            with_cookie(resp, cookie)
+        }
+    }
+}
+
+async fn current(State(console): State<Arc<Console>>, req: Request) -> Response {
+    if !console.key.is_enabled() {
+        return error(ApiError::admin_disabled());
+    }
+    match console.authenticate(&Method::GET, req.headers(), Instant::now()) {
+        Ok(view) => no_store(Json(View::from(view)).into_response()),
+        Err(refused) => error(refused.into()),
+    }
+}
+
+async fn sign_out(State(console): State<Arc<Console>>, req: Request) -> Response {
+    if !console.key.is_enabled() {
+        return error(ApiError::admin_disabled());
+    }
+    let (ip, tls) = connection(&req);
+    if let Err(refused) = console.authenticate(&Method::DELETE, req.headers(), Instant::now()) {
+        return error(refused.into());
+    }
+    if let Some(token) = cookie_token(req.headers()) {
+        let mut sessions = lock(&console.sessions);
+        sessions.revoke(token);
+        gauge(sessions.len());
+    }
+    tracing::info!(peer = %peer(ip), "admin signed out (browser session)");
+    let resp = Json(serde_json::json!({ "signed_out": true })).into_response();
+    with_cookie(resp, clear_cookie(tls))
+}
