@@ -11,8 +11,6 @@
 
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -30,7 +28,7 @@ function need(name) {
 }
 
 mkdirSync(shots, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), "magicpush-chromium-"));
+// Playwright starts the browser on a fresh, empty profile of its own.
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
@@ -42,7 +40,6 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    `--user-data-dir=${profile}`,
   ],
 });
 const context = await browser.newContext({
@@ -83,7 +80,6 @@ async function run(name, body) {
     await page.screenshot({ path: join(shots, `failed-step-${step}.png`), fullPage: true }).catch(() => {});
     console.error(err);
     await browser.close();
-    rmSync(profile, { recursive: true, force: true });
     process.exit(1);
   }
 }
@@ -201,11 +197,11 @@ await run("a device's page: identity, results, a command", async () => {
   await rows().first().getByRole("link").click();
   await page.getByRole("heading", { name: "Identity" }).waitFor();
   await page.getByRole("cell", { name: "DeviceInformation" }).first().waitFor();
-  await page.getByLabel("Command").selectOption("EraseDevice");
+  await page.getByLabel("Command", { exact: true }).selectOption("EraseDevice");
   await page.getByLabel(/Type the serial number/).fill("WRONG");
   await page.getByRole("button", { name: "Send and push" }).click();
   await page.getByText("The confirmation does not match the serial number.").waitFor();
-  await page.getByLabel("Command").selectOption("DeviceInformation");
+  await page.getByLabel("Command", { exact: true }).selectOption("DeviceInformation");
   await page.getByRole("button", { name: "Send and push" }).click();
   await page.getByText(/queued and pushed/).waitFor();
   await shot("device");
@@ -281,7 +277,7 @@ await run("switch to Japanese: the seed's words", async () => {
   await page.getByRole("button", { name: /日本語/ }).click();
   await page.getByRole("heading", { name: "デバイス一覧" }).waitFor();
   assert.equal(await page.locator("html").getAttribute("lang"), "ja");
-  await page.getByText("更新成功").first().waitFor();
+  await page.locator("table.devices .state", { hasText: "更新成功" }).first().waitFor();
   await page.getByRole("button", { name: "最新情報に更新" }).waitFor();
   await shot("devices-ja");
   await page.getByRole("link", { name: "ダッシュボード" }).click();
@@ -301,5 +297,4 @@ await run("sign out: the cookie is void at once", async () => {
 });
 
 await browser.close();
-rmSync(profile, { recursive: true, force: true });
 console.log(`console: ${step} steps passed; screenshots in ${shots}`);

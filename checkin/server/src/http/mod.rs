@@ -203,7 +203,7 @@ fn router(
     body_limit: usize,
     device_auth: &DeviceAuth,
 ) -> Router {
-    let console = admin_key.is_enabled();
+    let serve_ui = console.admin_enabled();
     let admin = admin::routes(admin::Admin {
         service: Arc::clone(service),
         limit: body_limit,
@@ -232,7 +232,7 @@ fn router(
         .with_state(health)
         .merge(admin);
     // The console is served with the admin API it calls, and only then.
-    let router = if console {
+    let router = if serve_ui {
         router.merge(ui::routes())
     } else {
         router

@@ -6,7 +6,7 @@ import { h, replace, notice } from "./dom.js";
 import { t, formatDateTime } from "./i18n.js";
 import { stateCounts, STATES, stateBadge } from "./states.js";
 import { certCard, certState, daysLeft } from "./cert.js";
-import { latestRun, runView, watchRun, startRefresh } from "./refresh.js";
+import { showLatest, startRefresh } from "./refresh.js";
 
 export async function render(main, ctx) {
   const q = api.query({ topic: ctx.topic });
@@ -32,7 +32,7 @@ export async function render(main, ctx) {
       onclick: async () => {
         if (stop) stop();
         try {
-          stop = await startRefresh(runBox, ctx.topic ? { all: true, topic: ctx.topic } : { all: true }, reloadCounts);
+          stop = await startRefresh(runBox, ctx.topic ? { all: true, topic: ctx.topic } : { all: true }, { onTick: reloadCounts });
         } catch (err) {
           replace(runBox, notice("error", t("common.error", { msg: err.message })));
         }
@@ -41,13 +41,7 @@ export async function render(main, ctx) {
     t("devices.refresh"),
   );
 
-  const last = (nodes.refreshes || []).find((r) => r.kind === "refresh");
-  if (last) {
-    replace(runBox, runView(last, null));
-    if (last.state === "running") stop = await watchRun(runBox, last.id, null, reloadCounts);
-  } else {
-    replace(runBox, h("p", {}, t("dash.refresh.none")));
-  }
+  stop = await showLatest(runBox, ctx.topic, nodes, reloadCounts);
 
   replace(
     main,

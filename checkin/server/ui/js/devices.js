@@ -70,7 +70,15 @@ export async function render(main, ctx) {
   const refresh = async (target) => {
     if (stop) stop();
     try {
-      stop = await startRefresh(runBox, target, () => load().catch(() => {}));
+      // A selection is answered row by row (its devices are on this page); all, by the counts.
+      const selection = target.udids ? new Set(target.udids) : null;
+      const count = selection
+        ? async () =>
+            [...tableBox.querySelectorAll("tr[data-udid]")].filter(
+              (tr) => selection.has(tr.dataset.udid) && tr.querySelector('.state[data-state="responded"]'),
+            ).length
+        : undefined;
+      stop = await startRefresh(runBox, target, { count, onTick: () => load().catch(() => {}) });
     } catch (err) {
       replace(runBox, notice("error", t("common.error", { msg: err.message })));
     }

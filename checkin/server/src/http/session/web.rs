@@ -29,6 +29,13 @@ pub(crate) struct Console {
     limiter: Mutex<SignInLimiter>,
 }
 
+impl Console {
+    /// Whether the admin API (and so the console) is on.
+    pub(crate) fn admin_enabled(&self) -> bool {
+        self.key.is_enabled()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing held under these locks can be left half-changed by a panic that matters.
     m.lock().unwrap_or_else(PoisonError::into_inner)
