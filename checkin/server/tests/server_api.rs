@@ -672,6 +672,15 @@ async fn push_certificate_details_memo_and_replacement() {
         text.contains("E320") || text.contains("Bundle Identifier") || text.contains("topic"),
         "{text}"
     );
+    // The two topics as keys of their own, for a program (the console) to show.
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "E320", "{json}");
+    assert_eq!(json["registered_topic"], srv.pki.topic.as_str(), "{json}");
+    assert_eq!(
+        json["new_topic"],
+        srv.pki.other_topic_name.as_str(),
+        "{json}"
+    );
     // Expired, garbage, key of another certificate: 400.
     let (s, _) = put(bundle(&srv.pki.expired)).await.unwrap();
     assert_eq!(s, StatusCode::BAD_REQUEST);

@@ -226,6 +226,9 @@ pub fn json_error(err: &ApiError) -> Response<Body> {
     if let Some(id) = &err.request_id {
         value["request_id"] = id.as_str().into();
     }
+    if let Some(detail) = &err.detail {
+        detail.write_into(&mut value);
+    }
     let mut resp = json(err.status, &value);
     if err.status == StatusCode::UNAUTHORIZED {
         resp.headers_mut()

@@ -14,6 +14,37 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// The id a server-side failure is logged under (`X-Request-Id`, and in the JSON body).
     pub request_id: Option<String>,
+    /// What a program (the console) needs beside the message, as JSON keys of its own.
+    pub detail: Option<ErrorDetail>,
+}
+
+/// The fields an error adds to `{"error": …}` for a program to act on without reading the
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// E320: `{"code": "E320", "registered_topic", "new_topic"}`.
+    TopicChange {
+        /// The tenant's topic, which a renewal keeps.
+        registered_topic: String,
+        /// The uploaded certificate's topic.
+        new_topic: String,
+    },
+}
+
+impl ErrorDetail {
+    /// Adds the detail's keys to the error's JSON object.
+    pub fn write_into(&self, value: &mut serde_json::Value) {
+        match self {
+            ErrorDetail::TopicChange {
+                registered_topic,
+                new_topic,
+            } => {
+                value["code"] = "E320".into();
+                value["registered_topic"] = registered_topic.as_str().into();
+                value["new_topic"] = new_topic.as_str().into();
+            }
+        }
+    }
 }
 
 impl ApiError {
@@ -24,6 +55,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             request_id: None,
+            detail: None,
         }
     }
 
@@ -123,6 +155,12 @@ impl From<crate::service::ServiceError> for ApiError {
             return api;
         }
         let mut api = ApiError::new(status, err.to_string());
+        if let E::TopicChange { current, new, .. } = &err {
+            api.detail = Some(ErrorDetail::TopicChange {
+                registered_topic: current.clone(),
+                new_topic: new.clone(),
+            });
+        }
         if overloaded {
             api.retry_after = Some(1);
         }

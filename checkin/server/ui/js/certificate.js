@@ -175,16 +175,9 @@ function requestSection(requests, rerender) {
   );
 }
 
-/** The two topics of an E320 refusal: from the answer's fields, else from its text. */
-export function e320Topics(body, message) {
-  if (body && body.registered_topic && body.new_topic) return { registered: body.registered_topic, uploaded: body.new_topic };
-  const registered = /registered:\s+topic\s+(\S+)/.exec(message || "");
-  const uploaded = /new:\s+topic\s+(\S+)/.exec(message || "");
-  return { registered: registered?.[1] || "?", uploaded: uploaded?.[1] || "?" };
-}
-
 function e320Box(err) {
-  const topics = e320Topics(err.body, err.message);
+  // The answer names both topics as keys of their own (`registered_topic`, `new_topic`).
+  const topics = { registered: err.body?.registered_topic || "?", uploaded: err.body?.new_topic || "?" };
   return h(
     "div",
     { class: "notice error e320", role: "alert", id: "e320" },
@@ -214,7 +207,7 @@ function fileUpload(id, label, help, submit, send) {
         try {
           replace(status, notice("info", await send(file)));
         } catch (err) {
-          replace(status, err.status === 409 && /E320/.test(err.message) ? e320Box(err) : notice("error", t("common.error", { msg: err.message })));
+          replace(status, err.status === 409 && err.body?.code === "E320" ? e320Box(err) : notice("error", t("common.error", { msg: err.message })));
         }
       },
     },
