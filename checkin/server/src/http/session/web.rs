@@ -129,6 +129,9 @@ pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
         .with_state(console)
 }
 
+/// The largest sign-in body read (a key is far shorter).
+const SIGN_IN_LIMIT: usize = 16 * 1024;
+
 /// `POST /v1/session`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +202,7 @@ async fn sign_in(State(console): State<Arc<Console>>, req: Request) -> Response 
     let (ip, tls) = connection(&req);
     let client = Client::of(ip);
     let (parts, body) = req.into_parts();
-    let parsed = read_limited(&parts.headers, body, console.body_limit)
+    let parsed = read_limited(&parts.headers, body, console.body_limit.min(SIGN_IN_LIMIT))
         .await
         .and_then(|bytes| {
             serde_json::from_slice::<SignIn>(&bytes).map_err(|e| {
