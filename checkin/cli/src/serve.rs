@@ -20,7 +20,7 @@ use super::secret_arg::SecretArg;
 use magicpush_engine::cert::CertificateInfo;
 use magicpush_postgres::PostgresStore;
 use magicpush_server::config::parse_duration;
-use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings};
+use magicpush_server::http::{self, AdminKey, App, DeviceAuth, ListenerSettings, SessionSettings};
 use magicpush_server::identity::authenticator::parse_sources;
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use magicpush_server::push::{EnginePusher, PushSender};
@@ -114,6 +114,14 @@ pub(crate) struct ServeArgs {
     /// MAGICPUSH_API_KEY.
     #[arg(long, env = "MAGICPUSH_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// Lifetime of a browser console session (POST /v1/session trades the API key for a
+    /// cookie), however much it is used. Sessions live in this node's memory: a restart ends
+    /// them, and behind a load balancer the console needs sticky sessions.
+    #[arg(long, env = "MAGICPUSH_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    session_ttl: Duration,
+    /// A browser console session unused for this long ends (each request restarts it).
+    #[arg(long, env = "MAGICPUSH_SESSION_IDLE", default_value = "30m", value_parser = parse_duration)]
+    session_idle: Duration,
     /// Default e-mail address of push certificate requests (POST /v1/pushcert/csr).
     #[arg(long, env = "MAGICPUSH_CSR_EMAIL")]
     csr_email: Option<String>,
@@ -448,12 +456,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !admin_key.is_enabled() {
         tracing::warn!("no --api-key: the admin API is disabled");
     }
-    let app = Arc::new(App::new(
-        service.clone(),
-        admin_key,
-        args.max_body,
-        device_auth,
-    ));
+    let sessions = SessionSettings {
+        ttl: args.session_ttl,
+        idle: args.session_idle,
+    }
+    .check()?;
+    let app = Arc::new(
+        App::new(service.clone(), admin_key, args.max_body, device_auth).with_sessions(sessions),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1010,6 +1010,12 @@ fn serve_refuses_bad_settings() {
         (&["--push-concurrency", "0"], "--push-concurrency"),
         (&["--expiry-warn-days", "30,0"], "--expiry-warn-days"),
         (&["--idle-timeout", "0s"], "--idle-timeout"),
+        (
+            &["--session-ttl", "0s"],
+            "--session-ttl must be longer than 0s",
+        ),
+        (&["--session-idle", "0s"], "--session-idle"),
+        (&["--session-idle", "10"], "missing unit"),
         (&["--csr-country", "Japan"], "country"),
         (
             &["--apns-proxy", "https://u:pw@proxy:443"],

@@ -1,5 +1,6 @@
-//! The admin API (`/v1/…`, JSON) on an axum route table. The bearer key is checked by a
-//! layer over every route ([`super::auth::require`]). Errors are `{"error": "…"}` with a
+//! The admin API (`/v1/…`, JSON) on an axum route table. The bearer key (or a browser
+//! session's cookie, with its CSRF token for a change) is checked by a layer over every route
+//! ([`super::auth::require`]). Errors are `{"error": "…"}` with a
 //! 4xx/5xx status; a method a route does not take is a 405 that names the ones it does.
 //!
 //! Routes about one tenant take `?topic=T`, which may be left out while one tenant is
@@ -32,6 +33,9 @@
 //! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
 //! | `GET\|PUT /v1/settings` | PUT: any of `{"collect_every": "24h" \| "off" \| null \| seconds, "unreachable_after": "10m" \| seconds}` | `{"collect_every": "1d" \| null, "collect_every_s", "unreachable_after", "unreachable_after_s", "source": {"collect_every", "unreachable_after"} ("stored" \| "flag" \| "default"), "collecting"}`; 400 with the reason (checked as `serve` checks its flags); stored (wins over the flags at the next start), in force on this node at once, on the others within a second (PostgreSQL `NOTIFY`; each heartbeat re-reads too) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
+//! | `POST /v1/session` (outside the bearer layer; [`super::session`]) | `{"api_key": "…"}` | 201 `{"csrf_token", "expires_at", "idle_timeout_s"}` and `Set-Cookie: magicpush_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=…` (`; Secure` over TLS); 401 wrong key; 400 malformed; 429 with `Retry-After` after too many failures |
+//! | `GET /v1/session` | the cookie | 200 as above; 401 `not signed in` |
+//! | `DELETE /v1/session` | the cookie and `X-CSRF-Token` | `{"signed_out": true}`, the session revoked, the cookie cleared (`Max-Age=0`) |
 
 use std::sync::Arc;
 

@@ -263,17 +263,24 @@ impl Sessions {
         Some(self.view(&entry))
     }
 
-    /// [`Sessions::touch`], and then whether `presented` is the session's CSRF token (compared
-    /// in constant time).
+    /// [`Sessions::touch`] if `presented` is the session's CSRF token (compared in constant
+    /// time); a request refused for its CSRF token does not count as a use.
     pub fn touch_with_csrf(
         &mut self,
         token: &str,
         presented: Option<&[u8]>,
         now: Instant,
     ) -> Result<SessionView, SessionRefused> {
-        let view = self.touch(token, now).ok_or(SessionRefused::NotSignedIn)?;
+        let key = hash(token);
+        let entry = self.live.get(&key).ok_or(SessionRefused::NotSignedIn)?;
+        if !self.alive(entry, now) {
+            self.live.remove(&key);
+            return Err(SessionRefused::NotSignedIn);
+        }
         match presented {
-            Some(p) if bool::from(p.ct_eq(view.csrf_token.as_bytes())) => Ok(view),
+            Some(p) if bool::from(p.ct_eq(entry.csrf.as_bytes())) => {
+                self.touch(token, now).ok_or(SessionRefused::NotSignedIn)
+            }
             _ => Err(SessionRefused::Csrf),
         }
     }
@@ -427,6 +434,17 @@ mod tests {
             s.touch_with_csrf(&issued.token, Some(&csrf[..42]), t0),
             Err(SessionRefused::Csrf)
         );
+        // A refused request does not keep the session alive.
+        let t1 = t0 + 29 * MIN;
+        assert_eq!(
+            s.touch_with_csrf(&issued.token, None, t1),
+            Err(SessionRefused::Csrf)
+        );
+        assert_eq!(
+            s.touch_with_csrf(&issued.token, Some(csrf), t0 + 31 * MIN),
+            Err(SessionRefused::NotSignedIn)
+        );
+        let issued = s.insert(&secret(1), &secret(2), t0, SystemTime::now());
         let other = s.insert(&secret(3), &secret(4), t0, SystemTime::now());
         assert_eq!(
             s.touch_with_csrf(&issued.token, Some(other.view.csrf_token.as_bytes()), t0),

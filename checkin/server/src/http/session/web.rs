@@ -136,6 +136,9 @@ pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
         .with_state(console)
 }
 
+/// The largest sign-in body read (a key is far shorter).
+const SIGN_IN_LIMIT: usize = 16 * 1024;
+
 /// `POST /v1/session`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,7 +209,7 @@ async fn sign_in(State(console): State<Arc<Console>>, req: Request) -> Response 
     let (ip, tls) = connection(&req);
     let client = Client::of(ip);
     let (parts, body) = req.into_parts();
-    let parsed = read_limited(&parts.headers, body, console.body_limit)
+    let parsed = read_limited(&parts.headers, body, console.body_limit.min(SIGN_IN_LIMIT))
         .await
         .and_then(|bytes| {
             serde_json::from_slice::<SignIn>(&bytes).map_err(|e| {
@@ -308,4 +311,74 @@ async fn sign_out(State(console): State<Arc<Console>>, req: Request) -> Response
     tracing::info!(peer = %peer(ip), "admin signed out (browser session)");
     let resp = Json(serde_json::json!({ "signed_out": true })).into_response();
     with_cookie(resp, clear_cookie(tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::http::{App, DeviceAuth, DEFAULT_BODY_LIMIT};
+    use crate::service::{PushCertState, Service, ServiceConfig};
+
+    fn app(key: Option<&str>) -> App {
+        let service = Arc::new(Service::new(
+            Arc::new(magicpush_store::MemoryStore::new()),
+            magicpush_testkit::FakePusher::new(),
+            PushCertState::new(None),
+            ServiceConfig::default(),
+        ));
+        App::new(
+            service,
+            AdminKey::new(key),
+            DEFAULT_BODY_LIMIT,
+            DeviceAuth::Off,
+        )
+    }
+
+    async fn post(app: &App, body: &'static str) -> http::Response<crate::http::Body> {
+        let req = http::Request::post("/v1/session")
+            .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        app.handle(req).await
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_the_client_is_one_unknown_peer_and_not_tls() {
+        let app = app(Some("k")).with_sessions(SessionSettings {
+            ttl: Duration::from_secs(3600),
+            idle: Duration::from_secs(600),
+        });
+        assert_eq!(app.session_settings().idle, Duration::from_secs(600));
+        let resp = post(&app, r#"{"api_key": "k"}"#).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(cookie.ends_with("; Max-Age=3600"), "{cookie}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["idle_timeout_s"], 600);
+        for _ in 0..5 {
+            let resp = post(&app, r#"{"api_key": "x"}"#).await;
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        }
+        let resp = post(&app, r#"{"api_key": "k"}"#).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+        for body in ["", "{", r#"{"api_key": 1}"#, r#"{"api_key": "k", "x": 1}"#] {
+            assert_eq!(
+                post(&app, body).await.status(),
+                StatusCode::BAD_REQUEST,
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_admin_api_off_sign_in_is_404() {
+        let resp = post(&app(None), r#"{"api_key": ""}"#).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    }
 }
