@@ -313,7 +313,11 @@ async fn serve_connection<I>(
         let app = app.clone();
         let guard = in_flight.request();
         let mut req = req.map(|b| PacedBody::new(b, body_policy));
-        req.extensions_mut().insert(conn);
+        // The admin routes' sign-in limiter and cookies read it; the device endpoints do not
+        // (over plain HTTP this insert is the extension map's one allocation).
+        if !req.uri().path().starts_with("/mdm") {
+            req.extensions_mut().insert(conn);
+        }
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }
