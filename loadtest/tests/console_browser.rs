@@ -1,11 +1,11 @@
 //! The console (`/ui/`) in headless Chromium: `magicpush-loadtest demo` starts a server with a
 //! small fleet that enrolled through the check-in endpoints and answers its pushes, and
-//! `tests/console/console.test.mjs` (playwright-core) signs in, pages, filters, refreshes,
+//! `console/console.test.mjs` (playwright-core) signs in, pages, filters, refreshes,
 //! downloads, issues a request, is refused a wrong-topic certificate, switches language and
 //! signs out, writing a screenshot of each screen to `target/screenshots/console/`.
 //!
 //! Needs Node.js, Debian's `chromium` (or `CHROMIUM=/path`) and `npm ci` in
-//! `loadtest/tests/console/`. Without them the test says so and passes, except under
+//! `loadtest/console/`. Without them the test says so and passes, except under
 //! `CI=true`, where it fails.
 
 use std::io::{BufRead, BufReader};
@@ -69,7 +69,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn the_console_in_a_browser() {
-    let tests = manifest_dir().join("tests/console");
+    let tests = manifest_dir().join("console");
     let chromium =
         PathBuf::from(std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()));
     let missing = missing_tools(&chromium, &tests);
