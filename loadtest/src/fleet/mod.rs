@@ -13,12 +13,14 @@
 //! - [`tenants`]: the tenants (`--topics`), the devices spread over them, their registration.
 //! - [`report`]: the figures, the count check and the table.
 //! - `exchange`: a device's report exchange (Idle, answers, until nothing is queued).
+//! - [`live`]: the long-running fleet behind one server (`demo`).
 //! - this module: the phases.
 
 pub(crate) mod conn;
 pub mod database;
 pub mod device;
 mod exchange;
+pub mod live;
 pub mod nodes;
 pub mod pki;
 pub mod report;
