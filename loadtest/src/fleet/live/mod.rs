@@ -41,6 +41,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Device connections during enrollment and the first DeviceInformation.
 const ENROLL_CONNECTIONS: usize = 16;
+/// Devices per `POST /v1/commands` of the first DeviceInformation.
+const COMMAND_BATCH: usize = 1000;
 
 /// How a live fleet runs.
 #[derive(Debug, Clone)]
@@ -241,8 +243,9 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
     };
     let counters = Arc::new(Counters::default());
     let mut waker = None;
-    let outcome = async {
-        let url = server.url().to_owned();
+    let mut enrolled_count = 0;
+    let url = server.url().to_owned();
+    let setup = async {
         let admin = AdminClient::new(&url, Some(api_key), None)
             .map_err(|e| admin_err("client", e))?
             .with_timeout(Duration::from_secs(60));
@@ -262,15 +265,33 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
         waker = Some(wake::start(fleet.clone(), accepted, config.report_delay));
         let enrolled = enroll_all(&fleet, &tenants, &counters).await?;
         first_device_information(&admin, &fleet, &enrolled).await?;
-        announce(out, &format!("ready {} devices enrolled", enrolled.len()))?;
+        enrolled_count = enrolled.len() as u64;
+        announce(out, &format!("ready {enrolled_count} devices enrolled"))?;
         announce(out, &format!("console: {url}/ui/"))?;
         if config.refresh {
             refresh_all(&admin).await?;
         }
-        let stopped_by = wait_for_stop(config, &mut server, &mut interrupt, &mut terminate).await?;
-        Ok::<_, LiveError>((enrolled.len() as u64, stopped_by))
-    }
-    .await;
+        Ok::<_, LiveError>(())
+    };
+    // A signal during the setup stops it too.
+    let set_up = tokio::select! {
+        done = setup => Some(done),
+        _ = interrupt.recv() => None,
+        _ = terminate.recv() => None,
+    };
+    let outcome = match set_up {
+        Some(Ok(())) => wait_for_stop(config, &mut server, &mut interrupt, &mut terminate).await,
+        Some(Err(e)) => Err(e),
+        None => Ok(StoppedBy::Signal),
+    };
+    // A request that failed because the server died: say that, with its log.
+    let outcome = match outcome {
+        Err(e) if !matches!(e, LiveError::ServerDied { .. }) => match server.exited() {
+            Some(status) => Err(died(&server, status).await),
+            None => Err(e),
+        },
+        other => other,
+    };
 
     // --- stop, whatever happened ---
     if let Some(waker) = waker {
@@ -285,11 +306,11 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
     }
     mock.shutdown().await;
     drop(scratch);
-    let (enrolled, stopped_by) = outcome?;
+    let stopped_by = outcome?;
     let count = |r: Role| devices.iter().filter(|d| d.role == r).count() as u64;
     let population = Population {
         devices: devices.len() as u64,
-        enrolled,
+        enrolled: enrolled_count,
         online: count(Role::Online),
         offline: count(Role::Offline),
         unregistered: count(Role::Unregistered),
@@ -382,20 +403,23 @@ async fn first_device_information(
     fleet: &Arc<LiveDevices>,
     enrolled: &[usize],
 ) -> Result<(), LiveError> {
-    let udids: Vec<&str> = enrolled
-        .iter()
-        .map(|&i| fleet.devices[i].udid.as_str())
-        .collect();
-    let request = serde_json::json!({
-        "udids": udids,
-        "request_type": magicpush_mdm::DEVICE_INFORMATION,
-        "params": {"Queries": magicpush_mdm::DEVICE_INFORMATION_QUERIES},
-        "push": false,
-    });
-    admin
-        .send_json(Method::POST, "/v1/commands", &request)
-        .await
-        .map_err(|e| admin_err("POST /v1/commands", e))?;
+    // In batches: one request body for every device of a large fleet would be large.
+    for batch in enrolled.chunks(COMMAND_BATCH) {
+        let udids: Vec<&str> = batch
+            .iter()
+            .map(|&i| fleet.devices[i].udid.as_str())
+            .collect();
+        let request = serde_json::json!({
+            "udids": udids,
+            "request_type": magicpush_mdm::DEVICE_INFORMATION,
+            "params": {"Queries": magicpush_mdm::DEVICE_INFORMATION_QUERIES},
+            "push": false,
+        });
+        admin
+            .send_json(Method::POST, "/v1/commands", &request)
+            .await
+            .map_err(|e| admin_err("POST /v1/commands", e))?;
+    }
     fleet
         .answer_all(enrolled.to_vec(), ENROLL_CONNECTIONS)
         .await;
@@ -417,6 +441,18 @@ async fn first_device_information(
         .into());
     }
     Ok(())
+}
+
+/// The error of a server that exited on its own, with its last log lines.
+async fn died(server: &ServerProcess, status: std::process::ExitStatus) -> LiveError {
+    // The log reader may still be passing on the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut log = server.log_tail();
+    log.truncate(LOG_TAIL);
+    LiveError::ServerDied {
+        status: status.to_string(),
+        log,
+    }
 }
 
 /// Waits for SIGINT, SIGTERM or the end of `run_for`; an error if the server exits first.
@@ -441,14 +477,7 @@ async fn wait_for_stop(
             () = timer => return Ok(StoppedBy::Time),
             _ = check.tick() => {
                 if let Some(status) = server.exited() {
-                    // The log reader may still be passing on the last lines.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let mut log = server.log_tail();
-                    log.truncate(LOG_TAIL);
-                    return Err(LiveError::ServerDied {
-                        status: status.to_string(),
-                        log,
-                    });
+                    return Err(died(server, status).await);
                 }
             }
         }
