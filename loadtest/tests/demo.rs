@@ -163,6 +163,8 @@ async fn a_refresh_from_the_api_turns_the_online_devices_responded() {
         }
         assert_eq!(row["serial_number"].as_str().unwrap().len(), 12, "{row}");
         assert_eq!(row["state"], "never_pushed", "{row}");
+        // The first DeviceInformation, answered right after enrolling.
+        assert!(row["info_collected_at"].is_string(), "{row}");
     }
     let names: std::collections::BTreeSet<&str> = rows
         .iter()

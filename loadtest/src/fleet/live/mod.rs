@@ -17,7 +17,7 @@ mod wake;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -209,31 +209,7 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
     let signers = issue_signers(&pki, &devices).await?;
     let (mock, accepted) = start_mock(config.mock_listen, &devices, &pki).await?;
 
-    let settings = ServeSettings {
-        exe: config.exe.clone(),
-        store: NodeStore::Sqlite { data_dir },
-        cert: pki.path(pki::PUSH_CERT_FILE),
-        key: pki.path(pki::PUSH_KEY_FILE),
-        apns_url: mock.url(),
-        apns_ca: pki.path(pki::CA_FILE),
-        api_key: api_key.clone(),
-        unreachable_after: config.unreachable_after,
-        push_concurrency: 64,
-        // Warnings, and serve's start-up notes.
-        log_filter: Some("warn,magicpush_cli::serve=info".into()),
-        device_ca: Some(pki.path(pki::DEVICE_CA_FILE)),
-    };
-    let launch = Launch {
-        listen: config.listen,
-        api_key_file: Some(key_file.clone()),
-        keep_log: true,
-        own_process_group: true,
-    };
-    let server = tokio::task::spawn_blocking(move || ServerProcess::spawn_with(&settings, &launch))
-        .await
-        .map_err(|e| FleetError::Server {
-            detail: e.to_string(),
-        })?;
+    let server = start_server(config, &pki, &mock.url(), &api_key, &key_file, &data_dir).await;
     let mut server = match server {
         Ok(server) => server,
         Err(e) => {
@@ -252,7 +228,7 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
         wait_healthy(&admin, &url).await?;
         announce(out, &format!("server {url}"))?;
         announce(out, &format!("api-key-file {}", key_file.display()))?;
-        announce(out, &format!("data-dir {}", scratch_or(config, &scratch)))?;
+        announce(out, &format!("data-dir {}", data_dir.display()))?;
         tenants::register(&admin, &tenants[1..]).await?;
 
         let routes = NodeRoutes::resolve(std::slice::from_ref(&url), config.seed).await?;
@@ -323,14 +299,44 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
     ))
 }
 
-/// The data directory as announced: the one given, or the temporary one's `data`.
-fn scratch_or(config: &LiveConfig, scratch: &tempfile::TempDir) -> String {
-    config
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().join("data"))
-        .display()
-        .to_string()
+/// One `magicpush serve` (this program's `serve-child`) on SQLite in `data_dir`, pushing to
+/// the mock at `apns_url`, with the key file and device identity on; in a process group of its
+/// own, its log passed on and its tail kept.
+async fn start_server(
+    config: &LiveConfig,
+    pki: &FleetPki,
+    apns_url: &str,
+    api_key: &str,
+    key_file: &Path,
+    data_dir: &Path,
+) -> Result<ServerProcess, FleetError> {
+    let settings = ServeSettings {
+        exe: config.exe.clone(),
+        store: NodeStore::Sqlite {
+            data_dir: data_dir.to_owned(),
+        },
+        cert: pki.path(pki::PUSH_CERT_FILE),
+        key: pki.path(pki::PUSH_KEY_FILE),
+        apns_url: apns_url.to_owned(),
+        apns_ca: pki.path(pki::CA_FILE),
+        api_key: api_key.to_owned(),
+        unreachable_after: config.unreachable_after,
+        push_concurrency: 64,
+        // Warnings, and serve's start-up notes.
+        log_filter: Some("warn,magicpush_cli::serve=info".into()),
+        device_ca: Some(pki.path(pki::DEVICE_CA_FILE)),
+    };
+    let launch = Launch {
+        listen: config.listen,
+        api_key_file: Some(key_file.to_owned()),
+        keep_log: true,
+        own_process_group: true,
+    };
+    tokio::task::spawn_blocking(move || ServerProcess::spawn_with(&settings, &launch))
+        .await
+        .map_err(|e| FleetError::Server {
+            detail: e.to_string(),
+        })?
 }
 
 /// One announcement line, flushed at once (a script waits on it).
