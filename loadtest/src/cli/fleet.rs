@@ -105,7 +105,7 @@ pub struct ServeChildArgs {
     args: Vec<OsString>,
 }
 
-fn fraction(s: &str) -> Result<f64, String> {
+pub(crate) fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if (0.0..=1.0).contains(&v) {
         Ok(v)

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod apns_bench;
 pub mod checkin_bench;
+pub mod demo;
 pub mod fleet;
 pub mod mock_apns;
 pub mod soak;
@@ -32,6 +33,9 @@ enum Command {
     /// Simulate a device fleet against a magicpush server: enroll, refresh all, devices
     /// answer their pushes; report rates, latency, state counts, lost devices and memory.
     Fleet(fleet::FleetArgs),
+    /// A small live fleet behind a real server until Ctrl-C: devices enrolled through the
+    /// check-in endpoints answer every push; for the browser console and its tests.
+    Demo(demo::DemoArgs),
     /// Good check-ins' latency while idle sockets, slow bodies and plist bombs hit the server.
     Soak(soak::SoakArgs),
     /// Run `magicpush serve` (the fleet's server under test; exits when stdin closes).
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::ApnsBench(args) => apns_bench::run(args),
         Command::CheckinBench(args) => checkin_bench::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Soak(args) => soak::run(args),
         Command::ServeChild(args) => fleet::serve_child(args),
     };

@@ -45,6 +45,8 @@ pub struct Model {
     pub model_name: &'static str,
     /// `Model`, e.g. `MPUF3J/A`.
     pub model: &'static str,
+    /// What people call it, e.g. `iPhone 15`: the start of a [`SimDevice::display_name`].
+    pub marketing_name: &'static str,
 }
 
 /// An OS release as devices report it.
@@ -61,26 +63,31 @@ const MODELS: [Model; 5] = [
         product_name: "iPhone15,4",
         model_name: "iPhone",
         model: "MPUF3J/A",
+        marketing_name: "iPhone 15",
     },
     Model {
         product_name: "iPhone14,7",
         model_name: "iPhone",
         model: "MNCE3J/A",
+        marketing_name: "iPhone 14",
     },
     Model {
         product_name: "iPhone16,1",
         model_name: "iPhone",
         model: "MTMH3J/A",
+        marketing_name: "iPhone 15 Pro",
     },
     Model {
         product_name: "iPad13,18",
         model_name: "iPad",
         model: "MPQ03J/A",
+        marketing_name: "iPad",
     },
     Model {
         product_name: "iPad14,8",
         model_name: "iPad Air",
         model: "MUWF3J/A",
+        marketing_name: "iPad Air",
     },
 ];
 
@@ -168,6 +175,12 @@ fn device(index: u32, role: Role, rng: &mut fastrand::Rng) -> SimDevice {
 }
 
 impl SimDevice {
+    /// A name as a person gives a device, `iPhone 15 (042)`: the model's marketing name and
+    /// the device's number in the fleet. (The fleet's devices keep the plain `iPhone 00042`.)
+    pub fn display_name(&self, index: usize) -> String {
+        format!("{} ({index:03})", self.model.marketing_name)
+    }
+
     /// The token as APNs paths and the mock spell it: lowercase hex.
     pub fn token_hex(&self) -> String {
         hex::encode(self.token)

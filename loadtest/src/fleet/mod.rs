@@ -12,11 +12,15 @@
 //! - [`pki`]: the certificates, fresh or from a directory.
 //! - [`tenants`]: the tenants (`--topics`), the devices spread over them, their registration.
 //! - [`report`]: the figures, the count check and the table.
+//! - `exchange`: a device's report exchange (Idle, answers, until nothing is queued).
+//! - [`live`]: the long-running fleet behind one server (`demo`).
 //! - this module: the phases.
 
 pub(crate) mod conn;
 pub mod database;
 pub mod device;
+mod exchange;
+pub mod live;
 pub mod nodes;
 pub mod pki;
 pub mod report;
@@ -39,9 +43,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::mock_apns::{AcceptedPush, MockApns, MockConfig, MockError, MockHandle, Reason};
-use conn::{CHECKIN_TYPE, REPORT_TYPE};
+use conn::CHECKIN_TYPE;
 use device::{Role, SimDevice};
-use nodes::{NodeConns, NodePlan, NodeRoutes, NodeSet, FIRST_REPORT};
+use nodes::{NodeConns, NodePlan, NodeRoutes, NodeSet};
 use pki::FleetPki;
 use report::{FleetReport, Injected, LatencyMs, NodeReport, Phases};
 use server::{NodeStore, ServeSettings};
@@ -284,7 +288,7 @@ impl Progress {
 
 /// Failed requests: a count and the first few messages.
 #[derive(Debug, Default)]
-struct Failures {
+pub(crate) struct Failures {
     count: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
@@ -292,7 +296,17 @@ struct Failures {
 impl Failures {
     const SAMPLES: usize = 8;
 
-    fn record(&self, what: String) {
+    /// Failures so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The first few messages.
+    pub(crate) fn samples(&self) -> Vec<String> {
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn record(&self, what: String) {
         self.count.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() < Self::SAMPLES {
@@ -355,27 +369,13 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         .clone()
         .unwrap_or_else(|| scratch.path().join("pki"));
     let pki = FleetPki::load_or_create(&pki_dir)?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let certs_started = Instant::now();
-    let tenants: Arc<[Tenant]> = {
-        let (pki, count) = (pki.clone(), config.topics);
-        tokio::task::spawn_blocking(move || pki.tenants(count, threads))
-            .await
-            .map_err(|e| FleetError::Pki(e.to_string()))??
-            .into()
-    };
+    let tenants = issue_tenants(&pki, config.topics).await?;
     let tenant_certs_s = certs_started.elapsed().as_secs_f64();
     let topics: Arc<[String]> = tenants.iter().map(|t| t.topic.clone()).collect();
     let signers: Option<Arc<Vec<DeviceSigner>>> = match config.device_auth {
         FleetDeviceAuth::None => None,
-        FleetDeviceAuth::Signature => {
-            let (pki, devices) = (pki.clone(), devices.clone());
-            let issued =
-                tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
-                    .await
-                    .map_err(|e| FleetError::Pki(e.to_string()))??;
-            Some(Arc::new(issued))
-        }
+        FleetDeviceAuth::Signature => Some(issue_signers(&pki, &devices).await?),
     };
 
     let floor_run = |verify| {
@@ -406,7 +406,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     };
     progress.start_run();
 
-    let (mock, accepted_rx) = start_mock(config, &devices, &pki).await?;
+    let (mock, accepted_rx) = start_mock(config.mock_listen, &devices, &pki).await?;
     let plan = match &config.server {
         ServerMode::Spawn { exe } => NodePlan::Spawn {
             settings: Box::new(ServeSettings {
@@ -469,6 +469,49 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         total_s: round3(started.elapsed().as_secs_f64()),
         ..measured
     })
+}
+
+/// The tenants' push certificates (`count`, the first the set's own), issued off the async
+/// threads.
+pub(crate) async fn issue_tenants(
+    pki: &FleetPki,
+    count: usize,
+) -> Result<Arc<[Tenant]>, FleetError> {
+    let pki = pki.clone();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(
+        tokio::task::spawn_blocking(move || pki.tenants(count, threads))
+            .await
+            .map_err(|e| FleetError::Pki(e.to_string()))??
+            .into(),
+    )
+}
+
+/// Each device's identity certificate and signer (the set's device CA issues them), off the
+/// async threads.
+pub(crate) async fn issue_signers(
+    pki: &FleetPki,
+    devices: &Arc<Vec<SimDevice>>,
+) -> Result<Arc<Vec<DeviceSigner>>, FleetError> {
+    let (pki, devices) = (pki.clone(), devices.clone());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let issued = tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
+        .await
+        .map_err(|e| FleetError::Pki(e.to_string()))??;
+    Ok(Arc::new(issued))
+}
+
+/// `POST /v1/refresh {"all": true}`: every enrolled device of every tenant is sent a
+/// DeviceInformation and pushed. The server's summary.
+pub(crate) async fn refresh_all(admin: &AdminClient) -> Result<serde_json::Value, FleetError> {
+    admin
+        .send_json(
+            Method::POST,
+            "/v1/refresh",
+            &serde_json::json!({"all": true}),
+        )
+        .await
+        .map_err(|e| admin_err("POST /v1/refresh", e))
 }
 
 /// The run against the server nodes, once they are up: what [`ServerRun::measure`] needs.
@@ -691,8 +734,8 @@ impl ServerRun<'_> {
 
 /// The mock APNs of a run: 410 for the unregistered devices' tokens, every accepted push
 /// reported on the channel.
-async fn start_mock(
-    config: &FleetConfig,
+pub(crate) async fn start_mock(
+    listen: SocketAddr,
     devices: &[SimDevice],
     pki: &FleetPki,
 ) -> Result<(MockHandle, mpsc::UnboundedReceiver<AcceptedPush>), FleetError> {
@@ -707,7 +750,7 @@ async fn start_mock(
         ..MockConfig::default()
     };
     let mock = MockApns::start(
-        config.mock_listen,
+        listen,
         &pki.server_cert_pem,
         &pki.server_key_pem,
         &pki.ca_pem,
@@ -767,15 +810,7 @@ async fn push_phase(
         p.progress.clone(),
         p.failures.clone(),
     );
-    let summary = p
-        .admin
-        .send_json(
-            Method::POST,
-            "/v1/refresh",
-            &serde_json::json!({"all": true}),
-        )
-        .await
-        .map_err(|e| admin_err("POST /v1/refresh", e))?;
+    let summary = refresh_all(p.admin).await?;
     let mut push_s = None;
     loop {
         if push_s.is_none() && judged_pushes(p.mock) >= p.expected_pushes {
@@ -819,7 +854,7 @@ async fn run_floor(
     verify: Option<Arc<magicpush_server::identity::DeviceAuthenticator>>,
 ) -> Result<Floor, FleetError> {
     progress.start_run();
-    let (mock, accepted_rx) = start_mock(config, devices, pki).await?;
+    let (mock, accepted_rx) = start_mock(config.mock_listen, devices, pki).await?;
     let floor_err = |e: String| FleetError::Server {
         detail: format!("stand-in: {e}"),
     };
@@ -917,7 +952,7 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-fn admin_err(what: &'static str, e: impl std::fmt::Display) -> FleetError {
+pub(crate) fn admin_err(what: &'static str, e: impl std::fmt::Display) -> FleetError {
     FleetError::Admin {
         what,
         detail: e.to_string(),
@@ -940,7 +975,7 @@ async fn connection_budget(admin: &AdminClient) -> Option<u64> {
 /// Authenticate + TokenUpdate for every device by `connections` workers, each with a
 /// keep-alive connection to every node (each request to the node `routes` chooses).
 /// Returns, per device, whether both check-ins were answered 200.
-async fn enroll(
+pub(crate) async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
     signers: Option<&Arc<Vec<DeviceSigner>>>,
     topics: &Arc<[String]>,
@@ -1163,8 +1198,8 @@ fn latency_histogram() -> hdrhistogram::Histogram<u64> {
 }
 
 /// What woken device `index` does: Idle, then acknowledge each command it is given until the
-/// server answers with an empty body. Each of these requests goes to the node the routes
-/// choose for it (requests [`FIRST_REPORT`]..), so with several nodes an Idle and the
+/// server answers with an empty body (the [exchange](exchange::exchange)). Each of these
+/// requests goes to the node the routes choose for it, so with several nodes an Idle and the
 /// Acknowledged after it may reach different nodes, as behind a load balancer.
 async fn report_one(
     conn: &mut NodeConns,
@@ -1173,27 +1208,12 @@ async fn report_one(
     signer: Option<&DeviceSigner>,
 ) -> Result<(), String> {
     const MAX_COMMANDS: usize = 8;
-    let mut body = d.idle();
-    for round in 0..=MAX_COMMANDS {
-        let signature = signer.map(|s| s.sign(&body));
-        let request = FIRST_REPORT + round as u32;
-        let (status, answer) = conn
-            .put(index, request, "/mdm/server", REPORT_TYPE, body, signature)
-            .await
-            .map_err(|e| e.to_string())?;
-        if status != StatusCode::OK {
-            return Err(format!(
-                "report answered {status}: {}",
-                String::from_utf8_lossy(&answer).trim()
-            ));
-        }
-        match xml::command_of(&answer)? {
-            Some(command) => body = d.acknowledged(&command),
-            None if round == 0 => return Err("no command queued after the push".into()),
-            None => return Ok(()),
-        }
+    let answered =
+        exchange::exchange(conn, index, d, signer, MAX_COMMANDS, |c| d.acknowledged(c)).await?;
+    if answered.is_empty() {
+        return Err("no command queued after the push".into());
     }
-    Err(format!("the server kept sending commands ({MAX_COMMANDS})"))
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -2,9 +2,12 @@
 //! from the load generator's. The child is this program's hidden `serve-child` subcommand,
 //! which runs the checkin library's `magicpush serve` unchanged.
 
-use std::io::{BufRead, BufReader};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::FleetError;
@@ -79,21 +82,60 @@ impl std::fmt::Debug for NodeStore {
     }
 }
 
+/// How a child is launched, beyond what it serves with ([`ServeSettings`]): the fleet's
+/// defaults, or those of a long-running server a person uses (`demo`).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `--listen` (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Give the server `--api-key-file` instead of the key on its command line.
+    pub api_key_file: Option<PathBuf>,
+    /// Keep the child's log (stderr): pass each line on to ours and remember the last
+    /// [`LOG_TAIL`] for [`ServerProcess::log_tail`]. Otherwise it inherits our stderr.
+    pub keep_log: bool,
+    /// Start the child in a process group of its own, so that a terminal's Ctrl-C reaches
+    /// only us and we stop it in order ([`ServerProcess::terminate`]).
+    pub own_process_group: bool,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key_file: None,
+            keep_log: false,
+            own_process_group: false,
+        }
+    }
+}
+
+/// Log lines of the child kept with [`Launch::keep_log`].
+pub const LOG_TAIL: usize = 20;
+
 /// A running server child. Stops it when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     url: String,
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl ServerProcess {
     /// Starts the child and waits for its `listening on <url>` line.
     pub fn spawn(settings: &ServeSettings) -> Result<ServerProcess, FleetError> {
+        Self::spawn_with(settings, &Launch::default())
+    }
+
+    /// [`ServerProcess::spawn`] launched as `launch` says.
+    pub fn spawn_with(
+        settings: &ServeSettings,
+        launch: &Launch,
+    ) -> Result<ServerProcess, FleetError> {
         let mut cmd = Command::new(&settings.exe);
         cmd.arg("serve-child")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(launch.listen.to_string())
             .arg("--cert")
             .arg(&settings.cert)
             .arg("--key")
@@ -102,12 +144,14 @@ impl ServerProcess {
             .arg(&settings.apns_url)
             .arg("--apns-ca")
             .arg(&settings.apns_ca)
-            .arg("--api-key")
-            .arg(&settings.api_key)
             .arg("--unreachable-after")
             .arg(format!("{}s", settings.unreachable_after.as_secs().max(1)))
             .arg("--push-concurrency")
             .arg(settings.push_concurrency.to_string());
+        match &launch.api_key_file {
+            Some(file) => cmd.arg("--api-key-file").arg(file),
+            None => cmd.arg("--api-key").arg(&settings.api_key),
+        };
         match &settings.device_ca {
             Some(ca) => cmd.arg("--device-ca").arg(ca),
             None => cmd.arg("--insecure-no-device-auth"),
@@ -120,7 +164,14 @@ impl ServerProcess {
         };
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if launch.keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
+        if launch.own_process_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         // The flags above are the whole configuration: no MAGICPUSH_* from our environment.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("MAGICPUSH_") {
@@ -142,6 +193,11 @@ impl ServerProcess {
         })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || keep_log(stderr, &log));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(stdout) = stdout {
             std::thread::spawn(move || {
@@ -160,6 +216,7 @@ impl ServerProcess {
             child,
             stdin,
             url: String::new(),
+            log,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(url) => process.url = url,
@@ -191,6 +248,42 @@ impl ServerProcess {
         crate::rss::peak_rss_mb_of(self.pid())
     }
 
+    /// The child's exit status once it has exited (`None` while it runs).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines the child logged (with [`Launch::keep_log`]; empty otherwise).
+    pub fn log_tail(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().cloned().collect()
+    }
+
+    /// Stops the child as a supervisor does: SIGTERM, so that `serve` finishes its in-flight
+    /// requests and closes its store; then waits up to `grace`, then [`ServerProcess::stop`].
+    /// Its exit status, if it exited.
+    pub fn terminate(mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.exited().is_none() {
+            // Our own child, not yet reaped (try_wait saw it running; only we wait for it).
+            let pid = i32::try_from(self.child.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = std::time::Instant::now() + grace;
+            while self.exited().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let status = self.exited();
+        if status.is_some() {
+            return status;
+        }
+        self.stop_inner();
+        self.exited()
+    }
+
     /// Closes the child's stdin (it exits at EOF; everything it answered is already durable)
     /// and waits; kills it if it does not exit in time.
     pub fn stop(mut self) {
@@ -211,6 +304,19 @@ impl ServerProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Passes the child's log lines on to our stderr, keeping the last [`LOG_TAIL`].
+fn keep_log(stderr: std::process::ChildStderr, log: &Mutex<VecDeque<String>>) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let _ = writeln!(std::io::stderr(), "{line}");
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == LOG_TAIL {
+            log.pop_front();
+        }
+        log.push_back(line);
     }
 }
 
