@@ -84,7 +84,8 @@ async function run(name, body) {
   }
 }
 
-const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+// The whole page, or (lists) what the window shows.
+const shot = (name, fullPage = true) => page.screenshot({ path: join(shots, `${name}.png`), fullPage });
 const rows = () => page.locator("table.devices tbody tr");
 
 await run("the page is served with a strict Content-Security-Policy", async () => {
@@ -137,7 +138,7 @@ await run("the device table pages through the fleet", async () => {
   await rows().first().waitFor();
   assert.equal(await rows().count(), Math.min(PAGE_SIZE, devices));
   const first = await rows().first().getAttribute("data-udid");
-  await shot("devices");
+  await shot("devices", false);
   if (devices > PAGE_SIZE) {
     await page.getByRole("link", { name: "Next page" }).click();
     await page.waitForFunction((udid) => !document.querySelector(`tr[data-udid="${udid}"]`), first);
@@ -181,7 +182,7 @@ await run("Refresh to latest: the states turn to responded", async () => {
     { timeout: 15_000 },
   );
   assert.match(await rows().first().locator(".state").textContent(), /Updated/);
-  await shot("refresh");
+  await shot("refresh", false);
 });
 
 await run("download the CSV of what the filter shows", async () => {
@@ -279,7 +280,7 @@ await run("switch to Japanese: the seed's words", async () => {
   assert.equal(await page.locator("html").getAttribute("lang"), "ja");
   await page.locator("table.devices .state", { hasText: "更新成功" }).first().waitFor();
   await page.getByRole("button", { name: "最新情報に更新" }).waitFor();
-  await shot("devices-ja");
+  await shot("devices-ja", false);
   await page.getByRole("link", { name: "ダッシュボード" }).click();
   await page.getByText("デバイス情報自動収集").waitFor();
   await shot("dashboard-ja");

@@ -136,7 +136,10 @@ fn the_console_in_a_browser() {
     let wrong_topic = scratch.path().join("other-topic.pem");
     std::fs::write(&wrong_topic, pem).expect("write the wrong-topic certificate");
 
-    let shots = manifest_dir().join("../target/screenshots/console");
+    let shots = manifest_dir()
+        .parent()
+        .expect("the workspace")
+        .join("target/screenshots/console");
     let status = Command::new("node")
         .arg(tests.join("console.test.mjs"))
         .current_dir(&tests)

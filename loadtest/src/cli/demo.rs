@@ -1,7 +1,7 @@
 //! `magicpush-loadtest demo`: a small live fleet behind a real server, until Ctrl-C (or
 //! `--for-s`), for the browser console and its tests. Announces itself on stdout, one line
-//! each: `server URL`, `api-key-file PATH`, `data-dir PATH`, `ready N devices enrolled`,
-//! `console: URL/ui/`; with `--json`, a summary as the last line.
+//! each: `server URL`, `api-key-file PATH`, `data-dir PATH`, `server-pid PID`,
+//! `ready N devices enrolled`, `console: URL/ui/`; with `--json`, a summary as the last line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

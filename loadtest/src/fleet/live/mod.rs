@@ -163,8 +163,8 @@ pub enum LiveError {
 }
 
 /// Runs the live fleet until a signal or [`LiveConfig::run_for`], writing its announcement
-/// lines (`server URL`, `api-key-file PATH`, `data-dir PATH`, `ready N devices enrolled`,
-/// `console: URL/ui/`) to `out`, each flushed. Everything it started is stopped, and its
+/// lines (`server URL`, `api-key-file PATH`, `data-dir PATH`, `server-pid PID`,
+/// `ready N devices enrolled`, `console: URL/ui/`) to `out`, each flushed. Everything it started is stopped, and its
 /// temporary directory removed, whatever the outcome.
 pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSummary, LiveError> {
     if config.devices == 0 {
@@ -221,6 +221,7 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
     let mut waker = None;
     let mut enrolled_count = 0;
     let url = server.url().to_owned();
+    let server_pid = server.pid();
     let setup = async {
         let admin = AdminClient::new(&url, Some(api_key), None)
             .map_err(|e| admin_err("client", e))?
@@ -229,6 +230,7 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
         announce(out, &format!("server {url}"))?;
         announce(out, &format!("api-key-file {}", key_file.display()))?;
         announce(out, &format!("data-dir {}", data_dir.display()))?;
+        announce(out, &format!("server-pid {server_pid}"))?;
         tenants::register(&admin, &tenants[1..]).await?;
 
         let routes = NodeRoutes::resolve(std::slice::from_ref(&url), config.seed).await?;
