@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `PUT /mdm/checkin`, `PUT /mdm/server`, `PUT /mdm` | devices | check-ins, command reports (plist) |
 //! | `GET /healthz`, `GET /metrics` | anyone | liveness, Prometheus text |
+//! | `GET /v1/openapi.json` | anyone, while the admin API is on | the admin API's OpenAPI 3.1 description |
 //! | `/v1/…` | `Authorization: Bearer <key>` | the admin API (JSON, CSV) |
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub mod early;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub(crate) mod openapi;
 pub mod server;
 pub mod timing;
 pub mod tls;
@@ -183,6 +185,7 @@ fn router(
     body_limit: usize,
     device_auth: &DeviceAuth,
 ) -> Router {
+    let admin_enabled = admin_key.is_enabled();
     let admin = admin::routes(admin::Admin {
         service: Arc::clone(service),
         limit: body_limit,
@@ -207,6 +210,8 @@ fn router(
                 .fallback(|| async { text_error(&method_not_allowed("GET"), "GET") }),
         )
         .with_state(health)
+        // The admin API's description: without the key, so outside its layer.
+        .route(openapi::PATH, openapi::route(admin_enabled))
         .merge(admin)
         .fallback(|uri: Uri| async move {
             let path = uri.path();
@@ -456,6 +461,36 @@ mod tests {
         assert_eq!(text_of(resp).await, "method not allowed here; use GET\n");
         let resp = call(&app, Method::HEAD, "/healthz", false).await;
         assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    /// The OpenAPI document: no key needed while the admin API is on; a 404 as every `/v1`
+    /// route while it is off; other methods are a 405.
+    #[tokio::test]
+    async fn the_openapi_document_needs_no_key_and_only_an_admin_api() {
+        let app = admin_app();
+        let resp = call(&app, Method::GET, "/v1/openapi.json", false).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&text_of(resp).await).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert!(doc["paths"]["/v1/devices"]["get"].is_object());
+        let resp = call(&app, Method::GET, "/v1/openapi.json", true).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        for method in [Method::POST, Method::HEAD, Method::DELETE] {
+            let resp = call(&app, method.clone(), "/v1/openapi.json", false).await;
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(resp.headers()[http::header::ALLOW], "GET");
+        }
+        // The admin API stays behind the key.
+        let resp = call(&app, Method::GET, "/v1/openapi.jsonx", false).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let off = app_on(Arc::new(magicpush_store::MemoryStore::new()));
+        let resp = call(&off, Method::GET, "/v1/openapi.json", false).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(text_of(resp).await.contains("admin API disabled"));
     }
 
     #[tokio::test]

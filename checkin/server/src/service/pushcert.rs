@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
 use rustls_pki_types::pem::PemObject as _;
@@ -36,7 +37,7 @@ use super::{Service, ServiceError};
 pub const NO_CERTIFICATE: &str = "no push certificate registered: issue a request (POST /v1/pushcert/csr or `magicpush cert csr`), upload it to the Apple Push Certificates Portal, then upload Apple's certificate with PUT /v1/pushcert";
 
 /// The certificate's details for `GET /v1/pushcert`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PushCertView {
     /// Subject DN, OpenSSL style.
     pub subject: String,
