@@ -32,6 +32,7 @@
 //! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
 //! | `GET\|PUT /v1/settings` | PUT: any of `{"collect_every": "24h" \| "off" \| null \| seconds, "unreachable_after": "10m" \| seconds}` | `{"collect_every": "1d" \| null, "collect_every_s", "unreachable_after", "unreachable_after_s", "source": {"collect_every", "unreachable_after"} ("stored" \| "flag" \| "default"), "collecting"}`; 400 with the reason (checked as `serve` checks its flags); stored (wins over the flags at the next start), in force on this node at once, on the others within a second (PostgreSQL `NOTIFY`; each heartbeat re-reads too) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
+//! | `GET /v1/openapi.json` (no key; served beside `/healthz`, see [`super::openapi`]) | | this API's OpenAPI 3.1 description, generated from the `#[utoipa::path]` annotations here ([`AdminApi`]); 404 while the admin API is off |
 
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::body::{self, read_limited};
 use super::error::ApiError;
 use super::openapi::{
-    ConnState as ConnStateName, Device, DeviceList, ErrorBody, SettingsUpdate, Shared,
+    ConnState as ConnStateName, Device, DeviceList, ErrorBody, SettingsUpdate, Shared, Upload,
 };
 use crate::pushcert::history::HistoryEntry;
 use crate::pushcert::pending::PendingRequest;
@@ -362,6 +363,7 @@ fn decoded(param: Result<Path<String>, PathRejection>, what: &str) -> Result<Str
     responses(
         (status = 200, description = "The devices (an array), or one page (with `limit`)", body = DeviceList),
         (status = 400, description = "A bad state, limit, cursor or q, a cursor without limit, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
     )
 )]
 async fn list_devices(
@@ -396,6 +398,7 @@ async fn list_devices(
         (status = 200, description = "UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen", body = String, content_type = "text/csv",
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"devices.csv\"`"))),
         (status = 400, description = "A bad state or q, limit or cursor given, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
     )
 )]
 async fn export_devices(
@@ -756,13 +759,13 @@ async fn topics(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiErro
     path = "/v1/topics",
     tag = "admin",
     summary = "Add a tenant: register a push certificate of a new topic",
-    params(("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none)")),
+    params(("X-Magicpush-P12-Password" = Option<String>, Header, pattern = "^[ -~]*$", description = "The password of a `.p12` upload (absent: none); visible ASCII")),
     request_body(
         description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
         content(
-            (Vec<u8> = "application/octet-stream"),
+            (Upload = "application/octet-stream"),
             (String = "application/x-pem-file"),
-            (Vec<u8> = "application/x-pkcs12"),
+            (Upload = "application/x-pkcs12"),
         ),
     ),
     responses(
@@ -836,13 +839,13 @@ const PKCS12_PASSWORD_HEADER: &str = "x-magicpush-p12-password";
     path = "/v1/pushcert",
     tag = "admin",
     summary = "Renew a tenant's push certificate (the first one while none is registered)",
-    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered"), ("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none)")),
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered"), ("X-Magicpush-P12-Password" = Option<String>, Header, pattern = "^[ -~]*$", description = "The password of a `.p12` upload (absent: none); visible ASCII")),
     request_body(
         description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
         content(
-            (Vec<u8> = "application/octet-stream"),
+            (Upload = "application/octet-stream"),
             (String = "application/x-pem-file"),
-            (Vec<u8> = "application/x-pkcs12"),
+            (Upload = "application/x-pkcs12"),
         ),
     ),
     responses(

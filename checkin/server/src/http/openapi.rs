@@ -15,8 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{KnownFormat, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, ToSchema};
 
 use super::error::ApiError;
@@ -282,6 +283,20 @@ pub(crate) struct SettingsUpdate {
     unreachable_after: Option<DurationSetting>,
 }
 
+/// An upload as it is sent: bytes (a certificate in PEM or DER, a `.p12` file).
+pub(crate) struct Upload;
+
+impl utoipa::PartialSchema for Upload {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Upload {}
+
 /// Adds the bearer scheme, the document's version, and the answers every admin route can
 /// give: 401 (key missing or wrong), 500 and 503 (the store), 408 and 413 for a body.
 pub(super) struct Shared;
@@ -309,16 +324,8 @@ impl Modify for Shared {
                     .build(),
             )
         };
-        let integer = || {
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::Integer)
-                .build()
-        };
-        let string = || {
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String)
-                .build()
-        };
+        let integer = || ObjectBuilder::new().schema_type(Type::Integer).build();
+        let string = || ObjectBuilder::new().schema_type(Type::String).build();
         let shared: BTreeMap<&str, utoipa::openapi::Response> = BTreeMap::from([
             (
                 "Unauthorized",
@@ -379,7 +386,57 @@ impl Modify for Shared {
     }
 }
 
+/// A parameter left out is absent, never `null`: the `null` utoipa adds to an `Option`'s
+/// schema is taken off parameters.
+fn not_null(op: &mut Operation) {
+    for param in op.parameters.iter_mut().flatten() {
+        let Some(schema) = param.schema.as_mut() else {
+            continue;
+        };
+        let RefOr::T(inner) = schema else {
+            continue;
+        };
+        match inner {
+            Schema::Object(object) => {
+                if let SchemaType::Array(types) = &object.schema_type {
+                    let kept: Vec<Type> = types
+                        .iter()
+                        .filter(|t| **t != Type::Null)
+                        .cloned()
+                        .collect();
+                    if let [one] = kept.as_slice() {
+                        object.schema_type = SchemaType::Type(one.clone());
+                    }
+                }
+            }
+            Schema::Array(array) => {
+                if let SchemaType::Array(types) = &array.schema_type {
+                    if types.contains(&Type::Null) {
+                        array.schema_type = SchemaType::Type(Type::Array);
+                    }
+                }
+            }
+            Schema::OneOf(one_of) => {
+                let kept: Vec<RefOr<Schema>> = one_of
+                    .items
+                    .iter()
+                    .filter(|item| {
+                        !matches!(item, RefOr::T(Schema::Object(o))
+                            if o.schema_type == SchemaType::Type(Type::Null))
+                    })
+                    .cloned()
+                    .collect();
+                if let [one] = kept.as_slice() {
+                    *schema = one.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn add_shared(op: &mut Operation, secured: bool) {
+    not_null(op);
     let mut add = |status: &str, name: &str| {
         op.responses
             .responses
