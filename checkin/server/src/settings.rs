@@ -203,8 +203,10 @@ fn duration_value(key: &'static str, value: &Value) -> Result<Duration, Settings
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct SettingsView {
     /// The scheduled collection's period; `null`: off.
+    #[schema(required = true)]
     pub collect_every: Option<String>,
     /// The same in seconds.
+    #[schema(required = true)]
     pub collect_every_s: Option<u64>,
     /// The unreachable window.
     pub unreachable_after: String,

@@ -488,9 +488,13 @@ mod tests {
         let resp = call(&app, Method::GET, "/v1/openapi.jsonx", false).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         let off = app_on(Arc::new(magicpush_store::MemoryStore::new()));
-        let resp = call(&off, Method::GET, "/v1/openapi.json", false).await;
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert!(text_of(resp).await.contains("admin API disabled"));
+        for method in [Method::GET, Method::POST, Method::HEAD] {
+            let resp = call(&off, method.clone(), "/v1/openapi.json", false).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method}");
+            if method != Method::HEAD {
+                assert!(text_of(resp).await.contains("admin API disabled"));
+            }
+        }
     }
 
     #[tokio::test]

@@ -40,10 +40,14 @@ pub(super) fn document() -> &'static str {
     &DOCUMENT
 }
 
-/// The route of [`PATH`]: the document while `enabled` (an admin key is configured), else the
-/// 404 of a disabled admin API; any other method is a 405, as on the admin routes.
+/// The route of [`PATH`]: the document while `enabled` (an admin key is configured); any
+/// other method is a 405, as on the admin routes. Disabled, every method gets the 404 of a
+/// disabled admin API, as every `/v1` route does.
 pub(super) fn route(enabled: bool) -> MethodRouter {
-    let not_allowed = |method: Method| async move {
+    let not_allowed = move |method: Method| async move {
+        if !enabled {
+            return ApiError::admin_disabled().into_response();
+        }
         let mut resp = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} not allowed on {PATH}; use GET"),
@@ -130,8 +134,11 @@ pub(crate) struct StateCounts {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct Latency {
+    #[schema(required = true)]
     p50: Option<u64>,
+    #[schema(required = true)]
     p99: Option<u64>,
+    #[schema(required = true)]
     max: Option<u64>,
     count: u64,
 }
@@ -167,9 +174,13 @@ pub(crate) enum RunState {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct ErrorChainItem {
+    #[schema(required = true)]
     code: Option<i64>,
+    #[schema(required = true)]
     domain: Option<String>,
+    #[schema(required = true)]
     localized_description: Option<String>,
+    #[schema(required = true)]
     us_english_description: Option<String>,
 }
 
@@ -208,6 +219,7 @@ pub(crate) struct BoundIdentity {
     /// RFC 3339.
     bound_at: String,
     /// The certificate it replaced.
+    #[schema(required = true)]
     replaced_sha256: Option<String>,
 }
 
@@ -219,36 +231,61 @@ pub(crate) struct BoundIdentity {
 pub(crate) struct Device {
     /// UDID, or EnrollmentID for User Enrollment.
     udid: String,
+    #[schema(required = true)]
     device_name: Option<String>,
+    #[schema(required = true)]
     model: Option<String>,
+    #[schema(required = true)]
     model_name: Option<String>,
+    #[schema(required = true)]
     product_name: Option<String>,
+    #[schema(required = true)]
     os_version: Option<String>,
+    #[schema(required = true)]
     build_version: Option<String>,
+    #[schema(required = true)]
     serial_number: Option<String>,
+    #[schema(required = true)]
     imei: Option<String>,
+    #[schema(required = true)]
     meid: Option<String>,
+    #[schema(required = true)]
     phone_number: Option<String>,
     /// The push topic it enrolled with.
+    #[schema(required = true)]
     topic: Option<String>,
     /// Device-channel APNs token, lower-case hex.
+    #[schema(required = true)]
     token: Option<String>,
     awaiting_configuration: bool,
     awaiting_token_update: bool,
+    #[schema(required = true)]
     authenticated_at: Option<String>,
+    #[schema(required = true)]
     enrolled_at: Option<String>,
+    #[schema(required = true)]
     token_updated_at: Option<String>,
+    #[schema(required = true)]
     last_seen_at: Option<String>,
+    #[schema(required = true)]
     checked_out_at: Option<String>,
+    #[schema(required = true)]
     info_collected_at: Option<String>,
+    #[schema(required = true)]
     last_push_at: Option<String>,
+    #[schema(required = true)]
     push_outcome: Option<PushOutcome>,
+    #[schema(required = true)]
     push_outcome_at: Option<String>,
+    #[schema(required = true)]
     last_report_at: Option<String>,
+    #[schema(required = true)]
     first_report_after_push_at: Option<String>,
+    #[schema(required = true)]
     identity: Option<BoundIdentity>,
     state: ConnState,
     /// From the last push to the next report, if the last push was answered.
+    #[schema(required = true)]
     push_latency_ms: Option<u64>,
 }
 

@@ -27,8 +27,10 @@ pub struct HistoryEntry {
     /// When this server started using it, RFC 3339.
     pub registered_at: String,
     /// When another replaced it (or it was removed), RFC 3339; `None` while in use.
+    #[schema(required = true)]
     pub replaced_at: Option<String>,
     /// The Apple ID memo while it was in use.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
 }
 

@@ -44,8 +44,10 @@ pub struct PushCertView {
     /// The APNs topic (UID attribute): the tenant.
     pub topic: String,
     /// The tenant's display name, if set.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// The id in `CN=APSP:…`, what the portal lists.
+    #[schema(required = true)]
     pub apsp: Option<String>,
     /// Serial number, hex.
     pub serial: String,
@@ -66,6 +68,7 @@ pub struct PushCertView {
     /// What the administrator should do, one line each.
     pub warnings: Vec<String>,
     /// The Apple ID memo, if set.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
     /// Issued requests still waiting for Apple's certificate.
     pub pending_requests: Vec<PendingRequest>,

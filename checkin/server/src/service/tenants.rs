@@ -383,8 +383,10 @@ pub struct TenantSummary {
     /// The topic: the tenant's key.
     pub topic: String,
     /// Its display name, if set.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// The Apple ID memo, if set.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
     /// Its certificate in use.
     pub certificate: CertSummary,

@@ -299,6 +299,7 @@ pub struct DevicePage {
     /// Pass as `cursor` for the next page; `null` once the list has been read to its end.
     /// A short or empty page with a cursor is not the end: the request stopped at its
     /// scan bound.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// When the states were computed, RFC 3339.
     pub generated_at: String,
@@ -323,8 +324,10 @@ pub struct QueuedView {
     /// RFC 3339.
     pub queued_at: String,
     /// The last NotNow, RFC 3339.
+    #[schema(required = true)]
     pub not_now_at: Option<String>,
     /// Not sent after, RFC 3339.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
 }
 
@@ -346,6 +349,7 @@ pub struct ResultView {
     /// `CommandUUID` as reported.
     pub command_uuid: String,
     /// The command's RequestType, if the store knows the command.
+    #[schema(required = true)]
     pub request_type: Option<String>,
     /// The status reported (`Acknowledged`, `Error`, …).
     pub status: &'static str,
