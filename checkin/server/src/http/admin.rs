@@ -759,7 +759,7 @@ async fn topics(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiErro
     path = "/v1/topics",
     tag = "admin",
     summary = "Add a tenant: register a push certificate of a new topic",
-    params(("X-Magicpush-P12-Password" = Option<String>, Header, pattern = "^[ -~]*$", description = "The password of a `.p12` upload (absent: none); visible ASCII")),
+    params(("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none); visible ASCII, else a 400")),
     request_body(
         description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
         content(
@@ -839,7 +839,7 @@ const PKCS12_PASSWORD_HEADER: &str = "x-magicpush-p12-password";
     path = "/v1/pushcert",
     tag = "admin",
     summary = "Renew a tenant's push certificate (the first one while none is registered)",
-    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered"), ("X-Magicpush-P12-Password" = Option<String>, Header, pattern = "^[ -~]*$", description = "The password of a `.p12` upload (absent: none); visible ASCII")),
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered"), ("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none); visible ASCII, else a 400")),
     request_body(
         description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
         content(
