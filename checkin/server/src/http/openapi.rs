@@ -495,6 +495,7 @@ fn add_shared(op: &mut Operation, secured: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     /// Every `$ref` in `value`.
     fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
@@ -510,6 +511,90 @@ mod tests {
             serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
             _ => {}
         }
+    }
+
+    /// A schema as JSON.
+    fn schema_of<T: ToSchema>() -> serde_json::Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    /// The names of a schema's properties.
+    fn properties(schema: &serde_json::Value) -> BTreeSet<String> {
+        schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties in {schema}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The keys of `value`, an object.
+    fn keys(value: &impl serde::Serialize) -> BTreeSet<String> {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The schemas written here for types of other crates name what those types serialise:
+    /// a key or a state added there and not here fails this test.
+    #[test]
+    fn the_mirrored_schemas_match_what_is_sent() {
+        use magicpush_store::connectivity::ConnState as Store;
+        let states: BTreeSet<String> = Store::ALL.map(|s| s.as_str().to_owned()).into();
+        let names = |schema: serde_json::Value| -> BTreeSet<String> {
+            serde_json::from_value(schema["enum"].clone()).unwrap()
+        };
+        assert_eq!(names(schema_of::<ConnState>()), states);
+        assert_eq!(properties(&schema_of::<StateCounts>()), states);
+        use magicpush_store::cluster::{RunKind as Kind, RunState as State};
+        assert_eq!(
+            names(schema_of::<RunKind>()),
+            [Kind::Refresh, Kind::Command]
+                .map(|k| k.as_str().to_owned())
+                .into()
+        );
+        assert_eq!(
+            names(schema_of::<RunState>()),
+            [State::Running, State::Finished, State::Abandoned]
+                .map(|k| k.as_str().to_owned())
+                .into()
+        );
+        // A device: every field the store serialises (none is skipped when unset).
+        let now = time::OffsetDateTime::now_utc();
+        let mut device = magicpush_store::Device::new("U1");
+        device.identity = Some(magicpush_store::BoundIdentity::new(
+            [1; 32],
+            "CN=U1".into(),
+            "01".into(),
+            now,
+            now,
+        ));
+        let view = crate::service::DeviceView {
+            device,
+            state: "responded",
+            push_latency_ms: None,
+        };
+        let device = schema_of::<Device>();
+        assert_eq!(properties(&device), keys(&view));
+        let required: BTreeSet<String> =
+            serde_json::from_value(device["required"].clone()).unwrap();
+        assert_eq!(required, keys(&view), "every device key is always sent");
+        assert_eq!(
+            properties(&schema_of::<BoundIdentity>()),
+            keys(view.device.identity.as_ref().unwrap())
+        );
+        assert_eq!(
+            properties(&schema_of::<ErrorChainItem>()),
+            keys(&magicpush_mdm::ErrorChainItem::default())
+        );
+        assert_eq!(
+            properties(&schema_of::<Latency>()),
+            keys(&magicpush_store::connectivity::Latency::default())
+        );
     }
 
     #[test]
