@@ -176,7 +176,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
 #[openapi(
     info(
         title = "magicpush admin API",
-        description = "The admin API of a magicpush server: devices, commands, refreshes, push certificates and tenants. Every route but this document's takes `Authorization: Bearer <admin API key>`. Errors are `{\"error\": \"…\"}`.",
+        description = "The admin API of a magicpush server: devices, commands, refreshes, push certificates and tenants. Every route but this document's takes `Authorization: Bearer <admin API key>`. Errors are `{\"error\": \"…\"}` (with `request_id` on a 5xx). A method a path does not take (`HEAD` included) is a 405 whose message and `Allow` header name the ones it does; a path under `/v1` that is no route is a 404. Routes about one tenant take `?topic=T`, which may be left out while one tenant is registered (with several: 400; an unknown topic: 404).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
