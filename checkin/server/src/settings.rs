@@ -8,6 +8,7 @@
 //! `unreachable`.
 
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -19,7 +20,7 @@ use magicpush_store::StoredSettings;
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(300);
 
 /// Where a setting in force comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Stored through `PUT /v1/settings`: wins over the flag.
@@ -199,11 +200,13 @@ fn duration_value(key: &'static str, value: &Value) -> Result<Duration, Settings
 
 /// `GET /v1/settings`: the settings in force on this node. Durations twice: as text for
 /// people (`"24h"`), in seconds for programs.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct SettingsView {
     /// The scheduled collection's period; `null`: off.
+    #[schema(required = true)]
     pub collect_every: Option<String>,
     /// The same in seconds.
+    #[schema(required = true)]
     pub collect_every_s: Option<u64>,
     /// The unreachable window.
     pub unreachable_after: String,
@@ -217,7 +220,7 @@ pub struct SettingsView {
 }
 
 /// [`SettingsView::source`].
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
 pub struct SourcesView {
     /// Of `collect_every`.
     pub collect_every: Source,

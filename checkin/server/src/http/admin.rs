@@ -36,6 +36,7 @@
 //! | `POST /v1/session` (outside the bearer layer; [`super::session`]) | `{"api_key": "…"}` | 201 `{"csrf_token", "expires_at", "idle_timeout_s"}` and `Set-Cookie: magicpush_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=…` (`; Secure` over TLS); 401 wrong key; 400 malformed; 429 with `Retry-After` after too many failures |
 //! | `GET /v1/session` | the cookie | 200 as above; 401 `not signed in` |
 //! | `DELETE /v1/session` | the cookie and `X-CSRF-Token` | `{"signed_out": true}`, the session revoked, the cookie cleared (`Max-Age=0`) |
+//! | `GET /v1/openapi.json` (no key; served beside `/healthz`, see [`super::openapi`]) | | this API's OpenAPI 3.1 description, generated from the `#[utoipa::path]` annotations here ([`AdminApi`]); 404 while the admin API is off |
 
 use std::sync::Arc;
 
@@ -48,15 +49,24 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
 
 use super::body::{self, read_limited};
 use super::error::ApiError;
+use super::openapi::{
+    ConnState as ConnStateName, Device, DeviceList, ErrorBody, SettingsUpdate, Shared, Upload,
+};
+use crate::pushcert::history::HistoryEntry;
+use crate::pushcert::pending::PendingRequest;
 use crate::pushcert::request::Subject;
+use crate::service::refresh::CommandSummary;
 use crate::service::views::parse_state;
 use crate::service::{
-    CommandRequest, Cursor, DeviceFilter, PageLimit, PagingError, RefreshTarget, Search, Service,
-    ServiceError, TenantUpdate,
+    CommandRequest, ConnectivityReport, Cursor, DeviceCommands, DeviceFilter, IssuedRequest,
+    NodesView, PageLimit, PagingError, PushCertView, RefreshSummary, RefreshTarget, Search,
+    Service, ServiceError, TenantList, TenantUpdate,
 };
+use crate::settings::SettingsView;
 use magicpush_mdm::json_values::dict_from_json;
 use magicpush_store::connectivity::ConnState;
 
@@ -71,25 +81,39 @@ pub(super) struct Admin {
 /// The `/v1/…` routes. Any other path under `/v1` is a 404 here (behind the key, as the
 /// routes are).
 pub(super) fn routes(admin: Admin) -> Router {
-    Router::new()
-        .route(
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
+        .route("/v1", any(no_route))
+        .route("/v1/{*rest}", any(no_route))
+        .with_state(admin)
+}
+
+/// Every admin route: the one list [`routes`] serves, which the OpenAPI document must match
+/// path for path and method for method (see the tests: a route added here without its
+/// `#[utoipa::path]` in [`AdminApi`] fails them).
+fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
+    vec![
+        (
             "/v1/devices",
             only(
                 get(list_devices).delete(delete_all_devices),
                 "GET",
                 "GET, DELETE",
             ),
-        )
-        .route("/v1/devices.csv", only(get(export_devices), "GET", "GET"))
-        .route(
+        ),
+        ("/v1/devices.csv", only(get(export_devices), "GET", "GET")),
+        (
             "/v1/devices/{udid}",
             only(
                 get(device).delete(delete_device),
                 "GET or DELETE",
                 "GET, DELETE",
             ),
-        )
-        .route(
+        ),
+        (
             "/v1/devices/{udid}/commands",
             only(
                 get(device_commands).delete(|| async {
@@ -101,56 +125,102 @@ pub(super) fn routes(admin: Admin) -> Router {
                 "GET or DELETE",
                 "GET",
             ),
-        )
-        .route("/v1/refresh", only(post(refresh), "POST", "POST"))
-        .route("/v1/commands", only(post(enqueue_command), "POST", "POST"))
-        .route(
+        ),
+        ("/v1/refresh", only(post(refresh), "POST", "POST")),
+        ("/v1/commands", only(post(enqueue_command), "POST", "POST")),
+        (
             "/v1/commands/{uuid}",
             only(axum::routing::delete(cancel_command), "DELETE", "DELETE"),
-        )
-        .route("/v1/connectivity", only(get(connectivity), "GET", "GET"))
-        .route("/v1/nodes", only(get(nodes), "GET", "GET"))
-        .route(
+        ),
+        ("/v1/connectivity", only(get(connectivity), "GET", "GET")),
+        ("/v1/nodes", only(get(nodes), "GET", "GET")),
+        (
             "/v1/settings",
             only(get(settings).put(put_settings), "GET or PUT", "GET, PUT"),
-        )
-        .route(
+        ),
+        (
             "/v1/pushcert",
             only(
                 get(pushcert).put(replace_pushcert).delete(delete_pushcert),
                 "GET, PUT or DELETE",
                 "GET, PUT, DELETE",
             ),
-        )
-        .route(
+        ),
+        (
             "/v1/pushcert/csr",
             only(
                 post(issue_request).get(latest_request),
                 "POST or GET",
                 "POST, GET",
             ),
-        )
-        .route(
+        ),
+        (
             "/v1/pushcert/csr/{id}",
             only(axum::routing::delete(withdraw_request), "DELETE", "DELETE"),
-        )
-        .route(
+        ),
+        (
             "/v1/pushcert/requests",
             only(get(pending_requests), "GET", "GET"),
-        )
-        .route(
+        ),
+        (
             "/v1/pushcert/history",
             only(get(pushcert_history), "GET", "GET"),
-        )
-        .route("/v1/pushcert/memo", only(put(set_memo), "PUT", "PUT"))
-        .route(
+        ),
+        ("/v1/pushcert/memo", only(put(set_memo), "PUT", "PUT")),
+        (
             "/v1/topics",
             only(get(topics).post(add_topic), "GET or POST", "GET, POST"),
-        )
-        .route("/v1/topics/{topic}", only(put(set_topic), "PUT", "PUT"))
-        .route("/v1", any(no_route))
-        .route("/v1/{*rest}", any(no_route))
-        .with_state(admin)
+        ),
+        ("/v1/topics/{topic}", only(put(set_topic), "PUT", "PUT")),
+    ]
+}
+
+/// The admin API's OpenAPI document: every handler of [`table`] and `GET /v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "magicpush admin API",
+        description = "The admin API of a magicpush server: devices, commands, refreshes, push certificates and tenants. Every route but this document's takes `Authorization: Bearer <admin API key>`. Errors are `{\"error\": \"…\"}` (with `request_id` on a 5xx). A method a path does not take (`HEAD` included) is a 405 whose message and `Allow` header name the ones it does; a path under `/v1` that is no route is a 404. Routes about one tenant take `?topic=T`, which may be left out while one tenant is registered (with several: 400; an unknown topic: 404).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        list_devices,
+        delete_all_devices,
+        export_devices,
+        device,
+        delete_device,
+        device_commands,
+        refresh,
+        enqueue_command,
+        cancel_command,
+        connectivity,
+        nodes,
+        settings,
+        put_settings,
+        pushcert,
+        replace_pushcert,
+        delete_pushcert,
+        issue_request,
+        latest_request,
+        withdraw_request,
+        pending_requests,
+        pushcert_history,
+        set_memo,
+        topics,
+        add_topic,
+        set_topic,
+        super::openapi::openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Shared),
+    security(("bearer" = [])),
+    tags((name = "admin", description = "The admin API"))
+)]
+pub(super) struct AdminApi;
+
+/// The OpenAPI document, made anew (served once made: [`super::openapi::document`]).
+pub(super) fn openapi() -> utoipa::openapi::OpenApi {
+    AdminApi::openapi()
 }
 
 /// `route` answering any other method with a 405 `{method} not allowed on {path}; use
@@ -281,6 +351,25 @@ fn decoded(param: Result<Path<String>, PathRejection>, what: &str) -> Result<Str
         .map_err(|_| ApiError::bad_request(format!("malformed percent-encoding in {what}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "admin",
+    summary = "List devices",
+    description = "Without `limit`: every device, streamed. With `limit`: one page in UDID order; pass `next_cursor` back as `cursor` until it is `null`. A request examines at most max(10 × limit, 5000) devices, so a page may be short or empty with a cursor: keep going.",
+    params(
+        ("state" = Option<ConnStateName>, Query, description = "Only devices in this connectivity state"),
+        ("topic" = Option<String>, Query, description = "Only devices enrolled with this push topic"),
+        ("q" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only devices whose UDID, serial number or name holds this text (trimmed; case ignored)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size: one page instead of the whole list"),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: a `next_cursor` (needs `limit`)"),
+    ),
+    responses(
+        (status = 200, description = "The devices (an array), or one page (with `limit`)", body = DeviceList),
+        (status = 400, description = "A bad state, limit, cursor or q, a cursor without limit, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn list_devices(
     State(admin): State<Admin>,
     query: Result<Query<DeviceQuery>, QueryRejection>,
@@ -299,6 +388,23 @@ async fn list_devices(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices.csv",
+    tag = "admin",
+    summary = "Export the devices as CSV",
+    params(
+        ("state" = Option<ConnStateName>, Query, description = "Only devices in this connectivity state"),
+        ("topic" = Option<String>, Query, description = "Only devices enrolled with this push topic"),
+        ("q" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only devices whose UDID, serial number or name holds this text (trimmed; case ignored)"),
+    ),
+    responses(
+        (status = 200, description = "UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen", body = String, content_type = "text/csv",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"devices.csv\"`"))),
+        (status = 400, description = "A bad state or q, limit or cursor given, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn export_devices(
     State(admin): State<Admin>,
     query: Result<Query<DeviceQuery>, QueryRejection>,
@@ -332,12 +438,27 @@ struct DeleteAllQuery {
     confirm: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeletedDevices {
     deleted: u64,
     topic: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/devices",
+    tag = "admin",
+    summary = "Delete every device of one topic",
+    params(
+        ("all" = bool, Query, description = "Must be `true`"),
+        ("confirm" = String, Query, min_length = 1, description = "The topic whose devices go"),
+    ),
+    responses(
+        (status = 200, description = "How many devices were deleted", body = DeletedDevices),
+        (status = 400, description = "`all=true&confirm=<topic>` missing or malformed", body = ErrorBody),
+        (status = 409, description = "No tenant or device has that topic", body = ErrorBody),
+    )
+)]
 async fn delete_all_devices(
     State(admin): State<Admin>,
     query: Result<Query<DeleteAllQuery>, QueryRejection>,
@@ -358,6 +479,18 @@ async fn delete_all_devices(
     Ok(Json(DeletedDevices { deleted, topic }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}",
+    tag = "admin",
+    summary = "One device",
+    params(("udid" = String, Path, description = "The device's UDID (or EnrollmentID)")),
+    responses(
+        (status = 200, description = "The device", body = Device),
+        (status = 400, description = "The UDID is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn device(
     State(admin): State<Admin>,
     udid: Result<Path<String>, PathRejection>,
@@ -366,11 +499,23 @@ async fn device(
     Ok(Json(admin.service.device(&udid).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeletedDevice {
     deleted: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{udid}",
+    tag = "admin",
+    summary = "Delete one device",
+    params(("udid" = String, Path, description = "The device's UDID (or EnrollmentID)")),
+    responses(
+        (status = 200, description = "The device is deleted", body = DeletedDevice),
+        (status = 400, description = "The UDID is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn delete_device(
     State(admin): State<Admin>,
     udid: Result<Path<String>, PathRejection>,
@@ -380,6 +525,18 @@ async fn delete_device(
     Ok(Json(DeletedDevice { deleted: udid }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}/commands",
+    tag = "admin",
+    summary = "A device's queued commands and their results",
+    params(("udid" = String, Path, description = "The device's UDID (or EnrollmentID)")),
+    responses(
+        (status = 200, description = "Queued commands and recorded results", body = DeviceCommands),
+        (status = 400, description = "The UDID is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn device_commands(
     State(admin): State<Admin>,
     udid: Result<Path<String>, PathRejection>,
@@ -388,6 +545,19 @@ async fn device_commands(
     Ok(Json(admin.service.device_commands(&udid).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/refresh",
+    tag = "admin",
+    summary = "Push devices so they report (DeviceInformation)",
+    request_body(content = RefreshRequest, description = "`{\"all\": true}` (every tenant), `{\"all\": true, \"topic\": T}` or `{\"udids\": [...]}`"),
+    responses(
+        (status = 202, description = "The refresh started; the pushes go on in the background", body = RefreshSummary),
+        (status = 400, description = "Not one of the three forms", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+        (status = 409, description = "No push certificate to push with", body = ErrorBody),
+    )
+)]
 async fn refresh(
     State(admin): State<Admin>,
     JsonBody(request): JsonBody<RefreshRequest>,
@@ -419,6 +589,27 @@ async fn refresh(
     Ok((StatusCode::ACCEPTED, Json(summary)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/commands",
+    tag = "admin",
+    summary = "Queue an MDM command for devices",
+    description = "A JSON body (`params` values may be `{\"$data\": \"<base64>\"}` or `{\"$date\": \"<RFC 3339>\"}`), or a plist body (the command dictionary) with the devices in the query. `ClearPasscode` gets the device's stored UnlockToken (one device per command).",
+    params(
+        ("udid" = Option<Vec<String>>, Query, description = "With a plist body: a device to queue it for (repeatable)"),
+        ("push" = Option<bool>, Query, description = "With a plist body: push the devices (default true)"),
+        ("expires_in" = Option<String>, Query, description = "With a plist body: expire it this long after it is queued, e.g. `24h`"),
+    ),
+    request_body(content(
+        (CommandsRequest = "application/json"),
+        (String = "application/x-plist"),
+    )),
+    responses(
+        (status = 201, description = "Queued", body = CommandSummary),
+        (status = 400, description = "A malformed body or query", body = ErrorBody),
+        (status = 409, description = "The command UUID is in use, or no push certificate to push with", body = ErrorBody),
+    )
+)]
 async fn enqueue_command(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -435,12 +626,24 @@ async fn enqueue_command(
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Cancelled {
     command_uuid: String,
     cancelled: usize,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/commands/{uuid}",
+    tag = "admin",
+    summary = "Take a queued command off every queue",
+    params(("uuid" = String, Path, description = "The CommandUUID")),
+    responses(
+        (status = 200, description = "How many queues it was taken off", body = Cancelled),
+        (status = 400, description = "The UUID is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "No such command", body = ErrorBody),
+    )
+)]
 async fn cancel_command(
     State(admin): State<Admin>,
     uri: Uri,
@@ -457,6 +660,18 @@ async fn cancel_command(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/connectivity",
+    tag = "admin",
+    summary = "Devices per connectivity state and push→report latency",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered")),
+    responses(
+        (status = 200, description = "The report", body = ConnectivityReport),
+        (status = 400, description = "An empty or unneeded-but-ambiguous topic, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn connectivity(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
@@ -465,14 +680,44 @@ async fn connectivity(
     Ok(Json(admin.service.connectivity(topic.as_deref()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "admin",
+    summary = "The servers on this store and the newest refresh runs",
+    responses(
+        (status = 200, description = "Nodes and runs", body = NodesView),
+    )
+)]
 async fn nodes(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(admin.service.nodes().await?))
 }
 
-async fn settings(State(admin): State<Admin>) -> Json<crate::settings::SettingsView> {
+#[utoipa::path(
+    get,
+    path = "/v1/settings",
+    tag = "admin",
+    summary = "The run-time settings in force on this node",
+    responses(
+        (status = 200, description = "The settings and where each comes from", body = SettingsView),
+    )
+)]
+async fn settings(State(admin): State<Admin>) -> Json<SettingsView> {
     Json(admin.service.settings_view())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/settings",
+    tag = "admin",
+    summary = "Change run-time settings",
+    description = "Stored (wins over the flags at the next start), in force on this node at once, on the others within a second.",
+    request_body = SettingsUpdate,
+    responses(
+        (status = 200, description = "The settings now", body = SettingsView),
+        (status = 400, description = "A value refused, with the reason (checked as `serve` checks its flags)", body = ErrorBody),
+    )
+)]
 async fn put_settings(
     State(admin): State<Admin>,
     JsonBody(body): JsonBody<Value>,
@@ -480,6 +725,18 @@ async fn put_settings(
     Ok(Json(admin.service.put_settings(&body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pushcert",
+    tag = "admin",
+    summary = "A tenant's push certificate",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered")),
+    responses(
+        (status = 200, description = "The certificate's details", body = PushCertView),
+        (status = 400, description = "An empty topic, a topic needed (several tenants), or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No push certificate registered, or no tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn pushcert(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
@@ -488,10 +745,40 @@ async fn pushcert(
     Ok(Json(admin.service.pushcert(topic.as_deref())?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "admin",
+    summary = "Every tenant with its certificate and devices",
+    responses(
+        (status = 200, description = "The tenants", body = TenantList),
+    )
+)]
 async fn topics(State(admin): State<Admin>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(admin.service.topics().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "admin",
+    summary = "Add a tenant: register a push certificate of a new topic",
+    params(("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none); visible ASCII, else a 400")),
+    request_body(
+        description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
+        content(
+            (Upload = "application/octet-stream"),
+            (String = "application/x-pem-file"),
+            (Upload = "application/x-pkcs12"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "The new tenant's certificate details", body = PushCertView),
+        (status = 400, description = "Unreadable, expired, not valid yet, not MDM, or the key does not match", body = ErrorBody),
+        (status = 409, description = "Its topic is a tenant's already", body = ErrorBody),
+        (status = 422, description = "No issued request matches a certificate sent alone", body = ErrorBody),
+    )
+)]
 async fn add_topic(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -504,6 +791,19 @@ async fn add_topic(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/topics/{topic}",
+    tag = "admin",
+    summary = "Name a tenant or set its Apple ID memo",
+    params(("topic" = String, Path, description = "The tenant's push topic")),
+    request_body = TenantUpdate,
+    responses(
+        (status = 200, description = "The tenant's certificate details with its name and memo", body = PushCertView),
+        (status = 400, description = "A malformed body or a name too long", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn set_topic(
     State(admin): State<Admin>,
     topic: Result<Path<String>, PathRejection>,
@@ -538,6 +838,28 @@ const PKCS12_CONTENT_TYPE: &str = "application/x-pkcs12";
 /// The header carrying a PKCS#12 upload's password (absent: the empty password).
 const PKCS12_PASSWORD_HEADER: &str = "x-magicpush-p12-password";
 
+#[utoipa::path(
+    put,
+    path = "/v1/pushcert",
+    tag = "admin",
+    summary = "Renew a tenant's push certificate (the first one while none is registered)",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered"), ("X-Magicpush-P12-Password" = Option<String>, Header, description = "The password of a `.p12` upload (absent: none); visible ASCII, else a 400")),
+    request_body(
+        description = "Apple's certificate alone (PEM or DER), or the PEM certificate then its PEM key; or, with `Content-Type: application/x-pkcs12`, a `.p12` file (its password in `X-Magicpush-P12-Password`)",
+        content(
+            (Upload = "application/octet-stream"),
+            (String = "application/x-pem-file"),
+            (Upload = "application/x-pkcs12"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The new certificate's details", body = PushCertView),
+        (status = 400, description = "Unreadable, expired, not valid yet, not MDM, or the key does not match", body = ErrorBody),
+        (status = 404, description = "No tenant has that topic", body = ErrorBody),
+        (status = 409, description = "Another topic's certificate (a renewal never adds a tenant), or one that does not expire later", body = ErrorBody),
+        (status = 422, description = "No issued request matches a certificate sent alone", body = ErrorBody),
+    )
+)]
 async fn replace_pushcert(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -557,11 +879,24 @@ async fn replace_pushcert(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeletedPushCert {
     deleted: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pushcert",
+    tag = "admin",
+    summary = "Remove a tenant",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered")),
+    responses(
+        (status = 200, description = "The tenant is removed", body = DeletedPushCert),
+        (status = 400, description = "An empty topic, a topic needed (several tenants), or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No push certificate registered, or no tenant has that topic", body = ErrorBody),
+        (status = 409, description = "Devices are enrolled with the topic", body = ErrorBody),
+    )
+)]
 async fn delete_pushcert(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
@@ -571,6 +906,18 @@ async fn delete_pushcert(
     Ok(Json(DeletedPushCert { deleted: true }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pushcert/csr",
+    tag = "admin",
+    summary = "Issue a push certificate request",
+    request_body(content = Option<CsrRequest>, description = "The request's subject; left out: the `--csr-*` defaults"),
+    responses(
+        (status = 201, description = "The request, for Apple's portal", body = IssuedRequest),
+        (status = 400, description = "A malformed body, or no email or common name (given or by default)", body = ErrorBody),
+        (status = 409, description = "Too many requests are pending", body = ErrorBody),
+    )
+)]
 async fn issue_request(
     State(admin): State<Admin>,
     Limited(bytes): Limited,
@@ -591,6 +938,17 @@ async fn issue_request(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pushcert/csr",
+    tag = "admin",
+    summary = "Download the last pending request's file",
+    responses(
+        (status = 200, description = "The `.csr` file", body = String, content_type = "application/pkcs10",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"PushCertificate_<VENDOR>_<YYYYMMDDHHMM>.csr\"`"))),
+        (status = 404, description = "No request is pending", body = ErrorBody),
+    )
+)]
 async fn latest_request(State(admin): State<Admin>) -> Result<Response, ApiError> {
     let latest = admin.service.latest_pushcert_request()?;
     let disposition = format!("attachment; filename=\"{}\"", latest.file_name);
@@ -605,11 +963,23 @@ async fn latest_request(State(admin): State<Admin>) -> Result<Response, ApiError
     Ok(resp)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Withdrawn {
     withdrawn: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pushcert/csr/{id}",
+    tag = "admin",
+    summary = "Withdraw a pending request (its key is destroyed)",
+    params(("id" = String, Path, description = "The request's id")),
+    responses(
+        (status = 200, description = "Withdrawn", body = Withdrawn),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+    )
+)]
 async fn withdraw_request(
     State(admin): State<Admin>,
     id: Result<Path<String>, PathRejection>,
@@ -619,10 +989,30 @@ async fn withdraw_request(
     Ok(Json(Withdrawn { withdrawn: id }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pushcert/requests",
+    tag = "admin",
+    summary = "The pending push certificate requests",
+    responses(
+        (status = 200, description = "Every pending request, without its file", body = Vec<PendingRequest>),
+    )
+)]
 async fn pending_requests(State(admin): State<Admin>) -> impl IntoResponse {
     Json(admin.service.pushcert_requests())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pushcert/history",
+    tag = "admin",
+    summary = "The certificates registered, in order",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "One tenant's (without: every tenant's)")),
+    responses(
+        (status = 200, description = "The history", body = Vec<HistoryEntry>),
+        (status = 400, description = "An empty topic, or an unknown parameter", body = ErrorBody),
+    )
+)]
 async fn pushcert_history(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
@@ -631,6 +1021,19 @@ async fn pushcert_history(
     Ok(Json(admin.service.pushcert_history(topic.as_deref())))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/pushcert/memo",
+    tag = "admin",
+    summary = "Set a tenant's Apple ID memo",
+    params(("topic" = Option<String>, Query, min_length = 1, description = "The tenant (its push topic); may be left out while one tenant is registered")),
+    request_body = MemoRequest,
+    responses(
+        (status = 200, description = "The certificate's details with the memo", body = PushCertView),
+        (status = 400, description = "A malformed body, an empty topic, a topic needed, or an unknown parameter", body = ErrorBody),
+        (status = 404, description = "No push certificate registered, or no tenant has that topic", body = ErrorBody),
+    )
+)]
 async fn set_memo(
     State(admin): State<Admin>,
     query: Result<Query<TopicQuery>, QueryRejection>,
@@ -677,7 +1080,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CsrRequest {
     email: Option<String>,
@@ -685,7 +1088,7 @@ struct CsrRequest {
     country: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     #[serde(default)]
@@ -695,11 +1098,14 @@ struct RefreshRequest {
     topic: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommandsRequest {
     udids: Vec<String>,
     request_type: String,
+    /// The command's keys; `{"$data": "<base64>"}` and `{"$date": "<RFC 3339>"}` are data
+    /// and dates.
+    #[schema(value_type = Option<Object>)]
     params: Option<Value>,
     push: Option<bool>,
     command_uuid: Option<String>,
@@ -814,7 +1220,7 @@ fn plist_command(query: Vec<(String, String)>, bytes: &[u8]) -> Result<CommandRe
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MemoRequest {
     apple_id: String,
@@ -823,6 +1229,103 @@ struct MemoRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+    use tower::ServiceExt as _;
+
+    /// The (method, path) pairs the document describes, the document's own route aside.
+    fn documented() -> BTreeSet<(Method, String)> {
+        let doc = openapi();
+        let mut pairs = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            if path == super::super::openapi::PATH {
+                continue;
+            }
+            for (method, op) in [
+                (Method::GET, &item.get),
+                (Method::PUT, &item.put),
+                (Method::POST, &item.post),
+                (Method::DELETE, &item.delete),
+                (Method::PATCH, &item.patch),
+                (Method::HEAD, &item.head),
+                (Method::OPTIONS, &item.options),
+                (Method::TRACE, &item.trace),
+            ] {
+                if op.is_some() {
+                    pairs.insert((method, path.clone()));
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The document cannot drift from the route table: the same paths, and on each path the
+    /// documented methods are served (no 405, no "no route") and every other method is a 405.
+    #[tokio::test]
+    async fn the_document_describes_every_route_and_method() {
+        let documented = documented();
+        let doc_paths: BTreeSet<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
+        let table_paths: BTreeSet<&str> = table().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            doc_paths, table_paths,
+            "the OpenAPI paths (left) differ from the routes served (right)"
+        );
+        let service = Arc::new(Service::new(
+            Arc::new(magicpush_store::MemoryStore::new()),
+            magicpush_testkit::FakePusher::new(),
+            crate::service::PushCertState::new(None),
+            crate::service::ServiceConfig::default(),
+        ));
+        let router = routes(Admin {
+            service,
+            limit: super::super::DEFAULT_BODY_LIMIT,
+        });
+        for path in table_paths {
+            // Every `{param}` as a value.
+            let uri: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in [
+                Method::GET,
+                Method::PUT,
+                Method::POST,
+                Method::DELETE,
+                Method::PATCH,
+                Method::HEAD,
+                Method::OPTIONS,
+            ] {
+                let req = Request::builder()
+                    .method(method.clone())
+                    .uri(&uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = router.clone().oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8_lossy(&body);
+                if documented.contains(&(method.clone(), path.to_owned())) {
+                    assert_ne!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is documented, not served: {body}"
+                    );
+                    assert!(
+                        !body.contains("no route for"),
+                        "{method} {path} is documented, not served: {body}"
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is served ({status}: {body}) but not documented"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn json_params_become_plist() {

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `PUT /mdm/checkin`, `PUT /mdm/server`, `PUT /mdm` | devices | check-ins, command reports (plist) |
 //! | `GET /healthz`, `GET /metrics` | anyone | liveness, Prometheus text |
+//! | `GET /v1/openapi.json` | anyone, while the admin API is on | the admin API's OpenAPI 3.1 description |
 //! | `/v1/…` | `Authorization: Bearer <key>`, or a session cookie (and `X-CSRF-Token`) | the admin API (JSON, CSV) |
 //! | `POST\|GET\|DELETE /v1/session` | the key once, then the cookie | browser sign-in ([`session`]) |
 
@@ -27,6 +28,7 @@ pub mod early;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub(crate) mod openapi;
 pub mod server;
 pub mod session;
 pub mod timing;
@@ -203,7 +205,7 @@ fn router(
     body_limit: usize,
     device_auth: &DeviceAuth,
 ) -> Router {
-    let serve_ui = console.admin_enabled();
+    let admin_enabled = console.admin_enabled();
     let admin = admin::routes(admin::Admin {
         service: Arc::clone(service),
         limit: body_limit,
@@ -230,9 +232,11 @@ fn router(
                 .fallback(|| async { text_error(&method_not_allowed("GET"), "GET") }),
         )
         .with_state(health)
+        // The admin API's description: without the key, so outside its layer.
+        .route(openapi::PATH, openapi::route(admin_enabled))
         .merge(admin);
     // The console is served with the admin API it calls, and only then.
-    let router = if serve_ui {
+    let router = if admin_enabled {
         router.merge(ui::routes())
     } else {
         router
@@ -485,6 +489,40 @@ mod tests {
         assert_eq!(text_of(resp).await, "method not allowed here; use GET\n");
         let resp = call(&app, Method::HEAD, "/healthz", false).await;
         assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    /// The OpenAPI document: no key needed while the admin API is on; a 404 as every `/v1`
+    /// route while it is off; other methods are a 405.
+    #[tokio::test]
+    async fn the_openapi_document_needs_no_key_and_only_an_admin_api() {
+        let app = admin_app();
+        let resp = call(&app, Method::GET, "/v1/openapi.json", false).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&text_of(resp).await).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert!(doc["paths"]["/v1/devices"]["get"].is_object());
+        let resp = call(&app, Method::GET, "/v1/openapi.json", true).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        for method in [Method::POST, Method::HEAD, Method::DELETE] {
+            let resp = call(&app, method.clone(), "/v1/openapi.json", false).await;
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(resp.headers()[http::header::ALLOW], "GET");
+        }
+        // The admin API stays behind the key.
+        let resp = call(&app, Method::GET, "/v1/openapi.jsonx", false).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let off = app_on(Arc::new(magicpush_store::MemoryStore::new()));
+        for method in [Method::GET, Method::POST, Method::HEAD] {
+            let resp = call(&off, method.clone(), "/v1/openapi.json", false).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method}");
+            if method != Method::HEAD {
+                assert!(text_of(resp).await.contains("admin API disabled"));
+            }
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 use magicpush_engine::cert::CertificateInfo;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use magicpush_store::rfc3339;
 
@@ -60,7 +61,7 @@ impl Default for Thresholds {
 }
 
 /// What `GET /v1/pushcert` says of the certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CertState {
     /// In use, not near expiry.

@@ -3,6 +3,7 @@
 //! Apple ID renews each; this list keeps that for every one that served.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use magicpush_engine::cert::CertificateInfo;
 use time::OffsetDateTime;
@@ -13,7 +14,7 @@ use magicpush_store::rfc3339;
 pub const HISTORY_LIMIT: usize = 10_000;
 
 /// One registered certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryEntry {
     /// Serial number, hex.
     pub serial: String,
@@ -26,8 +27,10 @@ pub struct HistoryEntry {
     /// When this server started using it, RFC 3339.
     pub registered_at: String,
     /// When another replaced it (or it was removed), RFC 3339; `None` while in use.
+    #[schema(required = true)]
     pub replaced_at: Option<String>,
     /// The Apple ID memo while it was in use.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
 }
 

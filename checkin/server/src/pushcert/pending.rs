@@ -4,6 +4,7 @@
 //! registered; then it is retired. Keys are never returned by any API.
 
 use std::sync::Mutex;
+use utoipa::ToSchema;
 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use magicpush_store::{PushCertStore, StoreError, StoredRequest};
 pub const MAX_PENDING: usize = magicpush_store::MAX_PENDING_REQUESTS;
 
 /// What is known of an issued request (never its key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PendingRequest {
     /// Its id (also the files' stem).
     pub id: String,

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -102,7 +103,7 @@ impl ThisNode {
 }
 
 /// `GET /v1/nodes`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NodesView {
     /// Every node recorded, by name.
     pub nodes: Vec<NodeView>,
@@ -113,7 +114,7 @@ pub struct NodesView {
 }
 
 /// One node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NodeView {
     /// Random, fresh at each start.
     pub id: String,
@@ -132,11 +133,12 @@ pub struct NodeView {
 }
 
 /// One refresh run (or a command's pushes).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunView {
     /// Its id.
     pub id: String,
     /// `refresh`, or `command` (a command sent with a push).
+    #[schema(value_type = crate::http::openapi::RunKind)]
     pub kind: RunKind,
     /// The node that runs (ran) it.
     pub node_id: String,
@@ -145,6 +147,7 @@ pub struct RunView {
     pub node: Option<String>,
     /// `running`, `finished` or `abandoned` (its node died; its unanswered attempts were
     /// taken back).
+    #[schema(value_type = crate::http::openapi::RunState)]
     pub state: RunState,
     /// Devices it marked for a push.
     pub devices: u64,

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use magicpush_engine::cert::{self, CertificateInfo, PushCertificate};
 use rustls_pki_types::pem::PemObject as _;
@@ -36,15 +37,17 @@ use super::{Service, ServiceError};
 pub const NO_CERTIFICATE: &str = "no push certificate registered: issue a request (POST /v1/pushcert/csr or `magicpush cert csr`), upload it to the Apple Push Certificates Portal, then upload Apple's certificate with PUT /v1/pushcert";
 
 /// The certificate's details for `GET /v1/pushcert`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PushCertView {
     /// Subject DN, OpenSSL style.
     pub subject: String,
     /// The APNs topic (UID attribute): the tenant.
     pub topic: String,
     /// The tenant's display name, if set.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// The id in `CN=APSP:…`, what the portal lists.
+    #[schema(required = true)]
     pub apsp: Option<String>,
     /// Serial number, hex.
     pub serial: String,
@@ -65,6 +68,7 @@ pub struct PushCertView {
     /// What the administrator should do, one line each.
     pub warnings: Vec<String>,
     /// The Apple ID memo, if set.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
     /// Issued requests still waiting for Apple's certificate.
     pub pending_requests: Vec<PendingRequest>,

@@ -3,6 +3,7 @@
 //! certificate for it is uploaded (`PUT /v1/pushcert` without a key).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::pushcert::pending::PendingRequest;
 use crate::pushcert::request::{self, Subject};
@@ -11,7 +12,7 @@ use magicpush_store::rfc3339;
 use super::{Service, ServiceError};
 
 /// The answer of `POST /v1/pushcert/csr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct IssuedRequest {
     /// The pending request's id (`DELETE /v1/pushcert/csr/{id}` withdraws it).
     pub id: String,

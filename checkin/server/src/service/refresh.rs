@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use magicpush_engine::{DevicePush, PushError};
 use serde::Serialize;
@@ -34,7 +35,7 @@ pub enum RefreshTarget {
 }
 
 /// What a refresh started. The pushes continue in the background.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RefreshSummary {
     /// Devices considered.
     pub requested: usize,
@@ -48,6 +49,7 @@ pub struct RefreshSummary {
     pub command_uuid: String,
     /// Devices not pushed, by reason: `unknown`, `no_token`, `checked_out`,
     /// `token_invalid`.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub skipped: BTreeMap<&'static str, usize>,
     /// When the pushes were marked (RFC 3339): every device this refresh pushes has this
     /// `last_push_at`, until a later push.
@@ -207,7 +209,7 @@ pub struct CommandRequest {
 pub const CLEAR_PASSCODE: &str = "ClearPasscode";
 
 /// What `POST /v1/commands` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CommandSummary {
     /// The CommandUUID (the same for every device).
     pub command_uuid: String,

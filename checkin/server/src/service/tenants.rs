@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use utoipa::ToSchema;
 
 use magicpush_engine::cert::CertificateInfo;
 use magicpush_engine::{PushError, PushResult};
@@ -377,13 +378,15 @@ impl PushCertState {
 }
 
 /// A tenant's entry in `GET /v1/topics`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TenantSummary {
     /// The topic: the tenant's key.
     pub topic: String,
     /// Its display name, if set.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// The Apple ID memo, if set.
+    #[schema(required = true)]
     pub apple_id: Option<String>,
     /// Its certificate in use.
     pub certificate: CertSummary,
@@ -392,7 +395,7 @@ pub struct TenantSummary {
 }
 
 /// A certificate in a tenant listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CertSummary {
     /// Subject DN.
     pub subject: String,
@@ -407,16 +410,17 @@ pub struct CertSummary {
 }
 
 /// Devices counted by connectivity state.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct DeviceCounts {
     /// Every device counted.
     pub total: usize,
     /// Count per state (states with none left out).
+    #[schema(value_type = crate::http::openapi::StateCounts)]
     pub states: BTreeMap<ConnState, usize>,
 }
 
 /// `GET /v1/topics`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TenantList {
     /// Every tenant, by topic.
     pub topics: Vec<TenantSummary>,
@@ -428,7 +432,7 @@ pub struct TenantList {
 }
 
 /// `PUT /v1/topics/{topic}`: the fields to set (absent: unchanged; empty: cleared).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     /// The display name.

@@ -2,6 +2,7 @@
 //! the connectivity report.
 
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 use serde::Serialize;
 
@@ -290,20 +291,22 @@ fn push_latency_ms(device: &Device) -> Option<u64> {
 }
 
 /// One page of the device list (`GET /v1/devices?limit=N`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DevicePage {
     /// The devices shown, in UDID order, as the whole list shows them.
+    #[schema(value_type = Vec<crate::http::openapi::Device>)]
     pub devices: Vec<DeviceView>,
     /// Pass as `cursor` for the next page; `null` once the list has been read to its end.
     /// A short or empty page with a cursor is not the end: the request stopped at its
     /// scan bound.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// When the states were computed, RFC 3339.
     pub generated_at: String,
 }
 
 /// A device's queued commands and recorded results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceCommands {
     /// The commands waiting for the device, in queue order.
     pub queued: Vec<QueuedView>,
@@ -312,7 +315,7 @@ pub struct DeviceCommands {
 }
 
 /// A queued command, without its body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueuedView {
     /// `CommandUUID`.
     pub command_uuid: String,
@@ -321,8 +324,10 @@ pub struct QueuedView {
     /// RFC 3339.
     pub queued_at: String,
     /// The last NotNow, RFC 3339.
+    #[schema(required = true)]
     pub not_now_at: Option<String>,
     /// Not sent after, RFC 3339.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
 }
 
@@ -339,15 +344,17 @@ impl From<QueuedCommand> for QueuedView {
 }
 
 /// A recorded command result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ResultView {
     /// `CommandUUID` as reported.
     pub command_uuid: String,
     /// The command's RequestType, if the store knows the command.
+    #[schema(required = true)]
     pub request_type: Option<String>,
     /// The status reported (`Acknowledged`, `Error`, …).
     pub status: &'static str,
     /// The report's `ErrorChain`.
+    #[schema(value_type = Vec<crate::http::openapi::ErrorChainItem>)]
     pub error_chain: Vec<ErrorChainItem>,
     /// When it was recorded, RFC 3339.
     pub at: String,
@@ -370,10 +377,11 @@ impl From<CommandResult> for ResultView {
 
 /// The connectivity report: devices per state and push→report latency, with the total and
 /// the threshold of `unreachable`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConnectivityReport {
     /// `states` and `latency_ms` (flattened).
     #[serde(flatten)]
+    #[schema(value_type = crate::http::openapi::ConnectivityCounts)]
     pub report: Report,
     /// Devices counted.
     pub total: usize,
