@@ -16,11 +16,16 @@ pub struct DurationError {
 /// device cannot be judged unreachable before this.
 pub const PUSH_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The longest unreachable window: a device pushed and silent for a month is unreachable.
+pub const MAX_UNREACHABLE_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// The longest collection period: a year.
+pub const MAX_COLLECT_EVERY: Duration = Duration::from_secs(366 * 86_400);
+
 /// The server's time windows, checked together at start: `--unreachable-after` must be longer
 /// than a push's deadline (else devices turn `unreachable` while their push is still under
 /// way), and `--collect-every`, when given, more than zero and no shorter than
 /// `--unreachable-after` (else each collection starts before the last one's answers could be
-/// judged).
+/// judged); neither longer than its maximum.
 pub fn check_windows(
     collect_every: Option<Duration>,
     unreachable_after: Duration,
@@ -32,7 +37,19 @@ pub fn check_windows(
             format_duration(PUSH_DEADLINE)
         ));
     }
+    if unreachable_after > MAX_UNREACHABLE_AFTER {
+        return Err(format!(
+            "--unreachable-after {} is longer than {}: a pushed device would be shown as updating for that long",
+            format_duration(unreachable_after),
+            format_duration(MAX_UNREACHABLE_AFTER)
+        ));
+    }
     match collect_every {
+        Some(every) if every > MAX_COLLECT_EVERY => Err(format!(
+            "--collect-every {} is longer than {} (leave it out, or set it off, to collect only on demand)",
+            format_duration(every),
+            format_duration(MAX_COLLECT_EVERY)
+        )),
         Some(every) if every.is_zero() => Err(
             "--collect-every must be longer than 0s (leave it out to collect only on demand)"
                 .to_owned(),
@@ -127,6 +144,12 @@ mod tests {
         );
         let window = check_windows(None, Duration::from_secs(10)).unwrap_err();
         assert!(window.contains("deadline"), "{window}");
+        // Bounded above: an absurd window is a typo, and time arithmetic must not overflow.
+        assert!(check_windows(Some(MAX_COLLECT_EVERY), MAX_UNREACHABLE_AFTER).is_ok());
+        let long = check_windows(None, MAX_UNREACHABLE_AFTER + Duration::from_secs(1));
+        assert!(long.unwrap_err().contains("longer than 30d"));
+        let long = check_windows(Some(Duration::from_secs(u64::MAX / 2)), m(5));
+        assert!(long.unwrap_err().contains("longer than 366d"));
     }
 
     #[test]

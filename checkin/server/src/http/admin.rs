@@ -180,7 +180,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
 #[openapi(
     info(
         title = "magicpush admin API",
-        description = "The admin API of a magicpush server: devices, commands, refreshes, push certificates and tenants. Every route but this document's takes `Authorization: Bearer <admin API key>`. Errors are `{\"error\": \"…\"}` (with `request_id` on a 5xx). A method a path does not take (`HEAD` included) is a 405 whose message and `Allow` header name the ones it does; a path under `/v1` that is no route is a 404. Routes about one tenant take `?topic=T`, which may be left out while one tenant is registered (with several: 400; an unknown topic: 404).",
+        description = "The admin API of a magicpush server: devices, commands, refreshes, push certificates and tenants. Every route but this document's and the sign-in takes `Authorization: Bearer <admin API key>`, or a browser session's cookie (`POST /v1/session`) with `X-CSRF-Token` on every method but GET, HEAD and OPTIONS. Errors are `{\"error\": \"…\"}` (with `request_id` on a 5xx). A method a path does not take (`HEAD` included) is a 405 whose message and `Allow` header name the ones it does; a path under `/v1` that is no route is a 404. Routes about one tenant take `?topic=T`, which may be left out while one tenant is registered (with several: 400; an unknown topic: 404).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -210,6 +210,9 @@ fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
         add_topic,
         set_topic,
         super::openapi::openapi_json,
+        super::session::web::sign_in,
+        super::session::web::current,
+        super::session::web::sign_out,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared),
@@ -1237,7 +1240,8 @@ mod tests {
         let doc = openapi();
         let mut pairs = BTreeSet::new();
         for (path, item) in &doc.paths.paths {
-            if path == super::super::openapi::PATH {
+            // Served outside this table (the description and the browser's sign-in).
+            if path == super::super::openapi::PATH || path == super::super::session::web::PATH {
                 continue;
             }
             for (method, op) in [

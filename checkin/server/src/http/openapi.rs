@@ -16,7 +16,7 @@ use axum::routing::{get, MethodRouter};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{KnownFormat, Schema, SchemaFormat, SchemaType, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, ToSchema};
 
@@ -27,6 +27,8 @@ pub(super) const PATH: &str = "/v1/openapi.json";
 
 /// The name of the bearer security scheme.
 const BEARER: &str = "bearer";
+/// The browser session's security scheme (the cookie of `POST /v1/session`).
+const SESSION: &str = "session";
 
 /// The document as served, made once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
@@ -93,6 +95,15 @@ pub(crate) struct ErrorBody {
     /// Only on a 5xx: the id the server's log has the detail under.
     #[schema(nullable = false)]
     request_id: Option<String>,
+    /// `E320` on a renewal refused for another topic (with the two topics below).
+    #[schema(nullable = false)]
+    code: Option<String>,
+    /// E320: the tenant's topic, which a renewal keeps.
+    #[schema(nullable = false)]
+    registered_topic: Option<String>,
+    /// E320: the uploaded certificate's topic.
+    #[schema(nullable = false)]
+    new_topic: Option<String>,
 }
 
 /// A device's connectivity state.
@@ -353,6 +364,13 @@ impl Modify for Shared {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "magicpush_session",
+                "The browser session's cookie (`POST /v1/session`); with it, every method but GET, HEAD and OPTIONS needs `X-CSRF-Token`",
+            ))),
+        );
         let error = |description: &str| {
             ResponseBuilder::new().description(description).content(
                 "application/json",
@@ -406,7 +424,8 @@ impl Modify for Shared {
                 .insert(name.to_owned(), RefOr::T(response));
         }
         for (path, item) in api.paths.paths.iter_mut() {
-            let secured = path != PATH;
+            // The description and the sign-in give their own answers.
+            let secured = path != PATH && path != super::session::web::PATH;
             for op in [
                 &mut item.get,
                 &mut item.put,

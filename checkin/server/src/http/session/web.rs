@@ -19,6 +19,7 @@ use super::{
 use crate::http::auth::AdminKey;
 use crate::http::body::read_limited;
 use crate::http::error::ApiError;
+use crate::http::openapi::ErrorBody;
 use crate::http::server::ConnInfo;
 
 /// The admin key, the sessions it was exchanged for, and the failed sign-ins.
@@ -109,6 +110,9 @@ impl From<SessionRefused> for ApiError {
     }
 }
 
+/// Where the session lives.
+pub(in crate::http) const PATH: &str = "/v1/session";
+
 /// `POST|GET|DELETE /v1/session`, outside the bearer layer.
 pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
     let not_allowed = |method: Method, uri: Uri| async move {
@@ -126,7 +130,7 @@ pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
     };
     Router::new()
         .route(
-            "/v1/session",
+            PATH,
             post(sign_in)
                 .get(current)
                 .delete(sign_out)
@@ -140,18 +144,28 @@ pub(in crate::http) fn routes(console: Arc<Console>) -> Router {
 const SIGN_IN_LIMIT: usize = 16 * 1024;
 
 /// `POST /v1/session`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
+pub(in crate::http) struct SignIn {
+    /// The admin API key the server was started with.
     api_key: String,
 }
 
 /// A session as the console reads it.
-#[derive(Serialize)]
-struct View {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(in crate::http) struct View {
+    /// Send it as `X-CSRF-Token` with every request but GET, HEAD and OPTIONS.
     csrf_token: String,
+    /// When the session ends at the latest (RFC 3339, UTC).
     expires_at: String,
+    /// The session ends after this many seconds unused.
     idle_timeout_s: u64,
+}
+
+/// `DELETE /v1/session`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(in crate::http) struct SignedOut {
+    signed_out: bool,
 }
 
 impl From<SessionView> for View {
@@ -202,7 +216,29 @@ fn connection(req: &Request) -> (Option<std::net::IpAddr>, bool) {
     (conn.map(|c| c.peer.ip()), conn.is_some_and(|c| c.tls))
 }
 
-async fn sign_in(State(console): State<Arc<Console>>, req: Request) -> Response {
+/// Sign in: the admin API key for a session cookie.
+#[utoipa::path(
+    post,
+    path = "/v1/session",
+    tag = "admin",
+    summary = "Sign in (browser)",
+    description = "Trades the admin API key for a session: `Set-Cookie: magicpush_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=…` (`Secure` over TLS) and the session's CSRF token. Failed sign-ins are limited per address and in all (429).",
+    security(()),
+    request_body(content = SignIn, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed in; the cookie is set", body = View,
+            headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "Not `{\"api_key\": \"…\"}`", body = ErrorBody),
+        (status = 401, description = "Wrong API key", body = ErrorBody),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until sign-in is taken again"))),
+    )
+)]
+pub(in crate::http) async fn sign_in(
+    State(console): State<Arc<Console>>,
+    req: Request,
+) -> Response {
     if !console.key.is_enabled() {
         return error(ApiError::admin_disabled());
     }
@@ -285,7 +321,23 @@ async fn sign_in(State(console): State<Arc<Console>>, req: Request) -> Response 
     }
 }
 
-async fn current(State(console): State<Arc<Console>>, req: Request) -> Response {
+/// The session of the cookie sent: its CSRF token again (a reloaded page).
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    tag = "admin",
+    summary = "The current session (browser)",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Signed in", body = View),
+        (status = 401, description = "No live session (`not signed in`)", body = ErrorBody),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+    )
+)]
+pub(in crate::http) async fn current(
+    State(console): State<Arc<Console>>,
+    req: Request,
+) -> Response {
     if !console.key.is_enabled() {
         return error(ApiError::admin_disabled());
     }
@@ -295,7 +347,25 @@ async fn current(State(console): State<Arc<Console>>, req: Request) -> Response 
     }
 }
 
-async fn sign_out(State(console): State<Arc<Console>>, req: Request) -> Response {
+/// Sign out: the session ends at once and the cookie is cleared.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    tag = "admin",
+    summary = "Sign out (browser)",
+    security(("session" = [])),
+    params(("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    responses(
+        (status = 200, description = "Signed out; the cookie is cleared", body = SignedOut),
+        (status = 401, description = "No live session (`not signed in`)", body = ErrorBody),
+        (status = 403, description = "Missing or wrong CSRF token", body = ErrorBody),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+    )
+)]
+pub(in crate::http) async fn sign_out(
+    State(console): State<Arc<Console>>,
+    req: Request,
+) -> Response {
     if !console.key.is_enabled() {
         return error(ApiError::admin_disabled());
     }
@@ -309,7 +379,7 @@ async fn sign_out(State(console): State<Arc<Console>>, req: Request) -> Response
         gauge(sessions.len());
     }
     tracing::info!(peer = %peer(ip), "admin signed out (browser session)");
-    let resp = Json(serde_json::json!({ "signed_out": true })).into_response();
+    let resp = Json(SignedOut { signed_out: true }).into_response();
     with_cookie(resp, clear_cookie(tls))
 }
 
