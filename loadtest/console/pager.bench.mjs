@@ -54,7 +54,12 @@ async function signedInPage() {
 // Sign in one at a time (the sign-in limiter counts failures only, but 20 logins at once on
 // two cores would time the browsers' start, not the server).
 const pages = [];
-for (let i = 0; i < browsers; i++) pages.push(await signedInPage());
+let rssOne = null;
+for (let i = 0; i < browsers; i++) {
+  pages.push(await signedInPage());
+  // One browser has seen the dashboard (which counts the fleet) and a page of devices.
+  if (i === 0) rssOne = rssMb();
+}
 // Warm: every browser has loaded a page; the server's memory from here is what paging adds.
 await new Promise((r) => setTimeout(r, 1000));
 const rssWarm = rssMb();
@@ -104,10 +109,12 @@ console.log(
     page_ms: { p50: pct(50), p99: pct(99), max: pageMs[pageMs.length - 1] },
     server_rss_mb: {
       start: round1(rssStart),
+      one_browser: round1(rssOne),
       warm: round1(rssWarm),
       peak: round1(peak),
       end: round1(rssEnd),
       growth_while_paging: round1(peak - rssWarm),
+      growth_from_one_browser: round1(peak - rssOne),
     },
   }),
 );
