@@ -10,7 +10,7 @@ use cms::enveloped_data::{
     RecipientInfos,
 };
 use der::asn1::{Any, ObjectIdentifier, OctetString, SetOfVec};
-use der::{Decode, Encode, EncodingRules};
+use der::{Decode, Encode, EncodingRules, Tagged};
 use rand_core::CryptoRngCore;
 use rsa::{Pkcs1v15Encrypt, RsaPrivateKey, RsaPublicKey};
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -128,6 +128,48 @@ fn refuse(fail_info: FailInfo, reason: impl Into<String>) -> Refusal {
     Refusal::new(fail_info, reason)
 }
 
+/// The parts of an EnvelopedData (RFC 5652 §6.1) this crate reads, decoded field by field:
+/// `cms`'s own type refuses the constructed `[0] IMPLICIT OCTET STRING` Go clients send.
+struct LooseEnveloped {
+    recip_infos: RecipientInfos,
+    content_enc_alg: AlgorithmIdentifierOwned,
+    encrypted_content: Option<Vec<u8>>,
+}
+
+impl LooseEnveloped {
+    fn decode(any: &Any) -> Option<LooseEnveloped> {
+        let items: Vec<Any> = any.decode_as_encoding(EncodingRules::Ber).ok()?;
+        // version, [0] originatorInfo OPTIONAL, recipientInfos, encryptedContentInfo,
+        // [1] unprotectedAttrs OPTIONAL.
+        let mut fields = items
+            .iter()
+            .skip(1)
+            .filter(|i| !i.tag().is_context_specific());
+        let recip_infos: RecipientInfos =
+            fields.next()?.decode_as_encoding(EncodingRules::Ber).ok()?;
+        let eci: Vec<Any> = fields.next()?.decode_as_encoding(EncodingRules::Ber).ok()?;
+        let (alg, rest) = match eci.as_slice() {
+            [_content_type, alg, rest @ ..] => (alg, rest),
+            _ => return None,
+        };
+        let content_enc_alg: AlgorithmIdentifierOwned =
+            alg.decode_as_encoding(EncodingRules::Ber).ok()?;
+        let encrypted_content = match rest {
+            [] => None,
+            [c] if c.tag().is_context_specific() => Some(crate::ber::octet_string_contents(
+                c.tag().is_constructed(),
+                c.value(),
+            )?),
+            _ => return None,
+        };
+        Some(LooseEnveloped {
+            recip_infos,
+            content_enc_alg,
+            encrypted_content,
+        })
+    }
+}
+
 /// Decrypts a pkcsPKIEnvelope (a ContentInfo holding EnvelopedData, BER or DER) addressed to
 /// `ca_cert` with `ca_key`.
 pub(crate) fn open(
@@ -149,20 +191,20 @@ pub(crate) fn open(
             format!("the envelope is {}, not EnvelopedData", info.content_type),
         ));
     }
-    let enveloped: EnvelopedData = info
-        .content
-        .decode_as_encoding(EncodingRules::Ber)
-        .map_err(|e| bad("EnvelopedData", e))?;
-
-    let content = &enveloped.encrypted_content;
-    let cipher = ContentCipher::from_oid(&content.content_enc_alg.oid).ok_or_else(|| {
+    let enveloped = LooseEnveloped::decode(&info.content).ok_or_else(|| {
         refuse(
-            FailInfo::BadAlg,
-            format!("content cipher {}", content.content_enc_alg.oid),
+            FailInfo::BadMessageCheck,
+            "the envelope is not a readable EnvelopedData",
         )
     })?;
-    let iv: OctetString = content
-        .content_enc_alg
+    let content_enc_alg = &enveloped.content_enc_alg;
+    let cipher = ContentCipher::from_oid(&content_enc_alg.oid).ok_or_else(|| {
+        refuse(
+            FailInfo::BadAlg,
+            format!("content cipher {}", content_enc_alg.oid),
+        )
+    })?;
+    let iv: OctetString = content_enc_alg
         .parameters
         .as_ref()
         .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the cipher has no IV"))?
@@ -215,12 +257,12 @@ pub(crate) fn open(
             k
         }
     };
-    let ciphertext = content
+    let ciphertext = enveloped
         .encrypted_content
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the envelope has no content"))?;
     let plaintext = cipher
-        .decrypt(&key, iv.as_bytes(), ciphertext.as_bytes())
+        .decrypt(&key, iv.as_bytes(), ciphertext)
         .ok_or_else(|| {
             refuse(
                 FailInfo::BadMessageCheck,

@@ -30,6 +30,7 @@
 //!    the request's cipher; on failure the failInfo.
 
 mod attrs;
+mod ber;
 mod ca;
 mod csr;
 mod digest;

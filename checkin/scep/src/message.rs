@@ -8,8 +8,8 @@
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier};
-use der::asn1::{ObjectIdentifier, OctetString};
-use der::{Decode, Encode, EncodingRules};
+use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode, EncodingRules, Tagged};
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::Certificate;
 
@@ -79,11 +79,16 @@ pub(crate) fn parse(message: &[u8]) -> Result<Request, ScepError> {
         return Err(ScepError::MissingAttribute("messageType"));
     };
     let content = match &signed.encap_content_info.econtent {
-        Some(any) => {
-            let octets: OctetString = any
-                .decode_as_encoding(EncodingRules::Ber)
-                .map_err(malformed)?;
-            Some(octets.into_bytes().into_vec())
+        // The OCTET STRING inside `[0] EXPLICIT`, which may be in the constructed form.
+        Some(any) if any.tag().number() == der::Tag::OctetString.number() => Some(
+            crate::ber::octet_string_contents(any.tag().is_constructed(), any.value()).ok_or_else(
+                || ScepError::Malformed("the encapsulated content is not an OCTET STRING".into()),
+            )?,
+        ),
+        Some(_) => {
+            return Err(ScepError::Malformed(
+                "the encapsulated content is not an OCTET STRING".into(),
+            ))
         }
         None => None,
     };
