@@ -43,6 +43,10 @@ pub(crate) struct ScepAttrs {
     pub(crate) sender_nonce: Option<Vec<u8>>,
     pub(crate) content_type: Option<ObjectIdentifier>,
     pub(crate) message_digest: Option<Vec<u8>>,
+    // A CertRep's (read back by the tests, and by a client).
+    pub(crate) pki_status: Option<String>,
+    pub(crate) fail_info: Option<String>,
+    pub(crate) recipient_nonce: Option<Vec<u8>>,
 }
 
 /// The longest transactionID or nonce copied back (they are echoed into the reply).
@@ -63,6 +67,9 @@ impl ScepAttrs {
                 o if o == oid::SCEP_SENDER_NONCE => out.sender_nonce = octets(value),
                 o if o == oid::ID_CONTENT_TYPE => out.content_type = value.decode_as().ok(),
                 o if o == oid::ID_MESSAGE_DIGEST => out.message_digest = octets(value),
+                o if o == oid::SCEP_PKI_STATUS => out.pki_status = any_string(value),
+                o if o == oid::SCEP_FAIL_INFO => out.fail_info = any_string(value),
+                o if o == oid::SCEP_RECIPIENT_NONCE => out.recipient_nonce = octets(value),
                 _ => {}
             }
         }

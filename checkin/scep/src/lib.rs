@@ -41,6 +41,9 @@ mod message;
 mod oid;
 mod reply;
 
+#[cfg(test)]
+mod tests;
+
 pub use attrs::MessageType;
 pub use ca::{
     enrollment_id_of, DeviceCa, DeviceCertRequest, BACKDATE, CA_COMMON_NAME, CA_KEY_BITS,

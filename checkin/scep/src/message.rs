@@ -33,7 +33,7 @@ pub(crate) struct Request {
     signature_oid: ObjectIdentifier,
     signed_attrs_der: Vec<u8>,
     signature: Vec<u8>,
-    attrs: ScepAttrs,
+    pub(crate) attrs: ScepAttrs,
     /// The pkcsPKIEnvelope: the encapsulated content's octets.
     pub(crate) content: Option<Vec<u8>>,
 }

@@ -12,6 +12,7 @@ use cms::signed_data::{
 use der::asn1::{Any, OctetString, SetOfVec, Utf8StringRef};
 use der::{Decode, Encode};
 use rand_core::CryptoRngCore;
+use rsa::RsaPrivateKey;
 use x509_cert::attr::Attribute;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
@@ -117,16 +118,6 @@ pub(crate) fn cert_rep(
     rng.fill_bytes(&mut sender_nonce);
 
     let mut attrs = vec![
-        attribute(
-            oid::ID_CONTENT_TYPE,
-            Any::encode_from(&oid::ID_DATA).map_err(der_err)?,
-        )
-        .map_err(der_err)?,
-        octet_string(
-            oid::ID_MESSAGE_DIGEST,
-            &digest.hash(content.as_deref().unwrap_or_default()),
-        )
-        .map_err(der_err)?,
         printable(oid::SCEP_MESSAGE_TYPE, "3").map_err(der_err)?,
         printable(oid::SCEP_PKI_STATUS, status.code()).map_err(der_err)?,
         transaction_id_attr(transaction_id).map_err(der_err)?,
@@ -136,21 +127,49 @@ pub(crate) fn cert_rep(
     if let Outcome::Refused(fail) = outcome {
         attrs.push(printable(oid::SCEP_FAIL_INFO, fail.code()).map_err(der_err)?);
     }
+    signed_message(ca.certificate(), ca.key(), digest, attrs, content)
+}
+
+/// A CMS SignedData over `content` (id-data; absent for a CertRep FAILURE) signed by
+/// `signer` with `key` (RSA PKCS#1 v1.5, `digest`), with `attrs` plus contentType and
+/// messageDigest as authenticated attributes, and the signer's certificate. DER.
+pub(crate) fn signed_message(
+    signer: &Certificate,
+    key: &RsaPrivateKey,
+    digest: Digest,
+    mut attrs: Vec<Attribute>,
+    content: Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let der_err = |e: der::Error| e.to_string();
+    attrs.push(
+        attribute(
+            oid::ID_CONTENT_TYPE,
+            Any::encode_from(&oid::ID_DATA).map_err(der_err)?,
+        )
+        .map_err(der_err)?,
+    );
+    attrs.push(
+        octet_string(
+            oid::ID_MESSAGE_DIGEST,
+            &digest.hash(content.as_deref().unwrap_or_default()),
+        )
+        .map_err(der_err)?,
+    );
     let signed_attrs = SetOfVec::try_from(attrs).map_err(der_err)?;
     let signature = digest
-        .sign_rsa(ca.key(), &signed_attrs.to_der().map_err(der_err)?)
-        .map_err(|e| format!("signing the CertRep: {e}"))?;
+        .sign_rsa(key, &signed_attrs.to_der().map_err(der_err)?)
+        .map_err(|e| format!("signing: {e}"))?;
 
-    let ca_cert = ca.certificate();
+    let tbs = signer.tbs_certificate();
     let digest_alg = AlgorithmIdentifierOwned {
         oid: digest.oid(),
         parameters: None,
     };
-    let signer = SignerInfo {
+    let signer_info = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-            issuer: ca_cert.tbs_certificate().issuer().clone(),
-            serial_number: ca_cert.tbs_certificate().serial_number().clone(),
+            issuer: tbs.issuer().clone(),
+            serial_number: tbs.serial_number().clone(),
         }),
         digest_alg: digest_alg.clone(),
         signed_attrs: Some(signed_attrs),
@@ -173,11 +192,11 @@ pub(crate) fn cert_rep(
             econtent,
         },
         certificates: Some(CertificateSet(
-            SetOfVec::try_from(vec![CertificateChoices::Certificate(ca_cert.clone())])
+            SetOfVec::try_from(vec![CertificateChoices::Certificate(signer.clone())])
                 .map_err(der_err)?,
         )),
         crls: None,
-        signer_infos: SignerInfos(SetOfVec::try_from(vec![signer]).map_err(der_err)?),
+        signer_infos: SignerInfos(SetOfVec::try_from(vec![signer_info]).map_err(der_err)?),
     };
     ContentInfo {
         content_type: oid::ID_SIGNED_DATA,
