@@ -94,7 +94,7 @@ pub(crate) fn any_string(value: &Any) -> Option<String> {
             String::from_utf8(bytes.to_vec()).ok()
         }
         Tag::BmpString => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units = bytes

@@ -44,6 +44,10 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
+/// The `rand_core` version whose `CryptoRngCore` the API takes (the one `rsa` 0.9 uses):
+/// callers pass `rand_core::OsRng` from here rather than pick a version of their own.
+pub use rand_core;
+
 pub use attrs::MessageType;
 pub use ca::{
     enrollment_id_of, DeviceCa, DeviceCertRequest, BACKDATE, CA_COMMON_NAME, CA_KEY_BITS,
