@@ -9,6 +9,11 @@
 //! and it survives renewal by being read back from the old certificate
 //! ([`enrollment_id_of`]). An enrollment id is 1 to 64 characters (RFC 5280's upper bound for
 //! an organizationalUnitName).
+//!
+//! **Key usage.** The CA certificate's keyUsage is keyCertSign + cRLSign, as specified; yet
+//! the same key also signs CertReps and decrypts requests (no RA). scepclient and OpenSSL
+//! (with `-purpose any`) accept that; whether Apple's SCEP client insists on
+//! digitalSignature/keyEncipherment in the CA certificate is to be checked on a device.
 
 use std::time::{Duration, SystemTime};
 

@@ -19,7 +19,8 @@
 //! 3. messageType: PKCSReq (19) or RenewalReq (17); anything else, CertPoll included (no
 //!    request is ever pending here), is `badRequest`.
 //! 4. `envelope`: the pkcsPKIEnvelope (§3.2.2), a CMS EnvelopedData to the CA's key (RSA
-//!    PKCS#1 v1.5 key transport; AES-128/192/256-CBC, DES-EDE3-CBC, DES-CBC).
+//!    PKCS#1 v1.5 key transport; AES-128/192/256-CBC, DES-EDE3-CBC, DES-CBC). Go clients
+//!    write its content as a constructed OCTET STRING that `der` refuses: `ber` joins it.
 //! 5. `csr`: the PKCS#10 request, its self-signature, its CN and challengePassword.
 //! 6. PKCSReq: the challenge, consumed from the [`ChallengeStore`], names the enrollment;
 //!    RenewalReq: the signer's certificate, issued by this CA, valid and not revoked
@@ -28,6 +29,17 @@
 //! 8. `reply`: the CertRep (§3.3.2), signed by the CA with the request's digest; on success
 //!    the certificate in a certs-only SignedData enveloped to the requester's certificate with
 //!    the request's cipher; on failure the failInfo.
+//!
+//! Costs and bounds: the message is refused above [`MAX_MESSAGE`] before parsing; every
+//! length is checked against the bytes present (no allocation from a claimed length); RSA keys
+//! are 2048 to 8192 bits (*ring*'s verification bounds). One request costs one RSA private
+//! operation (decrypting the content key, blinded) and, when answered, one or two more
+//! (signing the certificate and the CertRep).
+//!
+//! Crypto: *ring* hashes and verifies; the `rsa` crate decrypts and signs with the CA key
+//! (*ring* signs no SHA-1, which scepclient's requests need answered in kind); `rcgen` writes
+//! the certificates; RustCrypto's `cms`/`der`/`x509-cert` (the versions the server pins)
+//! parse and write the CMS structures.
 
 mod attrs;
 mod ber;

@@ -329,3 +329,85 @@ fn scepclient_enrolls_renews_and_is_refused() {
         ]
     );
 }
+
+/// A raw HTTP/1.1 GET against the test server: (status line, content type, body).
+fn http_get(base: &str, query: &str) -> (String, String, Vec<u8>) {
+    let rest = base.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /{path}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.lines().next().unwrap().to_string();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or("")
+        .to_string();
+    (status, content_type, raw[split + 4..].to_vec())
+}
+
+/// The GET forms (no scepclient needed): caps, the CA certificate, and a PKIOperation whose
+/// message is base64 in the query, URL-encoded.
+#[test]
+fn the_get_forms_are_served() {
+    let mut challenges = common::MemoryChallenges::default();
+    challenges.add(
+        "good-1",
+        "enr-get",
+        SystemTime::now() + Duration::from_secs(60),
+    );
+    let state = Arc::new(Mutex::new(State {
+        ca: common::fixture_ca(),
+        challenges,
+        revoked: common::Revoked::default(),
+        requests: Vec::new(),
+        answers: Vec::new(),
+    }));
+    let url = start(state.clone());
+
+    let (status, content_type, body) = http_get(&url, "operation=GetCACaps");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(content_type, "text/plain");
+    let caps = String::from_utf8(body).unwrap();
+    for cap in [
+        "POSTPKIOperation",
+        "SHA-256",
+        "AES",
+        "SCEPStandard",
+        "Renewal",
+    ] {
+        assert!(caps.lines().any(|l| l == cap), "{cap}");
+    }
+
+    let (status, content_type, body) = http_get(&url, "operation=GetCACert&message=any");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(content_type, CA_CERT_CONTENT_TYPE);
+    assert_eq!(body, common::fixture_ca().certificate_der());
+
+    let request = std::fs::read(common::data_dir().join("scepclient-pkcsreq.der")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&request);
+    let encoded = b64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (status, content_type, body) =
+        http_get(&url, &format!("operation=PKIOperation&message={encoded}"));
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(content_type, PKI_MESSAGE_CONTENT_TYPE);
+    assert!(!body.is_empty());
+    assert_eq!(
+        state.lock().unwrap().answers,
+        [(Some(MessageType::PkcsReq), PkiStatus::Success, None)]
+    );
+
+    // Garbage is an HTTP 400, not a CertRep.
+    let (status, _, _) = http_get(&url, "operation=PKIOperation&message=Z2FyYmFnZQ%3D%3D");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+}
