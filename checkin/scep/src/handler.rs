@@ -1,5 +1,7 @@
 //! [`handle`]: one PKIOperation request in, one CertRep out. Pure: the challenge store, the
-//! revocation check, the clock and the randomness come from the caller.
+//! revocation check, the clock and the randomness come from the caller. [`prepare`] and
+//! [`Prepared::answer`] are the same in two steps, for stores that cannot be asked from
+//! inside a synchronous call.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -89,13 +91,6 @@ pub struct PkiResponse {
     pub enrollment_id: Option<String>,
 }
 
-/// What `decide` settles on for an acceptable request.
-struct Issued {
-    certificate: Vec<u8>,
-    enrollment_id: String,
-    cipher: envelope::ContentCipher,
-}
-
 /// [`handle_with`] with the default [`Policy`] (one-year device certificates).
 pub fn handle(
     request: &[u8],
@@ -120,6 +115,9 @@ pub fn handle(
 /// `message` of a GET). A message that cannot be answered — oversized, not CMS SignedData,
 /// without transactionID or senderNonce — is a [`ScepError`] (HTTP 400); every other
 /// refusal is a CertRep FAILURE with its failInfo.
+///
+/// The same as [`prepare`], asking the [`Question`] of the store or the revocation check,
+/// then [`Prepared::answer`]: callers whose stores are asynchronous use those two steps.
 pub fn handle_with(
     request: &[u8],
     ca: &DeviceCa,
@@ -129,61 +127,199 @@ pub fn handle_with(
     now: SystemTime,
     rng: &mut impl CryptoRngCore,
 ) -> Result<PkiResponse, ScepError> {
+    let prepared = prepare(request, ca, now, rng)?;
+    let verdict = match prepared.question() {
+        Question::Challenge(challenge) => match challenges.consume(challenge, now) {
+            Some(id) => Verdict::Enroll(id),
+            None => Verdict::Refuse,
+        },
+        Question::Revoked(id) => {
+            if revoked.is_revoked(id) {
+                Verdict::Refuse
+            } else {
+                Verdict::Enroll(id.enrollment_id.clone())
+            }
+        }
+        Question::None => Verdict::Refuse,
+    };
+    prepared.answer(ca, verdict, policy, now, rng)
+}
+
+/// A request checked as far as the CA can alone: what is left is a question for the caller's
+/// stores ([`Prepared::question`]), then the answer ([`Prepared::answer`]).
+#[derive(Debug)]
+pub struct Prepared {
+    request: message::Request,
+    stage: Result<Stage, Refusal>,
+}
+
+#[derive(Debug)]
+struct Stage {
+    csr: csr::Csr,
+    cipher: envelope::ContentCipher,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// PKCSReq: the CSR's challengePassword.
+    Enrollment { challenge: String },
+    /// RenewalReq: the signer's certificate, issued by this CA and valid now.
+    Renewal { certificate: CertificateId },
+}
+
+/// What the caller must find out before [`Prepared::answer`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Question<'a> {
+    /// PKCSReq: consume this challenge; its enrollment id, or a refusal.
+    Challenge(&'a str),
+    /// RenewalReq: is this certificate revoked? If not, its enrollment id carries over.
+    Revoked(&'a CertificateId),
+    /// Nothing: the request is refused already (answer with any verdict).
+    None,
+}
+
+/// The caller's finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Issue a certificate for this enrollment id.
+    Enroll(String),
+    /// The challenge is unknown, used or expired; or the certificate is revoked.
+    Refuse,
+}
+
+/// Parses and checks a PKIOperation request with the CA alone: the signature, the message
+/// type, the envelope, the CSR, and for a renewal the signer's certificate (issued by this
+/// CA, valid at `now`). No store is touched.
+pub fn prepare(
+    request: &[u8],
+    ca: &DeviceCa,
+    now: SystemTime,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Prepared, ScepError> {
     if request.len() > crate::MAX_MESSAGE {
         return Err(ScepError::Oversized(request.len()));
     }
-    let parsed = message::parse(request)?;
-    let verified = parsed.verify();
-    // Answer with the request's digest when it is one we have, else SHA-256.
-    let reply_digest = parsed.digest.unwrap_or(Digest::Sha256);
-    let decision =
-        verified.and_then(|_| decide(&parsed, ca, challenges, revoked, policy, now, rng));
-    let (outcome, issued, refusal) = match &decision {
-        Ok(issued) => (
-            Outcome::Issued {
-                certificate: &issued.certificate,
-                recipient: &parsed.signer,
-                cipher: issued.cipher,
-            },
-            Some(issued),
-            None,
-        ),
-        Err(refusal) => (Outcome::Refused(refusal.fail_info), None, Some(refusal)),
-    };
-    let status = match outcome {
-        Outcome::Issued { .. } => PkiStatus::Success,
-        Outcome::Refused(_) => PkiStatus::Failure,
-    };
-    let bytes = reply::cert_rep(
-        ca,
-        reply_digest,
-        &parsed.transaction_id,
-        &parsed.sender_nonce,
-        outcome,
-        rng,
-    )
-    .map_err(ScepError::Reply)?;
-    Ok(PkiResponse {
-        bytes,
-        status,
-        fail_info: refusal.map(|r| r.fail_info),
-        reason: refusal.map(|r| r.reason.clone()),
-        message_type: parsed.message_type,
-        transaction_id: parsed.transaction_id.clone(),
-        certificate: issued.map(|i| i.certificate.clone()),
-        enrollment_id: issued.map(|i| i.enrollment_id.clone()),
-    })
+    let request = message::parse(request)?;
+    let stage = request.verify().and_then(|_| stage(&request, ca, now, rng));
+    Ok(Prepared { request, stage })
 }
 
-fn decide(
+impl Prepared {
+    /// What the caller must look up (see [`Question`]).
+    pub fn question(&self) -> Question<'_> {
+        match &self.stage {
+            Ok(Stage {
+                kind: Kind::Enrollment { challenge },
+                ..
+            }) => Question::Challenge(challenge),
+            Ok(Stage {
+                kind: Kind::Renewal { certificate },
+                ..
+            }) => Question::Revoked(certificate),
+            Err(_) => Question::None,
+        }
+    }
+
+    /// The request's messageType.
+    pub fn message_type(&self) -> Option<MessageType> {
+        self.request.message_type
+    }
+
+    /// The request's transactionID.
+    pub fn transaction_id(&self) -> &str {
+        &self.request.transaction_id
+    }
+
+    /// Builds the CertRep: the certificate when the request passed and the verdict is
+    /// [`Verdict::Enroll`], else FAILURE with the failInfo (badRequest for a refused verdict).
+    pub fn answer(
+        self,
+        ca: &DeviceCa,
+        verdict: Verdict,
+        policy: &Policy,
+        now: SystemTime,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<PkiResponse, ScepError> {
+        let request = self.request;
+        let decision = self.stage.and_then(|stage| {
+            let enrollment_id = match (verdict, &stage.kind) {
+                (Verdict::Enroll(id), _) => id,
+                (Verdict::Refuse, Kind::Enrollment { .. }) => {
+                    return Err(Refusal::new(
+                        FailInfo::BadRequest,
+                        "the challenge is unknown, used or expired",
+                    ))
+                }
+                (Verdict::Refuse, Kind::Renewal { .. }) => {
+                    return Err(Refusal::new(
+                        FailInfo::BadRequest,
+                        "the certificate presented for renewal is revoked",
+                    ))
+                }
+            };
+            let certificate = ca
+                .issue(
+                    &DeviceCertRequest {
+                        public_key_der: &stage.csr.public_key_der,
+                        common_name: &stage.csr.common_name,
+                        enrollment_id: &enrollment_id,
+                        validity: policy.device_validity,
+                    },
+                    now,
+                    rng,
+                )
+                .map_err(|e| Refusal::new(FailInfo::BadRequest, format!("issuing: {e}")))?;
+            Ok((certificate, enrollment_id, stage.cipher))
+        });
+        // Answer with the request's digest when it is one we have, else SHA-256.
+        let reply_digest = request.digest.unwrap_or(Digest::Sha256);
+        let (outcome, refusal) = match &decision {
+            Ok((certificate, _, cipher)) => (
+                Outcome::Issued {
+                    certificate,
+                    recipient: &request.signer,
+                    cipher: *cipher,
+                },
+                None,
+            ),
+            Err(refusal) => (Outcome::Refused(refusal.fail_info), Some(refusal)),
+        };
+        let status = match outcome {
+            Outcome::Issued { .. } => PkiStatus::Success,
+            Outcome::Refused(_) => PkiStatus::Failure,
+        };
+        let bytes = reply::cert_rep(
+            ca,
+            reply_digest,
+            &request.transaction_id,
+            &request.sender_nonce,
+            outcome,
+            rng,
+        )
+        .map_err(ScepError::Reply)?;
+        let refusal = refusal.cloned();
+        let issued = decision.ok();
+        Ok(PkiResponse {
+            bytes,
+            status,
+            fail_info: refusal.as_ref().map(|r| r.fail_info),
+            reason: refusal.map(|r| r.reason),
+            message_type: request.message_type,
+            transaction_id: request.transaction_id,
+            certificate: issued.as_ref().map(|i| i.0.clone()),
+            enrollment_id: issued.map(|i| i.1),
+        })
+    }
+}
+
+/// Everything the CA checks alone, after the signature.
+fn stage(
     request: &message::Request,
     ca: &DeviceCa,
-    challenges: &mut dyn ChallengeStore,
-    revoked: &dyn RevocationCheck,
-    policy: &Policy,
     now: SystemTime,
     rng: &mut impl CryptoRngCore,
-) -> Result<Issued, Refusal> {
+) -> Result<Stage, Refusal> {
     let renewal = match request.message_type {
         Some(MessageType::PkcsReq) => false,
         Some(MessageType::RenewalReq) => true,
@@ -201,8 +337,10 @@ fn decide(
     let opened = envelope::open(content, ca.certificate(), ca.key(), rng)?;
     let csr = csr::parse(&opened.plaintext)?;
 
-    let enrollment_id = if renewal {
-        renewal_enrollment(&request.signer, ca, revoked, now)?
+    let kind = if renewal {
+        Kind::Renewal {
+            certificate: renewal_certificate(&request.signer, ca, now)?,
+        }
     } else {
         // PKCSReq: the self-signed signer certificate carries the CSR's key (RFC 8894 §2.3).
         let signer_key = request
@@ -217,43 +355,25 @@ fn decide(
                 "the signer's key is not the CSR's key",
             ));
         }
-        let challenge = csr.challenge.as_deref().ok_or_else(|| {
+        let challenge = csr.challenge.clone().ok_or_else(|| {
             Refusal::new(FailInfo::BadRequest, "the CSR has no challengePassword")
         })?;
-        challenges.consume(challenge, now).ok_or_else(|| {
-            Refusal::new(
-                FailInfo::BadRequest,
-                "the challenge is unknown, used or expired",
-            )
-        })?
+        Kind::Enrollment { challenge }
     };
-    let certificate = ca
-        .issue(
-            &DeviceCertRequest {
-                public_key_der: &csr.public_key_der,
-                common_name: &csr.common_name,
-                enrollment_id: &enrollment_id,
-                validity: policy.device_validity,
-            },
-            now,
-            rng,
-        )
-        .map_err(|e| Refusal::new(FailInfo::BadRequest, format!("issuing: {e}")))?;
-    Ok(Issued {
-        certificate,
-        enrollment_id,
+    Ok(Stage {
+        csr,
         cipher: opened.cipher,
+        kind,
     })
 }
 
-/// RenewalReq: the signer must hold a certificate this CA issued, valid now, not revoked,
-/// with an enrollment id, which the new certificate keeps.
-fn renewal_enrollment(
+/// RenewalReq: the signer must hold a certificate this CA issued, valid now, with an
+/// enrollment id (which the new certificate keeps); whether it is revoked is the caller's.
+fn renewal_certificate(
     signer: &Certificate,
     ca: &DeviceCa,
-    revoked: &dyn RevocationCheck,
     now: SystemTime,
-) -> Result<String, Refusal> {
+) -> Result<CertificateId, Refusal> {
     if !ca.issued(signer) {
         return Err(Refusal::new(
             FailInfo::BadRequest,
@@ -277,16 +397,9 @@ fn renewal_enrollment(
     let der = signer
         .to_der()
         .map_err(|e| Refusal::new(FailInfo::BadRequest, e.to_string()))?;
-    let id = CertificateId {
+    Ok(CertificateId {
         serial_hex: hex::encode(signer.tbs_certificate().serial_number().as_bytes()),
         sha256_hex: hex::encode(Digest::Sha256.hash(&der)),
-        enrollment_id: enrollment_id.clone(),
-    };
-    if revoked.is_revoked(&id) {
-        return Err(Refusal::new(
-            FailInfo::BadRequest,
-            "the certificate presented for renewal is revoked",
-        ));
-    }
-    Ok(enrollment_id)
+        enrollment_id,
+    })
 }

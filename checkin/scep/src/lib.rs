@@ -69,8 +69,8 @@ pub use digest::{ct_eq, Digest};
 pub use envelope::ContentCipher;
 pub use error::{CaError, FailInfo, Refusal, ScepError};
 pub use handler::{
-    handle, handle_with, CertificateId, ChallengeStore, NothingRevoked, PkiResponse, Policy,
-    RevocationCheck,
+    handle, handle_with, prepare, CertificateId, ChallengeStore, NothingRevoked, PkiResponse,
+    Policy, Prepared, Question, RevocationCheck, Verdict,
 };
 pub use reply::PkiStatus;
 

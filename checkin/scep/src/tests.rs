@@ -584,7 +584,7 @@ fn every_prefix_of_a_real_message_is_refused_without_panic() {
 }
 
 #[test]
-fn single_byte_changes_never_panic_and_never_issue_twice() {
+fn single_byte_changes_never_panic() {
     let ca = ca();
     // Every 7th byte, three ways: a sample that crosses every structure of the message.
     for i in (0..PKCSREQ.len()).step_by(7) {
@@ -630,4 +630,79 @@ fn a_ber_envelope_parses_and_the_ber_walker_is_used() {
     )
     .unwrap();
     assert_eq!(opened.cipher, ContentCipher::DesCbc);
+}
+
+#[test]
+fn the_two_step_api_asks_one_question() {
+    use crate::{prepare, Policy, Question, Verdict};
+    let ca = ca();
+    let now = SystemTime::now();
+
+    let prepared = prepare(PKCSREQ, &ca, now, &mut OsRng).unwrap();
+    assert_eq!(prepared.question(), Question::Challenge("good-1"));
+    assert_eq!(prepared.message_type(), Some(MessageType::PkcsReq));
+    let response = prepared
+        .answer(
+            &ca,
+            Verdict::Enroll("enr-async".into()),
+            &Policy::default(),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+    assert_eq!(response.status, PkiStatus::Success);
+    assert_eq!(response.enrollment_id.as_deref(), Some("enr-async"));
+
+    let prepared = prepare(PKCSREQ, &ca, now, &mut OsRng).unwrap();
+    let response = prepared
+        .answer(&ca, Verdict::Refuse, &Policy::default(), now, &mut OsRng)
+        .unwrap();
+    assert_eq!(refused(&response), FailInfo::BadRequest);
+
+    let (valid, _) = renewal_time();
+    let prepared = prepare(RENEWALREQ, &ca, valid, &mut OsRng).unwrap();
+    let Question::Revoked(id) = prepared.question() else {
+        panic!("a renewal asks about revocation");
+    };
+    assert_eq!(id.enrollment_id, "enr-A");
+    assert_eq!(id.serial_hex.len() % 2, 0);
+    assert_eq!(id.sha256_hex.len(), 64);
+
+    // A request refused by the CA alone asks nothing: no challenge is spent on it.
+    let mut bad = PKCSREQ.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let prepared = prepare(&bad, &ca, now, &mut OsRng).unwrap();
+    assert_eq!(prepared.question(), Question::None);
+    let response = prepared
+        .answer(
+            &ca,
+            Verdict::Enroll("ignored".into()),
+            &Policy::default(),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+    assert_eq!(refused(&response), FailInfo::BadMessageCheck);
+}
+
+#[test]
+fn the_policy_sets_the_device_validity() {
+    use crate::{handle_with, Policy};
+    let response = handle_with(
+        PKCSREQ,
+        &ca(),
+        &mut Challenges::one("good-1", "enr"),
+        &NothingRevoked,
+        &Policy {
+            device_validity: Duration::from_secs(7 * 86400),
+        },
+        SystemTime::now(),
+        &mut OsRng,
+    )
+    .unwrap();
+    let cert = Certificate::from_der(&response.certificate.unwrap()).unwrap();
+    let v = cert.tbs_certificate().validity();
+    let span = v.not_after.to_unix_duration() - v.not_before.to_unix_duration();
+    assert_eq!(span, Duration::from_secs(7 * 86400) + crate::BACKDATE);
 }
