@@ -24,7 +24,8 @@
 //! 5. `csr`: the PKCS#10 request, its self-signature, its CN and challengePassword.
 //! 6. PKCSReq: the challenge, consumed from the [`ChallengeStore`], names the enrollment;
 //!    RenewalReq: the signer's certificate, issued by this CA, valid and not revoked
-//!    ([`RevocationCheck`]), names it.
+//!    ([`RevocationCheck`]), names it. For stores that are asynchronous, [`prepare`] stops
+//!    here with the one [`Question`] to ask, and [`Prepared::answer`] takes the [`Verdict`].
 //! 7. [`DeviceCa::issue`] (see `ca` for where the enrollment id goes).
 //! 8. `reply`: the CertRep (§3.3.2), signed by the CA with the request's digest; on success
 //!    the certificate in a certs-only SignedData enveloped to the requester's certificate with
