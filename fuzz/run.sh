@@ -8,7 +8,7 @@
 set -euo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$self")"
-targets=(checkin_decode report_decode plist_limits mdm_signature apns_response push_certificate)
+targets=(checkin_decode report_decode plist_limits mdm_signature apns_response push_certificate scep_message)
 target=${1:?target name or "all"}; shift
 if [ "$target" = all ]; then
   for t in "${targets[@]}"; do bash "$self" "$t" "$@"; done
@@ -30,6 +30,7 @@ case "$target" in
     printf '\x01\x93{"reason":"BadCertificate"}' > "$seeds/403"
     printf '\x01\x90{"reason":"BadDeviceToken"}' > "$seeds/400" ;;
   push_certificate) cp "$F"/certs/push*.pem "$F"/certs/*.p12 "$seeds"/ ;;
+  scep_message) cp ../checkin/scep/tests/data/*.der "$seeds"/ ;;
   *) echo "unknown target $target (one of: ${targets[*]})" >&2; exit 2 ;;
 esac
 cargo +nightly fuzz run -O "$target" "corpus/$target" "$seeds" -- "$@"
