@@ -3,7 +3,8 @@
 // and answers its pushes (`magicpush-loadtest demo`). Started by
 // loadtest/tests/console_browser.rs, which passes:
 //   MAGICPUSH_URL, MAGICPUSH_API_KEY   the server and its admin API key
-//   CONSOLE_DEVICES                    how many devices enrolled (every one answers pushes)
+//   CONSOLE_DEVICES                    how many devices enrolled (every one answers pushes),
+//                                      spread evenly over two tenants
 //   CONSOLE_WRONG_TOPIC_PEM            a certificate + key of another topic (the E320 case)
 //   CONSOLE_SCREENSHOTS                where each screen's screenshot is written
 //   CHROMIUM                           the browser (default /usr/bin/chromium)
@@ -116,7 +117,10 @@ await run("sign in and see the dashboard", async () => {
   assert.equal(await page.evaluate(() => document.cookie.includes("magicpush_session")), false);
   // The fleet is there, before any refresh: every device enrolled, none pushed yet.
   await page.locator('[data-count="never_pushed"]').filter({ hasText: String(devices) }).waitFor();
-  await page.locator(".card.cert").first().waitFor();
+  // Two tenants: a card each, the summary table and the switcher.
+  await page.locator(".card.cert").nth(1).waitFor();
+  assert.equal(await page.locator("table.tenants tbody tr").count(), 2);
+  assert.equal(await page.getByLabel("Tenant").locator("option").count(), 3);
   await shot("dashboard");
 });
 
@@ -206,6 +210,17 @@ await run("a device's page: identity, results, a command", async () => {
   await page.getByRole("button", { name: "Send and push" }).click();
   await page.getByText(/queued and pushed/).waitFor();
   await shot("device");
+});
+
+await run("choose a tenant: its devices only", async () => {
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
+  await rows().first().waitFor();
+  const tenant = await page.getByLabel("Tenant").locator("option").nth(1).getAttribute("value");
+  await page.getByLabel("Tenant").selectOption(tenant);
+  // The demo spreads its devices over the tenants evenly.
+  await page.waitForFunction((n) => document.querySelectorAll("table.devices tbody tr").length === n, devices / 2);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Download CSV" }).click()]);
+  assert.equal(readFileSync(await download.path(), "utf8").trim().split(/\r?\n/).length, devices / 2 + 1);
 });
 
 await run("issue a certificate request and download it", async () => {

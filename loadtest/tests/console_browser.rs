@@ -87,7 +87,14 @@ fn the_console_in_a_browser() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_magicpush-loadtest"))
         .args(["demo", "--devices", &DEVICES.to_string()])
-        .args(["--offline-fraction", "0", "--report-delay-ms", "200"])
+        .args([
+            "--topics",
+            "2",
+            "--offline-fraction",
+            "0",
+            "--report-delay-ms",
+            "200",
+        ])
         .args(["--listen", &listen, "--for-s", "300"])
         .arg("--api-key-file")
         .arg(&key_file)

@@ -97,7 +97,8 @@ pub fn negotiate_language(accept: Option<&str>) -> &'static str {
             .filter_map(|q| q.trim().parse::<f32>().ok())
             .next()
             .unwrap_or(1.0);
-        if !(q > 0.0) {
+        // q=0 means "not this one"; a NaN ("q=nan") is not greater than 0 either.
+        if q.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let primary = tag.split('-').next().unwrap_or("");
