@@ -4,7 +4,8 @@
 //!
 //! Device requests are recognised first, by their exact path, and handled directly: the
 //! check-in path allocates and boxes nothing for routing. Everything else goes to an axum
-//! route table built once ([`App::new`]): `/healthz`, `/metrics` and the admin API.
+//! route table built once ([`App::new`]): `/healthz`, `/metrics`, the admin API and the
+//! console.
 //!
 //! | route | who | what |
 //! |---|---|---|
@@ -13,6 +14,7 @@
 //! | `GET /v1/openapi.json` | anyone, while the admin API is on | the admin API's OpenAPI 3.1 description |
 //! | `/v1/…` | `Authorization: Bearer <key>`, or a session cookie (and `X-CSRF-Token`) | the admin API (JSON, CSV) |
 //! | `POST\|GET\|DELETE /v1/session` | the key once, then the cookie | browser sign-in ([`session`]) |
+//! | `GET /ui/…` | anyone, while the admin API is on (its data needs the session) | the console's page and files ([`ui`]) |
 
 use std::sync::Arc;
 
@@ -434,6 +436,29 @@ mod tests {
     async fn text_of(resp: Response<Body>) -> String {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_only_with_the_admin_api() {
+        let on = admin_app();
+        let page = call(&on, Method::GET, "/ui/", false).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page
+            .headers()
+            .contains_key(http::header::CONTENT_SECURITY_POLICY));
+        assert!(text_of(page).await.contains("/ui/js/main.js"));
+        // Its data is not: the page's calls need the key or a session.
+        let data = call(&on, Method::GET, "/v1/connectivity", false).await;
+        assert_eq!(data.status(), StatusCode::UNAUTHORIZED);
+        let off = App::with_pusher(
+            Arc::new(magicpush_store::MemoryStore::new()),
+            magicpush_testkit::FakePusher::new(),
+            DeviceAuth::Off,
+        );
+        for path in ["/ui/", "/ui/js/main.js", "/v1/openapi.json"] {
+            let resp = call(&off, Method::GET, path, false).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        }
     }
 
     #[tokio::test]
