@@ -7,6 +7,7 @@
 //! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
 
 mod cluster;
+mod enrollment;
 mod pushcerts;
 mod rows;
 mod schema;
