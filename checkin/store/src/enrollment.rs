@@ -6,7 +6,8 @@
 //! secret's bytes. Each row names the enrollment id the certificate it admits will carry, and
 //! may name an invitation that owns it (`invitation_id`, for enrollment invitations).
 
-use magicpush_mdm::Secret;
+/// The secret type the CA's key is kept in.
+pub use magicpush_mdm::Secret;
 use ring::rand::SecureRandom;
 use time::OffsetDateTime;
 

@@ -134,6 +134,14 @@ pub enum Refusal {
     /// At Authenticate: the certificate is already bound to another device.
     #[error("{0}")]
     InUse(String),
+    /// The certificate was revoked (its device was deleted): the device must enroll again.
+    #[error("identity certificate {subject} (serial {serial}) is revoked: its device was deleted and must enroll again")]
+    Revoked {
+        /// Its subject.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+    },
 }
 
 impl Refusal {
@@ -156,6 +164,7 @@ impl Refusal {
             Refusal::NotForClientAuth { .. } => "not_client_auth",
             Refusal::Unbound(_) => "unbound",
             Refusal::InUse(_) => "in_use",
+            Refusal::Revoked { .. } => "revoked",
         }
     }
 }

@@ -89,6 +89,27 @@ impl DeviceTrust {
         })
     }
 
+    /// The built-in device CA (`builtin`, DER) and any `--device-ca` roots and
+    /// `--device-intermediates` besides: a device certificate of either is trusted.
+    pub fn with_builtin(
+        builtin: &[u8],
+        ca: Option<&Path>,
+        intermediates: Option<&Path>,
+    ) -> Result<DeviceTrust, TrustError> {
+        let mut roots = vec![CertificateDer::from(builtin.to_vec())];
+        if let Some(path) = ca {
+            roots.extend(read_pem_certificates(path)?);
+        }
+        let intermediates = match intermediates {
+            Some(path) => read_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+        DeviceTrust::new(&roots, intermediates).map_err(|detail| TrustError::Certificate {
+            path: ca.map_or_else(|| PathBuf::from("(the built-in device CA)"), Path::to_owned),
+            detail,
+        })
+    }
+
     /// Verifies `der` as a device identity at `now`.
     pub fn verify(&self, der: &[u8], now: OffsetDateTime) -> Result<DeviceIdentity, Refusal> {
         let (_, parsed) = X509Certificate::from_der(der).map_err(|e| Refusal::Untrusted {
