@@ -115,6 +115,13 @@ async fn scep(
                         "PKIOperation by GET needs a message parameter (base64)".into(),
                     );
                 };
+                // A '+' not percent-encoded reads as a space in a query; line breaks are
+                // the client's wrapping.
+                let text: String = text
+                    .chars()
+                    .filter(|c| *c != '\n' && *c != '\r')
+                    .map(|c| if c == ' ' { '+' } else { c })
+                    .collect();
                 match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
                     Ok(bytes) => bytes,
                     Err(e) => {
