@@ -1,5 +1,5 @@
-//! Is an identity certificate one the device CA issued? The chain to `--device-ca` (one or
-//! more roots) through `--device-intermediates` (optional), each signature, validity at the
+//! Is an identity certificate one the device CA issued? The chain to the built-in device CA
+//! and `--device-ca` (one or more roots) through `--device-intermediates` (optional), each signature, validity at the
 //! time given, and the clientAuth extended key usage when the certificate has an EKU
 //! extension — by rustls-webpki, the verifier rustls itself uses.
 //!
