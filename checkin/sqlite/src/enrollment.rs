@@ -12,7 +12,7 @@ use magicpush_store::{
 use crate::{db_err, SqliteStore};
 
 /// The CA key's sealing column and row names.
-const CA_KEY: (&str, &str) = ("device_ca_key", "1");
+pub(crate) const CA_KEY: (&str, &str) = ("device_ca_key", "1");
 
 impl EnrollmentStore for SqliteStore {
     fn add_challenge<'a>(&'a self, challenge: &'a StoredChallenge) -> StoreFuture<'a, ()> {

@@ -761,3 +761,33 @@ async fn enrollment_state_survives_reopen() {
     assert!(!store.is_revoked("0abd").await.unwrap());
     assert_eq!(store.consume_challenge(&hash, t(2)).await.unwrap(), None);
 }
+
+/// A device CA kept before a secrets key was given is sealed when the key comes, and reads
+/// back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_ca_key_is_sealed_when_a_secrets_key_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = magicpush_store::StoredDeviceCa {
+        cert_pem: "CA".into(),
+        key_pem: magicpush_mdm::Secret::new(b"-----BEGIN PRIVATE KEY----- plain".to_vec()),
+        created_at: t(0),
+    };
+    {
+        let plain = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(plain.create_device_ca(&ca).await.unwrap(), ca);
+    }
+    let options = SqliteOptions {
+        secrets_key: Some(Arc::new(
+            magicpush_store::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.device_ca().await.unwrap(), Some(ca));
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let stored: Vec<u8> = conn
+        .query_row("SELECT key FROM device_ca", [], |r| r.get(0))
+        .unwrap();
+    assert!(magicpush_store::secrets::is_sealed(&stored));
+}
