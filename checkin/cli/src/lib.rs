@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ca;
 mod cert;
 mod devices;
 mod lock;
@@ -30,6 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The built-in device CA (`ca show`: its certificate and fingerprints).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Inspect MDM push certificates and check renewals.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -65,6 +69,7 @@ where
 {
     let cli = Cli::parse_from(args);
     let result = match cli.command {
+        Command::Ca(cmd) => ca::run(cmd),
         Command::Cert(cmd) => cert::run(cmd),
         Command::Push(args) => push::run(args),
         Command::Serve(args) => serve::run(*args),

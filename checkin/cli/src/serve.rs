@@ -185,10 +185,10 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that issue the devices' identity certificates (the SCEP or
-    /// ACME CA of the enrollment profile). Required unless --insecure-no-device-auth: every
-    /// device request must carry an identity certificate of this CA, bound at Authenticate
-    /// to the device's UDID (403 otherwise, never 401).
+    /// CA certificate(s) (PEM) that issue the devices' identity certificates besides the
+    /// built-in device CA (an outside SCEP or ACME CA). Unless --insecure-no-device-auth,
+    /// every device request must carry an identity certificate of the built-in CA or of
+    /// these, bound at Authenticate to the device's UDID (403 otherwise, never 401).
     #[arg(long, env = "MAGICPUSH_DEVICE_CA")]
     device_ca: Option<PathBuf>,
     /// Intermediate CA certificate(s) (PEM) between --device-ca and the identities.
@@ -312,7 +312,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.max_body < 1024 {
         bail!("--max-body must be at least 1024 bytes (a check-in is a few hundred)");
     }
-    let device_auth = device_auth(&args)?;
     let now = time::OffsetDateTime::now_utc();
     let secrets_key = match &args.secrets_key_file {
         Some(path) => Some(Arc::new(SecretKey::from_file(path)?)),
@@ -345,6 +344,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // clap requires one of --data-dir and --database-url, and the key is checked above.
         _ => bail!("give --data-dir or --database-url (with --secrets-key-file)"),
     };
+    let device_ca = Arc::new(match &args.data_dir {
+        Some(dir) if args.database_url.is_none() => {
+            super::ca::load_or_create(&super::ca::CaHome::Dir(dir)).await?
+        }
+        _ => super::ca::load_or_create(&super::ca::CaHome::Store(&*store)).await?,
+    });
+    let device_auth = device_auth(&args, &device_ca)?;
     let stored = store
         .push_certs()
         .await
@@ -430,18 +436,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let service = Arc::new(Service::new(
-        store,
-        pusher.clone() as Arc<dyn PushSender>,
-        PushCertState::with_settings(infos, pushcert_settings, notifier)
-            .given_at_start(given_at_start),
-        ServiceConfig {
-            unreachable_after: args.unreachable_after,
-            collect_every: args.collect_every,
-            push_concurrency: args.push_concurrency,
-            node,
-        },
-    ));
+    let service = Arc::new(
+        Service::new(
+            store,
+            pusher.clone() as Arc<dyn PushSender>,
+            PushCertState::with_settings(infos, pushcert_settings, notifier)
+                .given_at_start(given_at_start),
+            ServiceConfig {
+                unreachable_after: args.unreachable_after,
+                collect_every: args.collect_every,
+                push_concurrency: args.push_concurrency,
+                node,
+            },
+        )
+        .with_device_ca(device_ca),
+    );
     service
         .load_pushcert_state()
         .await
@@ -632,20 +641,15 @@ fn listener_settings(args: &ServeArgs) -> anyhow::Result<ListenerSettings> {
     })
 }
 
-/// Device authentication from the flags: on unless `--insecure-no-device-auth`, and then it
-/// needs `--device-ca`.
-fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
+/// Device authentication from the flags: on unless `--insecure-no-device-auth`, trusting the
+/// built-in device CA and any `--device-ca` roots.
+fn device_auth(args: &ServeArgs, builtin: &magicpush_scep::DeviceCa) -> anyhow::Result<DeviceAuth> {
     if args.insecure_no_device_auth {
         tracing::warn!(
             "--insecure-no-device-auth: device requests are NOT authenticated; any client that knows a UDID can act as that device (replace its push token, read its bootstrap token, check it out)"
         );
         return Ok(DeviceAuth::Off);
     }
-    let Some(ca) = &args.device_ca else {
-        bail!(
-            "device authentication needs --device-ca PEM (MAGICPUSH_DEVICE_CA): the CA that issues the devices' identity certificates (the enrollment profile's SCEP or ACME CA). To run without authenticating devices (tests only), give --insecure-no-device-auth"
-        );
-    };
     let sources = parse_sources(&args.device_auth)?;
     let header = args
         .device_cert_header
@@ -662,12 +666,20 @@ fn device_auth(args: &ServeArgs) -> anyhow::Result<DeviceAuth> {
     if !tls_on && sources.iter().all(|s| *s == IdentitySource::Tls) {
         bail!("--device-auth tls needs --tls-cert (without TLS no device can present a client certificate); add `signature` or `header` to --device-auth, or serve TLS");
     }
-    let trust = DeviceTrust::from_pem_files(ca, args.device_intermediates.as_deref())
-        .context("--device-ca/--device-intermediates")?;
+    let trust = DeviceTrust::with_builtin(
+        builtin.certificate_der(),
+        args.device_ca.as_deref(),
+        args.device_intermediates.as_deref(),
+    )
+    .context("--device-ca/--device-intermediates")?;
     let authenticator = DeviceAuthenticator::new(sources, trust, header)?;
+    let roots = match &args.device_ca {
+        Some(ca) => format!("the built-in device CA and {}", ca.display()),
+        None => "the built-in device CA".to_owned(),
+    };
     tracing::info!(
         sources = %authenticator.describe(),
-        device_ca = %ca.display(),
+        device_ca = %roots,
         "device requests are authenticated{}",
         if tls_on || !authenticator.sources().contains(&IdentitySource::Tls) { "" } else { " (the tls source is idle without --tls-cert)" }
     );

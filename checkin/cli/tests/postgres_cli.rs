@@ -254,3 +254,62 @@ fn a_tenant_added_on_one_node_is_served_by_the_other() {
     });
     drop((a, b));
 }
+
+/// The built-in device CA on PostgreSQL: `ca show` finds none before `serve`; two nodes
+/// starting together on a fresh database end with one CA, the one `ca show` prints.
+#[test]
+fn two_nodes_starting_together_share_one_device_ca() {
+    use magicpush_server::client::AdminClient;
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url);
+    let db = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "33".repeat(32)).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let show = |json: bool| {
+        let mut args = vec![
+            "ca",
+            "show",
+            "--database-url",
+            &db,
+            "--secrets-key-file",
+            key_arg,
+        ];
+        if json {
+            args.push("--json");
+        }
+        run(&args)
+    };
+    let none = show(false);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("serve"));
+
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| serve_node(&db, &key, "k", &[]));
+        let b = s.spawn(|| serve_node(&db, &key, "k", &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ca_of = |node: &Node| {
+        let admin = AdminClient::new(&node.url, None, None).unwrap();
+        rt.block_on(admin.call(http::Method::GET, "/scep?operation=GetCACert", None))
+            .unwrap()
+    };
+    let (der_a, der_b) = (ca_of(&a), ca_of(&b));
+    assert_eq!(der_a, der_b, "one CA for both nodes");
+    let shown = show(true);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let pem = json["certificate_pem"].as_str().unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
+    assert_eq!(der, der_a.to_vec());
+}

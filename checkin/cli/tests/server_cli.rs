@@ -153,24 +153,7 @@ fn serve_refuses_unusable_certificates() {
         "{err}"
     );
     drop(bare);
-    // Secure by default: no --device-ca, no explicit opt-out, no start — and it says why.
-    let out = run(
-        &["serve", "--listen", "127.0.0.1:0"],
-        &[
-            ("--data-dir", dir.path()),
-            ("--cert", &fixture("push.pem")),
-            ("--key", &fixture("push.key.pem")),
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "started without device authentication"
-    );
-    assert!(
-        stderr.contains("--device-ca") && stderr.contains("--insecure-no-device-auth"),
-        "{stderr}"
-    );
+    // Secure by default without --device-ca: the built-in device CA (enroll_cli.rs).
     let out = run(
         &["serve", "--unreachable-after", "5 minutes"],
         &[("--data-dir", dir.path())],

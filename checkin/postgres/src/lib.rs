@@ -52,6 +52,7 @@
 //! throwaway cluster and prints the URL.
 
 mod cluster;
+mod enrollment;
 mod identity;
 mod listen;
 mod pushcerts;

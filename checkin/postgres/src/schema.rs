@@ -146,6 +146,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         value_ms bigint,
         updated_at bigint NOT NULL
     )",
+    // 4: enrollment (magicpush_store::enrollment): one-time SCEP challenges by their SHA-256
+    // (an invitation may own them), the serials of revoked device certificates, and the
+    // built-in device CA, one row, its key sealed with the secrets key.
+    "CREATE TABLE enrollment_challenges (
+        hash bytea PRIMARY KEY,
+        enrollment_id text NOT NULL,
+        invitation_id text,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        used_at bigint
+    );
+    CREATE INDEX enrollment_challenges_by_invitation ON enrollment_challenges (invitation_id);
+    CREATE TABLE revoked_certificates (
+        serial text PRIMARY KEY,
+        udid text NOT NULL,
+        revoked_at bigint NOT NULL
+    );
+    CREATE TABLE device_ca (
+        id integer PRIMARY KEY CHECK (id = 1),
+        cert_pem text NOT NULL,
+        key bytea NOT NULL,
+        created_at bigint NOT NULL
+    )",
 ];
 
 /// The schema version this build writes.

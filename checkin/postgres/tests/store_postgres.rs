@@ -428,3 +428,48 @@ async fn the_store_reconnects_after_its_sessions_are_killed() {
     assert!(a.enrolled_at.is_some(), "the token update is there");
     store.health().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_state_survives_reopen_and_the_ca_key_is_sealed() {
+    let Some(url) = test_url() else { return };
+    let schema = Schema::new(&url).await;
+    let ca = magicpush_store::StoredDeviceCa {
+        cert_pem: "CA PEM".into(),
+        key_pem: Secret::new(b"-----BEGIN PRIVATE KEY----- ca".to_vec()),
+        created_at: t(0),
+    };
+    let (_, hash) = magicpush_store::enrollment::new_challenge();
+    {
+        let store = PostgresStore::open(&schema.url(), key()).await.unwrap();
+        store.revoke_serial("0abc", "UDID-1", t(0)).await.unwrap();
+        store.create_device_ca(&ca).await.unwrap();
+        store
+            .add_challenge(&magicpush_store::StoredChallenge {
+                hash,
+                enrollment_id: "enr".into(),
+                invitation_id: None,
+                created_at: t(0),
+                expires_at: t(60),
+            })
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::open(&schema.url(), key()).await.unwrap();
+    assert!(store.is_revoked("0abc").await.unwrap());
+    assert_eq!(store.device_ca().await.unwrap(), Some(ca));
+    assert_eq!(
+        store
+            .consume_challenge(&hash, t(1))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("enr")
+    );
+    let client = admin(&schema.url()).await;
+    let stored: Vec<u8> = client
+        .query_one("SELECT key FROM device_ca", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stored.windows(11).any(|w| w == b"PRIVATE KEY"));
+}

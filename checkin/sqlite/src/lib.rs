@@ -7,6 +7,7 @@
 //! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
 
 mod cluster;
+mod enrollment;
 mod pushcerts;
 mod rows;
 mod schema;
@@ -218,6 +219,8 @@ fn prepare_secrets(conn: &mut Connection, key: Option<&SecretKey>) -> Result<(),
             for (table, id, column) in [
                 ("pushcert_certificates", "topic", pushcerts::CERT_KEY),
                 ("pushcert_requests", "id", pushcerts::REQUEST_KEY),
+                // One row, id 1: its sealing name is "1".
+                ("device_ca", "CAST(id AS TEXT)", enrollment::CA_KEY.0),
             ] {
                 let rows: Vec<(String, Vec<u8>)> = {
                     let mut stmt = tx

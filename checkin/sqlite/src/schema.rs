@@ -168,6 +168,29 @@ const MIGRATIONS: &[&str] = &[
         value_ms INTEGER,
         updated_at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 9: enrollment (magicpush_store::enrollment): one-time SCEP challenges by their SHA-256
+    // (an invitation may own them), the serials of revoked device certificates, and the
+    // device CA for a store that keeps it (serve keeps SQLite's in the data directory).
+    "CREATE TABLE enrollment_challenges (
+        hash BLOB PRIMARY KEY NOT NULL,
+        enrollment_id TEXT NOT NULL,
+        invitation_id TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX enrollment_challenges_by_invitation ON enrollment_challenges (invitation_id);
+    CREATE TABLE revoked_certificates (
+        serial TEXT PRIMARY KEY NOT NULL,
+        udid TEXT NOT NULL,
+        revoked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE device_ca (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        cert_pem TEXT NOT NULL,
+        key BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

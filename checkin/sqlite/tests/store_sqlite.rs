@@ -101,7 +101,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -225,7 +225,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     // Version 5: the engine's text for a push's reason became its stored name.
     let reason: String = conn
         .query_row(
@@ -728,4 +728,66 @@ async fn a_refresh_cut_by_the_process_death_is_taken_back_after_a_restart() {
     let runs = store.refresh_runs(5).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, RunState::Abandoned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hash) = magicpush_store::enrollment::new_challenge();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.revoke_serial("0abc", "UDID-1", t(0)).await.unwrap();
+        store
+            .add_challenge(&magicpush_store::StoredChallenge {
+                hash,
+                enrollment_id: "enr".into(),
+                invitation_id: Some("inv-1".into()),
+                created_at: t(0),
+                expires_at: t(60),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .consume_challenge(&hash, t(1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("enr")
+        );
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.is_revoked("0abc").await.unwrap());
+    assert!(!store.is_revoked("0abd").await.unwrap());
+    assert_eq!(store.consume_challenge(&hash, t(2)).await.unwrap(), None);
+}
+
+/// A device CA kept before a secrets key was given is sealed when the key comes, and reads
+/// back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_ca_key_is_sealed_when_a_secrets_key_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = magicpush_store::StoredDeviceCa {
+        cert_pem: "CA".into(),
+        key_pem: magicpush_mdm::Secret::new(b"-----BEGIN PRIVATE KEY----- plain".to_vec()),
+        created_at: t(0),
+    };
+    {
+        let plain = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(plain.create_device_ca(&ca).await.unwrap(), ca);
+    }
+    let options = SqliteOptions {
+        secrets_key: Some(Arc::new(
+            magicpush_store::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.device_ca().await.unwrap(), Some(ca));
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let stored: Vec<u8> = conn
+        .query_row("SELECT key FROM device_ca", [], |r| r.get(0))
+        .unwrap();
+    assert!(magicpush_store::secrets::is_sealed(&stored));
 }

@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod columns;
 pub mod connectivity;
+pub mod enrollment;
 pub mod logic;
 mod memory;
 mod model;
@@ -34,6 +35,7 @@ use time::OffsetDateTime;
 use magicpush_mdm::{Authenticate, Command, Report, Secret, TokenUpdate};
 
 pub use cluster::ClusterStore;
+pub use enrollment::{EnrollmentStore, StoredChallenge, StoredDeviceCa};
 pub use memory::{dedup, MemoryStore};
 pub use model::{
     apply_contact, from_ms, rfc3339, to_ms, truncate_ms, BoundIdentity, CommandResult, Device,
@@ -50,8 +52,8 @@ pub use settings::{SettingsStore, StoredSettings};
 /// (`use magicpush_store::prelude::*`); through `dyn Store` they need no import.
 pub mod prelude {
     pub use crate::{
-        CheckinStore, ClusterStore, IdentityStore, ListingStore, PushCertStore, PushStore,
-        QueueStore, SettingsStore, Store,
+        CheckinStore, ClusterStore, EnrollmentStore, IdentityStore, ListingStore, PushCertStore,
+        PushStore, QueueStore, SettingsStore, Store,
     };
 }
 
@@ -395,6 +397,7 @@ pub trait Store:
     + PushCertStore
     + ClusterStore
     + SettingsStore
+    + EnrollmentStore
     + 'static
 {
     /// Whether the store can take writes and answer reads now: `Err` when its writer has

@@ -114,6 +114,17 @@ pub struct MemoryStore {
     cluster: crate::cluster::ClusterMemory,
     /// What `PUT /v1/settings` stored.
     settings: Mutex<crate::StoredSettings>,
+    /// Challenges, revoked serials, the device CA.
+    enrollment: Mutex<EnrollmentMemory>,
+}
+
+/// [`crate::EnrollmentStore`]'s state in memory.
+#[derive(Default)]
+struct EnrollmentMemory {
+    /// Challenges by hash, with whether they were used.
+    challenges: std::collections::HashMap<[u8; 32], (crate::StoredChallenge, bool)>,
+    revoked: std::collections::HashSet<String>,
+    ca: Option<crate::StoredDeviceCa>,
 }
 
 crate::cluster_in_memory!(MemoryStore);
@@ -153,6 +164,61 @@ impl crate::SettingsStore for MemoryStore {
         let mut stored = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         *stored = stored.merged(change);
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl crate::EnrollmentStore for MemoryStore {
+    fn add_challenge<'a>(&'a self, challenge: &'a crate::StoredChallenge) -> StoreFuture<'a, ()> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        e.challenges
+            .insert(challenge.hash, (challenge.clone(), false));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn consume_challenge<'a>(
+        &'a self,
+        hash: &'a [u8; 32],
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<String>> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let out = match e.challenges.get_mut(hash) {
+            Some((c, used)) if !*used && c.expires_at > at => {
+                *used = true;
+                Some(c.enrollment_id.clone())
+            }
+            _ => None,
+        };
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn revoke_serial<'a>(
+        &'a self,
+        serial: &'a str,
+        _udid: &'a str,
+        _at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        e.revoked.insert(serial.to_owned());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn is_revoked<'a>(&'a self, serial: &'a str) -> StoreFuture<'a, bool> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        Box::pin(std::future::ready(Ok(e.revoked.contains(serial))))
+    }
+
+    fn device_ca(&self) -> StoreFuture<'_, Option<crate::StoredDeviceCa>> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        Box::pin(std::future::ready(Ok(e.ca.clone())))
+    }
+
+    fn create_device_ca<'a>(
+        &'a self,
+        ca: &'a crate::StoredDeviceCa,
+    ) -> StoreFuture<'a, crate::StoredDeviceCa> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = e.ca.get_or_insert_with(|| ca.clone()).clone();
+        Box::pin(std::future::ready(Ok(kept)))
     }
 }
 

@@ -78,6 +78,10 @@ macro_rules! store_conformance {
             cluster_heartbeats_and_schedules,
             cluster_sweep_takes_back_a_dead_nodes_run,
             settings_are_stored_and_merged,
+            challenges_are_used_once,
+            expired_challenges_are_refused,
+            revoked_serials_are_kept,
+            one_device_ca_is_kept,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -2012,4 +2016,97 @@ pub async fn settings_are_stored_and_merged(store: Arc<dyn Store>) {
     };
     store.put_settings(&back_on, t(2_000)).await.unwrap();
     assert_eq!(store.settings().await.unwrap(), back_on);
+}
+
+fn challenge(
+    hash: [u8; 32],
+    id: &str,
+    expires_at: OffsetDateTime,
+) -> magicpush_store::StoredChallenge {
+    magicpush_store::StoredChallenge {
+        hash,
+        enrollment_id: id.into(),
+        invitation_id: None,
+        created_at: t(0),
+        expires_at,
+    }
+}
+
+pub async fn challenges_are_used_once(store: Arc<dyn Store>) {
+    let (_, a) = magicpush_store::enrollment::new_challenge();
+    let (_, b) = magicpush_store::enrollment::new_challenge();
+    store
+        .add_challenge(&challenge(a, "enr-a", t(3600)))
+        .await
+        .unwrap();
+    store
+        .add_challenge(&challenge(b, "enr-b", t(3600)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consume_challenge(&a, t(10)).await.unwrap().as_deref(),
+        Some("enr-a")
+    );
+    assert_eq!(
+        store.consume_challenge(&a, t(11)).await.unwrap(),
+        None,
+        "used twice"
+    );
+    let unknown = magicpush_store::enrollment::challenge_hash("never issued");
+    assert_eq!(
+        store.consume_challenge(&unknown, t(12)).await.unwrap(),
+        None
+    );
+    // Many takers at once: one wins.
+    let tries = (0..8).map(|_| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.consume_challenge(&b, t(20)).await.unwrap() })
+    });
+    let mut won = 0;
+    for handle in tries {
+        if let Some(id) = handle.await.unwrap() {
+            assert_eq!(id, "enr-b");
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+pub async fn expired_challenges_are_refused(store: Arc<dyn Store>) {
+    let (_, a) = magicpush_store::enrollment::new_challenge();
+    store
+        .add_challenge(&challenge(a, "enr-a", t(60)))
+        .await
+        .unwrap();
+    assert_eq!(store.consume_challenge(&a, t(60)).await.unwrap(), None);
+    assert_eq!(
+        store.consume_challenge(&a, t(59)).await.unwrap().as_deref(),
+        Some("enr-a")
+    );
+}
+
+pub async fn revoked_serials_are_kept(store: Arc<dyn Store>) {
+    assert!(!store.is_revoked("8a01").await.unwrap());
+    store.revoke_serial("8a01", "UDID-1", t(0)).await.unwrap();
+    store.revoke_serial("8a01", "UDID-1", t(1)).await.unwrap();
+    assert!(store.is_revoked("8a01").await.unwrap());
+    assert!(!store.is_revoked("8a02").await.unwrap());
+}
+
+pub async fn one_device_ca_is_kept(store: Arc<dyn Store>) {
+    use magicpush_store::StoredDeviceCa;
+    assert_eq!(store.device_ca().await.unwrap(), None);
+    let first = StoredDeviceCa {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nfirst\n".into(),
+        key_pem: Secret::new(b"first key".to_vec()),
+        created_at: t(0),
+    };
+    let second = StoredDeviceCa {
+        cert_pem: "second".into(),
+        key_pem: Secret::new(b"second key".to_vec()),
+        created_at: t(1),
+    };
+    assert_eq!(store.create_device_ca(&first).await.unwrap(), first);
+    assert_eq!(store.create_device_ca(&second).await.unwrap(), first);
+    assert_eq!(store.device_ca().await.unwrap(), Some(first));
 }

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `PUT /mdm/checkin`, `PUT /mdm/server`, `PUT /mdm` | devices | check-ins, command reports (plist) |
 //! | `GET /healthz`, `GET /metrics` | anyone | liveness, Prometheus text |
+//! | `GET\|POST /scep` | devices (no key; a PKIOperation needs a challenge or a valid certificate) | SCEP of the built-in device CA ([`scep`]) |
 //! | `GET /v1/openapi.json` | anyone, while the admin API is on | the admin API's OpenAPI 3.1 description |
 //! | `/v1/…` | `Authorization: Bearer <key>`, or a session cookie (and `X-CSRF-Token`) | the admin API (JSON, CSV) |
 //! | `POST\|GET\|DELETE /v1/session` | the key once, then the cookie | browser sign-in ([`session`]) |
@@ -31,6 +32,7 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub(crate) mod openapi;
+pub mod scep;
 pub mod server;
 pub mod session;
 pub mod timing;
@@ -237,6 +239,10 @@ fn router(
         // The admin API's description: without the key, so outside its layer.
         .route(openapi::PATH, openapi::route(admin_enabled))
         .merge(admin);
+    let router = match scep::routes(service) {
+        Some(scep) => router.merge(scep),
+        None => router,
+    };
     // The console is served with the admin API it calls, and only then.
     let router = if admin_enabled {
         router.merge(ui::routes())

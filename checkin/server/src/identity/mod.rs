@@ -3,12 +3,14 @@
 //!
 //! - [`signature`]: the `Mdm-Signature` header, a detached CMS SignedData over the body.
 //! - [`header`]: a certificate forwarded by a TLS-terminating proxy (RFC 9440, nginx).
-//! - [`trust`]: the chain to `--device-ca` (and `--device-intermediates`), validity, EKU.
+//! - [`trust`]: the chain to the built-in device CA or `--device-ca` (and
+//!   `--device-intermediates`), validity, EKU.
 //! - [`cache`]: verdicts of [`trust`] kept per certificate hash (bounded).
 //! - [`authenticator`]: the three sources in the configured order, one verdict per request.
 //!
 //! Binding a verified identity to an enrollment (the store's side) is the service's job
-//! (`crate::service::certauth`). Every refusal here is a [`Refusal`]: the HTTP edge answers
+//! (`crate::service::certauth`), and so is refusing a revoked certificate (the serials of
+//! deleted devices' certificates, kept in the store: [`Refusal::Revoked`]). Every refusal here is a [`Refusal`]: the HTTP edge answers
 //! 403 with its text, never 401 (a 401 makes the device delete its MDM profile).
 
 pub mod authenticator;
@@ -134,6 +136,14 @@ pub enum Refusal {
     /// At Authenticate: the certificate is already bound to another device.
     #[error("{0}")]
     InUse(String),
+    /// The certificate was revoked (its device was deleted): the device must enroll again.
+    #[error("identity certificate {subject} (serial {serial}) is revoked: its device was deleted and must enroll again")]
+    Revoked {
+        /// Its subject.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+    },
 }
 
 impl Refusal {
@@ -156,6 +166,7 @@ impl Refusal {
             Refusal::NotForClientAuth { .. } => "not_client_auth",
             Refusal::Unbound(_) => "unbound",
             Refusal::InUse(_) => "in_use",
+            Refusal::Revoked { .. } => "revoked",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Is an identity certificate one the device CA issued? The chain to `--device-ca` (one or
-//! more roots) through `--device-intermediates` (optional), each signature, validity at the
+//! Is an identity certificate one the device CA issued? The chain to the built-in device CA
+//! and `--device-ca` (one or more roots) through `--device-intermediates` (optional), each signature, validity at the
 //! time given, and the clientAuth extended key usage when the certificate has an EKU
 //! extension — by rustls-webpki, the verifier rustls itself uses.
 //!
@@ -85,6 +85,27 @@ impl DeviceTrust {
         };
         DeviceTrust::new(&roots, intermediates).map_err(|detail| TrustError::Certificate {
             path: ca.to_owned(),
+            detail,
+        })
+    }
+
+    /// The built-in device CA (`builtin`, DER) and any `--device-ca` roots and
+    /// `--device-intermediates` besides: a device certificate of either is trusted.
+    pub fn with_builtin(
+        builtin: &[u8],
+        ca: Option<&Path>,
+        intermediates: Option<&Path>,
+    ) -> Result<DeviceTrust, TrustError> {
+        let mut roots = vec![CertificateDer::from(builtin.to_vec())];
+        if let Some(path) = ca {
+            roots.extend(read_pem_certificates(path)?);
+        }
+        let intermediates = match intermediates {
+            Some(path) => read_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+        DeviceTrust::new(&roots, intermediates).map_err(|detail| TrustError::Certificate {
+            path: ca.map_or_else(|| PathBuf::from("(the built-in device CA)"), Path::to_owned),
             detail,
         })
     }

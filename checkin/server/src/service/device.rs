@@ -53,6 +53,15 @@ impl Service {
         let Some(identity) = identity else {
             return self.dispatch(message, None).await;
         };
+        if self.device_ca().is_some() && self.is_revoked(&identity.serial).await? {
+            return Err(ServiceError::Identity {
+                udid: message_udid(&message),
+                refusal: crate::identity::Refusal::Revoked {
+                    subject: identity.subject.clone(),
+                    serial: identity.serial.clone(),
+                },
+            });
+        }
         match certauth::requirement(&message) {
             certauth::Requirement::Bind => {
                 let bound = certauth::to_bound(identity, Self::now());
@@ -70,6 +79,16 @@ impl Service {
             }
             certauth::Requirement::Nothing => self.dispatch(message, None).await,
         }
+    }
+
+    /// Whether the certificate of serial `serial` (hex, as [`DeviceIdentity::serial`]) was
+    /// revoked. Revocations are recorded for the built-in CA's certificates, whose serials
+    /// are random 128-bit numbers; a serial that is not hex is never revoked.
+    pub(crate) async fn is_revoked(&self, serial: &str) -> Result<bool, ServiceError> {
+        let Some(key) = serial_key(serial) else {
+            return Ok(false);
+        };
+        Ok(self.store.is_revoked(&key).await?)
     }
 
     async fn dispatch(
@@ -234,5 +253,21 @@ impl Service {
             topic: topic.to_owned(),
             registered: watch.some_topics(),
         })
+    }
+}
+
+/// The stored key of a hex serial ([`magicpush_store::enrollment::serial_key`]).
+pub fn serial_key(serial_hex: &str) -> Option<String> {
+    hex::decode(serial_hex)
+        .ok()
+        .map(|bytes| magicpush_store::enrollment::serial_key(&bytes))
+}
+
+/// The device a message is about, for a refusal's log.
+fn message_udid(message: &Message) -> Option<String> {
+    match message {
+        Message::Checkin(Checkin::Authenticate(a)) => Some(a.udid.clone()),
+        Message::Checkin(c) => c.udid().map(str::to_owned),
+        Message::Report(r) => Some(r.udid.clone()),
     }
 }

@@ -46,7 +46,7 @@ pub mod tenants;
 mod topic_groups;
 pub mod views;
 
-pub use device::{DeviceReply, Endpoint};
+pub use device::{serial_key, DeviceReply, Endpoint};
 pub use nodes::{NodeSettings, NodesView};
 pub use paging::{Cursor, PageLimit, PagingError};
 pub use pushcert::PushCertView;
@@ -250,6 +250,8 @@ pub struct Service {
     metrics: metrics::DeviceMetrics,
     node: nodes::ThisNode,
     settings: settings::LiveSettings,
+    /// The built-in device CA (`/scep`), when the server has one.
+    device_ca: Option<Arc<magicpush_scep::DeviceCa>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -285,7 +287,20 @@ impl Service {
             push_slots,
             pushes: Arc::default(),
             metrics: metrics::DeviceMetrics::default(),
+            device_ca: None,
         }
+    }
+
+    /// The same service with the built-in device CA: `/scep` answers with it, and the
+    /// certificates it issued are revoked when their device is deleted.
+    pub fn with_device_ca(mut self, ca: Arc<magicpush_scep::DeviceCa>) -> Self {
+        self.device_ca = Some(ca);
+        self
+    }
+
+    /// The built-in device CA, if any.
+    pub fn device_ca(&self) -> Option<&Arc<magicpush_scep::DeviceCa>> {
+        self.device_ca.as_ref()
     }
 
     /// The store.

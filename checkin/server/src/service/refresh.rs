@@ -496,6 +496,9 @@ impl Service {
     /// `DELETE /v1/devices/{udid}`: forgets the device and everything kept for it. Its MDM
     /// profile stays on the device: it must re-enroll to be managed again.
     pub async fn delete_device(&self, udid: &str) -> Result<(), ServiceError> {
+        if let Some(device) = self.store.device(udid).await? {
+            self.revoke_identity(&device).await?;
+        }
         if self.store.delete_device(udid).await? {
             tracing::warn!(%udid, "device deleted through the admin API");
             Ok(())
@@ -504,6 +507,25 @@ impl Service {
                 udid: udid.to_owned(),
             })
         }
+    }
+
+    /// Revokes the identity certificate `device` is bound to, when this server has a built-in
+    /// device CA: that certificate is refused from now on (403), and may not renew through
+    /// `/scep`. The binding does not say which CA issued the certificate: its serial is
+    /// recorded either way, and only matters for the built-in CA's certificates, whose
+    /// serials are random.
+    async fn revoke_identity(&self, device: &magicpush_store::Device) -> Result<(), ServiceError> {
+        let (Some(_), Some(identity)) = (self.device_ca(), &device.identity) else {
+            return Ok(());
+        };
+        let Some(key) = super::device::serial_key(&identity.serial) else {
+            return Ok(());
+        };
+        self.store
+            .revoke_serial(&key, &device.udid, Self::now())
+            .await?;
+        tracing::info!(udid = %device.udid, serial = %key, "identity certificate revoked");
+        Ok(())
     }
 
     /// `DELETE /v1/devices?all=true&confirm=<topic>`: the new-topic procedure's first step
@@ -527,6 +549,22 @@ impl Service {
             return Err(ServiceError::Conflict(format!(
                 "confirm={confirm} does not match: {what}. Deleting a tenant's devices means they must all re-enroll; confirm with that tenant's topic"
             )));
+        }
+        if self.device_ca().is_some() {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .topic_devices_page(confirm, after.as_deref(), 1000)
+                    .await?;
+                for device in &page {
+                    self.revoke_identity(device).await?;
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.udid.clone()),
+                    _ => break,
+                }
+            }
         }
         let deleted = self.store.delete_topic_devices(confirm).await?;
         tracing::warn!(deleted, topic = %confirm, "every device of a topic deleted through the admin API: they must re-enroll");

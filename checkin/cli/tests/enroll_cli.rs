@@ -1,0 +1,278 @@
+//! Enrollment without outside tools: `serve` creates its device CA, `/scep` issues a
+//! certificate to Debian's `scepclient` with a challenge from `POST
+//! /v1/enrollments/challenge`, the certificate signs check-ins (`openssl cms -sign`), and
+//! deleting the device revokes it (403, renewal refused). `magicpush ca show` prints the CA.
+//!
+//! Without `scepclient` on PATH the enrollment test prints SKIPPED and passes, unless
+//! `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use magicpush_fixtures::plists::{self, Device};
+use magicpush_server::client::AdminClient;
+
+const KEY: &str = "enroll-test-key";
+const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
+const TOPIC: &str = "com.apple.mgmt.External.enroll-test";
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` on `dir` with device authentication on (no --device-ca: the built-in CA).
+fn serve(dir: &Path) -> Serve {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve printed its address");
+    Serve { child, url }
+}
+
+fn scepclient_available() -> bool {
+    let found = Command::new("scepclient").arg("-version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "scepclient is missing (apt-get install scep) and CI=true"
+        );
+        eprintln!("SKIPPED: no scepclient on PATH (apt-get install scep)");
+    }
+    found
+}
+
+/// Runs scepclient in `dir` (key.pem, cert.pem there); true when it got a certificate.
+fn scepclient(url: &str, dir: &Path, cn: &str, challenge: &str) -> bool {
+    let out = Command::new("scepclient")
+        .current_dir(dir)
+        .args(["-server-url", url, "-cn", cn, "-challenge", challenge])
+        .arg("-private-key")
+        .arg(dir.join("key.pem"))
+        .arg("-certificate")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("scepclient runs");
+    eprintln!(
+        "scepclient {cn}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
+}
+
+/// The `Mdm-Signature` of `body` with `dir`'s cert.pem and key.pem.
+fn sign(dir: &Path, body: &[u8]) -> String {
+    let input = dir.join("body.plist");
+    std::fs::write(&input, body).unwrap();
+    let out = Command::new("openssl")
+        .args(["cms", "-sign", "-binary", "-outform", "DER", "-in"])
+        .arg(&input)
+        .arg("-signer")
+        .arg(dir.join("cert.pem"))
+        .arg("-inkey")
+        .arg(dir.join("key.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &out.stdout)
+}
+
+async fn checkin(admin: &AdminClient, dir: &Path, dict: &plist::Dictionary) -> (StatusCode, Bytes) {
+    let body = plists::to_xml(dict);
+    let sig = sign(dir, &body);
+    admin
+        .request_with(
+            Method::PUT,
+            "/mdm/checkin",
+            Some(("application/x-apple-aspen-mdm-checkin", Bytes::from(body))),
+            &[(
+                HeaderName::from_static("mdm-signature"),
+                HeaderValue::from_str(&sig).unwrap(),
+            )],
+        )
+        .await
+        .unwrap()
+}
+
+async fn challenge(admin: &AdminClient, body: serde_json::Value) -> serde_json::Value {
+    admin
+        .send_json(Method::POST, "/v1/enrollments/challenge", &body)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolls_through_scep_checks_in_and_is_revoked() {
+    if !scepclient_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path());
+    assert!(data.path().join("device-ca.pem").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("device-ca.key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let scep = format!("{}/scep", server.url);
+
+    // The CA's caps and certificate.
+    let caps = admin.get_text("/scep?operation=GetCACaps").await.unwrap();
+    assert!(caps.contains("SCEPStandard"), "{caps}");
+    let (status, _) = admin
+        .request(Method::GET, "/scep?operation=Nope", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = admin
+        .request(
+            Method::POST,
+            "/scep?operation=PKIOperation",
+            Some(("application/x-pki-message", Bytes::from_static(b"not CMS"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A challenge, used once.
+    let issued = challenge(
+        &admin,
+        serde_json::json!({"enrollment_id": "enr-test-1", "expires_in": "10m"}),
+    )
+    .await;
+    assert_eq!(issued["enrollment_id"], "enr-test-1");
+    let secret = issued["challenge"].as_str().unwrap().to_owned();
+    let a = tempfile::tempdir().unwrap();
+    assert!(scepclient(&scep, a.path(), "device-a", &secret));
+    let b = tempfile::tempdir().unwrap();
+    assert!(
+        !scepclient(&scep, b.path(), "device-b", &secret),
+        "a challenge is used once"
+    );
+    assert!(!b.path().join("cert.pem").exists());
+    let bad = admin
+        .send_json(
+            Method::POST,
+            "/v1/enrollments/challenge",
+            &serde_json::json!({"enrollment_id": "no spaces"}),
+        )
+        .await;
+    assert!(bad.is_err());
+
+    // The issued certificate signs check-ins.
+    let mut device = Device::iphone();
+    device.udid = "ENROLL-DEVICE-1".into();
+    let (status, body) = checkin(&admin, a.path(), &plists::authenticate(&device, TOPIC)).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, body) = checkin(&admin, a.path(), &plists::token_update(&device, TOPIC)).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+
+    // Deleted: its certificate is revoked, refused with 403 and refused renewal.
+    admin
+        .call(Method::DELETE, "/v1/devices/ENROLL-DEVICE-1", None)
+        .await
+        .unwrap();
+    let (status, body) = checkin(&admin, a.path(), &plists::authenticate(&device, TOPIC)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("revoked"),
+        "{body:?}"
+    );
+    let cert_before = std::fs::read(a.path().join("cert.pem")).unwrap();
+    assert!(
+        !scepclient(&scep, a.path(), "device-a", "unused"),
+        "a revoked certificate does not renew"
+    );
+    assert_eq!(
+        std::fs::read(a.path().join("cert.pem")).unwrap(),
+        cert_before
+    );
+    let metrics = admin.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("magicpush_scep_requests_total"),
+        "{metrics}"
+    );
+    drop(server);
+
+    // The CA and the revocation survive a restart.
+    let server = serve(data.path());
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let (status, _) = checkin(&admin, a.path(), &plists::authenticate(&device, TOPIC)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn ca_show_prints_the_ca_serve_created() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["ca", "show", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no CA yet");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serve"), "{stderr}");
+    assert!(
+        !data.path().join("device-ca.pem").exists(),
+        "ca show creates nothing"
+    );
+    drop(serve(data.path()));
+    let out = Command::new(BIN)
+        .args(["ca", "show", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+    assert!(text.contains("SHA-256 fingerprint: "), "{text}");
+    let out = Command::new(BIN)
+        .args(["ca", "show", "--json", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pem = std::fs::read_to_string(data.path().join("device-ca.pem")).unwrap();
+    assert_eq!(json["certificate_pem"], pem);
+    assert!(json["sha256"].as_str().unwrap().len() >= 64);
+}
