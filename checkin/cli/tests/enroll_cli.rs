@@ -217,6 +217,9 @@ async fn a_device_enrolls_through_scep_checks_in_and_is_revoked() {
         String::from_utf8_lossy(&body).contains("revoked"),
         "{body:?}"
     );
+    // Any other message needs the binding the deletion removed.
+    let (status, body) = checkin(&admin, a.path(), &plists::token_update(&device, TOPIC)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
     let cert_before = std::fs::read(a.path().join("cert.pem")).unwrap();
     assert!(
         !scepclient(&scep, a.path(), "device-a", "unused"),

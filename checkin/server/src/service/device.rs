@@ -53,17 +53,21 @@ impl Service {
         let Some(identity) = identity else {
             return self.dispatch(message, None).await;
         };
-        if self.device_ca().is_some() && self.is_revoked(&identity.serial).await? {
-            return Err(ServiceError::Identity {
-                udid: message_udid(&message),
-                refusal: crate::identity::Refusal::Revoked {
-                    subject: identity.subject.clone(),
-                    serial: identity.serial.clone(),
-                },
-            });
-        }
         match certauth::requirement(&message) {
             certauth::Requirement::Bind => {
+                // Only an Authenticate can bind a certificate, so only it reads the revoked
+                // serials: a revoked certificate's device was deleted with its binding, and
+                // every other message needs the binding (checked below), which it no longer
+                // has. The check-in path keeps one store read per message.
+                if self.device_ca().is_some() && self.is_revoked(&identity.serial).await? {
+                    return Err(ServiceError::Identity {
+                        udid: message_udid(&message),
+                        refusal: crate::identity::Refusal::Revoked {
+                            subject: identity.subject.clone(),
+                            serial: identity.serial.clone(),
+                        },
+                    });
+                }
                 let bound = certauth::to_bound(identity, Self::now());
                 self.dispatch(message, Some(&bound)).await
             }
