@@ -130,7 +130,7 @@ async fn page(headers: HeaderMap) -> Response {
         .iter()
         .find(|(l, _, _)| *l == lang)
         .expect("a page per language");
-    let mut resp = answer(&headers, "text/html; charset=utf-8", body.clone(), tag);
+    let mut resp = answer(&headers, "text/html; charset=utf-8", body.as_slice(), tag);
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     resp
@@ -146,7 +146,7 @@ async fn asset(
     {
         Some(i) => {
             let a = &ASSETS[i];
-            answer(&headers, a.content_type, a.body.to_vec(), &TAGS[i])
+            answer(&headers, a.content_type, a.body, &TAGS[i])
         }
         None => {
             let mut resp = (StatusCode::NOT_FOUND, "not found\n").into_response();
@@ -157,7 +157,12 @@ async fn asset(
 }
 
 /// The body, or 304 when the client's copy is current (`If-None-Match`).
-fn answer(request: &HeaderMap, content_type: &'static str, body: Vec<u8>, tag: &str) -> Response {
+fn answer(
+    request: &HeaderMap,
+    content_type: &'static str,
+    body: &'static [u8],
+    tag: &str,
+) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -165,6 +170,7 @@ fn answer(request: &HeaderMap, content_type: &'static str, body: Vec<u8>, tag: &
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        // Embedded (or made once): sent from where it lies, never copied.
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
     };
     let h = resp.headers_mut();
@@ -264,6 +270,44 @@ mod tests {
                 "new Function",
             ] {
                 assert!(!text.contains(banned), "{} uses {banned}", a.path);
+            }
+        }
+    }
+
+    /// The keys of one dictionary (`const NAME = { "key": "…", … };`) in i18n.js.
+    fn dictionary(text: &str, name: &str) -> std::collections::BTreeSet<String> {
+        let start = text
+            .find(&format!("const {name} = {{"))
+            .unwrap_or_else(|| panic!("no {name} dictionary"));
+        let body = &text[start..];
+        let body = &body[..body.find("\n};").expect("the dictionary's end")];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix('"'))
+            .filter_map(|l| l.split_once("\":").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn japanese_and_english_have_the_same_words() {
+        let text = std::str::from_utf8(find("js/i18n.js").unwrap().body).unwrap();
+        let (en, ja) = (dictionary(text, "en"), dictionary(text, "ja"));
+        assert!(en.len() > 100, "{} keys read", en.len());
+        assert_eq!(
+            en.symmetric_difference(&ja).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "keys in one language only"
+        );
+        // Every key the modules ask for (`t("…")`) is in the dictionaries.
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let js = std::str::from_utf8(a.body).unwrap();
+            for (at, _) in js.match_indices("t(\"") {
+                // `t(` itself, not the end of `get(` or `set(`.
+                let before = js[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let key = js[at + 3..].split('"').next().unwrap();
+                assert!(en.contains(key), "{} asks for {key:?}", a.path);
             }
         }
     }

@@ -74,7 +74,7 @@ function header(current) {
   return h(
     "header",
     { class: "top" },
-    h("a", { class: "skip", href: "#main" , onclick: (e) => { e.preventDefault(); document.getElementById("main").focus(); } }, "Skip to content"),
+    h("a", { class: "skip", href: "#main" , onclick: (e) => { e.preventDefault(); document.getElementById("main").focus(); } }, t("nav.skip")),
     h("span", { class: "brand" }, t("app.title")),
     h(
       "nav",
