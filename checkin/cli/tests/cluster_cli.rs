@@ -7,9 +7,12 @@
 //! The database comes from `MAGICPUSH_TEST_DATABASE_URL` (a fresh schema); without it the
 //! test says so and passes, except under `CI=true`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Serve;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,18 +26,6 @@ use magicpush_testkit::database::test_database_url as test_url;
 const KEY: &str = "cluster-test-key";
 const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A node on `db`: one push at a time, heartbeats every 300 ms, others dead after 1.5 s.
 fn node(name: &str, db: &str, args: &[&str], paths: &[(&str, &Path)]) -> Serve {
     let mut cmd = Command::new(BIN);
@@ -47,7 +38,7 @@ fn node(name: &str, db: &str, args: &[&str], paths: &[(&str, &Path)]) -> Serve {
     for (flag, path) in paths {
         cmd.arg(flag).arg(path);
     }
-    let mut child = cmd
+    let child = cmd
         .env_remove("MAGICPUSH_DATA_DIR")
         .env_remove("MAGICPUSH_DATABASE_URL")
         .env("RUST_LOG", "warn")
@@ -55,19 +46,7 @@ fn node(name: &str, db: &str, args: &[&str], paths: &[(&str, &Path)]) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve printed its address");
-    Serve { child, url }
+    Serve::listening(child).expect("serve printed its address")
 }
 
 async fn sql(url: &str, statement: &str) {

@@ -1,10 +1,13 @@
 //! Durability: `kill -9` the real `magicpush serve` during a burst of check-ins, restart it on
 //! the same data dir, and find every check-in that was answered 200.
 
+mod common;
+
+use common::Serve;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,20 +20,8 @@ use magicpush_server::client::AdminClient;
 
 const KEY: &str = "durability-key";
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_magicpush"))
+fn start(dir: &Path) -> Serve {
+    let child = Command::new(env!("CARGO_BIN_EXE_magicpush"))
         .args([
             "serve",
             "--listen",
@@ -50,19 +41,7 @@ fn start(dir: &Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn magicpush serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server printed its address");
-    Server { child, url }
+    Serve::listening(child).expect("server printed its address")
 }
 
 fn device(n: usize) -> Device {

@@ -6,10 +6,12 @@
 //! Without `scepclient` on PATH the enrollment test prints SKIPPED and passes, unless
 //! `CI=true`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Serve;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -20,21 +22,9 @@ const KEY: &str = "enroll-test-key";
 const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
 const TOPIC: &str = "com.apple.mgmt.External.enroll-test";
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `serve` on `dir` with device authentication on (no --device-ca: the built-in CA).
 fn serve(dir: &Path) -> Serve {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
         .arg("--data-dir")
         .arg(dir)
@@ -43,19 +33,7 @@ fn serve(dir: &Path) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its address");
-    Serve { child, url }
+    Serve::listening(child).expect("serve printed its address")
 }
 
 fn scepclient_available() -> bool {

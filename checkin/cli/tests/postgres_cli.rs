@@ -3,7 +3,10 @@
 //! `checkin/postgres`); each test works in a fresh schema. Without the variable the tests
 //! that need a server say so and pass, except under `CI=true`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Serve;
+
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -106,7 +109,7 @@ fn migrate_then_serve_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("secrets.key");
     std::fs::write(&key, "22".repeat(32)).unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -122,38 +125,13 @@ fn migrate_then_serve_on_postgres() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let listening = rx.recv_timeout(Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
-    let url = listening.expect("serve --database-url printed its address");
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-}
-
-/// A `serve --database-url` node of a test: killed when dropped.
-struct Node {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let node = Serve::listening(child).expect("serve --database-url printed its address");
+    assert!(node.url.starts_with("http://127.0.0.1:"), "{}", node.url);
 }
 
 /// Starts `serve` on `db` with the admin key `api_key` and `extra` arguments.
-fn serve_node(db: &str, key: &std::path::Path, api_key: &str, extra: &[&str]) -> Node {
-    let mut child = Command::new(BIN)
+fn serve_node(db: &str, key: &std::path::Path, api_key: &str, extra: &[&str]) -> Serve {
+    let child = Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -172,24 +150,7 @@ fn serve_node(db: &str, key: &std::path::Path, api_key: &str, extra: &[&str]) ->
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let mut node = Node {
-        child,
-        url: String::new(),
-    };
-    // Dropped (and so killed) if it never says where it listens.
-    node.url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve --database-url printed its address");
-    node
+    Serve::listening(child).expect("serve --database-url printed its address")
 }
 
 /// Two `serve` processes on one database: a tenant added through node A's admin API is
@@ -294,7 +255,7 @@ fn two_nodes_starting_together_share_one_device_ca() {
         .enable_all()
         .build()
         .unwrap();
-    let ca_of = |node: &Node| {
+    let ca_of = |node: &Serve| {
         let admin = AdminClient::new(&node.url, None, None).unwrap();
         rt.block_on(admin.call(http::Method::GET, "/scep?operation=GetCACert", None))
             .unwrap()

@@ -2,9 +2,12 @@
 //! installed through the admin API across restarts, and `devices`, `report` and
 //! `refresh --all` talk to a running server.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Serve;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,18 +22,6 @@ use magicpush_server::client::AdminClient;
 const KEY: &str = "cli-test-key";
 const BIN: &str = env!("CARGO_BIN_EXE_magicpush");
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(args: &[&str], extra: &[(&str, &Path)]) -> Serve {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -43,25 +34,13 @@ fn serve(args: &[&str], extra: &[(&str, &Path)]) -> Serve {
     if !extra.iter().any(|(flag, _)| *flag == "--device-ca") {
         cmd.arg("--insecure-no-device-auth");
     }
-    let mut child = cmd
+    let child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve printed its address");
-    Serve { child, url }
+    Serve::listening(child).expect("serve printed its address")
 }
 
 /// Runs the binary to completion (bounded), returning its output.
@@ -877,7 +856,7 @@ async fn serve_takes_every_setting_from_the_environment() {
     let pki = TestPki::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = write_pair(dir.path(), "push", &pki.push.cert_pem, &pki.push.key_pem);
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("serve")
         .env("MAGICPUSH_LISTEN", "127.0.0.1:0")
         .env("MAGICPUSH_DATA_DIR", dir.path().join("data"))
@@ -893,17 +872,7 @@ async fn serve_takes_every_setting_from_the_environment() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
-    let server = Serve { child, url };
+    let server = Serve::listening(child).expect("listening");
     let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
     let report = admin.get_json("/v1/connectivity").await.unwrap();
     assert_eq!(report["unreachable_after_s"], 90, "{report}");
