@@ -37,6 +37,8 @@
 //! operation (decrypting the content key, blinded) and, when answered, one or two more
 //! (signing the certificate and the CertRep).
 //!
+//! The device's side, for the load-test fleet and tests acting as a device: [`client`].
+//!
 //! Crypto: *ring* hashes and verifies; the `rsa` crate decrypts and signs with the CA key
 //! (*ring* signs no SHA-1, which scepclient's requests need answered in kind); `rcgen` writes
 //! the certificates; RustCrypto's `cms`/`der`/`x509-cert` (the versions the server pins)
@@ -45,6 +47,7 @@
 mod attrs;
 mod ber;
 mod ca;
+pub mod client;
 mod csr;
 mod digest;
 mod envelope;

@@ -3,17 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
-use cms::signed_data::SignedData;
 use der::{Decode, Encode, EncodingRules};
 use rand_core::OsRng;
 use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::RsaPrivateKey;
 use x509_cert::Certificate;
 
 use crate::attrs::{octet_string, printable};
+use crate::client::{self, ClientError, EnrollmentRequest, MessageSpec, Requester};
 use crate::envelope::{self, ContentCipher};
 use crate::{
     enrollment_id_of, handle, message, reply, CertificateId, ChallengeStore, DeviceCa, Digest,
@@ -71,8 +69,9 @@ fn refused(response: &PkiResponse) -> FailInfo {
     response.fail_info.unwrap()
 }
 
-/// A CertRep read back as a client reads it: signature by the CA, attributes, and (on
-/// success) the enveloped certificate, decrypted with the requester's key.
+/// A CertRep read back as a client reads it (the client's reader: signature by the CA,
+/// attributes, the enveloped certificate decrypted with the requester's key), with the
+/// attributes every reply has unwrapped.
 struct ReadBack {
     status: String,
     fail_info: Option<String>,
@@ -89,32 +88,15 @@ fn read_back(
     recipient: &Certificate,
     key: &RsaPrivateKey,
 ) -> ReadBack {
-    let rep = message::parse(bytes).unwrap();
-    assert_eq!(rep.message_type, Some(MessageType::CertRep));
-    assert_eq!(rep.signer.to_der().unwrap(), ca.certificate_der());
-    let digest = rep.verify().expect("the CertRep's signature verifies");
-    let (certificate, cipher) = match &rep.content {
-        Some(content) => {
-            let opened = envelope::open(content, recipient, key, &mut OsRng).unwrap();
-            let info = ContentInfo::from_der(&opened.plaintext).unwrap();
-            let inner: SignedData = info.content.decode_as().unwrap();
-            assert!(inner.signer_infos.0.is_empty(), "degenerate");
-            let certs: Vec<_> = inner.certificates.unwrap().0.into_vec();
-            let [CertificateChoices::Certificate(cert)] = certs.as_slice() else {
-                panic!("one certificate");
-            };
-            (Some(cert.clone()), Some(opened.cipher))
-        }
-        None => (None, None),
-    };
+    let rep = client::read_cert_rep(bytes, ca.certificate(), recipient, key).unwrap();
     ReadBack {
-        status: rep.attrs.pki_status.clone().unwrap(),
-        fail_info: rep.attrs.fail_info.clone(),
-        recipient_nonce: rep.attrs.recipient_nonce.clone().unwrap(),
+        status: rep.status.unwrap(),
+        fail_info: rep.fail_info,
+        recipient_nonce: rep.recipient_nonce.unwrap(),
         transaction_id: rep.transaction_id,
-        digest,
-        certificate,
-        cipher,
+        digest: rep.digest,
+        certificate: rep.certificate,
+        cipher: rep.cipher,
     }
 }
 
@@ -253,86 +235,21 @@ fn a_real_scepclient_renewal_keeps_the_enrollment_id() {
 
 // --- Requests built here, to reach each refusal. ---
 
-/// A requester: the fixture client key, a self-signed certificate for it, a CSR.
-struct Requester {
-    key: RsaPrivateKey,
-    cert: Certificate,
-    rcgen_key: rcgen::KeyPair,
-}
-
+/// A requester: the fixture client key and a self-signed certificate for it.
 fn requester() -> Requester {
-    let key = client_key();
-    let pkcs8 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let rcgen_key =
-        rcgen::KeyPair::from_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "SCEP SIGNER");
-    let cert = params.self_signed(&rcgen_key).unwrap();
-    Requester {
-        key,
-        cert: Certificate::from_der(cert.der()).unwrap(),
-        rcgen_key,
-    }
+    Requester::new(&client_key()).unwrap()
 }
 
+/// A CSR for the requester's key, CN `cn` and a requested OU (which the enrollment id must
+/// win over), with `challenge` if given.
 fn csr(requester: &Requester, cn: &str, challenge: Option<&str>) -> Vec<u8> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationalUnitName, "requested OU");
-    let attrs = challenge
-        .map(|c| {
-            let value = der::asn1::SetOfVec::try_from(vec![der::asn1::Any::encode_from(
-                &der::asn1::PrintableStringRef::new(c).unwrap(),
-            )
-            .unwrap()])
-            .unwrap();
-            vec![rcgen::Attribute {
-                oid: &[1, 2, 840, 113549, 1, 9, 7],
-                values: value.to_der().unwrap(),
-            }]
-        })
-        .unwrap_or_default();
-    params
-        .serialize_request_with_attributes(&requester.rcgen_key, attrs)
-        .unwrap()
-        .der()
-        .to_vec()
+    requester.csr(cn, Some("requested OU"), challenge).unwrap()
 }
 
-struct Build<'a> {
-    message_type: &'a str,
-    cipher: ContentCipher,
-    digest: Digest,
-    recipient: &'a Certificate,
-    transaction_id: Option<&'a str>,
-    sender_nonce: Option<&'a [u8]>,
-}
+type Build<'a> = MessageSpec<'a>;
 
 fn build(requester: &Requester, inner: &[u8], b: &Build<'_>) -> Vec<u8> {
-    let sealed = envelope::seal(inner, b.recipient, b.cipher, &mut OsRng).unwrap();
-    let mut attrs = vec![printable(crate::oid::SCEP_MESSAGE_TYPE, b.message_type).unwrap()];
-    if let Some(t) = b.transaction_id {
-        attrs.push(printable(crate::oid::SCEP_TRANSACTION_ID, t).unwrap());
-    }
-    if let Some(n) = b.sender_nonce {
-        attrs.push(octet_string(crate::oid::SCEP_SENDER_NONCE, n).unwrap());
-    }
-    reply::signed_message(
-        &requester.cert,
-        &requester.key,
-        b.digest,
-        attrs,
-        Some(sealed),
-    )
-    .unwrap()
+    requester.message(inner, b, &mut OsRng).unwrap()
 }
 
 fn standard<'a>(recipient: &'a Certificate) -> Build<'a> {
@@ -378,7 +295,7 @@ fn every_cipher_and_digest_is_answered_in_kind() {
                 "{cipher:?} {digest:?} {:?}",
                 response.reason
             );
-            let back = read_back(&response.bytes, &ca, &r.cert, &r.key);
+            let back = read_back(&response.bytes, &ca, &r.certificate, &r.key);
             assert_eq!(back.cipher, Some(cipher));
             assert_eq!(back.digest, digest);
             assert_eq!(back.transaction_id, "tx-1");
@@ -403,7 +320,7 @@ fn each_refusal_has_its_fail_info() {
     let answer = |request: &[u8]| run(request, &mut Challenges::one("s3cret", "enr"), now);
 
     // Enveloped to another certificate (the requester's own): not for this CA.
-    let other = build(&r, &good, &standard(&r.cert));
+    let other = build(&r, &good, &standard(&r.certificate));
     assert_eq!(refused(&answer(&other)), FailInfo::BadMessageCheck);
 
     // An unsupported content cipher: AES-128-CBC's OID turned into AES-128-GCM's.
@@ -425,7 +342,7 @@ fn each_refusal_has_its_fail_info() {
         octet_string(crate::oid::SCEP_SENDER_NONCE, &[1; 16]).unwrap(),
     ];
     let request =
-        reply::signed_message(&r.cert, &r.key, Digest::Sha256, attrs, Some(sealed)).unwrap();
+        reply::signed_message(&r.certificate, &r.key, Digest::Sha256, attrs, Some(sealed)).unwrap();
     assert_eq!(refused(&answer(&request)), FailInfo::BadAlg);
 
     // An unsupported digest: SHA-256's OID turned into SHA-224's (everywhere it appears).
@@ -441,7 +358,7 @@ fn each_refusal_has_its_fail_info() {
     let response = answer(&request);
     assert_eq!(refused(&response), FailInfo::BadAlg);
     // Answered with SHA-256, the digest this CA falls back to.
-    let back = read_back(&response.bytes, &ca, &r.cert, &r.key);
+    let back = read_back(&response.bytes, &ca, &r.certificate, &r.key);
     assert_eq!(back.digest, Digest::Sha256);
 
     // A bad signature: one bit of it flipped (it is the message's last bytes).
@@ -478,8 +395,8 @@ fn each_refusal_has_its_fail_info() {
     let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let foreign = Requester {
         key: r.key.clone(),
-        cert: r.cert.clone(),
-        rcgen_key: other_key,
+        certificate: r.certificate.clone(),
+        signing_key: other_key,
     };
     let request = build(
         &r,
@@ -705,4 +622,109 @@ fn the_policy_sets_the_device_validity() {
     let v = cert.tbs_certificate().validity();
     let span = v.not_after.to_unix_duration() - v.not_before.to_unix_duration();
     assert_eq!(span, Duration::from_secs(7 * 86400) + crate::BACKDATE);
+}
+
+// --- The client: a device enrolling through `handle`. ---
+
+fn enrollment<'a>(
+    key: &'a RsaPrivateKey,
+    ca: &'a DeviceCa,
+    challenge: &'a str,
+) -> EnrollmentRequest<'a> {
+    EnrollmentRequest {
+        device_key: key,
+        common_name: "UDID-0001",
+        challenge,
+        ca_cert_der: ca.certificate_der(),
+        cipher: ContentCipher::Aes128Cbc,
+    }
+}
+
+#[test]
+fn the_client_enrolls_through_handle() {
+    let ca = ca();
+    let key = client_key();
+    let (request, pending) =
+        client::pkcs_req(&enrollment(&key, &ca, "one-time"), &mut OsRng).unwrap();
+    let mut challenges = Challenges::one("one-time", "enr-fleet");
+    let response = run(&request, &mut challenges, SystemTime::now());
+    assert_eq!(response.status, PkiStatus::Success, "{:?}", response.reason);
+    assert!(challenges.0.is_empty(), "the challenge is used up");
+
+    let issued = pending.open(&response.bytes).unwrap();
+    assert_eq!(Some(&issued), response.certificate.as_ref());
+    let cert = Certificate::from_der(&issued).unwrap();
+    assert!(ca.issued(&cert));
+    assert_eq!(common_name(&cert), "UDID-0001");
+    assert_eq!(enrollment_id_of(&cert).as_deref(), Some("enr-fleet"));
+    // For the device key.
+    use rsa::pkcs8::EncodePublicKey;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .unwrap();
+    assert_eq!(
+        spki,
+        key.to_public_key().to_public_key_der().unwrap().as_bytes()
+    );
+
+    // Another request's answer is not this one's.
+    let (_, other) = client::pkcs_req(&enrollment(&key, &ca, "one-time"), &mut OsRng).unwrap();
+    assert!(matches!(
+        other.open(&response.bytes),
+        Err(ClientError::TransactionId { .. })
+    ));
+    // Nor is an answer signed by another CA.
+    let foreign = DeviceCa::generate("Other", SystemTime::now(), &mut OsRng).unwrap();
+    let (request, pending) =
+        client::pkcs_req(&enrollment(&key, &foreign, "x"), &mut OsRng).unwrap();
+    let answer = handle(
+        &request,
+        &foreign,
+        &mut Challenges::one("x", "enr"),
+        &NothingRevoked,
+        SystemTime::now(),
+        &mut OsRng,
+    )
+    .unwrap();
+    assert!(pending.open(&answer.bytes).is_ok());
+    let mismatched = client::pkcs_req(&enrollment(&key, &ca, "x"), &mut OsRng)
+        .unwrap()
+        .1;
+    assert!(matches!(
+        mismatched.open(&answer.bytes),
+        Err(ClientError::Signature(_))
+    ));
+    assert!(matches!(
+        pending.open(b"not a reply"),
+        Err(ClientError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_refused_challenge_is_the_fail_info_as_an_error() {
+    let ca = ca();
+    let key = client_key();
+    let (request, pending) = client::pkcs_req(&enrollment(&key, &ca, "wrong"), &mut OsRng).unwrap();
+    let mut challenges = Challenges::one("right", "enr");
+    let response = run(&request, &mut challenges, SystemTime::now());
+    assert_eq!(refused(&response), FailInfo::BadRequest);
+    assert_eq!(
+        pending.open(&response.bytes).unwrap_err(),
+        ClientError::Refused(FailInfo::BadRequest)
+    );
+    // A used challenge is refused the same way.
+    let mut once = Challenges::one("once", "enr");
+    let (first, _) = client::pkcs_req(&enrollment(&key, &ca, "once"), &mut OsRng).unwrap();
+    assert_eq!(
+        run(&first, &mut once, SystemTime::now()).status,
+        PkiStatus::Success
+    );
+    let (again, pending) = client::pkcs_req(&enrollment(&key, &ca, "once"), &mut OsRng).unwrap();
+    let response = run(&again, &mut once, SystemTime::now());
+    assert_eq!(
+        pending.open(&response.bytes).unwrap_err(),
+        ClientError::Refused(FailInfo::BadRequest)
+    );
 }
