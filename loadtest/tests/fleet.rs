@@ -188,7 +188,9 @@ fn cli_json_is_one_object_on_the_last_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_reach_apns_fails_the_run() {
     use magicpush_loadtest::fleet::pki::{self, FleetPki};
-    use magicpush_loadtest::fleet::server::{NodeStore, ServeSettings, ServerProcess};
+    use magicpush_loadtest::fleet::server::{
+        NodeStore, ServeDeviceAuth, ServeSettings, ServerProcess,
+    };
     use magicpush_loadtest::fleet::ServerMode;
 
     let dir = tempfile::tempdir().unwrap();
@@ -213,7 +215,7 @@ async fn a_server_that_cannot_reach_apns_fails_the_run() {
         // The engine warns about every failed connection attempt: expected here.
         log_filter: Some("error".into()),
         // The fleet issues its devices' identities from the same directory's device CA.
-        device_ca: Some(pki.path(pki::DEVICE_CA_FILE)),
+        device_auth: ServeDeviceAuth::Ca(pki.path(pki::DEVICE_CA_FILE)),
     };
     let server = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings))
         .await

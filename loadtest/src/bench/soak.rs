@@ -102,7 +102,7 @@ async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
         unreachable_after: Duration::from_secs(600),
         push_concurrency: 16,
         log_filter: Some("error".into()),
-        device_ca: None,
+        device_auth: crate::fleet::server::ServeDeviceAuth::Insecure,
     };
     let server = tokio::task::spawn_blocking(move || ServerProcess::spawn(&settings)).await??;
     let url = server.url().to_owned();

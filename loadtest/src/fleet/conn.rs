@@ -65,12 +65,33 @@ impl DeviceConn {
         body: Vec<u8>,
         signature: Option<String>,
     ) -> Result<(StatusCode, Bytes), FleetError> {
-        let body = Bytes::from(body);
-        let signature = signature.as_deref();
+        self.send(
+            Method::PUT,
+            path,
+            path,
+            Some(content_type),
+            Bytes::from(body),
+            signature.as_deref(),
+        )
+        .await
+    }
+
+    /// `method path` (`label` names it in errors) with `body`, its content type and
+    /// `Mdm-Signature` if given; the status and body of the answer. Retried on a fresh
+    /// connection when the connection breaks or the answer is late.
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        label: &'static str,
+        content_type: Option<&'static str>,
+        body: Bytes,
+        signature: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), FleetError> {
         let mut last = String::new();
         let timeout = self.timeout;
         for _ in 0..ATTEMPTS {
-            let attempt = self.try_put(path, content_type, &body, signature);
+            let attempt = self.try_send(&method, path, content_type, &body, signature);
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(why)) => last = why,
@@ -79,13 +100,17 @@ impl DeviceConn {
             // Whatever broke, start the next attempt on a fresh connection.
             self.sender = None;
         }
-        Err(FleetError::Device { path, detail: last })
+        Err(FleetError::Device {
+            path: label,
+            detail: last,
+        })
     }
 
-    async fn try_put(
+    async fn try_send(
         &mut self,
-        path: &'static str,
-        content_type: &'static str,
+        method: &Method,
+        path: &str,
+        content_type: Option<&'static str>,
         body: &Bytes,
         signature: Option<&str>,
     ) -> Result<(StatusCode, Bytes), String> {
@@ -98,10 +123,12 @@ impl DeviceConn {
             .await
             .map_err(|e| format!("connection not ready: {e}"))?;
         let mut request = Request::builder()
-            .method(Method::PUT)
+            .method(method.clone())
             .uri(path)
-            .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, content_type);
+            .header(header::HOST, &self.authority);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
         if let Some(signature) = signature {
             request = request.header("Mdm-Signature", signature);
         }
@@ -111,13 +138,13 @@ impl DeviceConn {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("PUT {path}: {e}"))?;
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("reading the answer to PUT {path}: {e}"))?
+            .map_err(|e| format!("reading the answer to {method} {path}: {e}"))?
             .to_bytes();
         Ok((status, bytes))
     }

@@ -6,6 +6,8 @@
 //! - [`device`]: the simulated devices, their roles and the plists they send.
 //! - `xml`: the plist writer and the reader for the server's command answers.
 //! - `conn`: a keep-alive HTTP/1.1 connection to the device endpoints.
+//! - `enrollment`, [`keypool`], `profile`: `--enroll`, devices that get their identity
+//!   from an invitation's profile and the server's `/scep`, with keys from a small pool.
 //! - [`server`]: the server under test as a child process (`serve-child`).
 //! - [`nodes`]: the server nodes of a run (`--nodes`) and which node each request goes to.
 //! - [`database`]: a run's own PostgreSQL schema (`--database-url`).
@@ -19,10 +21,13 @@
 pub(crate) mod conn;
 pub mod database;
 pub mod device;
+mod enrollment;
 mod exchange;
+pub mod keypool;
 pub mod live;
 pub mod nodes;
 pub mod pki;
+mod profile;
 pub mod report;
 pub mod server;
 pub mod signer;
@@ -45,10 +50,12 @@ use tokio::sync::mpsc;
 use crate::mock_apns::{AcceptedPush, MockApns, MockConfig, MockError, MockHandle, Reason};
 use conn::CHECKIN_TYPE;
 use device::{Role, SimDevice};
+use enrollment::{EnrollPhase, Identities};
+use keypool::KeyPool;
 use nodes::{NodeConns, NodePlan, NodeRoutes, NodeSet};
 use pki::FleetPki;
-use report::{FleetReport, Injected, LatencyMs, NodeReport, Phases};
-use server::{NodeStore, ServeSettings};
+use report::{EnrollmentReport, FleetReport, Injected, LatencyMs, NodeReport, Phases};
+use server::{NodeStore, ServeDeviceAuth, ServeSettings};
 use signer::DeviceSigner;
 use tenants::{tenant_of, Tenant};
 
@@ -115,6 +122,12 @@ pub struct FleetConfig {
     /// PostgreSQL for the spawned nodes (a schema of the run's own, dropped at the end);
     /// `None`: one node on SQLite.
     pub database_url: Option<String>,
+    /// Each device first gets its identity from the server: an invitation's profile, then
+    /// SCEP at `/scep` with an RSA-2048 key of a pool of [`keypool::POOL_SIZE`] (device `i`
+    /// has key `i % pool`). Spawned nodes run with their built-in device CA and
+    /// `--public-url`. Needs [`FleetDeviceAuth::Signature`]. The floors (the stand-in has no
+    /// SCEP) run without enrollment, with the fleet's own identities.
+    pub enroll: bool,
 }
 
 /// How the fleet's devices authenticate.
@@ -150,6 +163,7 @@ impl FleetConfig {
             topics: 1,
             nodes: 1,
             database_url: None,
+            enroll: false,
         }
     }
 }
@@ -174,9 +188,9 @@ pub enum FleetError {
         detail: String,
     },
     /// A device request failed after its retries.
-    #[error("device PUT {path}: {detail}")]
+    #[error("device {path}: {detail}")]
     Device {
-        /// The endpoint.
+        /// The endpoint (and method, when not PUT).
         path: &'static str,
         /// What happened.
         detail: String,
@@ -225,22 +239,26 @@ pub enum FleetError {
 pub enum Phase {
     /// Certificates, mock APNs, server.
     Setup = 0,
+    /// With `--enroll`: profiles and SCEP.
+    Identify = 1,
     /// Authenticate + TokenUpdate.
-    Enroll = 1,
+    Enroll = 2,
     /// Refresh, pushes, device reports.
-    PushReport = 2,
+    PushReport = 3,
     /// Waiting for the server's report to settle.
-    Settle = 3,
+    Settle = 4,
     /// Reading the device list.
-    Verify = 4,
+    Verify = 5,
     /// Finished.
-    Done = 5,
+    Done = 6,
 }
 
 /// Live counters of a run, read by the progress display.
 #[derive(Debug, Default)]
 pub struct Progress {
     phase: AtomicU8,
+    /// With `--enroll`: devices whose SCEP enrollment finished (either way).
+    pub identified: AtomicU64,
     /// Devices whose enrollment finished (either way).
     pub enrolled: AtomicU64,
     /// Pushes the mock APNs accepted.
@@ -260,10 +278,11 @@ impl Progress {
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Relaxed) {
             0 => Phase::Setup,
-            1 => Phase::Enroll,
-            2 => Phase::PushReport,
-            3 => Phase::Settle,
-            4 => Phase::Verify,
+            1 => Phase::Identify,
+            2 => Phase::Enroll,
+            3 => Phase::PushReport,
+            4 => Phase::Settle,
+            5 => Phase::Verify,
             _ => Phase::Done,
         }
     }
@@ -275,6 +294,7 @@ impl Progress {
     /// Zeroes the counts of a run, before the next run of the same devices (each floor, then
     /// the server): a push phase waits until its own run's devices all reported.
     fn start_run(&self) {
+        self.identified.store(0, Ordering::Relaxed);
         self.enrolled.store(0, Ordering::Relaxed);
         self.pushed.store(0, Ordering::Relaxed);
         self.reported.store(0, Ordering::Relaxed);
@@ -325,6 +345,13 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     if config.topics == 0 {
         return Err(FleetError::Config("--topics must be at least 1".into()));
     }
+    if config.enroll && config.device_auth != FleetDeviceAuth::Signature {
+        return Err(FleetError::Config(
+            "--enroll needs --device-auth signature: the enrolled devices sign their check-ins \
+             with the certificate /scep issued them"
+                .into(),
+        ));
+    }
     match &config.server {
         ServerMode::Spawn { .. } => nodes::check(config.nodes, config.database_url.as_deref())?,
         ServerMode::Existing { .. } if config.nodes != 1 || config.database_url.is_some() => {
@@ -373,9 +400,16 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let tenants = issue_tenants(&pki, config.topics).await?;
     let tenant_certs_s = certs_started.elapsed().as_secs_f64();
     let topics: Arc<[String]> = tenants.iter().map(|t| t.topic.clone()).collect();
+    // With --enroll the server issues the identities; the fleet's own are for the floors.
     let signers: Option<Arc<Vec<DeviceSigner>>> = match config.device_auth {
         FleetDeviceAuth::None => None,
+        FleetDeviceAuth::Signature if config.enroll && !config.baseline => None,
         FleetDeviceAuth::Signature => Some(issue_signers(&pki, &devices).await?),
+    };
+    let keys = if config.enroll {
+        Some(generate_keys().await?)
+    } else {
+        None
     };
 
     let floor_run = |verify| {
@@ -422,7 +456,11 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
                 unreachable_after: config.unreachable_after,
                 push_concurrency: config.push_concurrency,
                 log_filter: None,
-                device_ca: signers.as_ref().map(|_| pki.path(pki::DEVICE_CA_FILE)),
+                device_auth: match (config.enroll, &signers) {
+                    (true, _) => ServeDeviceAuth::BuiltIn,
+                    (false, Some(_)) => ServeDeviceAuth::Ca(pki.path(pki::DEVICE_CA_FILE)),
+                    (false, None) => ServeDeviceAuth::Insecure,
+                },
             }),
             nodes: config.nodes,
             database_url: config.database_url.as_deref(),
@@ -438,6 +476,7 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
         config,
         devices: &devices,
         signers: signers.as_ref(),
+        keys: keys.as_ref(),
         topics: &topics,
         progress: &progress,
         injected,
@@ -467,8 +506,21 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
             .map(|f| round3(measured.wall_s / f.floor_s.max(1e-9))),
         floor_verifying: floor_verifying.map(|f| f.phases),
         total_s: round3(started.elapsed().as_secs_f64()),
+        enrollment: measured.enrollment.map(|e| EnrollmentReport {
+            floor_without_enrollment: config.baseline,
+            ..e
+        }),
         ..measured
     })
+}
+
+/// The `--enroll` key pool, generated off the async threads.
+async fn generate_keys() -> Result<Arc<KeyPool>, FleetError> {
+    tokio::task::spawn_blocking(|| KeyPool::generate(keypool::POOL_SIZE))
+        .await
+        .map_err(|e| FleetError::Pki(e.to_string()))?
+        .map(Arc::new)
+        .map_err(|e| FleetError::Pki(e.to_string()))
 }
 
 /// The tenants' push certificates (`count`, the first the set's own), issued off the async
@@ -519,6 +571,8 @@ struct ServerRun<'a> {
     config: &'a FleetConfig,
     devices: &'a Arc<Vec<SimDevice>>,
     signers: Option<&'a Arc<Vec<DeviceSigner>>>,
+    /// With `--enroll`: the devices' keys (the server issues their certificates).
+    keys: Option<&'a Arc<KeyPool>>,
     topics: &'a Arc<[String]>,
     progress: &'a Arc<Progress>,
     injected: Injected,
@@ -548,13 +602,38 @@ impl ServerRun<'_> {
         let refresh_node = self.nodes.refresh_node();
         let admin = self.nodes.admin(refresh_node)?;
 
+        let failures = Arc::new(Failures::default());
+
+        // --- with --enroll: profiles and SCEP, the devices' identities ---
+        let identities: Option<Identities> = match self.keys {
+            Some(keys) => {
+                progress.set_phase(Phase::Identify);
+                Some(
+                    enrollment::enroll_identities(EnrollPhase {
+                        devices,
+                        topics: self.topics,
+                        routes: &routes,
+                        admin: &admin,
+                        keys,
+                        connections: config.connections,
+                        progress,
+                        failures: &failures,
+                    })
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let signers = identities.as_ref().map(|i| &i.signers).or(self.signers);
+        let identified = identities.as_ref().map(|i| Arc::new(i.issued.clone()));
+
         // --- enroll ---
         progress.set_phase(Phase::Enroll);
-        let failures = Arc::new(Failures::default());
         let enroll_started = Instant::now();
         let enrolled_flags = enroll(
             devices,
-            self.signers,
+            signers,
+            identified,
             self.topics,
             &routes,
             config.connections,
@@ -585,7 +664,7 @@ impl ServerRun<'_> {
         let phase = push_phase(
             PushPhase {
                 devices,
-                signers: self.signers,
+                signers,
                 topics: self.topics,
                 routes: &routes,
                 config,
@@ -728,6 +807,16 @@ impl ServerRun<'_> {
             database_schema: self.nodes.schema().map(str::to_owned),
             refresh_node,
             nodes: node_reports,
+            enrollment: identities.map(|i| EnrollmentReport {
+                enroll_s: round3(i.seconds),
+                enrollments: i.count(),
+                enrollments_per_s: round1(i.count() as f64 / i.seconds.max(1e-9)),
+                enroll_key_pool: self.keys.map_or(0, |k| k.len() as u64),
+                enroll_key_pool_s: self
+                    .keys
+                    .map_or(0.0, |k| round3(k.generated_in.as_secs_f64())),
+                floor_without_enrollment: false,
+            }),
         })
     }
 }
@@ -891,6 +980,7 @@ async fn run_floor(
     let enrolled = enroll(
         devices,
         signers,
+        None,
         &topics,
         &routes,
         config.connections,
@@ -974,10 +1064,13 @@ async fn connection_budget(admin: &AdminClient) -> Option<u64> {
 
 /// Authenticate + TokenUpdate for every device by `connections` workers, each with a
 /// keep-alive connection to every node (each request to the node `routes` chooses).
-/// Returns, per device, whether both check-ins were answered 200.
+/// With `identified` (`--enroll`), only the devices it marks (those that got their
+/// certificate) check in. Returns, per device, whether both check-ins were answered 200.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn enroll(
     devices: &Arc<Vec<SimDevice>>,
     signers: Option<&Arc<Vec<DeviceSigner>>>,
+    identified: Option<Arc<Vec<bool>>>,
     topics: &Arc<[String]>,
     routes: &Arc<NodeRoutes>,
     connections: usize,
@@ -996,8 +1089,14 @@ pub(crate) async fn enroll(
         let failures = failures.clone();
         let enrolled = enrolled.clone();
         let signers = signers.cloned();
+        let identified = identified.clone();
         tasks.spawn(async move {
             for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
+                if identified.as_ref().is_some_and(|ok| !ok[i]) {
+                    // Its SCEP enrollment failed (recorded): nothing to check in with.
+                    progress.enrolled.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let signer = signers.as_ref().map(|s| &s[i]);
                 let topic = &topics[tenant_of(i, topics.len())];
                 match enroll_one(&mut conn, i, d, signer, topic).await {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use magicpush_server::client::AdminClient;
 use serde::Serialize;
 
@@ -292,6 +292,10 @@ impl Target {
 /// The number of a device's request, for [`NodeRoutes::node_of`]: Authenticate 0,
 /// TokenUpdate 1, then its reports after the push from [`FIRST_REPORT`] on.
 pub(crate) const FIRST_REPORT: u32 = 2;
+/// With `--enroll`, the request for the enrollment profile (before Authenticate).
+pub(crate) const PROFILE_REQUEST: u32 = 254;
+/// With `--enroll`, the SCEP PKIOperation (after the profile, before Authenticate).
+pub(crate) const SCEP_REQUEST: u32 = 255;
 
 /// Which node each device request goes to, and how many each node got.
 #[derive(Debug)]
@@ -379,6 +383,26 @@ impl NodeConns {
         self.routes.requests[node].fetch_add(1, Ordering::Relaxed);
         self.conns[node]
             .put(path, content_type, body, signature)
+            .await
+    }
+
+    /// `method path` as request `request` of device `device`, to the node [`NodeRoutes`]
+    /// chose (`label` names the request in errors).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send(
+        &mut self,
+        device: usize,
+        request: u32,
+        method: Method,
+        path: &str,
+        label: &'static str,
+        content_type: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), FleetError> {
+        let node = self.routes.node_of(device, request);
+        self.routes.requests[node].fetch_add(1, Ordering::Relaxed);
+        self.conns[node]
+            .send(method, path, label, content_type, body, None)
             .await
     }
 }

@@ -169,6 +169,26 @@ pub struct FloorPhases {
     pub push_report_s: f64,
 }
 
+/// `--enroll`: the devices' identities from invitations and `/scep`, before they check in
+/// (not in `wall_s` or `phases`). In the JSON, these keys are at the top level.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EnrollmentReport {
+    /// Invitations created through the last certificate issued (profiles, SCEP), seconds.
+    pub enroll_s: f64,
+    /// Certificates issued.
+    pub enrollments: u64,
+    /// `enrollments / enroll_s`.
+    pub enrollments_per_s: f64,
+    /// RSA-2048 keys in the pool the devices share (device `i` has key `i % pool`): a key is
+    /// the device's cost, not the server's, and is generated before anything is timed.
+    pub enroll_key_pool: u64,
+    /// Generating that pool (in parallel, part of setup), seconds.
+    pub enroll_key_pool_s: f64,
+    /// The floors were measured without enrollment (the stand-in has no SCEP), with the
+    /// fleet's own P-256 identities: `wall_over_floor` compares the check-ins and pushes only.
+    pub floor_without_enrollment: bool,
+}
+
 /// One server node of the run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeReport {
@@ -285,6 +305,9 @@ pub struct FleetReport {
     /// The server nodes, in start order, with the device requests each got. With several,
     /// `server_peak_rss_mb` and `server_job_peak_rss_mb` are the largest node's.
     pub nodes: Vec<NodeReport>,
+    /// With `--enroll`: the enrollment phase (its keys flattened into the report).
+    #[serde(flatten)]
+    pub enrollment: Option<EnrollmentReport>,
 }
 
 impl FleetReport {
@@ -367,6 +390,30 @@ impl FleetReport {
                 "floor that verifies signatures",
                 format!("{floor:.2} s; wall / floor = {ratio:.2}"),
             );
+        }
+        if let Some(e) = &self.enrollment {
+            row(
+                "SCEP enrollment (--enroll)",
+                format!(
+                    "{} certificates in {:.2} s, {:.1} enrollments/s (profile + /scep per device)",
+                    e.enrollments, e.enroll_s, e.enrollments_per_s
+                ),
+            );
+            row(
+                "device RSA keys",
+                format!(
+                    "a pool of {} RSA-2048 keys ({:.2} s, in setup); device i has key i % {}",
+                    e.enroll_key_pool, e.enroll_key_pool_s, e.enroll_key_pool
+                ),
+            );
+            if e.floor_without_enrollment {
+                row(
+                    "floors",
+                    "without enrollment (the stand-in has no SCEP), P-256 identities; \
+                     wall time excludes enrollment"
+                        .to_string(),
+                );
+            }
         }
         row(
             "wall time (enroll→settled)",
@@ -627,6 +674,7 @@ mod tests {
                 peak_rss_mb: Some(20.0),
                 job_peak_rss_mb: Some(19.0),
             }],
+            enrollment: None,
         }
     }
 

@@ -41,9 +41,20 @@ pub struct ServeSettings {
     /// `RUST_LOG` of the server when ours is unset (None: warnings, except serve's start-up
     /// notes, such as the one that device requests are not authenticated).
     pub log_filter: Option<String>,
-    /// `--device-ca` of the server: the devices sign their requests. `None`: the server runs
-    /// with `--insecure-no-device-auth`.
-    pub device_ca: Option<PathBuf>,
+    /// How the server authenticates the devices.
+    pub device_auth: ServeDeviceAuth,
+}
+
+/// How a started server authenticates the devices.
+#[derive(Debug, Clone)]
+pub enum ServeDeviceAuth {
+    /// `--device-ca`: the devices sign their requests with identities this CA issued.
+    Ca(PathBuf),
+    /// Its built-in device CA (no `--device-ca`), devices enrolling at its `/scep`, and
+    /// `--public-url` its own address (the invitations and profiles name it).
+    BuiltIn,
+    /// `--insecure-no-device-auth`.
+    Insecure,
 }
 
 /// Where a started server keeps its devices.
@@ -109,6 +120,15 @@ impl Default for Launch {
     }
 }
 
+/// `listen` with a port free now (bound and let go): the child binds it a moment later.
+fn free_port(listen: SocketAddr) -> Result<SocketAddr, FleetError> {
+    std::net::TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| FleetError::Server {
+            detail: format!("no free port on {}: {e}", listen.ip()),
+        })
+}
+
 /// Log lines of the child kept with [`Launch::keep_log`].
 pub const LOG_TAIL: usize = 20;
 
@@ -132,10 +152,15 @@ impl ServerProcess {
         settings: &ServeSettings,
         launch: &Launch,
     ) -> Result<ServerProcess, FleetError> {
+        let mut listen = launch.listen;
+        if matches!(settings.device_auth, ServeDeviceAuth::BuiltIn) && listen.port() == 0 {
+            // `--public-url` needs the port before the server has it: a free one now.
+            listen = free_port(listen)?;
+        }
         let mut cmd = Command::new(&settings.exe);
         cmd.arg("serve-child")
             .arg("--listen")
-            .arg(launch.listen.to_string())
+            .arg(listen.to_string())
             .arg("--cert")
             .arg(&settings.cert)
             .arg("--key")
@@ -152,9 +177,10 @@ impl ServerProcess {
             Some(file) => cmd.arg("--api-key-file").arg(file),
             None => cmd.arg("--api-key").arg(&settings.api_key),
         };
-        match &settings.device_ca {
-            Some(ca) => cmd.arg("--device-ca").arg(ca),
-            None => cmd.arg("--insecure-no-device-auth"),
+        match &settings.device_auth {
+            ServeDeviceAuth::Ca(ca) => cmd.arg("--device-ca").arg(ca),
+            ServeDeviceAuth::BuiltIn => cmd.arg("--public-url").arg(format!("http://{listen}")),
+            ServeDeviceAuth::Insecure => cmd.arg("--insecure-no-device-auth"),
         };
         match &settings.store {
             NodeStore::Sqlite { data_dir } => cmd.arg("--data-dir").arg(data_dir),

@@ -69,6 +69,19 @@ impl DeviceSigner {
         })
     }
 
+    /// The certificate (DER) with an RSA key already loaded (a key many devices share, as
+    /// the `--enroll` key pool's).
+    pub fn with_rsa_key(
+        cert_der: &[u8],
+        key: &std::sync::Arc<RsaKeyPair>,
+    ) -> Result<DeviceSigner, SignerError> {
+        Ok(DeviceSigner {
+            certificate: Certificate::from_der(cert_der).map_err(|e| SignerError(e.to_string()))?,
+            key: Key::Rsa(key.clone()),
+            rng: SystemRandom::new(),
+        })
+    }
+
     /// Another device's certificate (DER) for the same RSA key (`None` for a P-256 signer):
     /// the benchmark gives many devices one RSA key, as generating one each takes too long.
     pub fn with_certificate(&self, cert_der: &[u8]) -> Option<DeviceSigner> {

@@ -28,7 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::device::{self, Role};
 use super::nodes::NodeRoutes;
 use super::pki::{self, FleetPki};
-use super::server::{Launch, NodeStore, ServeSettings, ServerProcess, LOG_TAIL};
+use super::server::{Launch, NodeStore, ServeDeviceAuth, ServeSettings, ServerProcess, LOG_TAIL};
 use super::{admin_err, enroll, issue_signers, issue_tenants, refresh_all, start_mock};
 use super::{tenants, FleetError, Progress};
 use summary::{Counters, Population};
@@ -326,7 +326,7 @@ async fn start_server(
         push_concurrency: 64,
         // Warnings, and serve's start-up notes.
         log_filter: Some("warn,magicpush_cli::serve=info".into()),
-        device_ca: Some(pki.path(pki::DEVICE_CA_FILE)),
+        device_auth: ServeDeviceAuth::Ca(pki.path(pki::DEVICE_CA_FILE)),
     };
     let launch = Launch {
         listen: config.listen,
@@ -379,6 +379,7 @@ async fn enroll_all(
     let enrolled = enroll(
         &fleet.devices,
         fleet.signers.as_ref(),
+        None,
         &topics,
         &fleet.routes,
         ENROLL_CONNECTIONS,

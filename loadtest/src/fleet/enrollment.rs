@@ -1,0 +1,282 @@
+//! `--enroll`: each device gets its identity from the server, as a real one does, before it
+//! checks in. The fleet creates one invitation per tenant (`POST /v1/enrollments`, `uses` =
+//! the tenant's devices); each device fetches its tenant's profile (`GET` the invitation's
+//! path, on the node it talks to), reads the SCEP challenge and subject and the MDM topic,
+//! and enrolls at `/scep` (PKCSReq with its RSA-2048 key from the [`KeyPool`]). The
+//! certificate issued signs its check-ins and reports from then on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use magicpush_scep::client::{self, EnrollmentRequest};
+use magicpush_scep::rand_core::OsRng;
+use magicpush_scep::ContentCipher;
+use magicpush_server::client::AdminClient;
+
+use super::device::SimDevice;
+use super::keypool::KeyPool;
+use super::nodes::{NodeConns, NodeRoutes, PROFILE_REQUEST, SCEP_REQUEST};
+use super::profile::{path_of, EnrollmentProfile};
+use super::signer::DeviceSigner;
+use super::tenants::tenant_of;
+use super::{admin_err, Failures, FleetError, Progress};
+
+/// How long the run's invitations stay valid.
+const INVITATION_LIFETIME: &str = "24h";
+
+/// What the enrollment phase needs.
+pub(crate) struct EnrollPhase<'a> {
+    pub(crate) devices: &'a Arc<Vec<SimDevice>>,
+    /// The tenants' topics: device `i` enrolls on `topics[tenant_of(i)]`'s invitation.
+    pub(crate) topics: &'a Arc<[String]>,
+    pub(crate) routes: &'a Arc<NodeRoutes>,
+    pub(crate) admin: &'a AdminClient,
+    pub(crate) keys: &'a Arc<KeyPool>,
+    pub(crate) connections: usize,
+    pub(crate) progress: &'a Arc<Progress>,
+    pub(crate) failures: &'a Arc<Failures>,
+}
+
+/// What the enrollment phase gave the devices.
+pub(crate) struct Identities {
+    /// Per device, its signer: the certificate issued to it, or (when its enrollment failed)
+    /// the CA's certificate, which the server refuses; such a device is not checked in.
+    pub(crate) signers: Arc<Vec<DeviceSigner>>,
+    /// Per device: it has its certificate.
+    pub(crate) issued: Vec<bool>,
+    /// Invitations through issued certificates, in seconds.
+    pub(crate) seconds: f64,
+}
+
+impl Identities {
+    /// Certificates issued.
+    pub(crate) fn count(&self) -> u64 {
+        self.issued.iter().filter(|i| **i).count() as u64
+    }
+}
+
+/// Creates the invitations, then every device fetches its profile and enrolls, on
+/// `connections` workers.
+pub(crate) async fn enroll_identities(p: EnrollPhase<'_>) -> Result<Identities, FleetError> {
+    let started = Instant::now();
+    let invitations: Arc<[String]> = invite(p.admin, p.devices.len(), p.topics).await?.into();
+    let ca_cert = ca_certificate(&mut p.routes.conns()).await?;
+
+    let n = p.devices.len();
+    let workers = p.connections.clamp(1, n);
+    let slots: Arc<Vec<Mutex<Option<DeviceSigner>>>> =
+        Arc::new((0..n).map(|_| Mutex::new(None)).collect());
+    let issued: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (devices, topics, invitations) =
+            (p.devices.clone(), p.topics.clone(), invitations.clone());
+        let (keys, ca_cert, slots, issued) = (
+            p.keys.clone(),
+            ca_cert.clone(),
+            slots.clone(),
+            issued.clone(),
+        );
+        let (progress, failures) = (p.progress.clone(), p.failures.clone());
+        let mut conn = p.routes.conns();
+        tasks.spawn(async move {
+            for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
+                let tenant = tenant_of(i, topics.len());
+                let device = Device {
+                    index: i,
+                    udid: &d.udid,
+                    invitation: &invitations[tenant],
+                    topic: &topics[tenant],
+                };
+                match enroll_one(&mut conn, &device, &keys, &ca_cert).await {
+                    Ok(signer) => {
+                        *lock(&slots[i]) = Some(signer);
+                        issued[i].store(true, Ordering::Relaxed);
+                    }
+                    Err(why) => failures.record(format!("SCEP enrollment {}: {why}", d.udid)),
+                }
+                progress.identified.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut signers = Vec::with_capacity(n);
+    for (i, slot) in slots.iter().enumerate() {
+        let signer = match lock(slot).take() {
+            Some(signer) => signer,
+            None => DeviceSigner::with_rsa_key(&ca_cert, &p.keys.key_of(i).signing)
+                .map_err(|e| FleetError::Pki(e.to_string()))?,
+        };
+        signers.push(signer);
+    }
+    Ok(Identities {
+        signers: Arc::new(signers),
+        issued: issued.iter().map(|i| i.load(Ordering::Relaxed)).collect(),
+        seconds,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One invitation per tenant with devices, for exactly its devices: the path of each
+/// (indexed by tenant).
+async fn invite(
+    admin: &AdminClient,
+    devices: usize,
+    topics: &[String],
+) -> Result<Vec<String>, FleetError> {
+    let mut paths = Vec::with_capacity(topics.len());
+    for (tenant, topic) in topics.iter().enumerate() {
+        let uses = (0..devices)
+            .filter(|i| tenant_of(*i, topics.len()) == tenant)
+            .count();
+        if uses == 0 {
+            paths.push(String::new());
+            continue;
+        }
+        let body = serde_json::json!({
+            "topic": topic,
+            "expires_in": INVITATION_LIFETIME,
+            "uses": uses,
+            "note": format!("magicpush-loadtest fleet, tenant {}", tenant + 1),
+        });
+        let answer = admin
+            .send_json(Method::POST, "/v1/enrollments", &body)
+            .await
+            .map_err(|e| admin_err("POST /v1/enrollments", e))?;
+        let url = answer["url"]
+            .as_str()
+            .ok_or_else(|| admin_err("POST /v1/enrollments", format!("no url in {answer}")))?;
+        paths.push(path_of(url).to_owned());
+    }
+    Ok(paths)
+}
+
+/// `GET /scep?operation=GetCACert`: the CA certificate (DER), once per run (the nodes share
+/// one CA).
+async fn ca_certificate(conn: &mut NodeConns) -> Result<Arc<[u8]>, FleetError> {
+    let (status, body) = conn
+        .send(
+            0,
+            SCEP_REQUEST,
+            Method::GET,
+            "/scep?operation=GetCACert",
+            "GET /scep?operation=GetCACert",
+            None,
+            Bytes::new(),
+        )
+        .await?;
+    if status != StatusCode::OK {
+        return Err(FleetError::Device {
+            path: "GET /scep?operation=GetCACert",
+            detail: format!(
+                "answered {status} (is the server's built-in device CA on?): {}",
+                String::from_utf8_lossy(&body).trim()
+            ),
+        });
+    }
+    Ok(body.to_vec().into())
+}
+
+/// One device, as the enrollment phase sees it.
+struct Device<'a> {
+    index: usize,
+    udid: &'a str,
+    /// The path of its tenant's invitation.
+    invitation: &'a str,
+    /// Its tenant's topic, which the profile must name.
+    topic: &'a str,
+}
+
+/// Profile, then SCEP: the device's signer with the certificate issued to it.
+async fn enroll_one(
+    conn: &mut NodeConns,
+    d: &Device<'_>,
+    keys: &Arc<KeyPool>,
+    ca_cert: &Arc<[u8]>,
+) -> Result<DeviceSigner, String> {
+    let (status, body) = conn
+        .send(
+            d.index,
+            PROFILE_REQUEST,
+            Method::GET,
+            d.invitation,
+            "GET /enroll/{id}",
+            None,
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "the profile answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let profile = EnrollmentProfile::read(&body).map_err(|e| e.to_string())?;
+    if profile.topic != d.topic {
+        return Err(format!(
+            "the profile's topic is {}, the tenant's {}",
+            profile.topic, d.topic
+        ));
+    }
+    let common_name = profile.common_name_for(d.udid);
+
+    // The device's own work (a CSR and three signatures, later a decryption), off the async
+    // threads.
+    let (index, keys2, ca) = (d.index, keys.clone(), ca_cert.clone());
+    let challenge = profile.challenge.clone();
+    let (message, pending) = tokio::task::spawn_blocking(move || {
+        client::pkcs_req(
+            &EnrollmentRequest {
+                device_key: &keys2.key_of(index).rsa,
+                common_name: &common_name,
+                challenge: &challenge,
+                ca_cert_der: &ca,
+                cipher: ContentCipher::Aes128Cbc,
+            },
+            &mut OsRng,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+
+    let separator = if profile.scep_path.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let path = format!("{}{separator}operation=PKIOperation", profile.scep_path);
+    let (status, reply) = conn
+        .send(
+            d.index,
+            SCEP_REQUEST,
+            Method::POST,
+            &path,
+            "POST /scep?operation=PKIOperation",
+            Some(magicpush_scep::PKI_MESSAGE_CONTENT_TYPE),
+            Bytes::from(message),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "PKIOperation answered {status}: {}",
+            String::from_utf8_lossy(&reply).trim()
+        ));
+    }
+    let certificate = tokio::task::spawn_blocking(move || pending.open(&reply))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    DeviceSigner::with_rsa_key(&certificate, &keys.key_of(d.index).signing)
+        .map_err(|e| e.to_string())
+}
