@@ -2,7 +2,7 @@
 //! back. For the load-test fleet and for tests that act as a device enrolling at `/scep`; not
 //! a general SCEP client (no GetCACaps negotiation, no CertPoll, no renewal).
 //!
-//! [`pkcs_req`] builds, from the device's RSA key, the CN and the challenge of its enrollment
+//! [`pkcs_req`] (or [`RequestSigner::pkcs_req`]) builds, from the device's RSA key, the CN and the challenge of its enrollment
 //! profile:
 //! 1. a PKCS#10 CSR (RFC 2986) for the key with that CN and the challenge as its PKCS#9
 //!    challengePassword;
@@ -82,12 +82,10 @@ pub enum ClientError {
     Certificate(String),
 }
 
-/// What a device enrolls with: its key, the names of its enrollment profile's SCEP payload,
-/// and how the request is protected.
+/// What a device asks for: the names of its enrollment profile's SCEP payload, the CA, and
+/// how the request is protected.
 #[derive(Debug, Clone, Copy)]
 pub struct EnrollmentRequest<'a> {
-    /// The device's RSA key: the issued certificate is for it.
-    pub device_key: &'a RsaPrivateKey,
     /// The CN of the requested subject (the profile's `Subject`).
     pub common_name: &'a str,
     /// The profile's one-time `Challenge`, sent as the CSR's challengePassword.
@@ -109,14 +107,54 @@ pub struct PendingEnrollment {
 }
 
 /// Builds the PKCSReq PKIOperation message (DER, the body of `POST /scep?operation=
-/// PKIOperation`) and what is needed to read its answer.
+/// PKIOperation`) for `device_key` (the issued certificate is for it) and what is needed to
+/// read its answer. Makes a self-signed signer certificate each time: see [`RequestSigner`]
+/// to make it once per key.
 pub fn pkcs_req(
+    device_key: &RsaPrivateKey,
+    request: &EnrollmentRequest<'_>,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Vec<u8>, PendingEnrollment), ClientError> {
+    RequestSigner::new(device_key)?.pkcs_req(request, rng)
+}
+
+/// A device key and the self-signed certificate its requests are signed with (RFC 8894 §2.3),
+/// made once: devices that share a key, as the load-test fleet's pool, share it too.
+pub struct RequestSigner {
+    requester: Requester,
+}
+
+impl std::fmt::Debug for RequestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSigner").finish_non_exhaustive()
+    }
+}
+
+impl RequestSigner {
+    /// The signer of `device_key`, with a fresh self-signed certificate.
+    pub fn new(device_key: &RsaPrivateKey) -> Result<RequestSigner, ClientError> {
+        Ok(RequestSigner {
+            requester: Requester::new(device_key)?,
+        })
+    }
+
+    /// [`pkcs_req`] with this key and its certificate.
+    pub fn pkcs_req(
+        &self,
+        request: &EnrollmentRequest<'_>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Vec<u8>, PendingEnrollment), ClientError> {
+        build_pkcs_req(&self.requester, request, rng)
+    }
+}
+
+fn build_pkcs_req(
+    requester: &Requester,
     request: &EnrollmentRequest<'_>,
     rng: &mut impl CryptoRngCore,
 ) -> Result<(Vec<u8>, PendingEnrollment), ClientError> {
     let ca = Certificate::from_der(request.ca_cert_der)
         .map_err(|e| ClientError::CaCertificate(e.to_string()))?;
-    let requester = Requester::new(request.device_key)?;
     let csr = requester.csr(request.common_name, None, Some(request.challenge))?;
     let mut nonce = [0u8; 16];
     rng.fill_bytes(&mut nonce);
@@ -139,8 +177,8 @@ pub fn pkcs_req(
         transaction_id,
         sender_nonce: nonce.to_vec(),
         ca,
-        signer: requester.certificate,
-        key: requester.key,
+        signer: requester.certificate.clone(),
+        key: requester.key.clone(),
     };
     Ok((message, pending))
 }

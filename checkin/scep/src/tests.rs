@@ -626,13 +626,8 @@ fn the_policy_sets_the_device_validity() {
 
 // --- The client: a device enrolling through `handle`. ---
 
-fn enrollment<'a>(
-    key: &'a RsaPrivateKey,
-    ca: &'a DeviceCa,
-    challenge: &'a str,
-) -> EnrollmentRequest<'a> {
+fn enrollment<'a>(ca: &'a DeviceCa, challenge: &'a str) -> EnrollmentRequest<'a> {
     EnrollmentRequest {
-        device_key: key,
         common_name: "UDID-0001",
         challenge,
         ca_cert_der: ca.certificate_der(),
@@ -645,7 +640,7 @@ fn the_client_enrolls_through_handle() {
     let ca = ca();
     let key = client_key();
     let (request, pending) =
-        client::pkcs_req(&enrollment(&key, &ca, "one-time"), &mut OsRng).unwrap();
+        client::pkcs_req(&key, &enrollment(&ca, "one-time"), &mut OsRng).unwrap();
     let mut challenges = Challenges::one("one-time", "enr-fleet");
     let response = run(&request, &mut challenges, SystemTime::now());
     assert_eq!(response.status, PkiStatus::Success, "{:?}", response.reason);
@@ -669,8 +664,27 @@ fn the_client_enrolls_through_handle() {
         key.to_public_key().to_public_key_der().unwrap().as_bytes()
     );
 
+    // One signer certificate for two requests of the same key (devices sharing a key).
+    let signer = client::RequestSigner::new(&key).unwrap();
+    let mut two = Challenges(vec![]);
+    for (secret, id) in [("a", "enr-a"), ("b", "enr-b")] {
+        two.0.push((
+            secret.into(),
+            id.into(),
+            SystemTime::now() + Duration::from_secs(60),
+        ));
+    }
+    for (secret, id) in [("a", "enr-a"), ("b", "enr-b")] {
+        let (request, pending) = signer
+            .pkcs_req(&enrollment(&ca, secret), &mut OsRng)
+            .unwrap();
+        let response = run(&request, &mut two, SystemTime::now());
+        let cert = Certificate::from_der(&pending.open(&response.bytes).unwrap()).unwrap();
+        assert_eq!(enrollment_id_of(&cert).as_deref(), Some(id));
+    }
+
     // Another request's answer is not this one's.
-    let (_, other) = client::pkcs_req(&enrollment(&key, &ca, "one-time"), &mut OsRng).unwrap();
+    let (_, other) = client::pkcs_req(&key, &enrollment(&ca, "one-time"), &mut OsRng).unwrap();
     assert!(matches!(
         other.open(&response.bytes),
         Err(ClientError::TransactionId { .. })
@@ -678,7 +692,7 @@ fn the_client_enrolls_through_handle() {
     // Nor is an answer signed by another CA.
     let foreign = DeviceCa::generate("Other", SystemTime::now(), &mut OsRng).unwrap();
     let (request, pending) =
-        client::pkcs_req(&enrollment(&key, &foreign, "x"), &mut OsRng).unwrap();
+        client::pkcs_req(&key, &enrollment(&foreign, "x"), &mut OsRng).unwrap();
     let answer = handle(
         &request,
         &foreign,
@@ -689,7 +703,7 @@ fn the_client_enrolls_through_handle() {
     )
     .unwrap();
     assert!(pending.open(&answer.bytes).is_ok());
-    let mismatched = client::pkcs_req(&enrollment(&key, &ca, "x"), &mut OsRng)
+    let mismatched = client::pkcs_req(&key, &enrollment(&ca, "x"), &mut OsRng)
         .unwrap()
         .1;
     assert!(matches!(
@@ -706,7 +720,7 @@ fn the_client_enrolls_through_handle() {
 fn a_refused_challenge_is_the_fail_info_as_an_error() {
     let ca = ca();
     let key = client_key();
-    let (request, pending) = client::pkcs_req(&enrollment(&key, &ca, "wrong"), &mut OsRng).unwrap();
+    let (request, pending) = client::pkcs_req(&key, &enrollment(&ca, "wrong"), &mut OsRng).unwrap();
     let mut challenges = Challenges::one("right", "enr");
     let response = run(&request, &mut challenges, SystemTime::now());
     assert_eq!(refused(&response), FailInfo::BadRequest);
@@ -716,12 +730,12 @@ fn a_refused_challenge_is_the_fail_info_as_an_error() {
     );
     // A used challenge is refused the same way.
     let mut once = Challenges::one("once", "enr");
-    let (first, _) = client::pkcs_req(&enrollment(&key, &ca, "once"), &mut OsRng).unwrap();
+    let (first, _) = client::pkcs_req(&key, &enrollment(&ca, "once"), &mut OsRng).unwrap();
     assert_eq!(
         run(&first, &mut once, SystemTime::now()).status,
         PkiStatus::Success
     );
-    let (again, pending) = client::pkcs_req(&enrollment(&key, &ca, "once"), &mut OsRng).unwrap();
+    let (again, pending) = client::pkcs_req(&key, &enrollment(&ca, "once"), &mut OsRng).unwrap();
     let response = run(&again, &mut once, SystemTime::now());
     assert_eq!(
         pending.open(&response.bytes).unwrap_err(),

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use magicpush_scep::client::{self, EnrollmentRequest};
+use magicpush_scep::client::EnrollmentRequest;
 use magicpush_scep::rand_core::OsRng;
 use magicpush_scep::ContentCipher;
 use magicpush_server::client::AdminClient;
@@ -229,14 +229,13 @@ async fn enroll_one(
     }
     let common_name = profile.common_name_for(d.udid);
 
-    // The device's own work (a CSR and three signatures, later a decryption), off the async
-    // threads.
+    // The device's own work (a CSR and two signatures, later a decryption), off the async
+    // threads. The signer certificate is its pool key's, made once.
     let (index, keys2, ca) = (d.index, keys.clone(), ca_cert.clone());
     let challenge = profile.challenge.clone();
     let (message, pending) = tokio::task::spawn_blocking(move || {
-        client::pkcs_req(
+        keys2.key_of(index).scep.pkcs_req(
             &EnrollmentRequest {
-                device_key: &keys2.key_of(index).rsa,
                 common_name: &common_name,
                 challenge: &challenge,
                 ca_cert_der: &ca,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use magicpush_scep::client::RequestSigner;
 use magicpush_scep::rand_core::OsRng;
 use ring::signature::RsaKeyPair;
 use rsa::pkcs8::EncodePrivateKey;
@@ -21,10 +22,13 @@ pub const KEY_BITS: usize = 2048;
 #[error("device RSA key pool: {0}")]
 pub struct KeyPoolError(String);
 
-/// One key: for the SCEP request (the `rsa` crate's) and for signing check-ins (*ring*'s).
+/// One key: for the SCEP requests (the `rsa` crate's, with the self-signed certificate they
+/// are signed with, made once) and for signing check-ins (*ring*'s).
 pub struct PoolKey {
-    /// The key the SCEP client builds and opens with.
+    /// The key itself (the SCEP signer holds its own copy).
     pub rsa: RsaPrivateKey,
+    /// The key and its self-signed certificate, for the PKCSReq messages.
+    pub scep: RequestSigner,
     /// The same key for `Mdm-Signature` (RSA PKCS#1 v1.5 SHA-256).
     pub signing: Arc<RsaKeyPair>,
 }
@@ -79,8 +83,10 @@ fn one_key() -> Result<PoolKey, KeyPoolError> {
         .map_err(|e| KeyPoolError(e.to_string()))?;
     let signing = RsaKeyPair::from_pkcs8(pkcs8.as_bytes())
         .map_err(|e| KeyPoolError(format!("ring refuses the key: {e}")))?;
+    let scep = RequestSigner::new(&rsa).map_err(|e| KeyPoolError(e.to_string()))?;
     Ok(PoolKey {
         rsa,
+        scep,
         signing: Arc::new(signing),
     })
 }
