@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use magicpush_engine::cert::PushCertificate;
 use magicpush_engine::Client;
+use magicpush_profile::ProfileSigner;
+use magicpush_server::profile::{EnrollmentProfiles, PublicUrl};
 
 use magicpush_server::notify::{Notifier, NotifyConfig};
 use magicpush_server::pushcert::expiry::Thresholds;
@@ -185,6 +187,37 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MAGICPUSH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The address devices reach this server at, `https://mdm.example.com[:port][/prefix]`:
+    /// what enrollment profiles name (ServerURL, CheckInURL, the SCEP URL) and what the
+    /// invitations of POST /v1/enrollments point to (`<URL>/enroll/<id>`). Without it,
+    /// invitations are off (SCEP with bare challenges still works).
+    #[arg(long, env = "MAGICPUSH_PUBLIC_URL", value_parser = parse_public_url)]
+    public_url: Option<PublicUrl>,
+    /// Certificate chain (PEM) that signs enrollment profiles (CMS), so that devices show
+    /// them as verified [default: --tls-cert's].
+    #[arg(
+        long,
+        env = "MAGICPUSH_PROFILE_SIGNING_CERT",
+        requires = "profile_signing_key"
+    )]
+    profile_signing_cert: Option<PathBuf>,
+    /// Private key (PEM: ECDSA P-256/P-384 or RSA 2048–4096) of --profile-signing-cert
+    /// [default: --tls-key].
+    #[arg(
+        long,
+        env = "MAGICPUSH_PROFILE_SIGNING_KEY",
+        requires = "profile_signing_cert"
+    )]
+    profile_signing_key: Option<PathBuf>,
+    /// Put the CA of the server's TLS certificate (the last certificate of --tls-cert) in
+    /// enrollment profiles as a root payload, for a server whose certificate devices do not
+    /// trust otherwise (a private CA).
+    #[arg(
+        long,
+        env = "MAGICPUSH_PROFILE_INCLUDE_SERVER_CA",
+        requires = "tls_cert"
+    )]
+    profile_include_server_ca: bool,
     /// CA certificate(s) (PEM) that issue the devices' identity certificates besides the
     /// built-in device CA (an outside SCEP or ACME CA). Unless --insecure-no-device-auth,
     /// every device request must carry an identity certificate of the built-in CA or of
@@ -436,6 +469,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let profiles = enrollment_profiles(&args)?;
     let service = Arc::new(
         Service::new(
             store,
@@ -449,8 +483,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 node,
             },
         )
-        .with_device_ca(device_ca),
+        .with_device_ca(device_ca)
+        .with_enrollment_profiles(profiles.map(Arc::new)),
     );
+
     service
         .load_pushcert_state()
         .await
@@ -907,4 +943,73 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    PublicUrl::parse(text).map_err(|e| e.to_string())
+}
+
+/// The enrollment profiles `serve` hands out: none without --public-url; signed with
+/// --profile-signing-cert/key, else with the TLS certificate and key, else unsigned (warned).
+fn enrollment_profiles(args: &ServeArgs) -> anyhow::Result<Option<EnrollmentProfiles>> {
+    let Some(url) = args.public_url.clone() else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {flag} {}", path.display()))
+    };
+    let signer = match (
+        &args.profile_signing_cert,
+        &args.profile_signing_key,
+        &args.tls_cert,
+        &args.tls_key,
+    ) {
+        (Some(cert), Some(key), _, _) => Some(
+            ProfileSigner::from_pem(
+                &read(cert, "--profile-signing-cert")?,
+                &read(key, "--profile-signing-key")?,
+            )
+            .context("--profile-signing-cert/--profile-signing-key")?,
+        ),
+        (_, _, Some(cert), Some(key)) => {
+            match ProfileSigner::from_pem(&read(cert, "--tls-cert")?, &read(key, "--tls-key")?) {
+                Ok(signer) => Some(signer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "enrollment profiles are UNSIGNED: the TLS certificate cannot sign them; give --profile-signing-cert/--profile-signing-key");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    match &signer {
+        Some(s) => tracing::info!(signer = %s.subject(), "enrollment profiles are signed"),
+        None if args.tls_cert.is_none() => tracing::warn!(
+            "enrollment profiles are UNSIGNED (devices show them as not verified): give --profile-signing-cert/--profile-signing-key, or serve TLS with --tls-cert/--tls-key"
+        ),
+        None => {}
+    }
+    let server_ca = if args.profile_include_server_ca {
+        let path = args
+            .tls_cert
+            .as_deref()
+            .context("--profile-include-server-ca needs --tls-cert")?;
+        let pem = read(path, "--tls-cert")?;
+        let chain =
+            pem::parse_many(&pem).with_context(|| format!("--tls-cert {}", path.display()))?;
+        let last = chain
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .last()
+            .with_context(|| format!("--tls-cert {} holds no certificate", path.display()))?;
+        Some(last.into_contents())
+    } else {
+        None
+    };
+    if url.is_plain_http() {
+        tracing::warn!(public_url = %url, "--public-url is plain http: devices enroll only over https (tests and labs only)");
+    }
+    tracing::info!(public_url = %url, "enrollment invitations are on: POST /v1/enrollments");
+    Ok(Some(EnrollmentProfiles::new(url, signer, server_ca)))
 }

@@ -169,6 +169,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         key bytea NOT NULL,
         created_at bigint NOT NULL
     )",
+    // 5: enrollment invitations (magicpush_store::enrollment::Invitation): the URL's id, the
+    // tenant, how many devices may enroll and how many did; and which devices enrolled
+    // through each (recorded at their Authenticate).
+    "CREATE TABLE enrollment_invitations (
+        id text PRIMARY KEY,
+        topic text,
+        note text,
+        uses bigint NOT NULL,
+        enrolled bigint NOT NULL DEFAULT 0,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        withdrawn_at bigint
+    );
+    CREATE TABLE enrollment_invitation_devices (
+        invitation_id text NOT NULL,
+        udid text NOT NULL,
+        enrolled_at bigint NOT NULL,
+        PRIMARY KEY (invitation_id, udid)
+    );
+    CREATE INDEX enrollment_invitation_devices_by_udid
+        ON enrollment_invitation_devices (udid)",
 ];
 
 /// The schema version this build writes.

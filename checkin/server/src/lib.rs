@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod notify;
+pub mod profile;
 pub mod push;
 pub mod pushcert;
 pub mod service;

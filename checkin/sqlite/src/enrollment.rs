@@ -1,12 +1,16 @@
-//! [`EnrollmentStore`] on SQLite (schema version 9): challenges by hash, revoked serials, and
-//! a device CA row whose key is sealed when a secrets key is configured.
+//! [`EnrollmentStore`] on SQLite (schema versions 9 and 10): challenges by hash, revoked
+//! serials, a device CA row whose key is sealed when a secrets key is configured, and
+//! enrollment invitations with the devices enrolled through them. Every write runs on the
+//! one writer, so a check and the write it guards cannot interleave with another's.
 
 use magicpush_mdm::Secret;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
+use magicpush_store::enrollment::{MAX_LISTED_DEVICES, MAX_OUTSTANDING_CHALLENGES};
 use magicpush_store::{
-    from_ms, to_ms, EnrollmentStore, StoreFuture, StoredChallenge, StoredDeviceCa,
+    from_ms, to_ms, EnrollmentStore, Invitation, InvitationChallenge, InvitationDevice,
+    InvitationState, StoreFuture, StoredChallenge, StoredDeviceCa,
 };
 
 use crate::{db_err, SqliteStore};
@@ -42,15 +46,213 @@ impl EnrollmentStore for SqliteStore {
     ) -> StoreFuture<'a, Option<String>> {
         let hash = *hash;
         self.write(move |conn| {
+            let used: Option<(String, Option<String>)> = conn
+                .query_row(
+                    "UPDATE enrollment_challenges SET used_at = ?2
+                     WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
+                       AND (invitation_id IS NULL OR invitation_id IN (
+                           SELECT id FROM enrollment_invitations
+                           WHERE withdrawn_at IS NULL AND expires_at > ?2
+                             AND enrolled < uses))
+                     RETURNING enrollment_id, invitation_id",
+                    params![&hash[..], to_ms(at)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err("consume challenge"))?;
+            if let Some((_, Some(invitation))) = &used {
+                conn.execute(
+                    "UPDATE enrollment_invitations SET enrolled = enrolled + 1 WHERE id = ?1",
+                    params![invitation],
+                )
+                .map_err(db_err("count an invitation's enrollment"))?;
+            }
+            Ok(used.map(|u| u.0))
+        })
+    }
+
+    fn add_invitation<'a>(&'a self, invitation: &'a Invitation) -> StoreFuture<'a, ()> {
+        let i = invitation.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO enrollment_invitations
+                     (id, topic, note, uses, enrolled, created_at, expires_at, withdrawn_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    i.id,
+                    i.topic,
+                    i.note,
+                    i.uses,
+                    i.enrolled,
+                    to_ms(i.created_at),
+                    to_ms(i.expires_at),
+                    i.withdrawn_at.map(to_ms)
+                ],
+            )
+            .map_err(db_err("add invitation"))
+            .map(drop)
+        })
+    }
+
+    fn invitation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Invitation>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
             conn.query_row(
-                "UPDATE enrollment_challenges SET used_at = ?2
-                 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
-                 RETURNING enrollment_id",
-                params![&hash[..], to_ms(at)],
-                |r| r.get(0),
+                &format!("{INVITATION_SELECT} WHERE id = ?1"),
+                params![id],
+                invitation_row,
             )
             .optional()
-            .map_err(db_err("consume challenge"))
+            .map_err(db_err("read invitation"))
+        })
+    }
+
+    fn invitations(&self) -> StoreFuture<'_, Vec<Invitation>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "{INVITATION_SELECT} ORDER BY created_at DESC, id ASC"
+                ))
+                .map_err(db_err("list invitations"))?;
+            let rows = stmt
+                .query_map([], invitation_row)
+                .map_err(db_err("list invitations"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("list invitations"))
+        })
+    }
+
+    fn withdraw_invitation<'a>(&'a self, id: &'a str, at: OffsetDateTime) -> StoreFuture<'a, bool> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE enrollment_invitations SET withdrawn_at = coalesce(withdrawn_at, ?2)
+                 WHERE id = ?1",
+                params![id, to_ms(at)],
+            )
+            .map_err(db_err("withdraw invitation"))
+            .map(|n| n > 0)
+        })
+    }
+
+    fn invitation_challenge<'a>(
+        &'a self,
+        challenge: &'a StoredChallenge,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, InvitationChallenge> {
+        let c = challenge.clone();
+        self.write(move |conn| {
+            let Some(id) = c.invitation_id.clone() else {
+                return Ok(InvitationChallenge::Unknown);
+            };
+            let invitation = conn
+                .query_row(
+                    &format!("{INVITATION_SELECT} WHERE id = ?1"),
+                    params![id],
+                    invitation_row,
+                )
+                .optional()
+                .map_err(db_err("read invitation"))?;
+            let Some(invitation) = invitation else {
+                return Ok(InvitationChallenge::Unknown);
+            };
+            let state = invitation.state(at);
+            if state != InvitationState::Open {
+                return Ok(InvitationChallenge::Closed(state));
+            }
+            let outstanding: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM enrollment_challenges
+                     WHERE invitation_id = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    params![id, to_ms(at)],
+                    |r| r.get(0),
+                )
+                .map_err(db_err("count an invitation's challenges"))?;
+            if outstanding >= i64::from(MAX_OUTSTANDING_CHALLENGES) {
+                return Ok(InvitationChallenge::TooManyOutstanding);
+            }
+            conn.execute(
+                "INSERT INTO enrollment_challenges
+                     (hash, enrollment_id, invitation_id, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    &c.hash[..],
+                    c.enrollment_id,
+                    id,
+                    to_ms(c.created_at),
+                    to_ms(c.expires_at)
+                ],
+            )
+            .map_err(db_err("add challenge"))?;
+            Ok(InvitationChallenge::Issued(invitation))
+        })
+    }
+
+    fn record_invitation_device<'a>(
+        &'a self,
+        invitation_id: &'a str,
+        udid: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let (invitation, udid) = (invitation_id.to_owned(), udid.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO enrollment_invitation_devices (invitation_id, udid, enrolled_at)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![invitation, udid, to_ms(at)],
+            )
+            .map_err(db_err("record an invitation's device"))
+            .map(drop)
+        })
+    }
+
+    fn invitation_devices<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<InvitationDevice>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT invitation_id, udid, enrolled_at FROM enrollment_invitation_devices
+                     WHERE invitation_id = ?1 ORDER BY enrolled_at, udid LIMIT ?2",
+                )
+                .map_err(db_err("list an invitation's devices"))?;
+            let mut out = Vec::new();
+            for id in &ids {
+                let rows = stmt
+                    .query_map(params![id, MAX_LISTED_DEVICES as i64], device_row)
+                    .map_err(db_err("list an invitation's devices"))?;
+                for row in rows {
+                    out.push(row.map_err(db_err("list an invitation's devices"))?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn device_invitations<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> StoreFuture<'a, Vec<InvitationDevice>> {
+        let udids = udids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT invitation_id, udid, enrolled_at FROM enrollment_invitation_devices
+                     WHERE udid = ?1",
+                )
+                .map_err(db_err("read devices' invitations"))?;
+            let mut out = Vec::new();
+            for udid in &udids {
+                let rows = stmt
+                    .query_map(params![udid], device_row)
+                    .map_err(db_err("read devices' invitations"))?;
+                for row in rows {
+                    out.push(row.map_err(db_err("read devices' invitations"))?);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -137,4 +339,28 @@ impl EnrollmentStore for SqliteStore {
                 })
         })
     }
+}
+
+const INVITATION_SELECT: &str = "SELECT id, topic, note, uses, enrolled, created_at, expires_at,
+    withdrawn_at FROM enrollment_invitations";
+
+fn invitation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invitation> {
+    Ok(Invitation {
+        id: r.get(0)?,
+        topic: r.get(1)?,
+        note: r.get(2)?,
+        uses: r.get(3)?,
+        enrolled: r.get(4)?,
+        created_at: from_ms(r.get(5)?),
+        expires_at: from_ms(r.get(6)?),
+        withdrawn_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+    })
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvitationDevice> {
+    Ok(InvitationDevice {
+        invitation_id: r.get(0)?,
+        udid: r.get(1)?,
+        at: from_ms(r.get(2)?),
+    })
 }

@@ -191,6 +191,27 @@ const MIGRATIONS: &[&str] = &[
         key BLOB NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 10: enrollment invitations (magicpush_store::enrollment::Invitation): the URL's id,
+    // the tenant, how many devices may enroll and how many did; and which devices enrolled
+    // through each (recorded at their Authenticate).
+    "CREATE TABLE enrollment_invitations (
+        id TEXT PRIMARY KEY NOT NULL,
+        topic TEXT,
+        note TEXT,
+        uses INTEGER NOT NULL,
+        enrolled INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        withdrawn_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE enrollment_invitation_devices (
+        invitation_id TEXT NOT NULL,
+        udid TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        PRIMARY KEY (invitation_id, udid)
+    ) WITHOUT ROWID;
+    CREATE INDEX enrollment_invitation_devices_by_udid
+        ON enrollment_invitation_devices (udid);",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

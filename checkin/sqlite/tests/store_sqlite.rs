@@ -101,7 +101,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, 10);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -225,7 +225,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, 10);
     // Version 5: the engine's text for a push's reason became its stored name.
     let reason: String = conn
         .query_row(
@@ -738,6 +738,19 @@ async fn enrollment_state_survives_reopen() {
         let store = SqliteStore::open(dir.path()).unwrap();
         store.revoke_serial("0abc", "UDID-1", t(0)).await.unwrap();
         store
+            .add_invitation(&magicpush_store::Invitation {
+                id: "inv-1".into(),
+                topic: None,
+                note: None,
+                uses: 2,
+                enrolled: 0,
+                created_at: t(0),
+                expires_at: t(60),
+                withdrawn_at: None,
+            })
+            .await
+            .unwrap();
+        store
             .add_challenge(&magicpush_store::StoredChallenge {
                 hash,
                 enrollment_id: "enr".into(),
@@ -760,6 +773,8 @@ async fn enrollment_state_survives_reopen() {
     assert!(store.is_revoked("0abc").await.unwrap());
     assert!(!store.is_revoked("0abd").await.unwrap());
     assert_eq!(store.consume_challenge(&hash, t(2)).await.unwrap(), None);
+    let invitation = store.invitation("inv-1").await.unwrap().unwrap();
+    assert_eq!((invitation.enrolled, invitation.uses_left()), (1, 1));
 }
 
 /// A device CA kept before a secrets key was given is sealed when the key comes, and reads

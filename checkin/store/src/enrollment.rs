@@ -13,6 +13,11 @@ use time::OffsetDateTime;
 
 use crate::StoreFuture;
 
+/// A new invitation id: 160 random bits, lowercase hex.
+pub fn new_invitation_id() -> String {
+    new_challenge().0
+}
+
 /// A new challenge: what to give the device (hex) and the hash to store.
 pub fn new_challenge() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 20];
@@ -58,13 +63,117 @@ pub struct StoredDeviceCa {
     pub created_at: OffsetDateTime,
 }
 
-/// Challenges, revoked serials and the device CA.
+/// The most challenges an invitation keeps unused and unexpired: each profile fetched makes
+/// one, so a URL fetched in a loop stops making rows here (the fetch is refused until one is
+/// used or expires).
+pub const MAX_OUTSTANDING_CHALLENGES: u32 = 100;
+
+/// An enrollment invitation: a URL (its id is the secret) that hands out enrollment profiles,
+/// each with a fresh one-time challenge, while devices may still enroll through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// Random, at least 128 bits, lowercase hex: the secret in `/enroll/{id}`. The
+    /// certificates issued through it carry it as their enrollment id.
+    pub id: String,
+    /// The tenant (push topic) the profile names; `None` while no push certificate is
+    /// registered (the profile then names the server's topic when it is fetched).
+    pub topic: Option<String>,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// How many devices may enroll through it.
+    pub uses: u32,
+    /// How many did (challenges of it used at `/scep`).
+    pub enrolled: u32,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// After this instant it hands out nothing and its challenges are refused.
+    pub expires_at: OffsetDateTime,
+    /// When it was withdrawn, if it was.
+    pub withdrawn_at: Option<OffsetDateTime>,
+}
+
+impl Invitation {
+    /// Devices that may still enroll through it.
+    pub fn uses_left(&self) -> u32 {
+        self.uses.saturating_sub(self.enrolled)
+    }
+
+    /// Whether a profile (and its challenge) may be handed out at `at`, and if not, why.
+    pub fn state(&self, at: OffsetDateTime) -> InvitationState {
+        if self.withdrawn_at.is_some() {
+            InvitationState::Withdrawn
+        } else if self.expires_at <= at {
+            InvitationState::Expired
+        } else if self.uses_left() == 0 {
+            InvitationState::UsedUp
+        } else {
+            InvitationState::Open
+        }
+    }
+}
+
+/// Where an invitation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationState {
+    /// It hands out profiles.
+    Open,
+    /// Its devices all enrolled.
+    UsedUp,
+    /// Past its expiry.
+    Expired,
+    /// Withdrawn by an operator.
+    Withdrawn,
+}
+
+impl InvitationState {
+    /// The state's name in the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvitationState::Open => "open",
+            InvitationState::UsedUp => "used_up",
+            InvitationState::Expired => "expired",
+            InvitationState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// What asking an invitation for a challenge gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvitationChallenge {
+    /// The challenge was kept; the invitation as it stands.
+    Issued(Invitation),
+    /// No invitation has this id.
+    Unknown,
+    /// It exists but hands out nothing (the state says why).
+    Closed(InvitationState),
+    /// [`MAX_OUTSTANDING_CHALLENGES`] of its challenges wait unused.
+    TooManyOutstanding,
+}
+
+/// A device that enrolled through an invitation (recorded at its Authenticate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationDevice {
+    /// The invitation.
+    pub invitation_id: String,
+    /// The device.
+    pub udid: String,
+    /// Its Authenticate.
+    pub at: OffsetDateTime,
+}
+
+/// The most devices [`EnrollmentStore::invitation_devices`] lists per invitation.
+pub const MAX_LISTED_DEVICES: usize = 1000;
+
+/// Challenges, revoked serials, invitations and the device CA.
 pub trait EnrollmentStore: Send + Sync {
     /// Keeps a new challenge.
     fn add_challenge<'a>(&'a self, challenge: &'a StoredChallenge) -> StoreFuture<'a, ()>;
 
     /// Uses up the challenge of hash `hash` at `at`, atomically: the enrollment id the first
-    /// time; `None` when unknown, already used or expired (`expires_at <= at`).
+    /// time; `None` when unknown, already used or expired (`expires_at <= at`). A challenge
+    /// an invitation owns counts one device enrolled through it ([`Invitation::enrolled`]),
+    /// and is refused (and stays unused) unless the invitation is
+    /// [`InvitationState::Open`] at `at`: racing challenges of a one-use invitation admit one.
     fn consume_challenge<'a>(
         &'a self,
         hash: &'a [u8; 32],
@@ -83,6 +192,50 @@ pub trait EnrollmentStore: Send + Sync {
 
     /// Whether the certificate of serial `serial` was revoked.
     fn is_revoked<'a>(&'a self, serial: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Keeps a new invitation.
+    fn add_invitation<'a>(&'a self, invitation: &'a Invitation) -> StoreFuture<'a, ()>;
+
+    /// The invitation of id `id`.
+    fn invitation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Invitation>>;
+
+    /// Every invitation, newest first.
+    fn invitations(&self) -> StoreFuture<'_, Vec<Invitation>>;
+
+    /// Withdraws invitation `id` at `at` (its unused challenges are refused from then on).
+    /// `false` when unknown; withdrawing twice keeps the first time.
+    fn withdraw_invitation<'a>(&'a self, id: &'a str, at: OffsetDateTime) -> StoreFuture<'a, bool>;
+
+    /// Keeps `challenge` for the invitation it names ([`StoredChallenge::invitation_id`])
+    /// if that invitation is [`InvitationState::Open`] at `at` and has fewer than
+    /// [`MAX_OUTSTANDING_CHALLENGES`] unused, unexpired challenges; atomically.
+    fn invitation_challenge<'a>(
+        &'a self,
+        challenge: &'a StoredChallenge,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, InvitationChallenge>;
+
+    /// Records that `udid` enrolled through invitation `invitation_id` (its Authenticate, at
+    /// `at`). Recording it again keeps the first time.
+    fn record_invitation_device<'a>(
+        &'a self,
+        invitation_id: &'a str,
+        udid: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The devices enrolled through each of `ids` (at most [`MAX_LISTED_DEVICES`] per
+    /// invitation, earliest first).
+    fn invitation_devices<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<InvitationDevice>>;
+
+    /// The invitation each of `udids` enrolled through, for those that did.
+    fn device_invitations<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> StoreFuture<'a, Vec<InvitationDevice>>;
 
     /// The device CA kept in the store, if any.
     fn device_ca(&self) -> StoreFuture<'_, Option<StoredDeviceCa>>;

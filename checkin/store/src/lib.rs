@@ -35,7 +35,10 @@ use time::OffsetDateTime;
 use magicpush_mdm::{Authenticate, Command, Report, Secret, TokenUpdate};
 
 pub use cluster::ClusterStore;
-pub use enrollment::{EnrollmentStore, StoredChallenge, StoredDeviceCa};
+pub use enrollment::{
+    EnrollmentStore, Invitation, InvitationChallenge, InvitationDevice, InvitationState,
+    StoredChallenge, StoredDeviceCa,
+};
 pub use memory::{dedup, MemoryStore};
 pub use model::{
     apply_contact, from_ms, rfc3339, to_ms, truncate_ms, BoundIdentity, CommandResult, Device,

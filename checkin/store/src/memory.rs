@@ -125,6 +125,9 @@ struct EnrollmentMemory {
     challenges: std::collections::HashMap<[u8; 32], (crate::StoredChallenge, bool)>,
     revoked: std::collections::HashSet<String>,
     ca: Option<crate::StoredDeviceCa>,
+    invitations: std::collections::HashMap<String, crate::Invitation>,
+    /// (invitation, device) → its Authenticate.
+    invitation_devices: std::collections::BTreeMap<(String, String), OffsetDateTime>,
 }
 
 crate::cluster_in_memory!(MemoryStore);
@@ -181,13 +184,142 @@ impl crate::EnrollmentStore for MemoryStore {
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<String>> {
         let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let e = &mut *e;
         let out = match e.challenges.get_mut(hash) {
             Some((c, used)) if !*used && c.expires_at > at => {
-                *used = true;
-                Some(c.enrollment_id.clone())
+                let invitation = c.invitation_id.as_ref().map(|id| e.invitations.get_mut(id));
+                match invitation {
+                    None => {
+                        *used = true;
+                        Some(c.enrollment_id.clone())
+                    }
+                    Some(Some(i)) if i.state(at) == crate::InvitationState::Open => {
+                        i.enrolled += 1;
+                        *used = true;
+                        Some(c.enrollment_id.clone())
+                    }
+                    Some(_) => None,
+                }
             }
             _ => None,
         };
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn add_invitation<'a>(&'a self, invitation: &'a crate::Invitation) -> StoreFuture<'a, ()> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        e.invitations
+            .insert(invitation.id.clone(), invitation.clone());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn invitation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<crate::Invitation>> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        Box::pin(std::future::ready(Ok(e.invitations.get(id).cloned())))
+    }
+
+    fn invitations(&self) -> StoreFuture<'_, Vec<crate::Invitation>> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = e.invitations.values().cloned().collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Box::pin(std::future::ready(Ok(all)))
+    }
+
+    fn withdraw_invitation<'a>(&'a self, id: &'a str, at: OffsetDateTime) -> StoreFuture<'a, bool> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let found = match e.invitations.get_mut(id) {
+            Some(i) => {
+                i.withdrawn_at.get_or_insert(crate::model::truncate_ms(at));
+                true
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn invitation_challenge<'a>(
+        &'a self,
+        challenge: &'a crate::StoredChallenge,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, crate::InvitationChallenge> {
+        use crate::InvitationChallenge as Out;
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let id = challenge.invitation_id.as_deref().unwrap_or_default();
+        let out = match e.invitations.get(id).cloned() {
+            None => Out::Unknown,
+            Some(i) if i.state(at) != crate::InvitationState::Open => Out::Closed(i.state(at)),
+            Some(i) => {
+                let outstanding = e
+                    .challenges
+                    .values()
+                    .filter(|(c, used)| {
+                        !*used && c.expires_at > at && c.invitation_id.as_deref() == Some(id)
+                    })
+                    .count();
+                if outstanding >= crate::enrollment::MAX_OUTSTANDING_CHALLENGES as usize {
+                    Out::TooManyOutstanding
+                } else {
+                    e.challenges
+                        .insert(challenge.hash, (challenge.clone(), false));
+                    Out::Issued(i)
+                }
+            }
+        };
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn record_invitation_device<'a>(
+        &'a self,
+        invitation_id: &'a str,
+        udid: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        e.invitation_devices
+            .entry((invitation_id.to_owned(), udid.to_owned()))
+            .or_insert(crate::model::truncate_ms(at));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn invitation_devices<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<crate::InvitationDevice>> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for id in ids {
+            let mut of_one: Vec<_> = e
+                .invitation_devices
+                .range((id.clone(), String::new())..)
+                .take_while(|((i, _), _)| i == id)
+                .map(|((i, u), at)| crate::InvitationDevice {
+                    invitation_id: i.clone(),
+                    udid: u.clone(),
+                    at: *at,
+                })
+                .collect();
+            of_one.sort_by(|a, b| a.at.cmp(&b.at).then(a.udid.cmp(&b.udid)));
+            of_one.truncate(crate::enrollment::MAX_LISTED_DEVICES);
+            out.extend(of_one);
+        }
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn device_invitations<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> StoreFuture<'a, Vec<crate::InvitationDevice>> {
+        let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let out = e
+            .invitation_devices
+            .iter()
+            .filter(|((_, u), _)| udids.contains(u))
+            .map(|((i, u), at)| crate::InvitationDevice {
+                invitation_id: i.clone(),
+                udid: u.clone(),
+                at: *at,
+            })
+            .collect();
         Box::pin(std::future::ready(Ok(out)))
     }
 

@@ -79,6 +79,8 @@ macro_rules! store_conformance {
             cluster_sweep_takes_back_a_dead_nodes_run,
             settings_are_stored_and_merged,
             challenges_are_used_once,
+            invitations_admit_their_uses,
+            invitation_devices_are_listed,
             expired_challenges_are_refused,
             revoked_serials_are_kept,
             one_device_ca_is_kept,
@@ -2070,6 +2072,187 @@ pub async fn challenges_are_used_once(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(won, 1);
+}
+
+fn invitation(id: &str, uses: u32, expires_at: OffsetDateTime) -> magicpush_store::Invitation {
+    magicpush_store::Invitation {
+        id: id.into(),
+        topic: Some("com.apple.mgmt.External.a".into()),
+        note: Some("first floor".into()),
+        uses,
+        enrolled: 0,
+        created_at: t(0),
+        expires_at,
+        withdrawn_at: None,
+    }
+}
+
+fn invited(
+    invitation_id: &str,
+    expires_at: OffsetDateTime,
+) -> ([u8; 32], magicpush_store::StoredChallenge) {
+    let (_, hash) = magicpush_store::enrollment::new_challenge();
+    let mut c = challenge(hash, invitation_id, expires_at);
+    c.invitation_id = Some(invitation_id.into());
+    (hash, c)
+}
+
+/// An invitation hands out challenges while open; its challenges admit as many devices as it
+/// has uses, racing ones included; withdrawn or expired, it admits none.
+pub async fn invitations_admit_their_uses(store: Arc<dyn Store>) {
+    use magicpush_store::{InvitationChallenge as Out, InvitationState as State};
+    let inv = invitation("inv-one", 1, t(3600));
+    store.add_invitation(&inv).await.unwrap();
+    assert_eq!(
+        store.invitation("inv-one").await.unwrap(),
+        Some(inv.clone())
+    );
+    assert_eq!(store.invitation("nope").await.unwrap(), None);
+    // Fetched three times: three challenges, but one device enrolls.
+    let mut hashes = Vec::new();
+    for _ in 0..3 {
+        let (hash, c) = invited("inv-one", t(3600));
+        assert_eq!(
+            store.invitation_challenge(&c, t(1)).await.unwrap(),
+            Out::Issued(inv.clone())
+        );
+        hashes.push(hash);
+    }
+    let tries = hashes.iter().map(|hash| {
+        let (store, hash) = (Arc::clone(&store), *hash);
+        tokio::spawn(async move { store.consume_challenge(&hash, t(2)).await.unwrap() })
+    });
+    let mut won = 0;
+    for handle in tries {
+        if let Some(id) = handle.await.unwrap() {
+            assert_eq!(id, "inv-one");
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "a one-use invitation admits one device");
+    let after = store.invitation("inv-one").await.unwrap().unwrap();
+    assert_eq!((after.enrolled, after.uses_left()), (1, 0));
+    assert_eq!(after.state(t(3)), State::UsedUp);
+    let (_, late) = invited("inv-one", t(3600));
+    assert_eq!(
+        store.invitation_challenge(&late, t(3)).await.unwrap(),
+        Out::Closed(State::UsedUp)
+    );
+    let (_, stray) = invited("nope", t(3600));
+    assert_eq!(
+        store.invitation_challenge(&stray, t(3)).await.unwrap(),
+        Out::Unknown
+    );
+
+    // Withdrawn: its outstanding challenge is refused, the first withdrawal time is kept.
+    store
+        .add_invitation(&invitation("inv-two", 5, t(3600)))
+        .await
+        .unwrap();
+    let (pending, c) = invited("inv-two", t(3600));
+    assert!(matches!(
+        store.invitation_challenge(&c, t(4)).await.unwrap(),
+        Out::Issued(_)
+    ));
+    assert!(store.withdraw_invitation("inv-two", t(5)).await.unwrap());
+    assert!(store.withdraw_invitation("inv-two", t(6)).await.unwrap());
+    assert!(!store.withdraw_invitation("nope", t(6)).await.unwrap());
+    assert_eq!(store.consume_challenge(&pending, t(7)).await.unwrap(), None);
+    let two = store.invitation("inv-two").await.unwrap().unwrap();
+    assert_eq!((two.withdrawn_at, two.enrolled), (Some(t(5)), 0));
+
+    // Expired: nothing handed out, nothing admitted.
+    store
+        .add_invitation(&invitation("inv-three", 5, t(100)))
+        .await
+        .unwrap();
+    let (early, c) = invited("inv-three", t(3600));
+    assert!(matches!(
+        store.invitation_challenge(&c, t(10)).await.unwrap(),
+        Out::Issued(_)
+    ));
+    assert_eq!(store.consume_challenge(&early, t(100)).await.unwrap(), None);
+    let (_, c) = invited("inv-three", t(3600));
+    assert_eq!(
+        store.invitation_challenge(&c, t(100)).await.unwrap(),
+        Out::Closed(State::Expired)
+    );
+
+    // A URL fetched in a loop stops adding challenges.
+    store
+        .add_invitation(&invitation("inv-four", 1, t(3600)))
+        .await
+        .unwrap();
+    let cap = magicpush_store::enrollment::MAX_OUTSTANDING_CHALLENGES;
+    for _ in 0..cap {
+        let (_, c) = invited("inv-four", t(3600));
+        assert!(matches!(
+            store.invitation_challenge(&c, t(10)).await.unwrap(),
+            Out::Issued(_)
+        ));
+    }
+    let (_, c) = invited("inv-four", t(3600));
+    assert_eq!(
+        store.invitation_challenge(&c, t(10)).await.unwrap(),
+        Out::TooManyOutstanding
+    );
+
+    // Newest first.
+    let listed: Vec<String> = store
+        .invitations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().all(|id| id.starts_with("inv-")));
+}
+
+/// The devices enrolled through an invitation are kept once each, and found both ways.
+pub async fn invitation_devices_are_listed(store: Arc<dyn Store>) {
+    store
+        .add_invitation(&invitation("inv-a", 3, t(3600)))
+        .await
+        .unwrap();
+    store
+        .record_invitation_device("inv-a", "UDID-2", t(20))
+        .await
+        .unwrap();
+    store
+        .record_invitation_device("inv-a", "UDID-1", t(10))
+        .await
+        .unwrap();
+    store
+        .record_invitation_device("inv-a", "UDID-1", t(30))
+        .await
+        .unwrap();
+    store
+        .record_invitation_device("inv-b", "UDID-3", t(40))
+        .await
+        .unwrap();
+    let listed = store
+        .invitation_devices(&["inv-a".into(), "inv-none".into()])
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, OffsetDateTime)> = listed
+        .iter()
+        .map(|d| (d.invitation_id.as_str(), d.udid.as_str(), d.at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("inv-a", "UDID-1", t(10)), ("inv-a", "UDID-2", t(20))]
+    );
+    let mut of_devices = store
+        .device_invitations(&["UDID-3".into(), "UDID-1".into(), "UDID-9".into()])
+        .await
+        .unwrap();
+    of_devices.sort_by(|a, b| a.udid.cmp(&b.udid));
+    let got: Vec<(&str, &str)> = of_devices
+        .iter()
+        .map(|d| (d.udid.as_str(), d.invitation_id.as_str()))
+        .collect();
+    assert_eq!(got, vec![("UDID-1", "inv-a"), ("UDID-3", "inv-b")]);
 }
 
 pub async fn expired_challenges_are_refused(store: Arc<dyn Store>) {

@@ -33,11 +33,16 @@
 //! | `GET /v1/nodes` | | `{"nodes": [{"id", "name", "version", "url", "started_at", "last_heartbeat_at", "alive"}], "refreshes": [{"id", "kind", "node_id", "node"?, "state", "devices", "answered", "withdrawn", "pushed_at", "started_at", "finished_at"?}], "generated_at"}`: the servers on this store and the newest refresh runs (`running`, `finished`, `abandoned`: its node died and its unanswered pushes were taken back) |
 //! | `GET\|PUT /v1/settings` | PUT: any of `{"collect_every": "24h" \| "off" \| null \| seconds, "unreachable_after": "10m" \| seconds}` | `{"collect_every": "1d" \| null, "collect_every_s", "unreachable_after", "unreachable_after_s", "source": {"collect_every", "unreachable_after"} ("stored" \| "flag" \| "default"), "collecting"}`; 400 with the reason (checked as `serve` checks its flags); stored (wins over the flags at the next start), in force on this node at once, on the others within a second (PostgreSQL `NOTIFY`; each heartbeat re-reads too) |
 //! | `GET /v1/pushcert/history[?topic=T]` (without: every tenant's) | | `[{"serial", "topic", "subject", "not_after", "registered_at", "replaced_at", "apple_id"}]` |
+//! | `POST /v1/enrollments` | `{"topic"?, "expires_in"?: "24h", "uses"?: 1, "note"?}` | 201 `{"id", "url", "expires_at", "uses_left", …}`: an enrollment invitation ([`enrollments`]) |
+//! | `GET /v1/enrollments` | | `{"enrollments": [invitations, each with "devices": [{"udid", "enrolled_at"}]]}` |
+//! | `DELETE /v1/enrollments/{id}` | | the invitation, withdrawn; 404 if unknown |
 //! | `POST /v1/enrollments/challenge` | `{"enrollment_id"?, "expires_in"?: "1h"}` or nothing (a random id, one hour) | 201 `{"challenge", "enrollment_id", "expires_at"}`: a one-time SCEP challenge for `/scep` (the CSR's challengePassword); the certificate issued with it carries the enrollment id. 400 for a bad id (1–64 characters: letters, digits, `-`, `_`, `.`) or duration (1 minute to 30 days); 409 without a built-in device CA |
 //! | `POST /v1/session` (outside the bearer layer; [`super::session`]) | `{"api_key": "…"}` | 201 `{"csrf_token", "expires_at", "idle_timeout_s"}` and `Set-Cookie: magicpush_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=…` (`; Secure` over TLS); 401 wrong key; 400 malformed; 429 with `Retry-After` after too many failures |
 //! | `GET /v1/session` | the cookie | 200 as above; 401 `not signed in` |
 //! | `DELETE /v1/session` | the cookie and `X-CSRF-Token` | `{"signed_out": true}`, the session revoked, the cookie cleared (`Max-Age=0`) |
 //! | `GET /v1/openapi.json` (no key; served beside `/healthz`, see [`super::openapi`]) | | this API's OpenAPI 3.1 description, generated from the `#[utoipa::path]` annotations here ([`AdminApi`]); 404 while the admin API is off |
+
+mod enrollments;
 
 use std::sync::Arc;
 
@@ -174,8 +179,24 @@ fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
         ),
         ("/v1/topics/{topic}", only(put(set_topic), "PUT", "PUT")),
         (
+            "/v1/enrollments",
+            only(
+                get(enrollments::list).post(enrollments::create),
+                "GET or POST",
+                "GET, POST",
+            ),
+        ),
+        (
+            "/v1/enrollments/{id}",
+            only(
+                axum::routing::delete(enrollments::withdraw),
+                "DELETE",
+                "DELETE",
+            ),
+        ),
+        (
             "/v1/enrollments/challenge",
-            only(post(create_challenge), "POST", "POST"),
+            only(post(enrollments::create_challenge), "POST", "POST"),
         ),
     ]
 }
@@ -214,7 +235,10 @@ fn table() -> Vec<(&'static str, MethodRouter<Admin>)> {
         topics,
         add_topic,
         set_topic,
-        create_challenge,
+        enrollments::create,
+        enrollments::list,
+        enrollments::withdraw,
+        enrollments::create_challenge,
         super::openapi::openapi_json,
         super::session::web::sign_in,
         super::session::web::current,
@@ -1087,117 +1111,6 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Admin> for JsonBody<T> {
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
-/// `POST /v1/enrollments/challenge`'s body.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ChallengeRequest {
-    /// The enrollment id the issued certificate carries (1–64 characters: letters, digits,
-    /// `-`, `_`, `.`); left out: a random one.
-    enrollment_id: Option<String>,
-    /// How long the challenge may be used, e.g. `1h` (1 minute to 30 days; default 1 hour).
-    expires_in: Option<String>,
-}
-
-/// A one-time SCEP challenge.
-#[derive(Debug, Serialize, ToSchema)]
-struct IssuedChallenge {
-    /// The challenge, for the CSR's challengePassword (shown once: only its hash is kept).
-    challenge: String,
-    /// The enrollment id the issued certificate carries.
-    enrollment_id: String,
-    /// After this instant the challenge is refused (RFC 3339).
-    expires_at: String,
-}
-
-/// A challenge's default and bounds.
-const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-const CHALLENGE_TTL_MIN: std::time::Duration = std::time::Duration::from_secs(60);
-const CHALLENGE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
-#[utoipa::path(
-    post,
-    path = "/v1/enrollments/challenge",
-    tag = "admin",
-    summary = "Create a one-time SCEP challenge",
-    description = "A challenge for `/scep` (the built-in device CA): a device enrolls once with it (the CSR's challengePassword), and its certificate carries the enrollment id.",
-    request_body(content = Option<ChallengeRequest>, description = "The enrollment id and lifetime; left out: a random id, one hour"),
-    responses(
-        (status = 201, description = "The challenge (shown once)", body = IssuedChallenge),
-        (status = 400, description = "A malformed body, enrollment id or duration", body = ErrorBody),
-        (status = 409, description = "This server has no built-in device CA", body = ErrorBody),
-    )
-)]
-async fn create_challenge(
-    State(admin): State<Admin>,
-    Limited(bytes): Limited,
-) -> Result<impl IntoResponse, ApiError> {
-    let request: ChallengeRequest = if bytes.trim_ascii().is_empty() {
-        ChallengeRequest::default()
-    } else {
-        parse_json(&bytes)?
-    };
-    if admin.service.device_ca().is_none() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "this server has no built-in device CA: /scep is off",
-        ));
-    }
-    let enrollment_id = match request.enrollment_id {
-        Some(id) => {
-            let ok = !id.is_empty()
-                && id.len() <= magicpush_scep::MAX_ENROLLMENT_ID
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if !ok {
-                return Err(ApiError::bad_request(format!(
-                    "enrollment_id {id:?} must be 1 to {} characters: letters, digits, '-', '_', '.'",
-                    magicpush_scep::MAX_ENROLLMENT_ID
-                )));
-            }
-            id
-        }
-        None => {
-            let (random, _) = magicpush_store::enrollment::new_challenge();
-            format!("enr-{}", &random[..16])
-        }
-    };
-    let ttl = match request.expires_in.as_deref() {
-        Some(text) => crate::config::parse_duration(text)
-            .map_err(|e| ApiError::bad_request(format!("expires_in: {e}")))?,
-        None => CHALLENGE_TTL,
-    };
-    if !(CHALLENGE_TTL_MIN..=CHALLENGE_TTL_MAX).contains(&ttl) {
-        return Err(ApiError::bad_request(
-            "expires_in must be 1 minute to 30 days",
-        ));
-    }
-    let (challenge, hash) = magicpush_store::enrollment::new_challenge();
-    let now = magicpush_store::truncate_ms(time::OffsetDateTime::now_utc());
-    let expires_at = now + ttl;
-    admin
-        .service
-        .store()
-        .add_challenge(&magicpush_store::StoredChallenge {
-            hash,
-            enrollment_id: enrollment_id.clone(),
-            invitation_id: None,
-            created_at: now,
-            expires_at,
-        })
-        .await
-        .map_err(crate::service::ServiceError::from)?;
-    tracing::info!(%enrollment_id, expires_at = %magicpush_store::rfc3339(expires_at), "SCEP challenge created");
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedChallenge {
-            challenge,
-            enrollment_id,
-            expires_at: magicpush_store::rfc3339(expires_at),
-        }),
-    ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -28,6 +28,7 @@ use tower::ServiceExt as _;
 pub mod auth;
 pub mod body;
 pub mod early;
+pub mod enroll;
 pub mod error;
 pub mod identity;
 pub mod metrics;
@@ -241,6 +242,10 @@ fn router(
         .merge(admin);
     let router = match scep::routes(service) {
         Some(scep) => router.merge(scep),
+        None => router,
+    };
+    let router = match enroll::routes(service) {
+        Some(enroll) => router.merge(enroll),
         None => router,
     };
     // The console is served with the admin API it calls, and only then.

@@ -132,6 +132,7 @@ mod tests {
             serial: format!("{n:02X}"),
             not_before: datetime!(2026-01-01 0:00 UTC),
             not_after: datetime!(2027-01-01 0:00 UTC),
+            enrollment_id: None,
         })
     }
 

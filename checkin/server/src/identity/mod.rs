@@ -42,6 +42,9 @@ pub struct DeviceIdentity {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// The subject's first organizational unit: the enrollment id the built-in device CA
+    /// writes there (an invitation's id for a device enrolled through one).
+    pub enrollment_id: Option<String>,
 }
 
 impl DeviceIdentity {
@@ -144,6 +147,17 @@ pub enum Refusal {
         /// Its serial, hex.
         serial: String,
     },
+    /// At Authenticate: the certificate came from an enrollment invitation for another
+    /// tenant than the topic the device names.
+    #[error("identity certificate {subject} was issued through an invitation for topic {invited}, not {topic}: enroll with that tenant's profile")]
+    OtherTenant {
+        /// Its subject.
+        subject: String,
+        /// The invitation's topic.
+        invited: String,
+        /// The topic the Authenticate names.
+        topic: String,
+    },
 }
 
 impl Refusal {
@@ -167,6 +181,7 @@ impl Refusal {
             Refusal::Unbound(_) => "unbound",
             Refusal::InUse(_) => "in_use",
             Refusal::Revoked { .. } => "revoked",
+            Refusal::OtherTenant { .. } => "other_tenant",
         }
     }
 }

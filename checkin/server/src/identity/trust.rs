@@ -138,12 +138,19 @@ impl DeviceTrust {
         let validity = parsed.validity();
         let at =
             |t: i64| OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let enrollment_id = parsed
+            .subject()
+            .iter_organizational_unit()
+            .next()
+            .and_then(|ou| ou.as_str().ok())
+            .map(str::to_owned);
         Ok(DeviceIdentity {
             sha256: sha256(der),
             subject,
             serial: hex::encode_upper(parsed.raw_serial()),
             not_before: at(validity.not_before.timestamp()),
             not_after: at(validity.not_after.timestamp()),
+            enrollment_id,
         })
     }
 }

@@ -85,6 +85,7 @@ mod tests {
             serial: "01".into(),
             not_before: datetime!(2026-01-01 0:00 UTC),
             not_after: datetime!(2027-01-01 0:00 UTC),
+            enrollment_id: None,
         }
     }
 

@@ -68,8 +68,16 @@ impl Service {
                         },
                     });
                 }
-                let bound = certauth::to_bound(identity, Self::now());
-                self.dispatch(message, Some(&bound)).await
+                let invited = self.invitation_of(&message, identity).await?;
+                let now = Self::now();
+                let bound = certauth::to_bound(identity, now);
+                let reply = self.dispatch(message, Some(&bound)).await?;
+                if let Some((invitation, udid)) = invited {
+                    self.store
+                        .record_invitation_device(&invitation, &udid, now)
+                        .await?;
+                }
+                Ok(reply)
             }
             certauth::Requirement::Bound { udid } => {
                 let bound = self.store.identity_hash(udid).await?;

@@ -17,6 +17,7 @@
 //!   collection task they run, the unreachable window, changes made on other nodes.
 //! - [`views`]: devices with their connectivity state, the CSV export, the report.
 //! - [`paging`], [`search`]: one page of the device list after a cursor, and its search.
+//! - [`enrollment`]: enrollment invitations and the profiles their URLs answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use magicpush_store::{Store, StoreError};
 mod certauth;
 pub mod csv;
 mod device;
+pub mod enrollment;
 pub mod listing;
 mod metrics;
 pub mod nodes;
@@ -252,6 +254,8 @@ pub struct Service {
     settings: settings::LiveSettings,
     /// The built-in device CA (`/scep`), when the server has one.
     device_ca: Option<Arc<magicpush_scep::DeviceCa>>,
+    /// Enrollment profiles (`--public-url`), when the server hands them out.
+    profiles: Option<Arc<crate::profile::EnrollmentProfiles>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -288,6 +292,7 @@ impl Service {
             pushes: Arc::default(),
             metrics: metrics::DeviceMetrics::default(),
             device_ca: None,
+            profiles: None,
         }
     }
 
@@ -295,6 +300,16 @@ impl Service {
     /// certificates it issued are revoked when their device is deleted.
     pub fn with_device_ca(mut self, ca: Arc<magicpush_scep::DeviceCa>) -> Self {
         self.device_ca = Some(ca);
+        self
+    }
+
+    /// The same service handing out enrollment profiles (`GET /enroll/{id}`) for the
+    /// invitations of `POST /v1/enrollments`; they need the built-in device CA too.
+    pub fn with_enrollment_profiles(
+        mut self,
+        profiles: Option<Arc<crate::profile::EnrollmentProfiles>>,
+    ) -> Self {
+        self.profiles = profiles;
         self
     }
 

@@ -136,6 +136,14 @@ impl Service {
             assembly.take(devices, |d| only.shows(d, || self.state(d, now)));
         }
         let page = assembly.finish();
+        let udids: Vec<String> = page.devices.iter().map(|d| d.udid.clone()).collect();
+        let mut invitations: std::collections::HashMap<String, String> = self
+            .store
+            .device_invitations(&udids)
+            .await?
+            .into_iter()
+            .map(|d| (d.udid, d.invitation_id))
+            .collect();
         Ok(DevicePage {
             devices: page
                 .devices
@@ -143,6 +151,7 @@ impl Service {
                 .map(|device| DeviceView {
                     state: self.state(&device, now).as_str(),
                     push_latency_ms: push_latency_ms(&device),
+                    invitation: invitations.remove(&device.udid),
                     device,
                 })
                 .collect(),
@@ -161,9 +170,17 @@ impl Service {
                 udid: udid.to_owned(),
             })?;
         let now = Self::now();
+        let invitation = self
+            .store
+            .device_invitations(&[device.udid.clone()])
+            .await?
+            .into_iter()
+            .next()
+            .map(|d| d.invitation_id);
         Ok(DeviceView {
             state: self.state(&device, now).as_str(),
             push_latency_ms: push_latency_ms(&device),
+            invitation,
             device,
         })
     }
@@ -267,6 +284,7 @@ impl Service {
             device,
             state: self.state(device, now).as_str(),
             push_latency_ms: push_latency_ms(device),
+            invitation: None,
         }
     }
 }
@@ -282,6 +300,10 @@ pub struct DeviceView<D = Device> {
     pub state: &'static str,
     /// From the last push to the next report, if the last push was answered.
     pub push_latency_ms: Option<u64>,
+    /// The enrollment invitation the device enrolled through, if it did (in a page of the
+    /// list and a device's view; the streamed whole list leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
 }
 
 fn push_latency_ms(device: &Device) -> Option<u64> {
