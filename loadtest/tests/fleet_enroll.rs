@@ -51,6 +51,8 @@ fn fifty_devices_enroll_through_scep_and_the_counts_are_exact() {
     let expected = 50.0 / v["enroll_s"].as_f64().unwrap();
     assert!((rate - expected).abs() <= 0.1 * expected + 0.1, "{last}");
     assert_eq!(v["enroll_key_pool"], 8, "{last}");
+    // One invitation per tenant (25 devices each, under the 96 of one invitation).
+    assert_eq!(v["invitations"], 2, "{last}");
     // --json measures the floors, which run without enrollment.
     assert_eq!(v["floor_without_enrollment"], true, "{last}");
     assert!(v["floor_s"].as_f64().is_some(), "{last}");

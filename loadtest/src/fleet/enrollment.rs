@@ -1,9 +1,10 @@
 //! `--enroll`: each device gets its identity from the server, as a real one does, before it
-//! checks in. The fleet creates one invitation per tenant (`POST /v1/enrollments`, `uses` =
-//! the tenant's devices); each device fetches its tenant's profile (`GET` the invitation's
-//! path, on the node it talks to), reads the SCEP challenge and subject and the MDM topic,
-//! and enrolls at `/scep` (PKCSReq with its RSA-2048 key from the [`KeyPool`]). The
-//! certificate issued signs its check-ins and reports from then on.
+//! checks in. The fleet creates its tenants' invitations (`POST /v1/enrollments`, one per
+//! [`DEVICES_PER_INVITATION`] devices of a tenant, `uses` = those devices); each device fetches
+//! its invitation's profile (`GET` the invitation's path, on the node it talks to), reads the
+//! SCEP challenge and subject and the MDM topic, and enrolls at `/scep` (PKCSReq with its
+//! RSA-2048 key from the [`KeyPool`]). The certificate issued signs its check-ins and reports
+//! from then on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use magicpush_scep::client::EnrollmentRequest;
 use magicpush_scep::rand_core::OsRng;
 use magicpush_scep::ContentCipher;
 use magicpush_server::client::AdminClient;
+use magicpush_store::enrollment::MAX_OUTSTANDING_CHALLENGES;
 
 use super::device::SimDevice;
 use super::keypool::KeyPool;
@@ -26,6 +28,15 @@ use super::{admin_err, Failures, FleetError, Progress};
 
 /// How long the run's invitations stay valid.
 const INVITATION_LIFETIME: &str = "24h";
+
+/// Devices of a tenant per invitation. The server refuses a profile (429) while
+/// [`MAX_OUTSTANDING_CHALLENGES`] of an invitation's profiles wait unused; an invitation for
+/// fewer devices than that (a margin for a profile fetched again after a broken connection)
+/// never gets there, however many devices enroll at once.
+pub(crate) const DEVICES_PER_INVITATION: usize = MAX_OUTSTANDING_CHALLENGES as usize - 4;
+
+/// How often a device asks again for a profile refused with 429, a second apart.
+const PROFILE_ATTEMPTS: usize = 5;
 
 /// What the enrollment phase needs.
 pub(crate) struct EnrollPhase<'a> {
@@ -47,8 +58,12 @@ pub(crate) struct Identities {
     pub(crate) signers: Arc<Vec<DeviceSigner>>,
     /// Per device: it has its certificate.
     pub(crate) issued: Vec<bool>,
-    /// Invitations through issued certificates, in seconds.
+    /// First profile request through the last certificate issued, in seconds.
     pub(crate) seconds: f64,
+    /// Invitations created.
+    pub(crate) invitations: u64,
+    /// Creating them (and GetCACert), before `seconds`, in seconds.
+    pub(crate) invite_seconds: f64,
 }
 
 impl Identities {
@@ -61,9 +76,11 @@ impl Identities {
 /// Creates the invitations, then every device fetches its profile and enrolls, on
 /// `connections` workers.
 pub(crate) async fn enroll_identities(p: EnrollPhase<'_>) -> Result<Identities, FleetError> {
-    let started = Instant::now();
-    let invitations: Arc<[String]> = invite(p.admin, p.devices.len(), p.topics).await?.into();
+    let invite_started = Instant::now();
+    let invitations = Arc::new(invite(p.admin, p.devices.len(), p.topics).await?);
     let ca_cert = ca_certificate(&mut p.routes.conns()).await?;
+    let invite_seconds = invite_started.elapsed().as_secs_f64();
+    let started = Instant::now();
 
     let n = p.devices.len();
     let workers = p.connections.clamp(1, n);
@@ -84,12 +101,11 @@ pub(crate) async fn enroll_identities(p: EnrollPhase<'_>) -> Result<Identities, 
         let mut conn = p.routes.conns();
         tasks.spawn(async move {
             for (i, d) in devices.iter().enumerate().skip(w).step_by(workers) {
-                let tenant = tenant_of(i, topics.len());
                 let device = Device {
                     index: i,
                     udid: &d.udid,
-                    invitation: &invitations[tenant],
-                    topic: &topics[tenant],
+                    invitation: invitations.path_of(i),
+                    topic: &topics[tenant_of(i, topics.len())],
                 };
                 match enroll_one(&mut conn, &device, &keys, &ca_cert).await {
                     Ok(signer) => {
@@ -118,6 +134,8 @@ pub(crate) async fn enroll_identities(p: EnrollPhase<'_>) -> Result<Identities, 
         signers: Arc::new(signers),
         issued: issued.iter().map(|i| i.load(Ordering::Relaxed)).collect(),
         seconds,
+        invitations: invitations.paths.len() as u64,
+        invite_seconds,
     })
 }
 
@@ -125,27 +143,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One invitation per tenant with devices, for exactly its devices: the path of each
-/// (indexed by tenant).
+/// The run's invitations: their paths, and which one each device uses.
+struct Invitations {
+    paths: Vec<String>,
+    /// Per device, its index in `paths`.
+    of_device: Vec<usize>,
+}
+
+impl Invitations {
+    fn path_of(&self, device: usize) -> &str {
+        &self.paths[self.of_device[device]]
+    }
+}
+
+/// Which invitation of its tenant device `i` uses: its rank among the tenant's devices, by
+/// [`DEVICES_PER_INVITATION`].
+fn chunk_of(device: usize, tenants: usize) -> usize {
+    device / tenants.max(1) / DEVICES_PER_INVITATION
+}
+
+/// The invitations: per tenant, one per [`DEVICES_PER_INVITATION`] of its devices, with
+/// exactly as many uses as devices.
 async fn invite(
     admin: &AdminClient,
     devices: usize,
     topics: &[String],
-) -> Result<Vec<String>, FleetError> {
-    let mut paths = Vec::with_capacity(topics.len());
-    for (tenant, topic) in topics.iter().enumerate() {
-        let uses = (0..devices)
-            .filter(|i| tenant_of(*i, topics.len()) == tenant)
-            .count();
-        if uses == 0 {
-            paths.push(String::new());
-            continue;
-        }
+) -> Result<Invitations, FleetError> {
+    let tenants = topics.len();
+    // (tenant, chunk) → devices, in device order.
+    let mut groups: std::collections::BTreeMap<(usize, usize), Vec<usize>> = Default::default();
+    for i in 0..devices {
+        groups
+            .entry((tenant_of(i, tenants), chunk_of(i, tenants)))
+            .or_default()
+            .push(i);
+    }
+    let mut invitations = Invitations {
+        paths: Vec::with_capacity(groups.len()),
+        of_device: vec![0; devices],
+    };
+    for ((tenant, chunk), members) in groups {
         let body = serde_json::json!({
-            "topic": topic,
+            "topic": topics[tenant],
             "expires_in": INVITATION_LIFETIME,
-            "uses": uses,
-            "note": format!("magicpush-loadtest fleet, tenant {}", tenant + 1),
+            "uses": members.len(),
+            "note": format!("magicpush-loadtest fleet, tenant {} part {}", tenant + 1, chunk + 1),
         });
         let answer = admin
             .send_json(Method::POST, "/v1/enrollments", &body)
@@ -154,9 +196,12 @@ async fn invite(
         let url = answer["url"]
             .as_str()
             .ok_or_else(|| admin_err("POST /v1/enrollments", format!("no url in {answer}")))?;
-        paths.push(path_of(url).to_owned());
+        for i in members {
+            invitations.of_device[i] = invitations.paths.len();
+        }
+        invitations.paths.push(path_of(url).to_owned());
     }
-    Ok(paths)
+    Ok(invitations)
 }
 
 /// `GET /scep?operation=GetCACert`: the CA certificate (DER), once per run (the nodes share
@@ -202,18 +247,26 @@ async fn enroll_one(
     keys: &Arc<KeyPool>,
     ca_cert: &Arc<[u8]>,
 ) -> Result<DeviceSigner, String> {
-    let (status, body) = conn
-        .send(
-            d.index,
-            PROFILE_REQUEST,
-            Method::GET,
-            d.invitation,
-            "GET /enroll/{id}",
-            None,
-            Bytes::new(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut attempt = 1;
+    let (status, body) = loop {
+        let (status, body) = conn
+            .send(
+                d.index,
+                PROFILE_REQUEST,
+                Method::GET,
+                d.invitation,
+                "GET /enroll/{id}",
+                None,
+                Bytes::new(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != StatusCode::TOO_MANY_REQUESTS || attempt == PROFILE_ATTEMPTS {
+            break (status, body);
+        }
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
     if status != StatusCode::OK {
         return Err(format!(
             "the profile answered {status}: {}",
@@ -278,4 +331,30 @@ async fn enroll_one(
         .map_err(|e| e.to_string())?;
     DeviceSigner::with_rsa_key(&certificate, &keys.key_of(d.index).signing)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_invitation_has_fewer_devices_than_the_server_keeps_profiles_unused() {
+        for tenants in [1, 3] {
+            let mut per: std::collections::HashMap<(usize, usize), usize> = Default::default();
+            for i in 0..1000 {
+                *per.entry((tenant_of(i, tenants), chunk_of(i, tenants)))
+                    .or_default() += 1;
+            }
+            assert!(per.values().all(|n| *n <= DEVICES_PER_INVITATION));
+            assert_eq!(per.values().sum::<usize>(), 1000);
+            assert_eq!(
+                per.len(),
+                (0..tenants)
+                    .map(|t| (1000 - t)
+                        .div_ceil(tenants)
+                        .div_ceil(DEVICES_PER_INVITATION))
+                    .sum::<usize>()
+            );
+        }
+    }
 }

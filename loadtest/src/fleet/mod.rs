@@ -808,6 +808,8 @@ impl ServerRun<'_> {
             refresh_node,
             nodes: node_reports,
             enrollment: identities.map(|i| EnrollmentReport {
+                invitations: i.invitations,
+                invite_s: round3(i.invite_seconds),
                 enroll_s: round3(i.seconds),
                 enrollments: i.count(),
                 enrollments_per_s: round1(i.count() as f64 / i.seconds.max(1e-9)),

@@ -4,13 +4,6 @@
 
 use plist::{Dictionary, Value};
 
-// Until `magicpush-profile` is merged: plain plists only.
-mod magicpush_profile {
-    pub(super) fn content_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(bytes.to_vec())
-    }
-}
-
 /// The SCEP payload's type.
 const SCEP_PAYLOAD: &str = "com.apple.security.scep";
 /// The MDM payload's type.
