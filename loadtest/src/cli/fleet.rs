@@ -98,8 +98,9 @@ pub struct FleetArgs {
     /// check-ins with the certificate issued. The started server uses its built-in device CA
     /// and --public-url. Key generation is the device's cost, not the server's: a pool of 8
     /// keys is generated once (in parallel, before timing) and device i has key i % 8.
-    /// Reported as enroll_s, enrollments, enrollments_per_s; the floors (--baseline) run
-    /// without enrollment, as the stand-in has no SCEP. Needs --device-auth signature.
+    /// Reported as enroll_s, enrollments, enrollments_per_s (not in wall_s); the floors
+    /// (--baseline) run without enrollment, as the stand-in has no SCEP, signing with the
+    /// fleet's own RSA-2048 identities (a pool of 8 keys too). Needs --device-auth signature.
     #[arg(long)]
     enroll: bool,
     /// Print one JSON object (last line) instead of progress bars and a table.

@@ -126,7 +126,8 @@ pub struct FleetConfig {
     /// SCEP at `/scep` with an RSA-2048 key of a pool of [`keypool::POOL_SIZE`] (device `i`
     /// has key `i % pool`). Spawned nodes run with their built-in device CA and
     /// `--public-url`. Needs [`FleetDeviceAuth::Signature`]. The floors (the stand-in has no
-    /// SCEP) run without enrollment, with the fleet's own identities.
+    /// SCEP) run without enrollment, with the fleet's own identities: RSA-2048, a pool as
+    /// large, certificates from its device CA.
     pub enroll: bool,
 }
 
@@ -134,8 +135,9 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetDeviceAuth {
-    /// Each device has its own identity certificate (P-256, from the fleet's device CA) and
-    /// signs every check-in and report with `Mdm-Signature`; the server requires it.
+    /// Each device has its own identity certificate (P-256, from the fleet's device CA; with
+    /// `--enroll`, RSA-2048 from the server's `/scep`) and signs every check-in and report
+    /// with `Mdm-Signature`; the server requires it.
     #[default]
     Signature,
     /// No identities; the server runs with `--insecure-no-device-auth` (for comparison).
@@ -400,10 +402,15 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     let tenants = issue_tenants(&pki, config.topics).await?;
     let tenant_certs_s = certs_started.elapsed().as_secs_f64();
     let topics: Arc<[String]> = tenants.iter().map(|t| t.topic.clone()).collect();
-    // With --enroll the server issues the identities; the fleet's own are for the floors.
+    // With --enroll the server issues the identities; the fleet's own are for the floors:
+    // RSA-2048 from a pool as large as the enrolled devices', so that signing costs the
+    // devices as much in the floors as in the server's run.
     let signers: Option<Arc<Vec<DeviceSigner>>> = match config.device_auth {
         FleetDeviceAuth::None => None,
         FleetDeviceAuth::Signature if config.enroll && !config.baseline => None,
+        FleetDeviceAuth::Signature if config.enroll => {
+            Some(issue_rsa_signers(&pki, &devices).await?)
+        }
         FleetDeviceAuth::Signature => Some(issue_signers(&pki, &devices).await?),
     };
     let keys = if config.enroll {
@@ -550,6 +557,20 @@ pub(crate) async fn issue_signers(
     let issued = tokio::task::spawn_blocking(move || pki.issue_identities(&devices, threads))
         .await
         .map_err(|e| FleetError::Pki(e.to_string()))??;
+    Ok(Arc::new(issued))
+}
+
+/// The floors' identities in an `--enroll` run: RSA-2048 keys of a pool of
+/// [`keypool::POOL_SIZE`], certificates from the set's device CA, off the async threads.
+async fn issue_rsa_signers(
+    pki: &FleetPki,
+    devices: &Arc<Vec<SimDevice>>,
+) -> Result<Arc<Vec<DeviceSigner>>, FleetError> {
+    let (pki, devices) = (pki.clone(), devices.clone());
+    let issued =
+        tokio::task::spawn_blocking(move || pki.issue_rsa_identities(&devices, keypool::POOL_SIZE))
+            .await
+            .map_err(|e| FleetError::Pki(e.to_string()))??;
     Ok(Arc::new(issued))
 }
 

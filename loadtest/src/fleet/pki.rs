@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use magicpush_fixtures::{device_identity_cert, push_cert, Ca, KeyKind, TestPki};
+use magicpush_fixtures::{
+    device_identity_cert, device_identity_cert_for_key, push_cert, Ca, KeyKind, SharedKey, TestPki,
+};
 use magicpush_server::identity::{DeviceAuthenticator, DeviceTrust, IdentitySource};
 use rustls_pki_types::CertificateDer;
 
@@ -157,6 +159,48 @@ impl FleetPki {
         issue_identities(&self.device_ca, devices, threads)
     }
 
+    /// An identity certificate from the device CA for each device, for RSA-2048 keys of a
+    /// pool of `pool` (device `i` has key `i % pool`), as `--enroll` devices have: what the
+    /// floors of an `--enroll` run sign with, so that the devices' signing costs as much as
+    /// in the server's run. Keys generated on their own threads; in the devices' order.
+    pub fn issue_rsa_identities(
+        &self,
+        devices: &[SimDevice],
+        pool: usize,
+    ) -> Result<Vec<DeviceSigner>, FleetError> {
+        let keys = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..pool.max(1))
+                .map(|_| scope.spawn(|| SharedKey::generate(KeyKind::Rsa2048)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| FleetError::Pki("RSA key generation panicked".into()))?
+                        .map_err(|e| FleetError::Pki(format!("RSA key: {e:#}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut signers: Vec<DeviceSigner> = Vec::with_capacity(devices.len());
+        for (i, d) in devices.iter().enumerate() {
+            let key = &keys[i % keys.len()];
+            let id = device_identity_cert_for_key(&self.device_ca, &d.udid, key)
+                .map_err(|e| FleetError::Pki(format!("{}: {e:#}", d.udid)))?;
+            // The first device of a key parses it; the others share it.
+            let signer = match signers.get(i % keys.len()) {
+                Some(first) if i >= keys.len() => first.with_certificate(&id.cert_der),
+                _ => None,
+            };
+            let signer = match signer {
+                Some(s) => s,
+                None => DeviceSigner::new(&id.cert_der, &id.key_der)
+                    .map_err(|e| FleetError::Pki(format!("{}: {e}", d.udid)))?,
+            };
+            signers.push(signer);
+        }
+        Ok(signers)
+    }
+
     /// The fleet's `count` tenants: the first is this set's push certificate (the server's
     /// `--cert`), the others fresh push certificates (P-256, a topic of a random UUID each)
     /// from the same CA, issued on `threads` threads; not written to the directory.
@@ -292,6 +336,22 @@ pub fn signature_verifies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsa_identities_share_a_small_pool_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = FleetPki::load_or_create(dir.path()).unwrap();
+        let devices = crate::fleet::device::generate(3, 0.0, 0.0, 7);
+        let signers = pki.issue_rsa_identities(&devices, 2).unwrap();
+        assert_eq!(signers.len(), 3);
+        let auth = signature_authenticator(pki.device_ca.cert_der()).unwrap();
+        for signer in &signers {
+            let body = b"<plist>rsa</plist>";
+            let mut headers = http::HeaderMap::new();
+            headers.insert("mdm-signature", signer.sign(body).parse().unwrap());
+            assert!(signature_verifies(&auth, &headers, body));
+        }
+    }
 
     #[test]
     fn tenants_are_the_push_certificate_then_fresh_topics_from_the_same_ca() {

@@ -191,7 +191,8 @@ pub struct EnrollmentReport {
     /// Generating that pool (in parallel, part of setup), seconds.
     pub enroll_key_pool_s: f64,
     /// The floors were measured without enrollment (the stand-in has no SCEP), with the
-    /// fleet's own P-256 identities: `wall_over_floor` compares the check-ins and pushes only.
+    /// fleet's own identities (RSA-2048 keys, a pool as large, certificates from its device
+    /// CA): `wall_over_floor` compares the check-ins and pushes only, signed alike.
     pub floor_without_enrollment: bool,
 }
 
@@ -419,8 +420,8 @@ impl FleetReport {
             if e.floor_without_enrollment {
                 row(
                     "floors",
-                    "without enrollment (the stand-in has no SCEP), P-256 identities; \
-                     wall time excludes enrollment"
+                    "without enrollment (the stand-in has no SCEP), with the fleet's own \
+                     RSA-2048 identities; wall time excludes enrollment"
                         .to_string(),
                 );
             }
