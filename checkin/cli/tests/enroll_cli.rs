@@ -415,6 +415,15 @@ async fn an_invitation_takes_a_device_from_nothing_to_enrolled() {
     assert_eq!(one["devices"][0]["udid"], "INVITED-DEVICE-1");
     let page = admin.get_json("/v1/devices?limit=10").await.unwrap();
     assert_eq!(page["devices"][0]["invitation"], id.as_str());
+
+    // A valid certificate renews without a challenge (RenewalReq), keeping the invitation.
+    assert!(scepclient(&scep, a.path(), "device-a", "unused"));
+    let renewed = std::fs::read_to_string(a.path().join("cert.pem")).unwrap();
+    assert_ne!(renewed, cert, "a new certificate");
+    let der = pem::parse(&renewed).unwrap().into_contents();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let ou = parsed.subject().iter_organizational_unit().next().unwrap();
+    assert_eq!(ou.as_str().unwrap(), id);
 }
 
 #[test]
