@@ -1000,8 +1000,7 @@ fn enrollment_profiles(args: &ServeArgs) -> anyhow::Result<Option<EnrollmentProf
             pem::parse_many(&pem).with_context(|| format!("--tls-cert {}", path.display()))?;
         let last = chain
             .into_iter()
-            .filter(|p| p.tag() == "CERTIFICATE")
-            .last()
+            .rfind(|p| p.tag() == "CERTIFICATE")
             .with_context(|| format!("--tls-cert {} holds no certificate", path.display()))?;
         Some(last.into_contents())
     } else {

@@ -3,7 +3,11 @@
 //! /v1/enrollments/challenge`, the certificate signs check-ins (`openssl cms -sign`), and
 //! deleting the device revokes it (403, renewal refused). `magicpush ca show` prints the CA.
 //!
-//! Without `scepclient` on PATH the enrollment test prints SKIPPED and passes, unless
+//! An invitation takes a device from nothing to enrolled: `POST /v1/enrollments`, the signed
+//! profile at its URL (verified with `openssl cms -verify`), its challenge through
+//! scepclient, the Authenticate recorded against the invitation, the URL gone once used.
+//!
+//! Without `scepclient` on PATH the enrollment tests print SKIPPED and pass, unless
 //! `CI=true`.
 
 mod common;
@@ -28,6 +32,32 @@ fn serve(dir: &Path) -> Serve {
         .args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
         .arg("--data-dir")
         .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    Serve::listening(child).expect("serve printed its address")
+}
+
+/// `serve` on `dir` handing out enrollment profiles: the fixture push certificate (a tenant),
+/// `--public-url`, profiles signed with the fixture server certificate.
+fn serve_invitations(dir: &Path) -> Serve {
+    let certs = magicpush_fixtures::dir().join("certs");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--cert")
+        .arg(certs.join("push.pem"))
+        .arg("--key")
+        .arg(certs.join("push.key.pem"))
+        .args(["--apns-url", "https://127.0.0.1:9"])
+        .args(["--public-url", "https://mdm.example.com"])
+        .arg("--profile-signing-cert")
+        .arg(certs.join("server.pem"))
+        .arg("--profile-signing-key")
+        .arg(certs.join("server.key.pem"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -256,4 +286,157 @@ fn ca_show_prints_the_ca_serve_created() {
     let pem = std::fs::read_to_string(data.path().join("device-ca.pem")).unwrap();
     assert_eq!(json["certificate_pem"], pem);
     assert!(json["sha256"].as_str().unwrap().len() >= 64);
+}
+
+/// The profile `signed` holds, verified with openssl against the fixture CA that issued the
+/// signing certificate.
+fn verified_profile(dir: &Path, signed: &[u8]) -> plist::Dictionary {
+    let input = dir.join("profile.der");
+    let output = dir.join("profile.plist");
+    std::fs::write(&input, signed).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in",
+        ])
+        .arg(&input)
+        .arg("-CAfile")
+        .arg(magicpush_fixtures::dir().join("certs/ca.pem"))
+        .arg("-out")
+        .arg(&output)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl cms -verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plist::from_file(&output).expect("the signed content is a plist")
+}
+
+fn payload<'a>(profile: &'a plist::Dictionary, kind: &str) -> &'a plist::Dictionary {
+    profile["PayloadContent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(plist::Value::as_dictionary)
+        .find(|p| p["PayloadType"].as_string() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} payload"))
+}
+
+/// The challenge of invitation `path`'s profile (fetched without the admin key).
+async fn fetch_challenge(server: &Serve, dir: &Path, path: &str) -> String {
+    let anonymous = AdminClient::new(&server.url, None, None).unwrap();
+    let (status, body) = anonymous.request(Method::GET, path, None).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let profile = verified_profile(dir, &body);
+    let scep = payload(&profile, "com.apple.security.scep")["PayloadContent"]
+        .as_dictionary()
+        .unwrap();
+    scep["Challenge"].as_string().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_takes_a_device_from_nothing_to_enrolled() {
+    if !scepclient_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = serve_invitations(data.path());
+    let admin = AdminClient::new(&server.url, Some(KEY.into()), None).unwrap();
+    let topic = magicpush_fixtures::generate::push_topic();
+
+    let invitation = admin
+        .send_json(
+            Method::POST,
+            "/v1/enrollments",
+            &serde_json::json!({"note": "first device", "expires_in": "1h"}),
+        )
+        .await
+        .unwrap();
+    let id = invitation["id"].as_str().unwrap().to_owned();
+    let url = invitation["url"].as_str().unwrap();
+    assert_eq!(url, format!("https://mdm.example.com/enroll/{id}"));
+    assert_eq!(invitation["uses_left"], 1);
+    let path = format!("/enroll/{id}");
+
+    // The profile verifies with openssl and names this server and tenant.
+    let work = tempfile::tempdir().unwrap();
+    let anonymous = AdminClient::new(&server.url, None, None).unwrap();
+    let (status, body) = anonymous.request(Method::GET, &path, None).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let profile = verified_profile(work.path(), &body);
+    let mdm = payload(&profile, "com.apple.mdm");
+    assert_eq!(mdm["Topic"].as_string(), Some(topic.as_str()));
+    assert_eq!(
+        mdm["ServerURL"].as_string(),
+        Some("https://mdm.example.com/mdm/server")
+    );
+    assert_eq!(mdm["SignMessage"].as_boolean(), Some(true));
+
+    // Two fetches, two challenges; one device enrolls (scepclient, as a device would).
+    let first = fetch_challenge(&server, work.path(), &path).await;
+    let second = fetch_challenge(&server, work.path(), &path).await;
+    assert_ne!(first, second);
+    let scep = format!("{}/scep", server.url);
+    let a = tempfile::tempdir().unwrap();
+    assert!(scepclient(&scep, a.path(), "device-a", &first));
+    let b = tempfile::tempdir().unwrap();
+    assert!(
+        !scepclient(&scep, b.path(), "device-b", &second),
+        "a one-use invitation admits one device"
+    );
+    let (status, _) = anonymous.request(Method::GET, &path, None).await.unwrap();
+    assert_eq!(status, StatusCode::GONE, "the URL is used up");
+
+    // The certificate carries the invitation; the Authenticate is recorded against it.
+    let cert = std::fs::read_to_string(a.path().join("cert.pem")).unwrap();
+    let der = pem::parse(&cert).unwrap().into_contents();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let ou = parsed
+        .subject()
+        .iter_organizational_unit()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap()
+        .to_owned();
+    assert_eq!(ou, id);
+    let mut device = Device::iphone();
+    device.udid = "INVITED-DEVICE-1".into();
+    for dict in [
+        plists::authenticate(&device, &topic),
+        plists::token_update(&device, &topic),
+    ] {
+        let (status, body) = checkin(&admin, a.path(), &dict).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+    }
+    let listed = admin.get_json("/v1/enrollments").await.unwrap();
+    let one = &listed["enrollments"][0];
+    assert_eq!(one["state"], "used_up");
+    assert_eq!(one["devices"][0]["udid"], "INVITED-DEVICE-1");
+    let page = admin.get_json("/v1/devices?limit=10").await.unwrap();
+    assert_eq!(page["devices"][0]["invitation"], id.as_str());
+
+    // A valid certificate renews without a challenge (RenewalReq), keeping the invitation.
+    assert!(scepclient(&scep, a.path(), "device-a", "unused"));
+    let renewed = std::fs::read_to_string(a.path().join("cert.pem")).unwrap();
+    assert_ne!(renewed, cert, "a new certificate");
+    let der = pem::parse(&renewed).unwrap().into_contents();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let ou = parsed.subject().iter_organizational_unit().next().unwrap();
+    assert_eq!(ou.as_str().unwrap(), id);
+}
+
+#[test]
+fn a_malformed_public_url_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--public-url", "mdm.example.com/no-scheme"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--public-url"), "{stderr}");
 }

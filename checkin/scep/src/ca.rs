@@ -102,8 +102,10 @@ fn signing_key(key_pem: &str) -> Result<KeyPair, CaError> {
 impl DeviceCa {
     /// Creates a CA: a fresh RSA-3072 key and a self-signed certificate (CN
     /// [`CA_COMMON_NAME`], O `organisation`, valid ten years from `now`, basicConstraints
-    /// CA:true pathlen 0, keyUsage keyCertSign + cRLSign, subjectKeyIdentifier). Key generation
-    /// takes a few seconds.
+    /// CA:true pathlen 0, keyUsage keyCertSign + cRLSign + digitalSignature + keyEncipherment,
+    /// subjectKeyIdentifier). RFC 8894 §2.1.2: a SCEP CA's keyUsage MUST allow
+    /// digitalSignature (it signs the CertReps) and keyEncipherment (requests are encrypted to
+    /// its key: there is no separate RA). Key generation takes a few seconds.
     pub fn generate(
         organisation: &str,
         now: SystemTime,
@@ -128,7 +130,12 @@ impl DeviceCa {
         params.not_after = to_offset(now + CA_VALIDITY)?;
         params.serial_number = Some(random_serial(rng));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let cert = params
             .self_signed(&signing_key(&key_pem)?)
             .map_err(|e| CaError::Signing(e.to_string()))?;

@@ -25,7 +25,9 @@ fn a_generated_ca_is_a_ten_year_rsa3072_ca_and_loads_back_from_pem() {
     assert!(bc.ca);
     assert_eq!(bc.path_len_constraint, Some(0));
     let ku = cert.key_usage().unwrap().unwrap().value;
-    assert!(ku.key_cert_sign() && ku.crl_sign() && !ku.digital_signature());
+    assert!(ku.key_cert_sign() && ku.crl_sign());
+    // RFC 8894 §2.1.2: it signs CertReps and requests are encrypted to it.
+    assert!(ku.digital_signature() && ku.key_encipherment());
     assert!(cert.extensions().iter().any(|e| matches!(
         e.parsed_extension(),
         ParsedExtension::SubjectKeyIdentifier(_)

@@ -66,8 +66,8 @@ fn openssl_verifies_and_decrypts_the_cert_rep() {
     let key = data.join("scepclient-key.pem");
     let key = key.to_str().unwrap();
 
-    // The CA's signature over the reply (the CA certificate's keyUsage is keyCertSign and
-    // cRLSign only, hence `-purpose any`).
+    // The CA's signature over the reply (`-purpose any`: the fixture CA's keyUsage predates
+    // digitalSignature, which `DeviceCa::generate` now sets).
     openssl(
         d,
         &[

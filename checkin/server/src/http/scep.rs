@@ -213,7 +213,9 @@ async fn pki_operation(state: &Scep, message: Vec<u8>) -> Response {
             count(OP, "issued");
             tracing::info!(
                 transaction = %answer.transaction_id,
-                enrollment_id = answer.enrollment_id.as_deref().unwrap_or(""),
+                enrollment_id = crate::service::enrollment::loggable_enrollment_id(
+                    answer.enrollment_id.as_deref().unwrap_or("")
+                ),
                 "SCEP: device certificate issued"
             );
         }

@@ -124,6 +124,16 @@ pub fn is_invitation_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// An enrollment id as logs show it: an invitation's id (a URL's secret) cut to its first 8
+/// characters, any other whole.
+pub fn loggable_enrollment_id(id: &str) -> String {
+    if is_invitation_id(id) {
+        format!("{}…", &id[..8])
+    } else {
+        id.to_owned()
+    }
+}
+
 impl Service {
     /// What enrollment needs beyond the device CA: the public URL and the profile signer.
     pub fn enrollment_profiles(&self) -> Option<&Arc<EnrollmentProfiles>> {
@@ -379,6 +389,8 @@ mod tests {
         assert!(!is_invitation_id(&id[1..]));
         assert!(!is_invitation_id("../../etc/passwd"));
         assert!(!is_invitation_id(""));
+        assert_eq!(loggable_enrollment_id(&id), format!("{}…", &id[..8]));
+        assert_eq!(loggable_enrollment_id("enr-1"), "enr-1");
     }
 
     #[test]

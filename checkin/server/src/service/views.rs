@@ -172,7 +172,7 @@ impl Service {
         let now = Self::now();
         let invitation = self
             .store
-            .device_invitations(&[device.udid.clone()])
+            .device_invitations(std::slice::from_ref(&device.udid))
             .await?
             .into_iter()
             .next()

@@ -42,6 +42,7 @@ export async function render(main, ctx) {
         [t("field.push_outcome"), d.push_outcome ? d.push_outcome.outcome + (d.push_outcome.reason ? ` (${d.push_outcome.reason})` : "") : "—"],
         [t("field.identity_subject"), d.identity ? d.identity.subject : "—"],
         [t("field.identity_expires"), d.identity ? formatDateTime(d.identity.not_after) : "—"],
+        [t("field.invitation"), d.invitation || "—"],
       ]),
     ),
     commandsBox,
