@@ -37,6 +37,27 @@ pub const PATH: &str = "/scep";
 struct Scep {
     service: Arc<Service>,
     ca: Arc<DeviceCa>,
+    /// One permit per core for the RSA work of a request: without it every concurrent
+    /// enrollment took a blocking thread of its own (up to tokio's 512), each with its stack
+    /// and allocator arenas, for no more throughput than the cores give.
+    crypto: Arc<tokio::sync::Semaphore>,
+}
+
+impl Scep {
+    /// Runs `work` (RSA private-key operations) on a blocking thread once a core is free.
+    async fn crypto<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let _permit = self
+            .crypto
+            .acquire()
+            .await
+            .map_err(|e| format!("the request could not be handled: {e}"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| format!("the request could not be handled: {e}"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -48,9 +69,11 @@ struct ScepQuery {
 /// The `/scep` route, when the service has a device CA.
 pub(crate) fn routes(service: &Arc<Service>) -> Option<Router> {
     let ca = Arc::clone(service.device_ca()?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = Scep {
         service: Arc::clone(service),
         ca,
+        crypto: Arc::new(tokio::sync::Semaphore::new(cores)),
     };
     Some(
         Router::new()
@@ -157,14 +180,13 @@ async fn pki_operation(state: &Scep, message: Vec<u8>) -> Response {
     let ca = Arc::clone(&state.ca);
     let now = SystemTime::now();
     // Decrypting the request costs an RSA private operation: off the async threads.
-    let prepared = tokio::task::spawn_blocking(move || {
-        magicpush_scep::prepare(&message, &ca, now, &mut OsRng)
-    })
-    .await;
+    let prepared = state
+        .crypto(move || magicpush_scep::prepare(&message, &ca, now, &mut OsRng))
+        .await;
     let prepared = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return bad_request(OP, e.to_string()),
-        Err(e) => return bad_request(OP, format!("the request could not be handled: {e}")),
+        Err(e) => return bad_request(OP, e),
     };
     let ask = match prepared.question() {
         Question::Challenge(c) => Ask::Challenge(magicpush_store::enrollment::challenge_hash(c)),
@@ -199,14 +221,13 @@ async fn pki_operation(state: &Scep, message: Vec<u8>) -> Response {
         Ask::Nothing => Verdict::Refuse,
     };
     let ca = Arc::clone(&state.ca);
-    let answered = tokio::task::spawn_blocking(move || {
-        prepared.answer(&ca, verdict, &Policy::default(), now, &mut OsRng)
-    })
-    .await;
+    let answered = state
+        .crypto(move || prepared.answer(&ca, verdict, &Policy::default(), now, &mut OsRng))
+        .await;
     let answer = match answered {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return bad_request(OP, e.to_string()),
-        Err(e) => return bad_request(OP, format!("the request could not be handled: {e}")),
+        Err(e) => return bad_request(OP, e),
     };
     match answer.status {
         PkiStatus::Success => {
