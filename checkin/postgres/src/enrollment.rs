@@ -21,26 +21,7 @@ const CA_KEY: (&str, &str) = ("device_ca_key", "1");
 impl EnrollmentStore for PostgresStore {
     fn add_challenge<'a>(&'a self, challenge: &'a StoredChallenge) -> StoreFuture<'a, ()> {
         let c = challenge.clone();
-        self.write(move |conn| {
-            Box::pin(async move {
-                exec(
-                    conn,
-                    "add challenge",
-                    "INSERT INTO enrollment_challenges
-                         (hash, enrollment_id, invitation_id, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &&c.hash[..],
-                        &c.enrollment_id,
-                        &c.invitation_id,
-                        &to_ms(c.created_at),
-                        &to_ms(c.expires_at),
-                    ],
-                )
-                .await
-                .map(drop)
-            })
-        })
+        self.write(move |conn| Box::pin(async move { insert_challenge(conn, &c).await }))
     }
 
     fn consume_challenge<'a>(
@@ -192,21 +173,7 @@ impl EnrollmentStore for PostgresStore {
                 if outstanding >= i64::from(MAX_OUTSTANDING_CHALLENGES) {
                     return Ok(InvitationChallenge::TooManyOutstanding);
                 }
-                exec(
-                    conn,
-                    "add challenge",
-                    "INSERT INTO enrollment_challenges
-                         (hash, enrollment_id, invitation_id, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &&c.hash[..],
-                        &c.enrollment_id,
-                        &id,
-                        &to_ms(c.created_at),
-                        &to_ms(c.expires_at),
-                    ],
-                )
-                .await?;
+                insert_challenge(conn, &c).await?;
                 Ok(InvitationChallenge::Issued(invitation))
             })
         })
@@ -390,4 +357,26 @@ fn device_row(r: &tokio_postgres::Row) -> Result<InvitationDevice, StoreError> {
         udid: get(r, 1, DEVICES_OP)?,
         at: from_ms(get(r, 2, DEVICES_OP)?),
     })
+}
+
+async fn insert_challenge(
+    conn: &deadpool_postgres::ClientWrapper,
+    c: &StoredChallenge,
+) -> Result<(), StoreError> {
+    exec(
+        conn,
+        "add challenge",
+        "INSERT INTO enrollment_challenges
+             (hash, enrollment_id, invitation_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &&c.hash[..],
+            &c.enrollment_id,
+            &c.invitation_id,
+            &to_ms(c.created_at),
+            &to_ms(c.expires_at),
+        ],
+    )
+    .await
+    .map(drop)
 }

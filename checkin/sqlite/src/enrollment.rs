@@ -21,22 +21,7 @@ pub(crate) const CA_KEY: (&str, &str) = ("device_ca_key", "1");
 impl EnrollmentStore for SqliteStore {
     fn add_challenge<'a>(&'a self, challenge: &'a StoredChallenge) -> StoreFuture<'a, ()> {
         let c = challenge.clone();
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO enrollment_challenges
-                     (hash, enrollment_id, invitation_id, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    &c.hash[..],
-                    c.enrollment_id,
-                    c.invitation_id,
-                    to_ms(c.created_at),
-                    to_ms(c.expires_at)
-                ],
-            )
-            .map_err(db_err("add challenge"))
-            .map(drop)
-        })
+        self.write(move |conn| insert_challenge(conn, &c))
     }
 
     fn consume_challenge<'a>(
@@ -171,19 +156,7 @@ impl EnrollmentStore for SqliteStore {
             if outstanding >= i64::from(MAX_OUTSTANDING_CHALLENGES) {
                 return Ok(InvitationChallenge::TooManyOutstanding);
             }
-            conn.execute(
-                "INSERT INTO enrollment_challenges
-                     (hash, enrollment_id, invitation_id, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    &c.hash[..],
-                    c.enrollment_id,
-                    id,
-                    to_ms(c.created_at),
-                    to_ms(c.expires_at)
-                ],
-            )
-            .map_err(db_err("add challenge"))?;
+            insert_challenge(conn, &c)?;
             Ok(InvitationChallenge::Issued(invitation))
         })
     }
@@ -363,4 +336,24 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvitationDevice> {
         udid: r.get(1)?,
         at: from_ms(r.get(2)?),
     })
+}
+
+fn insert_challenge(
+    conn: &rusqlite::Connection,
+    c: &StoredChallenge,
+) -> Result<(), magicpush_store::StoreError> {
+    conn.execute(
+        "INSERT INTO enrollment_challenges
+             (hash, enrollment_id, invitation_id, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            &c.hash[..],
+            c.enrollment_id,
+            c.invitation_id,
+            to_ms(c.created_at),
+            to_ms(c.expires_at)
+        ],
+    )
+    .map_err(db_err("add challenge"))
+    .map(drop)
 }
