@@ -38,7 +38,14 @@ pub struct KeyPool {
     keys: Vec<PoolKey>,
     /// Wall time of the generation.
     pub generated_in: Duration,
+    /// One RSA-2048 private-key operation on this machine, measured after the generation
+    /// (the median of [`OP_SAMPLES`] blinded PKCS#1 v1.5 decryptions, one thread): the unit
+    /// the enrollment phase's CPU is reported in.
+    pub rsa2048_private_op: Duration,
 }
+
+/// Operations timed for [`KeyPool::rsa2048_private_op`].
+pub const OP_SAMPLES: usize = 41;
 
 impl KeyPool {
     /// `size` (at least 1) fresh keys, one thread each.
@@ -54,9 +61,12 @@ impl KeyPool {
                     .map_err(|_| KeyPoolError("a key generation thread panicked".into()))?
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let generated_in = started.elapsed();
+        let rsa2048_private_op = private_op(&keys[0].rsa)?;
         Ok(KeyPool {
             keys,
-            generated_in: started.elapsed(),
+            generated_in,
+            rsa2048_private_op,
         })
     }
 
@@ -74,6 +84,26 @@ impl KeyPool {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// The median time of one blinded decryption with `key`.
+fn private_op(key: &RsaPrivateKey) -> Result<Duration, KeyPoolError> {
+    use rsa::{Pkcs1v15Encrypt, RsaPublicKey};
+    let sealed = RsaPublicKey::from(key)
+        .encrypt(&mut OsRng, Pkcs1v15Encrypt, &[7u8; 16])
+        .map_err(|e| KeyPoolError(e.to_string()))?;
+    let mut times: Vec<Duration> = (0..OP_SAMPLES)
+        .map(|_| {
+            let started = Instant::now();
+            let opened = key.decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, &sealed);
+            let took = started.elapsed();
+            opened
+                .map(|_| took)
+                .map_err(|e| KeyPoolError(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 fn one_key() -> Result<PoolKey, KeyPoolError> {
@@ -104,6 +134,7 @@ mod tests {
         assert_eq!(pool.len(), 2);
         assert!(std::ptr::eq(pool.key_of(0), pool.key_of(2)));
         assert!(!std::ptr::eq(pool.key_of(0), pool.key_of(1)));
+        assert!(pool.rsa2048_private_op > Duration::ZERO);
         for i in 0..2 {
             let key = pool.key_of(i);
             assert_eq!(key.rsa.size() * 8, KEY_BITS);

@@ -838,6 +838,15 @@ impl ServerRun<'_> {
                 enroll_key_pool_s: self
                     .keys
                     .map_or(0.0, |k| round3(k.generated_in.as_secs_f64())),
+                rsa2048_private_op_ms: self
+                    .keys
+                    .map_or(0.0, |k| round3(k.rsa2048_private_op.as_secs_f64() * 1e3)),
+                enroll_cpu_rsa2048_ops: self.keys.map_or(0.0, |k| {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let op = k.rsa2048_private_op.as_secs_f64().max(1e-9);
+                    let per_cert = i.seconds * cores as f64 / (i.count().max(1) as f64);
+                    round1(per_cert / op)
+                }),
                 floor_without_enrollment: false,
             }),
         })
