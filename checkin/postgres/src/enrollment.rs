@@ -5,7 +5,9 @@
 //! A check and the write it guards lock the row they read (`FOR UPDATE`), so two nodes
 //! cannot both admit the last use of an invitation or both use one challenge.
 
-use magicpush_store::enrollment::{MAX_LISTED_DEVICES, MAX_OUTSTANDING_CHALLENGES};
+use magicpush_store::enrollment::{
+    MAX_LISTED_DEVICES, MAX_LISTED_INVITATIONS, MAX_OUTSTANDING_CHALLENGES,
+};
 use magicpush_store::{
     from_ms, to_ms, EnrollmentStore, Invitation, InvitationChallenge, InvitationDevice,
     InvitationState, StoreError, StoreFuture, StoredChallenge, StoredDeviceCa,
@@ -111,7 +113,9 @@ impl EnrollmentStore for PostgresStore {
     fn invitations(&self) -> StoreFuture<'_, Vec<Invitation>> {
         Box::pin(async move {
             let c = self.reader().await?;
-            let sql = format!("{INVITATION_SELECT} ORDER BY created_at DESC, id ASC");
+            let sql = format!(
+                "{INVITATION_SELECT} ORDER BY created_at DESC, id ASC LIMIT {MAX_LISTED_INVITATIONS}"
+            );
             let rows = query(&c, INVITATION_OP, &sql, &[]).await?;
             rows.iter().map(invitation_row).collect()
         })

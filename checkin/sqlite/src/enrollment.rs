@@ -7,7 +7,9 @@ use magicpush_mdm::Secret;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use magicpush_store::enrollment::{MAX_LISTED_DEVICES, MAX_OUTSTANDING_CHALLENGES};
+use magicpush_store::enrollment::{
+    MAX_LISTED_DEVICES, MAX_LISTED_INVITATIONS, MAX_OUTSTANDING_CHALLENGES,
+};
 use magicpush_store::{
     from_ms, to_ms, EnrollmentStore, Invitation, InvitationChallenge, InvitationDevice,
     InvitationState, StoreFuture, StoredChallenge, StoredDeviceCa,
@@ -96,7 +98,7 @@ impl EnrollmentStore for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "{INVITATION_SELECT} ORDER BY created_at DESC, id ASC"
+                    "{INVITATION_SELECT} ORDER BY created_at DESC, id ASC LIMIT {MAX_LISTED_INVITATIONS}"
                 ))
                 .map_err(db_err("list invitations"))?;
             let rows = stmt

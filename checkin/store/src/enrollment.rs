@@ -161,6 +161,9 @@ pub struct InvitationDevice {
     pub at: OffsetDateTime,
 }
 
+/// The most invitations [`EnrollmentStore::invitations`] lists.
+pub const MAX_LISTED_INVITATIONS: usize = 1000;
+
 /// The most devices [`EnrollmentStore::invitation_devices`] lists per invitation.
 pub const MAX_LISTED_DEVICES: usize = 1000;
 
@@ -199,7 +202,7 @@ pub trait EnrollmentStore: Send + Sync {
     /// The invitation of id `id`.
     fn invitation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Invitation>>;
 
-    /// Every invitation, newest first.
+    /// The newest [`MAX_LISTED_INVITATIONS`] invitations, newest first.
     fn invitations(&self) -> StoreFuture<'_, Vec<Invitation>>;
 
     /// Withdraws invitation `id` at `at` (its unused challenges are refused from then on).

@@ -222,6 +222,7 @@ impl crate::EnrollmentStore for MemoryStore {
         let e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<_> = e.invitations.values().cloned().collect();
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        all.truncate(crate::enrollment::MAX_LISTED_INVITATIONS);
         Box::pin(std::future::ready(Ok(all)))
     }
 

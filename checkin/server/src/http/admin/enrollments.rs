@@ -4,7 +4,7 @@
 //! | route | request | answer |
 //! |---|---|---|
 //! | `POST /v1/enrollments` | `{"topic"?, "expires_in"?: "24h", "uses"?: 1, "note"?}` | 201 `{"id", "url", "expires_at", "uses_left", "topic", "note", "uses", "enrolled", "state", "created_at", "withdrawn_at", "devices"}`; 400 bad values (1 minute to 30 days; 1 to 100,000 uses; a note of at most 200 characters); 404 unknown topic; 409 without `--public-url`, the built-in CA or a push certificate |
-//! | `GET /v1/enrollments` | | `{"enrollments": [as above, newest first, each with "devices": [{"udid", "enrolled_at"}]]}` |
+//! | `GET /v1/enrollments` | | `{"enrollments": [as above, the newest 1,000 first, each with "devices": [{"udid", "enrolled_at"}], 1,000 at most]}` |
 //! | `DELETE /v1/enrollments/{id}` | | the invitation, withdrawn: its URL answers 410 and its profiles' challenges are refused; 404 if unknown |
 //! | `POST /v1/enrollments/challenge` | `{"enrollment_id"?, "expires_in"?: "1h"}` or nothing | 201 `{"challenge", "enrollment_id", "expires_at"}`: a one-time SCEP challenge outside any invitation |
 
@@ -124,7 +124,7 @@ pub(super) async fn create(
     tag = "admin",
     summary = "Enrollment invitations with their devices",
     responses(
-        (status = 200, description = "Every invitation, newest first", body = InvitationList),
+        (status = 200, description = "The newest 1,000 invitations, newest first", body = InvitationList),
         (status = 409, description = "No --public-url or no built-in device CA", body = ErrorBody),
     )
 )]
