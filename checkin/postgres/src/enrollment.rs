@@ -74,6 +74,21 @@ impl EnrollmentStore for PostgresStore {
         })
     }
 
+    fn prune_challenges(&self, before: OffsetDateTime) -> StoreFuture<'_, u64> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                exec(
+                    conn,
+                    "prune challenges",
+                    "DELETE FROM enrollment_challenges
+                     WHERE coalesce(used_at, expires_at) < $1 OR expires_at < $1",
+                    &[&to_ms(before)],
+                )
+                .await
+            })
+        })
+    }
+
     fn add_invitation<'a>(&'a self, invitation: &'a Invitation) -> StoreFuture<'a, ()> {
         let i = invitation.clone();
         self.write(move |conn| {

@@ -58,6 +58,18 @@ impl EnrollmentStore for SqliteStore {
         })
     }
 
+    fn prune_challenges(&self, before: OffsetDateTime) -> StoreFuture<'_, u64> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM enrollment_challenges
+                 WHERE coalesce(used_at, expires_at) < ?1 OR expires_at < ?1",
+                params![to_ms(before)],
+            )
+            .map_err(db_err("prune challenges"))
+            .map(|n| n as u64)
+        })
+    }
+
     fn add_invitation<'a>(&'a self, invitation: &'a Invitation) -> StoreFuture<'a, ()> {
         let i = invitation.clone();
         self.write(move |conn| {

@@ -196,6 +196,10 @@ pub trait EnrollmentStore: Send + Sync {
     /// Whether the certificate of serial `serial` was revoked.
     fn is_revoked<'a>(&'a self, serial: &'a str) -> StoreFuture<'a, bool>;
 
+    /// Deletes the challenges used, or expired, before `before`: a deleted challenge is
+    /// refused as unknown, as it was as used or expired. The number deleted.
+    fn prune_challenges(&self, before: OffsetDateTime) -> StoreFuture<'_, u64>;
+
     /// Keeps a new invitation.
     fn add_invitation<'a>(&'a self, invitation: &'a Invitation) -> StoreFuture<'a, ()>;
 

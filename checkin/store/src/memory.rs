@@ -121,8 +121,9 @@ pub struct MemoryStore {
 /// [`crate::EnrollmentStore`]'s state in memory.
 #[derive(Default)]
 struct EnrollmentMemory {
-    /// Challenges by hash, with whether they were used.
-    challenges: std::collections::HashMap<[u8; 32], (crate::StoredChallenge, bool)>,
+    /// Challenges by hash, with when they were used.
+    challenges:
+        std::collections::HashMap<[u8; 32], (crate::StoredChallenge, Option<OffsetDateTime>)>,
     revoked: std::collections::HashSet<String>,
     ca: Option<crate::StoredDeviceCa>,
     invitations: std::collections::HashMap<String, crate::Invitation>,
@@ -174,7 +175,7 @@ impl crate::EnrollmentStore for MemoryStore {
     fn add_challenge<'a>(&'a self, challenge: &'a crate::StoredChallenge) -> StoreFuture<'a, ()> {
         let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
         e.challenges
-            .insert(challenge.hash, (challenge.clone(), false));
+            .insert(challenge.hash, (challenge.clone(), None));
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -186,16 +187,16 @@ impl crate::EnrollmentStore for MemoryStore {
         let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
         let e = &mut *e;
         let out = match e.challenges.get_mut(hash) {
-            Some((c, used)) if !*used && c.expires_at > at => {
+            Some((c, used)) if used.is_none() && c.expires_at > at => {
                 let invitation = c.invitation_id.as_ref().map(|id| e.invitations.get_mut(id));
                 match invitation {
                     None => {
-                        *used = true;
+                        *used = Some(at);
                         Some(c.enrollment_id.clone())
                     }
                     Some(Some(i)) if i.state(at) == crate::InvitationState::Open => {
                         i.enrolled += 1;
-                        *used = true;
+                        *used = Some(at);
                         Some(c.enrollment_id.clone())
                     }
                     Some(_) => None,
@@ -204,6 +205,15 @@ impl crate::EnrollmentStore for MemoryStore {
             _ => None,
         };
         Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn prune_challenges(&self, before: OffsetDateTime) -> StoreFuture<'_, u64> {
+        let mut e = self.enrollment.lock().unwrap_or_else(|e| e.into_inner());
+        let was = e.challenges.len();
+        e.challenges.retain(|_, (c, used)| {
+            used.unwrap_or(c.expires_at) >= before && c.expires_at >= before
+        });
+        Box::pin(std::future::ready(Ok((was - e.challenges.len()) as u64)))
     }
 
     fn add_invitation<'a>(&'a self, invitation: &'a crate::Invitation) -> StoreFuture<'a, ()> {
@@ -254,14 +264,16 @@ impl crate::EnrollmentStore for MemoryStore {
                     .challenges
                     .values()
                     .filter(|(c, used)| {
-                        !*used && c.expires_at > at && c.invitation_id.as_deref() == Some(id)
+                        used.is_none()
+                            && c.expires_at > at
+                            && c.invitation_id.as_deref() == Some(id)
                     })
                     .count();
                 if outstanding >= crate::enrollment::MAX_OUTSTANDING_CHALLENGES as usize {
                     Out::TooManyOutstanding
                 } else {
                     e.challenges
-                        .insert(challenge.hash, (challenge.clone(), false));
+                        .insert(challenge.hash, (challenge.clone(), None));
                     Out::Issued(i)
                 }
             }

@@ -2266,6 +2266,29 @@ pub async fn expired_challenges_are_refused(store: Arc<dyn Store>) {
         store.consume_challenge(&a, t(59)).await.unwrap().as_deref(),
         Some("enr-a")
     );
+
+    // Pruning takes the used and the expired, and leaves those still usable.
+    let (_, live) = magicpush_store::enrollment::new_challenge();
+    let (_, old) = magicpush_store::enrollment::new_challenge();
+    store
+        .add_challenge(&challenge(live, "enr-live", t(10_000)))
+        .await
+        .unwrap();
+    store
+        .add_challenge(&challenge(old, "enr-old", t(100)))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_challenges(t(50)).await.unwrap(), 0);
+    assert_eq!(store.prune_challenges(t(5_000)).await.unwrap(), 2);
+    assert_eq!(store.prune_challenges(t(5_000)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .consume_challenge(&live, t(5_001))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("enr-live")
+    );
 }
 
 pub async fn revoked_serials_are_kept(store: Arc<dyn Store>) {

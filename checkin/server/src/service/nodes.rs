@@ -5,7 +5,9 @@
 //! [`NodeSettings::heartbeat_every`] it records its heartbeat, prunes nodes silent for
 //! [`PRUNE_AFTER`], and sweeps the refresh runs of nodes silent for
 //! [`NodeSettings::dead_after`]: their unanswered push attempts are taken back, so the
-//! devices read `never_pushed` and the next refresh, from any node, pushes them.
+//! devices read `never_pushed` and the next refresh, from any node, pushes them. Every
+//! [`CHALLENGE_PRUNE_EVERY`] it also deletes the enrollment challenges used or expired more
+//! than [`CHALLENGES_KEPT`] ago (each profile fetched makes one).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +24,12 @@ use super::{Service, ServiceError};
 
 /// Nodes silent this long are deleted from the list.
 pub const PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a used or expired enrollment challenge is kept (for a look at what happened).
+pub const CHALLENGES_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a node prunes the enrollment challenges.
+pub const CHALLENGE_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The scheduled collection's job name in the store.
 pub const COLLECT_JOB: &str = "collect";
@@ -73,6 +81,8 @@ pub(crate) struct ThisNode {
     settings: NodeSettings,
     started_at: OffsetDateTime,
     url: Mutex<String>,
+    /// When this node last pruned the enrollment challenges.
+    challenges_pruned: Mutex<Option<OffsetDateTime>>,
 }
 
 impl ThisNode {
@@ -82,6 +92,22 @@ impl ThisNode {
             settings,
             started_at: magicpush_store::truncate_ms(now),
             url: Mutex::new(String::new()),
+            challenges_pruned: Mutex::new(None),
+        }
+    }
+
+    /// Whether the challenges are due for pruning at `now` (and, if so, marks them pruned).
+    fn challenge_prune_due(&self, now: OffsetDateTime) -> bool {
+        let mut last = self
+            .challenges_pruned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(at) if now - at < CHALLENGE_PRUNE_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
         }
     }
 
@@ -211,6 +237,12 @@ impl Service {
         self.store.prune_nodes(now - PRUNE_AFTER).await?;
         let dead_before = now - self.node.settings.dead_after;
         let swept = self.store.sweep_dead_runs(dead_before, now).await?;
+        if self.node.challenge_prune_due(now) {
+            let pruned = self.store.prune_challenges(now - CHALLENGES_KEPT).await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "used and expired enrollment challenges deleted");
+            }
+        }
         for run in &swept {
             tracing::warn!(
                 run = %run.id,
@@ -408,6 +440,16 @@ mod tests {
             collector_tick(Duration::from_millis(1)),
             Duration::from_millis(10)
         );
+    }
+
+    #[test]
+    fn challenges_are_pruned_once_an_hour() {
+        let start = time::macros::datetime!(2026-12-07 0:00 UTC);
+        let node = ThisNode::new(NodeSettings::default(), start);
+        assert!(node.challenge_prune_due(start));
+        assert!(!node.challenge_prune_due(start + time::Duration::minutes(59)));
+        assert!(node.challenge_prune_due(start + time::Duration::minutes(60)));
+        assert!(!node.challenge_prune_due(start + time::Duration::minutes(61)));
     }
 
     #[test]
