@@ -354,6 +354,31 @@ async fn bad_requests_and_missing_settings_are_explained() {
         assert!(text.contains(words), "{body}: {text}");
     }
 
+    // An invitation whose tenant is removed afterwards hands out nothing (410).
+    let d = "com.apple.mgmt.External.1A2B3C4D-0000-4000-8000-00000000000D";
+    let (s, _, body) = call(
+        &app,
+        Method::POST,
+        "/v1/enrollments",
+        Some(json!({"topic": d})),
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = json_of(&body)["id"].as_str().unwrap().to_owned();
+    let (s, _, body) = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/pushcert?topic={d}"),
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (s, _, body) = call(&app, Method::GET, &format!("/enroll/{id}"), None, false).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert!(String::from_utf8_lossy(&body).contains("no longer served"));
+
     // Without --public-url, or without a push certificate: 409 naming what is missing.
     let (bare, _) = service_without_profiles();
     let bare = app_of(bare);

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | 200 `application/x-apple-aspen-config`, the profile (CMS-signed when the server has a signer) with a fresh one-time challenge | the invitation is open |
 //! | 404 | no invitation has this id (or the id has not its shape) |
-//! | 410 | withdrawn, expired or used up |
+//! | 410 | withdrawn, expired or used up, or its tenant's push certificate was removed |
 //! | 429 | [`magicpush_store::enrollment::MAX_OUTSTANDING_CHALLENGES`] of its profiles wait unused |
 //! | 503 with `Retry-After` | the store (or the signer) failed |
 //!
@@ -63,6 +63,7 @@ async fn profile(State(service): State<Arc<Service>>, Path(id): Path<String>) ->
             let (status, outcome) = match &refusal {
                 ProfileRefusal::Unknown => (StatusCode::NOT_FOUND, "unknown"),
                 ProfileRefusal::Closed(_) => (StatusCode::GONE, "closed"),
+                ProfileRefusal::TenantGone(_) => (StatusCode::GONE, "tenant_gone"),
                 ProfileRefusal::TooMany => (StatusCode::TOO_MANY_REQUESTS, "too_many"),
                 ProfileRefusal::Unavailable(e) => {
                     tracing::warn!(error = %e, "enrollment profile: the store or signer failed");

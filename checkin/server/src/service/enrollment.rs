@@ -96,6 +96,9 @@ pub enum ProfileRefusal {
     /// The invitation hands out nothing any more (410).
     #[error("this enrollment invitation is {}: ask your administrator for a new one", closed_word(*.0))]
     Closed(InvitationState),
+    /// Its tenant's push certificate was removed since: a device could not check in (410).
+    #[error("this enrollment invitation's tenant ({0}) is no longer served: ask your administrator for a new one")]
+    TenantGone(String),
     /// Too many of its profiles wait unused (429).
     #[error(
         "too many profiles of this invitation wait to be installed: install one, or retry later"
@@ -292,6 +295,11 @@ impl Service {
         let Some(invitation) = self.store.invitation(id).await.map_err(unavailable)? else {
             return Err(ProfileRefusal::Unknown);
         };
+        let topic = invitation.topic.clone().unwrap_or_default();
+        // No challenge for a tenant that is gone: its devices' check-ins would be refused.
+        let tenant = self
+            .tenant(Some(&topic))
+            .map_err(|_| ProfileRefusal::TenantGone(topic.clone()))?;
         let stored = StoredChallenge {
             hash,
             enrollment_id: id.to_owned(),
@@ -299,22 +307,18 @@ impl Service {
             created_at: now,
             expires_at: invitation.expires_at,
         };
-        let invitation = match self
+        match self
             .store
             .invitation_challenge(&stored, now)
             .await
             .map_err(unavailable)?
         {
-            InvitationChallenge::Issued(invitation) => invitation,
+            InvitationChallenge::Issued(_) => {}
             InvitationChallenge::Unknown => return Err(ProfileRefusal::Unknown),
             InvitationChallenge::Closed(state) => return Err(ProfileRefusal::Closed(state)),
             InvitationChallenge::TooManyOutstanding => return Err(ProfileRefusal::TooMany),
-        };
-        let topic = invitation.topic.clone().unwrap_or_default();
-        let name = self
-            .tenant(Some(&topic))
-            .ok()
-            .and_then(|t| super::tenants::read(&t.name).clone());
+        }
+        let name = super::tenants::read(&tenant.name).clone();
         profiles
             .profile(&topic, name.as_deref(), &challenge, ca)
             .map_err(|e| ProfileRefusal::Unavailable(e.to_string()))
