@@ -142,6 +142,7 @@ pub(super) async fn list(State(admin): State<Admin>) -> Result<Json<InvitationLi
     params(("id" = String, Path, description = "The invitation's id")),
     responses(
         (status = 200, description = "The invitation, withdrawn", body = Invitation),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such invitation", body = ErrorBody),
         (status = 409, description = "No --public-url or no built-in device CA", body = ErrorBody),
     )
