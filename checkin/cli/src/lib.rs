@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod ca;
 mod cert;
 mod devices;
+mod enrollments;
 mod lock;
 mod migrate;
 mod push;
@@ -46,6 +47,9 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// List devices and their connectivity state from a running server.
     Devices(devices::DevicesArgs),
+    /// A running server's enrollment invitations: list them, create one (its URL is what a
+    /// device opens), withdraw one.
+    Enrollments(enrollments::EnrollmentsArgs),
     /// Collect device information now (push and wait for the devices to answer).
     Refresh(refresh::RefreshArgs),
     /// Print the connectivity report of a running server.
@@ -75,6 +79,7 @@ where
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
         Command::Devices(args) => devices::run(args),
+        Command::Enrollments(args) => enrollments::run(args),
         Command::Refresh(args) => refresh::run(args),
         Command::Report(args) => report::run(args),
         Command::Topics(args) => topics::run(args),

@@ -426,6 +426,45 @@ async fn an_invitation_takes_a_device_from_nothing_to_enrolled() {
     assert_eq!(ou.as_str().unwrap(), id);
 }
 
+/// `magicpush enrollments …` against `server`, its stdout.
+fn enrollments(server: &Serve, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("enrollments")
+        .args(args)
+        .args(["--server", &server.url])
+        .env("MAGICPUSH_API_KEY", KEY)
+        .output()
+        .expect("magicpush enrollments runs");
+    assert!(
+        out.status.success(),
+        "enrollments {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_enrollments_command_creates_lists_and_withdraws() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve_invitations(data.path());
+    let url = enrollments(&server, &["create", "--uses", "3", "--note", "sales floor"]);
+    let url = url.trim();
+    let id = url
+        .strip_prefix("https://mdm.example.com/enroll/")
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(id.len(), 40, "{url}");
+    let listed = enrollments(&server, &[]);
+    assert!(listed.contains(&format!("{id}  open")), "{listed}");
+    assert!(
+        listed.contains("3/3") && listed.contains("sales floor"),
+        "{listed}"
+    );
+    let withdrawn = enrollments(&server, &["withdraw", id]);
+    assert!(withdrawn.contains("withdrawn"), "{withdrawn}");
+    let json: serde_json::Value = serde_json::from_str(&enrollments(&server, &["--json"])).unwrap();
+    assert_eq!(json["enrollments"][0]["state"], "withdrawn");
+}
+
 #[test]
 fn a_malformed_public_url_is_refused_at_start() {
     let data = tempfile::tempdir().unwrap();
