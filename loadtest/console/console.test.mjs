@@ -252,6 +252,63 @@ await run("a certificate of another topic is refused with E320", async () => {
   await shot("e320");
 });
 
+await run("enrollment: create an invitation, see it open, withdraw it", async () => {
+  // The browser may write to the clipboard (the Copy button); without it the URL is selected.
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  await page.getByRole("link", { name: "Enrollment" }).click();
+  await page.getByRole("heading", { name: "Enrollment", level: 1 }).waitFor();
+  // Two tenants: the form asks which one (the switcher's is chosen).
+  const tenant = page.getByLabel("Tenant to enroll into");
+  assert.equal(await tenant.locator("option").count(), 2);
+  assert.equal(await tenant.inputValue(), await page.getByLabel("Tenant", { exact: true }).inputValue());
+  assert.equal(await page.getByLabel("Uses (devices)").inputValue(), "1");
+  assert.equal(await page.getByLabel("Valid for").inputValue(), "24h");
+  await page.getByLabel("Uses (devices)").fill("3");
+  await page.getByLabel("Valid for").selectOption("7d");
+  const note = `browser test ${Date.now()}`;
+  await page.getByLabel("Note (optional)").fill(note);
+  await page.getByRole("button", { name: "Create invitation" }).click();
+  await page.getByText("Open this URL on the device (Safari) and install the profile.").waitFor();
+  const url = await page.getByLabel("Enrollment URL").inputValue();
+  assert.match(url, /^https?:\/\/[^/]+\/enroll\/[0-9a-f]{40}$/);
+  assert.equal(new URL(url).origin, new URL(base).origin, "--public-url is the demo's own address");
+  const id = url.split("/").pop();
+  await page.getByRole("button", { name: "Copy", exact: true }).click();
+  await page.getByText(/Copied to the clipboard\.|The URL is selected/).waitFor();
+  if (await page.getByText("Copied to the clipboard.").count()) {
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), url);
+  } else {
+    assert.equal(await page.evaluate(() => document.activeElement.value.slice(document.activeElement.selectionStart, document.activeElement.selectionEnd)), url);
+  }
+  // Listed first (newest first), open, every use left, no device yet.
+  const row = page.locator(`table.invitations tbody tr[data-id="${id}"]`);
+  await row.waitFor();
+  assert.equal(await page.locator("table.invitations tbody tr").first().getAttribute("data-id"), id);
+  assert.match(await row.textContent(), new RegExp(note));
+  assert.equal(await row.locator(".inv-state").getAttribute("data-state"), "open");
+  assert.match(await row.locator(".inv-state").textContent(), /Open/);
+  assert.equal((await row.locator('[data-field="uses"]').textContent()).trim(), "3 of 3");
+  assert.equal(await row.locator('[data-count="enrolled"]').textContent(), "0");
+  // The URL answers a profile (fetched outside the page: it is a device's request).
+  const profile = await fetch(url);
+  assert.equal(profile.status, 200);
+  assert.match(profile.headers.get("content-type"), /application\/x-apple-aspen-config/);
+  await shot("enrollment");
+  // Withdraw, confirmed first.
+  await row.getByRole("button", { name: /^Withdraw/ }).click();
+  await row.getByText(/Its URL stops working at once/).waitFor();
+  await row.getByRole("button", { name: "Cancel" }).click();
+  assert.equal(await row.locator('.inv-state[data-state="open"]').count(), 1);
+  await row.getByRole("button", { name: /^Withdraw/ }).click();
+  await row.getByRole("button", { name: "Yes, withdraw" }).click();
+  await row.locator('.inv-state[data-state="withdrawn"]').waitFor();
+  assert.match(await row.locator(".inv-state").textContent(), /Withdrawn/);
+  assert.equal(await row.getByRole("button").count(), 0, "no Withdraw for a withdrawn invitation");
+  await page.getByText(`Invitation ${note} withdrawn.`).waitFor();
+  assert.equal((await fetch(url)).status, 410);
+  await shot("enrollment-withdrawn");
+});
+
 await run("settings: change the unreachable window", async () => {
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByLabel("Unreachable after").fill("10m");
@@ -266,7 +323,7 @@ await run("settings: change the unreachable window", async () => {
 });
 
 await run("every control is labelled and reachable by keyboard", async () => {
-  for (const screen of ["#/", "#/devices", "#/certificate", "#/settings"]) {
+  for (const screen of ["#/", "#/devices", "#/enrollment", "#/certificate", "#/settings"]) {
     await page.goto(`${base}/ui/${screen}`);
     await page.locator("main h1").waitFor();
     const unlabelled = await page.evaluate(() =>
@@ -284,7 +341,7 @@ await run("every control is labelled and reachable by keyboard", async () => {
     await page.keyboard.press("Tab");
     reached.add(await page.evaluate(() => document.activeElement?.textContent?.trim()));
   }
-  for (const name of ["Devices", "Push certificate", "Settings", "Sign out"]) assert.ok(reached.has(name), `Tab reaches ${name}: ${[...reached]}`);
+  for (const name of ["Devices", "Enrollment", "Push certificate", "Settings", "Sign out"]) assert.ok(reached.has(name), `Tab reaches ${name}: ${[...reached]}`);
 });
 
 await run("switch to Japanese: the seed's words", async () => {
@@ -295,6 +352,11 @@ await run("switch to Japanese: the seed's words", async () => {
   await page.locator("table.devices .state", { hasText: "更新成功" }).first().waitFor();
   await page.getByRole("button", { name: "最新情報に更新" }).waitFor();
   await shot("devices-ja", false);
+  await page.getByRole("link", { name: "デバイス登録" }).click();
+  await page.getByRole("heading", { name: "デバイス登録", level: 1 }).waitFor();
+  await page.getByLabel("有効期間").waitFor();
+  await page.locator('table.invitations .inv-state[data-state="withdrawn"]', { hasText: "取り下げ済み" }).first().waitFor();
+  await shot("enrollment-ja");
   await page.getByRole("link", { name: "ダッシュボード" }).click();
   await page.getByText("デバイス情報自動収集").waitFor();
   await shot("dashboard-ja");

@@ -1,8 +1,9 @@
 //! The console (`/ui/`) in headless Chromium: `magicpush-loadtest demo` starts a server with a
 //! small fleet that enrolled through the check-in endpoints and answers its pushes, and
 //! `console/console.test.mjs` (playwright-core) signs in, pages, filters, refreshes,
-//! downloads, issues a request, is refused a wrong-topic certificate, switches language and
-//! signs out, writing a screenshot of each screen to `target/screenshots/console/`.
+//! downloads, issues a request, is refused a wrong-topic certificate, creates and withdraws an
+//! enrollment invitation, switches language and signs out, writing a screenshot of each screen
+//! to `target/screenshots/console/`.
 //!
 //! Needs Node.js, Debian's `chromium` (or `CHROMIUM=/path`) and `npm ci` in
 //! `loadtest/console/`. Without them the test says so and passes, except under

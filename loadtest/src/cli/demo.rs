@@ -2,6 +2,8 @@
 //! `--for-s`), for the browser console and its tests. Announces itself on stdout, one line
 //! each: `server URL`, `api-key-file PATH`, `data-dir PATH`, `server-pid PID`,
 //! `ready N devices enrolled`, `console: URL/ui/`; with `--json`, a summary as the last line.
+//! Its server has `--public-url` its own address, so that the console hands out enrollment
+//! invitations (`POST /v1/enrollments`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

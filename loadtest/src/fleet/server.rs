@@ -107,6 +107,10 @@ pub struct Launch {
     /// Start the child in a process group of its own, so that a terminal's Ctrl-C reaches
     /// only us and we stop it in order ([`ServerProcess::terminate`]).
     pub own_process_group: bool,
+    /// Give the server `--public-url http://<its address>` whatever its device
+    /// authentication ([`ServeDeviceAuth::BuiltIn`] always does), so that it hands out
+    /// enrollment invitations: with `--device-ca` its built-in device CA is there too.
+    pub public_url: bool,
 }
 
 impl Default for Launch {
@@ -116,6 +120,7 @@ impl Default for Launch {
             api_key_file: None,
             keep_log: false,
             own_process_group: false,
+            public_url: false,
         }
     }
 }
@@ -153,7 +158,9 @@ impl ServerProcess {
         launch: &Launch,
     ) -> Result<ServerProcess, FleetError> {
         let mut listen = launch.listen;
-        if matches!(settings.device_auth, ServeDeviceAuth::BuiltIn) && listen.port() == 0 {
+        let public_url =
+            launch.public_url || matches!(settings.device_auth, ServeDeviceAuth::BuiltIn);
+        if public_url && listen.port() == 0 {
             // `--public-url` needs the port before the server has it: a free one now.
             listen = free_port(listen)?;
         }
@@ -178,10 +185,17 @@ impl ServerProcess {
             None => cmd.arg("--api-key").arg(&settings.api_key),
         };
         match &settings.device_auth {
-            ServeDeviceAuth::Ca(ca) => cmd.arg("--device-ca").arg(ca),
-            ServeDeviceAuth::BuiltIn => cmd.arg("--public-url").arg(format!("http://{listen}")),
-            ServeDeviceAuth::Insecure => cmd.arg("--insecure-no-device-auth"),
-        };
+            ServeDeviceAuth::Ca(ca) => {
+                cmd.arg("--device-ca").arg(ca);
+            }
+            ServeDeviceAuth::BuiltIn => {}
+            ServeDeviceAuth::Insecure => {
+                cmd.arg("--insecure-no-device-auth");
+            }
+        }
+        if public_url {
+            cmd.arg("--public-url").arg(format!("http://{listen}"));
+        }
         match &settings.store {
             NodeStore::Sqlite { data_dir } => cmd.arg("--data-dir").arg(data_dir),
             NodeStore::Postgres {

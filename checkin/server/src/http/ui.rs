@@ -48,6 +48,7 @@ static ASSETS: &[Asset] = assets![
     "js/device.js" => JS,
     "js/devices.js" => JS,
     "js/dom.js" => JS,
+    "js/enrollment.js" => JS,
     "js/i18n.js" => JS,
     "js/main.js" => JS,
     "js/refresh.js" => JS,

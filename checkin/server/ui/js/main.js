@@ -1,6 +1,6 @@
 // The console's frame: sign-in, the header (navigation, tenant switcher, language switch,
 // sign-out) and the screens, one per hash route (#/, #/devices, #/devices/UDID,
-// #/certificate, #/settings).
+// #/enrollment, #/certificate, #/settings).
 
 import * as api from "./api.js";
 import { h, replace, field, notice } from "./dom.js";
@@ -8,6 +8,7 @@ import { t, setLang, currentLang } from "./i18n.js";
 import * as dashboard from "./dashboard.js";
 import * as devices from "./devices.js";
 import * as device from "./device.js";
+import * as enrollment from "./enrollment.js";
 import * as certificate from "./certificate.js";
 import * as settings from "./settings.js";
 
@@ -25,6 +26,7 @@ function route() {
   if (parts[0] === "devices" && parts.length === 2)
     return { screen: device, name: "devices", params, udid: parts[1] };
   if (parts[0] === "devices") return { screen: devices, name: "devices", params };
+  if (parts[0] === "enrollment") return { screen: enrollment, name: "enrollment", params };
   if (parts[0] === "certificate") return { screen: certificate, name: "certificate", params };
   if (parts[0] === "settings") return { screen: settings, name: "settings", params };
   return { screen: dashboard, name: "dashboard", params };
@@ -81,6 +83,7 @@ function header(current) {
       { "aria-label": t("nav.main") },
       link("dashboard", "#/", t("nav.dashboard")),
       link("devices", "#/devices", t("nav.devices")),
+      link("enrollment", "#/enrollment", t("nav.enrollment")),
       link("certificate", "#/certificate", t("nav.certificate")),
       link("settings", "#/settings", t("nav.settings")),
     ),

@@ -302,8 +302,9 @@ pub async fn run<W: Write>(config: &LiveConfig, out: &mut W) -> Result<LiveSumma
 }
 
 /// One `magicpush serve` (this program's `serve-child`) on SQLite in `data_dir`, pushing to
-/// the mock at `apns_url`, with the key file and device identity on; in a process group of its
-/// own, its log passed on and its tail kept.
+/// the mock at `apns_url`, with the key file and device identity on, and `--public-url` its
+/// own address (enrollment invitations); in a process group of its own, its log passed on and
+/// its tail kept.
 async fn start_server(
     config: &LiveConfig,
     pki: &FleetPki,
@@ -333,6 +334,9 @@ async fn start_server(
         api_key_file: Some(key_file.to_owned()),
         keep_log: true,
         own_process_group: true,
+        // The console's Enrollment screen hands out invitations: the built-in device CA
+        // (there beside --device-ca) issues their devices' identities.
+        public_url: true,
     };
     tokio::task::spawn_blocking(move || ServerProcess::spawn_with(&settings, &launch))
         .await
