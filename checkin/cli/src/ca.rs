@@ -82,6 +82,9 @@ fn from_stored(stored: &StoredDeviceCa) -> anyhow::Result<DeviceCa> {
 pub(crate) async fn load_or_create(home: &CaHome<'_>) -> anyhow::Result<DeviceCa> {
     if let Some(ca) = load(home).await? {
         tracing::info!(sha256 = %ca.fingerprint_sha256(), "built-in device CA loaded");
+        if let Some(advice) = key_usage_advice(&ca) {
+            tracing::warn!("{advice}");
+        }
         return Ok(ca);
     }
     let made = tokio::task::spawn_blocking(|| {
@@ -140,6 +143,23 @@ pub(crate) async fn load_or_create(home: &CaHome<'_>) -> anyhow::Result<DeviceCa
     Ok(ca)
 }
 
+/// What to do about a CA certificate without the key usages RFC 8894 asks of a SCEP CA (one
+/// created before magicpush set them), or `None` when it has them.
+fn key_usage_advice(ca: &DeviceCa) -> Option<String> {
+    let missing = ca.missing_key_usages();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the built-in device CA's certificate lacks keyUsage {} (RFC 8894 §2.1.2), which Apple's \
+         SCEP client may require: it was created before magicpush set them. If no device has \
+         enrolled through /scep yet, stop serve, delete {CERT_FILE} and {KEY_FILE} from the data \
+         directory (on PostgreSQL: the device_ca row) and start again for a new CA; devices \
+         enrolled with the old one must then enroll again",
+        missing.join(" and ")
+    ))
+}
+
 /// `magicpush ca`.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum CaCommand {
@@ -160,7 +180,7 @@ pub(crate) struct ShowArgs {
     /// The secrets key the database's CA key is sealed with.
     #[arg(long, env = "MAGICPUSH_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
-    /// JSON: `{"certificate_pem", "sha256", "sha1"}`.
+    /// JSON: `{"certificate_pem", "sha256", "sha1", "missing_key_usages"}`.
     #[arg(long)]
     json: bool,
 }
@@ -199,12 +219,16 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             "certificate_pem": ca.certificate_pem(),
             "sha256": ca.fingerprint_sha256(),
             "sha1": ca.fingerprint_sha1(),
+            "missing_key_usages": ca.missing_key_usages(),
         });
         println!("{json:#}");
     } else {
         print!("{}", ca.certificate_pem());
         println!("SHA-256 fingerprint: {}", ca.fingerprint_sha256());
         println!("SHA-1 fingerprint: {}", ca.fingerprint_sha1());
+        if let Some(advice) = key_usage_advice(&ca) {
+            println!("WARNING: {advice}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -286,6 +286,29 @@ fn ca_show_prints_the_ca_serve_created() {
     let pem = std::fs::read_to_string(data.path().join("device-ca.pem")).unwrap();
     assert_eq!(json["certificate_pem"], pem);
     assert!(json["sha256"].as_str().unwrap().len() >= 64);
+    assert_eq!(json["missing_key_usages"], serde_json::json!([]));
+    assert!(!text.contains("WARNING"), "{text}");
+
+    // A CA made before the SCEP key usages (the SCEP crate's committed fixture) is flagged.
+    let scep_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scep/tests/data");
+    let old = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("ca.pem", "device-ca.pem"),
+        ("ca.key.pem", "device-ca.key.pem"),
+    ] {
+        std::fs::copy(scep_data.join(from), old.path().join(to)).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["ca", "show", "--data-dir"])
+        .arg(old.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WARNING: the built-in device CA's certificate lacks keyUsage digitalSignature and keyEncipherment"),
+        "{text}"
+    );
 }
 
 /// The profile `signed` holds, verified with openssl against the fixture CA that issued the

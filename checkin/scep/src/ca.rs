@@ -215,6 +215,36 @@ impl DeviceCa {
         hex::encode(Digest::Sha1.hash(&self.cert_der))
     }
 
+    /// The key usages RFC 8894 §2.1.2 asks of a SCEP CA that this CA's certificate lacks
+    /// (`digitalSignature`: it signs the CertReps; `keyEncipherment`: requests are encrypted
+    /// to its key), by name. Empty for a CA [`DeviceCa::generate`] makes now; a CA created
+    /// before it set them lacks both, and Apple's SCEP client may refuse it.
+    pub fn missing_key_usages(&self) -> Vec<&'static str> {
+        use der::asn1::ObjectIdentifier;
+        use x509_cert::ext::pkix::KeyUsage;
+        const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+        let usage = self
+            .cert
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+            .find(|e| e.extn_id == KEY_USAGE)
+            .and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok());
+        let Some(usage) = usage else {
+            // No keyUsage extension: every usage is allowed.
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        if !usage.digital_signature() {
+            missing.push("digitalSignature");
+        }
+        if !usage.key_encipherment() {
+            missing.push("keyEncipherment");
+        }
+        missing
+    }
+
     pub(crate) fn certificate(&self) -> &Certificate {
         &self.cert
     }

@@ -28,6 +28,7 @@ fn a_generated_ca_is_a_ten_year_rsa3072_ca_and_loads_back_from_pem() {
     assert!(ku.key_cert_sign() && ku.crl_sign());
     // RFC 8894 §2.1.2: it signs CertReps and requests are encrypted to it.
     assert!(ku.digital_signature() && ku.key_encipherment());
+    assert!(ca.missing_key_usages().is_empty());
     assert!(cert.extensions().iter().any(|e| matches!(
         e.parsed_extension(),
         ParsedExtension::SubjectKeyIdentifier(_)
@@ -45,6 +46,11 @@ fn a_generated_ca_is_a_ten_year_rsa3072_ca_and_loads_back_from_pem() {
 
     // Another CA's key does not load with this certificate.
     let other = common::fixture_ca();
+    // The committed fixture predates the SCEP key usages: it is what an old CA looks like.
+    assert_eq!(
+        other.missing_key_usages(),
+        vec!["digitalSignature", "keyEncipherment"]
+    );
     assert!(matches!(
         DeviceCa::from_pem(&ca.certificate_pem(), other.private_key_pem()),
         Err(magicpush_scep::CaError::KeyMismatch)
