@@ -13,7 +13,7 @@
 //! | `PUT /v1/topics/{topic}` | `{"name"?, "apple_id"?}` (empty clears) | the tenant's certificate details with its name and memo |
 //! | `GET /v1/devices[?state=S][&topic=T][&q=Q]` | | `[{"udid", "state", "push_latency_ms", device fields…}]`, streamed; `q` (1–128 characters, trimmed): only devices whose UDID, serial number or name holds it, ignoring case |
 //! | `GET /v1/devices?limit=N[&cursor=C][&state=S][&topic=T][&q=Q]` | | one page, in UDID order: `{"devices": [as above], "next_cursor": C \| null, "generated_at"}`; `limit` 1–1000; pass `next_cursor` back as `cursor` until it is `null`. A request examines at most max(10 × N, 5000) devices, so a page may be short or empty with a cursor: keep going. A bad `limit`, `cursor` or `q` (or `cursor` without `limit`): 400 |
-//! | `GET /v1/devices/{udid}` | | one device object; 404 if unknown |
+//! | `GET /v1/devices/{udid}` | | one device object (with `"invitation"` when it enrolled through one, as on a page's rows); 404 if unknown |
 //! | `GET /v1/devices/{udid}/commands` | | `{"queued": [{"command_uuid", "request_type", "queued_at", "not_now_at"}], "results": [{"command_uuid", "request_type", "status", "error_chain", "at", "raw"}]}` |
 //! | `GET /v1/devices.csv[?state=S][&topic=T][&q=Q]` | | `text/csv`: UDID, Device name, Model, OS version, Serial number, Collected at, Enrolled at, State, Last seen |
 //! | `POST /v1/refresh` | `{"all": true}` (every tenant), `{"all": true, "topic": T}` or `{"udids": […]}` | 202 `{"requested", "pushing", "enqueued", "already_queued", "command_uuid", "skipped": {reason: n}, "pushed_at", "run_id", "pushed_udids"?}` |
