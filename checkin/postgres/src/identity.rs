@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{hash_column, query};
+use tokio_postgres::types::Type;
+
+use crate::rows::hash_column;
 use crate::{pool_err, StoreError};
 
 /// Lookups answered by one query at most.
@@ -76,13 +78,14 @@ async fn read(
     const OP: &str = "read device identities";
     let udids: Vec<&str> = batch.iter().map(|(u, _)| u.as_str()).collect();
     let c = pool.get().await.map_err(pool_err(OP))?;
-    let rows = query(
-        &c,
-        OP,
-        "SELECT udid, identity_sha256 FROM devices WHERE udid = ANY($1)",
-        &[&udids],
-    )
-    .await?;
+    // Unnamed, so planned for these devices each time (see `writer::begin`).
+    let rows = c
+        .query_typed(
+            "SELECT udid, identity_sha256 FROM devices WHERE udid = ANY($1)",
+            &[(&udids, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(crate::pg_err(OP))?;
     rows.iter()
         .map(|row| {
             let udid: String = row.try_get(0).map_err(crate::pg_err(OP))?;

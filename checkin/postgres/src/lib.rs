@@ -79,7 +79,7 @@ use self::rows::{
     PUSH_OUTCOME, SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_FIRST, SELECT_QUEUED,
     SELECT_TOPIC_DEVICES_AFTER, SELECT_TOPIC_DEVICES_FIRST,
 };
-use self::writer::{AfterCommit, Counters, Job, PendingWrite, WorkFuture};
+use self::writer::{AfterCommit, Counters, Job, Once, PendingWrite, Repeat, Work, WorkFuture};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
 use magicpush_store::prelude::*;
 use magicpush_store::{apply_contact, dedup, logic, to_ms, truncate_ms};
@@ -195,8 +195,8 @@ pub(crate) fn pool_err(
 /// Tuning for [`PostgresStore`].
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
-    /// Most writes applied in one transaction. Default 256 (each write is a savepoint, and
-    /// PostgreSQL tracks a transaction's subtransactions).
+    /// Most writes applied in one transaction. Default 256 (a write run one at a time is a
+    /// savepoint, and PostgreSQL tracks a transaction's subtransactions).
     pub max_batch: usize,
     /// Writes waiting for the writer at most; when full, a device's write is refused at once
     /// ([`StoreError::Overloaded`]) and the server's own writes wait. Default 8192.
@@ -205,8 +205,8 @@ pub struct PostgresOptions {
     pub max_readers: usize,
     /// Writers, each with its connection and its own group commits. A device's writes all go
     /// to one writer (chosen by its UDID), so they keep their order; writes of different
-    /// devices commit side by side. Each write is a few round trips in its writer's
-    /// transaction, so one writer is bound by the database's latency rather than its work.
+    /// devices commit side by side. A batch is a few round trips even when its writes are
+    /// pipelined, so one writer is bound by the database's latency rather than its work.
     /// Default 4.
     pub writers: usize,
 }
@@ -255,6 +255,10 @@ pub struct CommitStats {
     pub commits: u64,
     /// Writes applied in them.
     pub writes: u64,
+    /// Of the commits, those whose writes ran pipelined, all at once.
+    pub pipelined: u64,
+    /// Pipelined attempts that failed, rolled back and ran again one write at a time.
+    pub pipeline_retries: u64,
 }
 
 /// The PostgreSQL [`Store`]. Open it inside a Tokio runtime; dropping it lets the writer
@@ -389,6 +393,8 @@ impl PostgresStore {
         CommitStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            pipelined: self.counters.pipelined.load(Ordering::Relaxed),
+            pipeline_retries: self.counters.pipeline_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -402,7 +408,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Wait, Vec::new())
+        self.submit(Once::new(work), None, Admission::Wait, Vec::new())
     }
 
     /// [`PostgresStore::write`] of devices `udids`: their rows are locked for the
@@ -412,29 +418,32 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Wait, udids)
+        self.submit(Once::new(work), None, Admission::Wait, udids)
     }
 
     /// Queues a write of device `udid` (its row is locked for the transaction, see
     /// [`writer`]'s docs): refused with [`StoreError::Overloaded`] when the queue is full.
+    /// The work may run again: its effects are all in the database, so after a rolled-back
+    /// attempt it runs anew. A batch of such writes, each for another device, has its
+    /// statements pipelined.
     fn device_write<T, F>(&self, udid: String, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+        F: for<'c> Fn(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
     {
-        self.submit(work, None, Admission::Shed, vec![udid])
+        self.submit(Repeat::new(work), None, Admission::Shed, vec![udid])
     }
 
-    fn submit<T, F>(
+    fn submit<T, W>(
         &self,
-        work: F,
+        work: W,
         after_commit: Option<AfterCommit<T>>,
         admission: Admission,
         devices: Vec<String>,
     ) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+        W: Work<T>,
     {
         let tx = self.writes[writer_for(&devices, self.writes.len())].clone();
         let (job, rx) = Job::submit(work, after_commit, devices);
@@ -565,10 +574,12 @@ impl CheckinStore for PostgresStore {
         identity: Option<&'a BoundIdentity>,
         at: OffsetDateTime,
     ) -> StoreFuture<'a, Option<[u8; 32]>> {
-        let (msg, identity, at) = (msg.clone(), identity.cloned(), truncate_ms(at));
+        let (msg, identity, at) = (Arc::new(msg.clone()), identity.cloned(), truncate_ms(at));
+        let identity = Arc::new(identity);
         self.device_write(msg.udid.clone(), move |c| {
+            let (msg, identity) = (Arc::clone(&msg), Arc::clone(&identity));
             Box::pin(async move {
-                rows::authenticate_and_drop_queue(c, &msg, identity.as_ref(), at).await
+                rows::authenticate_and_drop_queue(c, &msg, identity.as_ref().as_ref(), at).await
             })
         })
     }
@@ -585,7 +596,9 @@ impl CheckinStore for PostgresStore {
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             }
         }
+        let msg = Arc::new(msg);
         self.device_write(msg.udid.clone(), move |c| {
+            let msg = Arc::clone(&msg);
             Box::pin(async move {
                 let Some(user) = &msg.user else {
                     return upsert_for_token_update(c, &msg, at).await;
@@ -616,6 +629,7 @@ impl CheckinStore for PostgresStore {
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
         self.device_write(udid.clone(), move |c| {
+            let udid = udid.clone();
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 logic::check_out(&mut d, at);
@@ -641,6 +655,7 @@ impl CheckinStore for PostgresStore {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         self.device_write(udid.clone(), move |c| {
+            let (udid, token) = (udid.clone(), token.clone());
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 d.bootstrap_token = token;
@@ -673,6 +688,7 @@ impl CheckinStore for PostgresStore {
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
         let (udid, at) = (udid.to_owned(), truncate_ms(at));
         self.device_write(udid.clone(), move |c| {
+            let udid = udid.clone();
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 apply_contact(&mut d, at);
@@ -928,7 +944,10 @@ impl QueueStore for PostgresStore {
             device_info: report.device_info.clone(),
             raw: plist::Dictionary::new(),
         };
+        let report = Arc::new(report);
         self.device_write(udid.clone(), move |c| {
+            let (report, error_chain, raw) =
+                (Arc::clone(&report), error_chain.clone(), raw.clone());
             Box::pin(async move { rows::record_report(c, &report, error_chain, raw, at).await })
         })
     }

@@ -6,6 +6,14 @@
 //! costs no round trip of its own: the statement that ends one write's savepoint also opens
 //! the next one's (`RELEASE w; SAVEPOINT w`), and the last write's ends with the `COMMIT`.
 //!
+//! A check-in's writes are each for one device and may run again (their effects are all in
+//! the transaction). A batch made only of such writes, no two for the same device, first
+//! runs them all at once without savepoints: their statements are pipelined on the
+//! connection, so the batch takes as many round trips as its longest write (two or three)
+//! instead of the sum of them all. Should any of them fail, that attempt is rolled back
+//! whole and the batch runs again one write after another in savepoints, as above, so that
+//! one failing write still fails alone.
+//!
 //! Several nodes write to one database, each with its own writer: a device's report may reach
 //! two nodes at once (a load balancer spreading one device's requests, a report re-sent after
 //! a timeout). So each transaction first locks the rows of the devices its device writes
@@ -26,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{ClientWrapper, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::{ToSql, Type};
 
 use magicpush_store::StoreError;
 
 use crate::pool_err;
-use crate::rows::Param;
 
 /// What a write's work returns: a future borrowing the writer's connection.
 pub(crate) type WorkFuture<'c, T> =
@@ -47,26 +55,84 @@ pub(crate) trait PendingWrite: Send {
     fn complete(self: Box<Self>, commit: &Result<(), StoreError>);
     /// The devices whose rows the transaction locks before this write runs.
     fn devices(&self) -> &[String];
+    /// Whether `apply` may run again after the transaction it ran in was rolled back.
+    fn repeatable(&self) -> bool;
 }
 
 /// Runs once a write's transaction committed, before its waiter hears of it.
 pub(crate) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
 
-pub(crate) struct Job<T, F> {
-    work: Option<F>,
+/// A write's work: run once, or again after a rolled-back attempt.
+pub(crate) trait Work<T>: Send + 'static {
+    fn run<'c>(&mut self, c: &'c ClientWrapper) -> WorkFuture<'c, T>;
+    fn repeatable(&self) -> bool;
+}
+
+/// Work that runs once (it may move what it captured into its future).
+pub(crate) struct Once<F>(Option<F>);
+
+impl<T, F> Work<T> for Once<F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+{
+    fn run<'c>(&mut self, c: &'c ClientWrapper) -> WorkFuture<'c, T> {
+        match self.0.take() {
+            Some(work) => work(c),
+            None => Box::pin(std::future::ready(Err(StoreError::Closed))),
+        }
+    }
+
+    fn repeatable(&self) -> bool {
+        false
+    }
+}
+
+/// Work that may run again: its effects are all in the transaction, and a second run after
+/// a rollback answers as if the first had never been.
+pub(crate) struct Repeat<F>(F);
+
+impl<T, F> Work<T> for Repeat<F>
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+{
+    fn run<'c>(&mut self, c: &'c ClientWrapper) -> WorkFuture<'c, T> {
+        (self.0)(c)
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+}
+
+impl<F> Once<F> {
+    pub(crate) fn new(work: F) -> Self {
+        Once(Some(work))
+    }
+}
+
+impl<F> Repeat<F> {
+    pub(crate) fn new(work: F) -> Self {
+        Repeat(work)
+    }
+}
+
+pub(crate) struct Job<T, W> {
+    work: W,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     after_commit: Option<AfterCommit<T>>,
     devices: Vec<String>,
 }
 
-impl<T, F> Job<T, F>
+impl<T, W> Job<T, W>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+    W: Work<T>,
 {
     pub(crate) fn submit(
-        work: F,
+        work: W,
         after_commit: Option<AfterCommit<T>>,
         devices: Vec<String>,
     ) -> (
@@ -75,7 +141,7 @@ where
     ) {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            work: Some(work),
+            work,
             result: None,
             reply,
             after_commit,
@@ -85,21 +151,18 @@ where
     }
 }
 
-impl<T, F> PendingWrite for Job<T, F>
+impl<T, W> PendingWrite for Job<T, W>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c ClientWrapper) -> WorkFuture<'c, T> + Send + 'static,
+    W: Work<T>,
 {
     fn apply<'c>(
         &'c mut self,
         c: &'c ClientWrapper,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
-        let work = self.work.take();
+        let work = self.work.run(c);
         Box::pin(async move {
-            let result = match work {
-                Some(work) => work(c).await,
-                None => Err(StoreError::Closed),
-            };
+            let result = work.await;
             let ok = result.is_ok();
             self.result = Some(result);
             ok
@@ -125,6 +188,10 @@ where
     fn devices(&self) -> &[String] {
         &self.devices
     }
+
+    fn repeatable(&self) -> bool {
+        self.work.repeatable()
+    }
 }
 
 /// Counters the writer keeps, readable while it runs.
@@ -132,6 +199,10 @@ where
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) writes: AtomicU64,
+    /// Batches run with their writes pipelined (see the module's docs).
+    pub(crate) pipelined: AtomicU64,
+    /// Pipelined attempts rolled back and run again one write at a time.
+    pub(crate) pipeline_retries: AtomicU64,
     /// Writes sent and not yet answered.
     pub(crate) queued: AtomicUsize,
     progress_ms: AtomicU64,
@@ -143,6 +214,8 @@ impl Default for Counters {
         Counters {
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
+            pipeline_retries: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -199,7 +272,7 @@ pub(crate) async fn run(
         let Some(client) = conn.as_deref() else {
             continue;
         };
-        let (commit, state) = apply_batch(client, &mut batch).await;
+        let (commit, state) = apply_batch(client, &mut batch, &counters).await;
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = batch.len(), "store commit failed");
         }
@@ -248,16 +321,25 @@ pub(crate) fn between(ok: bool, last: bool) -> &'static str {
 pub(crate) async fn apply_batch(
     c: &ClientWrapper,
     batch: &mut [Box<dyn PendingWrite>],
+    counters: &Counters,
 ) -> (Result<(), StoreError>, ConnState) {
-    let mut devices: Vec<&str> = batch
-        .iter()
-        .flat_map(|j| j.devices().iter().map(String::as_str))
-        .collect();
-    devices.sort_unstable();
-    devices.dedup();
+    if pipelinable(batch) {
+        match apply_pipelined(c, batch).await {
+            Pipelined::Done(commit, state) => {
+                counters.pipelined.fetch_add(1, Ordering::Relaxed);
+                return (commit, state);
+            }
+            Pipelined::RolledBack => {
+                counters.pipeline_retries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("magicpush_store_pipeline_retries_total").increment(1);
+            }
+        }
+    }
+    let devices = locked_devices(batch);
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
     let mut attempt = 1;
     loop {
-        match begin(c, &devices).await {
+        match begin(c, &devices, true).await {
             Ok(()) => break,
             Err(e) => {
                 // Nothing was written: a deadlock or serialisation failure over the locks is
@@ -303,6 +385,74 @@ pub(crate) async fn apply_batch(
     (Ok(()), ConnState::Clean)
 }
 
+/// Whether the batch's writes may run all at once, their statements pipelined: each may run
+/// again (should the attempt fail, it is rolled back and run one write after another in
+/// savepoints), each is a device's write, and no two are for the same device (their order
+/// would then matter). Writes of distinct devices touch distinct rows; where they could
+/// still meet (two devices claiming one identity certificate), a unique index fails one of
+/// them and the attempt falls back.
+pub(crate) fn pipelinable(batch: &[Box<dyn PendingWrite>]) -> bool {
+    if batch.len() < 2 {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    batch.iter().all(|job| {
+        job.repeatable()
+            && !job.devices().is_empty()
+            && job.devices().iter().all(|udid| seen.insert(udid.as_str()))
+    })
+}
+
+/// Every device the batch's writes lock, in UDID order (the order they are locked in).
+fn locked_devices(batch: &[Box<dyn PendingWrite>]) -> Vec<String> {
+    let mut devices: Vec<String> = batch
+        .iter()
+        .flat_map(|j| j.devices().iter().cloned())
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    devices
+}
+
+/// How a pipelined attempt ended.
+enum Pipelined {
+    /// Committed, or its commit failed: the batch's outcome.
+    Done(Result<(), StoreError>, ConnState),
+    /// A write failed, or the lock: nothing was applied, the connection is clean, and the
+    /// batch is to run again one write at a time.
+    RolledBack,
+}
+
+/// Runs every write of the batch at once in one transaction: their statements are sent
+/// without waiting for each other's answers (the `BEGIN` and the locks ahead of them), so
+/// the batch takes as many round trips as its longest write rather than all of them.
+async fn apply_pipelined(c: &ClientWrapper, batch: &mut [Box<dyn PendingWrite>]) -> Pipelined {
+    let devices = locked_devices(batch);
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
+    // `biased`: the `BEGIN` and the locks are sent before any write's statement.
+    let applied = futures_util::future::join_all(batch.iter_mut().map(|job| job.apply(c)));
+    let (began, applied) = tokio::join!(biased; begin(c, &devices, false), applied);
+    if began.is_err() || applied.contains(&false) {
+        return match rollback(c).await {
+            ConnState::Clean => Pipelined::RolledBack,
+            state => {
+                let failed = match began {
+                    Err(e) => crate::pg_err("begin")(e),
+                    Ok(()) => StoreError::Unavailable {
+                        op: "roll back a batch",
+                        detail: "the connection failed after a write failed".into(),
+                    },
+                };
+                Pipelined::Done(Err(failed), state)
+            }
+        };
+    }
+    match c.batch_execute("COMMIT").await {
+        Ok(()) => Pipelined::Done(Ok(()), ConnState::Clean),
+        Err(e) => Pipelined::Done(Err(crate::pg_err("commit")(e)), rollback(c).await),
+    }
+}
+
 /// Times a batch's `BEGIN` and its device locks are tried before the batch fails.
 const BEGIN_ATTEMPTS: u32 = 5;
 
@@ -311,19 +461,37 @@ const BEGIN_ATTEMPTS: u32 = 5;
 pub(crate) const LOCK_DEVICES: &str =
     "SELECT udid FROM devices WHERE udid = ANY($1::text[]) ORDER BY udid FOR NO KEY UPDATE";
 
-/// Opens the transaction, locks `devices` and opens the first write's savepoint, in one
-/// round trip.
-async fn begin(c: &ClientWrapper, devices: &[&str]) -> Result<(), tokio_postgres::Error> {
+/// Opens the transaction, locks `devices` and (with `savepoint`) opens the first write's
+/// savepoint, in one round trip. Its first poll sends every statement, so statements sent
+/// after that poll run inside the transaction.
+async fn begin(
+    c: &ClientWrapper,
+    devices: &[&str],
+    savepoint: bool,
+) -> Result<(), tokio_postgres::Error> {
     if devices.is_empty() {
-        return c.batch_execute("BEGIN; SAVEPOINT w").await;
+        return c
+            .batch_execute(if savepoint {
+                "BEGIN; SAVEPOINT w"
+            } else {
+                "BEGIN"
+            })
+            .await;
     }
-    let lock = c.prepare_cached(LOCK_DEVICES).await?;
-    let params: [Param<'_>; 1] = [&devices];
+    // Unnamed, so planned for these devices each time: a plan kept from when the table was
+    // small (a sequential scan) would read every device for each batch.
+    let params: [(&(dyn ToSql + Sync), Type); 1] = [(&devices, Type::TEXT_ARRAY)];
     let (began, locked, saved) = tokio::join!(
         biased;
         c.batch_execute("BEGIN"),
-        c.query(&lock, &params),
-        c.batch_execute("SAVEPOINT w"),
+        c.query_typed(LOCK_DEVICES, &params),
+        async {
+            if savepoint {
+                c.batch_execute("SAVEPOINT w").await
+            } else {
+                Ok(())
+            }
+        },
     );
     began?;
     locked?;
