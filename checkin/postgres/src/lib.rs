@@ -19,9 +19,11 @@
 //!   answers 503 with `Retry-After`; the same store serves again once it is back
 //!   (`tests/outage.rs` cuts a TCP forwarder between the store and the server).
 //! - **Group commit**: one writer task owns a connection; every write waiting when it starts a
-//!   transaction (up to [`PostgresOptions::max_batch`]) joins it, each in its own savepoint,
-//!   so a failing write is undone alone and the others commit. Concurrent check-ins share one
-//!   commit (one WAL flush) instead of one each. Writes that touch many devices are batched
+//!   transaction (up to [`PostgresOptions::max_batch`]) joins it, so concurrent check-ins
+//!   share one commit (one WAL flush) instead of one each. A batch of check-in writes runs
+//!   them all at once, their statements pipelined; should one fail, the batch runs again one
+//!   write at a time, each in its own savepoint, so a failing write is undone alone and the
+//!   others commit (see `writer`). Writes that touch many devices are batched
 //!   statements (`udid = ANY($1)`, one multi-row `INSERT … SELECT FROM unnest`). The writer's
 //!   queue is bounded: a device's write finding it full fails at once with
 //!   [`StoreError::Overloaded`]; the server's own writes wait for room.
