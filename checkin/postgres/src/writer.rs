@@ -57,6 +57,8 @@ pub(crate) trait PendingWrite: Send {
     fn devices(&self) -> &[String];
     /// Whether `apply` may run again after the transaction it ran in was rolled back.
     fn repeatable(&self) -> bool;
+    /// Forgets the result of an attempt that was rolled back.
+    fn forget(&mut self);
 }
 
 /// Runs once a write's transaction committed, before its waiter hears of it.
@@ -191,6 +193,10 @@ where
 
     fn repeatable(&self) -> bool {
         self.work.repeatable()
+    }
+
+    fn forget(&mut self) {
+        self.result = None;
     }
 }
 
@@ -330,6 +336,10 @@ pub(crate) async fn apply_batch(
                 return (commit, state);
             }
             Pipelined::RolledBack => {
+                // Its errors may be the aborted transaction's, not the writes' own.
+                for job in batch.iter_mut() {
+                    job.forget();
+                }
                 counters.pipeline_retries.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("magicpush_store_pipeline_retries_total").increment(1);
             }
@@ -522,6 +532,60 @@ async fn rollback(c: &ClientWrapper) -> ConnState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that only says what it is for.
+    struct Fake {
+        devices: Vec<String>,
+        repeatable: bool,
+    }
+
+    impl PendingWrite for Fake {
+        fn apply<'c>(
+            &'c mut self,
+            _: &'c ClientWrapper,
+        ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
+            Box::pin(std::future::ready(true))
+        }
+        fn complete(self: Box<Self>, _: &Result<(), StoreError>) {}
+        fn devices(&self) -> &[String] {
+            &self.devices
+        }
+        fn repeatable(&self) -> bool {
+            self.repeatable
+        }
+        fn forget(&mut self) {}
+    }
+
+    fn batch(writes: &[(&[&str], bool)]) -> Vec<Box<dyn PendingWrite>> {
+        writes
+            .iter()
+            .map(|(devices, repeatable)| {
+                Box::new(Fake {
+                    devices: devices.iter().map(|d| d.to_string()).collect(),
+                    repeatable: *repeatable,
+                }) as Box<dyn PendingWrite>
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_repeatable_writes_of_distinct_devices_are_pipelined() {
+        assert!(pipelinable(&batch(&[(&["A"], true), (&["B"], true)])));
+        // One write alone gains nothing.
+        assert!(!pipelinable(&batch(&[(&["A"], true)])));
+        // Two writes of one device keep their order.
+        assert!(!pipelinable(&batch(&[(&["A"], true), (&["A"], true)])));
+        assert!(!pipelinable(&batch(&[(&["A", "B"], true), (&["B"], true)])));
+        // A write that cannot run again, or one of no device (a server write).
+        assert!(!pipelinable(&batch(&[(&["A"], true), (&["B"], false)])));
+        assert!(!pipelinable(&batch(&[(&["A"], true), (&[], true)])));
+    }
+
+    #[test]
+    fn a_batch_locks_each_device_once_in_order() {
+        let b = batch(&[(&["C", "A"], false), (&["B", "A"], true)]);
+        assert_eq!(locked_devices(&b), ["A", "B", "C"]);
+    }
 
     #[test]
     fn each_write_ends_in_the_statement_that_opens_the_next() {
