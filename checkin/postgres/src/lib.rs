@@ -629,9 +629,9 @@ impl CheckinStore for PostgresStore {
     }
 
     fn check_out<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
-        let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(udid.clone(), move |c| {
-            let udid = udid.clone();
+        let (udid, at): (Arc<str>, _) = (udid.into(), truncate_ms(at));
+        self.device_write(udid.to_string(), move |c| {
+            let udid = Arc::clone(&udid);
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 logic::check_out(&mut d, at);
@@ -688,9 +688,9 @@ impl CheckinStore for PostgresStore {
     }
 
     fn touch<'a>(&'a self, udid: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()> {
-        let (udid, at) = (udid.to_owned(), truncate_ms(at));
-        self.device_write(udid.clone(), move |c| {
-            let udid = udid.clone();
+        let (udid, at): (Arc<str>, _) = (udid.into(), truncate_ms(at));
+        self.device_write(udid.to_string(), move |c| {
+            let udid = Arc::clone(&udid);
             Box::pin(async move {
                 let mut d = require_device(c, &udid).await?;
                 apply_contact(&mut d, at);
@@ -946,11 +946,13 @@ impl QueueStore for PostgresStore {
             device_info: report.device_info.clone(),
             raw: plist::Dictionary::new(),
         };
-        let report = Arc::new(report);
+        let written = Arc::new((report, error_chain, raw));
         self.device_write(udid.clone(), move |c| {
-            let (report, error_chain, raw) =
-                (Arc::clone(&report), error_chain.clone(), raw.clone());
-            Box::pin(async move { rows::record_report(c, &report, error_chain, raw, at).await })
+            let written = Arc::clone(&written);
+            Box::pin(async move {
+                let (report, error_chain, raw) = &*written;
+                rows::record_report(c, report, error_chain, raw.as_deref(), at).await
+            })
         })
     }
 

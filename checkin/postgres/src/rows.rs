@@ -473,8 +473,8 @@ pub(crate) async fn upsert_for_token_update(
 pub(crate) async fn record_report(
     c: &ClientWrapper,
     report: &Report,
-    error_chain: Vec<ErrorChainItem>,
-    raw: Option<Vec<u8>>,
+    error_chain: &[ErrorChainItem],
+    raw: Option<&[u8]>,
     at: OffsetDateTime,
 ) -> Result<ReportOutcome, StoreError> {
     const OP: &str = "record result";
@@ -562,7 +562,7 @@ pub(crate) async fn record_report(
         out.known_command = true;
         out.dequeued = status.is_final();
     }
-    let chain = serde_json::to_string(&error_chain).map_err(|e| StoreError::Corrupt {
+    let chain = serde_json::to_string(error_chain).map_err(|e| StoreError::Corrupt {
         what: format!("error chain not serialisable: {e}"),
     })?;
     let raw = raw.unwrap_or_default();
