@@ -1,7 +1,9 @@
 //! One client connection: TLS handshake, h2, the stream loop and the faults that act on it.
 //!
 //! A connection is one task. Streams are futures polled by that task (no task per stream):
-//! a stream whose body is complete and needs no delay is answered in its first poll.
+//! a stream whose body is complete and needs no delay is answered in its first poll. The
+//! requests that arrived together are answered together, in one write, as a server under load
+//! does (see [`crate::write_count`]).
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use super::judge::{judge, Reason, TopicRule, Verdict, MAX_PAYLOAD};
 use super::settings_io::SettingsIo;
 use super::state::{ConnState, Control, Shared};
 use super::tls::certificate_topic;
+use super::write_count::WriteCount;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,7 +79,10 @@ pub(crate) async fn serve(
         _ => None,
     });
     tracing::debug!(%peer, id = conn_state.id, ?topic, "mock APNs: connection open");
-    let io = SettingsIo::new(tls, conn_state.limits.clone());
+    let io = SettingsIo::new(
+        WriteCount::new(tls, conn_state.clone()),
+        conn_state.limits.clone(),
+    );
     serve_h2(io, &shared, &conn_state, &topic).await;
     shared.connection_closed(&conn_state);
     tracing::debug!(%peer, id = conn_state.id, "mock APNs: connection closed");
@@ -123,6 +129,8 @@ where
         Err(_) => return,
     };
     let mut streams = FuturesUnordered::new();
+    // Requests taken from the connection and not yet answered (kept for its allocation).
+    let mut arrived = Vec::new();
     let mut going_away = false;
     loop {
         let event = poll_fn(|cx| {
@@ -148,28 +156,39 @@ where
             }
             while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
             let mut admitted = false;
+            // Every request that has arrived is taken first and answered after: each call of
+            // `poll_accept` flushes what was answered since the last one, so answering between
+            // two calls would write each answer alone, one system call per push.
             loop {
-                match conn.poll_accept(cx) {
-                    Poll::Ready(Some(Ok((request, respond)))) => {
-                        if let Some(pending) = admit(request, respond, shared, conn_state, topic, cx) {
-                            streams.push(pending);
-                            admitted = true;
+                loop {
+                    match conn.poll_accept(cx) {
+                        Poll::Ready(Some(Ok(accepted))) => arrived.push(accepted),
+                        Poll::Ready(Some(Err(e))) => {
+                            tracing::debug!(id = conn_state.id, error = %e, "mock APNs: connection error");
+                            return Poll::Ready(Event::Closed);
                         }
-                        let every = shared.goaway_every.load(Ordering::Relaxed);
-                        let n = conn_state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-                        if every > 0 && n.is_multiple_of(every) && !going_away {
-                            going_away = true;
-                            shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
-                            conn.graceful_shutdown();
-                        }
+                        Poll::Ready(None) => return Poll::Ready(Event::Closed),
+                        Poll::Pending => break,
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        tracing::debug!(id = conn_state.id, error = %e, "mock APNs: connection error");
-                        return Poll::Ready(Event::Closed);
-                    }
-                    Poll::Ready(None) => return Poll::Ready(Event::Closed),
-                    Poll::Pending => break,
                 }
+                if arrived.is_empty() {
+                    break;
+                }
+                for (request, respond) in arrived.drain(..) {
+                    if let Some(pending) = admit(request, respond, shared, conn_state, topic, cx) {
+                        streams.push(pending);
+                        admitted = true;
+                    }
+                    let every = shared.goaway_every.load(Ordering::Relaxed);
+                    let n = conn_state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                    if every > 0 && n.is_multiple_of(every) && !going_away {
+                        going_away = true;
+                        shared.goaways_sent.fetch_add(1, Ordering::Relaxed);
+                        conn.graceful_shutdown();
+                    }
+                }
+                // The next `poll_accept` writes these answers together and takes what came
+                // meanwhile.
             }
             if admitted {
                 // New stream futures must be polled once to register their wakers.

@@ -8,7 +8,7 @@
 //! - Faults: stream limit (also changed on live connections), delay, 429/503 rates, refused
 //!   streams, GOAWAY every N requests, abrupt drops, freezing, 403 certificate rejection.
 //! - Counting: pushes accepted per token and per topic, answers by reason, connections, peak
-//!   concurrent streams and limit violations per connection ([`MockStats`]).
+//!   concurrent streams, limit violations and writes per connection ([`MockStats`]).
 //!
 //! It shares no code with the engine: it judges the engine.
 //!
@@ -33,6 +33,7 @@ pub mod settings_io;
 mod state;
 mod stats;
 pub mod tls;
+mod write_count;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

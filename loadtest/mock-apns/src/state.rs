@@ -131,6 +131,8 @@ pub(crate) struct ConnState {
     pub(crate) peak: AtomicU32,
     pub(crate) requests: AtomicU64,
     pub(crate) limit_violations: AtomicU64,
+    /// Flushes that carried data (see [`crate::write_count`]).
+    pub(crate) writes: AtomicU64,
     pub(crate) open: AtomicBool,
     pub(crate) limits: Arc<StreamLimits>,
 }
@@ -298,6 +300,7 @@ impl Shared {
             peak: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             limit_violations: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             open: AtomicBool::new(true),
             limits: Arc::new(StreamLimits::new(self.max_streams.clone())),
         });

@@ -55,6 +55,8 @@ pub struct ConnectionStats {
     pub limit_violations: u64,
     /// The last stream limit the client acknowledged.
     pub acknowledged_limit: Option<u32>,
+    /// Writes to the connection: flushes that carried data (answers, SETTINGS, PINGs…).
+    pub writes: u64,
 }
 
 impl MockStats {
@@ -133,6 +135,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MockStats {
             peak_streams: c.peak.load(Ordering::Relaxed),
             limit_violations: c.limit_violations.load(Ordering::Relaxed),
             acknowledged_limit: c.limits.acknowledged(),
+            writes: c.writes.load(Ordering::Relaxed),
         })
         .collect();
     MockStats {

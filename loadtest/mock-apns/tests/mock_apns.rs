@@ -607,6 +607,35 @@ async fn delay_does_not_serialise_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_is_answered_in_a_few_writes() {
+    let pki = TestPki::generate().unwrap();
+    let mock = start(&pki, MockConfig::default()).await;
+    let client = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+    assert_eq!(
+        push(&client, TOKEN, &pki.topic).await.status,
+        StatusCode::OK
+    );
+    // The burst is sent while the mock does not read, so that it finds all of it at once.
+    mock.freeze();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let writes = || mock.stats().connections[0].writes;
+    let before = writes();
+    const BURST: usize = 200;
+    let burst =
+        futures_util::future::join_all((0..BURST).map(|_| push(&client, TOKEN, &pki.topic)));
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        mock.thaw();
+    };
+    let (answers, ()) = tokio::join!(burst, thaw);
+    assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+    // One write per answer would be a system call per push.
+    let took = writes() - before;
+    assert!(took <= 10, "{BURST} answers took {took} writes");
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_errors_and_resets() {
     let pki = TestPki::generate().unwrap();
     let mock = start(&pki, MockConfig::default()).await;
