@@ -74,6 +74,11 @@ pub struct FleetArgs {
     /// POST /v1/topics before enrollment); device i enrolls with topic i % T.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     topics: u32,
+    /// Give each tenant's devices adjacent UDIDs (sorted tenant by tenant) instead of random
+    /// ones. No real fleet looks so: it measures what a store keyed by tenant first would gain
+    /// over the UDID-keyed one (BENCHMARKS.md §7a). Up to 4,096 tenants.
+    #[arg(long)]
+    udids_by_tenant: bool,
     /// Server processes (nodes) to start, all on --database-url; each device request
     /// (Authenticate, TokenUpdate, each report after the push) goes to a node chosen at random
     /// with --seed; the refresh is started, and the counts read, through the last node
@@ -145,6 +150,14 @@ pub fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
     config.device_auth = args.device_auth;
     config.baseline = args.baseline || args.json;
     config.topics = args.topics as usize;
+    if args.udids_by_tenant && config.topics > fleet::device::UDID_PREFIXES {
+        anyhow::bail!(
+            "--udids-by-tenant keeps at most {} tenants apart (--topics {})",
+            fleet::device::UDID_PREFIXES,
+            config.topics
+        );
+    }
+    config.udids_by_tenant = args.udids_by_tenant;
     config.nodes = args.nodes;
     config.database_url = args.database_url;
     if args.enroll && args.device_auth != FleetDeviceAuth::Signature {

@@ -115,10 +115,53 @@ pub fn count_for(n: usize, fraction: f64) -> usize {
     ((n as f64) * fraction.clamp(0.0, 1.0)).round() as usize
 }
 
+/// How many values the first field of a UDID takes here (its three hex digits after `00008`):
+/// the most tenants [`UdidLayout::ByTenant`] can keep apart.
+pub const UDID_PREFIXES: usize = 0x1000;
+
+/// Where the devices' UDIDs fall in the key order the server's store keeps them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdidLayout {
+    /// At random, as real UDIDs are: one tenant's devices are spread over the whole key order.
+    #[default]
+    Random,
+    /// Tenant by tenant: device `i` (of tenant `i % tenants`, as the fleet assigns them) gets a
+    /// UDID among its tenant's only, so each tenant's devices are adjacent in key order. No
+    /// real fleet looks so; it shows what a store keyed by tenant first would gain (`fleet
+    /// --udids-by-tenant`). Up to [`UDID_PREFIXES`] tenants.
+    ByTenant(usize),
+}
+
+impl UdidLayout {
+    /// The first field of device `index`'s UDID, from `random` (below [`UDID_PREFIXES`]).
+    fn prefix(self, index: u32, random: u16) -> u16 {
+        match self {
+            UdidLayout::Random => random,
+            UdidLayout::ByTenant(tenants) => {
+                let tenants = tenants.clamp(1, UDID_PREFIXES) as u32;
+                let width = UDID_PREFIXES as u32 / tenants;
+                let first = (index % tenants) * width;
+                (first + u32::from(random) % width) as u16
+            }
+        }
+    }
+}
+
 /// `n` devices from `seed`: `count_for(n, unregistered)` unregistered, `count_for(n, offline)`
 /// offline (capped so the two never exceed `n`), the rest online; roles are spread over the
 /// fleet at random. The same seed gives the same fleet.
 pub fn generate(n: usize, offline: f64, unregistered: f64, seed: u64) -> Vec<SimDevice> {
+    generate_with(n, offline, unregistered, seed, UdidLayout::Random)
+}
+
+/// [`generate`] with the UDIDs laid out by `layout`; everything else is the same fleet.
+pub fn generate_with(
+    n: usize,
+    offline: f64,
+    unregistered: f64,
+    seed: u64,
+    layout: UdidLayout,
+) -> Vec<SimDevice> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let n_unregistered = count_for(n, unregistered);
     let n_offline = count_for(n, offline).min(n - n_unregistered);
@@ -133,11 +176,11 @@ pub fn generate(n: usize, offline: f64, unregistered: f64, seed: u64) -> Vec<Sim
     roles
         .into_iter()
         .enumerate()
-        .map(|(i, role)| device(i as u32, role, &mut rng))
+        .map(|(i, role)| device(i as u32, role, &mut rng, layout))
         .collect()
 }
 
-fn device(index: u32, role: Role, rng: &mut fastrand::Rng) -> SimDevice {
+fn device(index: u32, role: Role, rng: &mut fastrand::Rng, layout: UdidLayout) -> SimDevice {
     let mut token = [0u8; 32];
     rng.fill(&mut token);
     // The first four bytes carry the index: tokens are unique whatever the generator does.
@@ -147,7 +190,7 @@ fn device(index: u32, role: Role, rng: &mut fastrand::Rng) -> SimDevice {
     SimDevice {
         udid: format!(
             "00008{:03X}-{:08X}{:08X}",
-            rng.u16(..0x1000),
+            layout.prefix(index, rng.u16(..UDID_PREFIXES as u16)),
             index,
             rng.u32(..)
         ),
@@ -275,6 +318,38 @@ mod tests {
         let again = generate(1000, 0.1, 0.05, 7);
         assert!(fleet.iter().zip(&again).all(|(a, b)| a.udid == b.udid));
         assert!(fleet[..150].iter().any(|d| d.role == Role::Online));
+    }
+
+    #[test]
+    fn udids_by_tenant_put_each_tenants_devices_together_and_change_nothing_else() {
+        let (n, tenants) = (3000, 1000);
+        let random = generate(n, 0.1, 0.05, 7);
+        let by_tenant = generate_with(n, 0.1, 0.05, 7, UdidLayout::ByTenant(tenants));
+        let tenant_order = |fleet: &[SimDevice]| {
+            let mut keyed: Vec<(&str, usize)> = fleet
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.udid.as_str(), i % tenants))
+                .collect();
+            keyed.sort();
+            keyed.windows(2).all(|w| w[0].1 <= w[1].1)
+        };
+        assert!(tenant_order(&by_tenant));
+        assert!(!tenant_order(&random));
+        let unique: HashSet<&str> = by_tenant.iter().map(|d| d.udid.as_str()).collect();
+        assert_eq!(unique.len(), n);
+        for (a, b) in random.iter().zip(&by_tenant) {
+            assert_eq!((a.role, a.token, &a.serial), (b.role, b.token, &b.serial));
+            assert_eq!(a.udid[9..], b.udid[9..], "only the first field moves");
+        }
+        // One tenant is the random layout; more tenants than the prefixes hold still give
+        // UDIDs of the same shape.
+        assert!(generate_with(10, 0.0, 0.0, 7, UdidLayout::ByTenant(1))
+            .iter()
+            .zip(generate(10, 0.0, 0.0, 7))
+            .all(|(a, b)| a.udid == b.udid));
+        let many = generate_with(10, 0.0, 0.0, 7, UdidLayout::ByTenant(UDID_PREFIXES * 2));
+        assert!(many.iter().all(|d| d.udid.len() == random[0].udid.len()));
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct FleetConfig {
     /// robin. The server starts with the first; the others are registered through
     /// `POST /v1/topics`.
     pub topics: usize,
+    /// Each tenant's devices get adjacent UDIDs ([`device::UdidLayout::ByTenant`]) instead of
+    /// random ones: what a store keyed by tenant first would see. Not a real fleet's layout.
+    pub udids_by_tenant: bool,
     /// Server processes to start (spawned mode), all on [`FleetConfig::database_url`]; each
     /// device request goes to one of them, chosen with the seed. More than one needs a
     /// database.
@@ -163,6 +166,7 @@ impl FleetConfig {
             device_auth: FleetDeviceAuth::Signature,
             baseline: false,
             topics: 1,
+            udids_by_tenant: false,
             nodes: 1,
             database_url: None,
             enroll: false,
@@ -369,11 +373,17 @@ pub async fn run(config: &FleetConfig, progress: Arc<Progress>) -> Result<FleetR
     progress.set_phase(Phase::Setup);
 
     // --- setup: devices, certificates, mock APNs, server ---
-    let devices = Arc::new(device::generate(
+    let layout = if config.udids_by_tenant {
+        device::UdidLayout::ByTenant(config.topics)
+    } else {
+        device::UdidLayout::Random
+    };
+    let devices = Arc::new(device::generate_with(
         config.devices,
         config.offline_fraction,
         config.unregistered_fraction,
         config.seed,
+        layout,
     ));
     let role_count = |r: Role| devices.iter().filter(|d| d.role == r).count() as u64;
     let injected = Injected {
@@ -781,6 +791,7 @@ impl ServerRun<'_> {
             devices: devices.len() as u64,
             device_auth: config.device_auth,
             topics: topics.len() as u64,
+            udids_by_tenant: config.udids_by_tenant,
             tenant_certs_s: 0.0,
             register_s: 0.0,
             apns_connections_peak: mock_stats.connections_peak,

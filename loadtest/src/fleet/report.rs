@@ -227,6 +227,8 @@ pub struct FleetReport {
     /// Tenants (`--topics`): push certificates with a topic each, the devices spread over
     /// them round robin.
     pub topics: u64,
+    /// Each tenant's devices had adjacent UDIDs (`--udids-by-tenant`), not random ones.
+    pub udids_by_tenant: bool,
     /// Issuing the push certificates of tenants 2.. (part of setup), in seconds.
     pub tenant_certs_s: f64,
     /// Registering tenants 2.. through `POST /v1/topics`, after setup and before enrollment
@@ -393,6 +395,13 @@ impl FleetReport {
                 self.topics.to_string()
             },
         );
+        if self.udids_by_tenant {
+            row(
+                "UDIDs",
+                "by tenant (--udids-by-tenant: each tenant's devices adjacent in key order)"
+                    .to_owned(),
+            );
+        }
         if let (Some(floor), Some(ratio)) = (self.floor_s, self.wall_over_floor) {
             row(
                 "floor (trivial MDM stand-in)",
@@ -654,6 +663,7 @@ mod tests {
             devices: 10,
             device_auth: super::super::FleetDeviceAuth::Signature,
             topics,
+            udids_by_tenant: false,
             tenant_certs_s: 0.1,
             register_s: 0.25,
             apns_connections_peak: 4,
