@@ -178,6 +178,21 @@ async fn push(client: &Client, token: &str, topic: &str) -> Answer {
     .expect("answered")
 }
 
+/// A mock with one connection that carried a push, then frozen (it reads nothing until
+/// thawed).
+async fn frozen_after_one_push() -> (TestPki, MockHandle, Client) {
+    let pki = TestPki::generate().unwrap();
+    let mock = start(&pki, MockConfig::default()).await;
+    let client = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
+    assert_eq!(
+        push(&client, TOKEN, &pki.topic).await.status,
+        StatusCode::OK
+    );
+    mock.freeze();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (pki, mock, client)
+}
+
 fn uppercase_uuid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::parse_str(s).is_ok() && !s.bytes().any(|b| b.is_ascii_lowercase())
 }
@@ -608,16 +623,8 @@ async fn delay_does_not_serialise_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_requests_is_answered_in_a_few_writes() {
-    let pki = TestPki::generate().unwrap();
-    let mock = start(&pki, MockConfig::default()).await;
-    let client = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
-    assert_eq!(
-        push(&client, TOKEN, &pki.topic).await.status,
-        StatusCode::OK
-    );
+    let (pki, mock, client) = frozen_after_one_push().await;
     // The burst is sent while the mock does not read, so that it finds all of it at once.
-    mock.freeze();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let writes = || mock.stats().connections[0].writes;
     let before = writes();
     const BURST: usize = 200;
@@ -674,15 +681,7 @@ async fn injected_errors_and_resets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_connection_is_silent_until_thawed_and_drop_closes() {
-    let pki = TestPki::generate().unwrap();
-    let mock = start(&pki, MockConfig::default()).await;
-    let client = connect(&mock, &pki, Some(&pki.push)).await.unwrap();
-    assert_eq!(
-        push(&client, TOKEN, &pki.topic).await.status,
-        StatusCode::OK
-    );
-    mock.freeze();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (pki, mock, client) = frozen_after_one_push().await;
     let body = mdm_body();
     let pending = send(&client.send, request(TOKEN, &pki.topic, &[]), &body);
     tokio::pin!(pending);
