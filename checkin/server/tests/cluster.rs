@@ -128,10 +128,12 @@ fn a_refresh_cut_by_a_nodes_death_is_taken_back_and_pushed_by_another_node() {
         a.spawn_heartbeat();
         let summary = a.refresh(RefreshTarget::All).await.unwrap();
         assert_eq!(summary.pushing, 5);
-        // Device 1 answered and recorded, device 2 in flight.
+        // Device 1 answered and recorded (its outcome, then the run's progress: two writes),
+        // device 2 in flight.
         for _ in 0..500 {
             let d1 = store.device(&udids[0]).await.unwrap().unwrap();
-            if d1.push_outcome.is_some() && a_pusher.sent().len() == 2 {
+            let answered = a.nodes().await.unwrap().refreshes[0].answered;
+            if d1.push_outcome.is_some() && answered == 1 && a_pusher.sent().len() == 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
