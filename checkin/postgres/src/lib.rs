@@ -78,8 +78,9 @@ use self::rows::{
     device_from_row, drop_queue, exec, get, load_device, next_queued, push_attempt_values,
     push_outcome_values, query, query_opt, queued_from_row, require_device, result_from_row,
     save_device, upsert_for_token_update, upsert_user, user_from_row, Param, PUSH_ATTEMPT,
-    PUSH_OUTCOME, SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_FIRST, SELECT_QUEUED,
-    SELECT_TOPIC_DEVICES_AFTER, SELECT_TOPIC_DEVICES_FIRST,
+    PUSH_OUTCOME, SELECT_DEVICES, SELECT_DEVICES_AFTER, SELECT_DEVICES_BY_TOPIC_AFTER,
+    SELECT_DEVICES_BY_TOPIC_FIRST, SELECT_DEVICES_FIRST, SELECT_QUEUED, SELECT_TOPIC_DEVICES_AFTER,
+    SELECT_TOPIC_DEVICES_FIRST,
 };
 use self::writer::{AfterCommit, Counters, Job, Once, PendingWrite, Repeat, Work, WorkFuture};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -1187,6 +1188,35 @@ impl ListingStore for PostgresStore {
                 None => {
                     let params: &[Param<'_>] = &[&topic, &limit];
                     query(&c, "read devices", &SELECT_TOPIC_DEVICES_FIRST, params).await?
+                }
+            };
+            rows.iter()
+                .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
+                .collect()
+        })
+    }
+
+    fn devices_page_by_topic<'a>(
+        &'a self,
+        after: Option<(&'a str, &'a str)>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let c = self.reader().await?;
+            let rows = match after {
+                Some((topic, udid)) => {
+                    let params: &[Param<'_>] = &[&topic, &udid, &limit];
+                    query(&c, "read devices", &SELECT_DEVICES_BY_TOPIC_AFTER, params).await?
+                }
+                None => {
+                    query(
+                        &c,
+                        "read devices",
+                        &SELECT_DEVICES_BY_TOPIC_FIRST,
+                        &[&limit],
+                    )
+                    .await?
                 }
             };
             rows.iter()

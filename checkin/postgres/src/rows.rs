@@ -125,6 +125,18 @@ pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
 pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE udid > $1 ORDER BY udid LIMIT $2", *SELECT_DEVICES));
 
+/// The first page of devices by tenant, through `devices_by_topic` (`$1`: the page size).
+pub(crate) static SELECT_DEVICES_BY_TOPIC_FIRST: LazyLock<String> =
+    LazyLock::new(|| format!("{} ORDER BY topic, udid LIMIT $1", *SELECT_DEVICES));
+
+/// The page of devices after `(topic $1, UDID $2)` by tenant (`$3`: the page size).
+pub(crate) static SELECT_DEVICES_BY_TOPIC_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE (topic, udid) > ($1, $2) ORDER BY topic, udid LIMIT $3",
+        *SELECT_DEVICES
+    )
+});
+
 /// The first page of topic `$1`'s devices (`$2`: the page size), through `devices_by_topic`.
 pub(crate) static SELECT_TOPIC_DEVICES_FIRST: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -251,7 +263,7 @@ pub(crate) fn device_from_row(row: &Row) -> Result<Device, StoreError> {
     d.info.imei = text(8)?;
     d.info.meid = text(9)?;
     d.info.phone_number = text(10)?;
-    d.topic = text(11)?;
+    d.topic = text(11)?.filter(|t| !t.is_empty());
     d.token = text(12)?;
     d.push_magic = text(13)?;
     d.unlock_token = bytes(14)?.map(Secret::new);

@@ -83,7 +83,8 @@ impl SqliteStore {
                 const OP: &str = "read a refresh run's devices";
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT udid FROM refresh_run_devices WHERE run_id = ?1 ORDER BY udid",
+                        "SELECT udid FROM refresh_run_devices WHERE run_id = ?1
+                         ORDER BY topic, udid",
                     )
                     .map_err(db_err(OP))?;
                 let rows = stmt
@@ -204,9 +205,13 @@ impl ClusterStore for SqliteStore {
         self.write(move |c| {
             const OP: &str = "record a refresh run's devices";
             let mut added = 0i64;
+            // Keyed by the device's tenant (schema version 12): a refresh of every tenant
+            // lists its devices in key order. A device gone since the walk read it is listed
+            // under no topic; the sweep finds nothing to withdraw for it.
             let mut insert = c
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO refresh_run_devices (run_id, udid) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO refresh_run_devices (run_id, topic, udid)
+                     VALUES (?1, COALESCE((SELECT topic FROM devices WHERE udid = ?2), ''), ?2)",
                 )
                 .map_err(db_err(OP))?;
             for udid in &udids {

@@ -6,6 +6,15 @@
 //! crash. A check-in is answered 200 only after it is durable, so every commit syncs the WAL
 //! (`FULL`); group commit makes that one fsync per batch of concurrent writes, not per write.
 
+/// The topic of device `?1`, as SQL: the first column of the queue's, the results' and the
+/// refresh runs' keys (schema version 12), so a device's rows are found, and written, among
+/// its tenant's. One lookup in the UDID index, which holds the topic.
+macro_rules! device_topic {
+    () => {
+        "(SELECT topic FROM devices WHERE udid = ?1)"
+    };
+}
+
 mod cluster;
 mod enrollment;
 mod pushcerts;
@@ -28,8 +37,8 @@ use self::rows::{
     load_identity_hash, queued_from_row, require_device, result_from_row, save_device,
     update_for_report, update_push_attempt, update_push_outcome, upsert_for_authenticate,
     upsert_for_token_update, upsert_user, user_from_row, SELECT_DEVICES, SELECT_DEVICES_AFTER,
-    SELECT_DEVICES_FIRST, SELECT_NEXT_QUEUED, SELECT_QUEUED, SELECT_TOPIC_DEVICES_AFTER,
-    SELECT_TOPIC_DEVICES_FIRST,
+    SELECT_DEVICES_BY_TOPIC_AFTER, SELECT_DEVICES_BY_TOPIC_FIRST, SELECT_DEVICES_FIRST,
+    SELECT_NEXT_QUEUED, SELECT_QUEUED, SELECT_TOPIC_DEVICES_AFTER, SELECT_TOPIC_DEVICES_FIRST,
 };
 use self::writer::{Counters, Job, PendingWrite, Undo};
 use magicpush_mdm::{Authenticate, Command, Report, Secret, Status, TokenUpdate};
@@ -271,10 +280,14 @@ fn next_queued(
 /// by key. (Written as `uuid IN (SELECT uuid FROM commands WHERE
 /// expires_at <= ?)`, SQLite scanned every command ever stored on every report: 3.6 ms a
 /// report with 100,000 commands, against 4 µs now.)
-const DROP_EXPIRED: &str = "DELETE FROM queue WHERE udid = ?1 AND EXISTS
+const DROP_EXPIRED: &str = concat!(
+    "DELETE FROM queue WHERE topic = ",
+    device_topic!(),
+    " AND udid = ?1 AND EXISTS
        (SELECT 1 FROM commands
         WHERE commands.uuid = queue.uuid AND commands.expires_at IS NOT NULL
-          AND commands.expires_at <= ?2)";
+          AND commands.expires_at <= ?2)"
+);
 
 /// Drops the device's queued commands that expired by `at` (unsent).
 fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -284,7 +297,18 @@ fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), St
         .map_err(db_err("drop expired commands"))
 }
 
-const DEQUEUE: &str = "DELETE FROM queue WHERE udid = ?1 AND uuid = ?2 RETURNING request_type";
+/// Whether device `?1` has a command of RequestType `?2` queued.
+const HAS_QUEUED_TYPE: &str = concat!(
+    "SELECT 1 FROM queue WHERE topic = ",
+    device_topic!(),
+    " AND udid = ?1 AND request_type = ?2"
+);
+
+const DEQUEUE: &str = concat!(
+    "DELETE FROM queue WHERE topic = ",
+    device_topic!(),
+    " AND udid = ?1 AND uuid = ?2 RETURNING request_type"
+);
 
 /// Removes command `uuid` from the device's queue; its RequestType if it was queued.
 fn dequeue(c: &Connection, udid: &str, uuid: &str) -> Result<Option<String>, StoreError> {
@@ -293,8 +317,11 @@ fn dequeue(c: &Connection, udid: &str, uuid: &str) -> Result<Option<String>, Sto
         .map_err(db_err("record result"))
 }
 
-const MARK_NOT_NOW: &str =
-    "UPDATE queue SET not_now_at = ?3 WHERE udid = ?1 AND uuid = ?2 RETURNING request_type";
+const MARK_NOT_NOW: &str = concat!(
+    "UPDATE queue SET not_now_at = ?3 WHERE topic = ",
+    device_topic!(),
+    " AND udid = ?1 AND uuid = ?2 RETURNING request_type"
+);
 
 /// Marks command `uuid` answered NotNow; its RequestType if it is queued.
 fn mark_not_now(
@@ -766,10 +793,19 @@ impl CheckinStore for SqliteStore {
         self.submit(
             Undo::BySavepoint,
             move |c| {
+                // Before the device: its rows are found by its topic.
                 for sql in [
-                    "DELETE FROM queue WHERE udid = ?1",
+                    concat!(
+                        "DELETE FROM queue WHERE topic = ",
+                        device_topic!(),
+                        " AND udid = ?1"
+                    ),
                     "DELETE FROM users WHERE udid = ?1",
-                    "DELETE FROM results WHERE udid = ?1",
+                    concat!(
+                        "DELETE FROM results WHERE topic = ",
+                        device_topic!(),
+                        " AND udid = ?1"
+                    ),
                 ] {
                     c.prepare_cached(sql)
                         .and_then(|mut s| s.execute([&udid]))
@@ -795,9 +831,9 @@ impl CheckinStore for SqliteStore {
             Undo::BySavepoint,
             move |c| {
                 for sql in [
-                    "DELETE FROM queue WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
+                    "DELETE FROM queue WHERE topic = ?1",
                     "DELETE FROM users WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
-                    "DELETE FROM results WHERE udid IN (SELECT udid FROM devices WHERE topic = ?1)",
+                    "DELETE FROM results WHERE topic = ?1",
                 ] {
                     c.execute(sql, [&topic])
                         .map_err(db_err("delete a topic's devices"))?;
@@ -1030,7 +1066,7 @@ impl QueueStore for SqliteStore {
     fn has_queued<'a>(&'a self, udid: &'a str, request_type: &'a str) -> StoreFuture<'a, bool> {
         let (udid, request_type) = (udid.to_owned(), request_type.to_owned());
         self.read(move |c| {
-            c.prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+            c.prepare_cached(HAS_QUEUED_TYPE)
                 .and_then(|mut s| s.exists(params![udid, request_type]))
                 .map_err(db_err("read queue"))
         })
@@ -1137,10 +1173,12 @@ impl QueueStore for SqliteStore {
         let udid = udid.to_owned();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "SELECT udid, uuid, request_type, status, error_chain, raw, at
-                     FROM results WHERE udid = ?1 ORDER BY id",
-                )
+                     FROM results WHERE topic = ",
+                    device_topic!(),
+                    " AND udid = ?1 ORDER BY id"
+                ))
                 .map_err(db_err("read results"))?;
             let rows = stmt
                 .query_map([&udid], result_from_row)
@@ -1328,6 +1366,29 @@ impl ListingStore for SqliteStore {
         })
     }
 
+    fn devices_page_by_topic<'a>(
+        &'a self,
+        after: Option<(&'a str, &'a str)>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        let key = self.secrets.clone();
+        let after = after.map(|(t, u)| (t.to_owned(), u.to_owned()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let sql = match after {
+                Some(_) => &*SELECT_DEVICES_BY_TOPIC_AFTER,
+                None => &*SELECT_DEVICES_BY_TOPIC_FIRST,
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
+            let rows = match &after {
+                Some((topic, udid)) => stmt.query_map(params![topic, udid, limit], device_from_row),
+                None => stmt.query_map(params![limit], device_from_row),
+            }
+            .map_err(db_err("read devices"))?;
+            Self::collect_devices(rows, key.as_deref())
+        })
+    }
+
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         let udid = udid.to_owned();
         let key = self.secrets.clone();
@@ -1384,12 +1445,14 @@ fn queue_for_each(
         ..EnqueueOutcome::default()
     };
     let mut already = c
-        .prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 AND request_type = ?2")
+        .prepare_cached(HAS_QUEUED_TYPE)
         .map_err(db_err("enqueue"))?;
     let mut insert = c
-        .prepare_cached(
-            "INSERT INTO queue (udid, uuid, request_type, queued_at) VALUES (?1, ?2, ?3, ?4)",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO queue (topic, udid, uuid, request_type, queued_at) VALUES (",
+            device_topic!(),
+            ", ?1, ?2, ?3, ?4)"
+        ))
         .map_err(db_err("enqueue"))?;
     for udid in udids {
         if !known(c, &udid)? {
@@ -1441,6 +1504,8 @@ mod tests {
             DEQUEUE,
             MARK_NOT_NOW,
             REQUEST_TYPE_OF,
+            HAS_QUEUED_TYPE,
+            rows::SELECT_QUEUED,
         ];
         for sql in statements {
             let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -1456,11 +1521,16 @@ mod tests {
                 !details.iter().any(|d| d.starts_with("SCAN")),
                 "{sql}\n{details:#?}"
             );
+            // The queue is read among the device's tenant's rows (schema version 12).
+            for d in details.iter().filter(|d| d.starts_with("SEARCH q")) {
+                assert!(d.contains("(topic=? AND udid=?"), "{sql}\n{details:#?}");
+            }
         }
     }
 
-    /// A page of the device listing is read in key order from where the last one ended: a
-    /// range of the primary key, no sort of the whole table for each page.
+    /// A page of a device listing is read in key order from where the last one ended, no
+    /// sort of the whole table for each page: by UDID a range of the UDID index, by tenant
+    /// (and one tenant's) a range of the primary key.
     #[test]
     fn a_device_page_reads_a_range_of_the_key_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
@@ -1479,10 +1549,29 @@ mod tests {
         assert!(
             after
                 .iter()
-                .any(|d| d.starts_with("SEARCH devices USING PRIMARY KEY")),
+                .any(|d| d.starts_with("SEARCH devices USING INDEX sqlite_autoindex_devices_1")),
             "{after:#?}"
         );
-        for details in [after, plan(&SELECT_DEVICES_FIRST)] {
+        for sql in [
+            &*SELECT_DEVICES_BY_TOPIC_AFTER,
+            &*SELECT_TOPIC_DEVICES_AFTER,
+        ] {
+            let details = plan(sql);
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.starts_with("SEARCH devices USING PRIMARY KEY")),
+                "{sql}\n{details:#?}"
+            );
+        }
+        for details in [
+            after,
+            plan(&SELECT_DEVICES_FIRST),
+            plan(&SELECT_DEVICES_BY_TOPIC_FIRST),
+            plan(&SELECT_DEVICES_BY_TOPIC_AFTER),
+            plan(&SELECT_TOPIC_DEVICES_FIRST),
+            plan(&SELECT_TOPIC_DEVICES_AFTER),
+        ] {
             assert!(
                 !details.iter().any(|d| d.contains("TEMP B-TREE")),
                 "{details:#?}"

@@ -26,11 +26,23 @@ pub(crate) static SELECT_DEVICES: LazyLock<String> = LazyLock::new(|| {
 pub(crate) static SELECT_DEVICES_FIRST: LazyLock<String> =
     LazyLock::new(|| format!("{} ORDER BY udid LIMIT ?1", *SELECT_DEVICES));
 
-/// The page of devices after UDID `?1` (`?2`: the page size): a range of the UDID key.
+/// The page of devices after UDID `?1` (`?2`: the page size): a range of the UDID index.
 pub(crate) static SELECT_DEVICES_AFTER: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE udid > ?1 ORDER BY udid LIMIT ?2", *SELECT_DEVICES));
 
-/// The first page of topic `?1`'s devices (`?2`: the page size), through `devices_by_topic`.
+/// The first page of devices in key order, by tenant (`?1`: the page size).
+pub(crate) static SELECT_DEVICES_BY_TOPIC_FIRST: LazyLock<String> =
+    LazyLock::new(|| format!("{} ORDER BY topic, udid LIMIT ?1", *SELECT_DEVICES));
+
+/// The page of devices after `(topic ?1, UDID ?2)` in key order (`?3`: the page size).
+pub(crate) static SELECT_DEVICES_BY_TOPIC_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE (topic, udid) > (?1, ?2) ORDER BY topic, udid LIMIT ?3",
+        *SELECT_DEVICES
+    )
+});
+
+/// The first page of topic `?1`'s devices (`?2`: the page size): a range of the key.
 pub(crate) static SELECT_TOPIC_DEVICES_FIRST: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{} WHERE topic = ?1 ORDER BY udid LIMIT ?2",
@@ -107,7 +119,7 @@ pub(crate) fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Device, 
     d.info.imei = row.get(8)?;
     d.info.meid = row.get(9)?;
     d.info.phone_number = row.get(10)?;
-    d.topic = row.get(11)?;
+    d.topic = row.get::<_, Option<String>>(11)?.filter(|t| !t.is_empty());
     d.token = row.get(12)?;
     d.push_magic = row.get(13)?;
     d.unlock_token = row.get::<_, Option<Vec<u8>>>(14)?.map(Secret::new);
@@ -257,17 +269,25 @@ pub(crate) const SELECT_BY_IDENTITY: &str = "SELECT udid FROM devices WHERE iden
 
 /// Whether the device has any command queued.
 pub(crate) fn has_queue(conn: &Connection, udid: &str) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM queue WHERE udid = ?1 LIMIT 1")
-        .and_then(|mut s| s.exists([udid]))
-        .map_err(db_err("read queue"))
+    conn.prepare_cached(concat!(
+        "SELECT 1 FROM queue WHERE topic = ",
+        device_topic!(),
+        " AND udid = ?1 LIMIT 1"
+    ))
+    .and_then(|mut s| s.exists([udid]))
+    .map_err(db_err("read queue"))
 }
 
 /// Drops every command queued for the device.
 pub(crate) fn drop_queue(conn: &Connection, udid: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM queue WHERE udid = ?1")
-        .and_then(|mut s| s.execute([udid]))
-        .map(drop)
-        .map_err(db_err("drop queue"))
+    conn.prepare_cached(concat!(
+        "DELETE FROM queue WHERE topic = ",
+        device_topic!(),
+        " AND udid = ?1"
+    ))
+    .and_then(|mut s| s.execute([udid]))
+    .map(drop)
+    .map_err(db_err("drop queue"))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -439,12 +459,15 @@ pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> 
 
 /// A device's queue: `?1` UDID, `?2` skip NotNow, `?3` now (ms; expired commands are left
 /// out — pass `i64::MIN` to list them all).
-pub(crate) const SELECT_QUEUED: &str =
+pub(crate) const SELECT_QUEUED: &str = concat!(
     "SELECT q.uuid, q.request_type, c.body, q.queued_at, q.not_now_at, c.expires_at
      FROM queue q JOIN commands c ON c.uuid = q.uuid
-     WHERE q.udid = ?1 AND (?2 = 0 OR q.not_now_at IS NULL)
+     WHERE q.topic = ",
+    device_topic!(),
+    " AND q.udid = ?1 AND (?2 = 0 OR q.not_now_at IS NULL)
        AND (c.expires_at IS NULL OR c.expires_at > ?3)
-     ORDER BY q.id";
+     ORDER BY q.id"
+);
 
 /// The device's next queued command: [`SELECT_QUEUED`]'s first row, its text made once.
 pub(crate) static SELECT_NEXT_QUEUED: LazyLock<String> =
@@ -488,9 +511,11 @@ pub(crate) fn has_result(
     uuid: &str,
     status: Status,
 ) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "SELECT 1 FROM results WHERE udid = ?1 AND uuid = ?2 AND status = ?3 LIMIT 1",
-    )
+    conn.prepare_cached(concat!(
+        "SELECT 1 FROM results WHERE topic = ",
+        device_topic!(),
+        " AND udid = ?1 AND uuid = ?2 AND status = ?3 LIMIT 1"
+    ))
     .and_then(|mut s| s.exists(params![udid, uuid, status.as_str()]))
     .map_err(db_err("read results"))
 }
@@ -499,10 +524,12 @@ pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), 
     let chain = serde_json::to_string(&r.error_chain).map_err(|e| StoreError::Corrupt {
         what: format!("error chain not serialisable: {e}"),
     })?;
-    conn.prepare_cached(
-        "INSERT INTO results (udid, uuid, request_type, status, error_chain, raw, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
+    conn.prepare_cached(concat!(
+        "INSERT INTO results (topic, udid, uuid, request_type, status, error_chain, raw, at)
+         VALUES (COALESCE(",
+        device_topic!(),
+        ", ''), ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             r.udid,
@@ -515,10 +542,13 @@ pub(crate) fn insert_result(conn: &Connection, r: &CommandResult) -> Result<(), 
         ])
     })
     .map_err(db_err("write result"))?;
-    conn.prepare_cached(
-        "DELETE FROM results WHERE udid = ?1 AND id <= (
-             SELECT id FROM results WHERE udid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )
+    conn.prepare_cached(concat!(
+        "DELETE FROM results WHERE topic = ",
+        device_topic!(),
+        " AND udid = ?1 AND id <= (SELECT id FROM results WHERE topic = ",
+        device_topic!(),
+        " AND udid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+    ))
     .and_then(|mut s| s.execute(params![r.udid, RESULTS_KEPT_PER_DEVICE as i64]))
     .map_err(db_err("prune results"))?;
     Ok(())

@@ -212,6 +212,94 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX enrollment_invitation_devices_by_udid
         ON enrollment_invitation_devices (udid);",
+    // 11: devices clustered by tenant: keyed (topic, udid), a device with no topic under the
+    // empty one. With many tenants a refresh pushes each tenant's devices together (one
+    // connection group per topic), so the devices that answer at one time are a few runs of
+    // one tenant's keys; keyed by UDID alone they were spread over the whole table and every
+    // report wrote a page of its own. A refresh of every tenant walks the table in key order.
+    // The UDID stays unique: every lookup and upsert by UDID goes through its index, and the
+    // users' and queue's references still name it. `devices_by_topic` goes: the key does its
+    // job.
+    "CREATE TABLE devices_v11 (
+        udid TEXT NOT NULL UNIQUE,
+        device_name TEXT, model TEXT, model_name TEXT, product_name TEXT,
+        os_version TEXT, build_version TEXT, serial_number TEXT, imei TEXT, meid TEXT,
+        phone_number TEXT,
+        topic TEXT NOT NULL DEFAULT '', token TEXT, push_magic TEXT,
+        unlock_token BLOB, bootstrap_token BLOB,
+        awaiting_configuration INTEGER NOT NULL DEFAULT 0,
+        authenticated_at INTEGER, enrolled_at INTEGER, token_updated_at INTEGER,
+        last_seen_at INTEGER, checked_out_at INTEGER, info_collected_at INTEGER,
+        last_push_at INTEGER, push_outcome TEXT, push_reason TEXT, push_unregistered_ms INTEGER,
+        push_outcome_at INTEGER, last_report_at INTEGER, first_report_after_push_at INTEGER,
+        identity_sha256 BLOB, identity_subject TEXT, identity_serial TEXT,
+        identity_not_after INTEGER, identity_bound_at INTEGER, identity_replaced_sha256 BLOB,
+        awaiting_token_update INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, udid)
+    ) WITHOUT ROWID;
+    INSERT INTO devices_v11 SELECT
+        udid, device_name, model, model_name, product_name,
+        os_version, build_version, serial_number, imei, meid,
+        phone_number,
+        COALESCE(topic, ''), token, push_magic, unlock_token, bootstrap_token,
+        awaiting_configuration,
+        authenticated_at, enrolled_at, token_updated_at,
+        last_seen_at, checked_out_at, info_collected_at,
+        last_push_at, push_outcome, push_reason, push_unregistered_ms,
+        push_outcome_at, last_report_at, first_report_after_push_at,
+        identity_sha256, identity_subject, identity_serial,
+        identity_not_after, identity_bound_at, identity_replaced_sha256,
+        awaiting_token_update
+    FROM devices;
+    DROP TABLE devices;
+    ALTER TABLE devices_v11 RENAME TO devices;
+    CREATE UNIQUE INDEX devices_by_identity ON devices (identity_sha256)
+        WHERE identity_sha256 IS NOT NULL;",
+    // 12: a device's queue, results and refresh-run entries keyed by its tenant too, as
+    // version 11 keys the devices: a report's writes to them land beside those of the other
+    // devices of its tenant answering at the time. Each row carries its device's topic,
+    // looked up by UDID as it is written; a trigger moves the rows of a device whose topic
+    // changes (a TokenUpdate with another topic keeps the queue).
+    "CREATE TABLE queue_v12 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        udid TEXT NOT NULL REFERENCES devices(udid),
+        uuid TEXT NOT NULL REFERENCES commands(uuid),
+        request_type TEXT NOT NULL,
+        queued_at INTEGER NOT NULL,
+        not_now_at INTEGER,
+        UNIQUE (topic, udid, uuid)
+    );
+    INSERT INTO queue_v12 (id, topic, udid, uuid, request_type, queued_at, not_now_at)
+        SELECT q.id, COALESCE((SELECT d.topic FROM devices d WHERE d.udid = q.udid), ''),
+            q.udid, q.uuid, q.request_type, q.queued_at, q.not_now_at
+        FROM queue q;
+    DROP TABLE queue;
+    ALTER TABLE queue_v12 RENAME TO queue;
+    CREATE INDEX queue_by_device ON queue (topic, udid, id);
+    ALTER TABLE results ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+    UPDATE results
+        SET topic = COALESCE((SELECT d.topic FROM devices d WHERE d.udid = results.udid), '');
+    DROP INDEX results_by_device;
+    CREATE INDEX results_by_device ON results (topic, udid, id);
+    CREATE TABLE refresh_run_devices_v12 (
+        run_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        udid TEXT NOT NULL,
+        PRIMARY KEY (run_id, topic, udid)
+    ) WITHOUT ROWID;
+    INSERT INTO refresh_run_devices_v12 (run_id, topic, udid)
+        SELECT r.run_id, COALESCE((SELECT d.topic FROM devices d WHERE d.udid = r.udid), ''),
+            r.udid
+        FROM refresh_run_devices r;
+    DROP TABLE refresh_run_devices;
+    ALTER TABLE refresh_run_devices_v12 RENAME TO refresh_run_devices;
+    CREATE TRIGGER devices_topic_moves AFTER UPDATE OF topic ON devices
+        WHEN old.topic <> new.topic
+    BEGIN
+        UPDATE queue SET topic = new.topic WHERE topic = old.topic AND udid = old.udid;
+        UPDATE results SET topic = new.topic WHERE topic = old.topic AND udid = old.udid;
+    END;",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

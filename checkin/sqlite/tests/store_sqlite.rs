@@ -101,7 +101,7 @@ async fn reopening_keeps_schema_version_and_wal() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 10);
+    assert_eq!(version, 12);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -177,7 +177,8 @@ async fn a_version_1_database_is_migrated_with_its_data() {
              VALUES ('B', 'SN-B', 'com.apple.mgmt.External.test', 'abab', 'magic-B', 0,
                1000, 2000, 2000, 2000, 'accepted', NULL),
                ('A', 'SN-A', 'com.apple.mgmt.External.test', NULL, NULL, 0,
-               1000, NULL, NULL, 1000, 'failed', 'DeadlineExceeded');
+               1000, NULL, NULL, 1000, 'failed', 'DeadlineExceeded'),
+               ('C', 'SN-C', NULL, NULL, NULL, 0, 1000, NULL, NULL, 1000, NULL, NULL);
              INSERT INTO users VALUES ('B', 'U1', 'u', 'User', 'cdcd', 'umagic', 2000);
              INSERT INTO commands VALUES ('{uuid}', 'ProfileList', x'00', 3000);
              INSERT INTO queue (udid, uuid, request_type, queued_at)
@@ -191,7 +192,12 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let devices = store.devices().await.unwrap();
     let udids: Vec<&str> = devices.iter().map(|d| d.udid.as_str()).collect();
-    assert_eq!(udids, ["A", "B"]);
+    assert_eq!(udids, ["A", "B", "C"]);
+    // Version 11: a device stored without a topic still reads as having none.
+    assert_eq!(devices[2].topic, None);
+    let by_topic = store.devices_page_by_topic(None, 10).await.unwrap();
+    let by_topic: Vec<&str> = by_topic.iter().map(|d| d.udid.as_str()).collect();
+    assert_eq!(by_topic, ["C", "A", "B"]);
     assert_eq!(
         devices[0].push_outcome,
         Some(PushOutcome::Failed {
@@ -225,7 +231,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 10);
+    assert_eq!(version, 12);
     // Version 5: the engine's text for a push's reason became its stored name.
     let reason: String = conn
         .query_row(
@@ -243,6 +249,46 @@ async fn a_version_1_database_is_migrated_with_its_data() {
         )
         .unwrap();
     assert!(devices_sql.ends_with("WITHOUT ROWID"), "{devices_sql}");
+    // Version 11: keyed by tenant, the UDID still unique, the topic index gone.
+    assert!(
+        devices_sql.contains("PRIMARY KEY (topic, udid)"),
+        "{devices_sql}"
+    );
+    let no_topic: i64 = conn
+        .query_row("SELECT count(*) FROM devices WHERE topic = ''", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(no_topic, 1);
+    let topic_index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'devices_by_topic'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(topic_index, 0);
+    // Version 12: the results carry their device's topic (the queued command was answered
+    // after the migration, the older result was migrated).
+    let result_topics: Vec<String> = conn
+        .prepare("SELECT topic FROM results WHERE udid = 'B' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        result_topics,
+        [
+            "com.apple.mgmt.External.test",
+            "com.apple.mgmt.External.test"
+        ]
+    );
+    let twin = conn.execute(
+        "INSERT INTO devices (udid, topic) VALUES ('B', 'com.apple.mgmt.External.other')",
+        [],
+    );
+    assert!(twin.is_err(), "a second row for one UDID was accepted");
     let type_index: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE name = 'queue_by_type'",
@@ -283,8 +329,8 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     // The references still point at the rebuilt table and are still enforced.
     conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
     let orphan = conn.execute(
-        "INSERT INTO queue (udid, uuid, request_type, queued_at)
-         VALUES ('nobody', ?1, 'ProfileList', 1)",
+        "INSERT INTO queue (topic, udid, uuid, request_type, queued_at)
+         VALUES ('', 'nobody', ?1, 'ProfileList', 1)",
         [&cmd.uuid],
     );
     assert!(

@@ -201,7 +201,9 @@ impl Column {
             Column::Imei => text(&i.imei),
             Column::Meid => text(&i.meid),
             Column::PhoneNumber => text(&i.phone_number),
-            Column::Topic => text(&d.topic),
+            // Stores key devices by (topic, UDID): a device without one is kept under the
+            // empty topic, which reads back as none.
+            Column::Topic => Value::Text(Cow::Borrowed(d.topic.as_deref().unwrap_or_default())),
             Column::Token => text(&d.token),
             Column::PushMagic => text(&d.push_magic),
             Column::UnlockToken => secret(&d.unlock_token),
@@ -265,11 +267,12 @@ mod tests {
     }
 
     #[test]
-    fn a_new_device_has_only_its_udid_and_false_flags() {
+    fn a_new_device_has_only_its_udid_no_topic_and_false_flags() {
         let d = Device::new("u");
         for (c, v) in Column::ALL.iter().zip(Column::row(&d)) {
             match c {
                 Column::Udid => assert_eq!(v, Value::Text("u".into())),
+                Column::Topic => assert_eq!(v, Value::Text("".into())),
                 Column::AwaitingConfiguration | Column::AwaitingTokenUpdate => {
                     assert_eq!(v, Value::Bool(false))
                 }

@@ -367,6 +367,18 @@ pub trait ListingStore: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'a, Vec<Device>>;
 
+    /// One page of every device in tenant order: by topic (a device without one under the
+    /// empty topic, so first), then by UDID; at most `limit` devices whose `(topic, UDID)`
+    /// sorts after `after`. The order the stores keep devices in, so a refresh of every tenant
+    /// reads the table in order and fills one tenant's push groups at a time. As
+    /// [`ListingStore::devices_page`], every device is seen once; a device whose topic
+    /// changes during the walk may be missed or seen twice.
+    fn devices_page_by_topic<'a>(
+        &'a self,
+        after: Option<(&'a str, &'a str)>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>>;
+
     /// One device.
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>>;
 

@@ -956,6 +956,27 @@ impl ListingStore for MemoryStore {
         })
     }
 
+    fn devices_page_by_topic<'a>(
+        &'a self,
+        after: Option<(&'a str, &'a str)>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Device>> {
+        self.run(move |s| {
+            fn key(d: &Device) -> (&str, &str) {
+                (d.topic.as_deref().unwrap_or_default(), d.udid.as_str())
+            }
+            let mut page: Vec<&Device> = s
+                .devices
+                .values()
+                .map(|d| &**d)
+                .filter(|d| after.is_none_or(|after| key(d) > after))
+                .collect();
+            page.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+            page.truncate(limit);
+            Ok(page.into_iter().cloned().collect())
+        })
+    }
+
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {
         self.run(|s| Ok(s.devices.get(udid).map(|d| (**d).clone())))
     }

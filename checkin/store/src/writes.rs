@@ -384,6 +384,7 @@ impl DeviceWrite {
 fn default(col: Column) -> Value<'static> {
     match col {
         Column::AwaitingConfiguration | Column::AwaitingTokenUpdate => Value::Bool(false),
+        Column::Topic => Value::Text("".into()),
         _ => Value::Null,
     }
 }

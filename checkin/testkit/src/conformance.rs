@@ -64,6 +64,8 @@ macro_rules! store_conformance {
             delete_all_devices_empties_the_store,
             delete_topic_devices_keeps_other_tenants,
             topic_pages_hold_one_tenants_devices,
+            pages_by_topic_walk_every_tenant_in_turn,
+            a_device_moving_tenant_keeps_its_queue_and_results,
             withdrawn_push_attempts_read_never_pushed,
             cancel_command_takes_it_off_every_queue,
             expired_commands_are_not_sent,
@@ -1694,6 +1696,114 @@ pub async fn topic_pages_hold_one_tenants_devices(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(rest.len(), 2);
+}
+
+/// [`ListingStore::devices_page_by_topic`](magicpush_store::ListingStore::devices_page_by_topic):
+/// every device once, by topic and then UDID, page by page from the last page's
+/// `(topic, UDID)`. (Every check-in names a topic; a device stored without one, from before
+/// topics were kept, is walked first; the SQLite store's migration test covers it.)
+pub async fn pages_by_topic_walk_every_tenant_in_turn(store: Arc<dyn Store>) {
+    let (a, b) = ("com.apple.mgmt.External.a", "com.apple.mgmt.External.b");
+    for i in 0..9u8 {
+        let udid = format!("D{i}");
+        let mut auth = authenticate(&udid);
+        auth.topic = if i % 2 == 0 { b } else { a }.into();
+        store.authenticate(&auth, None, t(0)).await.unwrap();
+    }
+    assert!(store
+        .devices_page_by_topic(None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut walked: Vec<(Option<String>, String)> = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(t, u)| (t.as_str(), u.as_str()));
+        let page = store.devices_page_by_topic(cursor, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some((last.topic.clone().unwrap_or_default(), last.udid.clone()));
+        walked.extend(page.into_iter().map(|d| (d.topic, d.udid)));
+    }
+    let want: Vec<(Option<String>, String)> = [
+        (Some(a), "D1"),
+        (Some(a), "D3"),
+        (Some(a), "D5"),
+        (Some(a), "D7"),
+        (Some(b), "D0"),
+        (Some(b), "D2"),
+        (Some(b), "D4"),
+        (Some(b), "D6"),
+        (Some(b), "D8"),
+    ]
+    .into_iter()
+    .map(|(t, u)| (t.map(str::to_owned), u.to_owned()))
+    .collect();
+    assert_eq!(walked, want);
+    // From the middle of a tenant, and from past every device.
+    let rest = store
+        .devices_page_by_topic(Some((a, "D4")), 2)
+        .await
+        .unwrap();
+    let rest: Vec<&str> = rest.iter().map(|d| d.udid.as_str()).collect();
+    assert_eq!(rest, ["D5", "D7"]);
+    let rest = store
+        .devices_page_by_topic(Some((a, "D7")), 2)
+        .await
+        .unwrap();
+    let rest: Vec<&str> = rest.iter().map(|d| d.udid.as_str()).collect();
+    assert_eq!(rest, ["D0", "D2"]);
+    assert!(store
+        .devices_page_by_topic(Some((b, "D8")), 5)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A TokenUpdate naming another topic moves the device to that tenant with its queue and its
+/// results (a store that keys them by tenant moves them too), and deleting the old tenant's
+/// devices leaves it alone.
+pub async fn a_device_moving_tenant_keeps_its_queue_and_results(store: Arc<dyn Store>) {
+    enroll(&*store, "M", t(0)).await;
+    enroll(&*store, "N", t(0)).await;
+    let (a, b) = (
+        Command::new("ProfileList", Dictionary::new()),
+        Command::new("CertificateList", Dictionary::new()),
+    );
+    let one = ["M".to_string()];
+    for cmd in [&a, &b] {
+        store
+            .enqueue(cmd, &one, EnqueueMode::Always, t(1))
+            .await
+            .unwrap();
+    }
+    let ack = report("M", Status::Acknowledged, Some(&a.uuid), Dictionary::new());
+    store.record_report(&ack, t(2)).await.unwrap();
+    let other = "com.apple.mgmt.External.other";
+    let mut moved = token_update("M", 0xcd);
+    moved.topic = other.into();
+    store.token_update(&moved, t(3)).await.unwrap();
+    let device = store.device("M").await.unwrap().expect("still stored");
+    assert_eq!(device.topic.as_deref(), Some(other));
+    assert!(store.has_queued("M", "CertificateList").await.unwrap());
+    let next = store.next_command("M", false, t(4)).await.unwrap();
+    assert_eq!(next.map(|c| c.uuid), Some(b.uuid.clone()));
+    let results = store.results("M").await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].command_uuid, a.uuid);
+    // Answered in its new tenant: dequeued, and the same answer again is recorded once.
+    let ack = report("M", Status::Acknowledged, Some(&b.uuid), Dictionary::new());
+    assert!(store.record_report(&ack, t(5)).await.unwrap().dequeued);
+    store.record_report(&ack, t(6)).await.unwrap();
+    assert_eq!(store.results("M").await.unwrap().len(), 2);
+    assert!(store.queued("M").await.unwrap().is_empty());
+    // The old tenant's deletion takes its other device, not this one.
+    let old = authenticate("X").topic;
+    assert_eq!(store.delete_topic_devices(&old).await.unwrap(), 1);
+    assert!(store.device("N").await.unwrap().is_none());
+    assert_eq!(store.results("M").await.unwrap().len(), 2);
+    assert!(store.delete_device("M").await.unwrap());
+    assert!(store.results("M").await.unwrap().is_empty());
 }
 
 pub async fn delete_topic_devices_keeps_other_tenants(store: Arc<dyn Store>) {

@@ -75,8 +75,9 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     topics: u32,
     /// Give each tenant's devices adjacent UDIDs (sorted tenant by tenant) instead of random
-    /// ones. No real fleet looks so: it measures what a store keyed by tenant first would gain
-    /// over the UDID-keyed one (BENCHMARKS.md §7a). Up to 4,096 tenants.
+    /// ones. No real fleet looks so: the stores key a device's rows by tenant, then UDID, and
+    /// this measures what is still ordered by UDID alone (the UDID index, the device
+    /// listings) against that (BENCHMARKS.md §7a). Up to 4,096 tenants.
     #[arg(long)]
     udids_by_tenant: bool,
     /// Server processes (nodes) to start, all on --database-url; each device request

@@ -25,23 +25,34 @@ use super::{Service, ServiceError};
 /// Devices read from the store at a time.
 pub(crate) const PAGE: usize = 1_000;
 
-/// Walks every device (or one topic's) in UDID order, a page at a time.
+/// Walks every device (or one topic's) a page at a time: in UDID order, or every tenant in
+/// turn ([`Pages::by_tenant`]).
 pub(crate) struct Pages {
     store: Arc<dyn Store>,
     size: usize,
-    /// Only the devices that enrolled with this topic.
-    topic: Option<String>,
-    after: Option<String>,
+    order: Order,
+    /// The last device read: its topic (in [`Order::ByTenant`]) and UDID.
+    after: Option<(String, String)>,
     done: bool,
 }
 
+/// Which devices a [`Pages`] walks, in which order.
+enum Order {
+    /// Every device by UDID.
+    Udid,
+    /// The devices that enrolled with this topic, by UDID.
+    Topic(String),
+    /// Every device by topic, then UDID: the stores' key order.
+    ByTenant,
+}
+
 impl Pages {
-    /// Pages of `size` devices (at least one).
+    /// Pages of `size` devices (at least one), every device by UDID.
     pub(crate) fn new(store: Arc<dyn Store>, size: usize) -> Self {
         Pages {
             store,
             size: size.max(1),
-            topic: None,
+            order: Order::Udid,
             after: None,
             done: false,
         }
@@ -50,7 +61,14 @@ impl Pages {
     /// Only the devices that enrolled with `topic` (`None`: every device), read through the
     /// store's topic index.
     pub(crate) fn of_topic(mut self, topic: Option<&str>) -> Self {
-        self.topic = topic.map(str::to_owned);
+        self.order = topic.map_or(Order::Udid, |t| Order::Topic(t.to_owned()));
+        self
+    }
+
+    /// Every device, one tenant after another (by topic, then UDID): the order the stores
+    /// keep devices in, so the walk reads their tables in order.
+    pub(crate) fn by_tenant(mut self) -> Self {
+        self.order = Order::ByTenant;
         self
     }
 
@@ -60,17 +78,27 @@ impl Pages {
         if self.done {
             return Ok(None);
         }
-        let after = self.after.as_deref();
-        let page = match &self.topic {
-            Some(topic) => {
+        let (topic, udid) = match &self.after {
+            Some((t, u)) => (Some(t.as_str()), Some(u.as_str())),
+            None => (None, None),
+        };
+        let page = match &self.order {
+            Order::Udid => self.store.devices_page(udid, self.size).await?,
+            Order::Topic(topic) => {
                 self.store
-                    .topic_devices_page(topic, after, self.size)
+                    .topic_devices_page(topic, udid, self.size)
                     .await?
             }
-            None => self.store.devices_page(after, self.size).await?,
+            Order::ByTenant => {
+                let after = topic.zip(udid);
+                self.store.devices_page_by_topic(after, self.size).await?
+            }
         };
         match page.last() {
-            Some(last) if page.len() == self.size => self.after = Some(last.udid.clone()),
+            Some(last) if page.len() == self.size => {
+                let topic = last.topic.clone().unwrap_or_default();
+                self.after = Some((topic, last.udid.clone()));
+            }
             // A short page is the last one: no read to learn that the next is empty.
             _ => self.done = true,
         }
@@ -206,6 +234,34 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use magicpush_store::MemoryStore;
+    use magicpush_testkit::conformance::{authenticate, t};
+
+    /// Every device once: by UDID, or tenant after tenant, across pages.
+    #[tokio::test]
+    async fn pages_walk_by_udid_or_by_tenant() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        for i in 0..7 {
+            let mut auth = authenticate(&format!("D{i}"));
+            auth.topic = ["t.b", "t.a"][i % 2].into();
+            store.authenticate(&auth, None, t(0)).await.unwrap();
+        }
+        let walk = |pages: Pages| async move {
+            let mut pages = pages;
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await.unwrap() {
+                assert!(page.len() <= 2);
+                out.extend(page.into_iter().map(|d| d.udid));
+            }
+            out
+        };
+        let by_udid = walk(Pages::new(Arc::clone(&store), 2)).await;
+        assert_eq!(by_udid, ["D0", "D1", "D2", "D3", "D4", "D5", "D6"]);
+        let by_tenant = walk(Pages::new(Arc::clone(&store), 2).by_tenant()).await;
+        assert_eq!(by_tenant, ["D1", "D3", "D5", "D0", "D2", "D4", "D6"]);
+        let one = walk(Pages::new(Arc::clone(&store), 2).of_topic(Some("t.a"))).await;
+        assert_eq!(one, ["D1", "D3", "D5"]);
+    }
 
     #[tokio::test]
     async fn a_producer_that_vanishes_cuts_the_listing_rather_than_ending_it() {

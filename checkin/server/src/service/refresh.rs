@@ -302,9 +302,18 @@ impl Service {
     async fn walk(&self, run: &mut RefreshRun, target: RefreshTarget) -> Result<(), ServiceError> {
         match target {
             RefreshTarget::All => {
-                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK);
+                // Tenant by tenant: each fills its push groups at once, and the devices
+                // pushed (and so answering) together lie together in the store.
+                let mut pages = Pages::new(Arc::clone(&self.store), REFRESH_CHUNK).by_tenant();
                 while let Some(page) = pages.next().await? {
+                    let last = page.last().and_then(|d| d.topic.clone());
                     self.refresh_chunk(run, page).await?;
+                    // The tenants before the page's last are done: their last groups go.
+                    if let Some(last) = last {
+                        for group in run.groups.take_before(&last) {
+                            run.launcher.launch(group);
+                        }
+                    }
                 }
             }
             RefreshTarget::Tenant(topic) => {
@@ -868,11 +877,22 @@ mod tests {
         magicpush_engine::cert::CertificateInfo::from_pem(cert.cert_pem.as_bytes()).unwrap()
     }
 
-    /// Devices walked in UDID order belong to three tenants in turn; their pushes reach the
+    /// Devices refreshed by UDID belong to three tenants in turn; their pushes reach the
     /// engine gathered by tenant, a group at a time, so that each tenant's connection carries
     /// them together.
     #[tokio::test]
+    async fn a_refresh_by_udid_pushes_each_tenants_devices_together() {
+        pushes_go_gathered_by_tenant(RefreshTarget::Devices).await;
+    }
+
+    /// A refresh of every tenant walks them one after another, and a tenant's last group goes
+    /// as soon as the walk has passed it.
+    #[tokio::test]
     async fn a_refresh_of_every_tenant_pushes_each_tenants_devices_together() {
+        pushes_go_gathered_by_tenant(|_| RefreshTarget::All).await;
+    }
+
+    async fn pushes_go_gathered_by_tenant(target: impl Fn(Vec<String>) -> RefreshTarget) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let tenants = ["a", "b", "c"].map(tenant_certificate);
         let n = 3 * 200;
@@ -895,7 +915,7 @@ mod tests {
             PushCertState::new(tenants.clone()),
             ServiceConfig::default(),
         );
-        let summary = service.refresh(RefreshTarget::All).await.unwrap();
+        let summary = service.refresh(target(udids.clone())).await.unwrap();
         assert_eq!(summary.pushing, n);
         outcomes_recorded(&*store, &udids).await;
         let sent: Vec<String> = pusher

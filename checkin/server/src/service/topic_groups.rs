@@ -1,11 +1,13 @@
 //! A refresh's pushes gathered by topic before they go to the engine.
 //!
-//! A refresh walks the devices by UDID, and with many tenants consecutive devices belong to
-//! different tenants. Pushed in that order, every push would travel alone on its tenant's
-//! APNs connection: one write, one read and a few wake-ups each, on both ends. Gathered by
-//! topic, a tenant's pushes reach its connection together and share them. The groups are
-//! bounded: a group is let go once it holds `group` pushes, and every group once all of them
-//! together hold `held` ([`TopicGroups::new`]).
+//! A refresh of listed devices walks them by UDID, and with many tenants consecutive devices
+//! belong to different tenants. Pushed in that order, every push would travel alone on its
+//! tenant's APNs connection: one write, one read and a few wake-ups each, on both ends.
+//! Gathered by topic, a tenant's pushes reach its connection together and share them. The
+//! groups are bounded: a group is let go once it holds `group` pushes, and every group once
+//! all of them together hold `held` ([`TopicGroups::new`]). A refresh of every tenant walks
+//! them one after another, and lets a tenant's last group go as soon as the walk has passed
+//! it ([`TopicGroups::take_before`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +56,16 @@ impl<T> TopicGroups<T> {
     pub(crate) fn drain(&mut self) -> Vec<Vec<T>> {
         self.count = 0;
         std::mem::take(&mut self.by_topic).into_values().collect()
+    }
+
+    /// Lets go every group whose topic sorts before `topic` (bytewise; no topic first): a
+    /// walk in topic order is past them, so no push will join them.
+    pub(crate) fn take_before(&mut self, topic: &str) -> Vec<Vec<T>> {
+        let rest = self.by_topic.split_off(&Some(Arc::from(topic)));
+        let passed = std::mem::replace(&mut self.by_topic, rest);
+        let groups: Vec<Vec<T>> = passed.into_values().collect();
+        self.count -= groups.iter().map(Vec::len).sum::<usize>();
+        groups
     }
 
     /// Pushes held now.
@@ -105,6 +117,18 @@ mod tests {
         let out = groups.add(topic("a"), 4);
         assert_eq!(out, vec![vec![2], vec![1, 4], vec![3]]);
         assert_eq!(groups.len(), 0);
+    }
+
+    #[test]
+    fn a_walk_in_topic_order_lets_the_topics_it_passed_go() {
+        let mut groups = TopicGroups::new(100, 1000);
+        for (t, i) in [(None, 0), (topic("a"), 1), (topic("b"), 2), (topic("c"), 3)] {
+            assert!(groups.add(t, i).is_empty());
+        }
+        assert_eq!(groups.take_before("b"), vec![vec![0], vec![1]]);
+        assert_eq!(groups.len(), 2);
+        assert!(groups.take_before("b").is_empty());
+        assert_eq!(groups.drain(), vec![vec![2], vec![3]]);
     }
 
     #[test]
