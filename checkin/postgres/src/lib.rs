@@ -1146,6 +1146,21 @@ impl PushStore for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// One page of devices: `sql` with `params` bound.
+    async fn device_page(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Device>, StoreError> {
+        let c = self.reader().await?;
+        let rows = query(&c, "read devices", sql, params).await?;
+        rows.iter()
+            .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
+            .collect()
+    }
+}
+
 impl ListingStore for PostgresStore {
     fn devices(&self) -> StoreFuture<'_, Vec<Device>> {
         Box::pin(self.read_devices("", &[]))
@@ -1158,16 +1173,13 @@ impl ListingStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Device>> {
         Box::pin(async move {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let c = self.reader().await?;
-            let rows = match after {
+            match after {
                 Some(after) => {
-                    query(&c, "read devices", &SELECT_DEVICES_AFTER, &[&after, &limit]).await?
+                    self.device_page(&SELECT_DEVICES_AFTER, &[&after, &limit])
+                        .await
                 }
-                None => query(&c, "read devices", &SELECT_DEVICES_FIRST, &[&limit]).await?,
-            };
-            rows.iter()
-                .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
-                .collect()
+                None => self.device_page(&SELECT_DEVICES_FIRST, &[&limit]).await,
+            }
         })
     }
 
@@ -1179,20 +1191,16 @@ impl ListingStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Device>> {
         Box::pin(async move {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let c = self.reader().await?;
-            let rows = match after {
+            match after {
                 Some(after) => {
                     let params: &[Param<'_>] = &[&topic, &after, &limit];
-                    query(&c, "read devices", &SELECT_TOPIC_DEVICES_AFTER, params).await?
+                    self.device_page(&SELECT_TOPIC_DEVICES_AFTER, params).await
                 }
                 None => {
                     let params: &[Param<'_>] = &[&topic, &limit];
-                    query(&c, "read devices", &SELECT_TOPIC_DEVICES_FIRST, params).await?
+                    self.device_page(&SELECT_TOPIC_DEVICES_FIRST, params).await
                 }
-            };
-            rows.iter()
-                .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
-                .collect()
+            }
         })
     }
 
@@ -1203,25 +1211,17 @@ impl ListingStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Device>> {
         Box::pin(async move {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let c = self.reader().await?;
-            let rows = match after {
+            match after {
                 Some((topic, udid)) => {
                     let params: &[Param<'_>] = &[&topic, &udid, &limit];
-                    query(&c, "read devices", &SELECT_DEVICES_BY_TOPIC_AFTER, params).await?
+                    self.device_page(&SELECT_DEVICES_BY_TOPIC_AFTER, params)
+                        .await
                 }
                 None => {
-                    query(
-                        &c,
-                        "read devices",
-                        &SELECT_DEVICES_BY_TOPIC_FIRST,
-                        &[&limit],
-                    )
-                    .await?
+                    self.device_page(&SELECT_DEVICES_BY_TOPIC_FIRST, &[&limit])
+                        .await
                 }
-            };
-            rows.iter()
-                .map(|r| device_from_row(r).and_then(|d| self.unseal_device(d)))
-                .collect()
+            }
         })
     }
 

@@ -289,6 +289,11 @@ const DROP_EXPIRED: &str = concat!(
           AND commands.expires_at <= ?2)"
 );
 
+/// A text parameter.
+fn text(s: &str) -> rusqlite::types::Value {
+    rusqlite::types::Value::Text(s.to_owned())
+}
+
 /// Drops the device's queued commands that expired by `at` (unsent).
 fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), StoreError> {
     c.prepare_cached(DROP_EXPIRED)
@@ -698,6 +703,25 @@ impl SqliteStore {
             let mut stmt = c.prepare_cached(&sql).map_err(db_err("read devices"))?;
             let rows = stmt
                 .query_map([], device_from_row)
+                .map_err(db_err("read devices"))?;
+            Self::collect_devices(rows, key.as_deref())
+        })
+    }
+
+    /// One page of devices: `sql` with `params` bound, then the page size `limit`.
+    fn device_page<const N: usize>(
+        &self,
+        sql: &'static str,
+        params: [rusqlite::types::Value; N],
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Device>> {
+        let key = self.secrets.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
+            let params = params.into_iter().chain([limit.into()]);
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), device_from_row)
                 .map_err(db_err("read devices"))?;
             Self::collect_devices(rows, key.as_deref())
         })
@@ -1323,22 +1347,10 @@ impl ListingStore for SqliteStore {
         after: Option<&'a str>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Device>> {
-        let key = self.secrets.clone();
-        let after = after.map(str::to_owned);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |c| {
-            let sql = match after {
-                Some(_) => &*SELECT_DEVICES_AFTER,
-                None => &*SELECT_DEVICES_FIRST,
-            };
-            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
-            let rows = match &after {
-                Some(after) => stmt.query_map(params![after, limit], device_from_row),
-                None => stmt.query_map(params![limit], device_from_row),
-            }
-            .map_err(db_err("read devices"))?;
-            Self::collect_devices(rows, key.as_deref())
-        })
+        match after {
+            Some(after) => self.device_page(&SELECT_DEVICES_AFTER, [text(after)], limit),
+            None => self.device_page(&SELECT_DEVICES_FIRST, [], limit),
+        }
     }
 
     fn topic_devices_page<'a>(
@@ -1347,23 +1359,13 @@ impl ListingStore for SqliteStore {
         after: Option<&'a str>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Device>> {
-        let key = self.secrets.clone();
-        let topic = topic.to_owned();
-        let after = after.map(str::to_owned);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |c| {
-            let sql = match after {
-                Some(_) => &*SELECT_TOPIC_DEVICES_AFTER,
-                None => &*SELECT_TOPIC_DEVICES_FIRST,
-            };
-            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
-            let rows = match &after {
-                Some(after) => stmt.query_map(params![topic, after, limit], device_from_row),
-                None => stmt.query_map(params![topic, limit], device_from_row),
+        match after {
+            Some(after) => {
+                let params = [text(topic), text(after)];
+                self.device_page(&SELECT_TOPIC_DEVICES_AFTER, params, limit)
             }
-            .map_err(db_err("read devices"))?;
-            Self::collect_devices(rows, key.as_deref())
-        })
+            None => self.device_page(&SELECT_TOPIC_DEVICES_FIRST, [text(topic)], limit),
+        }
     }
 
     fn devices_page_by_topic<'a>(
@@ -1371,22 +1373,13 @@ impl ListingStore for SqliteStore {
         after: Option<(&'a str, &'a str)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Device>> {
-        let key = self.secrets.clone();
-        let after = after.map(|(t, u)| (t.to_owned(), u.to_owned()));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |c| {
-            let sql = match after {
-                Some(_) => &*SELECT_DEVICES_BY_TOPIC_AFTER,
-                None => &*SELECT_DEVICES_BY_TOPIC_FIRST,
-            };
-            let mut stmt = c.prepare_cached(sql).map_err(db_err("read devices"))?;
-            let rows = match &after {
-                Some((topic, udid)) => stmt.query_map(params![topic, udid, limit], device_from_row),
-                None => stmt.query_map(params![limit], device_from_row),
+        match after {
+            Some((topic, udid)) => {
+                let params = [text(topic), text(udid)];
+                self.device_page(&SELECT_DEVICES_BY_TOPIC_AFTER, params, limit)
             }
-            .map_err(db_err("read devices"))?;
-            Self::collect_devices(rows, key.as_deref())
-        })
+            None => self.device_page(&SELECT_DEVICES_BY_TOPIC_FIRST, [], limit),
+        }
     }
 
     fn device<'a>(&'a self, udid: &'a str) -> StoreFuture<'a, Option<Device>> {

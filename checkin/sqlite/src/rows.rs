@@ -246,6 +246,8 @@ pub(crate) fn upsert_for_authenticate(
     if let Some(id) = identity {
         logic::bind_identity(&mut d, id);
     }
+    let stored = stored_topic(conn, &msg.udid)?;
+    move_tenant(conn, &msg.udid, stored.as_deref(), &msg.topic)?;
     let written = AUTHENTICATE.run(conn, &d);
     match (written, identity) {
         (Ok(_), _) => Ok(previous),
@@ -322,7 +324,7 @@ pub(crate) fn upsert_for_token_update(
     let stored = conn
         .prepare_cached(
             "SELECT enrolled_at, checked_out_at, token_updated_at, push_outcome, push_reason,
-               push_unregistered_ms, push_outcome_at, last_seen_at, awaiting_token_update
+               push_unregistered_ms, push_outcome_at, last_seen_at, awaiting_token_update, topic
              FROM devices WHERE udid = ?1",
         )
         .and_then(|mut s| {
@@ -333,13 +335,19 @@ pub(crate) fn upsert_for_token_update(
                 d.push_outcome_at = opt_ts(row, 6)?;
                 d.last_seen_at = opt_ts(row, 7)?;
                 d.awaiting_token_update = row.get(8)?;
-                Ok((row.get(3)?, row.get(4)?, row.get(5)?))
+                Ok((
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get::<_, String>(9)?,
+                ))
             })
             .optional()
         })
         .map_err(db_err("read device"))?;
-    if let Some((kind, reason, unregistered_ms)) = stored {
+    if let Some((kind, reason, unregistered_ms, topic)) = stored {
         d.push_outcome = push_outcome(&d.udid, kind, reason, unregistered_ms)?;
+        move_tenant(conn, &msg.udid, Some(&topic), &msg.topic)?;
     }
     let enrollment = logic::token_update(&mut d, msg, at);
     TOKEN_UPDATE.run(conn, &d).map_err(db_err("write device"))?;
@@ -443,7 +451,48 @@ pub(crate) fn update_for_report(
 
 /// Writes the whole device as given (`writes::SAVE`).
 pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
+    let stored = stored_topic(conn, &d.udid)?;
+    move_tenant(
+        conn,
+        &d.udid,
+        stored.as_deref(),
+        d.topic.as_deref().unwrap_or_default(),
+    )?;
     SAVE.run(conn, d).map(drop).map_err(db_err("write device"))
+}
+
+/// The topic device `udid` is stored under (the empty one for none); `None` if it is not
+/// stored.
+fn stored_topic(conn: &Connection, udid: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT topic FROM devices WHERE udid = ?1")
+        .and_then(|mut s| s.query_row([udid], |r| r.get(0)).optional())
+        .map_err(db_err("read device"))
+}
+
+/// Moves a device stored under topic `stored` to `topic`, with its queue and its results,
+/// when the two differ. The devices, the queue and the results are keyed by topic first
+/// (schema versions 11 and 12), and the upserts leave the topic alone
+/// ([`Dialect::upserts_set`](magicpush_store::writes::Dialect::upserts_set)): a device that
+/// changes tenant moves here, before its write.
+fn move_tenant(
+    conn: &Connection,
+    udid: &str,
+    stored: Option<&str>,
+    topic: &str,
+) -> Result<(), StoreError> {
+    let Some(stored) = stored.filter(|s| *s != topic) else {
+        return Ok(());
+    };
+    for sql in [
+        "UPDATE devices SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
+        "UPDATE queue SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
+        "UPDATE results SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![udid, stored, topic]))
+            .map_err(db_err("move a device to its new tenant"))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn queued_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedCommand> {

@@ -258,8 +258,9 @@ const MIGRATIONS: &[&str] = &[
     // 12: a device's queue, results and refresh-run entries keyed by its tenant too, as
     // version 11 keys the devices: a report's writes to them land beside those of the other
     // devices of its tenant answering at the time. Each row carries its device's topic,
-    // looked up by UDID as it is written; a trigger moves the rows of a device whose topic
-    // changes (a TokenUpdate with another topic keeps the queue).
+    // looked up by UDID as it is written; the store moves the rows of a device whose topic
+    // changes (rows::move_tenant: a TokenUpdate with another topic keeps the queue). Not a
+    // trigger: one on `devices` made every enrollment write slower, firing or not.
     "CREATE TABLE queue_v12 (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         topic TEXT NOT NULL,
@@ -293,13 +294,7 @@ const MIGRATIONS: &[&str] = &[
             r.udid
         FROM refresh_run_devices r;
     DROP TABLE refresh_run_devices;
-    ALTER TABLE refresh_run_devices_v12 RENAME TO refresh_run_devices;
-    CREATE TRIGGER devices_topic_moves AFTER UPDATE OF topic ON devices
-        WHEN old.topic <> new.topic
-    BEGIN
-        UPDATE queue SET topic = new.topic WHERE topic = old.topic AND udid = old.udid;
-        UPDATE results SET topic = new.topic WHERE topic = old.topic AND udid = old.udid;
-    END;",
+    ALTER TABLE refresh_run_devices_v12 RENAME TO refresh_run_devices;",
 ];
 
 /// Migrations whose data change SQL alone cannot write, by the version they bring the schema

@@ -1797,8 +1797,20 @@ pub async fn a_device_moving_tenant_keeps_its_queue_and_results(store: Arc<dyn S
     store.record_report(&ack, t(6)).await.unwrap();
     assert_eq!(store.results("M").await.unwrap().len(), 2);
     assert!(store.queued("M").await.unwrap().is_empty());
-    // The old tenant's deletion takes its other device, not this one.
+    // An Authenticate naming the first topic again moves it back, with its results (a new
+    // enrollment's queue starts empty).
     let old = authenticate("X").topic;
+    store
+        .authenticate(&authenticate("M"), None, t(7))
+        .await
+        .unwrap();
+    let device = store.device("M").await.unwrap().expect("still stored");
+    assert_eq!(device.topic.as_deref(), Some(old.as_str()));
+    assert_eq!(store.results("M").await.unwrap().len(), 2);
+    let mut away = token_update("M", 0xcd);
+    away.topic = other.into();
+    store.token_update(&away, t(8)).await.unwrap();
+    // The old tenant's deletion takes its other device, not this one.
     assert_eq!(store.delete_topic_devices(&old).await.unwrap(), 1);
     assert!(store.device("N").await.unwrap().is_none());
     assert_eq!(store.results("M").await.unwrap().len(), 2);

@@ -310,3 +310,17 @@ fn a_push_outcome_renders_as_an_update_keeping_the_first_attempt() {
         "{auth}"
     );
 }
+
+/// SQLite keys devices by (topic, UDID): its upserts insert the topic but never set it on a
+/// stored device (its store moves a device whose topic changes); PostgreSQL's set it.
+#[test]
+fn sqlite_upserts_leave_the_topic_key_alone() {
+    for write in [&AUTHENTICATE, &TOKEN_UPDATE, &SAVE] {
+        let sqlite = write.sql(Dialect::Sqlite);
+        let (insert, update) = sqlite.split_once("DO UPDATE SET").unwrap();
+        assert!(insert.contains(", topic,"), "{sqlite}");
+        assert!(!update.contains("topic ="), "{sqlite}");
+        let postgres = write.sql(Dialect::Postgres);
+        assert!(postgres.contains("topic = excluded.topic"), "{postgres}");
+    }
+}
