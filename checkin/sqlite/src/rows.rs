@@ -247,8 +247,9 @@ pub(crate) fn upsert_for_authenticate(
         logic::bind_identity(&mut d, id);
     }
     let stored = stored_topic(conn, &msg.udid)?;
-    move_tenant(conn, &msg.udid, stored.as_deref(), &msg.topic)?;
-    let written = AUTHENTICATE.run(conn, &d);
+    let written = moving_tenant(conn, &msg.udid, stored.as_deref(), &msg.topic, || {
+        AUTHENTICATE.run(conn, &d)
+    })?;
     match (written, identity) {
         (Ok(_), _) => Ok(previous),
         // The statement failed as a whole: SQLite left nothing of it behind.
@@ -345,12 +346,16 @@ pub(crate) fn upsert_for_token_update(
             .optional()
         })
         .map_err(db_err("read device"))?;
+    let mut stored_topic = None;
     if let Some((kind, reason, unregistered_ms, topic)) = stored {
         d.push_outcome = push_outcome(&d.udid, kind, reason, unregistered_ms)?;
-        move_tenant(conn, &msg.udid, Some(&topic), &msg.topic)?;
+        stored_topic = Some(topic);
     }
     let enrollment = logic::token_update(&mut d, msg, at);
-    TOKEN_UPDATE.run(conn, &d).map_err(db_err("write device"))?;
+    moving_tenant(conn, &msg.udid, stored_topic.as_deref(), &msg.topic, || {
+        TOKEN_UPDATE.run(conn, &d)
+    })?
+    .map_err(db_err("write device"))?;
     Ok(enrollment)
 }
 
@@ -452,13 +457,12 @@ pub(crate) fn update_for_report(
 /// Writes the whole device as given (`writes::SAVE`).
 pub(crate) fn save_device(conn: &Connection, d: &Device) -> Result<(), StoreError> {
     let stored = stored_topic(conn, &d.udid)?;
-    move_tenant(
-        conn,
-        &d.udid,
-        stored.as_deref(),
-        d.topic.as_deref().unwrap_or_default(),
-    )?;
-    SAVE.run(conn, d).map(drop).map_err(db_err("write device"))
+    let topic = d.topic.as_deref().unwrap_or_default();
+    moving_tenant(conn, &d.udid, stored.as_deref(), topic, || {
+        SAVE.run(conn, d)
+    })?
+    .map(drop)
+    .map_err(db_err("write device"))
 }
 
 /// The topic device `udid` is stored under (the empty one for none); `None` if it is not
@@ -469,27 +473,44 @@ fn stored_topic(conn: &Connection, udid: &str) -> Result<Option<String>, StoreEr
         .map_err(db_err("read device"))
 }
 
-/// Moves a device stored under topic `stored` to `topic`, with its queue and its results,
-/// when the two differ. The devices, the queue and the results are keyed by topic first
-/// (schema versions 11 and 12), and the upserts leave the topic alone
+/// Runs `write`, first moving the device from topic `stored` to `topic`, with its queue and
+/// its results, when the two differ. The devices, the queue and the results are keyed by
+/// topic first (schema versions 11 and 12), and the upserts leave the topic alone
 /// ([`Dialect::upserts_set`](magicpush_store::writes::Dialect::upserts_set)): a device that
-/// changes tenant moves here, before its write.
-fn move_tenant(
+/// changes tenant moves here. The move and the write share a savepoint, so a write that
+/// fails (an identity bound to another device, say) leaves the device where it was; the
+/// writes calling this otherwise run a single statement without one (`Undo::ByStatement`).
+/// The outer error is the move's, the inner one the write's.
+fn moving_tenant<T>(
     conn: &Connection,
     udid: &str,
     stored: Option<&str>,
     topic: &str,
-) -> Result<(), StoreError> {
+    write: impl FnOnce() -> rusqlite::Result<T>,
+) -> Result<rusqlite::Result<T>, StoreError> {
     let Some(stored) = stored.filter(|s| *s != topic) else {
-        return Ok(());
+        return Ok(write());
     };
+    conn.execute_batch("SAVEPOINT move_tenant")
+        .map_err(db_err("savepoint"))?;
+    let done = move_tenant(conn, udid, stored, topic).map(|()| write());
+    let end = match &done {
+        Ok(Ok(_)) => "RELEASE move_tenant",
+        _ => "ROLLBACK TO move_tenant; RELEASE move_tenant",
+    };
+    conn.execute_batch(end).map_err(db_err("savepoint"))?;
+    done
+}
+
+/// Moves device `udid`'s row, queue and results from topic `from` to `to`.
+fn move_tenant(conn: &Connection, udid: &str, from: &str, to: &str) -> Result<(), StoreError> {
     for sql in [
         "UPDATE devices SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
         "UPDATE queue SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
         "UPDATE results SET topic = ?3 WHERE topic = ?2 AND udid = ?1",
     ] {
         conn.prepare_cached(sql)
-            .and_then(|mut s| s.execute(params![udid, stored, topic]))
+            .and_then(|mut s| s.execute(params![udid, from, to]))
             .map_err(db_err("move a device to its new tenant"))?;
     }
     Ok(())

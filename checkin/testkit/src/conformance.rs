@@ -1246,6 +1246,14 @@ pub async fn identity_of_another_device_is_refused_without_a_write(store: Arc<dy
         .await
         .unwrap_err();
     assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
+    // Nor when the refused Authenticate names another topic: the device stays in its tenant.
+    let mut elsewhere = authenticate("B");
+    elsewhere.topic = "com.apple.mgmt.External.other".into();
+    let err = store
+        .authenticate(&elsewhere, Some(&identity(1, t(5))), t(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::IdentityInUse { udid: "A".into() });
     let err = store
         .authenticate(&authenticate("C"), Some(&identity(1, t(5))), t(5))
         .await
