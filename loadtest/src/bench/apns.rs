@@ -33,9 +33,39 @@ pub struct BenchOptions {
     pub external: Option<External>,
     /// Engine (and h2load) runs, one after the other; the median one is reported.
     pub rounds: usize,
-    /// Topics (push certificates) the pushes are spread over, round robin; each topic gets
+    /// Topics (push certificates) the pushes are spread over; each topic gets
     /// `connections / topics` connections (at least one).
     pub topics: usize,
+    /// The order in which the pushes of several topics are submitted.
+    pub order: TopicOrder,
+}
+
+/// How the pushes of several topics follow one another in the submitted input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicOrder {
+    /// Round robin: consecutive pushes go to consecutive topics (a caller mixing its
+    /// customers' pushes one by one).
+    #[default]
+    Interleaved,
+    /// Each topic's pushes together, topic after topic (what `magicpush serve` hands the
+    /// engine for a refresh, which walks the devices tenant by tenant).
+    ByTopic,
+}
+
+impl TopicOrder {
+    /// The topic (an index below `topics`) of push `i` of `pushes`.
+    pub fn topic_of(self, i: u64, pushes: u64, topics: u64) -> usize {
+        let topics = topics.max(1);
+        match self {
+            TopicOrder::Interleaved => (i % topics) as usize,
+            // Blocks as even as integer division allows: topic t gets pushes
+            // [t·pushes/topics, (t+1)·pushes/topics).
+            TopicOrder::ByTopic => {
+                ((u128::from(i) * u128::from(topics)) / u128::from(pushes.max(1))) as usize
+            }
+        }
+    }
 }
 
 /// An APNs-like server started elsewhere.
@@ -91,6 +121,8 @@ pub struct BenchReport {
     pub rounds: Vec<Round>,
     /// Topics the pushes went to.
     pub topics: usize,
+    /// The order of the pushes across topics.
+    pub order: TopicOrder,
     /// Connections per topic.
     pub connections_per_topic: usize,
     /// Connections open when the clock started (all topics).
@@ -356,8 +388,10 @@ async fn run_engine(
     let cpu_before = engine_cpu_s();
     let start = Instant::now();
     let n = topics.len() as u64;
-    let mut bulk = client.push_bulk((0..opts.pushes).map(|i| {
-        DevicePush::new(token(i), "bench-magic").with_topic(topics[(i % n) as usize].clone())
+    let (order, pushes) = (opts.order, opts.pushes);
+    let mut bulk = client.push_bulk((0..pushes).map(|i| {
+        DevicePush::new(token(i), "bench-magic")
+            .with_topic(topics[order.topic_of(i, pushes, n)].clone())
     }));
     while let Some(item) = bulk.next().await {
         match item.result {
@@ -411,6 +445,7 @@ async fn run_engine(
         h2load_ratio_vs_bound: None,
         rounds: Vec::new(),
         topics: topics.len(),
+        order: opts.order,
         connections_per_topic: per_topic,
         connections_open_at_start: Some(open_at_start),
     })
@@ -545,6 +580,34 @@ time for connect:    20.00ms     50.00ms     30.00ms      8.00ms    60.00%\n";
         let bad = out.replace("100000 succeeded, 0 failed", "99990 succeeded, 10 failed");
         assert!(parse_h2load(&bad).is_err());
         assert!(parse_h2load("garbage").is_err());
+    }
+
+    #[test]
+    fn orders_spread_every_topic_evenly() {
+        for (pushes, topics) in [(300_000u64, 1_000u64), (10, 3), (7, 7), (5, 1)] {
+            for order in [TopicOrder::Interleaved, TopicOrder::ByTopic] {
+                let seq: Vec<usize> = (0..pushes)
+                    .map(|i| order.topic_of(i, pushes, topics))
+                    .collect();
+                let mut counts = vec![0u64; topics as usize];
+                for &t in &seq {
+                    counts[t] += 1;
+                }
+                let (lo, hi) = (counts.iter().min(), counts.iter().max());
+                assert!(
+                    hi.unwrap() - lo.unwrap() <= 1,
+                    "{order:?} {pushes}/{topics}"
+                );
+                // By topic, each topic's pushes are one run, in topic order.
+                let runs = 1 + seq.windows(2).filter(|w| w[0] != w[1]).count();
+                if order == TopicOrder::ByTopic {
+                    assert!(seq.windows(2).all(|w| w[0] <= w[1]));
+                    assert_eq!(runs as u64, topics.min(pushes));
+                } else if topics > 1 {
+                    assert_eq!(runs as u64, pushes);
+                }
+            }
+        }
     }
 }
 

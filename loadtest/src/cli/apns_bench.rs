@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::bench::apns::{self, BenchOptions, External};
+use crate::bench::apns::{self, BenchOptions, External, TopicOrder};
 
 #[derive(Debug, clap::Args)]
 pub struct ApnsBenchArgs {
@@ -42,13 +42,17 @@ pub struct ApnsBenchArgs {
     /// the median ratio; every round is printed too. Damps a noisy machine.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Spread the pushes over this many topics (push certificates from the mock's CA), round
-    /// robin; each topic gets `--connections / --topics` connections, at least one.
+    /// Spread the pushes over this many topics (push certificates from the mock's CA), evenly;
+    /// each topic gets `--connections / --topics` connections, at least one.
     #[arg(long, default_value_t = 1)]
     topics: usize,
+    /// How the topics' pushes follow one another: `interleaved` (round robin) or `by-topic`
+    /// (each topic's pushes together, as a refresh of every tenant hands them over).
+    #[arg(long, value_enum, default_value_t = TopicOrder::Interleaved)]
+    order: TopicOrder,
     /// Measure fairness instead: one topic's single pushes (one every 10 ms) on an idle
     /// engine, then while another topic pushes a backlog of --pushes (use --delay-ms 20).
-    #[arg(long, conflicts_with_all = ["compare_h2load", "topics", "apns_url"])]
+    #[arg(long, conflicts_with_all = ["compare_h2load", "topics", "order", "apns_url"])]
     fairness: bool,
     /// Print one JSON object on the last line.
     #[arg(long)]
@@ -72,6 +76,7 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         external,
         rounds: args.rounds.max(1),
         topics: args.topics.max(1),
+        order: args.order,
     };
     if args.fairness {
         let f = apns::fairness(&opts)?;
@@ -103,6 +108,9 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         "engine: {} pushes over {} topic(s) × {} connection(s) × {} streams, delay {} ms",
         r.pushes, r.topics, r.connections_per_topic, r.streams, r.delay_ms
     );
+    if r.topics > 1 {
+        println!("  pushes ordered {:?} across topics", r.order);
+    }
     println!(
         "  delivered {} failed {} in {:.2} s → {:.0} pushes/s",
         r.delivered, r.failed, r.elapsed_s, r.pushes_per_s
