@@ -109,7 +109,10 @@ pub fn run(args: ApnsBenchArgs) -> anyhow::Result<ExitCode> {
         r.pushes, r.topics, r.connections_per_topic, r.streams, r.delay_ms
     );
     if r.topics > 1 {
-        println!("  pushes ordered {:?} across topics", r.order);
+        let order = clap::ValueEnum::to_possible_value(&r.order)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        println!("  pushes ordered across topics: {order}");
     }
     println!(
         "  delivered {} failed {} in {:.2} s → {:.0} pushes/s",
