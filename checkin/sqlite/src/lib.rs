@@ -289,11 +289,6 @@ const DROP_EXPIRED: &str = concat!(
           AND commands.expires_at <= ?2)"
 );
 
-/// A text parameter.
-fn text(s: &str) -> rusqlite::types::Value {
-    rusqlite::types::Value::Text(s.to_owned())
-}
-
 /// Drops the device's queued commands that expired by `at` (unsent).
 fn drop_expired(c: &Connection, udid: &str, at: OffsetDateTime) -> Result<(), StoreError> {
     c.prepare_cached(DROP_EXPIRED)
@@ -738,6 +733,11 @@ impl SqliteStore {
         }
         Ok(out)
     }
+}
+
+/// A text parameter of a [`SqliteStore::device_page`] statement.
+fn text(s: &str) -> rusqlite::types::Value {
+    rusqlite::types::Value::Text(s.to_owned())
 }
 
 #[cfg(test)]
