@@ -226,8 +226,9 @@ fn push_outcome(
     }
 }
 
-/// `logic::authenticate` on the stored row without reading it (with an identity: reading only
-/// its binding, to return it), as `writes::AUTHENTICATE` declares.
+/// `logic::authenticate` on the stored row, as `writes::AUTHENTICATE` declares, reading only
+/// its topic (to move it when the tenant changes, [`moving_tenant`]) and, with an identity,
+/// its binding (to return it).
 pub(crate) fn upsert_for_authenticate(
     conn: &Connection,
     msg: &Authenticate,
